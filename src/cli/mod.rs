@@ -1,0 +1,210 @@
+//! Command-line interface: clap definitions and one module per command. No business logic here:
+//! commands call the library and render what it returns.
+
+mod completions;
+mod graph;
+mod init;
+mod list;
+mod validate;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, ConfigErrors, Loaded, RenderOptions};
+use crate::exit::Exit;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nexus",
+    version,
+    about = "Deploy applications and converge hosts over SSH with a reviewable plan/apply workflow",
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "nexus.kdl",
+        env = "NEXUS_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// More detail (repeat for more)
+    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Output format (each command documents the formats it supports)
+    #[arg(long, global = true, value_enum)]
+    pub format: Option<Format>,
+    /// Never use colors (also: the NO_COLOR environment variable)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+    Dot,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a starter nexus.kdl
+    Init(init::InitArgs),
+    /// Check the configuration and report every error
+    Validate,
+    /// List tasks, hosts and groups
+    List,
+    /// Show the task dependency graph (DOT) or its execution phases (--format text)
+    Graph(graph::GraphArgs),
+    /// Print a shell completion script
+    Completions(completions::CompletionArgs),
+}
+
+/// A command's failure: what to print and which exit code to use.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Failure {
+        Failure {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+pub type CmdResult = Result<Exit, Failure>;
+
+/// Shared context for commands.
+pub struct Ctx {
+    pub global: Global,
+}
+
+impl Ctx {
+    pub fn color(&self) -> bool {
+        !self.global.no_color
+            && std::env::var_os("NO_COLOR").is_none()
+            && std::io::stderr().is_terminal()
+    }
+
+    /// The format the user asked for, or `default`; refuses formats this command cannot produce.
+    pub fn format(&self, default: Format, supported: &[Format]) -> Result<Format, Failure> {
+        let f = self.global.format.unwrap_or(default);
+        if supported.contains(&f) {
+            Ok(f)
+        } else {
+            let names: Vec<_> = supported
+                .iter()
+                .map(|f| {
+                    f.to_possible_value()
+                        .expect("no skipped variants")
+                        .get_name()
+                        .to_string()
+                })
+                .collect();
+            Err(Failure::new(
+                Exit::Usage,
+                format!(
+                    "this command does not support --format {}; supported: {}",
+                    f.to_possible_value()
+                        .expect("no skipped variants")
+                        .get_name(),
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+
+    /// Loads the configuration; on errors prints every diagnostic (or JSON) and fails with exit 3.
+    pub fn load(&self) -> Result<Loaded, Failure> {
+        config::load(&self.global.config).map_err(|e| self.config_failure(e))
+    }
+
+    fn config_failure(&self, e: ConfigErrors) -> Failure {
+        if self.global.format == Some(Format::Json) {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&e.to_json()).expect("json")
+            );
+            return Failure::new(Exit::InvalidConfig, String::new());
+        }
+        let rendered = e.render(RenderOptions {
+            color: self.color(),
+            width: 100,
+        });
+        Failure::new(Exit::InvalidConfig, rendered.trim_end().to_string())
+    }
+}
+
+/// Parses arguments, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => Exit::Usage.code(),
+            };
+        }
+    };
+    let ctx = Ctx { global: cli.global };
+    let result = match cli.command {
+        Command::Init(args) => init::run(&ctx, args),
+        Command::Validate => validate::run(&ctx),
+        Command::List => list::run(&ctx),
+        Command::Graph(args) => graph::run(&ctx, args),
+        Command::Completions(args) => completions::run(args),
+    };
+    match result {
+        Ok(exit) => exit.code(),
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("{}", f.message);
+            }
+            f.exit.code()
+        }
+    }
+}
+
+/// Resolves task names given on the command line, with a suggestion for typos.
+pub fn resolve_tasks(cfg: &config::Config, names: &[String]) -> Result<Vec<usize>, Failure> {
+    names
+        .iter()
+        .map(|n| {
+            cfg.tasks
+                .iter()
+                .position(|t| t.name.value == *n)
+                .ok_or_else(|| {
+                    let all: Vec<&str> = cfg.tasks.iter().map(|t| t.name.value.as_str()).collect();
+                    let hint = match crate::config::suggest_name(n, all.iter().copied()) {
+                        Some(s) => format!("; did you mean `{s}`?"),
+                        None => format!("; tasks: {}", all.join(", ")),
+                    };
+                    Failure::new(Exit::Usage, format!("error: unknown task `{n}`{hint}"))
+                })
+        })
+        .collect()
+}

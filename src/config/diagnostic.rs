@@ -1,0 +1,314 @@
+//! Configuration diagnostics: every problem found in a config, with its file, span and a hint.
+//!
+//! Diagnostics are collected rather than returned one at a time so that `nexus validate` can report
+//! every error in a single run.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+
+/// Index of a loaded source file in [`Sources`].
+pub type FileId = u32;
+
+/// A byte range inside one loaded configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Span {
+    pub file: FileId,
+    pub offset: u32,
+    pub len: u32,
+}
+
+impl Span {
+    pub fn new(file: FileId, offset: usize, len: usize) -> Span {
+        Span {
+            file,
+            offset: offset as u32,
+            len: len as u32,
+        }
+    }
+}
+
+/// A value together with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Spanned<T> {
+    pub value: T,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    pub fn new(value: T, span: Span) -> Self {
+        Spanned { value, span }
+    }
+}
+
+impl<T> std::ops::Deref for Spanned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// One configuration file as read from disk.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// The path as the user sees it (relative to the working directory when possible).
+    pub display: String,
+    /// The canonical absolute path, used for import cycle detection and relative imports.
+    pub path: PathBuf,
+    pub text: Arc<String>,
+}
+
+/// Every file that took part in loading a configuration, in load order.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    files: Vec<SourceFile>,
+}
+
+impl Sources {
+    pub fn add(&mut self, display: String, path: PathBuf, text: String) -> FileId {
+        self.files.push(SourceFile {
+            display,
+            path,
+            text: Arc::new(text),
+        });
+        (self.files.len() - 1) as FileId
+    }
+
+    pub fn get(&self, id: FileId) -> &SourceFile {
+        &self.files[id as usize]
+    }
+
+    pub fn files(&self) -> &[SourceFile] {
+        &self.files
+    }
+
+    pub fn find(&self, path: &Path) -> Option<FileId> {
+        self.files
+            .iter()
+            .position(|f| f.path == path)
+            .map(|i| i as FileId)
+    }
+
+    /// 1-based line and column of a span, for messages that are not rendered with a snippet.
+    pub fn line_col(&self, span: Span) -> (usize, usize) {
+        let text = &self.get(span.file).text;
+        let upto = &text[..(span.offset as usize).min(text.len())];
+        let line = upto.matches('\n').count() + 1;
+        let col = upto.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    /// `file:line:col` for a span.
+    pub fn location(&self, span: Span) -> String {
+        let (line, col) = self.line_col(span);
+        format!("{}:{}:{}", self.get(span.file).display, line, col)
+    }
+}
+
+/// One problem in the configuration.
+#[derive(Debug, Clone)]
+pub struct Diag {
+    /// Stable machine-readable code, e.g. `config::unknown-property` (documented in docs/configuration.md).
+    pub code: &'static str,
+    pub message: String,
+    /// Primary span and label; `None` for problems that have no place in a file (e.g. a missing root file).
+    pub primary: Option<(Span, String)>,
+    /// Secondary labels in the same file as the primary span.
+    pub secondary: Vec<(Span, String)>,
+    pub help: Option<String>,
+}
+
+impl Diag {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Diag {
+        Diag {
+            code,
+            message: message.into(),
+            primary: None,
+            secondary: Vec::new(),
+            help: None,
+        }
+    }
+
+    pub fn at(mut self, span: Span, label: impl Into<String>) -> Diag {
+        self.primary = Some((span, label.into()));
+        self
+    }
+
+    pub fn also(mut self, span: Span, label: impl Into<String>) -> Diag {
+        self.secondary.push((span, label.into()));
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Diag {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// The diagnostics of a configuration that failed to load.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub sources: Sources,
+    pub diags: Vec<Diag>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.diags.len();
+        write!(
+            f,
+            "configuration is invalid: {n} error{}",
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Adapter so that miette can render one [`Diag`] with its source file.
+struct Rendered<'a> {
+    diag: &'a Diag,
+    source: Option<NamedSource<Arc<String>>>,
+}
+
+impl fmt::Debug for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.diag.message)
+    }
+}
+
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.diag.message)
+    }
+}
+
+impl std::error::Error for Rendered<'_> {}
+
+impl Diagnostic for Rendered<'_> {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.diag.code))
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.diag
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let (primary, label) = self.diag.primary.as_ref()?;
+        let mut spans = vec![LabeledSpan::new_primary_with_span(
+            Some(label.clone()),
+            (primary.offset as usize, primary.len as usize),
+        )];
+        for (span, label) in &self.diag.secondary {
+            if span.file == primary.file {
+                spans.push(LabeledSpan::new_with_span(
+                    Some(label.clone()),
+                    (span.offset as usize, span.len as usize),
+                ));
+            }
+        }
+        Some(Box::new(spans.into_iter()))
+    }
+}
+
+/// How diagnostics are drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderOptions {
+    pub color: bool,
+    pub width: usize,
+}
+
+impl ConfigErrors {
+    /// Renders every diagnostic with its snippet, caret and hint, followed by a count.
+    pub fn render(&self, opts: RenderOptions) -> String {
+        let theme = if opts.color {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
+        let handler = GraphicalReportHandler::new_themed(theme)
+            .with_width(opts.width)
+            .with_links(false);
+        let mut out = String::new();
+        for diag in &self.diags {
+            let source = diag.primary.as_ref().map(|(span, _)| {
+                let file = self.sources.get(span.file);
+                NamedSource::new(file.display.clone(), file.text.clone()).with_language("kdl")
+            });
+            let rendered = Rendered { diag, source };
+            // Writing into a String cannot fail.
+            let _ = handler.render_report(&mut out, &rendered);
+            out.push('\n');
+        }
+        out.push_str(&format!("error: {self}\n"));
+        out
+    }
+
+    /// A JSON array of diagnostics with file:line:col, for `--format json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let items: Vec<_> = self
+            .diags
+            .iter()
+            .map(|d| {
+                let (file, line, column) = match &d.primary {
+                    Some((span, _)) => {
+                        let (l, c) = self.sources.line_col(*span);
+                        (Some(self.sources.get(span.file).display.clone()), l, c)
+                    }
+                    None => (None, 0, 0),
+                };
+                serde_json::json!({
+                    "code": d.code,
+                    "message": d.message,
+                    "file": file,
+                    "line": line,
+                    "column": column,
+                    "label": d.primary.as_ref().map(|(_, l)| l.clone()),
+                    "help": d.help,
+                })
+            })
+            .collect();
+        serde_json::json!({ "valid": false, "errors": items })
+    }
+}
+
+/// The closest candidate to `word`, if one is close enough to be a plausible typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(suggest("pakage", ["package", "service"]), Some("package"));
+        assert_eq!(suggest("zzz", ["package", "service"]), None);
+    }
+
+    #[test]
+    fn line_col_counts_chars() {
+        let mut s = Sources::default();
+        let id = s.add("a.kdl".into(), "/a.kdl".into(), "ab\ncdé f".into());
+        assert_eq!(s.line_col(Span::new(id, 0, 1)), (1, 1));
+        // 'f' is at byte 8 (é is two bytes) and column 5.
+        assert_eq!(s.line_col(Span::new(id, 8, 1)), (2, 5));
+    }
+}

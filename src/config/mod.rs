@@ -1,0 +1,309 @@
+//! KDL configuration: loading (with imports), parsing into the typed model, and validation.
+//!
+//! `load` either returns a fully validated [`Config`] or every problem found, each with its file,
+//! line, column, snippet and hint. Nothing past this module sees a KDL type.
+
+mod diagnostic;
+mod model;
+mod parse;
+mod reader;
+mod validate;
+pub mod values;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{
+    ConfigErrors, Diag, FileId, RenderOptions, SourceFile, Sources, Span, Spanned,
+    suggest as suggest_name,
+};
+pub use model::*;
+pub use parse::{RESOURCES, TOP_LEVEL, strategy_name};
+
+use parse::{Builder, FileCtx};
+use reader::{Cx, NodeR, span_of};
+
+/// A loaded configuration together with the files it came from (for the inputs manifest).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub sources: Sources,
+}
+
+/// Loads and validates `path`, reading environment variables from the process.
+pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    load_with_env(path, &|k| std::env::var(k).ok())
+}
+
+/// Like [`load`], with an explicit environment (used by tests and for hermetic runs).
+pub fn load_with_env(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigErrors> {
+    let mut l = Loader {
+        cx: Cx::default(),
+        sources: Sources::default(),
+        builder: Builder::default(),
+        env,
+        env_used: BTreeMap::new(),
+    };
+    let root = match std::fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(e) => {
+            let d = Diag::new(
+                "config::not-found",
+                format!(
+                    "cannot read config file {}: {}",
+                    path.display(),
+                    io_reason(&e)
+                ),
+            )
+            .help("pass another file with -c FILE, or create one with `nexus init`");
+            return Err(ConfigErrors {
+                sources: l.sources,
+                diags: vec![d],
+            });
+        }
+    };
+    let display = path.display().to_string();
+    l.load_file(&root, display, &mut Vec::new(), None);
+    l.finish(root.parent().unwrap_or(Path::new("/")).to_path_buf())
+}
+
+/// Parses configuration text that is not on disk (fuzzing, tests). Imports resolve against `dir`.
+pub fn load_str(text: &str, display: &str, dir: &Path) -> Result<Loaded, ConfigErrors> {
+    let mut l = Loader {
+        cx: Cx::default(),
+        sources: Sources::default(),
+        builder: Builder::default(),
+        env: &|_| None,
+        env_used: BTreeMap::new(),
+    };
+    let id = l
+        .sources
+        .add(display.to_string(), dir.join(display), text.to_string());
+    l.parse_text(id, dir, &mut vec![id]);
+    l.finish(dir.to_path_buf())
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+struct Loader<'e> {
+    cx: Cx,
+    sources: Sources,
+    builder: Builder,
+    env: &'e dyn Fn(&str) -> Option<String>,
+    env_used: BTreeMap<String, Option<String>>,
+}
+
+impl Loader<'_> {
+    /// Reads one file; `stack` holds the chain of importing files for cycle detection.
+    fn load_file(
+        &mut self,
+        path: &Path,
+        display: String,
+        stack: &mut Vec<FileId>,
+        import_span: Option<Span>,
+    ) {
+        let text = match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(_) => {
+                    let d = Diag::new("config::not-utf8", format!("{display} is not valid UTF-8"))
+                        .help("KDL files must be UTF-8 text");
+                    self.cx.push(match import_span {
+                        Some(s) => d.at(s, "imported here"),
+                        None => d,
+                    });
+                    return;
+                }
+            },
+            Err(e) => {
+                let d = Diag::new(
+                    "config::not-found",
+                    format!("cannot read {display}: {}", io_reason(&e)),
+                );
+                self.cx.push(match import_span {
+                    Some(s) => d
+                        .at(s, "imported here")
+                        .help("import paths are relative to the importing file"),
+                    None => d,
+                });
+                return;
+            }
+        };
+        let id = self.sources.add(display, path.to_path_buf(), text);
+        stack.push(id);
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        self.parse_text(id, &dir, stack);
+        stack.pop();
+    }
+
+    fn parse_text(&mut self, id: FileId, dir: &Path, stack: &mut Vec<FileId>) {
+        let text = self.sources.get(id).text.clone();
+        let doc = match kdl::KdlDocument::parse_v2(&text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                for d in e.diagnostics {
+                    let span = span_of(id, d.span);
+                    let message = d.message.unwrap_or_else(|| "invalid KDL".into());
+                    let mut diag =
+                        Diag::new("config::syntax", format!("KDL syntax error: {message}"))
+                            .at(span, d.label.unwrap_or_else(|| "here".into()));
+                    diag = diag.help(d.help.unwrap_or_else(|| {
+                        "see https://kdl.dev for KDL v2 syntax: strings in double quotes, #true/#false, children in { }".into()
+                    }));
+                    self.cx.push(diag);
+                }
+                return;
+            }
+        };
+        let fc = FileCtx { file: id, dir };
+        for node in doc.nodes() {
+            if node.name().value() == "import" {
+                self.import(&fc, node, stack);
+            } else {
+                self.builder.top_level(&mut self.cx, &fc, node);
+            }
+        }
+    }
+
+    fn import(&mut self, fc: &FileCtx<'_>, node: &kdl::KdlNode, stack: &mut Vec<FileId>) {
+        let mut r = NodeR::new(&mut self.cx, node, fc.file, "`import`".into());
+        r.expect_args(
+            &mut self.cx,
+            1,
+            usize::MAX,
+            "import \"path/to/file.kdl\"... [when=\"env.NEXUS_ENV == 'production'\"]",
+        );
+        let paths: Vec<_> = (0..r.args().len())
+            .filter_map(|i| r.arg_str(&mut self.cx, i))
+            .collect();
+        let when = r.str(&mut self.cx, "when");
+        r.finish(&mut self.cx);
+        if let Some(w) = when {
+            match self.eval_import_when(&w) {
+                Some(true) => {}
+                _ => return,
+            }
+        }
+        for p in paths {
+            let joined = fc.dir.join(&p.value);
+            let canonical = std::fs::canonicalize(&joined).unwrap_or(joined.clone());
+            if let Some(existing) = self.sources.find(&canonical) {
+                let chain: Vec<&str> = stack
+                    .iter()
+                    .map(|f| self.sources.get(*f).display.as_str())
+                    .collect();
+                if stack.contains(&existing) {
+                    let start = stack.iter().position(|f| *f == existing).unwrap_or(0);
+                    let mut cycle: Vec<&str> = chain[start..].to_vec();
+                    cycle.push(self.sources.get(existing).display.as_str());
+                    let msg = format!("import cycle: {}", cycle.join(" → "));
+                    self.cx.push(
+                        Diag::new("config::import-cycle", msg)
+                            .at(p.span, "imports a file that is already being loaded")
+                            .help("remove one of these imports; shared definitions belong in a file that imports nothing back"),
+                    );
+                } else {
+                    let msg = format!(
+                        "{} is imported more than once",
+                        self.sources.get(existing).display
+                    );
+                    self.cx.push(
+                        Diag::new("config::duplicate-import", msg)
+                            .at(p.span, "imported again here")
+                            .help("import each file once; its definitions would otherwise be duplicated"),
+                    );
+                }
+                continue;
+            }
+            let display = display_path(&joined);
+            self.load_file(&canonical, display, stack, Some(p.span));
+        }
+    }
+
+    /// Evaluates an import's `when` against the environment; the values read are recorded so the
+    /// plan can pin them.
+    fn eval_import_when(&mut self, w: &Spanned<String>) -> Option<bool> {
+        if !parse::check_expression(&mut self.cx, w) {
+            return None;
+        }
+        let env = minijinja::Environment::new();
+        let expr = env.compile_expression(&w.value).ok()?;
+        let mut vars = BTreeMap::new();
+        for name in expr.undeclared_variables(true) {
+            if let Some(var) = name.strip_prefix("env.") {
+                let value = (self.env)(var);
+                self.env_used.insert(var.to_string(), value.clone());
+                if let Some(v) = value {
+                    vars.insert(var.to_string(), v);
+                }
+            } else if name != "env" {
+                self.cx.push(
+                    Diag::new("config::invalid-expression", format!("import conditions can only read env, not `{name}`"))
+                        .at(w.span, "unknown variable")
+                        .help("imports are decided before any host is contacted: use env.NAME, e.g. when=\"env.NEXUS_ENV == 'production'\""),
+                );
+                return None;
+            }
+        }
+        match expr.eval(minijinja::context! { env => vars }) {
+            Ok(v) => Some(v.is_true()),
+            Err(e) => {
+                self.cx.push(
+                    Diag::new(
+                        "config::invalid-expression",
+                        format!("cannot evaluate import condition: {e}"),
+                    )
+                    .at(w.span, "evaluation failed"),
+                );
+                None
+            }
+        }
+    }
+
+    fn finish(mut self, base_dir: PathBuf) -> Result<Loaded, ConfigErrors> {
+        validate::check(&mut self.cx, &self.builder);
+        if !self.cx.diags.is_empty() {
+            let mut diags = self.cx.diags;
+            // Stable order: by file, then position, so goldens and users see errors top to bottom.
+            diags.sort_by_key(|d| d.primary.as_ref().map(|(s, _)| (s.file, s.offset)));
+            return Err(ConfigErrors {
+                sources: self.sources,
+                diags,
+            });
+        }
+        let b = self.builder;
+        let config = Config {
+            base_dir,
+            defaults: b.defaults.map(|d| d.0).unwrap_or_default(),
+            vars: b.vars,
+            hosts: b.hosts,
+            groups: b.groups,
+            tailscale: b.tailscale,
+            notifiers: b.notifiers,
+            tasks: b.tasks,
+            handlers: b.handlers,
+            vault: b.vault.map(|v| v.0),
+            env_used: self.env_used,
+        };
+        Ok(Loaded {
+            config,
+            sources: self.sources,
+        })
+    }
+}
+
+/// Shows a path relative to the working directory when it lies beneath it.
+fn display_path(p: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let rel = cwd.as_deref().and_then(|c| p.strip_prefix(c).ok());
+    rel.unwrap_or(p).display().to_string()
+}

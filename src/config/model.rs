@@ -1,0 +1,492 @@
+//! The validated configuration model. No KDL type appears here: later stages depend only on this.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::diagnostic::{Span, Spanned};
+use super::values::{BatchSize, Mode, Percent};
+
+/// The name of the implicit host that stands for the machine running nexus.
+pub const LOCAL_HOST: &str = "local";
+
+/// A string whose value may come from the environment or the secrets vault, resolved at plan or
+/// apply time, never at load time, so that validation needs neither.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum Value {
+    Literal(String),
+    /// `(env)"NAME"`: read from the environment of the nexus process when planning.
+    Env(String),
+    /// `(secret)"NAME"`: read from the vault; only a reference and a keyed fingerprint reach the plan.
+    Secret(String),
+}
+
+impl Value {
+    pub fn literal(&self) -> Option<&str> {
+        match self {
+            Value::Literal(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Directory of the root config file; relative local paths resolve against it.
+    pub base_dir: PathBuf,
+    pub defaults: Defaults,
+    pub vars: BTreeMap<String, Value>,
+    pub hosts: Vec<Host>,
+    pub groups: Vec<Group>,
+    pub tailscale: Vec<Tailscale>,
+    pub notifiers: Vec<Notifier>,
+    pub tasks: Vec<Task>,
+    pub handlers: Vec<Handler>,
+    pub vault: Option<Vault>,
+    /// Imports that were skipped because their `when` was false, with the env values that decided it.
+    pub env_used: BTreeMap<String, Option<String>>,
+}
+
+/// Settings every host and task inherits unless it sets its own.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Defaults {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity: Option<PathBuf>,
+    pub become_: Option<bool>,
+    pub become_user: Option<String>,
+    pub sudo_password: Option<Value>,
+    pub connect_timeout: Option<Duration>,
+    pub command_timeout: Option<Duration>,
+    pub keepalive: Option<Duration>,
+    pub max_channels: Option<u32>,
+    pub parallel: Option<u32>,
+    pub strategy: Option<Strategy>,
+    pub retries: Option<u32>,
+    pub retry_delay: Option<Duration>,
+    pub known_hosts: Option<PathBuf>,
+    pub ssh_config: Option<PathBuf>,
+    pub host_key_checking: Option<HostKeyChecking>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyChecking {
+    /// Unknown and changed keys are refused (the default).
+    Strict,
+    /// Unknown keys are recorded; changed keys are still refused.
+    AcceptNew,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub name: Spanned<String>,
+    pub address: String,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity: Option<PathBuf>,
+    /// Another host's name, or an address `user@host:port`, reached first (ProxyJump).
+    pub jump: Option<Spanned<String>>,
+    pub become_: Option<bool>,
+    pub become_user: Option<String>,
+    pub sudo_password: Option<Value>,
+    pub connect_timeout: Option<Duration>,
+    pub tags: Vec<String>,
+    pub vars: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub name: Spanned<String>,
+    /// Host or group names.
+    pub members: Vec<Spanned<String>>,
+}
+
+/// Hosts discovered from `tailscale status --json` at plan time, gathered into a group.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tailscale {
+    /// The group the discovered hosts form.
+    pub name: Spanned<String>,
+    pub tags: Vec<String>,
+    pub user: Option<String>,
+    pub online_only: bool,
+    pub binary: String,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyTemplate {
+    Slack,
+    Discord,
+    Teams,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyEvent {
+    Success,
+    Failure,
+    Always,
+    Drift,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Notifier {
+    pub name: Spanned<String>,
+    pub url: Value,
+    pub template: NotifyTemplate,
+    pub on: Vec<NotifyEvent>,
+    pub headers: BTreeMap<String, Value>,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Parallel,
+    Serial,
+    Rolling,
+    Canary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Task {
+    pub name: Spanned<String>,
+    pub description: Option<String>,
+    /// Host and group names; empty means the local machine.
+    pub on: Vec<Spanned<String>>,
+    pub deps: Vec<Spanned<String>>,
+    pub strategy: Strategy,
+    /// Rolling batch sizes; the last one repeats for the remainder.
+    pub batches: Vec<BatchSize>,
+    /// Size of the canary batch (strategy canary).
+    pub canary: Option<BatchSize>,
+    /// Resources run after the canary batch; a failure stops the rollout.
+    pub health_check: Vec<Resource>,
+    pub max_fail: Option<Percent>,
+    pub parallel: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub retry_delay: Option<Duration>,
+    pub tags: Vec<String>,
+    pub when: Option<Spanned<String>>,
+    pub continue_on_error: bool,
+    pub resources: Vec<Resource>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Handler {
+    pub name: Spanned<String>,
+    pub resources: Vec<Resource>,
+    pub span: Span,
+}
+
+/// Options every resource accepts.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Common {
+    /// A label shown in plans instead of the generated one.
+    pub label: Option<String>,
+    pub when: Option<Spanned<String>>,
+    pub notify: Vec<Spanned<String>>,
+    pub sudo: Option<bool>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    pub retry_delay: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Resource {
+    pub kind: ResourceKind,
+    pub common: Common,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ResourceKind {
+    Package(Package),
+    Service(Service),
+    File(File),
+    Directory(Directory),
+    User(User),
+    Group(GroupRes),
+    Command(Command),
+    Upload(Upload),
+    Download(Download),
+    WaitFor(WaitFor),
+}
+
+impl ResourceKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ResourceKind::Package(_) => "package",
+            ResourceKind::Service(_) => "service",
+            ResourceKind::File(_) => "file",
+            ResourceKind::Directory(_) => "directory",
+            ResourceKind::User(_) => "user",
+            ResourceKind::Group(_) => "group",
+            ResourceKind::Command(_) => "command",
+            ResourceKind::Upload(_) => "upload",
+            ResourceKind::Download(_) => "download",
+            ResourceKind::WaitFor(_) => "wait-for",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageState {
+    Present,
+    Absent,
+    Latest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageManager {
+    Auto,
+    Apt,
+    Dnf,
+    Yum,
+    Apk,
+    Pacman,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Package {
+    pub names: Vec<String>,
+    pub state: PackageState,
+    pub version: Option<String>,
+    pub manager: PackageManager,
+    pub update_cache: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    Running,
+    Stopped,
+    Restarted,
+    Reloaded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceManager {
+    Auto,
+    Systemd,
+    Openrc,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub state: Option<ServiceState>,
+    pub enabled: Option<bool>,
+    pub manager: ServiceManager,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    Present,
+    Absent,
+}
+
+/// Where a file's content comes from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "from", rename_all = "kebab-case")]
+pub enum FileContent {
+    Inline {
+        value: Value,
+    },
+    /// A local file, relative to the config file that names it.
+    Source {
+        path: PathBuf,
+    },
+    /// A local minijinja template rendered with facts and vars.
+    Template {
+        path: PathBuf,
+    },
+    /// A remote URL pinned by blake3 in nexus.lock.
+    Url {
+        url: String,
+        blake3: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct File {
+    pub path: String,
+    pub state: Presence,
+    pub content: Option<FileContent>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<Mode>,
+    pub backup: bool,
+    pub vars: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Directory {
+    pub path: String,
+    pub state: Presence,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<Mode>,
+    pub recursive: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub name: String,
+    pub state: Presence,
+    pub uid: Option<u32>,
+    /// Primary group, by name or number.
+    pub group: Option<String>,
+    pub groups: Vec<String>,
+    /// Keep existing supplementary groups that are not listed (`append=#true`).
+    pub append: bool,
+    pub home: Option<String>,
+    pub shell: Option<String>,
+    pub comment: Option<String>,
+    pub system: bool,
+    pub create_home: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRes {
+    pub name: String,
+    pub state: Presence,
+    pub gid: Option<u32>,
+    pub system: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Command {
+    pub command: Value,
+    pub creates: Option<String>,
+    pub removes: Option<String>,
+    pub unless: Option<String>,
+    pub onlyif: Option<String>,
+    pub user: Option<String>,
+    pub cwd: Option<String>,
+    pub env: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Upload {
+    /// Local path, relative to the config file that names it.
+    pub source: PathBuf,
+    pub dest: String,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Download {
+    pub source: String,
+    /// Local destination; `{host}` is replaced by the host name so hosts do not overwrite each other.
+    pub dest: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "check", rename_all = "lowercase")]
+pub enum WaitCheck {
+    Tcp { address: String, port: u16 },
+    Http { url: String, status: u16 },
+    Command { command: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitFor {
+    pub check: WaitCheck,
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Vault {
+    pub path: PathBuf,
+    pub key_file: Option<PathBuf>,
+    pub key_env: Option<String>,
+}
+
+impl Config {
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| *h.name == name)
+    }
+
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| *g.name == name)
+    }
+
+    pub fn task(&self, name: &str) -> Option<&Task> {
+        self.tasks.iter().find(|t| *t.name == name)
+    }
+
+    pub fn handler(&self, name: &str) -> Option<&Handler> {
+        self.handlers.iter().find(|h| *h.name == name)
+    }
+
+    pub fn tailscale_group(&self, name: &str) -> Option<&Tailscale> {
+        self.tailscale.iter().find(|t| *t.name == name)
+    }
+
+    /// Expands host and group names into the statically known host names, in first-seen order.
+    /// Tailscale groups are resolved at plan time and are reported separately.
+    pub fn expand_targets<'a>(&'a self, names: impl IntoIterator<Item = &'a str>) -> Targets {
+        let mut out = Targets::default();
+        for name in names {
+            self.expand_into(name, &mut out, 0);
+        }
+        out
+    }
+
+    fn expand_into(&self, name: &str, out: &mut Targets, depth: usize) {
+        // Validation rejects group cycles; the depth bound only guards unvalidated use.
+        if depth > 64 {
+            return;
+        }
+        if name == LOCAL_HOST || self.host(name).is_some() {
+            if !out.hosts.iter().any(|h| h == name) {
+                out.hosts.push(name.to_string());
+            }
+        } else if let Some(g) = self.group(name) {
+            for m in &g.members {
+                self.expand_into(m, out, depth + 1);
+            }
+        } else if self.tailscale_group(name).is_some() && !out.discovered.iter().any(|d| d == name)
+        {
+            out.discovered.push(name.to_string());
+        }
+    }
+
+    /// Hosts a task runs on: `local` when it names none.
+    pub fn task_targets(&self, task: &Task) -> Targets {
+        if task.on.is_empty() {
+            return Targets {
+                hosts: vec![LOCAL_HOST.to_string()],
+                discovered: vec![],
+            };
+        }
+        self.expand_targets(task.on.iter().map(|s| s.value.as_str()))
+    }
+}
+
+/// The result of expanding target names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Targets {
+    pub hosts: Vec<String>,
+    /// Tailscale groups whose members are only known after discovery.
+    pub discovered: Vec<String>,
+}
