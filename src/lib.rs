@@ -4,3 +4,5 @@ pub mod cli;
 pub mod config;
 pub mod dag;
 pub mod exit;
+pub mod facts;
+pub mod transport;

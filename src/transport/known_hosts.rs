@@ -1,0 +1,400 @@
+//! known_hosts files: matching (plain, `[host]:port`, wildcards, negation, hashed `|1|` entries,
+//! `@revoked`) and recording newly accepted keys.
+//!
+//! Written here rather than taken from russh, whose helper splits on single spaces, fails the
+//! whole file on one unparsable key, and knows neither patterns nor markers.
+
+use std::fs::OpenOptions;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hmac::{Hmac, KeyInit, Mac};
+use russh::keys::ssh_encoding::base64::{Base64, Encoding};
+use russh::keys::{Algorithm, HashAlg, PublicKey};
+use sha1::Sha1;
+
+/// The name a host's keys are recorded under: `host` for port 22, else `[host]:port`.
+pub fn lookup_name(host: &str, port: u16) -> String {
+    let host = host.to_ascii_lowercase();
+    if port == 22 {
+        host
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// SSH fingerprint of a key, `SHA256:...`, as `ssh-keygen -l` prints it.
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    None,
+    Revoked,
+    CertAuthority,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    file: PathBuf,
+    line: usize,
+    marker: Marker,
+    patterns: String,
+    key: PublicKey,
+}
+
+impl Entry {
+    fn location(&self) -> String {
+        format!("{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// A recorded key that disagrees with the presented one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// Key algorithm, e.g. `ssh-ed25519`.
+    pub key_type: String,
+    /// `SHA256:...`.
+    pub fingerprint: String,
+    /// `file:line`.
+    pub location: String,
+    /// The file.
+    pub file: PathBuf,
+}
+
+/// The outcome of checking a presented host key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A recorded entry matches the key.
+    Trusted,
+    /// Nothing is recorded for this host.
+    Unknown,
+    /// Keys are recorded for this host, and none is the presented one.
+    Changed(Vec<Recorded>),
+    /// The presented key is marked `@revoked` (location given).
+    Revoked(String),
+}
+
+/// All entries of a set of known_hosts files.
+#[derive(Debug, Clone, Default)]
+pub struct KnownHosts {
+    entries: Vec<Entry>,
+}
+
+impl KnownHosts {
+    /// Reads the files in order. A missing file counts as empty; lines that cannot be parsed are
+    /// skipped, as OpenSSH does.
+    pub fn load(files: &[PathBuf]) -> Result<Self, (PathBuf, io::Error)> {
+        let mut all = KnownHosts::default();
+        for file in files {
+            match std::fs::read_to_string(file) {
+                Ok(text) => all.entries.extend(KnownHosts::parse(&text, file).entries),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err((file.clone(), e)),
+            }
+        }
+        Ok(all)
+    }
+
+    /// Parses the text of one known_hosts file (`file` is used in locations).
+    pub fn parse(text: &str, file: &Path) -> Self {
+        let mut entries = Vec::new();
+        for (idx, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut fields = line.split_whitespace();
+            let mut first = fields.next();
+            let marker = match first {
+                Some("@revoked") => Marker::Revoked,
+                Some("@cert-authority") => Marker::CertAuthority,
+                Some(m) if m.starts_with('@') => continue,
+                _ => Marker::None,
+            };
+            if marker != Marker::None {
+                first = fields.next();
+            }
+            let (Some(patterns), Some(_key_type), Some(blob)) =
+                (first, fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let Ok(key) = russh::keys::parse_public_key_base64(blob) else {
+                continue;
+            };
+            entries.push(Entry {
+                file: file.to_path_buf(),
+                line: idx + 1,
+                marker,
+                patterns: patterns.to_string(),
+                key,
+            });
+        }
+        KnownHosts { entries }
+    }
+
+    /// Checks the key presented by `host`:`port`.
+    pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
+        let name = lookup_name(host, port);
+        let matching: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| e.marker != Marker::CertAuthority && host_matches(&e.patterns, &name))
+            .collect();
+        if let Some(revoked) = matching
+            .iter()
+            .find(|e| e.marker == Marker::Revoked && e.key.key_data() == key.key_data())
+        {
+            return Verdict::Revoked(revoked.location());
+        }
+        let recorded: Vec<&&Entry> = matching
+            .iter()
+            .filter(|e| e.marker == Marker::None)
+            .collect();
+        if recorded.iter().any(|e| e.key.key_data() == key.key_data()) {
+            return Verdict::Trusted;
+        }
+        if recorded.is_empty() {
+            return Verdict::Unknown;
+        }
+        Verdict::Changed(
+            recorded
+                .iter()
+                .map(|e| Recorded {
+                    key_type: e.key.algorithm().as_str().to_string(),
+                    fingerprint: fingerprint(&e.key),
+                    location: e.location(),
+                    file: e.file.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Algorithms of the keys recorded for `host`:`port`, to ask the server for one of those
+    /// first; otherwise a host known by its RSA key that also has an ed25519 key would present
+    /// the latter and look changed.
+    pub fn recorded_algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
+        let name = lookup_name(host, port);
+        let mut algs: Vec<Algorithm> = Vec::new();
+        for e in &self.entries {
+            if e.marker == Marker::None && host_matches(&e.patterns, &name) {
+                let alg = e.key.algorithm();
+                if !algs.contains(&alg) {
+                    algs.push(alg);
+                }
+            }
+        }
+        algs
+    }
+}
+
+/// Whether a comma-separated known_hosts pattern list matches `name` (already a lookup name).
+pub fn host_matches(patterns: &str, name: &str) -> bool {
+    if let Some(hashed) = patterns.strip_prefix("|1|") {
+        return hashed_matches(hashed, name);
+    }
+    let mut found = false;
+    for pattern in patterns.split(',') {
+        let pattern = pattern.to_ascii_lowercase();
+        if let Some(negated) = pattern.strip_prefix('!') {
+            if glob(negated.as_bytes(), name.as_bytes()) {
+                return false;
+            }
+        } else if glob(pattern.as_bytes(), name.as_bytes()) {
+            found = true;
+        }
+    }
+    found
+}
+
+fn hashed_matches(salt_and_hash: &str, name: &str) -> bool {
+    let Some((salt, hash)) = salt_and_hash.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (Base64::decode_vec(salt), Base64::decode_vec(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = <Hmac<Sha1> as KeyInit>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(name.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// `*` and `?` wildcards, as in ssh_config and known_hosts patterns.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
+        Some((b'?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
+        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+    }
+}
+
+// Several hosts may be accepted at once; their lines must not interleave.
+static APPEND_LOCK: Mutex<()> = Mutex::new(());
+
+/// Records `key` for `host`:`port` at the end of `path`, creating the file (0600) and its
+/// directory (0700) when missing.
+pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> io::Result<()> {
+    let _guard = APPEND_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    let mut line = String::new();
+    let len = file.metadata()?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(len - 1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            line.push('\n');
+        }
+    }
+    let blob = key
+        .to_openssh()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    // to_openssh() appends the key's comment; a server's key has none worth keeping.
+    let mut parts = blob.split_whitespace();
+    let (Some(kind), Some(b64)) = (parts.next(), parts.next()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "cannot encode host key",
+        ));
+    };
+    line.push_str(&format!("{} {kind} {b64}\n", lookup_name(host, port)));
+    file.write_all(line.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ED1: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    const ED2: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIA6rWI3G1sz07DnfFlrouTcysQlj2P+jpNSOEWD9OJ3X";
+
+    fn key(b64: &str) -> PublicKey {
+        russh::keys::parse_public_key_base64(b64).unwrap()
+    }
+
+    fn hashed(name: &str, salt: &[u8]) -> String {
+        let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(salt).unwrap();
+        mac.update(name.as_bytes());
+        let hash = mac.finalize().into_bytes();
+        format!(
+            "|1|{}|{}",
+            Base64::encode_string(salt),
+            Base64::encode_string(&hash)
+        )
+    }
+
+    #[test]
+    fn lookup_names() {
+        assert_eq!(lookup_name("Web1.Example.com", 22), "web1.example.com");
+        assert_eq!(lookup_name("127.0.0.2", 2222), "[127.0.0.2]:2222");
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(host_matches("web1,web2", "web2"));
+        assert!(host_matches("*.example.com", "a.example.com"));
+        assert!(!host_matches(
+            "*.example.com,!bad.example.com",
+            "bad.example.com"
+        ));
+        assert!(host_matches("[10.0.0.?]:2222", "[10.0.0.5]:2222"));
+        assert!(!host_matches("10.0.0.5", "[10.0.0.5]:2222"));
+        assert!(host_matches("WEB1", "web1"));
+    }
+
+    #[test]
+    fn trusted_unknown_changed() {
+        let text = format!(
+            "# comment\n\nweb1,10.0.0.1 ssh-ed25519 {ED1}\n[web2]:2222\tssh-ed25519   {ED2} a comment\n"
+        );
+        let kh = KnownHosts::parse(&text, Path::new("/kh"));
+        assert_eq!(kh.check("web1", 22, &key(ED1)), Verdict::Trusted);
+        assert_eq!(kh.check("10.0.0.1", 22, &key(ED1)), Verdict::Trusted);
+        assert_eq!(kh.check("web2", 2222, &key(ED2)), Verdict::Trusted);
+        assert_eq!(kh.check("web2", 22, &key(ED2)), Verdict::Unknown);
+        match kh.check("web1", 22, &key(ED2)) {
+            Verdict::Changed(r) => {
+                assert_eq!(r.len(), 1);
+                assert_eq!(r[0].location, "/kh:3");
+                assert_eq!(r[0].key_type, "ssh-ed25519");
+                assert_eq!(r[0].fingerprint, fingerprint(&key(ED1)));
+            }
+            other => panic!("expected Changed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hashed_entries() {
+        let text = format!(
+            "{} ssh-ed25519 {ED1}\n{} ssh-ed25519 {ED2}\n",
+            hashed("web1", b"0123456789abcdefghij"),
+            hashed("[web2]:2200", b"jihgfedcba9876543210")
+        );
+        let kh = KnownHosts::parse(&text, Path::new("/kh"));
+        assert_eq!(kh.check("web1", 22, &key(ED1)), Verdict::Trusted);
+        assert_eq!(kh.check("web2", 2200, &key(ED2)), Verdict::Trusted);
+        assert!(matches!(
+            kh.check("web1", 22, &key(ED2)),
+            Verdict::Changed(_)
+        ));
+        assert_eq!(kh.check("web3", 22, &key(ED1)), Verdict::Unknown);
+    }
+
+    #[test]
+    fn revoked_and_bad_lines() {
+        let text = format!(
+            "garbage line\nweb1 ssh-ed25519 !!notbase64\n@revoked * ssh-ed25519 {ED2}\n@cert-authority * ssh-ed25519 {ED1}\nweb1 ssh-ed25519 {ED2}\n"
+        );
+        let kh = KnownHosts::parse(&text, Path::new("/kh"));
+        assert_eq!(
+            kh.check("web1", 22, &key(ED2)),
+            Verdict::Revoked("/kh:3".into())
+        );
+        // A CA line does not make a plain key trusted.
+        assert_eq!(kh.check("other", 22, &key(ED1)), Verdict::Unknown);
+    }
+
+    #[test]
+    fn append_then_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/known_hosts");
+        append(&path, "web1", 2222, &key(ED1)).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"# no newline")
+            .unwrap();
+        append(&path, "web2", 22, &key(ED2)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!("[web1]:2222 ssh-ed25519 {ED1}\n# no newline\nweb2 ssh-ed25519 {ED2}\n")
+        );
+        let kh = KnownHosts::load(&[path, dir.path().join("missing")]).unwrap();
+        assert_eq!(kh.check("web1", 2222, &key(ED1)), Verdict::Trusted);
+        assert_eq!(kh.recorded_algorithms("web2", 22), vec![Algorithm::Ed25519]);
+    }
+}

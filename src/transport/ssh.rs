@@ -1,0 +1,756 @@
+//! The SSH transport: one russh connection per host, opened lazily once per nexus invocation
+//! and shared by every command, each on its own channel (up to a limit).
+//!
+//! Host keys are always checked against known_hosts; nothing is ever trusted silently.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use russh::client::{self, Handle};
+use russh::keys::agent::AgentIdentity;
+use russh::keys::agent::client::AgentClient;
+use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, ChannelOpenFailure, Disconnect, Preferred, Sig};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+use super::known_hosts::{self, KnownHosts, Verdict};
+use super::ssh_config::SshConfigFile;
+use super::target::{AgentSource, HostKeyPolicy, ResolvedTarget, SshOptions, SshTarget, resolve};
+use super::{
+    BoxFuture, CommandSpec, ExitStatus, Output, OutputChunk, OutputSender, OutputStream, Transport,
+    TransportError, check_sudo_failure, wrap,
+};
+
+/// All SSH transports of one nexus invocation, one per host, sharing jump hosts.
+pub struct SshPool {
+    opts: Arc<SshOptions>,
+    cfg: SshConfigFile,
+    hosts: Mutex<HashMap<String, Arc<SshTransport>>>,
+    connections: Arc<AtomicU64>,
+}
+
+impl SshPool {
+    /// Reads ssh_config (per `opts.ssh_config`); connects nothing yet.
+    pub fn new(opts: SshOptions) -> Result<Self, TransportError> {
+        let cfg = SshConfigFile::load(&opts.ssh_config)?;
+        Ok(SshPool {
+            opts: Arc::new(opts),
+            cfg,
+            hosts: Mutex::new(HashMap::new()),
+            connections: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The settings `target` will connect with (for `nexus preflight` or debugging).
+    pub fn resolve(&self, target: &SshTarget) -> Result<ResolvedTarget, TransportError> {
+        resolve(target, &self.opts, &self.cfg)
+    }
+
+    /// The transport for `target`, created on first request and shared afterwards (keyed by
+    /// `target.name`). Nothing connects until the first command or [`SshTransport::connect`].
+    pub fn transport(&self, target: &SshTarget) -> Result<Arc<SshTransport>, TransportError> {
+        if let Some(t) = self.lock_hosts().get(&target.name) {
+            return Ok(t.clone());
+        }
+        let resolved = self.resolve(target)?;
+        Ok(self.transport_for(resolved.name.clone(), resolved))
+    }
+
+    fn lock_hosts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SshTransport>>> {
+        self.hosts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn transport_for(&self, key: String, resolved: ResolvedTarget) -> Arc<SshTransport> {
+        if let Some(t) = self.lock_hosts().get(&key) {
+            return t.clone();
+        }
+        // Jump hosts are keyed by endpoint, so hosts behind one bastion share its connection.
+        let jump = resolved.jump.as_ref().map(|j| {
+            let key = format!("jump:{}@{}:{}", j.user, j.host_name, j.port);
+            self.transport_for(key, (**j).clone())
+        });
+        let t = Arc::new(SshTransport {
+            label: resolved.label(),
+            target: resolved,
+            jump,
+            opts: self.opts.clone(),
+            conn: tokio::sync::Mutex::new(None),
+            commands: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            pool_connections: self.connections.clone(),
+        });
+        self.lock_hosts().entry(key).or_insert(t).clone()
+    }
+
+    /// TCP (or jump-tunnelled) connections opened so far, over all hosts.
+    pub fn connections_opened(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Disconnects every host cleanly (hosts before the jump hosts they go through).
+    pub async fn close_all(&self) {
+        let mut all: Vec<Arc<SshTransport>> = self.lock_hosts().values().cloned().collect();
+        all.sort_by_key(|t| std::cmp::Reverse(t.depth()));
+        for t in all {
+            t.disconnect().await;
+        }
+    }
+}
+
+struct Connection {
+    handle: Handle<Client>,
+    channels: Arc<Semaphore>,
+    // Keeps the jump host's connection alive while this one tunnels through it.
+    _jump: Option<Arc<Connection>>,
+}
+
+/// Runs commands on one host over SSH; obtained from [`SshPool::transport`].
+pub struct SshTransport {
+    label: String,
+    target: ResolvedTarget,
+    jump: Option<Arc<SshTransport>>,
+    opts: Arc<SshOptions>,
+    conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    commands: AtomicU64,
+    connections: AtomicU64,
+    pool_connections: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for SshTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshTransport")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshTransport {
+    /// The merged settings this transport connects with.
+    pub fn resolved(&self) -> &ResolvedTarget {
+        &self.target
+    }
+
+    /// Connections this host has opened (1 in a healthy run; more after reconnects).
+    pub fn connections_opened(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connects and authenticates now, if not connected yet (`nexus preflight`).
+    pub async fn connect(&self) -> Result<(), TransportError> {
+        self.connection().await.map(|_| ())
+    }
+
+    fn depth(&self) -> usize {
+        self.jump.as_ref().map_or(0, |j| j.depth() + 1)
+    }
+
+    async fn disconnect(&self) {
+        let conn = self.conn.lock().await.take();
+        if let Some(conn) = conn {
+            let _ = conn
+                .handle
+                .disconnect(Disconnect::ByApplication, "nexus done", "en")
+                .await;
+        }
+    }
+
+    // Boxed because a jump host connects through the same function.
+    fn connection(&self) -> BoxFuture<'_, Result<Arc<Connection>, TransportError>> {
+        Box::pin(async move {
+            // Held across the handshake: concurrent first commands wait for one connection
+            // rather than each opening their own.
+            let mut slot = self.conn.lock().await;
+            if let Some(c) = slot.as_ref()
+                && !c.handle.is_closed()
+            {
+                return Ok(c.clone());
+            }
+            *slot = None;
+            let jump = match &self.jump {
+                Some(j) => Some(j.connection().await.map_err(|e| TransportError::Jump {
+                    host: self.label.clone(),
+                    source: Box::new(e),
+                })?),
+                None => None,
+            };
+            let limit = self.target.connect_timeout;
+            let conn = match tokio::time::timeout(limit, self.open(jump)).await {
+                Ok(r) => Arc::new(r?),
+                Err(_) => {
+                    return Err(TransportError::ConnectTimeout {
+                        host: self.label.clone(),
+                        after: limit,
+                    });
+                }
+            };
+            *slot = Some(conn.clone());
+            Ok(conn)
+        })
+    }
+
+    async fn open(&self, jump: Option<Arc<Connection>>) -> Result<Connection, TransportError> {
+        let t = &self.target;
+        let mut files = t.known_hosts_files.clone();
+        files.extend(t.global_known_hosts_files.iter().cloned());
+        let known = KnownHosts::load(&files).map_err(|(path, e)| TransportError::KnownHosts {
+            host: self.label.clone(),
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let preferred_keys = prefer_recorded(&known.recorded_algorithms(&t.host_name, t.port));
+        let config = Arc::new(client::Config {
+            keepalive_interval: t.keepalive_interval,
+            keepalive_max: self.opts.keepalive_max,
+            nodelay: true,
+            preferred: Preferred {
+                key: Cow::Owned(preferred_keys),
+                ..Preferred::DEFAULT
+            },
+            ..client::Config::default()
+        });
+        let handler = Client {
+            label: self.label.clone(),
+            host_name: t.host_name.clone(),
+            port: t.port,
+            known,
+            policy: t.host_key_policy,
+            searched: files,
+            record_file: t.known_hosts_files.first().cloned(),
+        };
+        let addr = format!("{}:{}", t.host_name, t.port);
+
+        let connected = match &jump {
+            None => {
+                let stream = self.tcp_connect(&addr).await?;
+                self.count_connection();
+                client::connect_stream(config, stream, handler).await
+            }
+            Some(j) => {
+                let channel = j
+                    .handle
+                    .channel_open_direct_tcpip(t.host_name.clone(), t.port as u32, "127.0.0.1", 0)
+                    .await
+                    .map_err(|e| match e {
+                        russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed) => {
+                            TransportError::ConnectionRefused {
+                                host: self.label.clone(),
+                                addr: format!("{addr} (as seen from the jump host)"),
+                            }
+                        }
+                        other => TransportError::Unreachable {
+                            host: self.label.clone(),
+                            addr: addr.clone(),
+                            reason: format!("jump host cannot open a tunnel: {other}"),
+                        },
+                    })?;
+                self.count_connection();
+                client::connect_stream(config, channel.into_stream(), handler).await
+            }
+        };
+        let mut handle = connected.map_err(|e| match e {
+            HandlerError::HostKey(e) => *e,
+            HandlerError::Ssh(e) => TransportError::Handshake {
+                host: self.label.clone(),
+                reason: describe_ssh_error(&e),
+            },
+        })?;
+        self.authenticate(&mut handle).await?;
+        Ok(Connection {
+            handle,
+            channels: Arc::new(Semaphore::new(self.opts.max_channels.max(1))),
+            _jump: jump,
+        })
+    }
+
+    fn count_connection(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.pool_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn tcp_connect(&self, addr: &str) -> Result<tokio::net::TcpStream, TransportError> {
+        let t = &self.target;
+        let addrs: Vec<_> = tokio::net::lookup_host((t.host_name.as_str(), t.port))
+            .await
+            .map_err(|e| TransportError::Unreachable {
+                host: self.label.clone(),
+                addr: addr.to_string(),
+                reason: format!("cannot resolve: {e}"),
+            })?
+            .collect();
+        let mut last = None;
+        for sa in addrs {
+            match tokio::net::TcpStream::connect(sa).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                TransportError::ConnectionRefused {
+                    host: self.label.clone(),
+                    addr: addr.to_string(),
+                }
+            }
+            Some(e) => TransportError::Unreachable {
+                host: self.label.clone(),
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            },
+            None => TransportError::Unreachable {
+                host: self.label.clone(),
+                addr: addr.to_string(),
+                reason: "name resolves to no address".into(),
+            },
+        })
+    }
+
+    async fn authenticate(&self, handle: &mut Handle<Client>) -> Result<(), TransportError> {
+        let user = self.target.user.clone();
+        let rsa_hash = match handle.best_supported_rsa_hash().await {
+            Ok(Some(h)) => h,
+            _ => Some(HashAlg::Sha256),
+        };
+        let mut tried: Vec<String> = Vec::new();
+        let mut encrypted: Option<PathBuf> = None;
+        let mut offered: Vec<PublicKey> = Vec::new();
+
+        for path in &self.target.identity_files {
+            let key = match self.load_key(path) {
+                Ok(k) => k,
+                Err(KeyProblem::Encrypted) => {
+                    encrypted.get_or_insert_with(|| path.clone());
+                    tried.push(format!("{} (encrypted, no passphrase)", path.display()));
+                    continue;
+                }
+                Err(KeyProblem::Other(why)) => {
+                    tried.push(format!("{} ({why})", path.display()));
+                    continue;
+                }
+            };
+            offered.push(key.public_key().clone());
+            let key = PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash);
+            match handle.authenticate_publickey(&user, key).await {
+                Ok(client::AuthResult::Success) => return Ok(()),
+                Ok(client::AuthResult::Failure { .. }) => {
+                    tried.push(format!("publickey {}", path.display()))
+                }
+                // Typically sshd's MaxAuthTries: report what was tried rather than a bare
+                // protocol error.
+                Err(e) => {
+                    tried.push(format!(
+                        "publickey {} (then the server ended the session: {})",
+                        path.display(),
+                        describe_ssh_error(&e)
+                    ));
+                    return Err(TransportError::AuthFailed {
+                        host: self.label.clone(),
+                        user,
+                        tried,
+                    });
+                }
+            }
+        }
+
+        let socket = match &self.opts.agent {
+            AgentSource::Disabled => None,
+            AgentSource::Socket(p) => Some(p.clone()),
+            AgentSource::Env => std::env::var_os("SSH_AUTH_SOCK")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+        };
+        if let Some(socket) = socket {
+            match AgentClient::connect_uds(&socket).await {
+                Err(e) => tried.push(format!(
+                    "ssh-agent at {} (unreachable: {e})",
+                    socket.display()
+                )),
+                Ok(mut agent) => match agent.request_identities().await {
+                    Err(e) => tried.push(format!("ssh-agent (cannot list keys: {e})")),
+                    Ok(ids) if ids.is_empty() => tried.push("ssh-agent (no keys)".into()),
+                    Ok(ids) => {
+                        for id in ids {
+                            let AgentIdentity::PublicKey { key, .. } = id else {
+                                continue;
+                            };
+                            if offered.iter().any(|k| k.key_data() == key.key_data()) {
+                                continue;
+                            }
+                            let desc = format!(
+                                "ssh-agent key {} {}",
+                                key.algorithm().as_str(),
+                                known_hosts::fingerprint(&key)
+                            );
+                            match handle
+                                .authenticate_publickey_with(&user, key, rsa_hash, &mut agent)
+                                .await
+                            {
+                                Ok(client::AuthResult::Success) => return Ok(()),
+                                Ok(client::AuthResult::Failure { .. }) => tried.push(desc),
+                                Err(e) => tried.push(format!("{desc} (agent error: {e})")),
+                            }
+                        }
+                    }
+                },
+            }
+        }
+
+        if let Some(path) = encrypted {
+            return Err(TransportError::EncryptedKeyNoPassphrase {
+                host: self.label.clone(),
+                path,
+            });
+        }
+        Err(TransportError::AuthFailed {
+            host: self.label.clone(),
+            user,
+            tried,
+        })
+    }
+
+    fn load_key(&self, path: &Path) -> Result<russh::keys::PrivateKey, KeyProblem> {
+        if !path.exists() {
+            return Err(KeyProblem::Other("not found".into()));
+        }
+        match russh::keys::load_secret_key(path, None) {
+            Ok(k) => Ok(k),
+            Err(russh::keys::Error::KeyIsEncrypted) => match &self.opts.key_passphrase {
+                None => Err(KeyProblem::Encrypted),
+                Some(pass) => russh::keys::load_secret_key(path, Some(pass))
+                    .map_err(|e| KeyProblem::Other(format!("cannot decrypt: {e}"))),
+            },
+            Err(e) => Err(KeyProblem::Other(format!("unreadable: {e}"))),
+        }
+    }
+
+    async fn run_inner(
+        &self,
+        cmd: &CommandSpec,
+        sink: Option<OutputSender>,
+    ) -> Result<Output, TransportError> {
+        let wrapped = wrap::wrap(cmd).map_err(|reason| TransportError::InvalidCommand {
+            host: self.label.clone(),
+            reason,
+        })?;
+        let line = wrapped.ssh_command_line();
+        let started = Instant::now();
+        let conn = self.connection().await?;
+        let _permit = conn
+            .channels
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the channel semaphore is never closed");
+        self.commands.fetch_add(1, Ordering::Relaxed);
+
+        let mut slot = None;
+        let work = self.exec(&conn, &line, wrapped.stdin, sink, &mut slot);
+        let result = match cmd.timeout {
+            None => work.await,
+            Some(limit) => match tokio::time::timeout(limit, work).await {
+                Ok(r) => r,
+                Err(_) => {
+                    if let Some(channel) = slot.take() {
+                        // Best effort: OpenSSH delivers the signal to the process it started.
+                        let _ = channel.signal(Sig::KILL).await;
+                        let _ = channel.close().await;
+                    }
+                    return Err(TransportError::CommandTimeout {
+                        host: self.label.clone(),
+                        after: limit,
+                    });
+                }
+            },
+        };
+        let (exit, stdout, stderr) = result?;
+        let output = Output {
+            exit,
+            stdout,
+            stderr,
+            duration: started.elapsed(),
+        };
+        check_sudo_failure(&self.label, cmd, &output)?;
+        Ok(output)
+    }
+
+    async fn exec(
+        &self,
+        conn: &Connection,
+        line: &str,
+        stdin: Vec<u8>,
+        sink: Option<OutputSender>,
+        slot: &mut Option<russh::Channel<client::Msg>>,
+    ) -> Result<(ExitStatus, Vec<u8>, Vec<u8>), TransportError> {
+        let lost = |during: &str| TransportError::Disconnected {
+            host: self.label.clone(),
+            during: during.to_string(),
+        };
+        let channel = conn.handle.channel_open_session().await.map_err(|e| {
+            if conn.handle.is_closed() {
+                lost("while opening a channel")
+            } else {
+                TransportError::Channel {
+                    host: self.label.clone(),
+                    reason: describe_ssh_error(&e),
+                }
+            }
+        })?;
+        let channel = slot.insert(channel);
+        channel
+            .exec(true, line.as_bytes())
+            .await
+            .map_err(|_| lost("while starting a command"))?;
+
+        let mut writer = channel.make_writer();
+        let feeder = tokio::spawn(async move {
+            // The command may exit without reading its stdin; that is its business.
+            let _ = writer.write_all(&stdin).await;
+            let _ = writer.shutdown().await;
+        });
+
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut exit = None;
+        let emit = |stream, data: &[u8]| {
+            if let Some(sink) = &sink {
+                let _ = sink.send(OutputChunk {
+                    stream,
+                    data: data.to_vec(),
+                });
+            }
+        };
+        loop {
+            match channel.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    stdout.extend_from_slice(&data);
+                    emit(OutputStream::Stdout, &data);
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    stderr.extend_from_slice(&data);
+                    emit(OutputStream::Stderr, &data);
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => {
+                    exit = Some(ExitStatus::Code(exit_status as i32))
+                }
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    exit = Some(ExitStatus::Signal(sig_name(&signal_name)))
+                }
+                Some(ChannelMsg::Failure) => {
+                    feeder.abort();
+                    let _ = channel.close().await;
+                    return Err(TransportError::Channel {
+                        host: self.label.clone(),
+                        reason: "the server refused to run the command".into(),
+                    });
+                }
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            }
+        }
+        feeder.abort();
+        match exit {
+            Some(exit) => Ok((exit, stdout, stderr)),
+            None if conn.handle.is_closed() => Err(lost("while running a command")),
+            None => {
+                // The session task may not have noticed the dead socket yet; give it a moment
+                // so the message says what happened.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(lost(if conn.handle.is_closed() {
+                    "while running a command"
+                } else {
+                    "while running a command (channel closed without an exit status)"
+                }))
+            }
+        }
+    }
+}
+
+impl Transport for SshTransport {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn run_streaming<'a>(
+        &'a self,
+        cmd: &'a CommandSpec,
+        sink: Option<OutputSender>,
+    ) -> BoxFuture<'a, Result<Output, TransportError>> {
+        Box::pin(self.run_inner(cmd, sink))
+    }
+
+    fn commands_run(&self) -> u64 {
+        self.commands.load(Ordering::Relaxed)
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.disconnect())
+    }
+}
+
+enum KeyProblem {
+    Encrypted,
+    Other(String),
+}
+
+/// Asks the server for a key type already in known_hosts first.
+fn prefer_recorded(recorded: &[Algorithm]) -> Vec<Algorithm> {
+    let same = |a: &Algorithm, b: &Algorithm| a == b || (a.clone().is_rsa() && b.clone().is_rsa());
+    let all = Preferred::DEFAULT.key.to_vec();
+    let (mut first, rest): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|a| recorded.iter().any(|r| same(r, a)));
+    first.extend(rest);
+    first
+}
+
+fn sig_name(sig: &Sig) -> String {
+    match sig {
+        Sig::ABRT => "ABRT".into(),
+        Sig::ALRM => "ALRM".into(),
+        Sig::FPE => "FPE".into(),
+        Sig::HUP => "HUP".into(),
+        Sig::ILL => "ILL".into(),
+        Sig::INT => "INT".into(),
+        Sig::KILL => "KILL".into(),
+        Sig::PIPE => "PIPE".into(),
+        Sig::QUIT => "QUIT".into(),
+        Sig::SEGV => "SEGV".into(),
+        Sig::TERM => "TERM".into(),
+        Sig::USR1 => "USR1".into(),
+        Sig::Custom(s) => s.clone(),
+    }
+}
+
+fn describe_ssh_error(e: &russh::Error) -> String {
+    match e {
+        russh::Error::Disconnect | russh::Error::HUP => "the server closed the connection".into(),
+        russh::Error::IO(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The russh client callbacks: only host key verification needs us.
+struct Client {
+    label: String,
+    host_name: String,
+    port: u16,
+    known: KnownHosts,
+    policy: HostKeyPolicy,
+    searched: Vec<PathBuf>,
+    record_file: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+enum HandlerError {
+    Ssh(russh::Error),
+    HostKey(Box<TransportError>),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        HandlerError::Ssh(e)
+    }
+}
+
+impl Client {
+    fn verify(&self, key: &PublicKey) -> Result<(), TransportError> {
+        let lookup = known_hosts::lookup_name(&self.host_name, self.port);
+        let key_type = key.algorithm().as_str().to_string();
+        let fingerprint = known_hosts::fingerprint(key);
+        match self.known.check(&self.host_name, self.port, key) {
+            Verdict::Trusted => Ok(()),
+            Verdict::Revoked(location) => Err(TransportError::RevokedHostKey {
+                host: self.label.clone(),
+                fingerprint,
+                location,
+            }),
+            Verdict::Changed(recorded) => Err(TransportError::ChangedHostKey {
+                host: self.label.clone(),
+                lookup,
+                presented: format!("{key_type} {fingerprint}"),
+                expected: recorded
+                    .iter()
+                    .map(|r| format!("{} {}", r.key_type, r.fingerprint))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                location: recorded
+                    .iter()
+                    .map(|r| r.location.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            Verdict::Unknown => {
+                let record = self
+                    .record_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "~/.ssh/known_hosts".into());
+                match (self.policy, &self.record_file) {
+                    (HostKeyPolicy::AcceptNew, Some(path)) => {
+                        known_hosts::append(path, &self.host_name, self.port, key).map_err(|e| {
+                            TransportError::KnownHosts {
+                                host: self.label.clone(),
+                                path: record,
+                                reason: format!("cannot record the new host key: {e}"),
+                            }
+                        })
+                    }
+                    _ => Err(TransportError::UnknownHostKey {
+                        host: self.label.clone(),
+                        lookup,
+                        key: format!("{key_type} {fingerprint}"),
+                        known_hosts: self
+                            .searched
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        record_file: record,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+impl client::Handler for Client {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        match server_public_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => self
+                .verify(key)
+                .map(|()| true)
+                .map_err(|e| HandlerError::HostKey(Box::new(e))),
+            // Certificate algorithms are never advertised, so a server cannot pick one.
+            PublicKeyOrCertificate::Certificate(_) => {
+                Err(HandlerError::HostKey(Box::new(TransportError::Handshake {
+                    host: self.label.clone(),
+                    reason: "the server presented a host certificate, which nexus does not verify"
+                        .into(),
+                })))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_key_types_come_first() {
+        let order = prefer_recorded(&[Algorithm::Rsa { hash: None }]);
+        assert!(order[0].clone().is_rsa());
+        assert_eq!(order.len(), Preferred::DEFAULT.key.len());
+        assert_eq!(prefer_recorded(&[])[0], Algorithm::Ed25519);
+    }
+}

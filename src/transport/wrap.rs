@@ -1,0 +1,235 @@
+//! Builds the shell text and stdin stream that carry a [`CommandSpec`] to a host.
+//!
+//! Pure functions, tested by equality; both transports use them, so local and SSH commands
+//! behave the same. Secrets (env values, the sudo password) are placed on stdin, ahead of the
+//! command's own stdin, and never into the command line, which other users can read in `ps`.
+
+use super::{CommandSpec, WriteOptions};
+
+/// What to hand to `sh -c` and what to write to its stdin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wrapped {
+    /// Script for `sh -c` (no secrets in it).
+    pub script: String,
+    /// Bytes for stdin: sudo password line, env prelude, then the command's own stdin.
+    pub stdin: Vec<u8>,
+}
+
+impl Wrapped {
+    /// The exec request for an SSH server, whose login shell may not be POSIX: start `sh`.
+    /// `exec` makes it the process sshd watches, so a signal death is reported as such.
+    pub fn ssh_command_line(&self) -> String {
+        format!("exec sh -c {}", quote(&self.script))
+    }
+}
+
+/// Quotes `s` as one POSIX shell word.
+pub fn quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:,+@%".contains(&b));
+    if safe {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r#"'\''"#))
+}
+
+// Reads `NAME=\ooo\ooo...` lines until an empty one. Values are octal-escaped printf formats
+// so any byte but NUL survives `read`; the trailing "." keeps `$(...)` from eating newlines.
+const ENV_READER: &str = r#"while IFS= read -r _nx_l && [ -n "$_nx_l" ]; do _nx_v=$(printf "${_nx_l#*=}."); export "${_nx_l%%=*}=${_nx_v%.}"; done; unset _nx_l _nx_v"#;
+
+/// Wraps `cmd` into a script plus stdin. Errors describe an invalid spec.
+pub fn wrap(cmd: &CommandSpec) -> Result<Wrapped, String> {
+    let mut stdin = Vec::new();
+
+    let inner = if cmd.env.is_empty() {
+        cmd.script.clone()
+    } else {
+        let mut prelude = Vec::new();
+        for (name, value) in &cmd.env {
+            if !is_identifier(name) {
+                return Err(format!(
+                    "environment variable name {name:?} is not a valid shell identifier"
+                ));
+            }
+            if value.contains('\0') {
+                return Err(format!("environment variable {name} contains a NUL byte"));
+            }
+            prelude.extend_from_slice(name.as_bytes());
+            prelude.push(b'=');
+            prelude.extend_from_slice(escape_printf(value.as_bytes()).as_bytes());
+            prelude.push(b'\n');
+        }
+        prelude.push(b'\n');
+        stdin.extend_from_slice(&prelude);
+        format!("{ENV_READER}\n{}", cmd.script)
+    };
+
+    let script = match &cmd.sudo {
+        None => inner,
+        Some(b) => {
+            if b.user.is_empty() {
+                return Err("become user is empty".into());
+            }
+            let user = quote(&b.user);
+            let run = format!("-H -u {user} -- sh -c {}", quote(&inner));
+            match &b.password {
+                None => format!("exec sudo -n {run}"),
+                Some(pw) => {
+                    if pw.contains('\n') || pw.contains('\0') {
+                        return Err("sudo password contains a newline or NUL byte".into());
+                    }
+                    // The password line goes first on stdin. If sudo turns out not to need it
+                    // (NOPASSWD or a cached timestamp), the shell consumes the line itself so the
+                    // command never sees it; otherwise `sudo -S -k` reads exactly that line.
+                    let mut with_pw = pw.as_bytes().to_vec();
+                    with_pw.push(b'\n');
+                    with_pw.extend_from_slice(&stdin);
+                    stdin = with_pw;
+                    format!(
+                        "if sudo -n -u {user} true 2>/dev/null; then IFS= read -r _nx_pw; exec sudo -n {run}; fi; exec sudo -S -k -p '' {run}"
+                    )
+                }
+            }
+        }
+    };
+
+    if let Some(own) = &cmd.stdin {
+        stdin.extend_from_slice(own);
+    }
+    Ok(Wrapped { script, stdin })
+}
+
+/// The script behind [`super::Transport::write_file`]: contents arrive on stdin.
+pub fn write_file_script(path: &str, opts: &WriteOptions) -> String {
+    let mut s = String::from("set -e\n");
+    s.push_str(&format!("_nx_p={}\n", quote(path)));
+    s.push_str("_nx_d=$(dirname -- \"$_nx_p\")\n");
+    // Same directory as the target, so the final rename is atomic (same filesystem).
+    s.push_str("_nx_t=$(mktemp \"$_nx_d/.nexus-XXXXXXXX\")\n");
+    s.push_str("trap 'rm -f \"$_nx_t\"' EXIT\n");
+    s.push_str("cat > \"$_nx_t\"\n");
+    match opts.mode {
+        Some(mode) => s.push_str(&format!("chmod {:04o} \"$_nx_t\"\n", mode & 0o7777)),
+        None => s.push_str(
+            "if [ -e \"$_nx_p\" ]; then chmod \"$(stat -c %a -- \"$_nx_p\")\" \"$_nx_t\"; else chmod 0644 \"$_nx_t\"; fi\n",
+        ),
+    }
+    // Replacing a file keeps its owner unless another is asked for (only root can chown;
+    // anyone else already owns what they create, so a failure there is harmless).
+    s.push_str(
+        "if [ -e \"$_nx_p\" ]; then chown \"$(stat -c %u:%g -- \"$_nx_p\")\" \"$_nx_t\" 2>/dev/null || :; fi\n",
+    );
+    match (&opts.owner, &opts.group) {
+        (Some(o), Some(g)) => s.push_str(&format!(
+            "chown {} \"$_nx_t\"\n",
+            quote(&format!("{o}:{g}"))
+        )),
+        (Some(o), None) => s.push_str(&format!("chown {} \"$_nx_t\"\n", quote(o))),
+        (None, Some(g)) => s.push_str(&format!("chgrp {} \"$_nx_t\"\n", quote(g))),
+        (None, None) => {}
+    }
+    s.push_str("mv -f -- \"$_nx_t\" \"$_nx_p\"\n");
+    s.push_str("trap - EXIT\n");
+    s
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn escape_printf(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 4);
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' || b == b'/' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Become;
+
+    #[test]
+    fn quote_words() {
+        assert_eq!(quote("abc"), "abc");
+        assert_eq!(quote("/tmp/x.y"), "/tmp/x.y");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r#"'it'\''s'"#);
+        assert_eq!(quote("$HOME"), "'$HOME'");
+    }
+
+    #[test]
+    fn plain_command_is_untouched() {
+        let w = wrap(&CommandSpec::new("echo hi").stdin(b"in".to_vec())).unwrap();
+        assert_eq!(w.script, "echo hi");
+        assert_eq!(w.stdin, b"in");
+        assert_eq!(w.ssh_command_line(), "exec sh -c 'echo hi'");
+    }
+
+    #[test]
+    fn env_values_go_over_stdin() {
+        let w = wrap(&CommandSpec::new("echo \"$A\"").env("A", "x y\n%")).unwrap();
+        assert_eq!(w.script, format!("{ENV_READER}\necho \"$A\""));
+        assert_eq!(w.stdin, b"A=x\\040y\\012\\045\n\n");
+        assert!(!w.script.contains("x y"));
+    }
+
+    #[test]
+    fn bad_env_is_rejected() {
+        assert!(wrap(&CommandSpec::new("true").env("1A", "x")).is_err());
+        assert!(wrap(&CommandSpec::new("true").env("A;B", "x")).is_err());
+        assert!(wrap(&CommandSpec::new("true").env("A", "x\0")).is_err());
+    }
+
+    #[test]
+    fn sudo_without_password_uses_non_interactive_sudo() {
+        let w = wrap(&CommandSpec::new("id -u").sudo(Become::root())).unwrap();
+        assert_eq!(w.script, "exec sudo -n -H -u root -- sh -c 'id -u'");
+        assert!(w.stdin.is_empty());
+    }
+
+    #[test]
+    fn sudo_password_goes_first_on_stdin() {
+        let w = wrap(
+            &CommandSpec::new("cat")
+                .stdin(b"data".to_vec())
+                .env("K", "v")
+                .sudo(Become::user("app").with_password("pw")),
+        )
+        .unwrap();
+        assert_eq!(w.stdin, b"pw\nK=v\n\ndata");
+        assert!(!w.script.contains("pw\n"));
+        assert!(w.script.starts_with("if sudo -n -u app true 2>/dev/null; then IFS= read -r _nx_pw; exec sudo -n -H -u app -- sh -c "));
+        assert!(
+            w.script
+                .contains("; exec sudo -S -k -p '' -H -u app -- sh -c ")
+        );
+        assert!(wrap(&CommandSpec::new("x").sudo(Become::root().with_password("a\nb"))).is_err());
+    }
+
+    #[test]
+    fn write_file_script_is_atomic() {
+        let s = write_file_script(
+            "/etc/app's.conf",
+            &WriteOptions {
+                mode: Some(0o640),
+                owner: Some("app".into()),
+                group: Some("app".into()),
+                ..WriteOptions::default()
+            },
+        );
+        assert!(s.contains(r#"_nx_p='/etc/app'\''s.conf'"#));
+        assert!(s.contains("chmod 0640 \"$_nx_t\""));
+        assert!(s.contains("chown app:app \"$_nx_t\""));
+        assert!(s.ends_with("mv -f -- \"$_nx_t\" \"$_nx_p\"\ntrap - EXIT\n"));
+    }
+}

@@ -1,0 +1,522 @@
+//! Integration-test harness: real sshd servers on 127.0.0.x loopback addresses.
+//!
+//! Each [`SshHost`] is one `sshd -D` child process with its own address, port, host key,
+//! authorized user key and temporary directory, killed (with everything it started) on drop.
+//! Machine prerequisites (openssh-server, sudo, the test users) come from `tests/setup.sh`.
+//! Include it with `mod harness;` from any integration test.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use nexus::transport::{AgentSource, SshConfigSource, SshOptions, SshTarget};
+
+/// Logs in with the harness keys; may sudo to anyone without a password.
+pub const TEST_USER: &str = "nexus-test";
+/// Needs its password for sudo, and may only become [`TEST_USER`].
+pub const SUDO_PW_USER: &str = "nexus-test-pw";
+/// The password of [`SUDO_PW_USER`] (set by tests/setup.sh).
+pub const SUDO_PW: &str = "nexus-test-sudo-pw";
+
+const SSHD: &str = "/usr/sbin/sshd";
+const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+/// Panics with instructions when the machine lacks what the tests need.
+pub fn require_prerequisites() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = CHECKED.get_or_init(|| {
+        let hint = "run `bash tests/setup.sh` as root first (it installs openssh-server and sudo and creates the test users)";
+        if !Path::new(SSHD).exists() {
+            return Err(format!("{SSHD} is missing: {hint}"));
+        }
+        if which("ssh-keygen").is_none() {
+            return Err(format!("ssh-keygen is missing: {hint}"));
+        }
+        for user in [TEST_USER, SUDO_PW_USER] {
+            if uid_of(user).is_none() {
+                return Err(format!("test user {user} does not exist: {hint}"));
+            }
+        }
+        if current_uid() != Some(0) {
+            return Err("the SSH tests start sshd and must run as root".into());
+        }
+        // sshd refuses to start without its privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").map_err(|e| format!("mkdir /run/sshd: {e}"))?;
+        Ok(())
+    });
+    if let Err(msg) = result {
+        panic!("SSH test prerequisites missing: {msg}");
+    }
+}
+
+/// A key pair made by ssh-keygen.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    /// Private key file.
+    pub private: PathBuf,
+    /// `<type> <base64>` of the public key.
+    pub public: String,
+}
+
+impl KeyPair {
+    /// Generates an ed25519 key at `path` (with `passphrase`, or none).
+    pub fn generate(path: &Path, passphrase: &str) -> KeyPair {
+        run(Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-C",
+                "nexus-test",
+                "-N",
+                passphrase,
+                "-f",
+            ])
+            .arg(path));
+        let public =
+            std::fs::read_to_string(path.with_extension("pub")).expect("read generated public key");
+        let mut parts = public.split_whitespace();
+        let public = format!(
+            "{} {}",
+            parts.next().expect("key type"),
+            parts.next().expect("key blob")
+        );
+        KeyPair {
+            private: path.to_path_buf(),
+            public,
+        }
+    }
+
+    /// `SHA256:...` as ssh-keygen prints it.
+    pub fn fingerprint(&self) -> String {
+        let out = run(Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(self.private.with_extension("pub")));
+        out.split_whitespace()
+            .nth(1)
+            .expect("fingerprint")
+            .to_string()
+    }
+}
+
+/// Options for starting a host.
+#[derive(Debug, Clone, Default)]
+pub struct HostBuilder {
+    name: String,
+    private_srv: bool,
+}
+
+impl HostBuilder {
+    /// Gives the host its own `/srv` (a private mount namespace bound onto [`SshHost::srv`]),
+    /// for tests that need hosts with separate filesystems.
+    pub fn private_srv(mut self) -> Self {
+        self.private_srv = true;
+        self
+    }
+
+    /// Starts sshd and waits until it accepts connections.
+    pub fn start(self) -> SshHost {
+        SshHost::launch(self)
+    }
+}
+
+/// One test host: an sshd on its own loopback address.
+pub struct SshHost {
+    /// Name used in targets (and so in error messages).
+    pub name: String,
+    /// Loopback address.
+    pub ip: Ipv4Addr,
+    /// Listening port.
+    pub port: u16,
+    /// The host's key pair (its public key goes into known_hosts).
+    pub host_key: KeyPair,
+    /// The user key authorized for both test users.
+    pub user_key: KeyPair,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    private_srv: bool,
+}
+
+impl SshHost {
+    /// Starts a host named `name` with default settings.
+    pub fn start(name: &str) -> SshHost {
+        SshHost::builder(name).start()
+    }
+
+    /// Builder for a host named `name`.
+    pub fn builder(name: &str) -> HostBuilder {
+        HostBuilder {
+            name: name.to_string(),
+            ..HostBuilder::default()
+        }
+    }
+
+    fn launch(b: HostBuilder) -> SshHost {
+        require_prerequisites();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("nexus-sshd-{}-", b.name))
+            .tempdir()
+            .expect("temp dir");
+        // The test users read authorized_keys themselves (sshd drops privileges for that).
+        set_mode(dir.path(), 0o755);
+        let host_key = KeyPair::generate(&dir.path().join("ssh_host_ed25519_key"), "");
+        let user_key = KeyPair::generate(&dir.path().join("id_ed25519"), "");
+        let auth = dir.path().join("authorized_keys");
+        std::fs::write(&auth, format!("{}\n", user_key.public)).expect("authorized_keys");
+        set_mode(&auth, 0o644);
+        if b.private_srv {
+            let srv = dir.path().join("srv");
+            std::fs::create_dir(&srv).expect("srv dir");
+            run(Command::new("chown")
+                .arg(format!("{TEST_USER}:{TEST_USER}"))
+                .arg(&srv));
+        }
+
+        let mut host = SshHost {
+            name: b.name.clone(),
+            ip: Ipv4Addr::LOCALHOST,
+            port: 0,
+            host_key,
+            user_key,
+            dir,
+            child: None,
+            private_srv: b.private_srv,
+        };
+        // A port found free may be taken again before sshd binds it: retry elsewhere.
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            host.ip = next_ip();
+            host.port = free_port(host.ip);
+            host.write_sshd_config();
+            host.spawn();
+            match host.wait_ready() {
+                Ok(()) => return host,
+                Err(log) => {
+                    last_log = log;
+                    host.kill();
+                }
+            }
+        }
+        panic!("sshd for {} did not start; its log:\n{last_log}", b.name);
+    }
+
+    fn write_sshd_config(&self) {
+        let d = self.dir.path();
+        let config = format!(
+            "ListenAddress {ip}:{port}\n\
+             HostKey {d}/ssh_host_ed25519_key\n\
+             PidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             UsePAM no\n\
+             StrictModes no\n\
+             MaxSessions 64\n\
+             PermitRootLogin no\n\
+             AllowUsers {TEST_USER} {SUDO_PW_USER}\n\
+             LogLevel VERBOSE\n\
+             Subsystem sftp {SFTP_SERVER}\n",
+            ip = self.ip,
+            port = self.port,
+            d = d.display(),
+        );
+        std::fs::write(d.join("sshd_config"), config).expect("sshd_config");
+    }
+
+    fn spawn(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::File::create(d.join("sshd.log")).expect("sshd.log");
+        let sshd_cmd = format!("exec {SSHD} -D -e -f {}/sshd_config", d.display());
+        let mut cmd = if self.private_srv {
+            // A private mount namespace: this host's /srv is its own directory.
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(format!(
+                    "mount --bind {}/srv /srv && {sshd_cmd}",
+                    d.display()
+                ));
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(&sshd_cmd);
+            c
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn sshd");
+        self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from((self.ip, self.port));
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("sshd exited with {status}\n{}", self.log()));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("sshd did not listen within 10 s\n{}", self.log()))
+    }
+
+    /// `[ip]:port ssh-ed25519 AAAA...`: the known_hosts line for this host.
+    pub fn known_hosts_line(&self) -> String {
+        format!("[{}]:{} {}", self.ip, self.port, self.host_key.public)
+    }
+
+    /// A known_hosts line recording some other key for this host (a "changed" key).
+    pub fn wrong_known_hosts_line(&self) -> String {
+        let other = KeyPair::generate(&self.dir.path().join("other_host_key"), "");
+        format!("[{}]:{} {}", self.ip, self.port, other.public)
+    }
+
+    /// A target for this host as [`TEST_USER`] with the authorized key.
+    pub fn target(&self) -> SshTarget {
+        SshTarget::new(&self.name)
+            .address(self.ip.to_string())
+            .port(self.port)
+            .user(TEST_USER)
+            .identity(&self.user_key.private)
+    }
+
+    /// Authorizes another public key (`<type> <base64>`) for the test users.
+    pub fn authorize(&self, public: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .expect("open authorized_keys");
+        writeln!(f, "{public}").expect("append authorized key");
+    }
+
+    /// This host's private directory: what the host sees as `/srv` (with `private_srv`).
+    pub fn srv(&self) -> PathBuf {
+        assert!(
+            self.private_srv,
+            "host {} was started without private_srv",
+            self.name
+        );
+        self.dir.path().join("srv")
+    }
+
+    /// A scratch directory of this host's own (keys, configs a test writes).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// sshd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// Kills sshd and every process it started (sessions, commands), like a crashed host.
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Per-connection sshd processes call setsid(), so a process group kill would miss
+        // them: walk the process tree instead, collecting it before anything is reparented.
+        let mut pids = descendants(child.id());
+        pids.push(child.id());
+        for pid in &pids {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// True while sshd runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for SshHost {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Writes a known_hosts file trusting `hosts`.
+pub fn write_known_hosts(path: &Path, hosts: &[&SshHost]) {
+    let text: String = hosts
+        .iter()
+        .map(|h| format!("{}\n", h.known_hosts_line()))
+        .collect();
+    std::fs::write(path, text).expect("write known_hosts");
+}
+
+/// SSH options isolated from the machine: no ~/.ssh/config, no agent, no default keys,
+/// and `known_hosts` as the only known_hosts file.
+pub fn isolated_options(known_hosts: &Path) -> SshOptions {
+    SshOptions {
+        ssh_config: SshConfigSource::Disabled,
+        agent: AgentSource::Disabled,
+        default_identities: false,
+        known_hosts_files: vec![known_hosts.to_path_buf()],
+        global_known_hosts_files: vec![],
+        connect_timeout: Some(Duration::from_secs(10)),
+        ..SshOptions::default()
+    }
+}
+
+/// An ssh-agent of the test's own, on a private socket.
+pub struct Agent {
+    /// The agent's socket.
+    pub socket: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `ssh-agent -D` and waits for its socket.
+    pub fn start() -> Agent {
+        require_prerequisites();
+        let dir = tempfile::tempdir().expect("agent dir");
+        let socket = dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ssh-agent");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "ssh-agent did not create its socket"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Agent {
+            socket,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Loads a private key into the agent.
+    pub fn add(&self, key: &Path) {
+        run(Command::new("ssh-add")
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .arg("-q")
+            .arg(key));
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The uid of `user`, from the user database.
+pub fn uid_of(user: &str) -> Option<u32> {
+    let out = Command::new("id").args(["-u", user]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn current_uid() -> Option<u32> {
+    let out = Command::new("id").arg("-u").output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.exists())
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+// Loopback addresses 127.0.0.10..=127.0.0.249, handed out in turn. The process id offsets the
+// start so that test binaries running at the same time rarely share an address.
+fn next_ip() -> Ipv4Addr {
+    static NEXT: OnceLock<AtomicU8> = OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU8::new((std::process::id() % 240) as u8));
+    let n = next.fetch_add(1, Ordering::Relaxed) % 240;
+    Ipv4Addr::new(127, 0, 0, 10 + n)
+}
+
+fn free_port(ip: Ipv4Addr) -> u16 {
+    let listener = TcpListener::bind((ip, 0)).expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// All processes below `root` in the process tree (from /proc).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // The command name may hold spaces and parentheses: fields start after the last ')'.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(pid, ppid) in &parents {
+            if ppid == p && !found.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Prepares this machine for the SSH integration tests (tests/transport.rs):
+# installs openssh-server and sudo when missing, and creates the dedicated
+# test users. Idempotent; needs root. The tests start their own sshd
+# processes on 127.0.0.x: no system ssh service is enabled or started here.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/setup.sh: must run as root (it installs packages and creates test users)" >&2
+    exit 1
+fi
+
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v sudo >/dev/null 2>&1 || missing+=(sudo)
+if [ "${#missing[@]}" -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # The package's "could not start service" note is expected: nothing here needs the system sshd.
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# /run/sshd: sshd's privilege separation directory; /srv: where hosts get private mounts.
+mkdir -p /run/sshd /srv
+
+# nexus-test: logs in with the harness's keys; a light /bin/sh keeps channel start-up fast.
+# '*' unlocks the account for key logins without giving it a usable password.
+if ! getent passwd nexus-test >/dev/null; then
+    useradd --create-home --shell /bin/sh nexus-test
+fi
+usermod -p '*' nexus-test
+
+# nexus-test-pw: exercises sudo with a password. It may only become nexus-test, never root.
+if ! getent passwd nexus-test-pw >/dev/null; then
+    useradd --create-home --shell /bin/sh nexus-test-pw
+fi
+echo 'nexus-test-pw:nexus-test-sudo-pw' | chpasswd
+
+install -d -m 0755 /etc/sudoers.d
+cat >/etc/sudoers.d/nexus-test <<'SUDOERS'
+# Written by nexus tests/setup.sh for the SSH integration tests.
+nexus-test ALL=(ALL) NOPASSWD: ALL
+nexus-test-pw ALL=(nexus-test) ALL
+SUDOERS
+chmod 0440 /etc/sudoers.d/nexus-test
+echo "tests/setup.sh: openssh-server, sudo and the test users are ready"
