@@ -14,6 +14,8 @@ pub struct CompletionArgs {
 
 pub fn run(args: CompletionArgs) -> CmdResult {
     let mut cmd = Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "nexus", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "nexus", &mut script);
+    super::emit(&String::from_utf8_lossy(&script));
     Ok(Exit::Ok)
 }

@@ -3,7 +3,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{CmdResult, Ctx, Format, resolve_tasks};
+use super::{CmdResult, Ctx, Format, emit, emitln, resolve_tasks};
 use crate::dag::Deps;
 use crate::exit::Exit;
 
@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, args: GraphArgs) -> CmdResult {
         Format::Text => {
             for (n, phase) in phases.iter().enumerate() {
                 let names: Vec<&str> = phase.iter().map(|i| name(*i)).collect();
-                println!("Phase {}: {}", n + 1, names.join(", "));
+                emitln(&format!("Phase {}: {}", n + 1, names.join(", ")));
             }
         }
         Format::Json => {
@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, args: GraphArgs) -> CmdResult {
                 })).collect::<Vec<_>>(),
                 "phases": phases.iter().map(|p| p.iter().map(|i| name(*i)).collect::<Vec<_>>()).collect::<Vec<_>>(),
             });
-            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            emitln(&serde_json::to_string_pretty(&v).expect("json"));
         }
         _ => {
             // Edges point from a dependency to the task that waits for it: the direction work flows.
@@ -87,7 +87,7 @@ pub fn run(ctx: &Ctx, args: GraphArgs) -> CmdResult {
                 }
             }
             out.push_str("}\n");
-            print!("{out}");
+            emit(&out);
         }
     }
     Ok(Exit::Ok)

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{CmdResult, Ctx, Failure};
+use super::{CmdResult, Ctx, Failure, emitln};
 use crate::exit::Exit;
 
 #[derive(Debug, Args)]
@@ -46,11 +46,11 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> CmdResult {
             )
         })?;
     if !ctx.global.quiet {
-        println!("Created {}", path.display());
-        println!(
+        emitln(&format!("Created {}", path.display()));
+        emitln(&format!(
             "Next: nexus validate -c {0} && nexus list -c {0}",
             path.display()
-        );
+        ));
     }
     Ok(Exit::Ok)
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{CmdResult, Ctx, Format};
+use super::{CmdResult, Ctx, Format, emit, emitln};
 use crate::config::{Config, Host, Task, strategy_name};
 use crate::exit::Exit;
 
@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
                     "deps": t.deps.iter().map(|s| &s.value).collect::<Vec<_>>(),
                     "strategy": strategy_name(t.strategy),
                     "tags": t.tags,
-                    "resources": t.resources.len(),
+                    "resources": t.resources.len() + t.health_check.len(),
                 })
             })
             .collect();
@@ -98,7 +98,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
             json!({ "name": t.name.value, "tailscale": { "tags": t.tags, "user": t.user, "online_only": t.online_only } })
         }));
         let v = json!({ "tasks": tasks, "hosts": hosts, "groups": groups });
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        emitln(&serde_json::to_string_pretty(&v).expect("json"));
         return Ok(Exit::Ok);
     }
 
@@ -177,6 +177,6 @@ pub fn run(ctx: &Ctx) -> CmdResult {
             t.name.value
         ));
     }
-    print!("{out}");
+    emit(&out);
     Ok(Exit::Ok)
 }

@@ -127,7 +127,7 @@ impl Ctx {
             Err(Failure::new(
                 Exit::Usage,
                 format!(
-                    "this command does not support --format {}; supported: {}",
+                    "error: this command does not support --format {}; supported: {}",
                     f.to_possible_value()
                         .expect("no skipped variants")
                         .get_name(),
@@ -144,10 +144,7 @@ impl Ctx {
 
     fn config_failure(&self, e: ConfigErrors) -> Failure {
         if self.global.format == Some(Format::Json) {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&e.to_json()).expect("json")
-            );
+            emitln(&serde_json::to_string_pretty(&e.to_json()).expect("json"));
             return Failure::new(Exit::InvalidConfig, String::new());
         }
         let rendered = e.render(RenderOptions {
@@ -156,6 +153,19 @@ impl Ctx {
         });
         Failure::new(Exit::InvalidConfig, rendered.trim_end().to_string())
     }
+}
+
+/// Writes command output to stdout. A closed pipe (`nexus list | head`) is not an error worth a
+/// panic: the reader has what it wanted, so the rest is dropped.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// [`emit`] with a trailing newline.
+pub fn emitln(text: &str) {
+    emit(&format!("{text}\n"));
 }
 
 /// Parses arguments, runs the command and returns the process exit code.

@@ -1,6 +1,6 @@
 //! `nexus validate`: load the configuration, report every error, or summarize it.
 
-use super::{CmdResult, Ctx, Format};
+use super::{CmdResult, Ctx, Format, emitln};
 use crate::exit::Exit;
 
 pub fn run(ctx: &Ctx) -> CmdResult {
@@ -27,19 +27,19 @@ pub fn run(ctx: &Ctx) -> CmdResult {
                 "handlers": cfg.handlers.len(),
                 "resources": resources,
             });
-            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            emitln(&serde_json::to_string_pretty(&v).expect("json"));
         }
         _ => {
             if !ctx.global.quiet {
-                println!("Configuration valid: {file}");
-                println!(
+                emitln(&format!("Configuration valid: {file}"));
+                emitln(&format!(
                     "Summary: Tasks: {}, Hosts: {}, Groups: {}, Handlers: {}, Resources: {}",
                     cfg.tasks.len(),
                     cfg.hosts.len(),
                     groups,
                     cfg.handlers.len(),
                     resources
-                );
+                ));
             }
         }
     }

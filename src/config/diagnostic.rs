@@ -172,17 +172,55 @@ impl std::error::Error for ConfigErrors {}
 struct Rendered<'a> {
     diag: &'a Diag,
     source: Option<NamedSource<Arc<String>>>,
+    /// The message and help, already wrapped (see [`fill`]).
+    message: String,
+    help: Option<String>,
 }
 
 impl fmt::Debug for Rendered<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.diag.message)
+        f.write_str(&self.message)
     }
 }
 
 impl fmt::Display for Rendered<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.diag.message)
+        f.write_str(&self.message)
+    }
+}
+
+/// Wraps `text` at spaces so that no line is longer than `width` characters, keeping existing line
+/// breaks. miette's own wrapping also breaks at hyphens, which splits option names such as
+/// `become-user` across lines; it is turned off and this is used instead.
+fn fill(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let mut col = 0;
+        for word in line.split(' ') {
+            let len = word.chars().count();
+            if col > 0 && col + 1 + len > width {
+                out.push('\n');
+                col = 0;
+            } else if col > 0 {
+                out.push(' ');
+                col += 1;
+            }
+            out.push_str(word);
+            col += len;
+        }
+    }
+    out
+}
+
+/// `first defined here` → `first defined at FILE:LINE:COL`, for a label that cannot be drawn
+/// because it points into another file than the snippet shown.
+fn note(label: &str, location: &str) -> String {
+    match label.strip_suffix(" here") {
+        Some(l) => format!("{l} at {location}"),
+        None => format!("{label} (at {location})"),
     }
 }
 
@@ -194,8 +232,7 @@ impl Diagnostic for Rendered<'_> {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.diag
-            .help
+        self.help
             .as_ref()
             .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
@@ -239,14 +276,37 @@ impl ConfigErrors {
         };
         let handler = GraphicalReportHandler::new_themed(theme)
             .with_width(opts.width)
+            .with_wrap_lines(false)
             .with_links(false);
+        // miette indents the message by 4 columns ("  × ") and the help by 8 ("  help: "), within
+        // the width less 2.
+        let text_width = opts.width.saturating_sub(2);
         let mut out = String::new();
         for diag in &self.diags {
             let source = diag.primary.as_ref().map(|(span, _)| {
                 let file = self.sources.get(span.file);
                 NamedSource::new(file.display.clone(), file.text.clone()).with_language("kdl")
             });
-            let rendered = Rendered { diag, source };
+            // Labels in another file than the snippet cannot be drawn: they become notes.
+            let primary_file = diag.primary.as_ref().map(|(s, _)| s.file);
+            let notes: Vec<String> = diag
+                .secondary
+                .iter()
+                .filter(|(s, _)| Some(s.file) != primary_file)
+                .map(|(s, l)| note(l, &self.sources.location(*s)))
+                .collect();
+            let help = match (&diag.help, notes.is_empty()) {
+                (Some(h), true) => Some(h.clone()),
+                (Some(h), false) => Some(format!("{h}\n{}", notes.join("\n"))),
+                (None, false) => Some(notes.join("\n")),
+                (None, true) => None,
+            };
+            let rendered = Rendered {
+                diag,
+                source,
+                message: fill(&diag.message, text_width.saturating_sub(4)),
+                help: help.map(|h| fill(&h, text_width.saturating_sub(8))),
+            };
             // Writing into a String cannot fail.
             let _ = handler.render_report(&mut out, &rendered);
             out.push('\n');
@@ -284,13 +344,32 @@ impl ConfigErrors {
 }
 
 /// The closest candidate to `word`, if one is close enough to be a plausible typo.
+///
+/// Candidates within a small edit distance (counting a swap of two adjacent letters as one edit)
+/// win first, closest first: Jaro-Winkler alone ranks `web2` above `web` for `wbe`. Otherwise the
+/// most similar candidate by Jaro-Winkler, if similar enough. Ties go to the earlier candidate.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+    let candidates: Vec<&str> = candidates.into_iter().filter(|c| *c != word).collect();
+    let max_edits = (word.chars().count() / 3).max(1);
+    let mut best: Option<(usize, f64, &str)> = None;
+    for c in &candidates {
+        let d = strsim::osa_distance(word, c);
+        let jw = strsim::jaro_winkler(word, c);
+        if d <= max_edits && best.is_none_or(|(bd, bjw, _)| d < bd || (d == bd && jw > bjw)) {
+            best = Some((d, jw, c));
+        }
+    }
+    if let Some((_, _, c)) = best {
+        return Some(c);
+    }
+    let mut best: Option<(f64, &str)> = None;
+    for c in &candidates {
+        let jw = strsim::jaro_winkler(word, c);
+        if jw > 0.8 && best.is_none_or(|(b, _)| jw > b) {
+            best = Some((jw, c));
+        }
+    }
+    best.map(|(_, c)| c)
 }
 
 #[cfg(test)]
@@ -301,6 +380,17 @@ mod tests {
     fn suggests_close_names_only() {
         assert_eq!(suggest("pakage", ["package", "service"]), Some("package"));
         assert_eq!(suggest("zzz", ["package", "service"]), None);
+        assert_eq!(
+            suggest("wbe", ["local", "web1", "web2", "web"]),
+            Some("web")
+        );
+        assert_eq!(suggest("web3", ["web1", "web2"]), Some("web1"));
+    }
+
+    #[test]
+    fn wraps_at_spaces_only() {
+        assert_eq!(fill("aa bb-cc dd", 8), "aa bb-cc\ndd");
+        assert_eq!(fill("a\nb c", 80), "a\nb c");
     }
 
     #[test]

@@ -86,6 +86,52 @@ pub fn load_str(text: &str, display: &str, dir: &Path) -> Result<Loaded, ConfigE
     l.finish(dir.to_path_buf())
 }
 
+/// Label and hint for a KDL syntax error. The parser's own labels ("not integer", "not quoted
+/// string") read backwards, and a few common mistakes deserve a precise hint.
+fn syntax_hint(
+    message: &str,
+    found: &str,
+    label: Option<String>,
+    help: Option<String>,
+) -> (String, String) {
+    let generic = "see https://kdl.dev for KDL v2 syntax: strings in double quotes, #true/#false, children in { }";
+    match (message, found) {
+        (_, "true" | "false" | "null") => (
+            "bare keyword".into(),
+            format!(
+                "KDL v2 writes booleans and null with a leading '#': #{found} (a bare {found} is KDL v1 syntax)"
+            ),
+        ),
+        (UNCLOSED_BLOCK, _) => (
+            "this '{' is never closed".into(),
+            "add the missing '}'; blocks close in the reverse order they open".into(),
+        ),
+        ("Expected end of document", "}") => (
+            "unmatched '}'".into(),
+            "this '}' has no matching '{': remove it, or add the missing '{'".into(),
+        ),
+        ("Unexpected newline in single-line quoted string", _) => (
+            "string not closed on this line".into(),
+            "close the string with '\"'; multi-line strings are written between '\"\"\"' lines"
+                .into(),
+        ),
+        _ => {
+            let label = match label {
+                Some(l) => match l.strip_prefix("not ") {
+                    Some(what) => format!("expected {what}"),
+                    None => l,
+                },
+                None => "here".into(),
+            };
+            (label, help.unwrap_or_else(|| generic.into()))
+        }
+    }
+}
+
+/// Messages of the `kdl` parser that the loader treats specially (see `parse_text`).
+const UNCLOSED_BLOCK: &str = "No closing '}' for child block";
+const CLOSING_NOT_FOUND: &str = "Closing '}' was not found after nodes";
+
 fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),
@@ -150,16 +196,27 @@ impl Loader<'_> {
         let doc = match kdl::KdlDocument::parse_v2(&text) {
             Ok(doc) => doc,
             Err(e) => {
+                let unclosed = e
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.message.as_deref() == Some(UNCLOSED_BLOCK));
                 for d in e.diagnostics {
-                    let span = span_of(id, d.span);
                     let message = d.message.unwrap_or_else(|| "invalid KDL".into());
-                    let mut diag =
+                    // The parser reports an unclosed block twice; the second, spanning the whole
+                    // block, adds nothing.
+                    if unclosed && message == CLOSING_NOT_FOUND {
+                        continue;
+                    }
+                    let span = span_of(id, d.span);
+                    let found = text
+                        .get(d.span.offset()..d.span.offset() + d.span.len())
+                        .unwrap_or("");
+                    let (label, help) = syntax_hint(&message, found, d.label, d.help);
+                    self.cx.push(
                         Diag::new("config::syntax", format!("KDL syntax error: {message}"))
-                            .at(span, d.label.unwrap_or_else(|| "here".into()));
-                    diag = diag.help(d.help.unwrap_or_else(|| {
-                        "see https://kdl.dev for KDL v2 syntax: strings in double quotes, #true/#false, children in { }".into()
-                    }));
-                    self.cx.push(diag);
+                            .at(span, label)
+                            .help(help),
+                    );
                 }
                 return;
             }
@@ -280,7 +337,14 @@ impl Loader<'_> {
                 diags,
             });
         }
-        let b = self.builder;
+        let mut b = self.builder;
+        if let Some(s) = b.defaults.as_ref().and_then(|d| d.0.strategy) {
+            for (t, explicit) in b.tasks.iter_mut().zip(&b.explicit_strategy) {
+                if !explicit {
+                    t.strategy = s;
+                }
+            }
+        }
         let config = Config {
             base_dir,
             defaults: b.defaults.map(|d| d.0).unwrap_or_default(),

@@ -51,6 +51,18 @@ pub(super) struct Builder {
     pub notifiers: Vec<Notifier>,
     pub tasks: Vec<Task>,
     pub handlers: Vec<Handler>,
+    /// Per task: whether it chose its strategy, or takes the one from `defaults`.
+    pub explicit_strategy: Vec<bool>,
+}
+
+/// Whether a node sets `key` as a property or a child node.
+fn has_option(node: &KdlNode, key: &str) -> bool {
+    node.entries()
+        .iter()
+        .any(|e| e.name().is_some_and(|n| n.value() == key))
+        || node
+            .children()
+            .is_some_and(|c| c.nodes().iter().any(|n| n.name().value() == key))
 }
 
 /// Where relative local paths of one file resolve, and whether to check that they exist.
@@ -59,9 +71,10 @@ pub(super) struct FileCtx<'p> {
     pub dir: &'p Path,
 }
 
-fn name_arg(cx: &mut Cx, r: &NodeR<'_>, usage: &str) -> Option<Spanned<String>> {
+/// The node's name (its first argument). A missing name is reported by the caller's
+/// `expect_args`, which knows how many arguments the node takes, so that it is reported once.
+fn name_arg(cx: &mut Cx, r: &NodeR<'_>) -> Option<Spanned<String>> {
     if r.args().is_empty() {
-        r.expect_args(cx, 1, usize::MAX, usage);
         return None;
     }
     let name = r.arg_str(cx, 0)?;
@@ -79,6 +92,15 @@ fn local_path(fc: &FileCtx<'_>, p: &str) -> PathBuf {
     } else {
         fc.dir.join(p)
     }
+}
+
+/// Says where a missing local file was looked for, relative to the working directory when possible
+/// (never an absolute path the user did not write, so messages stay short and goldens stable).
+fn missing_file_help(p: &Path) -> String {
+    format!(
+        "looked for {}; local paths are relative to the directory of the file that names them",
+        super::display_path(p)
+    )
 }
 
 fn remote_path(cx: &mut Cx, s: Option<Spanned<String>>) -> Option<String> {
@@ -167,6 +189,7 @@ impl Builder {
             }
             "task" => {
                 if let Some(t) = task(cx, fc, node) {
+                    self.explicit_strategy.push(has_option(node, "strategy"));
                     self.tasks.push(t);
                 }
             }
@@ -213,7 +236,10 @@ impl Builder {
             keepalive: r.duration(cx, "keepalive"),
             max_channels: r.int(cx, "max-channels", 1, 1024).map(|v| v as u32),
             parallel: r.int(cx, "parallel", 1, 100_000).map(|v| v as u32),
-            strategy: r.choice(cx, "strategy", STRATEGIES).map(|s| strategy(&s)),
+            // Batch sizes belong to a task's own hosts, so only the batch-free strategies can be defaults.
+            strategy: r
+                .choice(cx, "strategy", &["parallel", "serial"])
+                .map(|s| strategy(&s)),
             retries: r.int(cx, "retries", 0, 100).map(|v| v as u32),
             retry_delay: r.duration(cx, "retry-delay"),
             known_hosts: r.str(cx, "known-hosts").map(|s| local_path(fc, &s)),
@@ -284,7 +310,7 @@ fn strategy(s: &str) -> Strategy {
 fn host(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Host> {
     let usage = "host NAME [\"user@address:port\"] [user=..] [port=..] [identity=..] [jump=..] [become=#true]";
     let mut r = NodeR::new(cx, node, fc.file, "`host`".into());
-    let name = name_arg(cx, &r, usage);
+    let name = name_arg(cx, &r);
     if let Some(n) = &name {
         r.what = format!("host `{}`", n.value);
     }
@@ -326,7 +352,7 @@ fn host(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Host> {
                 .also(a.span, "first address")
                 .help("give the address either as the second argument or as address=\"...\""),
             );
-            return None;
+            a
         }
         (Some(a), None) | (None, Some(a)) => a,
         (None, None) => name.clone(),
@@ -339,7 +365,13 @@ fn host(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Host> {
         Ok(a) => a,
         Err(e) => {
             cx.value_error(address_src.span, e, "config::invalid-address");
-            return None;
+            // Keep the host (the config is rejected anyway) so that references to it do not
+            // also report it as undefined.
+            Address {
+                user: None,
+                host: address_src.value.clone(),
+                port: None,
+            }
         }
     };
     if let (Some(_), Some(u)) = (&addr_user, &user) {
@@ -382,10 +414,11 @@ fn host(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Host> {
 fn group(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Group> {
     let usage = "group NAME MEMBER... (hosts or groups), or group NAME { members \"a\" \"b\" }";
     let mut r = NodeR::new(cx, node, fc.file, "`group`".into());
-    let name = name_arg(cx, &r, usage);
+    let name = name_arg(cx, &r);
     if let Some(n) = &name {
         r.what = format!("group `{}`", n.value);
     }
+    r.expect_args(cx, 1, usize::MAX, usage);
     let mut members: Vec<Spanned<String>> = (1..r.args().len())
         .filter_map(|i| r.arg_str(cx, i))
         .collect();
@@ -405,7 +438,7 @@ fn group(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Group> {
                 name.value
             )),
         );
-        return None;
+        // Kept so that tasks targeting it do not also report it as undefined.
     }
     Some(Group { name, members })
 }
@@ -413,7 +446,7 @@ fn group(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Group> {
 fn tailscale(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Tailscale> {
     let usage = "tailscale GROUP tag=\"webserver\" [user=\"deploy\"] [online-only=#true] [binary=\"tailscale\"]";
     let mut r = NodeR::new(cx, node, fc.file, "`tailscale`".into());
-    let name = name_arg(cx, &r, usage);
+    let name = name_arg(cx, &r);
     r.expect_args(cx, 1, 1, usage);
     let mut tags: Vec<String> = Vec::new();
     for t in r.str_list(cx, "tag") {
@@ -452,7 +485,7 @@ fn tailscale(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Tailscale>
 fn notifier(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Notifier> {
     let usage = "notify NAME url=(env)\"WEBHOOK_URL\" [template=\"slack\"] [on=\"failure\"]";
     let mut r = NodeR::new(cx, node, fc.file, "`notify`".into());
-    let name = name_arg(cx, &r, usage);
+    let name = name_arg(cx, &r);
     r.expect_args(cx, 1, 1, usage);
     let url = r.value(cx, "url");
     let template = r.choice(cx, "template", &["slack", "discord", "teams", "generic"]);
@@ -461,6 +494,7 @@ fn notifier(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Notifier> {
     let timeout = r.duration(cx, "timeout").unwrap_or(Duration::from_secs(10));
     let retries = r.int(cx, "retries", 0, 20).map_or(3, |v| v as u32);
     let span = r.name_span();
+    let url_written = r.option_span("url").is_some();
     r.finish(cx);
     let mut on = Vec::new();
     for e in &on_raw {
@@ -506,6 +540,10 @@ fn notifier(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Notifier> {
         }
     };
     let Some(url) = url else {
+        if url_written {
+            // The url was given but invalid, and that is already reported.
+            return None;
+        }
         cx.push(
             Diag::new(
                 "config::missing-option",
@@ -543,7 +581,7 @@ fn task(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Task> {
     let usage = "task NAME [on=TARGET] [strategy=..] { resources... }";
     let mut r = NodeR::new(cx, node, fc.file, "`task`".into());
     r.container();
-    let name = name_arg(cx, &r, usage);
+    let name = name_arg(cx, &r);
     if let Some(n) = &name {
         r.what = format!("task `{}`", n.value);
     }
@@ -586,32 +624,52 @@ fn task(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Task> {
         }
     }
     let span = r.name_span();
+    let batch_span = r.option_span("batch");
+    let canary_span = r.option_span("canary");
+    // An invalid strategy was already reported; checks against the fallback would only add noise.
+    let strategy_invalid = strategy_s.is_none() && r.option_span("strategy").is_some();
     r.finish(cx);
     let name = name?;
     let strategy = strategy_s
         .as_ref()
         .map_or(Strategy::Parallel, |s| strategy(s));
-    let strategy_span = strategy_s.map(|s| s.span).unwrap_or(span);
-    let strategy_mismatch = |cx: &mut Cx, option: &str, needs: &str| {
-        cx.push(
-            Diag::new(
-                "config::strategy-option",
-                format!(
-                    "`{option}` has no effect with strategy \"{}\"",
-                    strategy_name(strategy)
-                ),
-            )
-            .at(strategy_span, "strategy set here")
-            .help(format!("`{option}` needs strategy=\"{needs}\"")),
-        );
+    let strategy_given = strategy_s.as_ref().map(|s| s.span);
+    let strategy_span = strategy_given.unwrap_or(span);
+    // Points at the option that has no effect, and at the strategy when one was written.
+    let strategy_mismatch = |cx: &mut Cx, option: &str, at: Span, needs: &str| {
+        let mut d = Diag::new(
+            "config::strategy-option",
+            format!(
+                "`{option}` has no effect with strategy \"{}\"",
+                strategy_name(strategy)
+            ),
+        )
+        .at(at, format!("`{option}` needs another strategy"));
+        d = match strategy_given {
+            Some(s) => d.also(s, "strategy set here"),
+            None => d,
+        };
+        let default = if strategy_given.is_none() {
+            " (the default strategy is \"parallel\")"
+        } else {
+            ""
+        };
+        cx.push(d.help(format!("`{option}` needs strategy=\"{needs}\"{default}")));
     };
-    if !batches.is_empty() && !matches!(strategy, Strategy::Rolling | Strategy::Canary) {
-        strategy_mismatch(cx, "batch", "rolling");
+    if let Some(at) = batch_span
+        && !strategy_invalid
+        && !matches!(strategy, Strategy::Rolling | Strategy::Canary)
+    {
+        strategy_mismatch(cx, "batch", at, "rolling");
     }
-    if canary.is_some() && strategy != Strategy::Canary {
-        strategy_mismatch(cx, "canary", "canary");
+    if let Some(at) = canary_span
+        && !strategy_invalid
+        && strategy != Strategy::Canary
+    {
+        strategy_mismatch(cx, "canary", at, "canary");
     }
     if let Some(hs) = health_span
+        && !strategy_invalid
         && strategy != Strategy::Canary
         && strategy != Strategy::Rolling
     {
@@ -624,7 +682,7 @@ fn task(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Task> {
             .help("a health check runs after the canary batch (or after each rolling batch)"),
         );
     }
-    if strategy == Strategy::Rolling && batches.is_empty() {
+    if strategy == Strategy::Rolling && batch_span.is_none() {
         cx.push(
             Diag::new(
                 "config::missing-option",
@@ -669,7 +727,7 @@ fn handler(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Handler> {
     let usage = "handler NAME { resources... }";
     let mut r = NodeR::new(cx, node, fc.file, "`handler`".into());
     r.container();
-    let name = name_arg(cx, &r, usage);
+    let name = name_arg(cx, &r);
     r.expect_args(cx, 1, 1, usage);
     let mut resources = Vec::new();
     for child in r.remaining_children() {
@@ -899,7 +957,11 @@ fn service(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<ResourceKind> {
         );
         return None;
     }
-    if state.is_none() && enabled.is_none() {
+    if state.is_none()
+        && enabled.is_none()
+        && r.option_span("state").is_none()
+        && r.option_span("enabled").is_none()
+    {
         cx.push(
             Diag::new(
                 "config::missing-option",
@@ -982,7 +1044,10 @@ fn file(cx: &mut Cx, fc: &FileCtx<'_>, r: &mut NodeR<'_>) -> Option<ResourceKind
             .help("remove the content, or state=\"absent\""),
         );
     }
-    if state == Presence::Present && given.is_empty() {
+    let written = ["content", "source", "template", "source-url"]
+        .iter()
+        .any(|k| r.option_span(k).is_some());
+    if state == Presence::Present && !written {
         cx.push(
             Diag::new("config::missing-option", "file needs content, source, template or source-url")
                 .at(r.name_span(), "no content")
@@ -1022,16 +1087,21 @@ fn file(cx: &mut Cx, fc: &FileCtx<'_>, r: &mut NodeR<'_>) -> Option<ResourceKind
     let check_local = |cx: &mut Cx, s: &Spanned<String>, what: &str| -> PathBuf {
         let p = local_path(fc, s);
         if !p.is_file() {
-            cx.push(
-                Diag::new(
-                    "config::missing-file",
-                    format!("{what} file {:?} not found", s.value),
+            let (message, label) = if p.is_dir() {
+                (
+                    format!("{what} {:?} is a directory, not a file", s.value),
+                    "a directory",
                 )
-                .at(s.span, "no such file")
-                .help(format!(
-                    "paths are relative to the directory of this config file ({})",
-                    fc.dir.display()
-                )),
+            } else {
+                (
+                    format!("{what} file {:?} not found", s.value),
+                    "no such file",
+                )
+            };
+            cx.push(
+                Diag::new("config::missing-file", message)
+                    .at(s.span, label)
+                    .help(missing_file_help(&p)),
             );
         }
         p
@@ -1196,6 +1266,7 @@ fn command(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<ResourceKind> {
         remote_path(cx, v)
     };
     let env = r.map(cx, "env");
+    let env_span = r.option_span("env").unwrap_or(r.name_span());
     for k in env.keys() {
         let ok = k
             .chars()
@@ -1205,7 +1276,7 @@ fn command(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<ResourceKind> {
         if !ok {
             cx.push(
                 Diag::new("config::invalid-name", format!("invalid environment variable name {k:?}"))
-                    .at(r.name_span(), "in this command's env")
+                    .at(env_span, "in this command's env")
                     .help("environment variable names use letters, digits and '_' and do not start with a digit"),
             );
         }
@@ -1249,10 +1320,7 @@ fn upload(cx: &mut Cx, fc: &FileCtx<'_>, r: &mut NodeR<'_>) -> Option<ResourceKi
                 format!("upload source {:?} not found", source.value),
             )
             .at(source.span, "no such file")
-            .help(format!(
-                "paths are relative to the directory of this config file ({})",
-                fc.dir.display()
-            )),
+            .help(missing_file_help(&path)),
         );
     }
     Some(ResourceKind::Upload(Upload {
@@ -1294,6 +1362,14 @@ fn wait_for(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<ResourceKind> {
         .iter()
         .filter_map(|o| o.as_ref().map(|s| s.span))
         .collect();
+    if given.is_empty()
+        && ["tcp", "http", "command"]
+            .iter()
+            .any(|k| r.option_span(k).is_some())
+    {
+        // The check was written but its value is invalid, which is already reported.
+        return None;
+    }
     if given.len() != 1 {
         let d = Diag::new(
             "config::wait-for-check",

@@ -139,6 +139,20 @@ impl<'a> NodeR<'a> {
         }
         if args.len() > max {
             let extra = args[max];
+            // `deps="a" "b"`: the second value is a stray argument, not part of the property.
+            let entries = self.node.entries();
+            let prev = entries
+                .iter()
+                .position(|e| std::ptr::eq(e, extra))
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| entries[i].name());
+            let help = match prev {
+                Some(key) => format!(
+                    "usage: {usage}\na property takes one value; for a list, write a child node inside the block: {} \"a\" \"b\"",
+                    key.value()
+                ),
+                None => format!("usage: {usage}"),
+            };
             cx.push(
                 Diag::new(
                     "config::too-many-arguments",
@@ -150,7 +164,7 @@ impl<'a> NodeR<'a> {
                     ),
                 )
                 .at(self.entry_span(extra), "unexpected argument")
-                .help(format!("usage: {usage}")),
+                .help(help),
             );
             return false;
         }
@@ -260,7 +274,7 @@ impl<'a> NodeR<'a> {
                 cx.push(
                     Diag::new(
                         "config::out-of-range",
-                        format!("`{key}` is {v}, outside {min}..={max}"),
+                        format!("`{key}` must be from {min} to {max}, found {v}"),
                     )
                     .at(self.entry_span(e), "out of range")
                     .help(format!("use a whole number from {min} to {max}")),
@@ -268,13 +282,22 @@ impl<'a> NodeR<'a> {
                 None
             }
             other => {
+                let help = match other {
+                    KdlValue::String(s) if s.trim().parse::<i128>().is_ok() => {
+                        format!("write the number without quotes: {key}={}", s.trim())
+                    }
+                    _ => format!(
+                        "write a whole number without quotes, e.g. {key}={}",
+                        min.max(1)
+                    ),
+                };
                 cx.push(
                     Diag::new(
                         "config::wrong-type",
                         format!("`{key}` must be an integer, found {}", kind_name(other)),
                     )
                     .at(self.entry_span(e), "expected an integer")
-                    .help(format!("write a number without quotes, e.g. {key}=3")),
+                    .help(help),
                 );
                 None
             }
@@ -494,6 +517,23 @@ impl<'a> NodeR<'a> {
             }
             Some(Found::Child(n)) => read_map(cx, file, n, key),
         }
+    }
+
+    /// Where `key` was written (as a property or a child node), whether or not its value was valid.
+    /// Lets checks such as "needs X" stay quiet when X was given but already reported as invalid.
+    pub fn option_span(&self, key: &str) -> Option<Span> {
+        let prop = self
+            .node
+            .entries()
+            .iter()
+            .find(|e| e.name().is_some_and(|n| n.value() == key))
+            .map(|e| span_of(self.file, e.span()));
+        prop.or_else(|| {
+            self.children()
+                .iter()
+                .find(|c| c.name().value() == key)
+                .map(|c| span_of(self.file, c.name().span()))
+        })
     }
 
     /// Children not consumed as options, with their index.

@@ -87,6 +87,7 @@ pub(super) fn check(cx: &mut Cx, b: &Builder) {
         .map(|(i, g)| (g.name.value.as_str(), i))
         .collect();
     let mut group_edges = Vec::new();
+    let mut member_span: HashMap<(usize, usize), Span> = HashMap::new();
     for (i, g) in b.groups.iter().enumerate() {
         for m in &g.members {
             if !targets.contains(&m.value.as_str()) {
@@ -98,7 +99,9 @@ pub(super) fn check(cx: &mut Cx, b: &Builder) {
                     ),
                 )
                 .at(m.span, "not a host or group");
-                d = match suggest(&m.value, targets.iter().copied()) {
+                // A group cannot usefully contain itself, so never suggest its own name.
+                let others = targets.iter().copied().filter(|t| *t != g.name.value);
+                d = match suggest(&m.value, others) {
                     Some(s) => d.help(format!("did you mean `{s}`? members are hosts or groups")),
                     None => d.help("members are hosts or groups defined in this configuration"),
                 };
@@ -106,6 +109,7 @@ pub(super) fn check(cx: &mut Cx, b: &Builder) {
             }
             if let Some(j) = group_index.get(m.value.as_str()) {
                 group_edges.push((i, *j));
+                member_span.entry((i, *j)).or_insert(m.span);
             }
         }
     }
@@ -114,15 +118,25 @@ pub(super) fn check(cx: &mut Cx, b: &Builder) {
             .iter()
             .map(|i| b.groups[*i].name.value.as_str())
             .collect();
-        let first = &b.groups[cycle[0]];
-        cx.push(
-            Diag::new(
-                "config::group-cycle",
-                format!("group cycle: {}", names.join(" → ")),
-            )
-            .at(first.name.span, "this group contains itself")
-            .help("a group may contain other groups, but not itself through any chain"),
-        );
+        let mut d = Diag::new(
+            "config::group-cycle",
+            format!("group cycle: {}", names.join(" → ")),
+        )
+        .at(
+            member_span[&(cycle[0], cycle[1])],
+            format!("`{}` contains `{}`", names[0], names[1]),
+        )
+        .help("a group may contain other groups, but not itself through any chain");
+        for w in cycle.windows(2).skip(1) {
+            d = d.also(
+                member_span[&(w[0], w[1])],
+                format!(
+                    "`{}` contains `{}`",
+                    b.groups[w[0]].name.value, b.groups[w[1]].name.value
+                ),
+            );
+        }
+        cx.push(d);
     }
 
     // Task targets, dependencies and cycles.
@@ -171,13 +185,12 @@ pub(super) fn check(cx: &mut Cx, b: &Builder) {
         let first = edge_span[&(cycle[0], cycle[1])];
         d = d.at(first, format!("`{}` depends on `{}`", names[0], names[1]));
         for w in cycle.windows(2).skip(1) {
+            // Edges in other files are listed as notes under the snippet.
             let s = edge_span[&(w[0], w[1])];
-            if s.file == first.file {
-                d = d.also(
-                    s,
-                    format!("`{}` depends on `{}`", task_names[w[0]], task_names[w[1]]),
-                );
-            }
+            d = d.also(
+                s,
+                format!("`{}` depends on `{}`", task_names[w[0]], task_names[w[1]]),
+            );
         }
         cx.push(d);
     }
@@ -213,17 +226,28 @@ pub(super) fn check(cx: &mut Cx, b: &Builder) {
             .iter()
             .map(|i| b.hosts[*i].name.value.as_str())
             .collect();
-        let h = &b.hosts[cycle[0]];
-        cx.push(
-            Diag::new(
-                "config::jump-cycle",
-                format!("jump host cycle: {}", names.join(" → ")),
-            )
-            .at(
+        // Every host in the cycle has a jump (the edges come from them): label each hop.
+        let hop = |i: usize, j: usize| {
+            let h = &b.hosts[i];
+            (
                 h.jump.as_ref().map_or(h.name.span, |j| j.span),
-                "jumps back to itself",
+                format!(
+                    "`{}` jumps through `{}`",
+                    h.name.value, b.hosts[j].name.value
+                ),
             )
-            .help("a chain of jump hosts must end at a host reached directly"),
-        );
+        };
+        let (span, label) = hop(cycle[0], cycle[1]);
+        let mut d = Diag::new(
+            "config::jump-cycle",
+            format!("jump host cycle: {}", names.join(" → ")),
+        )
+        .at(span, label)
+        .help("a chain of jump hosts must end at a host reached directly");
+        for w in cycle.windows(2).skip(1) {
+            let (span, label) = hop(w[0], w[1]);
+            d = d.also(span, label);
+        }
+        cx.push(d);
     }
 }

@@ -23,8 +23,20 @@ fn err(message: impl Into<String>, help: impl Into<String>) -> ValueError {
 /// `"30s"`, `"5m"`, `"1h 30m"`, `"250ms"`. Zero is refused: a zero timeout is always a mistake.
 pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     let help = "write a duration with a unit, such as \"500ms\", \"30s\", \"5m\" or \"1h 30m\"";
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| err(format!("invalid duration {s:?}: {e}"), help))?;
+    // humantime's messages mention byte offsets ("expected number at 0"): say it in words.
+    let d = humantime::parse_duration(s.trim()).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => err(
+            format!("duration {s:?} has no unit"),
+            format!("add a unit, such as \"{value}s\" or \"{value}m\""),
+        ),
+        humantime::DurationError::UnknownUnit { unit, .. } => err(
+            format!("unknown time unit {unit:?} in duration {s:?}"),
+            "units are ms, s, m, h and d (also sec, min, hours, days, weeks), e.g. \"30s\" or \"1h 30m\"",
+        ),
+        humantime::DurationError::NumberOverflow => err(format!("duration {s:?} is too large"), help),
+        humantime::DurationError::Empty => err("empty duration", help),
+        _ => err(format!("invalid duration {s:?}"), help),
+    })?;
     if d.is_zero() {
         return Err(err(format!("duration {s:?} is zero"), help));
     }
