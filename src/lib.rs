@@ -5,4 +5,6 @@ pub mod config;
 pub mod dag;
 pub mod exit;
 pub mod facts;
+pub mod inventory;
+pub mod preflight;
 pub mod transport;

@@ -2,9 +2,12 @@
 //! commands call the library and render what it returns.
 
 mod completions;
+mod connect;
+mod facts;
 mod graph;
 mod init;
 mod list;
+mod preflight;
 mod validate;
 
 use std::io::IsTerminal;
@@ -75,6 +78,10 @@ pub enum Command {
     List,
     /// Show the task dependency graph (DOT) or its execution phases (--format text)
     Graph(graph::GraphArgs),
+    /// Gather and show host facts (one round trip per host)
+    Facts(facts::FactsArgs),
+    /// Check config, reachability, host keys, authentication, facts and sudo for a run
+    Preflight(preflight::PreflightArgs),
     /// Print a shell completion script
     Completions(completions::CompletionArgs),
 }
@@ -186,6 +193,8 @@ pub fn main() -> i32 {
         Command::Validate => validate::run(&ctx),
         Command::List => list::run(&ctx),
         Command::Graph(args) => graph::run(&ctx, args),
+        Command::Facts(args) => facts::run(&ctx, args),
+        Command::Preflight(args) => preflight::run(&ctx, args),
         Command::Completions(args) => completions::run(args),
     };
     match result {

@@ -86,6 +86,13 @@ fn name_arg(cx: &mut Cx, r: &NodeR<'_>) -> Option<Spanned<String>> {
 }
 
 fn local_path(fc: &FileCtx<'_>, p: &str) -> PathBuf {
+    // `~/` means the invoking user's home, as in ssh and shells; everything else is relative to
+    // the config file that names it.
+    if let Some(rest) = p.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()

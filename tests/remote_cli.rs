@@ -1,0 +1,222 @@
+//! `nexus facts` and `nexus preflight` as a user runs them: the real binary against real sshd
+//! hosts from tests/harness, with the configuration's own known_hosts and an empty ssh config.
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use harness::{SUDO_PW, SUDO_PW_USER, SshHost, TEST_USER};
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A config with `hosts` (as `user`), `extra` nodes, and a known_hosts file trusting `trusted`.
+    fn new(hosts: &[(&SshHost, &str)], trusted: &[&SshHost], extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        harness::write_known_hosts(&dir.path().join("known_hosts"), trusted);
+        std::fs::write(dir.path().join("ssh_config"), "").unwrap();
+        let mut text = String::from(
+            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\" connect-timeout=\"5s\"\n",
+        );
+        for (h, user) in hosts {
+            text.push_str(&format!(
+                "host \"{}\" \"{user}@{}:{}\" identity=\"{}\"\n",
+                h.name,
+                h.ip,
+                h.port,
+                h.user_key.private.display()
+            ));
+        }
+        text.push_str(extra);
+        std::fs::write(dir.path().join("nexus.kdl"), text).unwrap();
+        Setup { dir }
+    }
+
+    /// Adds properties to the `defaults` node.
+    fn edit_defaults(&self, props: &str) {
+        let p = self.path("nexus.kdl");
+        let cfg = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(
+            &p,
+            cfg.replacen("defaults ", &format!("defaults {props} "), 1),
+        )
+        .unwrap();
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn nexus(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_nexus"))
+            .arg("-c")
+            .arg(self.path("nexus.kdl"))
+            .args(args)
+            .env_remove("SSH_AUTH_SOCK")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn known_hosts_lines(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+#[test]
+fn facts_from_two_hosts_in_one_round_trip_each() {
+    let a = SshHost::start("fa");
+    let b = SshHost::start("fb");
+    let s = Setup::new(&[(&a, TEST_USER), (&b, TEST_USER)], &[&a, &b], "");
+    let out = s.nexus(&["facts", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hosts = v["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2);
+    for (h, name) in hosts.iter().zip(["fa", "fb"]) {
+        assert_eq!(h["host"], name);
+        assert_eq!(h["ok"], true, "{h}");
+        assert_eq!(h["round_trips"], 1);
+        assert_eq!(h["facts"]["user"], TEST_USER);
+        assert_eq!(h["facts"]["os"], "linux");
+    }
+    let out = s.nexus(&["facts", "fb"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("fb\n"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("user          {TEST_USER}")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn unknown_host_key_is_refused_until_accepted() {
+    let a = SshHost::start("uk");
+    let s = Setup::new(&[(&a, TEST_USER)], &[], "");
+    let out = s.nexus(&["facts"]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = text(&out.stderr);
+    assert!(err.contains("uk"), "{err}");
+    assert!(
+        err.contains(&a.host_key.fingerprint()),
+        "the fingerprint is shown: {err}"
+    );
+    assert!(err.contains("--accept-new-host-keys"), "{err}");
+    assert_eq!(
+        known_hosts_lines(&s.path("known_hosts")),
+        0,
+        "nothing recorded without consent"
+    );
+
+    let out = s.nexus(&["facts", "--accept-new-host-keys"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        known_hosts_lines(&s.path("known_hosts")),
+        1,
+        "the accepted key is recorded"
+    );
+    // Now known: plain strict mode works.
+    assert_eq!(s.nexus(&["facts"]).status.code(), Some(0));
+}
+
+#[test]
+fn preflight_reports_each_check_and_carries_on_past_a_dead_host() {
+    let a = SshHost::start("pa");
+    let mut b = SshHost::start("pb");
+    let s = Setup::new(
+        &[(&a, TEST_USER), (&b, TEST_USER)],
+        &[&a, &b],
+        "group \"web\" \"pa\" \"pb\"\ntask \"setup\" on=\"web\" { package \"curl\" }\n",
+    );
+    let out = s.nexus(&["preflight"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for line in [
+        "[ok]   config: configuration is valid",
+        "[ok]   pa: reachable",
+        "[ok]   pa: host-key",
+        "[ok]   pa: auth",
+        "[ok]   pa: facts",
+        "[ok]   pa: sudo: can run commands as root",
+        "[ok]   pb: sudo",
+        "Preflight passed: 2 host(s) ready",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+
+    b.kill();
+    let out = s.nexus(&["preflight", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(4));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    let checks = v["checks"].as_array().unwrap();
+    let find = |host: &str, check: &str| {
+        checks
+            .iter()
+            .find(|c| c["host"] == host && c["check"] == check)
+            .unwrap_or_else(|| panic!("no {host}/{check} in {v}"))
+    };
+    assert_eq!(find("pa", "facts")["status"], "ok");
+    assert_eq!(find("pa", "sudo")["status"], "ok");
+    let reach = find("pb", "reachable");
+    assert_eq!(reach["status"], "fail");
+    assert!(reach["detail"].as_str().unwrap().contains("pb"), "{reach}");
+    assert_eq!(find("pb", "auth")["status"], "skip");
+}
+
+#[test]
+fn preflight_checks_sudo_passwords() {
+    let a = SshHost::start("sp");
+    let task = "task \"t\" on=\"sp\" { command \"id\" sudo=#true }\n";
+    // nexus-test-pw may become nexus-test, and only with its password.
+    let s = Setup::new(&[(&a, SUDO_PW_USER)], &[&a], task);
+    s.edit_defaults(&format!("become-user=\"{TEST_USER}\""));
+    let out = s.nexus(&["preflight"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(stdout.contains("[fail] sp: sudo:"), "{stdout}");
+    assert!(stdout.contains("password"), "{stdout}");
+
+    // The password comes from the environment, never from argv.
+    s.edit_defaults("sudo-password=(env)\"NEXUS_TEST_SUDO\"");
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .arg("-c")
+        .arg(s.path("nexus.kdl"))
+        .arg("preflight")
+        .env_remove("SSH_AUTH_SOCK")
+        .env("NEXUS_TEST_SUDO", SUDO_PW)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("[ok]   sp: sudo: can run commands as {TEST_USER}")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn unknown_target_is_a_usage_error() {
+    let s = Setup::new(&[], &[], "task \"t\" { command \"true\" }\n");
+    let out = s.nexus(&["facts", "nosuch"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("unknown host or group `nosuch`"));
+    // With no hosts configured, facts reads the local machine.
+    let out = s.nexus(&["facts", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hosts"][0]["host"], "local");
+    assert_eq!(v["hosts"][0]["round_trips"], 1);
+}
