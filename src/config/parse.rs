@@ -51,6 +51,8 @@ pub(super) struct Builder {
     pub notifiers: Vec<Notifier>,
     pub tasks: Vec<Task>,
     pub handlers: Vec<Handler>,
+    /// Where each global variable was defined, to report redefinitions.
+    pub var_spans: std::collections::HashMap<String, Span>,
     /// Per task: whether it chose its strategy, or takes the one from `defaults`.
     pub explicit_strategy: Vec<bool>,
 }
@@ -169,6 +171,37 @@ impl Builder {
             "defaults" => self.defaults(cx, fc, node),
             "vars" => {
                 let r = NodeR::new(cx, node, fc.file, "`vars`".into());
+                let names = node.entries().iter().filter_map(|e| e.name()).chain(
+                    node.children()
+                        .into_iter()
+                        .flat_map(|c| c.nodes())
+                        .map(|n| n.name()),
+                );
+                for ident in names {
+                    let (name, span) = (ident.value(), span_of(fc.file, ident.span()));
+                    let valid = name
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !valid {
+                        cx.push(
+                            Diag::new("config::invalid-name", format!("invalid variable name {name:?}"))
+                                .at(span, "not usable in templates")
+                                .help("variable names use letters, digits and '_' (templates read them as vars.NAME)"),
+                        );
+                    }
+                    if let Some(first) = self.var_spans.get(name) {
+                        cx.push(
+                            Diag::new("config::duplicate-name", format!("variable `{name}` is defined more than once"))
+                                .at(span, "defined again here")
+                                .also(*first, "first defined here")
+                                .help("define each variable once; per-host values belong in the host's `vars`"),
+                        );
+                    } else {
+                        self.var_spans.insert(name.to_string(), span);
+                    }
+                }
                 for (k, v) in read_map(cx, fc.file, r.node, "vars") {
                     self.vars.insert(k, v);
                 }
@@ -234,7 +267,7 @@ impl Builder {
         let d = Defaults {
             user: r.str(cx, "user").map(|s| s.value),
             port: r.port(cx, "port"),
-            identity: r.str(cx, "identity").map(|s| PathBuf::from(s.value)),
+            identity: r.str(cx, "identity").map(|s| local_path(fc, &s)),
             become_: r.bool(cx, "become"),
             become_user: r.str(cx, "become-user").map(|s| s.value),
             sudo_password: r.value(cx, "sudo-password").map(|s| s.value),
@@ -616,7 +649,26 @@ fn task(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Task> {
     let mut resources = Vec::new();
     for child in r.remaining_children() {
         if child.name().value() == "health-check" {
-            health_span = Some(span_of(fc.file, child.name().span()));
+            let this = span_of(fc.file, child.name().span());
+            if let Some(first) = health_span {
+                cx.push(
+                    Diag::new(
+                        "config::duplicate-option",
+                        "`health-check` is given more than once",
+                    )
+                    .at(this, "second health check")
+                    .also(first, "first health check")
+                    .help("put every check in one `health-check` block"),
+                );
+            }
+            health_span = Some(this);
+            if child.children().is_none_or(|c| c.nodes().is_empty()) {
+                cx.push(
+                    Diag::new("config::missing-option", "`health-check` is empty")
+                        .at(this, "no checks")
+                        .help("add a check, e.g. health-check { wait-for http=\"http://localhost:4000/health\" }"),
+                );
+            }
             let mut hr = NodeR::new(cx, child, fc.file, "`health-check`".into());
             hr.container();
             hr.expect_args(cx, 0, 0, "health-check { wait-for http=\"...\" }");
@@ -1320,7 +1372,8 @@ fn upload(cx: &mut Cx, fc: &FileCtx<'_>, r: &mut NodeR<'_>) -> Option<ResourceKi
     let (owner, group, mode) = ownership(cx, r);
     let source = source?;
     let path = local_path(fc, &source);
-    if !path.exists() {
+    // Directories would need a recursive copy with its own semantics; uploads are single files.
+    if !path.is_file() {
         cx.push(
             Diag::new(
                 "config::missing-file",

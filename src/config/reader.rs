@@ -312,24 +312,6 @@ impl<'a> NodeR<'a> {
         self.int(cx, key, 1, 65535).map(|v| v as u16)
     }
 
-    /// A string option parsed by `parse`; errors point at the value.
-    fn parsed<T>(
-        &mut self,
-        cx: &mut Cx,
-        key: &'static str,
-        code: &'static str,
-        parse: impl Fn(&str) -> Result<T, ValueError>,
-    ) -> Option<Spanned<T>> {
-        let s = self.str(cx, key)?;
-        match parse(&s.value) {
-            Ok(v) => Some(Spanned::new(v, s.span)),
-            Err(e) => {
-                cx.value_error(s.span, e, code);
-                None
-            }
-        }
-    }
-
     pub fn duration(&mut self, cx: &mut Cx, key: &'static str) -> Option<Duration> {
         let e = self.scalar(cx, key)?;
         if let KdlValue::Integer(_) | KdlValue::Float(_) = e.value() {
@@ -391,8 +373,16 @@ impl<'a> NodeR<'a> {
             );
             return None;
         }
-        self.parsed(cx, key, "config::invalid-percentage", values::parse_percent)
-            .map(|s| s.value)
+        // Parse the entry found above: looking the key up again would miss a child node, which
+        // `scalar` has already marked as used.
+        let s = plain_string(cx, self.file, e, &format!("`{key}`"))?;
+        match values::parse_percent(&s.value) {
+            Ok(p) => Some(p),
+            Err(err) => {
+                cx.value_error(s.span, err, "config::invalid-percentage");
+                None
+            }
+        }
     }
 
     /// One of a fixed set of words, returned as the matching candidate.
