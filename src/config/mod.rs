@@ -193,6 +193,15 @@ impl Loader<'_> {
 
     fn parse_text(&mut self, id: FileId, dir: &Path, stack: &mut Vec<FileId>) {
         let text = self.sources.get(id).text.clone();
+        // The KDL parser recurses per block; refuse absurd nesting before it can exhaust the stack.
+        if let Some(at) = too_deep(&text, MAX_DEPTH) {
+            self.cx.push(
+                Diag::new("config::too-deep", format!("blocks are nested more than {MAX_DEPTH} levels deep"))
+                    .at(Span::new(id, at, 1), "too deep")
+                    .help("configurations need a few levels (task, resource, options); flatten this structure"),
+            );
+            return;
+        }
         let doc = match kdl::KdlDocument::parse_v2(&text) {
             Ok(doc) => doc,
             Err(e) => {
@@ -363,6 +372,49 @@ impl Loader<'_> {
             sources: self.sources,
         })
     }
+}
+
+/// Deeper than any real configuration, far shallower than what overflows the parser's stack.
+const MAX_DEPTH: usize = 64;
+
+/// The byte offset of the first `{` that opens a block deeper than `max`, skipping strings and
+/// comments (approximately: raw strings count as plain text, which can only over-count braces
+/// inside them, and only matters past the limit).
+fn too_deep(text: &str, max: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let (mut i, mut depth) = (0, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Shows a path relative to the working directory when it lies beneath it.
