@@ -115,6 +115,90 @@ impl Inventory {
         })
     }
 
+    /// The inventory of a saved plan: hosts as the plan records them, so apply needs no config.
+    /// Relative paths in the plan resolve against `base_dir` (the plan's config directory).
+    pub fn for_plan(
+        plan: &crate::plan::Plan,
+        base_dir: &std::path::Path,
+        ov: &Overrides,
+    ) -> Result<Inventory, TransportError> {
+        let s = &plan.ssh;
+        let mut opts = SshOptions {
+            user: ov.user.clone(),
+            identity_files: ov.identity.clone(),
+            connect_timeout: ov.connect_timeout.or(s.connect_timeout),
+            ..SshOptions::default()
+        };
+        if ov.accept_new_host_keys || s.host_key_checking.as_deref() == Some("accept-new") {
+            opts.host_key_policy = Some(HostKeyPolicy::AcceptNew);
+        } else if s.host_key_checking.is_some() {
+            opts.host_key_policy = Some(HostKeyPolicy::Strict);
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let resolve = |p: &str| {
+            let e = crate::transport::ssh_config::expand_tilde(p, home.as_deref());
+            if e.is_absolute() { e } else { base_dir.join(e) }
+        };
+        if let Some(k) = &s.known_hosts {
+            opts.known_hosts_files = vec![resolve(k)];
+        }
+        if let Some(c) = &s.ssh_config {
+            opts.ssh_config = SshConfigSource::File(resolve(c));
+        }
+        if let Some(k) = s.keepalive {
+            opts.keepalive_interval = Some(k);
+        }
+        if let Some(m) = s.max_channels {
+            opts.max_channels = m as usize;
+        }
+        let pool = SshPool::new(opts)?;
+        let mut targets = HashMap::new();
+        let mut become_ = HashMap::new();
+        fn target(
+            name: &str,
+            c: &crate::plan::Connection,
+            resolve: &dyn Fn(&str) -> PathBuf,
+        ) -> SshTarget {
+            let mut t = SshTarget::new(name);
+            if let Some(a) = &c.address {
+                t = t.address(a.clone());
+            }
+            if let Some(p) = c.port {
+                t = t.port(p);
+            }
+            if let Some(u) = &c.user {
+                t = t.user(u.clone());
+            }
+            if let Some(i) = &c.identity {
+                t = t.identity(resolve(i));
+            }
+            if let Some(j) = &c.jump {
+                let jname = j.address.clone().unwrap_or_else(|| format!("{name}-jump"));
+                t = t.jump(target(&jname, j, resolve));
+            }
+            t
+        }
+        for h in &plan.hosts {
+            if h.connection.transport == "ssh" {
+                targets.insert(h.name.clone(), target(&h.name, &h.connection, &resolve));
+            }
+            become_.insert(
+                h.name.clone(),
+                BecomeSpec {
+                    enabled: false,
+                    user: h.connection.become_user.clone(),
+                    password: h.connection.sudo_password.clone(),
+                },
+            );
+        }
+        Ok(Inventory {
+            pool,
+            targets,
+            become_,
+            local: Arc::new(LocalTransport::new(LOCAL_HOST)),
+        })
+    }
+
     /// The transport for a host; SSH connections open lazily on first use and are then reused.
     pub fn transport(&self, host: &str) -> Result<Arc<dyn Transport>, TransportError> {
         if host == LOCAL_HOST {

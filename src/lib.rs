@@ -3,8 +3,14 @@
 pub mod cli;
 pub mod config;
 pub mod dag;
+pub mod exec;
 pub mod exit;
 pub mod facts;
+pub mod inputs;
 pub mod inventory;
+pub mod plan;
 pub mod preflight;
+pub mod render;
+pub mod resources;
+pub mod state;
 pub mod transport;

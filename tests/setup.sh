@@ -3,6 +3,9 @@
 # installs openssh-server and sudo when missing, and creates the dedicated
 # test users. Idempotent; needs root. The tests start their own sshd
 # processes on 127.0.0.x: no system ssh service is enabled or started here.
+# For the tier-2 tests (tests/resources_tier2.rs) it also installs debootstrap
+# and systemd-container (systemd-nspawn); the tests build and cache their
+# Debian root filesystem themselves, under /var/cache/nexus-tests.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -14,6 +17,10 @@ missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v sudo >/dev/null 2>&1 || missing+=(sudo)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+# debootstrap only recommends the keyring it verifies the archive with.
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
 if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

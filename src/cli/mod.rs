@@ -1,13 +1,20 @@
 //! Command-line interface: clap definitions and one module per command. No business logic here:
 //! commands call the library and render what it returns.
 
+pub(crate) mod apply;
 mod completions;
 mod connect;
+mod execute;
 mod facts;
 mod graph;
+mod history;
 mod init;
 mod list;
+mod plan;
 mod preflight;
+mod run;
+mod show;
+mod state;
 mod validate;
 
 use std::io::IsTerminal;
@@ -58,6 +65,9 @@ pub struct Global {
     /// Never use colors (also: the NO_COLOR environment variable)
     #[arg(long, global = true)]
     pub no_color: bool,
+    /// State database (default: .nexus/state.db next to the config file)
+    #[arg(long, global = true, value_name = "FILE", env = "NEXUS_STATE")]
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,6 +92,18 @@ pub enum Command {
     Facts(facts::FactsArgs),
     /// Check config, reachability, host keys, authentication, facts and sudo for a run
     Preflight(preflight::PreflightArgs),
+    /// Gather facts, probe every resource, and show (or save with -o) what apply would do
+    Plan(plan::PlanArgs),
+    /// Render a saved plan file in any format, without contacting hosts
+    Show(show::ShowArgs),
+    /// Apply a saved plan file exactly, refusing it if the hosts changed since planning
+    Apply(apply::ApplyArgs),
+    /// Plan and apply in one step (--dry-run: only plan)
+    Run(run::RunArgs),
+    /// Past runs, or one run's actions
+    History(history::HistoryArgs),
+    /// The last applied state per host and resource
+    State(state::StateArgs),
     /// Print a shell completion script
     Completions(completions::CompletionArgs),
 }
@@ -114,6 +136,13 @@ impl Ctx {
         !self.global.no_color
             && std::env::var_os("NO_COLOR").is_none()
             && std::io::stderr().is_terminal()
+    }
+
+    /// Colors on stdout: a terminal, and neither --no-color nor NO_COLOR.
+    pub fn color_stdout(&self) -> bool {
+        !self.global.no_color
+            && std::env::var_os("NO_COLOR").is_none()
+            && std::io::stdout().is_terminal()
     }
 
     /// The format the user asked for, or `default`; refuses formats this command cannot produce.
@@ -195,6 +224,12 @@ pub fn main() -> i32 {
         Command::Graph(args) => graph::run(&ctx, args),
         Command::Facts(args) => facts::run(&ctx, args),
         Command::Preflight(args) => preflight::run(&ctx, args),
+        Command::Plan(args) => plan::run(&ctx, args),
+        Command::Show(args) => show::run(&ctx, args),
+        Command::Apply(args) => apply::run(&ctx, args),
+        Command::Run(args) => run::run(&ctx, args),
+        Command::History(args) => history::run(&ctx, args),
+        Command::State(args) => state::run(&ctx, args),
         Command::Completions(args) => completions::run(args),
     };
     match result {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::diagnostic::{Span, Spanned};
 use super::values::{BatchSize, Mode, Percent};
@@ -14,7 +14,7 @@ pub const LOCAL_HOST: &str = "local";
 
 /// A string whose value may come from the environment or the secrets vault, resolved at plan or
 /// apply time, never at load time, so that validation needs neither.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "lowercase")]
 pub enum Value {
     Literal(String),
@@ -147,7 +147,7 @@ pub struct Notifier {
     pub retries: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     Parallel,

@@ -87,6 +87,21 @@ fn name_arg(cx: &mut Cx, r: &NodeR<'_>) -> Option<Spanned<String>> {
     Some(name)
 }
 
+/// Sudo passwords are credentials: plans record where they come from, so a literal one would be
+/// written into every plan file. Only `(env)` and `(secret)` are accepted.
+fn sudo_password(cx: &mut Cx, v: Option<Spanned<Value>>) -> Option<Value> {
+    let v = v?;
+    if let Value::Literal(_) = v.value {
+        cx.push(
+            Diag::new("config::literal-secret", "a sudo password cannot be written in the configuration")
+                .at(v.span, "a literal password")
+                .help("read it from the vault or the environment: sudo-password=(secret)\"SUDO_PASSWORD\" or (env)\"SUDO_PASSWORD\""),
+        );
+        return None;
+    }
+    Some(v.value)
+}
+
 fn local_path(fc: &FileCtx<'_>, p: &str) -> PathBuf {
     // `~/` means the invoking user's home, as in ssh and shells; everything else is relative to
     // the config file that names it.
@@ -270,7 +285,10 @@ impl Builder {
             identity: r.str(cx, "identity").map(|s| local_path(fc, &s)),
             become_: r.bool(cx, "become"),
             become_user: r.str(cx, "become-user").map(|s| s.value),
-            sudo_password: r.value(cx, "sudo-password").map(|s| s.value),
+            sudo_password: {
+                let v = r.value(cx, "sudo-password");
+                sudo_password(cx, v)
+            },
             connect_timeout: r.duration(cx, "connect-timeout"),
             command_timeout: r.duration(cx, "command-timeout"),
             keepalive: r.duration(cx, "keepalive"),
@@ -363,7 +381,10 @@ fn host(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Host> {
     let jump = r.str(cx, "jump");
     let become_ = r.bool(cx, "become");
     let become_user = r.str(cx, "become-user").map(|s| s.value);
-    let sudo_password = r.value(cx, "sudo-password").map(|s| s.value);
+    let sudo_password = {
+        let v = r.value(cx, "sudo-password");
+        sudo_password(cx, v)
+    };
     let connect_timeout = r.duration(cx, "connect-timeout");
     let tags = r
         .str_list(cx, "tags")

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A parse failure: what was wrong and a hint showing the accepted form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
 }
 
 /// A Unix permission mode, 0 to 0o7777.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mode(pub u32);
 
 impl fmt::Display for Mode {
@@ -88,7 +88,7 @@ pub fn mode_from_integer(value: i128, repr: &str) -> Result<Mode, ValueError> {
 }
 
 /// A percentage from 0 to 100, written `"20%"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Percent(pub u8);
 
 impl fmt::Display for Percent {
@@ -109,7 +109,7 @@ pub fn parse_percent(s: &str) -> Result<Percent, ValueError> {
 }
 
 /// One rolling batch: a number of hosts, or a share of the task's hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchSize {
     Hosts(u32),

@@ -5,6 +5,7 @@
 //! Machine prerequisites (openssh-server, sudo, the test users) come from `tests/setup.sh`.
 //! Include it with `mod harness;` from any integration test.
 #![allow(dead_code)]
+pub mod nspawn;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -339,6 +340,16 @@ impl SshHost {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Starts sshd again after [`SshHost::kill`], with the same address, port, keys and /srv:
+    /// the host "comes back".
+    pub fn restart(mut self) -> SshHost {
+        self.spawn();
+        if let Err(log) = self.wait_ready() {
+            panic!("sshd for {} did not restart:\n{log}", self.name);
+        }
+        self
     }
 
     /// True while sshd runs.

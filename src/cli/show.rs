@@ -1,0 +1,36 @@
+//! `nexus show FILE`: render a saved plan, stale or not, without contacting any host.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{CmdResult, Ctx, Failure, Format, emit};
+use crate::exit::Exit;
+use crate::plan::lockfile;
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The plan file written by `nexus plan -o FILE`
+    pub file: PathBuf,
+}
+
+pub fn run(ctx: &Ctx, args: ShowArgs) -> CmdResult {
+    let format = ctx.format(
+        Format::Text,
+        &[Format::Text, Format::Json, Format::Markdown],
+    )?;
+    let plan = lockfile::read(&args.file)
+        .map_err(|e| Failure::new(lockfile_exit(&e), format!("error: {e}")))?;
+    emit(&super::plan::render(ctx, &plan, format, Some(&args.file)));
+    Ok(Exit::Ok)
+}
+
+/// Tampered or unreadable plan files are refused with exit 5; a missing file is a plain failure.
+pub fn lockfile_exit(e: &lockfile::LockfileError) -> Exit {
+    match e {
+        lockfile::LockfileError::Read { .. } | lockfile::LockfileError::Write { .. } => {
+            Exit::Failed
+        }
+        _ => Exit::PlanRefused,
+    }
+}

@@ -1,0 +1,134 @@
+//! `nexus state [HOST]`: the last applied state of every host+resource and the apply lock;
+//! `--force-unlock` removes a lock whose holder is gone.
+
+use clap::Args;
+use serde_json::json;
+
+use super::history::{failure, open_existing, state_path, table};
+use super::{CmdResult, Ctx, Format, emit, emitln};
+use crate::exit::Exit;
+use crate::state::{LastApplied, LockHolder, StateStore, format_time};
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Only this host
+    pub host: Option<String>,
+    /// Remove the apply lock whoever holds it, for a holder that hangs or is gone on another
+    /// machine (a holder gone on this machine is recovered automatically by the next apply)
+    #[arg(long, conflicts_with = "host")]
+    pub force_unlock: bool,
+}
+
+pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
+    let format = ctx.format(Format::Text, &[Format::Text, Format::Json])?;
+    let path = state_path(ctx);
+    let db = path.display().to_string();
+    let store = open_existing(&path)?;
+
+    if args.force_unlock {
+        let removed = match &store {
+            Some(store) => store.force_unlock().map_err(failure)?,
+            None => None,
+        };
+        if format == Format::Json {
+            emitln(&pretty(&json!({ "database": db, "removed": removed })));
+        } else {
+            match removed {
+                Some(h) => emitln(&format!("Removed the apply lock of {h}.")),
+                None => emitln(&format!("{db} was not locked.")),
+            }
+        }
+        return Ok(Exit::Ok);
+    }
+
+    let (resources, holder) = match &store {
+        Some(store) => (
+            store.last_applied(args.host.as_deref()).map_err(failure)?,
+            store.lock_holder().map_err(failure)?,
+        ),
+        None => (Vec::new(), None),
+    };
+    if format == Format::Json {
+        let lock = holder.as_ref().map(|h| {
+            let mut v = serde_json::to_value(h).expect("json");
+            v["stale"] = json!(h.gone());
+            v
+        });
+        emitln(&pretty(
+            &json!({ "database": db, "lock": lock, "resources": resources }),
+        ));
+        return Ok(Exit::Ok);
+    }
+
+    let mut out = String::new();
+    if resources.is_empty() {
+        out.push_str(&match (&args.host, &store) {
+            (_, None) => format!("No state recorded yet: {db} does not exist.\n"),
+            (Some(host), Some(store)) => {
+                let all = store.last_applied(None).map_err(failure)?;
+                let mut hosts: Vec<&str> = all.iter().map(|r| r.host.as_str()).collect();
+                hosts.dedup();
+                let hint = match crate::config::suggest_name(host, hosts.iter().copied()) {
+                    Some(s) => format!(" Did you mean `{s}`?"),
+                    None if hosts.is_empty() => String::new(),
+                    None => format!(" Hosts with state: {}.", hosts.join(", ")),
+                };
+                format!("No applied state recorded for host `{host}` in {db}.{hint}\n")
+            }
+            (None, Some(_)) => format!("No applied state recorded yet in {db}.\n"),
+        });
+    } else {
+        out.push_str(&hosts_text(&resources));
+    }
+    out.push_str(&lock_text(holder.as_ref()));
+    emit(&out);
+    Ok(Exit::Ok)
+}
+
+/// One block per host, resources in a table.
+fn hosts_text(resources: &[LastApplied]) -> String {
+    let mut out = String::new();
+    for (i, chunk) in resources.chunk_by(|a, b| a.host == b.host).enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "{} ({} resource{})\n",
+            chunk[0].host,
+            chunk.len(),
+            if chunk.len() == 1 { "" } else { "s" }
+        ));
+        let rows: Vec<Vec<String>> = chunk
+            .iter()
+            .map(|r| {
+                vec![
+                    r.resource_id.clone(),
+                    r.action.name().to_string(),
+                    r.key.clone(),
+                    r.run.to_string(),
+                    format_time(r.applied_at),
+                ]
+            })
+            .collect();
+        for line in table(&["RESOURCE", "LAST ACTION", "KEY", "RUN", "APPLIED"], &rows).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}
+
+fn lock_text(holder: Option<&LockHolder>) -> String {
+    match holder {
+        None => "\nApply lock: free\n".to_string(),
+        Some(h) => match h.gone() {
+            Some(reason) => format!(
+                "\nApply lock: held by {h}, but stale ({reason}); the next apply takes it over\n"
+            ),
+            None => format!("\nApply lock: held by {h}\n"),
+        },
+    }
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).expect("json")
+}

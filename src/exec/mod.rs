@@ -1,0 +1,532 @@
+//! Executing a saved plan: tasks over their dependency DAG (independent tasks run concurrently),
+//! each task's hosts in batches by strategy, each host's resources in order, handlers once after
+//! the task where notified, health checks after batches, max-fail and stop rules. The executor
+//! emits [`Event`]s; rendering and state recording consume them.
+
+pub mod retry;
+pub mod stale;
+pub mod step;
+pub mod strategy;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+
+use crate::config::Strategy;
+use crate::inventory::Inventory;
+use crate::plan::{Plan, PlannedResource, Role, TaskPlan};
+use crate::resources::Action;
+use step::Escalation;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Succeeded,
+    Failed,
+    /// Nothing to do (no-op), or a guard found the work already done.
+    Skipped,
+    /// Not attempted: an earlier failure or a stopped rollout.
+    NotRun,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceResult {
+    pub host: String,
+    pub key: String,
+    pub task: String,
+    pub role: Role,
+    pub id: String,
+    pub kind: String,
+    pub label: String,
+    pub action: Action,
+    pub status: Status,
+    /// Whether the resource changed the host (and so notifies its handlers).
+    pub changed: bool,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    pub attempts: u32,
+    pub output_tail: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskStatus {
+    Succeeded,
+    Failed,
+    /// Its rollout was stopped (max-fail exceeded) or the run stopped before it started.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskOutcome {
+    pub name: String,
+    pub status: TaskStatus,
+    pub hosts_ok: Vec<String>,
+    pub hosts_failed: Vec<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    TaskStarted {
+        task: String,
+        hosts: usize,
+    },
+    BatchStarted {
+        task: String,
+        batch: usize,
+        of: usize,
+        hosts: Vec<String>,
+    },
+    Resource(ResourceResult),
+    RolloutStopped {
+        task: String,
+        reason: String,
+    },
+    TaskFinished(TaskOutcome),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub parallel: usize,
+    /// Keep going on a host after one of its resources failed (the run still fails).
+    pub continue_on_error: bool,
+    /// Relative download destinations resolve here: the plan's config directory.
+    pub base_dir: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub tasks: Vec<TaskOutcome>,
+    pub results: Vec<ResourceResult>,
+    pub failed_hosts: Vec<String>,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// Shared run state: which hosts failed and whether the run must stop.
+struct Shared {
+    failed_hosts: BTreeSet<String>,
+    stop: Option<String>,
+    results: Vec<ResourceResult>,
+    escalation: HashMap<String, Escalation>,
+}
+
+struct Ctx<'a> {
+    plan: &'a Plan,
+    inv: &'a Inventory,
+    opts: &'a Options,
+    events: &'a (dyn Fn(Event) + Sync),
+    shared: Mutex<Shared>,
+}
+
+impl Ctx<'_> {
+    fn emit_result(&self, r: ResourceResult) {
+        (self.events)(Event::Resource(r.clone()));
+        self.shared.lock().expect("poisoned").results.push(r);
+    }
+
+    fn host_resources<'p>(
+        &'p self,
+        host: &str,
+        pred: impl Fn(&PlannedResource) -> bool,
+    ) -> Vec<&'p PlannedResource> {
+        self.plan
+            .hosts
+            .iter()
+            .find(|h| h.name == host)
+            .map(|h| h.resources.iter().filter(|r| pred(r)).collect())
+            .unwrap_or_default()
+    }
+
+    fn not_run(&self, host: &str, r: &PlannedResource, why: &str) {
+        self.emit_result(result(
+            host,
+            r,
+            Status::NotRun,
+            false,
+            None,
+            Some(why.to_string()),
+        ));
+    }
+}
+
+fn result(
+    host: &str,
+    r: &PlannedResource,
+    status: Status,
+    changed: bool,
+    o: Option<&step::StepsOutcome>,
+    error: Option<String>,
+) -> ResourceResult {
+    ResourceResult {
+        host: host.to_string(),
+        key: r.key.clone(),
+        task: r.task.clone(),
+        role: r.role,
+        id: r.id.clone(),
+        kind: r.kind.clone(),
+        label: r.label.clone(),
+        action: r.action,
+        status,
+        changed,
+        exit_code: o.and_then(|o| o.exit_code),
+        duration_ms: o.map_or(0, |o| o.duration.as_millis() as u64),
+        attempts: o.map_or(0, |o| o.attempts),
+        output_tail: o.map(|o| o.output_tail.clone()).unwrap_or_default(),
+        error: error.or_else(|| o.and_then(|o| o.error.clone())),
+    }
+}
+
+/// Executes the plan. Never panics on host failures: every planned resource ends in the report
+/// with a status.
+pub async fn execute(
+    plan: &Plan,
+    inv: &Inventory,
+    opts: &Options,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    events: &(dyn Fn(Event) + Sync),
+) -> Report {
+    let start = Instant::now();
+    let mut escalation = HashMap::new();
+    for h in &plan.hosts {
+        let e = match inv.become_for(&h.name, env) {
+            Ok(b) => Escalation {
+                become_: Some(b),
+                error: None,
+            },
+            Err(e) => Escalation {
+                become_: None,
+                error: Some(e.to_string()),
+            },
+        };
+        escalation.insert(h.name.clone(), e);
+    }
+    let ctx = Ctx {
+        plan,
+        inv,
+        opts,
+        events,
+        shared: Mutex::new(Shared {
+            failed_hosts: BTreeSet::new(),
+            stop: None,
+            results: Vec::new(),
+            escalation,
+        }),
+    };
+    let mut outcomes: Vec<Option<TaskOutcome>> = vec![None; plan.tasks.len()];
+    let mut started = vec![false; plan.tasks.len()];
+    let mut running = FuturesUnordered::new();
+    loop {
+        for (i, t) in plan.tasks.iter().enumerate() {
+            let deps_done = t.deps.iter().all(|d| {
+                plan.tasks
+                    .iter()
+                    .position(|x| &x.name == d)
+                    .is_none_or(|j| outcomes[j].is_some())
+            });
+            if !started[i] && deps_done {
+                started[i] = true;
+                let ctx = &ctx;
+                running.push(async move { (i, run_task(ctx, t).await) });
+            }
+        }
+        match running.next().await {
+            Some((i, outcome)) => {
+                (ctx.events)(Event::TaskFinished(outcome.clone()));
+                outcomes[i] = Some(outcome);
+            }
+            None => break,
+        }
+    }
+    drop(running);
+    let shared = ctx.shared.into_inner().expect("poisoned");
+    let tasks: Vec<TaskOutcome> = outcomes.into_iter().flatten().collect();
+    let failed_results = shared
+        .results
+        .iter()
+        .any(|r| r.status == Status::Failed && !task_continues(plan, &r.task));
+    let ok = shared.stop.is_none() && !failed_results && shared.failed_hosts.is_empty();
+    Report {
+        ok,
+        tasks,
+        results: shared.results,
+        failed_hosts: shared.failed_hosts.into_iter().collect(),
+        stopped: shared.stop,
+        duration_ms: start.elapsed().as_millis() as u64,
+    }
+}
+
+/// Whether a task's failures are tolerated (`continue-on-error` on the task).
+fn task_continues(plan: &Plan, task: &str) -> bool {
+    plan.tasks
+        .iter()
+        .find(|t| t.name == task)
+        .is_some_and(|t| t.continue_on_error)
+}
+
+async fn run_task(ctx: &Ctx<'_>, task: &TaskPlan) -> TaskOutcome {
+    let start = Instant::now();
+    let mut hosts_ok = Vec::new();
+    let mut hosts_failed = Vec::new();
+    (ctx.events)(Event::TaskStarted {
+        task: task.name.clone(),
+        hosts: task.hosts.len(),
+    });
+    let stop = ctx.shared.lock().expect("poisoned").stop.clone();
+    if let Some(reason) = stop {
+        for h in &task.hosts {
+            for r in ctx.host_resources(h, |r| r.task == task.name && r.role != Role::Handler) {
+                ctx.not_run(h, r, &format!("not run: {reason}"));
+            }
+        }
+        return TaskOutcome {
+            name: task.name.clone(),
+            status: TaskStatus::Stopped,
+            hosts_ok,
+            hosts_failed,
+            duration_ms: 0,
+        };
+    }
+    let batches = strategy::batches(&task.hosts, task.strategy, &task.batches, task.canary);
+    let limit = task
+        .parallel
+        .map_or(ctx.opts.parallel, |p| (p as usize).min(ctx.opts.parallel))
+        .max(1);
+    let mut status = TaskStatus::Succeeded;
+    let n = batches.len();
+    for (bi, batch) in batches.iter().enumerate() {
+        (ctx.events)(Event::BatchStarted {
+            task: task.name.clone(),
+            batch: bi + 1,
+            of: n,
+            hosts: batch.clone(),
+        });
+        let results: Vec<(String, bool)> = futures::stream::iter(batch.iter())
+            .map(|h| async move { (h.clone(), run_host(ctx, task, h).await) })
+            .buffer_unordered(limit)
+            .collect()
+            .await;
+        let mut failed_in_batch = 0;
+        for (h, ok) in results {
+            if ok {
+                hosts_ok.push(h);
+            } else {
+                failed_in_batch += 1;
+                hosts_failed.push(h);
+            }
+        }
+        hosts_ok.sort_by_key(|h| task.hosts.iter().position(|x| x == h));
+        hosts_failed.sort_by_key(|h| task.hosts.iter().position(|x| x == h));
+        if failed_in_batch > 0 {
+            status = TaskStatus::Failed;
+        }
+        // A parallel task has no later batch to protect: its failed hosts just drop out. Batched
+        // rollouts stop when failures exceed max-fail (any failure, without a limit).
+        let batched = task.strategy != Strategy::Parallel || task.max_fail.is_some();
+        if batched
+            && strategy::exceeds_max_fail(failed_in_batch, batch.len(), task.max_fail)
+            && !task.continue_on_error
+        {
+            let reason = format!(
+                "task {} stopped after batch {}/{}: {} of {} host(s) failed{}",
+                task.name,
+                bi + 1,
+                n,
+                failed_in_batch,
+                batch.len(),
+                task.max_fail
+                    .map(|m| format!(" (max-fail {m})"))
+                    .unwrap_or_default()
+            );
+            (ctx.events)(Event::RolloutStopped {
+                task: task.name.clone(),
+                reason: reason.clone(),
+            });
+            for rest in &batches[bi + 1..] {
+                for h in rest {
+                    for r in
+                        ctx.host_resources(h, |r| r.task == task.name && r.role != Role::Handler)
+                    {
+                        ctx.not_run(h, r, "not run: rollout stopped");
+                    }
+                }
+            }
+            ctx.shared
+                .lock()
+                .expect("poisoned")
+                .stop
+                .get_or_insert(reason);
+            status = TaskStatus::Stopped;
+            break;
+        }
+    }
+    TaskOutcome {
+        name: task.name.clone(),
+        status,
+        hosts_ok,
+        hosts_failed,
+        duration_ms: start.elapsed().as_millis() as u64,
+    }
+}
+
+/// Runs one task on one host: its resources, then notified handlers, then health checks.
+/// Returns whether the host succeeded.
+async fn run_host(ctx: &Ctx<'_>, task: &TaskPlan, host: &str) -> bool {
+    let resources = ctx.host_resources(host, |r| r.task == task.name && r.role == Role::Task);
+    let checks = ctx.host_resources(host, |r| r.task == task.name && r.role == Role::HealthCheck);
+    let earlier_failure = ctx
+        .shared
+        .lock()
+        .expect("poisoned")
+        .failed_hosts
+        .contains(host);
+    if earlier_failure && !ctx.opts.continue_on_error {
+        for r in resources.iter().chain(&checks) {
+            ctx.not_run(host, r, "not run: the host failed earlier in this apply");
+        }
+        return false;
+    }
+    let transport = match ctx.inv.transport(host) {
+        Ok(t) => t,
+        Err(e) => {
+            for r in resources.iter().chain(&checks) {
+                ctx.not_run(host, r, &e.to_string());
+            }
+            mark_failed(ctx, task, host);
+            return false;
+        }
+    };
+    let esc = ctx
+        .shared
+        .lock()
+        .expect("poisoned")
+        .escalation
+        .get(host)
+        .cloned()
+        .unwrap_or(Escalation {
+            become_: None,
+            error: None,
+        });
+    let mut run = HostRun {
+        ctx,
+        host,
+        transport: &*transport,
+        esc: &esc,
+        seed: retry::seed(host),
+        ok: true,
+        lost: None,
+        notified: Vec::new(),
+    };
+    run.run_list(&resources).await;
+    // Handlers in definition order, once for this task, only where a change notified them.
+    let notified = run.notified.clone();
+    let handlers = ctx.host_resources(host, |r| {
+        r.role == Role::Handler && notified.contains(&r.task)
+    });
+    run.run_list(&handlers).await;
+    run.run_list(&checks).await;
+    let ok = run.ok;
+    if !ok {
+        mark_failed(ctx, task, host);
+    }
+    ok
+}
+
+/// One host's progress through a task.
+struct HostRun<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    host: &'a str,
+    transport: &'a dyn crate::transport::Transport,
+    esc: &'a Escalation,
+    seed: u64,
+    ok: bool,
+    /// Set when the connection is gone: later resources are reported not run, with this reason.
+    lost: Option<String>,
+    /// Handlers notified by resources that changed.
+    notified: Vec<String>,
+}
+
+impl HostRun<'_, '_> {
+    async fn run_list(&mut self, list: &[&PlannedResource]) {
+        let (ctx, host) = (self.ctx, self.host);
+        for r in list {
+            if let Some(why) = &self.lost {
+                ctx.not_run(host, r, why);
+                continue;
+            }
+            if !self.ok && !ctx.opts.continue_on_error {
+                ctx.not_run(host, r, "not run: an earlier resource on this host failed");
+                continue;
+            }
+            if r.action == Action::NoOp {
+                ctx.emit_result(result(host, r, Status::Skipped, false, None, None));
+                continue;
+            }
+            let o = step::run(
+                self.transport,
+                ctx.plan,
+                r,
+                self.esc,
+                self.seed,
+                &ctx.opts.base_dir,
+            )
+            .await;
+            if o.ok {
+                // A change notifies handlers; a step skipped by its guard changed nothing.
+                let changed = o.ran;
+                if changed {
+                    for n in &r.notify {
+                        if !self.notified.contains(n) {
+                            self.notified.push(n.clone());
+                        }
+                    }
+                }
+                let status = if o.ran {
+                    Status::Succeeded
+                } else {
+                    Status::Skipped
+                };
+                ctx.emit_result(result(host, r, status, changed, Some(&o), None));
+            } else {
+                self.ok = false;
+                if o.connection_lost {
+                    self.lost = Some(format!(
+                        "not run: connection lost ({})",
+                        o.error.clone().unwrap_or_default()
+                    ));
+                }
+                ctx.emit_result(result(host, r, Status::Failed, false, Some(&o), None));
+            }
+        }
+    }
+}
+
+fn mark_failed(ctx: &Ctx<'_>, task: &TaskPlan, host: &str) {
+    if !task.continue_on_error {
+        ctx.shared
+            .lock()
+            .expect("poisoned")
+            .failed_hosts
+            .insert(host.to_string());
+    }
+}
+
+/// For progress output: how long a value in ms reads.
+pub fn human_ms(ms: u64) -> String {
+    let d = Duration::from_millis(ms);
+    if d.as_secs() >= 60 {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    } else if ms >= 1000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{ms}ms")
+    }
+}

@@ -1,0 +1,160 @@
+//! Everything a plan reads besides hosts: config files, local files (sources, templates,
+//! uploads) and environment values. Read once, before planning, so planning stays pure and the
+//! plan's manifest pins exactly these inputs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, FileContent, Loaded, Resource, ResourceKind, Value};
+
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    files: BTreeMap<PathBuf, Vec<u8>>,
+    env: BTreeMap<String, Option<String>>,
+    /// Config files by display name, with their blake3.
+    config_files: BTreeMap<String, String>,
+    base_dir: PathBuf,
+}
+
+/// What the plan records about its inputs: enough to tell that any of them changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Manifest {
+    /// Config files (root and imports), relative to the root config's directory, with blake3.
+    pub config: BTreeMap<String, String>,
+    /// Local files read by resources, relative to the root config's directory, with blake3.
+    pub files: BTreeMap<String, String>,
+    /// Environment values read (`null` when unset).
+    pub env: BTreeMap<String, Option<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+}
+
+fn all_resources(cfg: &Config) -> impl Iterator<Item = &Resource> {
+    cfg.tasks
+        .iter()
+        .flat_map(|t| t.resources.iter().chain(&t.health_check))
+        .chain(cfg.handlers.iter().flat_map(|h| h.resources.iter()))
+}
+
+fn env_names<'a>(values: impl Iterator<Item = &'a Value>, out: &mut Vec<String>) {
+    for v in values {
+        if let Value::Env(n) = v {
+            out.push(n.clone());
+        }
+    }
+}
+
+impl Inputs {
+    /// Reads every local file the configuration's resources name and every environment value
+    /// that shapes desired state. Sudo passwords and webhook URLs are deliberately not pinned:
+    /// they are credentials, read when used.
+    pub fn collect(
+        loaded: &Loaded,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Inputs, InputError> {
+        let cfg = &loaded.config;
+        let mut inputs = Inputs {
+            base_dir: cfg.base_dir.clone(),
+            ..Inputs::default()
+        };
+        for f in loaded.sources.files() {
+            let rel = inputs.relative(&f.path);
+            inputs
+                .config_files
+                .insert(rel, blake3::hash(f.text.as_bytes()).to_hex().to_string());
+        }
+        let mut names: Vec<String> = Vec::new();
+        env_names(cfg.vars.values(), &mut names);
+        for h in &cfg.hosts {
+            env_names(h.vars.values(), &mut names);
+        }
+        for r in all_resources(cfg) {
+            let path = match &r.kind {
+                ResourceKind::File(f) => {
+                    env_names(f.vars.values(), &mut names);
+                    match &f.content {
+                        Some(FileContent::Source { path } | FileContent::Template { path }) => {
+                            Some(path)
+                        }
+                        Some(FileContent::Inline { value }) => {
+                            env_names(std::iter::once(value), &mut names);
+                            None
+                        }
+                        _ => None,
+                    }
+                }
+                ResourceKind::Upload(u) => Some(&u.source),
+                ResourceKind::Command(c) => {
+                    env_names(c.env.values(), &mut names);
+                    None
+                }
+                _ => None,
+            };
+            if let Some(p) = path
+                && !inputs.files.contains_key(p)
+            {
+                let bytes = std::fs::read(p).map_err(|e| InputError::Read {
+                    path: inputs.relative(p),
+                    reason: e.to_string(),
+                })?;
+                inputs.files.insert(p.clone(), bytes);
+            }
+        }
+        for (k, v) in &cfg.env_used {
+            inputs.env.insert(k.clone(), v.clone());
+        }
+        for n in names {
+            let v = env(&n);
+            inputs.env.insert(n, v);
+        }
+        Ok(inputs)
+    }
+
+    pub fn file(&self, path: &Path) -> Option<&[u8]> {
+        self.files.get(path).map(Vec::as_slice)
+    }
+
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env.get(name).and_then(|v| v.as_deref())
+    }
+
+    /// A path as the plan shows it: relative to the root config's directory when beneath it.
+    pub fn relative(&self, p: &Path) -> String {
+        p.strip_prefix(&self.base_dir)
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    }
+
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            config: self.config_files.clone(),
+            files: self
+                .files
+                .iter()
+                .map(|(p, b)| (self.relative(p), blake3::hash(b).to_hex().to_string()))
+                .collect(),
+            env: self.env.clone(),
+        }
+    }
+
+    /// Inputs for tests and offline planning: given files and environment.
+    pub fn from_parts(
+        base_dir: PathBuf,
+        files: BTreeMap<PathBuf, Vec<u8>>,
+        env: BTreeMap<String, Option<String>>,
+    ) -> Inputs {
+        Inputs {
+            files,
+            env,
+            config_files: BTreeMap::new(),
+            base_dir,
+        }
+    }
+}

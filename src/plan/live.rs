@@ -1,0 +1,135 @@
+//! Planning against real hosts: per host, facts (one round trip), then the batched probe (one
+//! round trip), around the pure planner. Hosts are planned concurrently; progress is reported
+//! through events for the CLI to render.
+
+use futures::StreamExt;
+
+use super::model::{Plan, Selection};
+use super::planner::{self, PlanError, Selected};
+use crate::config::Loaded;
+use crate::facts::gather_facts;
+use crate::inputs::Inputs;
+use crate::inventory::Inventory;
+use crate::transport::CommandSpec;
+
+/// Progress of a live plan, in the order it happens for each host.
+#[derive(Debug, Clone)]
+pub enum PlanEvent {
+    Facts { host: String },
+    Probed { host: String, resources: usize },
+    Failed { host: String },
+}
+
+pub struct LiveRequest<'a> {
+    pub loaded: &'a Loaded,
+    pub config_name: &'a str,
+    pub selection: Selection,
+    pub inputs: &'a Inputs,
+    pub parallel: usize,
+}
+
+type HostResult = planner::HostOutcome;
+
+/// Plans the selection on real hosts. All hosts are planned even when one fails, so the errors
+/// of every host are reported together; any error means no plan.
+pub async fn plan(
+    req: LiveRequest<'_>,
+    inv: &Inventory,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    events: &(dyn Fn(PlanEvent) + Sync),
+) -> Result<Plan, Vec<PlanError>> {
+    let selected = planner::select(&req.loaded.config, &req.selection).map_err(|e| vec![e])?;
+    let hosts = selected.hosts();
+    let results: Vec<HostResult> = futures::stream::iter(hosts.iter())
+        .map(|h| plan_host(&req, &selected, inv, h, env, events))
+        .buffered(req.parallel.max(1))
+        .collect()
+        .await;
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(h) => ok.push(h),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(planner::assemble(
+        &req.loaded.config,
+        req.config_name,
+        req.selection,
+        req.inputs,
+        &selected,
+        ok,
+    ))
+}
+
+async fn plan_host(
+    req: &LiveRequest<'_>,
+    selected: &Selected,
+    inv: &Inventory,
+    host: &str,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    events: &(dyn Fn(PlanEvent) + Sync),
+) -> HostResult {
+    let fail = |message: String| {
+        events(PlanEvent::Failed {
+            host: host.to_string(),
+        });
+        vec![PlanError {
+            host: Some(host.to_string()),
+            resource: None,
+            message,
+        }]
+    };
+    // Transport errors already name the host; keep only the message part after it.
+    let transport = inv
+        .transport(host)
+        .map_err(|e| fail(strip_host(host, &e.to_string())))?;
+    let facts = gather_facts(&*transport)
+        .await
+        .map_err(|e| fail(strip_host(host, &e.to_string())))?;
+    events(PlanEvent::Facts {
+        host: host.to_string(),
+    });
+    let prepared = planner::prepare_host(req.loaded, req.inputs, selected, host, &facts)
+        .inspect_err(|_| {
+            events(PlanEvent::Failed {
+                host: host.to_string(),
+            });
+        })?;
+    let resources = prepared.probe_keys().len();
+    let mut cmd = CommandSpec::new(prepared.probe_script());
+    if prepared.probe_sudo {
+        let b = inv
+            .become_for(host, env)
+            .map_err(|e| fail(strip_host(host, &e.to_string())))?;
+        cmd = cmd.sudo(b);
+    }
+    let out = transport
+        .run(&cmd)
+        .await
+        .map_err(|e| fail(strip_host(host, &e.to_string())))?;
+    if !out.success() {
+        return Err(fail(format!("probe failed: {}", out.failure_summary())));
+    }
+    events(PlanEvent::Probed {
+        host: host.to_string(),
+        resources,
+    });
+    prepared.finish(&out.stdout_str()).inspect_err(|_| {
+        events(PlanEvent::Failed {
+            host: host.to_string(),
+        });
+    })
+}
+
+fn strip_host(host: &str, msg: &str) -> String {
+    // Messages look like "web1 (deploy@10.0.0.1:22): connection refused"; the plan error adds
+    // the host name itself, so keep the address part but not the name twice.
+    msg.strip_prefix(host)
+        .map(|m| m.trim_start_matches(':').trim_start().to_string())
+        .unwrap_or_else(|| msg.to_string())
+}

@@ -1,0 +1,202 @@
+//! The plan: what will run where, with what reason, diff and commands. This is what `plan.lock`
+//! stores (see docs/plan-format.md). Field order is the serialization order, so encoding is
+//! deterministic; maps are BTreeMaps for the same reason.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::values::{BatchSize, Percent};
+use crate::config::{Strategy, Value};
+use crate::inputs::Manifest;
+use crate::resources::{Action, FieldChange, Retry, Step};
+
+/// Plan format version: a reader refuses another major version and ignores unknown fields.
+pub const FORMAT_VERSION: &str = "1.0";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    pub nexus_version: String,
+    /// The root config file, as named on the command line (never absolute unless given so).
+    pub config: String,
+    pub selection: Selection,
+    pub inputs: Manifest,
+    /// SSH settings from the config's `defaults`, so apply needs no working tree.
+    #[serde(default)]
+    pub ssh: SshSettings,
+    /// Tasks in execution order: each after all of its dependencies.
+    pub tasks: Vec<TaskPlan>,
+    pub hosts: Vec<HostPlan>,
+    /// Contents uploaded by steps, by blake3 hex, base64-encoded.
+    pub blobs: BTreeMap<String, String>,
+    pub summary: Summary,
+}
+
+/// What the user asked to plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    pub tasks: Vec<String>,
+    pub targets: Vec<String>,
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskPlan {
+    pub name: String,
+    /// Dependencies that are part of this plan (ones removed by a tag filter are not waited for).
+    pub deps: Vec<String>,
+    pub hosts: Vec<String>,
+    pub strategy: Strategy,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<BatchSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<BatchSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fail: Option<Percent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<u32>,
+    #[serde(default)]
+    pub continue_on_error: bool,
+}
+
+/// Connection settings shared by all hosts. Paths are as written in the config, relative to the
+/// root config file's directory (`Plan::config`'s directory at apply).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<String>,
+    /// `strict` or `accept-new`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key_checking: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::resources::opt_secs"
+    )]
+    pub connect_timeout: Option<std::time::Duration>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::resources::opt_secs"
+    )]
+    pub keepalive: Option<std::time::Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_channels: Option<u32>,
+}
+
+/// How apply reaches a host: everything needed without the working tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// `local`, or `ssh`.
+    pub transport: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Identity as written in the config (may start with `~/`); `-i` overrides at apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jump: Option<Box<Connection>>,
+    #[serde(default)]
+    pub become_user: String,
+    /// Where the sudo password comes from (never the value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sudo_password: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostPlan {
+    pub name: String,
+    pub connection: Connection,
+    /// blake3 of the facts the plan was computed from.
+    pub facts_digest: String,
+    /// Whether the probe runs with sudo.
+    pub probe_sudo: bool,
+    pub resources: Vec<PlannedResource>,
+}
+
+/// Why a resource is in a host's plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// A resource of a task: runs in order.
+    Task,
+    /// A handler's resource: runs once after its task when a notifying resource changed.
+    Handler,
+    /// Runs after the canary batch (or each rolling batch); a failure stops the rollout.
+    HealthCheck,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedResource {
+    /// Unique within the host: `TASK#N` (N counts from 1 in the task), `handler:NAME#N`.
+    pub key: String,
+    /// The task, or for a handler resource, the handler's name.
+    pub task: String,
+    pub role: Role,
+    /// Resource identity (`file:/etc/motd`).
+    pub id: String,
+    /// Resource type (`file`).
+    pub kind: String,
+    pub label: String,
+    pub action: Action,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+    /// The probe snippet, re-run at apply to detect drift.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub probe: String,
+    /// Fingerprint of the observed state; apply refuses the plan if a re-probe differs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
+    /// Handlers this resource notifies when it changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
+    #[serde(default)]
+    pub retry: Retry,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    pub run: usize,
+    pub no_op: usize,
+}
+
+impl Summary {
+    pub fn add(&mut self, a: Action) {
+        match a {
+            Action::Create => self.create += 1,
+            Action::Update => self.update += 1,
+            Action::Delete => self.delete += 1,
+            Action::Run => self.run += 1,
+            Action::NoOp => self.no_op += 1,
+        }
+    }
+
+    /// Changes exclude `run`: commands that run every time are not drift.
+    pub fn changes(&self) -> usize {
+        self.create + self.update + self.delete
+    }
+}
+
+impl Plan {
+    /// Whether applying would change anything on any host (drift, for `--detailed-exitcode`).
+    /// Handler resources count only through the changes that notify them.
+    pub fn has_changes(&self) -> bool {
+        self.summary.changes() > 0
+    }
+}

@@ -1,0 +1,816 @@
+//! The planner: a pure function of configuration, inputs, facts and probe output. It runs in two
+//! halves around the one I/O step: [`prepare_host`] resolves desired state and yields the probe
+//! script; [`PreparedHost::finish`] compares with what the probe found.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use base64::Engine;
+
+use super::model::*;
+use super::probe;
+use crate::config::{Config, Host, LOCAL_HOST, Loaded, Resource as ConfigResource, Task, Value};
+use crate::dag::Deps;
+use crate::facts::Facts;
+use crate::inputs::Inputs;
+use crate::resources::{self, AnyResource, Observed, ResolveCtx, Retry};
+
+/// A planning failure, naming the host and resource (with its config location) where it applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    pub host: Option<String>,
+    /// `file /etc/app.conf (nexus.kdl:12:5)`.
+    pub resource: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.host, &self.resource) {
+            (Some(h), Some(r)) => write!(f, "{h}: {r}: {}", self.message),
+            (Some(h), None) => write!(f, "{h}: {}", self.message),
+            (None, Some(r)) => write!(f, "{r}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+fn general(message: impl Into<String>) -> PlanError {
+    PlanError {
+        host: None,
+        resource: None,
+        message: message.into(),
+    }
+}
+
+/// The tasks to plan, in execution order, and the hosts each runs on.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    pub tasks: Vec<TaskPlan>,
+    /// Indices into `config.tasks`, parallel to `tasks`.
+    pub indices: Vec<usize>,
+}
+
+impl Selected {
+    /// Every host of the selection, in first-seen order.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for t in &self.tasks {
+            for h in &t.hosts {
+                if !out.contains(h) {
+                    out.push(h.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Applies the selection: named tasks with their dependencies (all tasks when none are named),
+/// then tag filters, then target filters. A dependency removed by a filter is simply not part of
+/// the plan: the remaining tasks keep their relative order.
+pub fn select(cfg: &Config, sel: &Selection) -> Result<Selected, PlanError> {
+    let index = |name: &str| cfg.tasks.iter().position(|t| t.name.value == name);
+    let edges: Vec<(usize, usize)> = cfg
+        .tasks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            t.deps
+                .iter()
+                .filter_map(move |d| index(&d.value).map(|j| (i, j)))
+        })
+        .collect();
+    let deps = Deps::new(cfg.tasks.len(), edges.iter().copied());
+    let mut chosen: BTreeSet<usize> = if sel.tasks.is_empty() {
+        (0..cfg.tasks.len()).collect()
+    } else {
+        let mut roots = Vec::new();
+        for name in &sel.tasks {
+            roots.push(index(name).ok_or_else(|| general(format!("unknown task `{name}`")))?);
+        }
+        deps.closure(&roots).into_iter().collect()
+    };
+    let tagged = |t: &Task, tags: &[String]| t.tags.iter().any(|x| tags.contains(x));
+    if !sel.tags.is_empty() {
+        chosen.retain(|i| tagged(&cfg.tasks[*i], &sel.tags));
+    }
+    if !sel.skip_tags.is_empty() {
+        chosen.retain(|i| !tagged(&cfg.tasks[*i], &sel.skip_tags));
+    }
+    let target_hosts: Option<Vec<String>> = if sel.targets.is_empty() {
+        None
+    } else {
+        for t in &sel.targets {
+            let known = t == LOCAL_HOST
+                || cfg.host(t).is_some()
+                || cfg.group(t).is_some()
+                || cfg.tailscale_group(t).is_some();
+            if !known {
+                return Err(general(format!("unknown target `{t}`")));
+            }
+        }
+        Some(
+            cfg.expand_targets(sel.targets.iter().map(String::as_str))
+                .hosts,
+        )
+    };
+    let mut tasks = Vec::new();
+    let mut indices = Vec::new();
+    for phase in deps.phases() {
+        for i in phase.into_iter().filter(|i| chosen.contains(i)) {
+            let t = &cfg.tasks[i];
+            let targets = cfg.task_targets(t);
+            if let Some(d) = targets.discovered.first() {
+                return Err(general(format!(
+                    "task `{}` targets tailscale group `{d}`; tailscale discovery is not available in this version",
+                    t.name.value
+                )));
+            }
+            let hosts: Vec<String> = match &target_hosts {
+                Some(only) => targets
+                    .hosts
+                    .into_iter()
+                    .filter(|h| only.contains(h))
+                    .collect(),
+                None => targets.hosts,
+            };
+            if hosts.is_empty() {
+                continue;
+            }
+            tasks.push(TaskPlan {
+                name: t.name.value.clone(),
+                deps: t
+                    .deps
+                    .iter()
+                    .filter(|d| index(&d.value).is_some_and(|j| chosen.contains(&j)))
+                    .map(|d| d.value.clone())
+                    .collect(),
+                hosts,
+                strategy: t.strategy,
+                batches: t.batches.clone(),
+                canary: t.canary,
+                max_fail: t.max_fail,
+                parallel: t.parallel,
+                continue_on_error: t.continue_on_error,
+            });
+            indices.push(i);
+        }
+    }
+    // Deps pointing at tasks dropped because they had no hosts left are not waited for either.
+    let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    for t in &mut tasks {
+        t.deps.retain(|d| names.contains(d));
+    }
+    Ok(Selected { tasks, indices })
+}
+
+/// How a host is reached, as recorded in the plan.
+pub fn connection(cfg: &Config, host: &str) -> Connection {
+    let d = &cfg.defaults;
+    let Some(h) = cfg.host(host) else {
+        return Connection {
+            transport: if host == LOCAL_HOST { "local" } else { "ssh" }.into(),
+            address: (host != LOCAL_HOST).then(|| host.to_string()),
+            port: None,
+            user: None,
+            identity: None,
+            jump: None,
+            become_user: d.become_user.clone().unwrap_or_else(|| "root".into()),
+            sudo_password: d.sudo_password.clone(),
+        };
+    };
+    conn_of(cfg, h, 0)
+}
+
+fn conn_of(cfg: &Config, h: &Host, depth: usize) -> Connection {
+    let d = &cfg.defaults;
+    let jump = h.jump.as_ref().filter(|_| depth < 8).map(|j| {
+        Box::new(match cfg.host(&j.value) {
+            Some(jh) => conn_of(cfg, jh, depth + 1),
+            None => Connection {
+                transport: "ssh".into(),
+                address: Some(j.value.clone()),
+                port: None,
+                user: None,
+                identity: None,
+                jump: None,
+                become_user: "root".into(),
+                sudo_password: None,
+            },
+        })
+    });
+    Connection {
+        transport: "ssh".into(),
+        address: Some(h.address.clone()),
+        port: h.port.or(d.port),
+        user: h.user.clone().or(d.user.clone()),
+        identity: h
+            .identity
+            .as_ref()
+            .or(d.identity.as_ref())
+            .map(|p| relative_to(&cfg.base_dir, p)),
+        jump,
+        become_user: h
+            .become_user
+            .clone()
+            .or(d.become_user.clone())
+            .unwrap_or_else(|| "root".into()),
+        sudo_password: h.sudo_password.clone().or(d.sudo_password.clone()),
+    }
+}
+
+/// A local path as the plan records it: relative to the config directory when beneath it, so
+/// plans made in different checkouts are identical.
+fn relative_to(base: &std::path::Path, p: &std::path::Path) -> String {
+    p.strip_prefix(base).unwrap_or(p).display().to_string()
+}
+
+/// The SSH settings of `defaults`, as the plan records them.
+pub fn ssh_settings(cfg: &Config) -> SshSettings {
+    let d = &cfg.defaults;
+    SshSettings {
+        known_hosts: d
+            .known_hosts
+            .as_ref()
+            .map(|p| relative_to(&cfg.base_dir, p)),
+        ssh_config: d.ssh_config.as_ref().map(|p| relative_to(&cfg.base_dir, p)),
+        host_key_checking: d.host_key_checking.map(|h| match h {
+            crate::config::HostKeyChecking::Strict => "strict".to_string(),
+            crate::config::HostKeyChecking::AcceptNew => "accept-new".to_string(),
+        }),
+        connect_timeout: d.connect_timeout,
+        keepalive: d.keepalive,
+        max_channels: d.max_channels,
+    }
+}
+
+/// A host's finished plan and the contents its steps upload, by blake3.
+pub type HostOutcome = Result<(HostPlan, BTreeMap<String, Vec<u8>>), Vec<PlanError>>;
+
+/// A host's resources with desired state resolved, waiting for the probe.
+pub struct PreparedHost {
+    pub name: String,
+    pub connection: Connection,
+    pub facts_digest: String,
+    pub probe_sudo: bool,
+    entries: Vec<Entry>,
+}
+
+struct Entry {
+    key: String,
+    task: String,
+    role: Role,
+    kind: String,
+    /// Steps run with sudo (the resource's `sudo`, else the host's `become`).
+    sudo: bool,
+    /// The resource's `label` option, shown instead of the generated label.
+    label: Option<String>,
+    /// A label from the configuration alone, for resources skipped before resolution.
+    config_label: String,
+    location: String,
+    notify: Vec<String>,
+    retry: Retry,
+    /// `Err(reason)`: skipped by a `when` condition, not probed.
+    resource: Result<AnyResource, String>,
+}
+
+fn host_becomes(cfg: &Config, host: &str) -> bool {
+    cfg.host(host)
+        .and_then(|h| h.become_)
+        .or(cfg.defaults.become_)
+        .unwrap_or(false)
+}
+
+/// Resolves every resource `host` runs (tasks in order, then handlers it may notify).
+pub fn prepare_host(
+    loaded: &Loaded,
+    inputs: &Inputs,
+    selected: &Selected,
+    host: &str,
+    facts: &Facts,
+) -> Result<PreparedHost, Vec<PlanError>> {
+    let cfg = &loaded.config;
+    let mut errors = Vec::new();
+    let err = |resource: Option<String>, message: String| PlanError {
+        host: Some(host.to_string()),
+        resource,
+        message,
+    };
+    // Template variables: global, then the host's own, with env values pinned by the inputs.
+    let mut vars = BTreeMap::new();
+    let host_cfg = cfg.host(host);
+    let host_vars = host_cfg.map(|h| &h.vars);
+    for (k, v) in cfg.vars.iter().chain(host_vars.into_iter().flatten()) {
+        match resolve_value(inputs, v) {
+            Ok(s) => {
+                vars.insert(k.clone(), s);
+            }
+            Err(m) => errors.push(err(None, format!("variable `{k}`: {m}"))),
+        }
+    }
+    let tags: Vec<String> = host_cfg.map(|h| h.tags.clone()).unwrap_or_default();
+    let becomes = host_becomes(cfg, host);
+    let base = ResolveCtx {
+        host,
+        facts,
+        sudo: becomes,
+        inputs,
+        vars: &vars,
+        host_tags: &tags,
+    };
+    let when = |expr: &str| -> Result<bool, String> {
+        let env = minijinja::Environment::new();
+        let e = env.compile_expression(expr).map_err(|e| e.to_string())?;
+        e.eval(base.template_context())
+            .map(|v| v.is_true())
+            .map_err(|e| e.to_string())
+    };
+    let d = &cfg.defaults;
+    let mut entries = Vec::new();
+    let mut notified: Vec<String> = Vec::new();
+    let add = |entries: &mut Vec<Entry>,
+               errors: &mut Vec<PlanError>,
+               r: &ConfigResource,
+               key: String,
+               task: &str,
+               role: Role,
+               task_cfg: Option<&Task>,
+               skip: Option<String>| {
+        let location = loaded.sources.location(r.span);
+        // wait-for polls until its own deadline and reports why it gave up; the transport must not
+        // cut it off first.
+        let wait_deadline = match &r.kind {
+            crate::config::ResourceKind::WaitFor(w) => {
+                Some(w.timeout + w.interval + std::time::Duration::from_secs(15))
+            }
+            _ => None,
+        };
+        let retry = Retry {
+            timeout: wait_deadline
+                .or(r.common.timeout)
+                .or(task_cfg.and_then(|t| t.timeout))
+                .or(d.command_timeout),
+            retries: r
+                .common
+                .retries
+                .or(task_cfg.and_then(|t| t.retries))
+                .or(d.retries)
+                .unwrap_or(0),
+            retry_delay: r
+                .common
+                .retry_delay
+                .or(task_cfg.and_then(|t| t.retry_delay))
+                .or(d.retry_delay),
+        };
+        let skip = skip.or_else(|| {
+            r.common.when.as_ref().and_then(|w| match when(&w.value) {
+                Ok(true) => None,
+                Ok(false) => Some(format!("skipped: when \"{}\" is false", w.value)),
+                Err(e) => {
+                    errors.push(err(
+                        Some(format!("{} ({location})", r.kind.type_name())),
+                        format!("cannot evaluate when: {e}"),
+                    ));
+                    Some("skipped: when could not be evaluated".into())
+                }
+            })
+        });
+        let sudo = r.common.sudo.unwrap_or(becomes);
+        let resource = match skip {
+            Some(reason) => Err(reason),
+            None => {
+                let ctx = ResolveCtx { sudo, ..base };
+                match resources::resolve(&r.kind, &ctx) {
+                    Ok(res) => Ok(res),
+                    Err(e) => {
+                        errors.push(err(
+                            Some(format!("{} ({location})", r.kind.type_name())),
+                            e.to_string(),
+                        ));
+                        return;
+                    }
+                }
+            }
+        };
+        entries.push(Entry {
+            key,
+            task: task.to_string(),
+            role,
+            kind: r.kind.type_name().to_string(),
+            sudo,
+            label: r.common.label.clone(),
+            config_label: config_label(&r.kind),
+            location,
+            notify: r.common.notify.iter().map(|n| n.value.clone()).collect(),
+            retry,
+            resource,
+        });
+    };
+    for (tp, &ti) in selected.tasks.iter().zip(&selected.indices) {
+        if !tp.hosts.iter().any(|h| h == host) {
+            continue;
+        }
+        let t = &cfg.tasks[ti];
+        let task_skip = match &t.when {
+            None => None,
+            Some(w) => match when(&w.value) {
+                Ok(true) => None,
+                Ok(false) => Some(format!("skipped: task when \"{}\" is false", w.value)),
+                Err(e) => {
+                    errors.push(err(
+                        None,
+                        format!("task `{}`: cannot evaluate when: {e}", t.name.value),
+                    ));
+                    Some("skipped".into())
+                }
+            },
+        };
+        for (n, r) in t.resources.iter().enumerate() {
+            add(
+                &mut entries,
+                &mut errors,
+                r,
+                format!("{}#{}", t.name.value, n + 1),
+                &t.name.value,
+                Role::Task,
+                Some(t),
+                task_skip.clone(),
+            );
+            if task_skip.is_none() {
+                for h in &r.common.notify {
+                    if !notified.contains(&h.value) {
+                        notified.push(h.value.clone());
+                    }
+                }
+            }
+        }
+        for (n, r) in t.health_check.iter().enumerate() {
+            add(
+                &mut entries,
+                &mut errors,
+                r,
+                format!("{}#check{}", t.name.value, n + 1),
+                &t.name.value,
+                Role::HealthCheck,
+                Some(t),
+                task_skip.clone(),
+            );
+        }
+    }
+    // Handlers in definition order, once per host, if anything on this host may notify them.
+    for h in cfg
+        .handlers
+        .iter()
+        .filter(|h| notified.contains(&h.name.value))
+    {
+        for (n, r) in h.resources.iter().enumerate() {
+            add(
+                &mut entries,
+                &mut errors,
+                r,
+                format!("handler:{}#{}", h.name.value, n + 1),
+                &h.name.value,
+                Role::Handler,
+                None,
+                None,
+            );
+        }
+    }
+    // Two resources managing the same thing on one host would fight; refuse the plan.
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for e in &entries {
+        if let Ok(r) = &e.resource {
+            let id = r.id();
+            if e.role == Role::Handler
+                || !(id.starts_with("file:")
+                    || id.starts_with("directory:")
+                    || id.starts_with("user:")
+                    || id.starts_with("group:"))
+            {
+                continue;
+            }
+            if let Some(first) = seen.get(&id) {
+                errors.push(err(
+                    Some(format!("{} ({})", e.kind, e.location)),
+                    format!(
+                        "manages {} which {} already manages; one resource per path or account",
+                        id, first
+                    ),
+                ));
+            } else {
+                seen.insert(id, &e.location);
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // Probes read what the steps will change; where steps need root, so may the probe.
+    let probe_sudo = facts.uid != 0 && entries.iter().any(|e| e.resource.is_ok() && e.sudo);
+    Ok(PreparedHost {
+        name: host.to_string(),
+        connection: connection(cfg, host),
+        facts_digest: digest_facts(facts),
+        probe_sudo,
+        entries,
+    })
+}
+
+/// `file /etc/motd`, `package nginx, curl`: what a resource is, from its configuration.
+fn config_label(kind: &crate::config::ResourceKind) -> String {
+    use crate::config::{ResourceKind as K, WaitCheck};
+    let what = match kind {
+        K::Package(p) => p.names.join(", "),
+        K::Service(s) => s.name.clone(),
+        K::File(f) => f.path.clone(),
+        K::Directory(d) => d.path.clone(),
+        K::User(u) => u.name.clone(),
+        K::Group(g) => g.name.clone(),
+        K::Command(c) => {
+            let s = c.command.literal().unwrap_or_default();
+            let short: String = s.chars().take(60).collect();
+            if short.len() < s.len() {
+                format!("{short}…")
+            } else {
+                short
+            }
+        }
+        K::Upload(u) => u.dest.clone(),
+        K::Download(d) => d.source.clone(),
+        K::WaitFor(w) => match &w.check {
+            WaitCheck::Tcp { address, port } => format!("tcp {address}:{port}"),
+            WaitCheck::Http { url, .. } => url.clone(),
+            WaitCheck::Command { command } => command.clone(),
+        },
+    };
+    format!("{} {what}", kind.type_name())
+}
+
+fn resolve_value(inputs: &Inputs, v: &Value) -> Result<String, String> {
+    match v {
+        Value::Literal(s) => Ok(s.clone()),
+        Value::Env(n) => inputs
+            .env_value(n)
+            .map(str::to_string)
+            .ok_or_else(|| format!("environment variable {n} is not set")),
+        Value::Secret(n) => Err(format!(
+            "secret {n:?}: the secrets vault is not available in this version"
+        )),
+    }
+}
+
+pub fn digest_facts(f: &Facts) -> String {
+    let json = serde_json::to_vec(f).expect("facts serialize");
+    blake3::hash(&json).to_hex()[..32].to_string()
+}
+
+impl PreparedHost {
+    fn snippets(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.resource.as_ref().ok().map(|r| r.probe()))
+            .collect()
+    }
+
+    /// The single probe script for this host.
+    pub fn probe_script(&self) -> String {
+        let snippets = self.snippets();
+        let refs: Vec<&str> = snippets.iter().map(String::as_str).collect();
+        probe::script(&refs)
+    }
+
+    /// Keys of the resources the probe script covers, in section order.
+    pub fn probe_keys(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|e| e.resource.is_ok())
+            .map(|e| e.key.clone())
+            .collect()
+    }
+
+    /// Compares desired with observed state; returns the host's plan and the blobs it uploads.
+    pub fn finish(self, probe_output: &str) -> HostOutcome {
+        let snippets = self.snippets();
+        let refs: Vec<&str> = snippets.iter().map(String::as_str).collect();
+        let sections = probe::split(&refs, probe_output).map_err(|m| {
+            vec![PlanError {
+                host: Some(self.name.clone()),
+                resource: None,
+                message: format!("probe failed: {m}"),
+            }]
+        })?;
+        self.finish_sections(sections)
+    }
+
+    /// [`PreparedHost::finish`] from already split sections, one per [`PreparedHost::probe_keys`].
+    pub fn finish_sections(self, sections: Vec<probe::Section>) -> HostOutcome {
+        let host = self.name.clone();
+        if sections.len() != self.probe_keys().len() {
+            return Err(vec![PlanError {
+                host: Some(host),
+                resource: None,
+                message: format!(
+                    "probe returned {} sections for {} resources",
+                    sections.len(),
+                    self.probe_keys().len()
+                ),
+            }]);
+        }
+        let mut sections = sections.into_iter();
+        let mut errors = Vec::new();
+        let mut resources = Vec::new();
+        let mut blobs = BTreeMap::new();
+        for e in self.entries {
+            let (id, label, change, probe, fingerprint) = match e.resource {
+                Err(reason) => {
+                    let label = e.label.clone().unwrap_or_else(|| e.config_label.clone());
+                    (
+                        String::new(),
+                        label,
+                        resources::Change::no_op(reason),
+                        String::new(),
+                        String::new(),
+                    )
+                }
+                Ok(r) => {
+                    let section = sections.next().expect("one section per probed resource");
+                    let name = format!("{} ({})", r.label(), e.location);
+                    if section.status != 0 {
+                        errors.push(PlanError {
+                            host: Some(host.clone()),
+                            resource: Some(name),
+                            message: format!(
+                                "probe exited with status {}: {}",
+                                section.status,
+                                section.output.trim()
+                            ),
+                        });
+                        continue;
+                    }
+                    let observed = match Observed::parse(&section.output) {
+                        Ok(o) => o,
+                        Err(m) => {
+                            errors.push(PlanError {
+                                host: Some(host.clone()),
+                                resource: Some(name),
+                                message: m,
+                            });
+                            continue;
+                        }
+                    };
+                    // A service whose unit a package earlier in this plan installs does not exist
+                    // yet; plan it as new rather than fail.
+                    let creates_earlier = resources.iter().any(|p: &PlannedResource| {
+                        p.action != crate::resources::Action::NoOp
+                            && matches!(p.kind.as_str(), "package" | "file" | "upload" | "command")
+                    });
+                    let planned = match r.plan(&observed) {
+                        Err(resources::ResourceError::Invalid(m)) if creates_earlier => r
+                            .plan_if_created_earlier()
+                            .ok_or(resources::ResourceError::Invalid(m)),
+                        other => other,
+                    };
+                    let label = e.label.clone().unwrap_or_else(|| r.label());
+                    match planned {
+                        Ok(c) => (r.id(), label, c, r.probe(), observed.fingerprint()),
+                        Err(m) => {
+                            errors.push(PlanError {
+                                host: Some(host.clone()),
+                                resource: Some(name),
+                                message: m.to_string(),
+                            });
+                            continue;
+                        }
+                    }
+                }
+            };
+            for b in &change.blobs {
+                blobs.insert(blake3::hash(b).to_hex().to_string(), b.clone());
+            }
+            resources.push(PlannedResource {
+                key: e.key,
+                task: e.task,
+                role: e.role,
+                id,
+                kind: e.kind,
+                label,
+                action: change.action,
+                reason: change.reason,
+                fields: change.fields,
+                diff: change.diff,
+                steps: change.steps,
+                probe,
+                fingerprint,
+                notify: e.notify,
+                retry: e.retry,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok((
+            HostPlan {
+                name: self.name,
+                connection: self.connection,
+                facts_digest: self.facts_digest,
+                probe_sudo: self.probe_sudo,
+                resources,
+            },
+            blobs,
+        ))
+    }
+}
+
+/// Puts the plan together: hosts in selection order, blobs, summary.
+pub fn assemble(
+    cfg: &Config,
+    config_name: &str,
+    selection: Selection,
+    inputs: &Inputs,
+    selected: &Selected,
+    hosts: Vec<(HostPlan, BTreeMap<String, Vec<u8>>)>,
+) -> Plan {
+    let mut summary = Summary::default();
+    let mut blobs = BTreeMap::new();
+    let mut host_plans = Vec::new();
+    for (h, b) in hosts {
+        for r in &h.resources {
+            if r.role != Role::Handler {
+                summary.add(r.action);
+            }
+        }
+        for (k, v) in b {
+            blobs.insert(k, base64::engine::general_purpose::STANDARD.encode(v));
+        }
+        host_plans.push(h);
+    }
+    Plan {
+        format_version: FORMAT_VERSION.into(),
+        nexus_version: env!("CARGO_PKG_VERSION").into(),
+        config: config_name.to_string(),
+        selection,
+        inputs: inputs.manifest(),
+        ssh: ssh_settings(cfg),
+        tasks: selected.tasks.clone(),
+        hosts: host_plans,
+        blobs,
+        summary,
+    }
+}
+
+/// Plans offline from recorded facts and observed states, as the golden tests do: the same
+/// functions `nexus plan` uses, with the two I/O steps replaced by recordings. `observed` gives
+/// the probe output of the resource with the given key on the given host.
+pub fn plan_offline(
+    loaded: &Loaded,
+    config_name: &str,
+    selection: Selection,
+    inputs: &Inputs,
+    facts: &BTreeMap<String, Facts>,
+    observed: &dyn Fn(&str, &str) -> String,
+) -> Result<Plan, Vec<PlanError>> {
+    let selected = select(&loaded.config, &selection).map_err(|e| vec![e])?;
+    let mut hosts = Vec::new();
+    let mut errors = Vec::new();
+    for host in selected.hosts() {
+        let Some(f) = facts.get(&host) else {
+            errors.push(PlanError {
+                host: Some(host.clone()),
+                resource: None,
+                message: "no facts recorded".into(),
+            });
+            continue;
+        };
+        match prepare_host(loaded, inputs, &selected, &host, f) {
+            Err(e) => errors.extend(e),
+            Ok(p) => {
+                let sections = p
+                    .probe_keys()
+                    .iter()
+                    .map(|k| probe::Section {
+                        output: observed(&host, k),
+                        status: 0,
+                    })
+                    .collect();
+                match p.finish_sections(sections) {
+                    Ok(h) => hosts.push(h),
+                    Err(e) => errors.extend(e),
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(assemble(
+        &loaded.config,
+        config_name,
+        selection,
+        inputs,
+        &selected,
+        hosts,
+    ))
+}

@@ -1,0 +1,443 @@
+//! `command`: a shell command, made idempotent by guards. `creates`/`removes` test a path,
+//! `unless`/`onlyif` run a command; all are evaluated by the probe (so the plan says whether the
+//! command will run, and a changed outcome makes the plan stale) and again just before the step
+//! runs, through [`Step::skip_if`], because an earlier step of the same apply may have changed them.
+
+use super::*;
+use crate::config;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// Shell text, run by `sh -c` as written.
+    pub command: String,
+    pub creates: Option<String>,
+    pub removes: Option<String>,
+    pub unless: Option<String>,
+    pub onlyif: Option<String>,
+    pub user: Option<String>,
+    pub cwd: Option<String>,
+    pub env: BTreeMap<String, EnvValue>,
+    pub sudo: bool,
+}
+
+pub fn resolve(c: &config::Command, ctx: &ResolveCtx<'_>) -> Result<Command, ResourceError> {
+    let mut env = BTreeMap::new();
+    for (k, v) in &c.env {
+        env.insert(k.clone(), EnvValue::Literal(ctx.value(v)?));
+    }
+    Ok(Command {
+        command: ctx.value(&c.command)?,
+        creates: c.creates.clone(),
+        removes: c.removes.clone(),
+        unless: c.unless.clone(),
+        onlyif: c.onlyif.clone(),
+        user: c.user.clone(),
+        cwd: c.cwd.clone(),
+        env,
+        sudo: ctx.sudo,
+    })
+}
+
+/// `sh -c CMD` with no stdin and no output: how guard commands run, when probing and at apply.
+fn guard(cmd: &str) -> String {
+    format!("sh -c {} </dev/null >/dev/null 2>&1", q(cmd))
+}
+
+/// At most `n` characters of the first line, with `…` when cut.
+fn short(s: &str, n: usize) -> String {
+    let line = s.trim().lines().next().unwrap_or("");
+    let cut: String = line.chars().take(n).collect();
+    if cut.len() < s.trim().len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
+impl Command {
+    /// The condition that skips the step at apply: any guard saying "skip".
+    fn skip_condition(&self) -> Option<String> {
+        let mut conds = Vec::new();
+        if let Some(p) = &self.creates {
+            conds.push(format!("[ -e {} ]", q(p)));
+        }
+        if let Some(p) = &self.removes {
+            conds.push(format!("[ ! -e {} ]", q(p)));
+        }
+        if let Some(c) = &self.unless {
+            conds.push(guard(c));
+        }
+        if let Some(c) = &self.onlyif {
+            conds.push(format!("! {}", guard(c)));
+        }
+        (!conds.is_empty()).then(|| conds.join(" || "))
+    }
+}
+
+impl Resource for Command {
+    fn id(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for part in [Some(&self.command), self.cwd.as_ref(), self.user.as_ref()] {
+            h.update(part.map_or(b"" as &[u8], |s| s.as_bytes()));
+            h.update(b"\0");
+        }
+        let head: String = self
+            .command
+            .chars()
+            .take(60)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        format!("command:{head}#{}", &h.finalize().to_hex()[..8])
+    }
+
+    fn label(&self) -> String {
+        format!("command {}", short(&self.command, 60))
+    }
+
+    fn probe(&self) -> String {
+        let mut lines = Vec::new();
+        for (key, path) in [
+            ("creates_exists", &self.creates),
+            ("removes_exists", &self.removes),
+        ] {
+            if let Some(p) = path {
+                lines.push(format!(
+                    "if [ -e {} ]; then echo {key}=true; else echo {key}=false; fi",
+                    q(p)
+                ));
+            }
+        }
+        for (key, cmd) in [
+            ("unless_status", &self.unless),
+            ("onlyif_status", &self.onlyif),
+        ] {
+            if let Some(c) = cmd {
+                // In the command's directory, as the executor re-checks them (a missing directory
+                // fails the guard, as it will fail the command).
+                let g = match &self.cwd {
+                    Some(dir) => format!("(cd -- {} 2>/dev/null && {})", q(dir), guard(c)),
+                    None => guard(c),
+                };
+                lines.push(format!("{g}; echo \"{key}=$?\""));
+            }
+        }
+        lines.join("\n")
+    }
+
+    fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
+        let mut why_run = Vec::new();
+        if let Some(p) = &self.creates {
+            if o.require("creates_exists")? == "true" {
+                return Ok(Change::no_op(format!("creates {p} exists")));
+            }
+            why_run.push(format!("creates {p} is missing"));
+        }
+        if let Some(p) = &self.removes {
+            if o.require("removes_exists")? != "true" {
+                return Ok(Change::no_op(format!("removes {p} is absent")));
+            }
+            why_run.push(format!("removes {p} exists"));
+        }
+        if self.unless.is_some() {
+            let status = o.require("unless_status")?;
+            if status == "0" {
+                return Ok(Change::no_op("unless succeeded"));
+            }
+            why_run.push(format!("unless failed (exit {status})"));
+        }
+        if self.onlyif.is_some() {
+            let status = o.require("onlyif_status")?;
+            if status != "0" {
+                return Ok(Change::no_op(format!("onlyif failed (exit {status})")));
+            }
+            why_run.push("onlyif succeeded".to_string());
+        }
+        let reason = if why_run.is_empty() {
+            "runs every apply".to_string()
+        } else {
+            why_run.join(", ")
+        };
+        let mut step = Step::new(self.command.clone(), self.sudo);
+        step.user = self.user.clone();
+        step.cwd = self.cwd.clone();
+        step.env = self.env.clone();
+        step.skip_if = self.skip_condition();
+        Ok(Change::new(Action::Run, reason, vec![step]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::Value;
+
+    fn cmd(s: &str) -> Command {
+        Command {
+            command: s.into(),
+            creates: None,
+            removes: None,
+            unless: None,
+            onlyif: None,
+            user: None,
+            cwd: None,
+            env: BTreeMap::new(),
+            sudo: false,
+        }
+    }
+
+    fn obs(s: &str) -> Observed {
+        Observed::parse(s).unwrap()
+    }
+
+    fn guarded() -> Command {
+        Command {
+            creates: Some("/opt/app/bin/app".into()),
+            removes: Some("/tmp/it's here".into()),
+            unless: Some("grep -q \"ok\" /etc/x".into()),
+            onlyif: Some("test -d /run/systemd/system".into()),
+            ..cmd("make install")
+        }
+    }
+
+    #[test]
+    fn without_guards_it_always_runs() {
+        let c = cmd("./deploy.sh --now");
+        assert_eq!(c.probe(), "");
+        let ch = c.plan(&Observed::default()).unwrap();
+        assert_eq!(ch.action, Action::Run);
+        assert_eq!(ch.reason, "runs every apply");
+        assert_eq!(ch.steps, vec![Step::new("./deploy.sh --now", false)]);
+        assert_eq!(c.label(), "command ./deploy.sh --now");
+    }
+
+    #[test]
+    fn each_guard_can_skip() {
+        let c = guarded();
+        let run = "creates_exists=false\nremoves_exists=true\nunless_status=1\nonlyif_status=0";
+        let ch = c.plan(&obs(run)).unwrap();
+        assert_eq!(ch.action, Action::Run);
+        assert_eq!(
+            ch.reason,
+            "creates /opt/app/bin/app is missing, removes /tmp/it's here exists, unless failed (exit 1), onlyif succeeded"
+        );
+        let cases = [
+            (
+                "creates_exists=false",
+                "creates_exists=true",
+                "creates /opt/app/bin/app exists",
+            ),
+            (
+                "removes_exists=true",
+                "removes_exists=false",
+                "removes /tmp/it's here is absent",
+            ),
+            ("unless_status=1", "unless_status=0", "unless succeeded"),
+            (
+                "onlyif_status=0",
+                "onlyif_status=127",
+                "onlyif failed (exit 127)",
+            ),
+        ];
+        for (from, to, reason) in cases {
+            let ch = c.plan(&obs(&run.replace(from, to))).unwrap();
+            assert_eq!(ch, Change::no_op(reason));
+        }
+        // A missing key is a probe bug, not a silent run.
+        assert!(matches!(
+            c.plan(&obs("creates_exists=false")),
+            Err(ResourceError::Probe(_))
+        ));
+    }
+
+    #[test]
+    fn skip_if_rechecks_every_guard() {
+        let ch = guarded()
+            .plan(&obs(
+                "creates_exists=false\nremoves_exists=true\nunless_status=1\nonlyif_status=0",
+            ))
+            .unwrap();
+        assert_eq!(
+            ch.steps[0].skip_if.as_deref(),
+            Some(
+                "[ -e /opt/app/bin/app ] || [ ! -e \"/tmp/it's here\" ] || \
+                 sh -c 'grep -q \"ok\" /etc/x' </dev/null >/dev/null 2>&1 || \
+                 ! sh -c 'test -d /run/systemd/system' </dev/null >/dev/null 2>&1"
+            )
+        );
+    }
+
+    #[test]
+    fn probe_and_skip_if_agree_when_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let mut c = cmd("true");
+        c.creates = Some(format!("{d}/made $(touch pwned) `x` *"));
+        c.unless = Some(format!("test -e '{d}/flag'"));
+        c.onlyif = Some("read line".into()); // must not see the probe's stdin
+        let input = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(input.path(), "a line\n").unwrap();
+        let sh = |script: &str| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(dir.path())
+                .stdin(std::fs::File::open(input.path()).unwrap())
+                .output()
+                .unwrap()
+        };
+        let probe = |c: &Command| obs(&String::from_utf8(sh(&c.probe()).stdout).unwrap());
+        let skip = |c: &Command| {
+            sh(c.plan(&probe(c)).unwrap().steps[0]
+                .skip_if
+                .as_ref()
+                .unwrap())
+            .status
+            .success()
+        };
+        let o = probe(&c);
+        assert_eq!(
+            o,
+            obs("creates_exists=false\nunless_status=1\nonlyif_status=1")
+        );
+        assert_eq!(c.plan(&o).unwrap(), Change::no_op("onlyif failed (exit 1)"));
+        c.onlyif = Some("true".into());
+        assert_eq!(c.plan(&probe(&c)).unwrap().action, Action::Run);
+        assert!(!skip(&c));
+        std::fs::write(dir.path().join("flag"), "").unwrap();
+        assert_eq!(
+            c.plan(&probe(&c)).unwrap(),
+            Change::no_op("unless succeeded")
+        );
+        std::fs::remove_file(dir.path().join("flag")).unwrap();
+        std::fs::write(dir.path().join("made $(touch pwned) `x` *"), "").unwrap();
+        assert_eq!(
+            c.plan(&probe(&c)).unwrap().reason,
+            format!("creates {d}/made $(touch pwned) `x` * exists")
+        );
+        // Nothing the quoting should have kept literal was run.
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["made $(touch pwned) `x` *"]);
+    }
+
+    #[test]
+    fn guards_run_in_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().join("it's $(here)");
+        std::fs::create_dir(&cwd).unwrap();
+        std::fs::write(cwd.join("flag"), "").unwrap();
+        let mut c = cmd("true");
+        c.cwd = Some(cwd.to_str().unwrap().to_string());
+        c.unless = Some("test -e flag".into());
+        c.onlyif = Some("test -e flag".into());
+        let probe = |c: &Command| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(c.probe())
+                .current_dir("/")
+                .output()
+                .unwrap();
+            obs(&String::from_utf8(out.stdout).unwrap())
+        };
+        assert_eq!(probe(&c), obs("unless_status=0\nonlyif_status=0"));
+        // A directory that does not exist (yet) fails the guard, as it fails the command.
+        c.cwd = Some(format!("{}/missing", dir.path().display()));
+        let o = probe(&c);
+        assert!(o.get("unless_status").is_some_and(|s| s != "0"), "{o:?}");
+        assert!(o.get("onlyif_status").is_some_and(|s| s != "0"), "{o:?}");
+        // At apply the executor runs skip_if in the step's directory: no cd in it.
+        let step = &c
+            .plan(&obs("unless_status=1\nonlyif_status=0"))
+            .unwrap()
+            .steps[0];
+        assert_eq!(
+            step.skip_if.as_deref(),
+            Some(
+                "sh -c 'test -e flag' </dev/null >/dev/null 2>&1 || ! sh -c 'test -e flag' </dev/null >/dev/null 2>&1"
+            )
+        );
+    }
+
+    #[test]
+    fn step_carries_user_cwd_env_and_sudo() {
+        let facts = crate::facts::Facts::parse("format=1\nkernel_name=Linux\n").unwrap();
+        let inputs = crate::inputs::Inputs::from_parts(
+            PathBuf::from("/cfg"),
+            BTreeMap::new(),
+            BTreeMap::from([("TOKEN".to_string(), Some("t0k3n".to_string()))]),
+        );
+        let vars = BTreeMap::new();
+        let ctx = ResolveCtx {
+            host: "web1",
+            facts: &facts,
+            sudo: true,
+            inputs: &inputs,
+            vars: &vars,
+            host_tags: &[],
+        };
+        let cfg = config::Command {
+            command: Value::Literal("./bin/migrate".into()),
+            creates: None,
+            removes: None,
+            unless: None,
+            onlyif: None,
+            user: Some("deploy".into()),
+            cwd: Some("/opt/my app".into()),
+            env: BTreeMap::from([
+                ("MIX_ENV".to_string(), Value::Literal("prod".into())),
+                ("TOKEN".to_string(), Value::Env("TOKEN".into())),
+            ]),
+        };
+        let c = resolve(&cfg, &ctx).unwrap();
+        let ch = c.plan(&Observed::default()).unwrap();
+        let mut want = Step::new("./bin/migrate", true);
+        want.user = Some("deploy".into());
+        want.cwd = Some("/opt/my app".into());
+        want.env = BTreeMap::from([
+            ("MIX_ENV".to_string(), EnvValue::Literal("prod".into())),
+            ("TOKEN".to_string(), EnvValue::Literal("t0k3n".into())),
+        ]);
+        assert_eq!(ch.steps, vec![want]);
+
+        let mut secret = cfg.clone();
+        secret.env.insert("DB".into(), Value::Secret("DB".into()));
+        assert!(matches!(
+            resolve(&secret, &ctx),
+            Err(ResourceError::Unsupported(_))
+        ));
+        let mut unset = cfg;
+        unset.env.insert("X".into(), Value::Env("UNSET".into()));
+        assert!(matches!(
+            resolve(&unset, &ctx),
+            Err(ResourceError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn ids_and_labels() {
+        let long = format!("echo {}\necho second line", "x".repeat(80));
+        let c = cmd(&long);
+        assert!(
+            c.id()
+                .starts_with(&format!("command:echo {}#", "x".repeat(55))),
+            "{}",
+            c.id()
+        );
+        assert_eq!(c.id().len(), "command:".len() + 60 + 1 + 8);
+        assert_eq!(c.label(), format!("command echo {}…", "x".repeat(55)));
+        assert_eq!(cmd("a\nb").label(), "command a…");
+        // The same command elsewhere or as someone else is another resource.
+        let mut other = c.clone();
+        other.cwd = Some("/tmp".into());
+        assert_ne!(c.id(), other.id());
+        assert_eq!(c.id(), c.clone().id());
+        let mut as_user = c.clone();
+        as_user.user = Some("deploy".into());
+        assert_ne!(c.id(), as_user.id());
+    }
+}

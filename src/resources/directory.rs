@@ -1,0 +1,231 @@
+//! `directory`: a directory with owner, group and mode, optionally applied to its contents; or
+//! its absence.
+
+use super::*;
+use crate::config::{self, Presence};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directory {
+    pub path: String,
+    pub state: Presence,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<Mode>,
+    /// Owner and group also apply to everything inside (mode applies to the directory only, so
+    /// files do not become executable).
+    pub recursive: bool,
+    pub sudo: bool,
+}
+
+pub fn resolve(d: &config::Directory, ctx: &ResolveCtx<'_>) -> Result<Directory, ResourceError> {
+    Ok(Directory {
+        path: d.path.clone(),
+        state: d.state,
+        owner: d.owner.clone(),
+        group: d.group.clone(),
+        mode: d.mode,
+        recursive: d.recursive,
+        sudo: ctx.sudo,
+    })
+}
+
+impl Directory {
+    /// `find` condition matching entries whose owner or group differ from the desired ones.
+    fn mismatch_condition(&self) -> Option<String> {
+        let mut conds = Vec::new();
+        for (flag, want) in [("user", &self.owner), ("group", &self.group)] {
+            if let Some(w) = want {
+                // Numeric ids and names both work with find's -user/-group.
+                conds.push(format!("! -{flag} {}", q(w)));
+            }
+        }
+        (!conds.is_empty()).then(|| conds.join(" -o "))
+    }
+}
+
+impl Resource for Directory {
+    fn id(&self) -> String {
+        format!("directory:{}", self.path)
+    }
+
+    fn label(&self) -> String {
+        format!("directory {}", self.path)
+    }
+
+    fn probe(&self) -> String {
+        let mut s = stat_probe(&self.path);
+        if self.recursive
+            && self.state == Presence::Present
+            && let Some(cond) = self.mismatch_condition()
+        {
+            s.push_str(&format!(
+                    "\nif [ -d {p} ]; then if [ -n \"$(find {p} -mindepth 1 \\( {cond} \\) -print 2>/dev/null | head -n 1)\" ]; then echo contents_match=false; else echo contents_match=true; fi; fi",
+                    p = q(&self.path)
+                ));
+        }
+        s
+    }
+
+    fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
+        let p = q(&self.path);
+        let exists = o.require("exists")? == "true";
+        let kind = o.get("type").unwrap_or("");
+        if exists && kind != "directory" {
+            return Err(ResourceError::Unsupported(format!(
+                "{} exists and is a {kind}, not a directory; remove it first or pick another path",
+                self.path
+            )));
+        }
+        match (self.state, exists) {
+            (Presence::Absent, false) => Ok(Change::no_op("absent")),
+            (Presence::Absent, true) => Ok(Change::new(
+                Action::Delete,
+                "exists",
+                vec![Step::new(format!("rm -rf -- {p}"), self.sudo)],
+            )),
+            (Presence::Present, false) => {
+                let mut steps = vec![Step::new(format!("mkdir -p -- {p}"), self.sudo)];
+                let mut fields = Vec::new();
+                // A new directory's owner and mode come from the umask and the login user, so set
+                // whatever was asked for explicitly.
+                let nothing = Observed::default();
+                let (f, s) = ownership_changes(
+                    &self.path,
+                    &nothing,
+                    self.owner.as_deref(),
+                    self.group.as_deref(),
+                    self.mode,
+                    self.sudo,
+                );
+                fields.extend(f);
+                steps.extend(s);
+                let mut c = Change::new(Action::Create, "does not exist", steps);
+                c.fields = fields;
+                Ok(c)
+            }
+            (Presence::Present, true) => {
+                let (mut fields, mut steps) = ownership_changes(
+                    &self.path,
+                    o,
+                    self.owner.as_deref(),
+                    self.group.as_deref(),
+                    self.mode,
+                    self.sudo,
+                );
+                if self.recursive && o.get("contents_match") == Some("false") {
+                    fields.push(FieldChange::new(
+                        "contents owner",
+                        Some("differs"),
+                        Some("matches"),
+                    ));
+                    let who = match (&self.owner, &self.group) {
+                        (Some(u), Some(g)) => format!("chown -R -- {} {p}", q(&format!("{u}:{g}"))),
+                        (Some(u), None) => format!("chown -R -- {} {p}", q(u)),
+                        (None, Some(g)) => format!("chgrp -R -- {} {p}", q(g)),
+                        (None, None) => {
+                            unreachable!("contents are only probed with an owner or group")
+                        }
+                    };
+                    // The recursive change covers the directory's own owner too.
+                    steps.retain(|s| {
+                        !s.script.starts_with("chown") && !s.script.starts_with("chgrp")
+                    });
+                    steps.insert(0, Step::new(who, self.sudo));
+                }
+                if steps.is_empty() {
+                    return Ok(Change::no_op("up to date"));
+                }
+                let mut c = Change::new(Action::Update, "attributes differ", steps);
+                c.fields = fields;
+                Ok(c)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(state: Presence) -> Directory {
+        Directory {
+            path: "/srv/my app".into(),
+            state,
+            owner: Some("deploy".into()),
+            group: None,
+            mode: Some(Mode(0o755)),
+            recursive: false,
+            sudo: true,
+        }
+    }
+
+    fn obs(s: &str) -> Observed {
+        Observed::parse(s).unwrap()
+    }
+
+    #[test]
+    fn creates_with_attributes() {
+        let c = dir(Presence::Present).plan(&obs("exists=false")).unwrap();
+        assert_eq!(c.action, Action::Create);
+        let scripts: Vec<&str> = c.steps.iter().map(|s| s.script.as_str()).collect();
+        assert_eq!(
+            scripts,
+            [
+                "mkdir -p -- '/srv/my app'",
+                "chown -- deploy '/srv/my app'",
+                "chmod -- 0755 '/srv/my app'"
+            ]
+        );
+        assert!(c.steps.iter().all(|s| s.sudo));
+    }
+
+    #[test]
+    fn no_op_and_update() {
+        let up = "exists=true\ntype=directory\nowner=deploy\nowner_id=1000\ngroup=deploy\ngroup_id=1000\nmode=0755";
+        assert_eq!(
+            dir(Presence::Present).plan(&obs(up)).unwrap().action,
+            Action::NoOp
+        );
+        let c = dir(Presence::Present)
+            .plan(&obs(&up.replace("0755", "0700")))
+            .unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(
+            c.fields,
+            vec![FieldChange::new("mode", Some("0700"), Some("0755"))]
+        );
+    }
+
+    #[test]
+    fn absent_and_wrong_type() {
+        assert_eq!(
+            dir(Presence::Absent)
+                .plan(&obs("exists=false"))
+                .unwrap()
+                .action,
+            Action::NoOp
+        );
+        let c = dir(Presence::Absent)
+            .plan(&obs("exists=true\ntype=directory"))
+            .unwrap();
+        assert_eq!(c.steps[0].script, "rm -rf -- '/srv/my app'");
+        assert!(
+            dir(Presence::Present)
+                .plan(&obs("exists=true\ntype=file"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn recursive_ownership() {
+        let mut d = dir(Presence::Present);
+        d.recursive = true;
+        assert!(
+            d.probe()
+                .contains("find '/srv/my app' -mindepth 1 \\( ! -user deploy \\)")
+        );
+        let o = obs("exists=true\ntype=directory\nowner=deploy\nmode=0755\ncontents_match=false");
+        let c = d.plan(&o).unwrap();
+        assert_eq!(c.steps[0].script, "chown -R -- deploy '/srv/my app'");
+    }
+}

@@ -1,0 +1,92 @@
+//! `download`: copies a file from the host to this machine. It runs on every apply: one step
+//! prints the remote file and the executor writes its stdout to the local path.
+
+use super::*;
+use crate::config;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Download {
+    pub source: String,
+    /// Local destination with `{host}` replaced; relative paths are relative to the config's
+    /// directory and resolved by the executor.
+    pub dest: String,
+    pub sudo: bool,
+}
+
+pub fn resolve(d: &config::Download, ctx: &ResolveCtx<'_>) -> Result<Download, ResourceError> {
+    Ok(Download {
+        source: d.source.clone(),
+        dest: d.dest.replace("{host}", ctx.host),
+        sudo: ctx.sudo,
+    })
+}
+
+impl Resource for Download {
+    fn id(&self) -> String {
+        format!("download:{}", self.dest)
+    }
+
+    fn label(&self) -> String {
+        format!("download {} → {}", self.source, self.dest)
+    }
+
+    /// Nothing to compare: the remote file may be produced by an earlier step of the same apply.
+    fn probe(&self) -> String {
+        String::new()
+    }
+
+    fn plan(&self, _observed: &Observed) -> Result<Change, ResourceError> {
+        let mut step = Step::new(format!("cat -- {}", q(&self.source)), self.sudo);
+        step.download_to = Some(self.dest.clone());
+        Ok(Change::new(
+            Action::Run,
+            format!("copies to {}", self.dest),
+            vec![step],
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn one_cat_step_into_the_host_specific_path() {
+        let facts = crate::facts::Facts::parse("format=1\nkernel_name=Linux\n").unwrap();
+        let inputs = crate::inputs::Inputs::from_parts(
+            PathBuf::from("/cfg"),
+            BTreeMap::new(),
+            BTreeMap::new(),
+        );
+        let vars = BTreeMap::new();
+        let ctx = ResolveCtx {
+            host: "web1",
+            facts: &facts,
+            sudo: false,
+            inputs: &inputs,
+            vars: &vars,
+            host_tags: &[],
+        };
+        let cfg = config::Download {
+            source: "/var/log/my app's.log".into(),
+            dest: "logs/{host}/app-{host}.log".into(),
+        };
+        let d = resolve(&cfg, &ctx).unwrap();
+        assert_eq!(d.dest, "logs/web1/app-web1.log");
+        assert_eq!(d.id(), "download:logs/web1/app-web1.log");
+        assert_eq!(
+            d.label(),
+            "download /var/log/my app's.log → logs/web1/app-web1.log"
+        );
+        assert_eq!(d.probe(), "");
+        let c = d.plan(&Observed::default()).unwrap();
+        assert_eq!(c.action, Action::Run);
+        assert_eq!(c.reason, "copies to logs/web1/app-web1.log");
+        let mut want = Step::new(r#"cat -- "/var/log/my app's.log""#, false);
+        want.download_to = Some("logs/web1/app-web1.log".into());
+        assert_eq!(c.steps, vec![want]);
+    }
+}

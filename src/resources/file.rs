@@ -1,0 +1,862 @@
+//! `file`: a file's exact content (inline, a local file, or a rendered template), owner, group and
+//! mode; or its absence. Contents are compared by sha256 on the host; when they differ and the old
+//! content is small, the probe returns it so the plan can show a unified diff. Writes are atomic
+//! (a temporary file in the same directory, renamed over the path) and read the content from stdin.
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::config::{self, FileContent, Presence};
+
+/// Old contents up to this size travel back with the probe for diffs.
+pub const DIFF_LIMIT: u64 = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    pub path: String,
+    pub state: Presence,
+    /// The desired bytes; `None` for an absent file.
+    pub content: Option<Vec<u8>>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<Mode>,
+    /// Copy the previous content to `PATH.<sha256 prefix>.bak` before replacing or removing it.
+    pub backup: bool,
+    pub sudo: bool,
+}
+
+pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceError> {
+    let content = match (&f.content, f.state) {
+        (_, Presence::Absent) => None,
+        (None, Presence::Present) => {
+            return Err(ResourceError::Invalid(format!(
+                "file {} has no content",
+                f.path
+            )));
+        }
+        (Some(FileContent::Inline { value }), _) => Some(ctx.value(value)?.into_bytes()),
+        (Some(FileContent::Source { path }), _) => Some(local_file(ctx, path, "source")?.to_vec()),
+        (Some(FileContent::Template { path }), _) => {
+            Some(render_template(f, path, ctx)?.into_bytes())
+        }
+        (Some(FileContent::Url { .. }), _) => {
+            return Err(ResourceError::Unsupported(
+                "source-url needs nexus.lock, which is not available in this version".into(),
+            ));
+        }
+    };
+    Ok(File {
+        path: f.path.clone(),
+        state: f.state,
+        content,
+        owner: f.owner.clone(),
+        group: f.group.clone(),
+        mode: f.mode,
+        backup: f.backup,
+        sudo: ctx.sudo,
+    })
+}
+
+/// The bytes of a local file that was read before planning.
+pub(crate) fn local_file<'a>(
+    ctx: &ResolveCtx<'a>,
+    path: &std::path::Path,
+    what: &str,
+) -> Result<&'a [u8], ResourceError> {
+    ctx.inputs.file(path).ok_or_else(|| {
+        ResourceError::Invalid(format!(
+            "{what} file {} was not read (missing input)",
+            ctx.inputs.relative(path)
+        ))
+    })
+}
+
+/// Renders a minijinja template with facts, vars (the file's own `vars` take precedence) and host.
+fn render_template(
+    f: &config::File,
+    path: &std::path::Path,
+    ctx: &ResolveCtx<'_>,
+) -> Result<String, ResourceError> {
+    let name = ctx.inputs.relative(path);
+    let bytes = local_file(ctx, path, "template")?;
+    let source = std::str::from_utf8(bytes)
+        .map_err(|e| ResourceError::Invalid(format!("template {name} is not UTF-8 text: {e}")))?;
+    let mut vars = ctx.vars.clone();
+    for (k, v) in &f.vars {
+        vars.insert(k.clone(), ctx.value(v)?);
+    }
+    let merged = ResolveCtx {
+        vars: &vars,
+        ..*ctx
+    };
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // Configuration files, not web pages: no HTML escaping whatever the extension, the final
+    // newline kept, and block tags swallow their own line (as Ansible's templates do).
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_keep_trailing_newline(true);
+    env.set_trim_blocks(true);
+    let fail = |e: minijinja::Error| {
+        let at = e.line().map(|l| format!(" line {l}")).unwrap_or_default();
+        let what = match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        };
+        ResourceError::Invalid(format!("template {name}{at}: {what}"))
+    };
+    let template = env.template_from_named_str(&name, source).map_err(fail)?;
+    template.render(merged.template_context()).map_err(fail)
+}
+
+/// Lowercase hex sha256, as `sha256sum` prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `512 B`, `1.2 KiB`, `3.4 MiB`.
+pub fn human_size(n: u64) -> String {
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    for unit in ["KiB", "MiB", "GiB"] {
+        if v < 1024.0 || unit == "GiB" {
+            return format!("{v:.1} {unit}");
+        }
+        v /= 1024.0;
+    }
+    unreachable!()
+}
+
+/// The directory holding `path` (absolute, validated): `/a/b` → `/a`, `/b` → `/`.
+fn parent_dir(path: &str) -> &str {
+    match path.trim_end_matches('/').rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((dir, _)) => dir,
+    }
+}
+
+/// Shell text that prints `msg` to stderr and fails.
+fn fail_with(msg: &str) -> String {
+    format!("{{ printf '%s\\n' {} >&2; exit 1; }}", q(msg))
+}
+
+/// The step that atomically replaces `path` with the bytes on its stdin: a temporary file in the
+/// same directory gets the content, the mode (explicit, else the existing file's, else 0644), the
+/// existing owner unless another is asked for, then is renamed over `path`. With `backup_to`, an
+/// existing file is first copied there (`cp -p`). Shared by `file` and `upload`.
+pub fn write_step(
+    path: &str,
+    content: &[u8],
+    owner: Option<&str>,
+    group: Option<&str>,
+    mode: Option<Mode>,
+    backup_to: Option<&str>,
+    sudo: bool,
+) -> Step {
+    let p = q(path);
+    let dir = parent_dir(path);
+    let mut s = String::from("set -e\n");
+    s.push_str(&format!(
+        "[ -d {} ] || {}\n",
+        q(dir),
+        fail_with(&format!(
+            "nexus: directory {dir} does not exist (add a directory resource for it)"
+        ))
+    ));
+    s.push_str(&format!(
+        "if [ -d {p} ]; then {}; fi\n",
+        fail_with(&format!("nexus: {path} is a directory"))
+    ));
+    if let Some(b) = backup_to {
+        s.push_str(&format!("if [ -e {p} ]; then cp -p -- {p} {}; fi\n", q(b)));
+    }
+    let template = if dir == "/" {
+        "/.nexus-XXXXXXXX".to_string()
+    } else {
+        format!("{dir}/.nexus-XXXXXXXX")
+    };
+    s.push_str(&format!("tmp=$(mktemp {})\n", q(&template)));
+    s.push_str("trap 'rm -f \"$tmp\"' EXIT\n");
+    s.push_str("cat > \"$tmp\"\n");
+    match mode {
+        Some(m) => s.push_str(&format!("chmod {} \"$tmp\"\n", q(&m.to_string()))),
+        None => s.push_str(&format!(
+            "if [ -e {p} ]; then chmod \"$(stat -c %a {p})\" \"$tmp\"; else chmod 0644 \"$tmp\"; fi\n"
+        )),
+    }
+    // Replacing a file keeps its owner unless another is asked for; only root may give a file
+    // away, and anyone else already owns what they create, so a failure here is harmless.
+    s.push_str(&format!(
+        "if [ -e {p} ]; then chown \"$(stat -c %u:%g {p})\" \"$tmp\" 2>/dev/null || :; fi\n"
+    ));
+    match (owner, group) {
+        (Some(o), Some(g)) => {
+            s.push_str(&format!("chown -- {} \"$tmp\"\n", q(&format!("{o}:{g}"))))
+        }
+        (Some(o), None) => s.push_str(&format!("chown -- {} \"$tmp\"\n", q(o))),
+        (None, Some(g)) => s.push_str(&format!("chgrp -- {} \"$tmp\"\n", q(g))),
+        (None, None) => {}
+    }
+    s.push_str(&format!("mv -f -- \"$tmp\" {p}\n"));
+    s.push_str("trap - EXIT");
+    let mut step = Step::new(s, sudo);
+    step.stdin = Some(blake3::hash(content).to_hex().to_string());
+    step
+}
+
+/// A unified diff of two contents when both are text, else `None`.
+pub fn text_diff(path: &str, old: &[u8], new: &[u8]) -> Option<String> {
+    let text = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .filter(|s| !s.contains('\0'))
+            .map(str::to_string)
+    };
+    let (old, new) = (text(old)?, text(new)?);
+    let diff = similar::TextDiff::from_lines(old.as_str(), new.as_str());
+    Some(
+        diff.unified_diff()
+            .context_radius(3)
+            .header(path, path)
+            .to_string(),
+    )
+}
+
+impl File {
+    fn desired(&self) -> &[u8] {
+        self.content.as_deref().unwrap_or_default()
+    }
+
+    /// Where `backup` keeps the content whose sha256 is `old_sha`.
+    fn backup_path(&self, old_sha: &str) -> String {
+        format!("{}.{}.bak", self.path, &old_sha[..old_sha.len().min(12)])
+    }
+
+    fn content_field(&self, old: Option<(&str, u64)>) -> FieldChange {
+        let show =
+            |sha: &str, n: u64| format!("sha256:{} ({})", &sha[..sha.len().min(12)], human_size(n));
+        let new = self.desired();
+        FieldChange {
+            field: "content".into(),
+            from: old.map(|(sha, n)| show(sha, n)),
+            to: Some(show(&sha256_hex(new), new.len() as u64)),
+        }
+    }
+
+    fn write(&self, backup_to: Option<&str>) -> Step {
+        write_step(
+            &self.path,
+            self.desired(),
+            self.owner.as_deref(),
+            self.group.as_deref(),
+            self.mode,
+            backup_to,
+            self.sudo,
+        )
+    }
+
+    fn with_write(&self, mut c: Change) -> Change {
+        c.blobs.push(self.desired().to_vec());
+        c
+    }
+}
+
+impl Resource for File {
+    fn id(&self) -> String {
+        format!("file:{}", self.path)
+    }
+
+    fn label(&self) -> String {
+        format!("file {}", self.path)
+    }
+
+    fn probe(&self) -> String {
+        let mut s = stat_probe(&self.path);
+        if self.state == Presence::Present || self.backup {
+            let p = q(&self.path);
+            let want = sha256_hex(self.desired());
+            s.push_str(&format!(
+                "\nif [ -f {p} ] && [ ! -L {p} ]; then if [ -r {p} ]; then \
+                 _nx_n=$(wc -c < {p} | tr -d ' '); echo \"size=$_nx_n\"; \
+                 _nx_s=$(sha256sum < {p} | cut -d ' ' -f 1); echo \"sha256=$_nx_s\"; \
+                 if [ \"$_nx_s\" != {want} ] && [ \"$_nx_n\" -le {DIFF_LIMIT} ] && command -v base64 >/dev/null 2>&1; then \
+                 printf '_old_b64='; base64 < {p} | tr -d '\\n'; echo; fi; \
+                 else echo readable=false; fi; fi"
+            ));
+        }
+        s
+    }
+
+    fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
+        let exists = o.require("exists")? == "true";
+        let kind = o.get("type").unwrap_or("");
+        if exists && kind == "directory" {
+            return Err(ResourceError::Unsupported(format!(
+                "{} is a directory, not a file; remove it first or pick another path",
+                self.path
+            )));
+        }
+        if self.state == Presence::Absent {
+            if !exists {
+                return Ok(Change::no_op("absent"));
+            }
+            let p = q(&self.path);
+            let script = match o
+                .get("sha256")
+                .filter(|s| self.backup && kind == "file" && !s.is_empty())
+            {
+                Some(sha) => format!("mv -f -- {p} {}", q(&self.backup_path(sha))),
+                None => format!("rm -f -- {p}"),
+            };
+            return Ok(Change::new(
+                Action::Delete,
+                "exists",
+                vec![Step::new(script, self.sudo)],
+            ));
+        }
+        if exists && kind != "file" {
+            return Err(ResourceError::Unsupported(format!(
+                "{} is a {}, not a regular file; nexus does not replace it: remove it first, or manage the file it points to",
+                self.path,
+                if kind == "link" {
+                    "symbolic link"
+                } else {
+                    "special file"
+                }
+            )));
+        }
+        let new = self.desired();
+        let new_sha = sha256_hex(new);
+        let (owner, group) = (self.owner.as_deref(), self.group.as_deref());
+
+        if !exists {
+            let (attrs, _) = ownership_changes(
+                &self.path,
+                &Observed::default(),
+                owner,
+                group,
+                self.mode,
+                self.sudo,
+            );
+            let mut c = self.with_write(Change::new(
+                Action::Create,
+                "does not exist",
+                vec![self.write(None)],
+            ));
+            c.fields.push(self.content_field(None));
+            c.fields.extend(attrs);
+            c.diff = (new.len() as u64 <= DIFF_LIMIT)
+                .then(|| text_diff(&self.path, b"", new))
+                .flatten();
+            return Ok(c);
+        }
+
+        let (attrs, attr_steps) =
+            ownership_changes(&self.path, o, owner, group, self.mode, self.sudo);
+        if o.get("readable") == Some("false") {
+            // The probing user cannot read it: the content cannot be compared, so write it.
+            let mut c = self.with_write(Change::new(
+                Action::Update,
+                "content unknown (not readable when probing)",
+                vec![self.write(None)],
+            ));
+            c.fields = attrs;
+            return Ok(c);
+        }
+        let old_sha = o.require("sha256")?;
+        if old_sha == new_sha {
+            if attr_steps.is_empty() {
+                return Ok(Change::no_op("up to date"));
+            }
+            let mut c = Change::new(Action::Update, "attributes differ", attr_steps);
+            c.fields = attrs;
+            return Ok(c);
+        }
+        let old_size: u64 = o.get("size").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let old = o.get("_old_b64").and_then(|b| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(b).ok()
+        });
+        let diff = old
+            .as_deref()
+            .and_then(|old| text_diff(&self.path, old, new));
+        let reason = match diff {
+            Some(_) => "content differs".to_string(),
+            None => format!(
+                "content differs ({} → {})",
+                human_size(old_size),
+                human_size(new.len() as u64)
+            ),
+        };
+        let backup = (self.backup && !old_sha.is_empty()).then(|| self.backup_path(old_sha));
+        let mut c = self.with_write(Change::new(
+            Action::Update,
+            reason,
+            vec![self.write(backup.as_deref())],
+        ));
+        c.fields.push(self.content_field(Some((old_sha, old_size))));
+        c.fields.extend(attrs);
+        c.diff = diff;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::Value;
+    use crate::facts::Facts;
+    use crate::inputs::Inputs;
+
+    const FACTS: &str = "format=1\nkernel_name=Linux\nkernel=6.1.0\narch=x86_64\nhostname=web1\nfqdn=web1.example.com\n\
+                         cpus=4\nmem_kb=2048000\npkg=apt-get\ninit=systemd\nuser=deploy\nuid=1000\ngid=1000\n\
+                         home=/home/deploy\nshell=/bin/bash\nos_release.ID=debian\nos_release.VERSION_ID=12\n";
+
+    fn file(content: &str) -> File {
+        File {
+            path: "/etc/my app.conf".into(),
+            state: Presence::Present,
+            content: Some(content.as_bytes().to_vec()),
+            owner: None,
+            group: None,
+            mode: None,
+            backup: false,
+            sudo: true,
+        }
+    }
+
+    fn obs(s: &str) -> Observed {
+        Observed::parse(s).unwrap()
+    }
+
+    fn present(content: &[u8], with_old: bool) -> Observed {
+        use base64::Engine as _;
+        let mut s = format!(
+            "exists=true\ntype=file\nowner=root\nowner_id=0\ngroup=root\ngroup_id=0\nmode=0644\nsize={}\nsha256={}\n",
+            content.len(),
+            sha256_hex(content)
+        );
+        if with_old {
+            s.push_str(&format!(
+                "_old_b64={}\n",
+                base64::engine::general_purpose::STANDARD.encode(content)
+            ));
+        }
+        obs(&s)
+    }
+
+    const WRITE_DEFAULT_MODE: &str = "set -e\n\
+        [ -d /etc ] || { printf '%s\\n' 'nexus: directory /etc does not exist (add a directory resource for it)' >&2; exit 1; }\n\
+        if [ -d '/etc/my app.conf' ]; then { printf '%s\\n' 'nexus: /etc/my app.conf is a directory' >&2; exit 1; }; fi\n\
+        tmp=$(mktemp /etc/.nexus-XXXXXXXX)\n\
+        trap 'rm -f \"$tmp\"' EXIT\n\
+        cat > \"$tmp\"\n\
+        if [ -e '/etc/my app.conf' ]; then chmod \"$(stat -c %a '/etc/my app.conf')\" \"$tmp\"; else chmod 0644 \"$tmp\"; fi\n\
+        if [ -e '/etc/my app.conf' ]; then chown \"$(stat -c %u:%g '/etc/my app.conf')\" \"$tmp\" 2>/dev/null || :; fi\n\
+        mv -f -- \"$tmp\" '/etc/my app.conf'\n\
+        trap - EXIT";
+
+    #[test]
+    fn creates_a_missing_file() {
+        let f = file("hello\n");
+        let c = f.plan(&obs("exists=false")).unwrap();
+        assert_eq!(c.action, Action::Create);
+        assert_eq!(c.reason, "does not exist");
+        assert_eq!(c.steps.len(), 1);
+        assert_eq!(c.steps[0].script, WRITE_DEFAULT_MODE);
+        assert!(c.steps[0].sudo);
+        assert_eq!(
+            c.steps[0].stdin.as_deref(),
+            Some(blake3::hash(b"hello\n").to_hex().as_str())
+        );
+        assert_eq!(c.blobs, vec![b"hello\n".to_vec()]);
+        assert_eq!(
+            c.diff.as_deref(),
+            Some("--- /etc/my app.conf\n+++ /etc/my app.conf\n@@ -0,0 +1 @@\n+hello\n")
+        );
+        assert_eq!(c.fields[0].field, "content");
+        assert_eq!(c.fields[0].from, None);
+    }
+
+    #[test]
+    fn explicit_attributes_and_backup_in_the_write_step() {
+        let mut f = file("new\n");
+        f.owner = Some("www-data".into());
+        f.group = Some("adm".into());
+        f.mode = Some(Mode(0o640));
+        f.backup = true;
+        let old = b"old\n";
+        let c = f.plan(&present(old, true)).unwrap();
+        assert_eq!(c.action, Action::Update);
+        let bak = format!("/etc/my app.conf.{}.bak", &sha256_hex(old)[..12]);
+        let script = &c.steps[0].script;
+        assert!(
+            script.contains(&format!(
+                "if [ -e '/etc/my app.conf' ]; then cp -p -- '/etc/my app.conf' '{bak}'; fi\n"
+            )),
+            "{script}"
+        );
+        assert!(script.contains("\nchmod 0640 \"$tmp\"\n"), "{script}");
+        assert!(
+            script.contains("\nchown -- www-data:adm \"$tmp\"\n"),
+            "{script}"
+        );
+        // The backup is taken before anything else touches the file.
+        assert!(script.find("cp -p").unwrap() < script.find("mktemp").unwrap());
+        let fields: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["content", "owner", "group", "mode"]);
+        // One step does it all: no separate chmod/chown.
+        assert_eq!(c.steps.len(), 1);
+    }
+
+    #[test]
+    fn group_only_and_root_directory() {
+        let mut f = file("x");
+        f.path = "/x".into();
+        f.group = Some("adm".into());
+        let s = f.write(None).script;
+        assert!(s.contains("[ -d / ] ||"), "{s}");
+        assert!(s.contains("tmp=$(mktemp /.nexus-XXXXXXXX)\n"), "{s}");
+        assert!(s.contains("\nchgrp -- adm \"$tmp\"\n"), "{s}");
+    }
+
+    #[test]
+    fn unchanged_content_is_a_no_op_or_attribute_update() {
+        let f = file("same\n");
+        assert_eq!(
+            f.plan(&present(b"same\n", false)).unwrap(),
+            Change::no_op("up to date")
+        );
+        let mut g = f.clone();
+        g.mode = Some(Mode(0o600));
+        g.owner = Some("0".into());
+        let c = g.plan(&present(b"same\n", false)).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "attributes differ");
+        let scripts: Vec<&str> = c.steps.iter().map(|s| s.script.as_str()).collect();
+        assert_eq!(scripts, ["chmod -- 0600 '/etc/my app.conf'"]);
+        assert!(c.blobs.is_empty());
+    }
+
+    #[test]
+    fn text_change_has_a_unified_diff() {
+        let old = "a\nb\nc\nd\ne\nf\ng\nh\n";
+        let new = "a\nb\nc\nd\nE\nf\ng\nh\n";
+        let c = file(new).plan(&present(old.as_bytes(), true)).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "content differs");
+        assert_eq!(
+            c.diff.as_deref(),
+            Some(
+                "--- /etc/my app.conf\n+++ /etc/my app.conf\n@@ -2,7 +2,7 @@\n b\n c\n d\n-e\n+E\n f\n g\n h\n"
+            )
+        );
+        assert_eq!(c.steps[0].script, WRITE_DEFAULT_MODE);
+        assert_eq!(c.blobs, vec![new.as_bytes().to_vec()]);
+    }
+
+    #[test]
+    fn binary_or_large_content_has_sizes_instead_of_a_diff() {
+        let old = vec![0u8, 1, 2, 3];
+        let mut f = file("");
+        f.content = Some(vec![0u8; 3 * 1024 + 512]);
+        let c = f.plan(&present(&old, true)).unwrap();
+        assert_eq!(c.diff, None);
+        assert_eq!(c.reason, "content differs (4 B → 3.5 KiB)");
+        // Too large for the probe to return the old content.
+        let big = obs("exists=true\ntype=file\nmode=0644\nsize=1258291\nsha256=abc");
+        let c = file("small\n").plan(&big).unwrap();
+        assert_eq!(c.diff, None);
+        assert_eq!(c.reason, "content differs (1.2 MiB → 6 B)");
+    }
+
+    #[test]
+    fn absent_and_wrong_types() {
+        let mut f = file("");
+        f.state = Presence::Absent;
+        f.content = None;
+        assert_eq!(
+            f.plan(&obs("exists=false")).unwrap(),
+            Change::no_op("absent")
+        );
+        let c = f
+            .plan(&obs("exists=true\ntype=file\nsha256=0123456789abcdef"))
+            .unwrap();
+        assert_eq!(c.action, Action::Delete);
+        assert_eq!(c.steps[0].script, "rm -f -- '/etc/my app.conf'");
+        f.backup = true;
+        let c = f
+            .plan(&obs("exists=true\ntype=file\nsha256=0123456789abcdef"))
+            .unwrap();
+        assert_eq!(
+            c.steps[0].script,
+            "mv -f -- '/etc/my app.conf' '/etc/my app.conf.0123456789ab.bak'"
+        );
+        assert!(f.plan(&obs("exists=true\ntype=directory")).is_err());
+        let c = f.plan(&obs("exists=true\ntype=link")).unwrap();
+        assert_eq!(c.steps[0].script, "rm -f -- '/etc/my app.conf'");
+
+        let g = file("x");
+        let e = g.plan(&obs("exists=true\ntype=directory")).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        assert!(g.plan(&obs("exists=true\ntype=link")).is_err());
+        assert!(
+            g.plan(&obs("exists=true\ntype=file")).is_err(),
+            "sha256 is required"
+        );
+        let c = g
+            .plan(&obs("exists=true\ntype=file\nreadable=false"))
+            .unwrap();
+        assert_eq!(c.action, Action::Update);
+    }
+
+    #[test]
+    fn probe_embeds_the_desired_hash_and_runs_in_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("it's a $(file) `x` *.txt");
+        let mut f = file("wanted\n");
+        f.path = path.to_str().unwrap().to_string();
+        assert!(f.probe().contains(&sha256_hex(b"wanted\n")));
+        let run = |f: &File| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(f.probe())
+                .output()
+                .unwrap();
+            assert!(
+                out.stderr.is_empty(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Observed::parse(&String::from_utf8(out.stdout).unwrap()).unwrap()
+        };
+        assert_eq!(run(&f).get("exists"), Some("false"));
+        std::fs::write(&path, "old\ncontent\n").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o4640))
+            .unwrap();
+        let o = run(&f);
+        assert_eq!(o.get("type"), Some("file"));
+        assert_eq!(o.get("mode"), Some("4640"));
+        assert!(o.get("owner_id").unwrap().parse::<u32>().is_ok(), "{o:?}");
+        assert!(
+            o.get("group")
+                .is_some_and(|g| !g.is_empty() && !g.contains(' ')),
+            "{o:?}"
+        );
+        assert_eq!(o.get("size"), Some("12"));
+        assert_eq!(
+            o.get("sha256"),
+            Some(sha256_hex(b"old\ncontent\n").as_str())
+        );
+        let c = f.plan(&o).unwrap();
+        assert!(c.diff.unwrap().contains("-old\n-content\n+wanted\n"));
+        std::fs::write(&path, "wanted\n").unwrap();
+        let o = run(&f);
+        assert_eq!(o.get("_old_b64"), None, "no old content when it matches");
+        assert_eq!(f.plan(&o).unwrap().action, Action::NoOp);
+        // Only key=value lines, and nothing else was created.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    fn ctx_parts() -> (Facts, BTreeMap<String, String>, Inputs) {
+        let facts = Facts::parse(FACTS).unwrap();
+        let vars = BTreeMap::from([
+            ("app".to_string(), "shop".to_string()),
+            ("port".to_string(), "80".to_string()),
+        ]);
+        let files = BTreeMap::from([
+            (PathBuf::from("/cfg/t/app.conf.j2"), b"{% for i in range(2) %}\nw{{ i }}\n{% endfor %}app={{ vars.app }} port={{ vars.port }} on {{ facts.fqdn }} ({{ host.name }}, {{ host.tags | join(',') }}) cpus={{ facts.cpu_count * 2 }}\n".to_vec()),
+            (PathBuf::from("/cfg/t/bad.j2"), b"ok\n{{ vars.nope }}\n".to_vec()),
+            (PathBuf::from("/cfg/t/page.html.j2"), b"<{{ vars.app }}>&".to_vec()),
+            (PathBuf::from("/cfg/files/raw"), b"\x00\x01raw".to_vec()),
+        ]);
+        let inputs = Inputs::from_parts(
+            PathBuf::from("/cfg"),
+            files,
+            BTreeMap::from([("APP_PORT".to_string(), Some("8080".to_string()))]),
+        );
+        (facts, vars, inputs)
+    }
+
+    fn cfg(content: FileContent, vars: BTreeMap<String, Value>) -> config::File {
+        config::File {
+            path: "/etc/app.conf".into(),
+            state: Presence::Present,
+            content: Some(content),
+            owner: None,
+            group: None,
+            mode: None,
+            backup: false,
+            vars,
+        }
+    }
+
+    #[test]
+    fn templates_render_with_facts_vars_and_host() {
+        let (facts, vars, inputs) = ctx_parts();
+        let tags = vec!["web".to_string(), "eu".to_string()];
+        let ctx = ResolveCtx {
+            host: "web1",
+            facts: &facts,
+            sudo: false,
+            inputs: &inputs,
+            vars: &vars,
+            host_tags: &tags,
+        };
+        let own = BTreeMap::from([("port".to_string(), Value::Env("APP_PORT".into()))]);
+        let f = resolve(
+            &cfg(
+                FileContent::Template {
+                    path: "/cfg/t/app.conf.j2".into(),
+                },
+                own,
+            ),
+            &ctx,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(f.content.unwrap()).unwrap(),
+            "w0\nw1\napp=shop port=8080 on web1.example.com (web1, web,eu) cpus=8\n"
+        );
+        let e = resolve(
+            &cfg(
+                FileContent::Template {
+                    path: "/cfg/t/bad.j2".into(),
+                },
+                BTreeMap::new(),
+            ),
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ResourceError::Invalid(_)));
+        assert!(
+            e.to_string()
+                .starts_with("template t/bad.j2 line 2: undefined value"),
+            "{e}"
+        );
+        let f = resolve(
+            &cfg(
+                FileContent::Template {
+                    path: "/cfg/t/page.html.j2".into(),
+                },
+                BTreeMap::new(),
+            ),
+            &ctx,
+        )
+        .unwrap();
+        assert_eq!(f.content.unwrap(), b"<shop>&", "no HTML escaping");
+        let e = resolve(
+            &cfg(
+                FileContent::Template {
+                    path: "/cfg/t/missing.j2".into(),
+                },
+                BTreeMap::new(),
+            ),
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("t/missing.j2"), "{e}");
+    }
+
+    #[test]
+    fn content_sources() {
+        let (facts, vars, inputs) = ctx_parts();
+        let ctx = ResolveCtx {
+            host: "web1",
+            facts: &facts,
+            sudo: true,
+            inputs: &inputs,
+            vars: &vars,
+            host_tags: &[],
+        };
+        let f = resolve(
+            &cfg(
+                FileContent::Source {
+                    path: "/cfg/files/raw".into(),
+                },
+                BTreeMap::new(),
+            ),
+            &ctx,
+        )
+        .unwrap();
+        assert_eq!(f.content.as_deref(), Some(&b"\x00\x01raw"[..]));
+        assert!(f.sudo);
+        let e = resolve(
+            &cfg(
+                FileContent::Source {
+                    path: "/cfg/files/gone".into(),
+                },
+                BTreeMap::new(),
+            ),
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, ResourceError::Invalid(m) if m.contains("files/gone")),
+            "{e}"
+        );
+        let f = resolve(
+            &cfg(
+                FileContent::Inline {
+                    value: Value::Literal("hi".into()),
+                },
+                BTreeMap::new(),
+            ),
+            &ctx,
+        )
+        .unwrap();
+        assert_eq!(f.content.as_deref(), Some(&b"hi"[..]));
+        let e = resolve(
+            &cfg(
+                FileContent::Inline {
+                    value: Value::Secret("S".into()),
+                },
+                BTreeMap::new(),
+            ),
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ResourceError::Unsupported(_)));
+        let e = resolve(
+            &cfg(
+                FileContent::Url {
+                    url: "https://x".into(),
+                    blake3: None,
+                },
+                BTreeMap::new(),
+            ),
+            &ctx,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ResourceError::Unsupported(
+                "source-url needs nexus.lock, which is not available in this version".into()
+            )
+        );
+        assert_eq!(f.id(), "file:/etc/app.conf");
+        assert_eq!(f.label(), "file /etc/app.conf");
+    }
+
+    #[test]
+    fn sizes_and_dirs() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1024), "1.0 KiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(5 << 30), "5.0 GiB");
+        assert_eq!(parent_dir("/a/b c/d"), "/a/b c");
+        assert_eq!(parent_dir("/d"), "/");
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

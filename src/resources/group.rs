@@ -1,0 +1,203 @@
+//! `group`: a local group with an optional fixed gid, created with `groupadd`, renumbered with
+//! `groupmod`, removed with `groupdel`. The probe prints `exists` and, when it does, `gid`.
+
+use super::*;
+use crate::config::{self, Presence};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRes {
+    pub name: String,
+    pub state: Presence,
+    pub gid: Option<u32>,
+    /// Create as a system group (only when creating).
+    pub system: bool,
+    pub sudo: bool,
+}
+
+pub fn resolve(g: &config::GroupRes, ctx: &ResolveCtx<'_>) -> Result<GroupRes, ResourceError> {
+    Ok(GroupRes {
+        name: g.name.clone(),
+        state: g.state,
+        gid: g.gid,
+        system: g.system,
+        sudo: ctx.sudo,
+    })
+}
+
+impl Resource for GroupRes {
+    fn id(&self) -> String {
+        format!("group:{}", self.name)
+    }
+
+    fn label(&self) -> String {
+        format!("group {}", self.name)
+    }
+
+    fn probe(&self) -> String {
+        format!(
+            "if l=$(getent group {n} 2>/dev/null) && [ -n \"$l\" ]; then\n  \
+             r=${{l#*:*:}}; printf 'exists=true\\ngid=%s\\n' \"${{r%%:*}}\"\n\
+             else echo exists=false; fi",
+            n = q(&self.name)
+        )
+    }
+
+    fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
+        let exists = o.require("exists")? == "true";
+        let n = q(&self.name);
+        match (self.state, exists) {
+            (Presence::Absent, false) => Ok(Change::no_op("absent")),
+            (Presence::Absent, true) => Ok(Change::new(
+                Action::Delete,
+                "exists",
+                vec![Step::new(format!("groupdel -- {n}"), self.sudo)],
+            )),
+            (Presence::Present, false) => {
+                let mut args = String::new();
+                let mut fields = Vec::new();
+                if self.system {
+                    args.push_str(" -r");
+                    fields.push(FieldChange::new("system", None, Some("true")));
+                }
+                if let Some(gid) = self.gid {
+                    args.push_str(&format!(" -g {gid}"));
+                    fields.push(FieldChange::new("gid", None, Some(&gid.to_string())));
+                }
+                let mut c = Change::new(
+                    Action::Create,
+                    "does not exist",
+                    vec![Step::new(format!("groupadd{args} -- {n}"), self.sudo)],
+                );
+                c.fields = fields;
+                Ok(c)
+            }
+            (Presence::Present, true) => {
+                let have = o.require("gid")?;
+                match self.gid {
+                    Some(gid) if gid.to_string() != have => {
+                        let mut c = Change::new(
+                            Action::Update,
+                            "gid differs",
+                            vec![Step::new(format!("groupmod -g {gid} -- {n}"), self.sudo)],
+                        );
+                        c.fields =
+                            vec![FieldChange::new("gid", Some(have), Some(&gid.to_string()))];
+                        Ok(c)
+                    }
+                    _ => Ok(Change::no_op("up to date")),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(state: Presence, gid: Option<u32>, system: bool) -> GroupRes {
+        GroupRes {
+            name: "app-data".into(),
+            state,
+            gid,
+            system,
+            sudo: true,
+        }
+    }
+
+    fn obs(s: &str) -> Observed {
+        Observed::parse(s).unwrap()
+    }
+
+    #[test]
+    fn create() {
+        let c = group(Presence::Present, Some(2001), true)
+            .plan(&obs("exists=false"))
+            .unwrap();
+        assert_eq!(c.action, Action::Create);
+        assert_eq!(
+            c.steps,
+            vec![Step::new("groupadd -r -g 2001 -- app-data", true)]
+        );
+        assert_eq!(
+            c.fields,
+            vec![
+                FieldChange::new("system", None, Some("true")),
+                FieldChange::new("gid", None, Some("2001"))
+            ]
+        );
+        let c = group(Presence::Present, None, false)
+            .plan(&obs("exists=false"))
+            .unwrap();
+        assert_eq!(c.steps[0].script, "groupadd -- app-data");
+    }
+
+    #[test]
+    fn gid_change_and_no_op() {
+        let g = group(Presence::Present, Some(2001), false);
+        let c = g.plan(&obs("exists=true\ngid=1003")).unwrap();
+        assert_eq!(
+            (c.action, c.steps[0].script.as_str()),
+            (Action::Update, "groupmod -g 2001 -- app-data")
+        );
+        assert_eq!(
+            c.fields,
+            vec![FieldChange::new("gid", Some("1003"), Some("2001"))]
+        );
+        assert_eq!(
+            g.plan(&obs("exists=true\ngid=2001")).unwrap(),
+            Change::no_op("up to date")
+        );
+        // Without a gid, any existing group will do; `system` only matters when creating.
+        let any = group(Presence::Present, None, true);
+        assert_eq!(
+            any.plan(&obs("exists=true\ngid=1003")).unwrap().action,
+            Action::NoOp
+        );
+    }
+
+    #[test]
+    fn absent() {
+        let g = group(Presence::Absent, None, false);
+        let c = g.plan(&obs("exists=true\ngid=1003")).unwrap();
+        assert_eq!(
+            (c.action, c.steps[0].script.as_str()),
+            (Action::Delete, "groupdel -- app-data")
+        );
+        assert_eq!(
+            g.plan(&obs("exists=false")).unwrap(),
+            Change::no_op("absent")
+        );
+        assert!(matches!(g.plan(&obs("")), Err(ResourceError::Probe(_))));
+    }
+
+    #[test]
+    fn probe_parses_group_lines() {
+        let g = group(Presence::Present, None, false);
+        assert_eq!(g.id(), "group:app-data");
+        assert_eq!(g.label(), "group app-data");
+        // The probe against the machine's own group database: root always exists.
+        let root = GroupRes {
+            name: "root".into(),
+            ..g.clone()
+        };
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("( {} )", root.probe()))
+            .output()
+            .unwrap();
+        assert_eq!(
+            Observed::parse(&String::from_utf8_lossy(&out.stdout)).unwrap(),
+            obs("exists=true\ngid=0")
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("( {} )", g.probe()))
+            .output()
+            .unwrap();
+        assert_eq!(
+            Observed::parse(&String::from_utf8_lossy(&out.stdout)).unwrap(),
+            obs("exists=false")
+        );
+    }
+}

@@ -1,0 +1,523 @@
+//! Resource types. Each file implements [`Resource`] for one type: a probe (a POSIX sh snippet whose
+//! `key=value` output is parsed into [`Observed`]), the comparison of desired and observed state,
+//! and the [`Step`]s that converge it, built as data with every word shell-quoted. Everything here
+//! is pure; the probe runner and the executor live elsewhere.
+
+pub mod command;
+pub mod directory;
+pub mod download;
+pub mod file;
+pub mod group;
+pub mod package;
+pub mod service;
+pub mod upload;
+pub mod user;
+pub mod wait_for;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::values::Mode;
+use crate::facts::Facts;
+
+/// Quotes one word for a POSIX shell. Config validation rejects NUL in every value that reaches
+/// a command line, so quoting cannot fail on validated input; a NUL still yields a refusal.
+pub fn q(s: &str) -> String {
+    match shlex::try_quote(s) {
+        Ok(w) => w.into_owned(),
+        // A word that cannot be quoted must not run: make the command fail loudly instead.
+        Err(_) => "\"$(echo 'nexus: refusing a value with a NUL byte' >&2; exit 1)\"".to_string(),
+    }
+}
+
+/// What the probe found, as sorted key/value pairs. Probe snippets print `key=value` lines;
+/// values are single-line (binary or multi-line data is base64-encoded by the snippet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed(pub BTreeMap<String, String>);
+
+impl Observed {
+    /// Parses probe output. Lines without `=` are an error: they mean the snippet misbehaved.
+    pub fn parse(text: &str) -> Result<Observed, String> {
+        let mut map = BTreeMap::new();
+        for line in text.lines() {
+            if line.is_empty() {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                return Err(format!("unexpected probe output line {line:?}"));
+            };
+            map.insert(k.to_string(), v.to_string());
+        }
+        Ok(Observed(map))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// `get` for keys every probe of the type prints; a missing key is a probe bug.
+    pub fn require(&self, key: &str) -> Result<&str, ResourceError> {
+        self.get(key)
+            .ok_or_else(|| ResourceError::Probe(format!("probe output lacks {key:?}")))
+    }
+
+    /// A digest of the observed state, recorded in the plan and compared at apply to detect drift.
+    /// Keys starting with `_` are diagnostic (e.g. old file content for diffs) and excluded.
+    pub fn fingerprint(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for (k, v) in &self.0 {
+            if k.starts_with('_') {
+                continue;
+            }
+            h.update(k.as_bytes());
+            h.update(b"=");
+            h.update(v.as_bytes());
+            h.update(b"\n");
+        }
+        h.finalize().to_hex()[..32].to_string()
+    }
+}
+
+/// What applying a resource will do. Ordered by how much it changes, for summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    NoOp,
+    Create,
+    Update,
+    Delete,
+    /// Runs every time it is applied (commands without satisfied guards, wait-for, restarts).
+    Run,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::NoOp => " ",
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Delete => "-",
+            Action::Run => "!",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::NoOp => "no-op",
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Run => "run",
+        }
+    }
+}
+
+/// One attribute that changes, e.g. `mode: 0644 -> 0600`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl FieldChange {
+    pub fn new(field: &str, from: Option<&str>, to: Option<&str>) -> FieldChange {
+        FieldChange {
+            field: field.to_string(),
+            from: from.map(str::to_string),
+            to: to.map(str::to_string),
+        }
+    }
+}
+
+/// An environment value for a step: literal, or a reference resolved only at apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum EnvValue {
+    Literal(String),
+    /// A vault secret: the plan holds the name and a keyed fingerprint, never the value.
+    Secret {
+        name: String,
+        fingerprint: String,
+    },
+}
+
+/// One command that converges a resource, as data. Secrets and contents never appear in
+/// `script`: contents go on stdin, secrets in `env` (sent over stdin by the transport).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// POSIX sh; every interpolated value is quoted with [`q`].
+    pub script: String,
+    /// Run with the host's privilege escalation (sudo).
+    pub sudo: bool,
+    /// Run as this user instead (sudo -u USER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// blake3 of a blob in the plan, fed to the command's stdin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvValue>,
+    /// Skip the step when this condition (POSIX sh) succeeds at apply time: guards are re-checked
+    /// because the world may have moved since the probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_if: Option<String>,
+    /// Write the step's stdout to this local path (download); `{host}` is already substituted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_to: Option<String>,
+    /// Run in this remote directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+}
+
+impl Step {
+    pub fn new(script: impl Into<String>, sudo: bool) -> Step {
+        Step {
+            script: script.into(),
+            sudo,
+            user: None,
+            stdin: None,
+            env: BTreeMap::new(),
+            skip_if: None,
+            download_to: None,
+            cwd: None,
+        }
+    }
+}
+
+/// The planned outcome for one resource on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub action: Action,
+    /// Why, in a few words: "not installed", "content differs", "creates /x exists".
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    /// Unified diff of file contents (`--- path` / `+++ path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+    /// Contents the steps read from stdin, by blake3; the plan stores them once.
+    #[serde(skip)]
+    pub blobs: Vec<Vec<u8>>,
+}
+
+impl Change {
+    pub fn no_op(reason: impl Into<String>) -> Change {
+        Change {
+            action: Action::NoOp,
+            reason: reason.into(),
+            fields: Vec::new(),
+            diff: None,
+            steps: Vec::new(),
+            blobs: Vec::new(),
+        }
+    }
+
+    pub fn new(action: Action, reason: impl Into<String>, steps: Vec<Step>) -> Change {
+        Change {
+            action,
+            reason: reason.into(),
+            fields: Vec::new(),
+            diff: None,
+            steps,
+            blobs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    /// The probe printed something the resource cannot interpret.
+    #[error("unexpected probe result: {0}")]
+    Probe(String),
+    /// The host cannot support this resource (no package manager, no init system...).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Desired state cannot be computed (template error, missing input).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What every resource knows about the host it is planned for.
+#[derive(Debug, Clone, Copy)]
+pub struct HostCtx<'a> {
+    pub host: &'a str,
+    pub facts: &'a Facts,
+    /// Whether steps run with sudo (the resource's `sudo`, else the host's `become`).
+    pub sudo: bool,
+}
+
+/// A resource type: identity, probe, and plan. Implementations are pure.
+pub trait Resource {
+    /// Identity on a host, e.g. `file:/etc/motd`; two resources with one id on a host conflict.
+    fn id(&self) -> String;
+    /// Human label for plans: `file /etc/motd`, `package nginx, curl`.
+    fn label(&self) -> String;
+    /// A POSIX sh snippet printing `key=value` lines. It runs in a subshell inside the host's
+    /// batched probe script, so it may `exit` and must not read stdin.
+    fn probe(&self) -> String;
+    /// Compares with the observed state and returns the change and its steps.
+    fn plan(&self, observed: &Observed) -> Result<Change, ResourceError>;
+
+    /// The plan when [`Resource::plan`] failed because the thing does not exist yet but an
+    /// earlier resource of the same apply may create it (a package that ships a service unit).
+    fn plan_if_created_earlier(&self) -> Option<Change> {
+        None
+    }
+}
+
+/// Shell text that prints `key=` followed by the value of a command, or nothing on failure.
+pub fn print_kv(key: &str, cmd: &str) -> String {
+    format!("printf '%s=%s\\n' {} \"$({cmd} 2>/dev/null)\"", q(key))
+}
+
+/// `owner`/`group`/`mode` handling shared by file, directory and upload: the fields that differ
+/// from the observed `owner`, `group` and `mode` keys, and the commands that fix them.
+pub fn ownership_changes(
+    path: &str,
+    observed: &Observed,
+    owner: Option<&str>,
+    group: Option<&str>,
+    mode: Option<Mode>,
+    sudo: bool,
+) -> (Vec<FieldChange>, Vec<Step>) {
+    let mut fields = Vec::new();
+    let mut steps = Vec::new();
+    // Owners may be given as names or numeric ids; the probe reports both.
+    let matches = |key: &str, want: &str| {
+        observed.get(key) == Some(want) || observed.get(&format!("{key}_id")) == Some(want)
+    };
+    let owner_diff = owner.filter(|o| !matches("owner", o));
+    let group_diff = group.filter(|g| !matches("group", g));
+    if let Some(o) = owner_diff {
+        fields.push(FieldChange::new("owner", observed.get("owner"), Some(o)));
+    }
+    if let Some(g) = group_diff {
+        fields.push(FieldChange::new("group", observed.get("group"), Some(g)));
+    }
+    match (owner_diff, group_diff) {
+        (Some(o), Some(g)) => steps.push(Step::new(
+            format!("chown -- {} {}", q(&format!("{o}:{g}")), q(path)),
+            sudo,
+        )),
+        (Some(o), None) => steps.push(Step::new(format!("chown -- {} {}", q(o), q(path)), sudo)),
+        (None, Some(g)) => steps.push(Step::new(format!("chgrp -- {} {}", q(g), q(path)), sudo)),
+        (None, None) => {}
+    }
+    if let Some(m) = mode {
+        let want = m.to_string();
+        let have = observed.get("mode");
+        if have != Some(want.as_str()) {
+            fields.push(FieldChange::new("mode", have, Some(&want)));
+            steps.push(Step::new(
+                format!("chmod -- {} {}", q(&want), q(path)),
+                sudo,
+            ));
+        }
+    }
+    (fields, steps)
+}
+
+/// Probe text printing `exists`, `type`, `owner`, `owner_id`, `group`, `group_id` and `mode` (4 octal
+/// digits) of `path`. Works with GNU and BusyBox `stat` (`-c` only; `%n` there is the file name,
+/// so fields are separated by spaces, which account names never contain).
+pub fn stat_probe(path: &str) -> String {
+    let p = q(path);
+    format!(
+        "if [ -e {p} ] || [ -L {p} ]; then echo exists=true; \
+         if [ -L {p} ]; then echo type=link; elif [ -d {p} ]; then echo type=directory; elif [ -f {p} ]; then echo type=file; else echo type=other; fi; \
+         stat -c 'owner=%U owner_id=%u group=%G group_id=%g' {p} | tr ' ' '\\n'; \
+         printf 'mode=%04d\\n' \"$(stat -c %a {p})\"; \
+         else echo exists=false; fi"
+    )
+}
+
+/// Timeout and retry settings carried with a planned resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Retry {
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub retry_delay: Option<Duration>,
+}
+
+/// Durations as fractional seconds in plan files: stable, language-neutral.
+pub mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let v: Option<f64> = Option::deserialize(d)?;
+        Ok(v.filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64))
+    }
+}
+
+/// What desired-state resolution may read: everything was loaded before planning, so resolving
+/// stays pure and the plan's inputs manifest lists exactly what was used.
+pub struct ResolveCtx<'a> {
+    pub host: &'a str,
+    pub facts: &'a Facts,
+    /// Steps run with sudo: the resource's `sudo`, else the host's `become`.
+    pub sudo: bool,
+    pub inputs: &'a crate::inputs::Inputs,
+    /// Template variables: global `vars`, overridden by the host's, with `(env)` values resolved.
+    pub vars: &'a BTreeMap<String, String>,
+    /// Host tags, visible to templates as `host.tags`.
+    pub host_tags: &'a [String],
+}
+
+impl ResolveCtx<'_> {
+    /// The value of a config string: literal, or the pinned environment value.
+    pub fn value(&self, v: &crate::config::Value) -> Result<String, ResourceError> {
+        use crate::config::Value;
+        match v {
+            Value::Literal(s) => Ok(s.clone()),
+            Value::Env(name) => self
+                .inputs
+                .env_value(name)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    ResourceError::Invalid(format!("environment variable {name} is not set"))
+                }),
+            Value::Secret(name) => Err(ResourceError::Unsupported(format!(
+                "secret {name:?}: the secrets vault is not available in this version"
+            ))),
+        }
+    }
+
+    /// Context for minijinja templates and `when` expressions.
+    pub fn template_context(&self) -> minijinja::Value {
+        minijinja::context! {
+            facts => minijinja::Value::from_serialize(self.facts),
+            vars => minijinja::Value::from_serialize(self.vars),
+            host => minijinja::context! { name => self.host, tags => self.host_tags },
+        }
+    }
+}
+
+/// A resolved resource of any type.
+pub type AnyResource = Box<dyn Resource + Send + Sync>;
+
+/// Resolves a configured resource for one host: contents loaded, templates rendered, facts applied.
+pub fn resolve(
+    kind: &crate::config::ResourceKind,
+    ctx: &ResolveCtx<'_>,
+) -> Result<AnyResource, ResourceError> {
+    use crate::config::ResourceKind as K;
+    Ok(match kind {
+        K::Package(p) => Box::new(package::resolve(p, ctx)?),
+        K::Service(s) => Box::new(service::resolve(s, ctx)?),
+        K::File(f) => Box::new(file::resolve(f, ctx)?),
+        K::Directory(d) => Box::new(directory::resolve(d, ctx)?),
+        K::User(u) => Box::new(user::resolve(u, ctx)?),
+        K::Group(g) => Box::new(group::resolve(g, ctx)?),
+        K::Command(c) => Box::new(command::resolve(c, ctx)?),
+        K::Upload(u) => Box::new(upload::resolve(u, ctx)?),
+        K::Download(d) => Box::new(download::resolve(d, ctx)?),
+        K::WaitFor(w) => Box::new(wait_for::resolve(w, ctx)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_round_trips_through_sh() {
+        assert_eq!(q("plain/path"), "plain/path");
+        let nasty = [
+            "a b",
+            "it's",
+            "$(rm -rf /)",
+            "`id`",
+            "*.conf",
+            "x\ny",
+            "\"q\"",
+            "$HOME",
+            "a;b|c&d",
+            "-n",
+            "",
+            "tab\there",
+            "back\\slash",
+            "!bang",
+            "é ü",
+        ];
+        for word in nasty {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf '%s' {}", q(word)))
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                word,
+                "quoted as {}",
+                q(word)
+            );
+        }
+    }
+
+    #[test]
+    fn observed_parse_and_fingerprint() {
+        let o = Observed::parse("exists=true\nmode=0644\n_old=abc\n").unwrap();
+        assert_eq!(o.get("mode"), Some("0644"));
+        let p = Observed::parse("mode=0644\nexists=true\n_old=zzz\n").unwrap();
+        // Order and diagnostic keys do not matter.
+        assert_eq!(o.fingerprint(), p.fingerprint());
+        let r = Observed::parse("mode=0600\nexists=true\n").unwrap();
+        assert_ne!(o.fingerprint(), r.fingerprint());
+        assert!(Observed::parse("garbage").is_err());
+    }
+
+    #[test]
+    fn stat_probe_reads_a_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("it's a file");
+        std::fs::write(&path, "x").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(stat_probe(path.to_str().unwrap()))
+            .output()
+            .unwrap();
+        let o = Observed::parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        assert_eq!(o.get("exists"), Some("true"));
+        assert_eq!(o.get("type"), Some("file"));
+        assert_eq!(o.get("mode"), Some("0640"));
+        assert!(o.get("owner").is_some_and(|v| !v.is_empty()));
+        assert!(o.get("group_id").is_some_and(|v| v.parse::<u32>().is_ok()));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(stat_probe("/nonexistent/x"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "exists=false\n");
+    }
+
+    #[test]
+    fn ownership() {
+        let o =
+            Observed::parse("owner=root\nowner_id=0\ngroup=root\ngroup_id=0\nmode=0644\n").unwrap();
+        let (f, s) = ownership_changes("/x y", &o, Some("0"), Some("adm"), Some(Mode(0o600)), true);
+        assert_eq!(f.len(), 2);
+        assert_eq!(s[0].script, "chgrp -- adm '/x y'");
+        assert_eq!(s[1].script, "chmod -- 0600 '/x y'");
+        let (f, s) = ownership_changes("/x", &o, Some("root"), None, Some(Mode(0o644)), false);
+        assert!(f.is_empty() && s.is_empty());
+    }
+}

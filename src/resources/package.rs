@@ -1,0 +1,787 @@
+//! `package`: system packages through the host's package manager (apt, dnf, yum, apk, pacman):
+//! installed (optionally at a pinned version), at the newest available version, or absent.
+//! One resource may name several packages; they are probed together and installed or removed
+//! with one command, so a plan shows exactly which of them change.
+//!
+//! The probe prints, for every name, `installed.NAME=VERSION` (empty when not installed) and,
+//! where the plan needs it, `candidate.NAME=VERSION`: the version the manager would install
+//! (empty when none is known). It never refreshes package lists: probing does not change the
+//! host, so `latest` compares with the lists the host already has, and `update-cache=#true`
+//! refreshes them just before installing.
+
+use super::*;
+use crate::config::{self, PackageState};
+use crate::facts::PackageManager as HostManager;
+
+/// The package managers nexus drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Manager {
+    Apt,
+    Dnf,
+    Yum,
+    Apk,
+    Pacman,
+}
+
+impl Manager {
+    pub fn name(self) -> &'static str {
+        match self {
+            Manager::Apt => "apt",
+            Manager::Dnf => "dnf",
+            Manager::Yum => "yum",
+            Manager::Apk => "apk",
+            Manager::Pacman => "pacman",
+        }
+    }
+
+    /// The command the probe needs; its absence means the manager is not installed.
+    fn query_tool(self) -> &'static str {
+        match self {
+            Manager::Apt => "dpkg-query",
+            Manager::Dnf | Manager::Yum => "rpm",
+            Manager::Apk => "apk",
+            Manager::Pacman => "pacman",
+        }
+    }
+
+    /// How a pinned version is written in an install command.
+    fn target(self, name: &str, version: Option<&str>) -> String {
+        match (self, version) {
+            (_, None) => q(name),
+            (Manager::Dnf | Manager::Yum, Some(v)) => q(&format!("{name}-{v}")),
+            (Manager::Apt | Manager::Apk | Manager::Pacman, Some(v)) => q(&format!("{name}={v}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    /// The host's name, for error messages.
+    pub host: String,
+    /// Package names, without duplicates, in the order written.
+    pub names: Vec<String>,
+    pub state: PackageState,
+    /// Pinned version (only with one name and state present).
+    pub version: Option<String>,
+    pub manager: Manager,
+    /// Refresh the package lists before installing.
+    pub update_cache: bool,
+    pub sudo: bool,
+}
+
+pub fn resolve(p: &config::Package, ctx: &ResolveCtx<'_>) -> Result<Package, ResourceError> {
+    let mut names: Vec<String> = Vec::new();
+    for n in &p.names {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    let manager = match p.manager {
+        config::PackageManager::Apt => Manager::Apt,
+        config::PackageManager::Dnf => Manager::Dnf,
+        config::PackageManager::Yum => Manager::Yum,
+        config::PackageManager::Apk => Manager::Apk,
+        config::PackageManager::Pacman => Manager::Pacman,
+        config::PackageManager::Auto => match ctx.facts.package_manager {
+            Some(HostManager::Apt) => Manager::Apt,
+            Some(HostManager::Dnf) => Manager::Dnf,
+            Some(HostManager::Yum) => Manager::Yum,
+            Some(HostManager::Apk) => Manager::Apk,
+            Some(HostManager::Pacman) => Manager::Pacman,
+            Some(HostManager::Zypper) => {
+                return Err(ResourceError::Unsupported(format!(
+                    "package {}: {} uses zypper, which nexus does not drive; supported are apt, dnf, yum, apk and pacman",
+                    names.join(", "),
+                    ctx.host
+                )));
+            }
+            None => {
+                return Err(ResourceError::Unsupported(format!(
+                    "package {}: no supported package manager (apt, dnf, yum, apk, pacman) found on {}",
+                    names.join(", "),
+                    ctx.host
+                )));
+            }
+        },
+    };
+    Ok(Package {
+        host: ctx.host.to_string(),
+        names,
+        state: p.state,
+        version: p.version.clone(),
+        manager,
+        update_cache: p.update_cache,
+        sudo: ctx.sudo,
+    })
+}
+
+/// Shell functions `nx_inst NAME` (installed version or nothing) and `nx_cand NAME INSTALLED`
+/// (the version an install or upgrade would leave, or nothing) for one manager.
+fn probe_functions(m: Manager) -> &'static str {
+    match m {
+        // `dpkg-query` exits 1 for unknown names but still prints the known ones; a removed
+        // package may linger as `deinstall ok config-files`, which is not installed.
+        Manager::Apt => concat!(
+            "nx_inst() { dpkg-query -W -f='${Status} ${Version}\\n' -- \"$1\" 2>/dev/null | while read -r _w _e s v; do if [ \"$s\" = installed ]; then printf '%s\\n' \"$v\"; break; fi; done; }\n",
+            "nx_cand() { apt-cache policy \"$1\" 2>/dev/null | sed -n 's/^  Candidate: //p' | sed 's/^(none)$//' | head -n 1; }\n",
+        ),
+        // check-update exits 100 when an update is listed, 0 when there is none.
+        Manager::Dnf | Manager::Yum => concat!(
+            "nx_inst() { if o=$(rpm -q --qf '%{VERSION}-%{RELEASE}\\n' \"$1\" 2>/dev/null); then printf '%s\\n' \"$o\" | tail -n 1; fi; }\n",
+            "nx_cand() { o=$(\"$nx_pm\" -q check-update \"$1\" 2>/dev/null); case $? in 0) printf '%s\\n' \"$2\";; 100) printf '%s\\n' \"$o\" | awk -v p=\"$1.\" 'f { print $1; exit } index($1, p) == 1 { if (NF >= 2) { print $2; exit } f = 1 }';; esac; }\n",
+        ),
+        // `apk list` prints `NAME-VERSION ARCH {ORIGIN} (LICENSE) [STATUS]`.
+        Manager::Apk => concat!(
+            "nx_ver() { awk -v p=\"$1-\" 'index($1, p) == 1 { v = substr($1, length(p) + 1); if (v ~ /^[0-9]/) { print v; exit } }'; }\n",
+            "nx_inst() { apk list -I \"$1\" 2>/dev/null | nx_ver \"$1\"; }\n",
+            "nx_cand() { u=$(apk list -u \"$1\" 2>/dev/null | nx_ver \"$1\"); printf '%s\\n' \"${u:-$2}\"; }\n",
+        ),
+        Manager::Pacman => concat!(
+            "nx_inst() { pacman -Q -- \"$1\" 2>/dev/null | awk '{ print $2; exit }'; }\n",
+            "nx_cand() { pacman -Sp --print-format '%v' -- \"$1\" 2>/dev/null | tail -n 1; }\n",
+        ),
+    }
+}
+
+impl Package {
+    fn names_words(&self) -> String {
+        self.names
+            .iter()
+            .map(|n| q(n))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Versions match exactly, or without the installed epoch when the pin has none; rpm pins
+    /// may also leave out the release (`1.2.3` matches `1.2.3-4.el9`), as `dnf install N-V` does.
+    fn version_matches(&self, installed: &str, want: &str) -> bool {
+        if installed == want {
+            return true;
+        }
+        let bare = match installed.split_once(':') {
+            Some((epoch, rest))
+                if !want.contains(':') && epoch.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                rest
+            }
+            _ => installed,
+        };
+        bare == want
+            || (matches!(self.manager, Manager::Dnf | Manager::Yum)
+                && bare.strip_prefix(want).is_some_and(|r| r.starts_with('-')))
+    }
+
+    fn update_cache_step(&self) -> Step {
+        let script = match self.manager {
+            Manager::Apt => "apt-get update -q",
+            Manager::Dnf => "dnf -y makecache",
+            Manager::Yum => "yum -y makecache",
+            Manager::Apk => "apk update",
+            Manager::Pacman => "pacman -Sy --noconfirm",
+        };
+        Step::new(script, self.sudo)
+    }
+
+    /// Steps that install `missing` and bring `outdated` to the wanted version.
+    fn install_steps(&self, missing: &[&str], outdated: &[&str]) -> Vec<Step> {
+        let pin = self.version.as_deref();
+        let words = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| self.manager.target(n, pin))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let all: Vec<&str> = missing.iter().chain(outdated).copied().collect();
+        let mut steps = Vec::new();
+        match self.manager {
+            Manager::Apt => {
+                let downgrade = if pin.is_some() && !outdated.is_empty() {
+                    " --allow-downgrades"
+                } else {
+                    ""
+                };
+                steps.push(format!(
+                    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold{downgrade} -- {}",
+                    words(&all)
+                ));
+            }
+            Manager::Dnf | Manager::Yum => {
+                let pm = self.manager.name();
+                if !missing.is_empty() {
+                    steps.push(format!("{pm} -y install -- {}", words(missing)));
+                }
+                if !outdated.is_empty() {
+                    steps.push(match (self.manager, pin) {
+                        (_, None) => format!("{pm} -y upgrade -- {}", words(outdated)),
+                        // dnf installs a given version whichever way it lies from the current one.
+                        (Manager::Dnf, Some(_)) => format!("dnf -y install -- {}", words(outdated)),
+                        // yum only goes down with `downgrade`, which refuses to go up.
+                        _ => {
+                            let w = words(outdated);
+                            format!("yum -y downgrade -- {w} || yum -y install -- {w}")
+                        }
+                    });
+                }
+            }
+            Manager::Apk => {
+                let upgrade = if self.state == PackageState::Latest {
+                    " -u"
+                } else {
+                    ""
+                };
+                steps.push(format!("apk add{upgrade} -- {}", words(&all)));
+            }
+            Manager::Pacman => {
+                steps.push(format!("pacman -S --noconfirm --needed -- {}", words(&all)))
+            }
+        }
+        steps.into_iter().map(|s| Step::new(s, self.sudo)).collect()
+    }
+
+    fn remove_step(&self, names: &[&str]) -> Step {
+        let w = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(" ");
+        let script = match self.manager {
+            Manager::Apt => format!("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q -- {w}"),
+            Manager::Dnf => format!("dnf -y remove -- {w}"),
+            Manager::Yum => format!("yum -y remove -- {w}"),
+            Manager::Apk => format!("apk del -- {w}"),
+            Manager::Pacman => format!("pacman -R --noconfirm -- {w}"),
+        };
+        Step::new(script, self.sudo)
+    }
+}
+
+impl Resource for Package {
+    fn id(&self) -> String {
+        format!("package:{}", self.names.join(","))
+    }
+
+    fn label(&self) -> String {
+        format!("package {}", self.names.join(", "))
+    }
+
+    fn probe(&self) -> String {
+        let m = self.manager;
+        let mut s = format!(
+            "LC_ALL=C; export LC_ALL\n\
+             command -v {tool} >/dev/null 2>&1 || {{ echo tool=false; exit 0; }}\n\
+             echo tool=true\n",
+            tool = m.query_tool()
+        );
+        if matches!(m, Manager::Dnf | Manager::Yum) {
+            s.push_str(&format!("nx_pm={}\n", m.name()));
+        }
+        s.push_str(probe_functions(m));
+        // Candidates cost a query each: only `latest` needs them for installed packages, and
+        // apt needs them for missing ones (none means the package lists must be refreshed).
+        let cand = match (self.state, m) {
+            (PackageState::Latest, _) => {
+                "printf 'candidate.%s=%s\\n' \"$n\" \"$(nx_cand \"$n\" \"$v\")\""
+            }
+            (PackageState::Present, Manager::Apt) => {
+                "[ -n \"$v\" ] || printf 'candidate.%s=%s\\n' \"$n\" \"$(nx_cand \"$n\" \"$v\")\""
+            }
+            _ => ":",
+        };
+        s.push_str(&format!(
+            "for n in {names}; do\n  v=$(nx_inst \"$n\")\n  printf 'installed.%s=%s\\n' \"$n\" \"$v\"\n  {cand}\ndone",
+            names = self.names_words()
+        ));
+        s
+    }
+
+    fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
+        if o.require("tool")? != "true" {
+            return Err(ResourceError::Unsupported(format!(
+                "{}: {} is not installed on {} ({} not found)",
+                self.label(),
+                self.manager.name(),
+                self.host,
+                self.manager.query_tool()
+            )));
+        }
+        let mut missing: Vec<&str> = Vec::new();
+        let mut outdated: Vec<&str> = Vec::new();
+        let mut removed: Vec<&str> = Vec::new();
+        let mut fields = Vec::new();
+        let mut lists_stale = false;
+        for name in &self.names {
+            let installed = o.require(&format!("installed.{name}"))?;
+            let candidate = o
+                .get(&format!("candidate.{name}"))
+                .filter(|c| !c.is_empty());
+            match self.state {
+                PackageState::Absent => {
+                    if !installed.is_empty() {
+                        removed.push(name);
+                        fields.push(FieldChange::new(name, Some(installed), None));
+                    }
+                }
+                PackageState::Present | PackageState::Latest if installed.is_empty() => {
+                    missing.push(name);
+                    // Only apt's candidates are probed for missing packages; none means the
+                    // package lists are missing or out of date.
+                    lists_stale |= self.manager == Manager::Apt && candidate.is_none();
+                    let to = self.version.as_deref().or(candidate).unwrap_or("present");
+                    fields.push(FieldChange::new(name, None, Some(to)));
+                }
+                PackageState::Present => {
+                    if let Some(want) = &self.version
+                        && !self.version_matches(installed, want)
+                    {
+                        outdated.push(name);
+                        fields.push(FieldChange::new(name, Some(installed), Some(want)));
+                    }
+                }
+                PackageState::Latest => {
+                    // No candidate: the package is not in the configured repositories (installed
+                    // from a file, or the lists are gone); nothing newer is known.
+                    if let Some(c) = candidate
+                        && c != installed
+                    {
+                        outdated.push(name);
+                        fields.push(FieldChange::new(name, Some(installed), Some(c)));
+                    }
+                }
+            }
+        }
+        if !removed.is_empty() {
+            let mut c = Change::new(
+                Action::Delete,
+                format!("installed: {}", removed.join(", ")),
+                vec![self.remove_step(&removed)],
+            );
+            c.fields = fields;
+            return Ok(c);
+        }
+        if missing.is_empty() && outdated.is_empty() {
+            return Ok(Change::no_op(match self.state {
+                PackageState::Absent => "not installed",
+                PackageState::Present => "installed",
+                PackageState::Latest => "up to date",
+            }));
+        }
+        let mut reasons = Vec::new();
+        if !missing.is_empty() {
+            reasons.push(format!("not installed: {}", missing.join(", ")));
+        }
+        if !outdated.is_empty() {
+            let what = if self.version.is_some() {
+                "other version"
+            } else {
+                "newer version available"
+            };
+            reasons.push(format!("{what}: {}", outdated.join(", ")));
+        }
+        let mut steps = Vec::new();
+        if self.update_cache || lists_stale {
+            steps.push(self.update_cache_step());
+        }
+        steps.extend(self.install_steps(&missing, &outdated));
+        let action = if missing.is_empty() {
+            Action::Update
+        } else {
+            Action::Create
+        };
+        let mut c = Change::new(action, reasons.join("; "), steps);
+        c.fields = fields;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(
+        manager: Manager,
+        names: &[&str],
+        state: PackageState,
+        version: Option<&str>,
+    ) -> Package {
+        Package {
+            host: "web1".into(),
+            names: names.iter().map(|s| s.to_string()).collect(),
+            state,
+            version: version.map(str::to_string),
+            manager,
+            update_cache: false,
+            sudo: true,
+        }
+    }
+
+    fn obs(s: &str) -> Observed {
+        Observed::parse(s).unwrap()
+    }
+
+    fn scripts(c: &Change) -> Vec<&str> {
+        c.steps.iter().map(|s| s.script.as_str()).collect()
+    }
+
+    const APT_INSTALL: &str = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
+
+    #[test]
+    fn apt_present_installs_only_missing_names() {
+        let p = pkg(
+            Manager::Apt,
+            &["nginx", "curl"],
+            PackageState::Present,
+            None,
+        );
+        let c = p
+            .plan(&obs(
+                "tool=true\ninstalled.nginx=\ncandidate.nginx=1.22.1-9\ninstalled.curl=7.88.1-10",
+            ))
+            .unwrap();
+        assert_eq!(c.action, Action::Create);
+        assert_eq!(c.reason, "not installed: nginx");
+        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- nginx")]);
+        assert!(c.steps.iter().all(|s| s.sudo));
+        assert_eq!(
+            c.fields,
+            vec![FieldChange::new("nginx", None, Some("1.22.1-9"))]
+        );
+        let up = p
+            .plan(&obs(
+                "tool=true\ninstalled.nginx=1.22.1-9\ninstalled.curl=7.88.1-10",
+            ))
+            .unwrap();
+        assert_eq!(up, Change::no_op("installed"));
+    }
+
+    #[test]
+    fn apt_refreshes_lists_when_asked_or_when_a_candidate_is_missing() {
+        let mut p = pkg(Manager::Apt, &["hello"], PackageState::Present, None);
+        let c = p
+            .plan(&obs("tool=true\ninstalled.hello=\ncandidate.hello="))
+            .unwrap();
+        assert_eq!(
+            scripts(&c),
+            [
+                "apt-get update -q".to_string(),
+                format!("{APT_INSTALL} -- hello")
+            ]
+        );
+        p.update_cache = true;
+        let c = p
+            .plan(&obs("tool=true\ninstalled.hello=\ncandidate.hello=2.10-3"))
+            .unwrap();
+        assert_eq!(scripts(&c)[0], "apt-get update -q");
+        // Nothing to install: no refresh either, the plan stays empty.
+        assert_eq!(
+            p.plan(&obs("tool=true\ninstalled.hello=2.10-3"))
+                .unwrap()
+                .action,
+            Action::NoOp
+        );
+    }
+
+    #[test]
+    fn pinned_versions() {
+        let p = pkg(
+            Manager::Apt,
+            &["hello"],
+            PackageState::Present,
+            Some("2.10-2"),
+        );
+        let c = p.plan(&obs("tool=true\ninstalled.hello=2.10-3")).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "other version: hello");
+        assert_eq!(
+            c.fields,
+            vec![FieldChange::new("hello", Some("2.10-3"), Some("2.10-2"))]
+        );
+        assert_eq!(
+            scripts(&c),
+            [format!(
+                "{APT_INSTALL} --allow-downgrades -- 'hello=2.10-2'"
+            )]
+        );
+        assert_eq!(
+            p.plan(&obs("tool=true\ninstalled.hello=2.10-2"))
+                .unwrap()
+                .action,
+            Action::NoOp
+        );
+        // An epoch the pin leaves out does not count.
+        assert_eq!(
+            p.plan(&obs("tool=true\ninstalled.hello=1:2.10-2"))
+                .unwrap()
+                .action,
+            Action::NoOp
+        );
+        let c = p
+            .plan(&obs("tool=true\ninstalled.hello=\ncandidate.hello=2.10-3"))
+            .unwrap();
+        assert_eq!(c.action, Action::Create);
+        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- 'hello=2.10-2'")]);
+
+        // rpm pins may leave out the release.
+        let d = pkg(
+            Manager::Dnf,
+            &["nginx"],
+            PackageState::Present,
+            Some("1.24.0"),
+        );
+        assert_eq!(
+            d.plan(&obs("tool=true\ninstalled.nginx=1.24.0-1.fc39"))
+                .unwrap()
+                .action,
+            Action::NoOp
+        );
+        let c = d
+            .plan(&obs("tool=true\ninstalled.nginx=1.22.1-1.fc39"))
+            .unwrap();
+        assert_eq!(scripts(&c), ["dnf -y install -- nginx-1.24.0"]);
+        let y = pkg(
+            Manager::Yum,
+            &["nginx"],
+            PackageState::Present,
+            Some("1.20.1"),
+        );
+        let c = y
+            .plan(&obs("tool=true\ninstalled.nginx=1.22.1-1.el7"))
+            .unwrap();
+        assert_eq!(
+            scripts(&c),
+            ["yum -y downgrade -- nginx-1.20.1 || yum -y install -- nginx-1.20.1"]
+        );
+        let a = pkg(
+            Manager::Apk,
+            &["curl"],
+            PackageState::Present,
+            Some("8.5.0-r0"),
+        );
+        assert_eq!(
+            scripts(&a.plan(&obs("tool=true\ninstalled.curl=8.4.0-r0")).unwrap()),
+            ["apk add -- 'curl=8.5.0-r0'"]
+        );
+        let pm = pkg(
+            Manager::Pacman,
+            &["curl"],
+            PackageState::Present,
+            Some("8.5.0-1"),
+        );
+        let c = pm.plan(&obs("tool=true\ninstalled.curl=")).unwrap();
+        assert_eq!(
+            scripts(&c),
+            ["pacman -S --noconfirm --needed -- 'curl=8.5.0-1'"]
+        );
+    }
+
+    #[test]
+    fn latest_compares_with_the_candidate() {
+        let p = pkg(Manager::Apt, &["a", "b", "c"], PackageState::Latest, None);
+        let o = obs(
+            "tool=true\ninstalled.a=1\ncandidate.a=2\ninstalled.b=5\ncandidate.b=5\ninstalled.c=3\ncandidate.c=",
+        );
+        let c = p.plan(&o).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "newer version available: a");
+        assert_eq!(c.fields, vec![FieldChange::new("a", Some("1"), Some("2"))]);
+        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- a")]);
+        let o = obs(
+            "tool=true\ninstalled.a=2\ncandidate.a=2\ninstalled.b=5\ncandidate.b=5\ninstalled.c=\ncandidate.c=9",
+        );
+        let c = p.plan(&o).unwrap();
+        assert_eq!(c.action, Action::Create);
+        assert_eq!(c.fields, vec![FieldChange::new("c", None, Some("9"))]);
+        let up = obs(
+            "tool=true\ninstalled.a=2\ncandidate.a=2\ninstalled.b=5\ncandidate.b=5\ninstalled.c=3\ncandidate.c=3",
+        );
+        assert_eq!(p.plan(&up).unwrap(), Change::no_op("up to date"));
+
+        let o = obs("tool=true\ninstalled.x=1-1\ncandidate.x=2-1\ninstalled.y=\ncandidate.y=");
+        let d = pkg(Manager::Dnf, &["x", "y"], PackageState::Latest, None);
+        assert_eq!(
+            scripts(&d.plan(&o).unwrap()),
+            ["dnf -y install -- y", "dnf -y upgrade -- x"]
+        );
+        let a = pkg(Manager::Apk, &["x", "y"], PackageState::Latest, None);
+        assert_eq!(scripts(&a.plan(&o).unwrap()), ["apk add -u -- y x"]);
+        let m = pkg(Manager::Pacman, &["x", "y"], PackageState::Latest, None);
+        assert_eq!(
+            scripts(&m.plan(&o).unwrap()),
+            ["pacman -S --noconfirm --needed -- y x"]
+        );
+    }
+
+    #[test]
+    fn absent_removes_installed_names() {
+        let o = obs("tool=true\ninstalled.a=1.0\ninstalled.b=");
+        let cases = [
+            (
+                Manager::Apt,
+                "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q -- a",
+            ),
+            (Manager::Dnf, "dnf -y remove -- a"),
+            (Manager::Yum, "yum -y remove -- a"),
+            (Manager::Apk, "apk del -- a"),
+            (Manager::Pacman, "pacman -R --noconfirm -- a"),
+        ];
+        for (m, want) in cases {
+            let p = pkg(m, &["a", "b"], PackageState::Absent, None);
+            let c = p.plan(&o).unwrap();
+            assert_eq!(c.action, Action::Delete);
+            assert_eq!(c.reason, "installed: a");
+            assert_eq!(scripts(&c), [want]);
+            assert_eq!(c.fields, vec![FieldChange::new("a", Some("1.0"), None)]);
+            let gone = p
+                .plan(&obs("tool=true\ninstalled.a=\ninstalled.b="))
+                .unwrap();
+            assert_eq!(gone, Change::no_op("not installed"));
+        }
+    }
+
+    #[test]
+    fn install_and_refresh_commands_per_manager() {
+        let o = obs("tool=true\ninstalled.a=\ninstalled.b=");
+        let cases = [
+            (Manager::Dnf, ["dnf -y makecache", "dnf -y install -- a b"]),
+            (Manager::Yum, ["yum -y makecache", "yum -y install -- a b"]),
+            (Manager::Apk, ["apk update", "apk add -- a b"]),
+            (
+                Manager::Pacman,
+                [
+                    "pacman -Sy --noconfirm",
+                    "pacman -S --noconfirm --needed -- a b",
+                ],
+            ),
+        ];
+        for (m, want) in cases {
+            let mut p = pkg(m, &["a", "b"], PackageState::Present, None);
+            let c = p.plan(&o).unwrap();
+            assert_eq!(c.action, Action::Create);
+            assert_eq!(scripts(&c), want[1..]);
+            assert_eq!(c.fields[0], FieldChange::new("a", None, Some("present")));
+            p.update_cache = true;
+            assert_eq!(scripts(&p.plan(&o).unwrap()), want);
+        }
+    }
+
+    #[test]
+    fn probe_errors() {
+        let p = pkg(Manager::Dnf, &["a"], PackageState::Present, None);
+        let e = p.plan(&obs("tool=false")).unwrap_err();
+        assert_eq!(
+            e,
+            ResourceError::Unsupported(
+                "package a: dnf is not installed on web1 (rpm not found)".into()
+            )
+        );
+        assert!(matches!(
+            p.plan(&obs("tool=true")),
+            Err(ResourceError::Probe(_))
+        ));
+    }
+
+    #[test]
+    fn probe_scripts() {
+        let p = pkg(Manager::Apt, &["hello", "g++"], PackageState::Present, None);
+        let s = p.probe();
+        assert!(s.starts_with("LC_ALL=C; export LC_ALL\ncommand -v dpkg-query >/dev/null 2>&1 || { echo tool=false; exit 0; }\necho tool=true\n"));
+        assert!(s.ends_with(
+            "for n in hello g++; do\n  v=$(nx_inst \"$n\")\n  printf 'installed.%s=%s\\n' \"$n\" \"$v\"\n  [ -n \"$v\" ] || printf 'candidate.%s=%s\\n' \"$n\" \"$(nx_cand \"$n\" \"$v\")\"\ndone"
+        ));
+        let d = pkg(Manager::Dnf, &["x"], PackageState::Latest, None).probe();
+        assert!(
+            d.contains("command -v rpm ")
+                && d.contains("nx_pm=dnf\n")
+                && d.contains("\"$nx_pm\" -q check-update")
+        );
+        assert!(
+            d.contains("  printf 'candidate.%s=%s\\n' \"$n\" \"$(nx_cand \"$n\" \"$v\")\"\ndone")
+        );
+        // Absent needs no candidates.
+        assert!(
+            pkg(Manager::Pacman, &["x"], PackageState::Absent, None)
+                .probe()
+                .ends_with("  :\ndone")
+        );
+    }
+
+    /// The apt probe's parsing, run by the local sh against stand-in dpkg-query and apt-cache.
+    #[test]
+    fn apt_probe_parses_tool_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path();
+        let dpkg = "#!/bin/sh\nfor a; do case $a in hello) echo 'install ok installed 2.10-3';; old) echo 'deinstall ok config-files 1.0';; -*|*'$'*) ;; *) echo \"dpkg-query: no packages found matching $a\" >&2; exit 1;; esac; done\n";
+        let apt = "#!/bin/sh\necho \"$2:\"\necho '  Installed: (none)'\ncase $2 in new) echo '  Candidate: 3.1-1';; *) echo '  Candidate: (none)';; esac\n";
+        for (name, text) in [("dpkg-query", dpkg), ("apt-cache", apt)] {
+            std::fs::write(bin.join(name), text).unwrap();
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(bin.join(name))
+                .status()
+                .unwrap();
+        }
+        let p = pkg(
+            Manager::Apt,
+            &["hello", "old", "new", "gone"],
+            PackageState::Present,
+            None,
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("( {} )", p.probe()))
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap();
+        let o = Observed::parse(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let want = "tool=true\ninstalled.hello=2.10-3\ninstalled.old=\ncandidate.old=\ninstalled.new=\ncandidate.new=3.1-1\ninstalled.gone=\ncandidate.gone=";
+        assert_eq!(o, obs(want));
+    }
+
+    #[test]
+    fn resolve_picks_the_manager() {
+        let facts = |pm: &str| {
+            crate::facts::Facts::parse(&format!("format=1\nkernel_name=Linux\npkg={pm}\n")).unwrap()
+        };
+        let inputs = crate::inputs::Inputs::default();
+        let vars = BTreeMap::new();
+        let cfg = config::Package {
+            names: vec!["curl".into(), "curl".into(), "jq".into()],
+            state: PackageState::Present,
+            version: None,
+            manager: config::PackageManager::Auto,
+            update_cache: false,
+        };
+        let resolve_on = |pm: &str, cfg: &config::Package| {
+            let f = facts(pm);
+            let ctx = ResolveCtx {
+                host: "web1",
+                facts: &f,
+                sudo: false,
+                inputs: &inputs,
+                vars: &vars,
+                host_tags: &[],
+            };
+            resolve(cfg, &ctx)
+        };
+        let p = resolve_on("dnf", &cfg).unwrap();
+        assert_eq!(p.manager, Manager::Dnf);
+        assert_eq!(p.names, ["curl", "jq"]);
+        assert_eq!(p.id(), "package:curl,jq");
+        assert_eq!(p.label(), "package curl, jq");
+        assert_eq!(resolve_on("apk", &cfg).unwrap().manager, Manager::Apk);
+        assert_eq!(
+            resolve_on("zypper", &cfg).unwrap_err(),
+            ResourceError::Unsupported(
+                "package curl, jq: web1 uses zypper, which nexus does not drive; supported are apt, dnf, yum, apk and pacman".into()
+            )
+        );
+        assert!(
+            matches!(resolve_on("", &cfg), Err(ResourceError::Unsupported(m)) if m.contains("no supported package manager"))
+        );
+        let explicit = config::Package {
+            manager: config::PackageManager::Pacman,
+            ..cfg
+        };
+        assert_eq!(
+            resolve_on("zypper", &explicit).unwrap().manager,
+            Manager::Pacman
+        );
+    }
+}

@@ -1,0 +1,581 @@
+//! The plan file encoding (`src/plan/lockfile.rs`): round trips, determinism, tamper detection,
+//! versioning, validation, atomic writes, and a decoder that never panics whatever it is fed.
+
+use std::collections::BTreeMap;
+
+use nexus::facts::Facts;
+use nexus::inputs::Inputs;
+use nexus::plan::lockfile::{self, LockfileError};
+use nexus::plan::{Plan, Selection, plan_offline};
+use proptest::prelude::*;
+
+const CONFIG: &str = r#"
+host "web1" "192.0.2.10"
+host "web2" "192.0.2.11"
+
+group "web" "web1" "web2"
+
+task "setup" on="web" {
+    directory "/srv/app" owner="deploy" mode="0755"
+    file "/srv/app/motd" content="hello from nexus\n" mode="0644"
+}
+"#;
+
+fn facts(host: &str) -> Facts {
+    serde_json::from_value(serde_json::json!({
+        "os": "linux", "os_family": "debian",
+        "distribution": {"id": "debian", "version": "12", "codename": "bookworm", "like": [], "pretty_name": "Debian GNU/Linux 12 (bookworm)"},
+        "kernel": "6.1.0-18-amd64", "architecture": "x86_64", "hostname": host, "fqdn": format!("{host}.example.com"),
+        "cpu_count": 2, "memory_total_bytes": 2_084_204_544u64, "package_manager": "apt", "init_system": "systemd",
+        "user": "root", "uid": 0, "gid": 0, "home": "/root", "shell": "/bin/bash",
+        "default_ipv4": "192.0.2.10", "machine_id": null
+    }))
+    .expect("facts")
+}
+
+/// A small real plan: two hosts, a directory and a file whose content travels as a blob.
+fn sample() -> Plan {
+    let dir = std::env::temp_dir();
+    let loaded = nexus::config::load_str(CONFIG, "nexus.kdl", &dir).expect("config is valid");
+    let inputs = Inputs::collect(&loaded, &|_| None).expect("inputs");
+    let facts: BTreeMap<String, Facts> = ["web1", "web2"]
+        .iter()
+        .map(|h| (h.to_string(), facts(h)))
+        .collect();
+    plan_offline(
+        &loaded,
+        "nexus.kdl",
+        Selection::default(),
+        &inputs,
+        &facts,
+        &|_, _| "exists=false".into(),
+    )
+    .expect("plan")
+}
+
+/// Splits a plan file into its header (without newline) and body.
+fn split(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+    (bytes[..nl].to_vec(), bytes[nl + 1..].to_vec())
+}
+
+/// Reassembles a plan file around `body` with a correct hash and the given version.
+fn with_body(version: &str, body: &[u8]) -> Vec<u8> {
+    let header = serde_json::json!({
+        "format": "nexus-plan",
+        "format_version": version,
+        "blake3": blake3::hash(body).to_hex().to_string(),
+    });
+    let mut out = serde_json::to_vec(&header).unwrap();
+    out.push(b'\n');
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body as JSON, edited by `f`, re-serialized with its newline.
+fn edit_body(bytes: &[u8], f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let (_, body) = split(bytes);
+    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    f(&mut v);
+    let mut b = serde_json::to_vec(&v).unwrap();
+    b.push(b'\n');
+    b
+}
+
+#[test]
+fn layout_is_a_header_line_then_the_body() {
+    let p = sample();
+    let bytes = lockfile::encode(&p);
+    let (header, body) = split(&bytes);
+    let header = String::from_utf8(header).unwrap();
+    let hash = lockfile::hash(&p);
+    assert_eq!(
+        header,
+        format!(r#"{{"format":"nexus-plan","format_version":"1.0","blake3":"{hash}"}}"#)
+    );
+    assert_eq!(blake3::hash(&body).to_hex().to_string(), hash);
+    assert!(body.ends_with(b"}\n"));
+    assert_eq!(
+        body.iter().filter(|&&b| b == b'\n').count(),
+        1,
+        "compact JSON on one line"
+    );
+    assert!(
+        !p.blobs.is_empty(),
+        "the sample uploads a file, so it has a blob"
+    );
+}
+
+#[test]
+fn round_trip() {
+    let p = sample();
+    let bytes = lockfile::encode(&p);
+    let back = lockfile::decode(&bytes).unwrap();
+    assert_eq!(back, p);
+    assert_eq!(lockfile::encode(&back), bytes);
+}
+
+#[test]
+fn same_plan_gives_identical_bytes() {
+    let (a, b) = (sample(), sample());
+    assert_eq!(lockfile::encode(&a), lockfile::encode(&b));
+    assert_eq!(lockfile::hash(&a), lockfile::hash(&b));
+    assert_eq!(lockfile::encode(&a), lockfile::encode(&a.clone()));
+}
+
+#[test]
+fn blobs_are_returned_verified() {
+    let p = sample();
+    let step = p.hosts[0]
+        .resources
+        .iter()
+        .flat_map(|r| &r.steps)
+        .find(|s| s.stdin.is_some())
+        .unwrap();
+    let key = step.stdin.as_deref().unwrap();
+    assert_eq!(lockfile::blob(&p, key).unwrap(), b"hello from nexus\n");
+    assert_eq!(lockfile::blob(&p, "0000"), None);
+    let mut bad = p.clone();
+    bad.blobs.insert(key.to_string(), "aGVsbG8K".into());
+    assert_eq!(
+        lockfile::blob(&bad, key),
+        None,
+        "content not matching its hash is not returned"
+    );
+}
+
+#[test]
+fn edited_body_is_tampered() {
+    let bytes = lockfile::encode(&sample());
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    let edited = text.replacen("0755", "0777", 1);
+    assert_ne!(edited, text);
+    match lockfile::decode(edited.as_bytes()) {
+        Err(LockfileError::Tampered {
+            expected, actual, ..
+        }) => {
+            assert_ne!(expected, actual);
+            assert_eq!(expected, lockfile::hash(&sample()));
+        }
+        other => panic!("expected Tampered, got {other:?}"),
+    }
+    // Truncated, or with the final newline lost: also tampered.
+    for cut in [bytes.len() - 1, bytes.len() - 10, bytes.len() / 2] {
+        assert!(
+            matches!(
+                lockfile::decode(&bytes[..cut]),
+                Err(LockfileError::Tampered { .. })
+            ),
+            "cut at {cut}"
+        );
+    }
+    // Line endings converted by a checkout.
+    let crlf = text.replace('\n', "\r\n");
+    assert!(lockfile::decode(crlf.as_bytes()).is_err());
+}
+
+#[test]
+fn unknown_major_version_is_refused() {
+    let bytes = lockfile::encode(&sample());
+    let (_, body) = split(&bytes);
+    for v in ["2.0", "2.7", "0.9", "10.0"] {
+        let err = lockfile::decode(&with_body(v, &body)).unwrap_err();
+        match &err {
+            LockfileError::UnsupportedVersion {
+                found, supported, ..
+            } => {
+                assert_eq!(found, v);
+                assert_eq!(supported, "1.0");
+            }
+            other => panic!("{v}: expected UnsupportedVersion, got {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains(v) && msg.contains("1.0"), "{msg}");
+    }
+    for v in ["1", "one", "", "1.0.0"] {
+        assert!(
+            matches!(
+                lockfile::decode(&with_body(v, &body)),
+                Err(LockfileError::NotAPlan { .. })
+            ),
+            "{v:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_fields_of_a_minor_version_are_ignored() {
+    let p = sample();
+    let bytes = lockfile::encode(&p);
+    let body = edit_body(&bytes, |v| {
+        v["format_version"] = "1.3".into();
+        v["future"] = serde_json::json!({"anything": [1, 2]});
+        v["hosts"][0]["future"] = 1.into();
+        v["hosts"][0]["resources"][0]["future"] = "x".into();
+        v["tasks"][0]["future"] = serde_json::Value::Null;
+        v["summary"]["future"] = 7.into();
+    });
+    let file = with_body("1.3", &body);
+    let mut expected = p.clone();
+    expected.format_version = "1.3".into();
+    assert_eq!(lockfile::decode(&file).unwrap(), expected);
+    // Unknown header fields are ignored too.
+    let text = String::from_utf8(file).unwrap().replacen(
+        "\"format\"",
+        "\"written_by\":\"nexus 1.9\",\"format\"",
+        1,
+    );
+    assert!(text.contains("written_by"));
+    assert_eq!(lockfile::decode(text.as_bytes()).unwrap(), expected);
+}
+
+#[test]
+fn missing_blob_is_invalid() {
+    let p = sample();
+    let bytes = lockfile::encode(&p);
+    let body = edit_body(&bytes, |v| {
+        v["blobs"] = serde_json::json!({});
+    });
+    match lockfile::decode(&with_body("1.0", &body)) {
+        Err(LockfileError::Invalid { reason, .. }) => assert!(reason.contains("blob"), "{reason}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn inconsistent_plans_are_invalid() {
+    let bytes = lockfile::encode(&sample());
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "blob",
+            Box::new(|v| {
+                let key = v["blobs"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .next()
+                    .unwrap()
+                    .clone();
+                v["blobs"][&key] = "aGVsbG8K".into();
+            }),
+        ),
+        (
+            "base64",
+            Box::new(|v| {
+                let key = v["blobs"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .next()
+                    .unwrap()
+                    .clone();
+                v["blobs"][&key] = "!!!".into();
+            }),
+        ),
+        (
+            "depends on",
+            Box::new(|v| v["tasks"][0]["deps"] = serde_json::json!(["nowhere"])),
+        ),
+        (
+            "twice",
+            Box::new(|v| {
+                let h = v["hosts"][0].clone();
+                v["hosts"].as_array_mut().unwrap().push(h);
+            }),
+        ),
+        (
+            "no plan",
+            Box::new(|v| v["tasks"][0]["hosts"] = serde_json::json!(["web1", "web9"])),
+        ),
+        ("summary", Box::new(|v| v["summary"]["create"] = 99.into())),
+        (
+            "not in the plan",
+            Box::new(|v| v["hosts"][0]["resources"][0]["task"] = "other".into()),
+        ),
+        (
+            "cannot parse",
+            Box::new(|v| v["hosts"][0]["resources"][0]["action"] = "explode".into()),
+        ),
+        ("cannot parse", Box::new(|v| v["hosts"] = 3.into())),
+        (
+            "format version",
+            Box::new(|v| v["format_version"] = "2.0".into()),
+        ),
+    ];
+    for (needle, f) in cases {
+        let body = edit_body(&bytes, f);
+        match lockfile::decode(&with_body("1.0", &body)) {
+            Err(e @ LockfileError::Invalid { .. }) => {
+                assert!(e.to_string().contains(needle), "{needle}: {e}")
+            }
+            other => panic!("{needle}: expected Invalid, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn not_a_plan() {
+    for bytes in [
+        &b""[..],
+        b"hello",
+        b"hello\nworld\n",
+        b"{\"format\":\"other\",\"format_version\":\"1.0\",\"blake3\":\"\"}\n{}\n",
+        b"[]\n",
+    ] {
+        assert!(
+            matches!(lockfile::decode(bytes), Err(LockfileError::NotAPlan { .. })),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+#[test]
+fn write_is_atomic_and_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.lock");
+    let p = sample();
+    lockfile::write(&path, &p).unwrap();
+    // The written file differs from `encode` only by the plan-file id in its header.
+    let written = std::fs::read(&path).unwrap();
+    let (plan, id) = lockfile::read_with_id(&path).unwrap();
+    assert_eq!(plan, p);
+    let id = id.expect("written plan files carry an id");
+    assert_eq!(written, lockfile::encode_with_id(&p, Some(&id)));
+    // Each write gets a new id; the body and its hash stay the same.
+    lockfile::write(&path, &p).unwrap();
+    let (_, id2) = lockfile::read_with_id(&path).unwrap();
+    assert_ne!(Some(id), id2);
+    assert_eq!(lockfile::read(&path).unwrap(), p);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+    }
+    // Overwriting replaces the file; no temporary files are left behind.
+    lockfile::write(&path, &p).unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["plan.lock"]);
+}
+
+#[test]
+fn write_failure_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no such dir").join("plan.lock");
+    let err = lockfile::write(&missing, &sample()).unwrap_err();
+    assert!(matches!(err, LockfileError::Write { .. }));
+    assert!(err.to_string().contains("plan.lock"), "{err}");
+    // A directory where the file should go: the rename fails, the temporary file is removed.
+    let target = dir.path().join("plan.lock");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"x").unwrap();
+    assert!(lockfile::write(&target, &sample()).is_err());
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["plan.lock"]);
+}
+
+#[test]
+fn read_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.lock");
+    let e = lockfile::read(&path).unwrap_err();
+    assert!(
+        matches!(e, LockfileError::Read { .. }) && e.to_string().contains("plan.lock"),
+        "{e}"
+    );
+    let mut bytes = lockfile::encode(&sample());
+    let last = bytes.len() - 3;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = lockfile::read(&path).unwrap_err();
+    assert!(matches!(e, LockfileError::Tampered { .. }), "{e}");
+    assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+}
+
+fn valid_bytes() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| lockfile::encode(&sample()))
+}
+
+/// Ways to damage a valid plan file.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip {
+        at: usize,
+        bit: u8,
+    },
+    Set {
+        at: usize,
+        byte: u8,
+    },
+    Truncate {
+        at: usize,
+    },
+    Insert {
+        at: usize,
+        bytes: Vec<u8>,
+    },
+    Remove {
+        at: usize,
+        len: usize,
+    },
+    /// Replace the header line with arbitrary text.
+    Header(String),
+    /// A different version string in the header (hash kept).
+    Version(String),
+    /// Duplicate line `n` (0: the header, 1: the body).
+    Duplicate {
+        line: usize,
+    },
+    /// Edit the body's bytes, then recompute the hash so the edit reaches the parser.
+    Rehashed {
+        at: usize,
+        byte: u8,
+    },
+    RehashedTruncate {
+        at: usize,
+    },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
+        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..16)
+        )
+            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+        (any::<usize>(), 1usize..64).prop_map(|(at, len)| Mutation::Remove { at, len }),
+        ".{0,80}".prop_map(Mutation::Header),
+        prop_oneof![
+            Just("2.0".to_string()),
+            Just("1.99999".to_string()),
+            Just("".to_string()),
+            "[0-9]{0,12}\\.[0-9]{0,12}",
+            ".{0,12}"
+        ]
+        .prop_map(Mutation::Version),
+        (0usize..2).prop_map(|line| Mutation::Duplicate { line }),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Rehashed { at, byte }),
+        any::<usize>().prop_map(|at| Mutation::RehashedTruncate { at }),
+    ]
+}
+
+fn apply(m: &Mutation, orig: &[u8]) -> Vec<u8> {
+    let mut b = orig.to_vec();
+    let n = b.len();
+    let (header, body) = split(orig);
+    match m {
+        Mutation::Flip { at, bit } => b[at % n] ^= 1 << bit,
+        Mutation::Set { at, byte } => b[at % n] = *byte,
+        Mutation::Truncate { at } => b.truncate(at % n),
+        Mutation::Insert { at, bytes } => {
+            let at = at % (n + 1);
+            b.splice(at..at, bytes.iter().copied());
+        }
+        Mutation::Remove { at, len } => {
+            let at = at % n;
+            b.drain(at..(at + len).min(n));
+        }
+        Mutation::Header(h) => {
+            b = h.as_bytes().to_vec();
+            b.push(b'\n');
+            b.extend_from_slice(&body);
+        }
+        Mutation::Version(v) => {
+            // An earlier mutation may have broken the header; then there is no version to edit.
+            let Ok(serde_json::Value::Object(mut h)) = serde_json::from_slice(&header) else {
+                return b;
+            };
+            h.insert("format_version".into(), v.clone().into());
+            b = serde_json::to_vec(&h).unwrap();
+            b.push(b'\n');
+            b.extend_from_slice(&body);
+        }
+        Mutation::Duplicate { line } => {
+            b = header.clone();
+            b.push(b'\n');
+            if *line == 0 {
+                b.extend_from_slice(&header);
+                b.push(b'\n');
+            }
+            b.extend_from_slice(&body);
+            if *line == 1 {
+                b.extend_from_slice(&body);
+            }
+        }
+        Mutation::Rehashed { at, byte } => {
+            let mut body = body.clone();
+            let i = at % body.len();
+            body[i] = *byte;
+            b = with_body("1.0", &body);
+        }
+        Mutation::RehashedTruncate { at } => {
+            let mut body = body.clone();
+            body.truncate(at % body.len());
+            body.push(b'\n');
+            b = with_body("1.0", &body);
+        }
+    }
+    b
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = lockfile::decode(&bytes);
+    }
+
+    #[test]
+    fn decoding_random_text_lines_never_panics(head in ".{0,100}", body in ".{0,300}") {
+        let _ = lockfile::decode(format!("{head}\n{body}\n").as_bytes());
+        let _ = lockfile::decode(&with_body("1.0", body.as_bytes()));
+    }
+
+    #[test]
+    fn damaged_plan_files_never_panic(ms in proptest::collection::vec(mutation(), 1..4)) {
+        let orig = valid_bytes();
+        let mut b = orig.to_vec();
+        for m in &ms {
+            // Mutations need a header line and a non-empty body to work on.
+            let Some(nl) = b.iter().position(|&x| x == b'\n') else { break };
+            if nl + 1 >= b.len() {
+                break;
+            }
+            b = apply(m, &b);
+        }
+        match lockfile::decode(&b) {
+            // A mutation may leave the plan intact (a version edit to another 1.x, a flip that
+            // was undone): then it must still be the same plan.
+            Ok(p) => {
+                let canonical = lockfile::encode(&p);
+                let again = lockfile::decode(&canonical).unwrap();
+                prop_assert_eq!(again, p);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                prop_assert!(!msg.is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn decoding_a_file_named_in_errors() {
+    let e = lockfile::decode_named(b"", "ci/plan.lock").unwrap_err();
+    assert!(e.to_string().contains("ci/plan.lock"), "{e}");
+}
