@@ -182,6 +182,14 @@ pub fn write_step(
     s.push_str(&format!("tmp=$(mktemp {})\n", q(&template)));
     s.push_str("trap 'rm -f \"$tmp\"' EXIT\n");
     s.push_str("cat > \"$tmp\"\n");
+    // Verify what landed before it replaces anything: a truncated transfer must not become the file.
+    s.push_str(&format!(
+        "[ \"$(sha256sum < \"$tmp\" | cut -d ' ' -f 1)\" = {} ] || {}\n",
+        sha256_hex(content),
+        fail_with(&format!(
+            "nexus: the content written to {path} does not match the plan"
+        ))
+    ));
     match mode {
         Some(m) => s.push_str(&format!("chmod {} \"$tmp\"\n", q(&m.to_string()))),
         None => s.push_str(&format!(
@@ -452,6 +460,17 @@ mod tests {
         obs(&s)
     }
 
+    /// The write script for `/etc/my app.conf` with the default mode, for `content`.
+    fn write_default_mode(content: &str) -> String {
+        WRITE_DEFAULT_MODE.replace(
+            "cat > \"$tmp\"\n",
+            &format!(
+                "cat > \"$tmp\"\n[ \"$(sha256sum < \"$tmp\" | cut -d ' ' -f 1)\" = {} ] || {{ printf '%s\\n' 'nexus: the content written to /etc/my app.conf does not match the plan' >&2; exit 1; }}\n",
+                sha256_hex(content.as_bytes())
+            ),
+        )
+    }
+
     const WRITE_DEFAULT_MODE: &str = "set -e\n\
         [ -d /etc ] || { printf '%s\\n' 'nexus: directory /etc does not exist (add a directory resource for it)' >&2; exit 1; }\n\
         if [ -d '/etc/my app.conf' ]; then { printf '%s\\n' 'nexus: /etc/my app.conf is a directory' >&2; exit 1; }; fi\n\
@@ -470,7 +489,7 @@ mod tests {
         assert_eq!(c.action, Action::Create);
         assert_eq!(c.reason, "does not exist");
         assert_eq!(c.steps.len(), 1);
-        assert_eq!(c.steps[0].script, WRITE_DEFAULT_MODE);
+        assert_eq!(c.steps[0].script, write_default_mode("hello\n"));
         assert!(c.steps[0].sudo);
         assert_eq!(
             c.steps[0].stdin.as_deref(),
@@ -558,7 +577,7 @@ mod tests {
                 "--- /etc/my app.conf\n+++ /etc/my app.conf\n@@ -2,7 +2,7 @@\n b\n c\n d\n-e\n+E\n f\n g\n h\n"
             )
         );
-        assert_eq!(c.steps[0].script, WRITE_DEFAULT_MODE);
+        assert_eq!(c.steps[0].script, write_default_mode(new));
         assert_eq!(c.blobs, vec![new.as_bytes().to_vec()]);
     }
 
