@@ -418,6 +418,90 @@ os_release.PRETTY_NAME='Alpine Linux v3.19'
         assert_eq!(back, f);
     }
 
+    /// The script reads /proc, /sys and /etc with shell builtins instead of running uname, id,
+    /// getconf, ip route and cat; on this machine its values must still be what those print.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn script_agrees_with_the_tools_it_replaces() {
+        use std::process::Command;
+        let tool = |args: &[&str]| -> Option<String> {
+            let out = Command::new(args[0])
+                .args(&args[1..])
+                .env("LC_ALL", "C")
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            out.status
+                .success()
+                .then(|| text.trim_end_matches('\n').to_string())
+        };
+        let mut shells = vec![vec!["sh"]];
+        if tool(&["busybox", "true"]).is_some() {
+            shells.push(vec!["busybox", "ash"]);
+        }
+        for shell in shells {
+            let out = Command::new(shell[0])
+                .args(&shell[1..])
+                .arg("-c")
+                .arg(FACTS_SCRIPT)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{shell:?}: {out:?}");
+            assert!(out.stderr.is_empty(), "{shell:?}: {out:?}");
+            let text = String::from_utf8(out.stdout).unwrap();
+            let mut kv = BTreeMap::new();
+            for (k, v) in text.lines().filter_map(|l| l.split_once('=')) {
+                kv.entry(k).or_insert(v);
+            }
+            let mut checks: Vec<(&str, &[&str])> = vec![
+                ("kernel_name", &["uname", "-s"]),
+                ("kernel", &["uname", "-r"]),
+                ("arch", &["uname", "-m"]),
+                ("hostname", &["uname", "-n"]),
+                ("uid", &["id", "-u"]),
+                ("gid", &["id", "-g"]),
+                ("user", &["id", "-un"]),
+                ("pid1", &["cat", "/proc/1/comm"]),
+            ];
+            // musl's getconf counts the CPUs this process may run on, glibc's the online ones.
+            if cfg!(target_env = "gnu") {
+                checks.push(("cpus", &["getconf", "_NPROCESSORS_ONLN"]));
+            }
+            for (key, args) in checks {
+                if let Some(expected) = tool(args) {
+                    assert_eq!(kv.get(key), Some(&expected.as_str()), "{shell:?}: {key}");
+                }
+            }
+            let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+            let mem_kb = meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().strip_suffix(" kB"))
+                .unwrap();
+            assert_eq!(kv.get("mem_kb"), Some(&mem_kb), "{shell:?}");
+            if let Ok(id) = std::fs::read_to_string("/etc/machine-id") {
+                assert_eq!(kv.get("machine_id"), Some(&id.trim_end()), "{shell:?}");
+            }
+            // The address of the default route's interface, as `ip` reports it.
+            if let Some(route) = tool(&["ip", "-4", "route", "show", "default"]) {
+                let dev = route
+                    .lines()
+                    .find_map(|l| l.rsplit_once(" dev ").map(|(_, d)| d))
+                    .map(|d| d.split(' ').next().unwrap_or_default().to_string());
+                let addr = dev
+                    .and_then(|d| tool(&["ip", "-4", "-o", "addr", "show", "dev", &d]))
+                    .and_then(|a| {
+                        let rest = a.split_once(" inet ")?.1;
+                        Some(rest.split(['/', ' ']).next()?.to_string())
+                    })
+                    .unwrap_or_default();
+                assert_eq!(kv.get("ipv4"), Some(&addr.as_str()), "{shell:?}");
+            }
+            let facts = Facts::parse(&text).unwrap();
+            assert_eq!(facts.os, "linux");
+        }
+    }
+
     #[test]
     fn os_release_quoting() {
         assert_eq!(unquote_os_release(r#""a \"b\" \\c""#), r#"a "b" \c"#);
