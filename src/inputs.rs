@@ -15,7 +15,13 @@ pub struct Inputs {
     env: BTreeMap<String, Option<String>>,
     /// Config files by display name, with their blake3.
     config_files: BTreeMap<String, String>,
+    /// Keyed fingerprints of the vault secrets the configuration uses (never their values).
+    secrets: BTreeMap<String, String>,
     base_dir: PathBuf,
+    /// Hosts of tailscale groups, as pinned in nexus.lock.
+    discovered: crate::discovery::Discovered,
+    /// Content of `source-url`s, fetched and checked against nexus.lock.
+    urls: BTreeMap<String, Vec<u8>>,
 }
 
 /// What the plan records about its inputs: enough to tell that any of them changed.
@@ -27,6 +33,16 @@ pub struct Manifest {
     pub files: BTreeMap<String, String>,
     /// Environment values read (`null` when unset).
     pub env: BTreeMap<String, Option<String>>,
+    /// Vault secrets used, with keyed fingerprints: a changed secret changes the plan without
+    /// revealing anything about its value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Tailscale groups used, with the digest of the hosts discovered (pinned in nexus.lock).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub discovery: BTreeMap<String, String>,
+    /// `source-url`s used, with the blake3 of their content (pinned in nexus.lock).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub urls: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +157,52 @@ impl Inputs {
                 .map(|(p, b)| (self.relative(p), blake3::hash(b).to_hex().to_string()))
                 .collect(),
             env: self.env.clone(),
+            secrets: self.secrets.clone(),
+            discovery: self
+                .discovered
+                .iter()
+                .map(|(g, h)| (g.clone(), crate::discovery::digest(h)))
+                .collect(),
+            urls: self
+                .urls
+                .iter()
+                .map(|(u, b)| (u.clone(), blake3::hash(b).to_hex().to_string()))
+                .collect(),
         }
+    }
+
+    /// Takes discovery results and fetched URL content resolved against nexus.lock.
+    pub fn set_pinned(
+        &mut self,
+        discovered: crate::discovery::Discovered,
+        urls: BTreeMap<String, Vec<u8>>,
+    ) {
+        self.discovered = discovered;
+        self.urls = urls;
+    }
+
+    /// Discovered hosts by tailscale group.
+    pub fn discovered(&self) -> &crate::discovery::Discovered {
+        &self.discovered
+    }
+
+    /// A discovered host by name.
+    pub fn discovered_host(&self, name: &str) -> Option<&crate::discovery::DiscoveredHost> {
+        self.discovered.values().flatten().find(|h| h.name == name)
+    }
+
+    /// The fetched content of a `source-url`.
+    pub fn url(&self, url: &str) -> Option<&[u8]> {
+        self.urls.get(url).map(Vec::as_slice)
+    }
+
+    /// Records the fingerprints of the secrets in use (from the vault, at plan time).
+    pub fn set_secret_fingerprints(&mut self, fingerprints: BTreeMap<String, String>) {
+        self.secrets = fingerprints;
+    }
+
+    pub fn secret_fingerprint(&self, name: &str) -> Option<&str> {
+        self.secrets.get(name).map(String::as_str)
     }
 
     /// Inputs for tests and offline planning: given files and environment.
@@ -154,7 +215,49 @@ impl Inputs {
             files,
             env,
             config_files: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             base_dir,
+            discovered: Default::default(),
+            urls: BTreeMap::new(),
         }
     }
+}
+
+/// Every vault secret the configuration refers to where nexus can use it: command env values and
+/// sudo passwords.
+pub fn secret_names(cfg: &Config) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut add = |v: &Value| {
+        if let Value::Secret(n) = v {
+            out.insert(n.clone());
+        }
+    };
+    for r in all_resources(cfg) {
+        if let ResourceKind::Command(c) = &r.kind {
+            c.env.values().for_each(&mut add);
+        }
+    }
+    for h in &cfg.hosts {
+        if let Some(v) = &h.sudo_password {
+            add(v);
+        }
+    }
+    if let Some(v) = &cfg.defaults.sudo_password {
+        add(v);
+    }
+    out
+}
+
+/// Every `source-url` the configuration's resources use, with the configured blake3, in order.
+pub fn source_urls(cfg: &Config) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for r in all_resources(cfg) {
+        if let ResourceKind::File(f) = &r.kind
+            && let Some(FileContent::Url { url, blake3 }) = &f.content
+            && !out.iter().any(|(u, _)| u == url)
+        {
+            out.push((url.clone(), blake3.clone()));
+        }
+    }
+    out
 }

@@ -32,13 +32,13 @@ pub struct Overrides {
 pub enum BecomeError {
     #[error("{host}: sudo-password reads environment variable {var}, which is not set")]
     EnvUnset { host: String, var: String },
-    #[error(
-        "{host}: sudo-password comes from secret {name:?}, but the secrets vault is not available in this version"
-    )]
+    #[error("{host}: sudo-password comes from secret {name:?}, which was not read from the vault")]
     SecretUnavailable { host: String, name: String },
 }
 
 pub struct Inventory {
+    /// Secret values for sudo passwords that come from the vault (resolved by the caller).
+    secrets: std::sync::Arc<crate::secrets::Resolved>,
     pool: SshPool,
     targets: HashMap<String, SshTarget>,
     become_: HashMap<String, BecomeSpec>,
@@ -108,6 +108,7 @@ impl Inventory {
             },
         );
         Ok(Inventory {
+            secrets: Default::default(),
             pool,
             targets,
             become_,
@@ -192,6 +193,7 @@ impl Inventory {
             );
         }
         Ok(Inventory {
+            secrets: Default::default(),
             pool,
             targets,
             become_,
@@ -254,14 +256,68 @@ impl Inventory {
                     });
                 }
             },
-            Some(Value::Secret(name)) => {
-                return Err(BecomeError::SecretUnavailable {
-                    host: host.into(),
-                    name,
-                });
-            }
+            Some(Value::Secret(name)) => match self.secrets.get(&name) {
+                Some(p) => b = b.with_password(p),
+                None => {
+                    return Err(BecomeError::SecretUnavailable {
+                        host: host.into(),
+                        name,
+                    });
+                }
+            },
         }
         Ok(b)
+    }
+
+    /// Secret values for sudo passwords that come from the vault.
+    pub fn set_secrets(&mut self, secrets: std::sync::Arc<crate::secrets::Resolved>) {
+        self.secrets = secrets;
+    }
+
+    /// Adds SSH targets for discovered hosts (pinned in nexus.lock): the Tailscale address, the
+    /// tailscale group's user (else `defaults`), the default port, identity and sudo settings.
+    /// Configured hosts of the same name keep their own settings.
+    pub fn add_discovered(&mut self, cfg: &Config, discovered: &crate::discovery::Discovered) {
+        let d = &cfg.defaults;
+        for h in discovered.values().flatten() {
+            if cfg.host(&h.name).is_some() {
+                continue;
+            }
+            let mut t = SshTarget::new(&h.name).address(h.address.clone());
+            if let Some(p) = d.port {
+                t = t.port(p);
+            }
+            if let Some(u) = h.user.as_ref().or(d.user.as_ref()) {
+                t = t.user(u.clone());
+            }
+            if let Some(i) = &d.identity {
+                t = t.identity(i.clone());
+            }
+            self.targets.insert(h.name.clone(), t);
+            self.become_.insert(
+                h.name.clone(),
+                BecomeSpec {
+                    enabled: d.become_.unwrap_or(false),
+                    user: d.become_user.clone().unwrap_or_else(|| "root".into()),
+                    password: d.sudo_password.clone(),
+                },
+            );
+        }
+    }
+
+    /// The sudo-password secrets of every host, by name (to read them from the vault).
+    pub fn sudo_secret_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .become_
+            .values()
+            .filter_map(|b| match &b.password {
+                Some(Value::Secret(n)) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Closes every SSH connection cleanly.

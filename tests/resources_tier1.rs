@@ -449,7 +449,7 @@ async fn file_errors_from_inputs() {
     );
     assert_eq!(
         errs[1],
-        "source-url needs nexus.lock, which is not available in this version"
+        "source-url https://example.com/x was not fetched (missing input; see nexus.lock)"
     );
     assert!(errs[2].contains("UNSET_FOR_SURE"), "{}", errs[2]);
     // Paths with newlines never get this far.

@@ -73,10 +73,19 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> CmdResult {
     let run_id = store
         .begin_run(&super::execute::new_run(&plan, &hash, RunKind::Apply))
         .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}")))?;
+    let secrets = match super::execute::apply_secrets(&plan, &base) {
+        Ok(s) => s,
+        Err(f) => {
+            let summary = serde_json::json!({ "status": "refused", "reason": f.message });
+            let _ = store.finish_run(run_id, RunStatus::Refused, &summary.to_string());
+            return Err(f);
+        }
+    };
     let rt = runtime()?;
     let outcome = rt.block_on(async {
-        let inv = Inventory::for_plan(&plan, &base, &args.connect.overrides())
+        let mut inv = Inventory::for_plan(&plan, &base, &args.connect.overrides())
             .map_err(|e| Failure::new(Exit::Unreachable, format!("error: {e}")))?;
+        inv.set_secrets(secrets.clone());
         let env = |k: &str| std::env::var(k).ok();
         let check = stale::check(&plan, &inv, args.connect.parallel, &env).await;
         if !check.is_fresh() {
@@ -87,10 +96,20 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> CmdResult {
             parallel: args.connect.parallel,
             continue_on_error: args.continue_on_error,
             base_dir: base.clone(),
+            secrets: secrets.clone(),
         };
         let report = super::execute::execute(ctx, &plan, &inv, &opts, &store, run_id, format).await;
         inv.close().await;
-        Ok::<_, Failure>(Ok(report))
+        let report = report?;
+        let event = crate::notify::RunEvent::from_report(
+            crate::notify::EventKind::Apply,
+            &plan.config,
+            &report,
+            Some(run_id.0),
+            Some(&hash),
+        );
+        let deliveries = super::execute::notify(&plan.notify, &event, &secrets).await;
+        Ok::<_, Failure>(Ok((report, deliveries)))
     })?;
     let report = match outcome {
         Err(check) => {
@@ -123,9 +142,10 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> CmdResult {
             };
             return Err(Failure::new(exit, msg));
         }
-        Ok(r) => r?,
+        Ok(r) => r,
     };
-    let exit = super::execute::finish(ctx, &store, run_id, &report, format)?;
+    let (report, deliveries) = report;
+    let exit = super::execute::finish(ctx, &store, run_id, &report, format, &deliveries)?;
     guard
         .release()
         .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}")))?;

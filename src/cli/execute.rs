@@ -28,7 +28,9 @@ pub fn lock_state(
         Err(e @ StateError::Locked { .. }) => {
             return Err(Failure::new(
                 Exit::Locked,
-                format!("error: {e}\nIf that process is gone for good, run `nexus state unlock`."),
+                format!(
+                    "error: {e}\nIf that process is gone for good, run `nexus state --force-unlock`."
+                ),
             ));
         }
         Err(e) => return Err(Failure::new(Exit::Failed, format!("error: {e}"))),
@@ -76,6 +78,9 @@ pub async fn execute(
 ) -> Result<Report, Failure> {
     let record_error: Mutex<Option<String>> = Mutex::new(None);
     let text = format == Format::Text && !ctx.global.quiet;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
+    let progress = super::progress::Progress::new(plan, text, terminal, ctx.global.verbose);
     let events = |e: Event| {
         if let Event::Resource(r) = &e {
             let rec = ActionRecord {
@@ -102,12 +107,11 @@ pub async fn execute(
                     .get_or_insert(err.to_string());
             }
         }
-        if text && let Some(line) = progress_line(&e, ctx.global.verbose) {
-            emitln(&line);
-        }
+        progress.event(&e);
     };
     let env = |k: &str| std::env::var(k).ok();
     let report = exec::execute(plan, inv, opts, &env, &events).await;
+    progress.finish();
     if let Some(e) = record_error.into_inner().expect("poisoned") {
         return Err(Failure::new(
             Exit::Failed,
@@ -117,55 +121,6 @@ pub async fn execute(
     Ok(report)
 }
 
-/// One line per event worth a line: tasks, batches, and every resource that did something.
-fn progress_line(e: &Event, verbose: u8) -> Option<String> {
-    match e {
-        Event::TaskStarted { task, hosts } => Some(format!(
-            "Task {task} ({hosts} host{})",
-            if *hosts == 1 { "" } else { "s" }
-        )),
-        Event::BatchStarted {
-            batch, of, hosts, ..
-        } if *of > 1 => Some(format!("  batch {batch}/{of}: {}", hosts.join(", "))),
-        Event::Resource(r) => {
-            let tag = match r.status {
-                Status::Succeeded => "[ok]  ",
-                Status::Failed => "[fail]",
-                Status::Skipped if verbose == 0 => return None,
-                Status::Skipped => "[skip]",
-                Status::NotRun => "[--]  ",
-            };
-            let mut line = format!("  {tag} {}: {} ({}", r.host, r.label, r.action.name());
-            if r.status != Status::NotRun && r.status != Status::Skipped {
-                line.push_str(&format!(", {}", exec::human_ms(r.duration_ms)));
-            }
-            if r.attempts > 1 {
-                line.push_str(&format!(", {} attempts", r.attempts));
-            }
-            line.push(')');
-            if let Some(err) = &r.error {
-                line.push_str(&format!("\n         {err}"));
-                let tail = r.output_tail.trim();
-                if r.status == Status::Failed && !tail.is_empty() && !err.contains(tail) {
-                    for l in tail
-                        .lines()
-                        .rev()
-                        .take(5)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                    {
-                        line.push_str(&format!("\n         | {l}"));
-                    }
-                }
-            }
-            Some(line)
-        }
-        Event::RolloutStopped { reason, .. } => Some(format!("  stopped: {reason}")),
-        _ => None,
-    }
-}
-
 /// Records the end of the run and prints the summary (or the JSON report). Returns the exit code.
 pub fn finish(
     ctx: &Ctx,
@@ -173,6 +128,7 @@ pub fn finish(
     run: RunId,
     report: &Report,
     format: Format,
+    deliveries: &[crate::notify::Delivery],
 ) -> Result<Exit, Failure> {
     let status = if report.ok {
         RunStatus::Succeeded
@@ -196,6 +152,7 @@ pub fn finish(
         "not_run": count(Status::NotRun),
         "failed_hosts": report.failed_hosts,
         "stopped": report.stopped,
+        "notifications": deliveries,
     });
     store
         .finish_run(run, status, &summary.to_string())
@@ -207,6 +164,7 @@ pub fn finish(
             "summary": summary,
             "tasks": report.tasks,
             "resources": report.results,
+            "notifications": deliveries,
         });
         emitln(&serde_json::to_string_pretty(&v).expect("json"));
     } else if !ctx.global.quiet || !report.ok {
@@ -257,5 +215,179 @@ pub fn finish(
         out.push_str(&format!("Run: {run} (nexus history {run})\n"));
         emit(&out);
     }
+    if format != Format::Json {
+        print_deliveries(ctx, deliveries);
+    }
+    // A webhook that could not be reached is reported above; it never changes the result.
     Ok(if report.ok { Exit::Ok } else { Exit::Failed })
+}
+
+/// At plan time: reads the fingerprints of every secret the configuration uses into `inputs` (so
+/// the plan records them, never the values) and returns the values a run needs now: the sudo
+/// passwords probes may need, and with `all` every value (for `nexus run`, which executes at once).
+pub fn plan_secrets(
+    cfg: &crate::config::Config,
+    inputs: &mut crate::inputs::Inputs,
+    sudo_names: &[String],
+    all: bool,
+) -> Result<std::sync::Arc<crate::secrets::Resolved>, Failure> {
+    let names = crate::inputs::secret_names(cfg);
+    if names.is_empty() {
+        return Ok(Default::default());
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let vault =
+        crate::secrets::Vault::open(cfg.vault.as_ref(), &cfg.base_dir, &env).map_err(|e| {
+            Failure::new(
+                Exit::Failed,
+                format!("error: the configuration uses secrets, but {e}"),
+            )
+        })?;
+    let mut fingerprints = std::collections::BTreeMap::new();
+    for n in &names {
+        let fp = vault.fingerprint_of(n).ok_or_else(|| {
+            Failure::new(
+                Exit::Failed,
+                format!(
+                    "error: secret {n:?} is not in the vault; add it with `nexus secret set {n}`"
+                ),
+            )
+        })?;
+        fingerprints.insert(n.clone(), fp);
+    }
+    inputs.set_secret_fingerprints(fingerprints);
+    let wanted: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| all || sudo_names.iter().any(|s| s == n))
+        .collect();
+    let resolved =
+        crate::secrets::Resolved::from_vault(&vault, wanted.into_iter().map(|n| (n, None)))
+            .map_err(|e| Failure::new(Exit::Failed, format!("error: {}", e.join("; "))))?;
+    Ok(std::sync::Arc::new(resolved))
+}
+
+/// At apply time: reads the secrets a saved plan refers to from the vault the plan names, and
+/// refuses the plan (stale) if any changed since planning.
+pub fn apply_secrets(
+    plan: &Plan,
+    base: &std::path::Path,
+) -> Result<std::sync::Arc<crate::secrets::Resolved>, Failure> {
+    let mut names: Vec<String> = plan.inputs.secrets.keys().cloned().collect();
+    for h in &plan.hosts {
+        if let Some(crate::config::Value::Secret(n)) = &h.connection.sudo_password {
+            names.push(n.clone());
+        }
+    }
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(Default::default());
+    }
+    let Some(v) = &plan.vault else {
+        return Err(Failure::new(
+            Exit::PlanRefused,
+            "error: the plan uses secrets but names no vault".to_string(),
+        ));
+    };
+    let settings = crate::secrets::Settings {
+        path: base.join(&v.path),
+        key_file: v.key_file.as_ref().map(|k| base.join(k)),
+        key_env: v.key_env.clone(),
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let vault = crate::secrets::Vault::open_at(&settings, &crate::secrets::Unlock::env(&env))
+        .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}\nNothing was executed.")))?;
+    let resolved = crate::secrets::Resolved::from_vault(
+        &vault,
+        names
+            .iter()
+            .map(|n| (n.as_str(), plan.inputs.secrets.get(n).map(String::as_str))),
+    )
+    .map_err(|changed| {
+        Failure::new(
+            Exit::PlanStale,
+            format!(
+                "error: the plan is stale:\n  {}\nNothing was executed. Plan again.",
+                changed.join("\n  ")
+            ),
+        )
+    })?;
+    Ok(std::sync::Arc::new(resolved))
+}
+
+/// Vault secrets the webhooks use (URLs, headers): credentials read when sending, never pinned.
+pub fn notifier_secret_names(notifiers: &[crate::plan::PlanNotifier]) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in notifiers {
+        for v in std::iter::once(&n.url).chain(n.headers.values()) {
+            if let crate::config::Value::Secret(name) = v {
+                out.push(name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Reads the webhook secrets of a configuration from its vault (for `plan` drift and `run`).
+pub fn notifier_secrets(
+    cfg: &crate::config::Config,
+    notifiers: &[crate::plan::PlanNotifier],
+) -> Result<crate::secrets::Resolved, String> {
+    let names = notifier_secret_names(notifiers);
+    if names.is_empty() {
+        return Ok(Default::default());
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let vault = crate::secrets::Vault::open(cfg.vault.as_ref(), &cfg.base_dir, &env)
+        .map_err(|e| e.to_string())?;
+    crate::secrets::Resolved::from_vault(&vault, names.iter().map(|n| (n.as_str(), None)))
+        .map_err(|e| e.join("; "))
+}
+
+/// Sends `event` to every webhook that wants it. Failures are reported, never fatal.
+pub async fn notify(
+    notifiers: &[crate::plan::PlanNotifier],
+    event: &crate::notify::RunEvent,
+    secrets: &crate::secrets::Resolved,
+) -> Vec<crate::notify::Delivery> {
+    let mut resolved = Vec::new();
+    let mut failed = Vec::new();
+    for n in notifiers {
+        let cfg = n.to_config();
+        let lookup = |v: &crate::config::Value| -> Result<String, String> {
+            match v {
+                crate::config::Value::Literal(s) => Ok(s.clone()),
+                crate::config::Value::Env(var) => {
+                    std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+                }
+                crate::config::Value::Secret(name) => secrets
+                    .get(name)
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("secret {name:?} could not be read from the vault")),
+            }
+        };
+        match crate::notify::ResolvedNotifier::resolve(&cfg, lookup) {
+            Ok(r) => resolved.push(r),
+            Err(e) => {
+                if crate::notify::wants(&n.on, event.outcome) {
+                    failed.push(crate::notify::Delivery::not_sent(
+                        &n.name, n.template, None, e,
+                    ));
+                }
+            }
+        }
+    }
+    let mut out = crate::notify::notify(&resolved, event).await;
+    out.extend(failed);
+    out
+}
+
+/// Prints delivery results: every line normally, failures even with --quiet.
+pub fn print_deliveries(ctx: &Ctx, deliveries: &[crate::notify::Delivery]) {
+    for d in deliveries {
+        if !ctx.global.quiet || !d.ok {
+            eprintln!("{}", d.line());
+        }
+    }
 }

@@ -50,7 +50,7 @@ pub fn expand_cli_targets(cfg: &Config, names: &[String]) -> Result<Vec<String>,
         return Err(Failure::new(
             Exit::Failed,
             format!(
-                "error: `{d}` is a tailscale group; tailscale discovery is not available in this version"
+                "error: `{d}` is a tailscale group: `nexus lock` and `nexus plan` discover its hosts, but `facts` does not read nexus.lock yet"
             ),
         ));
     }

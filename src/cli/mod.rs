@@ -10,9 +10,12 @@ mod graph;
 mod history;
 mod init;
 mod list;
+mod lock;
 mod plan;
 mod preflight;
+mod progress;
 mod run;
+mod secret;
 mod show;
 mod state;
 mod validate;
@@ -104,6 +107,10 @@ pub enum Command {
     History(history::HistoryArgs),
     /// The last applied state per host and resource
     State(state::StateArgs),
+    /// Manage the encrypted secrets vault (init, set, get, list, rm)
+    Secret(secret::SecretArgs),
+    /// Re-run discovery and fetch source-urls, pinning the results in nexus.lock
+    Lock(lock::LockArgs),
     /// Print a shell completion script
     Completions(completions::CompletionArgs),
 }
@@ -230,6 +237,8 @@ pub fn main() -> i32 {
         Command::Run(args) => run::run(&ctx, args),
         Command::History(args) => history::run(&ctx, args),
         Command::State(args) => state::run(&ctx, args),
+        Command::Secret(args) => secret::run(&ctx, args),
+        Command::Lock(args) => lock::run(&ctx, args),
         Command::Completions(args) => completions::run(args),
     };
     match result {

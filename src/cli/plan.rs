@@ -31,8 +31,37 @@ pub struct PlanArgs {
     /// Leave out tasks with one of these tags (repeatable, or comma-separated)
     #[arg(long, value_delimiter = ',', value_name = "TAG")]
     pub skip_tags: Vec<String>,
+    /// Fail instead of creating or changing nexus.lock (discovery results, source-url hashes)
+    #[arg(long)]
+    pub locked: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// Resolves external inputs (Tailscale discovery, `source-url` content) against nexus.lock next
+/// to the config, writing it when it changed (or failing with `--locked`), and hands the results
+/// to `inputs`.
+pub(crate) fn resolve_pins(
+    ctx: &Ctx,
+    cfg: &crate::config::Config,
+    inputs: &mut Inputs,
+    locked: bool,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(), Failure> {
+    let path = crate::pins::path_for(&ctx.global.config);
+    let mode = if locked {
+        crate::pins::Mode::Locked
+    } else {
+        crate::pins::Mode::Refresh
+    };
+    let resolved = rt
+        .block_on(crate::pins::resolve(cfg, &path, mode))
+        .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}")))?;
+    if resolved.written && !ctx.global.quiet {
+        eprintln!("Updated {}", path.display());
+    }
+    inputs.set_pinned(resolved.pins.discovery, resolved.content);
+    Ok(())
 }
 
 /// Renders a plan in the requested format; `plan_file` is named in Markdown's truncation note.
@@ -75,8 +104,22 @@ pub fn run(ctx: &Ctx, args: PlanArgs) -> CmdResult {
     let cfg = &loaded.config;
     super::resolve_tasks(cfg, &args.tasks)?;
     let env = |k: &str| std::env::var(k).ok();
-    let inputs = Inputs::collect(&loaded, &env)
+    let mut inputs = Inputs::collect(&loaded, &env)
         .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}")))?;
+    // Secrets: the plan gets fingerprints; values are read only where this command needs them.
+    let sudo_names: Vec<String> = cfg
+        .hosts
+        .iter()
+        .filter_map(|h| h.sudo_password.as_ref())
+        .chain(cfg.defaults.sudo_password.as_ref())
+        .filter_map(|v| match v {
+            crate::config::Value::Secret(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    let secrets = super::execute::plan_secrets(cfg, &mut inputs, &sudo_names, false)?;
+    let rt = runtime()?;
+    resolve_pins(ctx, cfg, &mut inputs, args.locked, &rt)?;
     let selection = Selection {
         tasks: args.tasks.clone(),
         targets: args.targets.clone(),
@@ -84,8 +127,11 @@ pub fn run(ctx: &Ctx, args: PlanArgs) -> CmdResult {
         skip_tags: args.skip_tags.clone(),
     };
     for t in &args.targets {
-        let known =
-            t == crate::config::LOCAL_HOST || cfg.host(t).is_some() || cfg.group(t).is_some();
+        let known = t == crate::config::LOCAL_HOST
+            || cfg.host(t).is_some()
+            || cfg.group(t).is_some()
+            || cfg.tailscale_group(t).is_some()
+            || inputs.discovered_host(t).is_some();
         if !known {
             return Err(Failure::new(
                 Exit::Usage,
@@ -106,10 +152,11 @@ pub fn run(ctx: &Ctx, args: PlanArgs) -> CmdResult {
             }
         }
     };
-    let rt = runtime()?;
     let result = rt.block_on(async {
-        let inv = Inventory::new(cfg, &args.connect.overrides())
+        let mut inv = Inventory::new(cfg, &args.connect.overrides())
             .map_err(|e| Failure::new(Exit::Unreachable, format!("error: {e}")))?;
+        inv.set_secrets(secrets.clone());
+        inv.add_discovered(cfg, inputs.discovered());
         let req = LiveRequest {
             loaded: &loaded,
             config_name: &config_name,
@@ -157,6 +204,25 @@ pub fn run(ctx: &Ctx, args: PlanArgs) -> CmdResult {
             lockfile::hash(&plan),
             out.display()
         ));
+    }
+    // A scheduled drift check (--detailed-exitcode) tells the webhooks that asked for drift.
+    if args.detailed_exitcode
+        && let Some(event) = crate::notify::RunEvent::drift(&plan, Some(&lockfile::hash(&plan)))
+        && plan
+            .notify
+            .iter()
+            .any(|n| crate::notify::wants(&n.on, event.outcome))
+    {
+        let deliveries = match super::execute::notifier_secrets(cfg, &plan.notify) {
+            Ok(secrets) => rt.block_on(super::execute::notify(&plan.notify, &event, &secrets)),
+            Err(e) => plan
+                .notify
+                .iter()
+                .filter(|n| crate::notify::wants(&n.on, event.outcome))
+                .map(|n| crate::notify::Delivery::not_sent(&n.name, n.template, None, e.clone()))
+                .collect(),
+        };
+        super::execute::print_deliveries(ctx, &deliveries);
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {
         Exit::Changes

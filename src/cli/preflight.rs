@@ -82,7 +82,7 @@ pub fn run(ctx: &Ctx, args: PreflightArgs) -> CmdResult {
                 host: Some(d),
                 check: "discovery",
                 status: Status::Fail,
-                detail: "tailscale discovery is not available in this version".into(),
+                detail: "a tailscale group: `nexus lock` and `nexus plan` discover its hosts; preflight does not read nexus.lock yet".into(),
             });
         }
         inv.close().await;

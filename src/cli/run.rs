@@ -34,8 +34,22 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> CmdResult {
     let cfg = &loaded.config;
     super::resolve_tasks(cfg, &args.plan.tasks)?;
     let env = |k: &str| std::env::var(k).ok();
-    let inputs = Inputs::collect(&loaded, &env)
+    let mut inputs = Inputs::collect(&loaded, &env)
         .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}")))?;
+    // Secrets: the plan gets fingerprints; values are read only where this command needs them.
+    let sudo_names: Vec<String> = cfg
+        .hosts
+        .iter()
+        .filter_map(|h| h.sudo_password.as_ref())
+        .chain(cfg.defaults.sudo_password.as_ref())
+        .filter_map(|v| match v {
+            crate::config::Value::Secret(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    let secrets = super::execute::plan_secrets(cfg, &mut inputs, &sudo_names, true)?;
+    let rt = runtime()?;
+    super::plan::resolve_pins(ctx, cfg, &mut inputs, args.plan.locked, &rt)?;
     let config_name = ctx.global.config.display().to_string();
     let db = ctx
         .global
@@ -47,11 +61,12 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> CmdResult {
         &db,
         &format!("nexus run {}", args.plan.tasks.join(" ")),
     )?;
-    let rt = runtime()?;
     let connect = &args.plan.connect;
     let exit = rt.block_on(async {
-        let inv = Inventory::new(cfg, &connect.overrides())
+        let mut inv = Inventory::new(cfg, &connect.overrides())
             .map_err(|e| Failure::new(Exit::Unreachable, format!("error: {e}")))?;
+        inv.set_secrets(secrets.clone());
+        inv.add_discovered(cfg, inputs.discovered());
         let req = LiveRequest {
             loaded: &loaded,
             config_name: &config_name,
@@ -86,11 +101,33 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> CmdResult {
             parallel: connect.parallel,
             continue_on_error: args.continue_on_error,
             base_dir: super::apply::plan_base_dir(&config_name),
+            secrets: secrets.clone(),
         };
         let report = super::execute::execute(ctx, &plan, &inv, &opts, &store, run_id, format).await;
         inv.close().await;
         let report = report?;
-        super::execute::finish(ctx, &store, run_id, &report, format)
+        let mut all = crate::secrets::Resolved::default();
+        let notify_secrets = super::execute::notifier_secrets(cfg, &plan.notify);
+        let deliveries = match notify_secrets {
+            Ok(ns) => {
+                all = ns;
+                let event = crate::notify::RunEvent::from_report(
+                    crate::notify::EventKind::Run,
+                    &plan.config,
+                    &report,
+                    Some(run_id.0),
+                    Some(&hash),
+                );
+                super::execute::notify(&plan.notify, &event, &all).await
+            }
+            Err(e) => plan
+                .notify
+                .iter()
+                .map(|n| crate::notify::Delivery::not_sent(&n.name, n.template, None, e.clone()))
+                .collect(),
+        };
+        drop(all);
+        super::execute::finish(ctx, &store, run_id, &report, format, &deliveries)
     })?;
     guard
         .release()

@@ -98,6 +98,9 @@ pub struct Options {
     pub continue_on_error: bool,
     /// Relative download destinations resolve here: the plan's config directory.
     pub base_dir: std::path::PathBuf,
+    /// Secret values the plan refers to, read from the vault for this run; also what is
+    /// redacted from every output and error the run reports.
+    pub secrets: std::sync::Arc<crate::secrets::Resolved>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,7 +131,10 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn emit_result(&self, r: ResourceResult) {
+    fn emit_result(&self, mut r: ResourceResult) {
+        // Everything downstream (terminal, JSON, state database, notifications) sees redacted text.
+        r.output_tail = self.opts.secrets.redact(&r.output_tail);
+        r.error = r.error.map(|e| self.opts.secrets.redact(&e));
         (self.events)(Event::Resource(r.clone()));
         self.shared.lock().expect("poisoned").results.push(r);
     }
@@ -470,15 +476,7 @@ impl HostRun<'_, '_> {
                 ctx.emit_result(result(host, r, Status::Skipped, false, None, None));
                 continue;
             }
-            let o = step::run(
-                self.transport,
-                ctx.plan,
-                r,
-                self.esc,
-                self.seed,
-                &ctx.opts.base_dir,
-            )
-            .await;
+            let o = step::run(self.transport, ctx.plan, r, self.esc, self.seed, ctx.opts).await;
             if o.ok {
                 // A change notifies handlers; a step skipped by its guard changed nothing.
                 let changed = o.ran;

@@ -43,7 +43,12 @@ fn tail(bytes: &[u8]) -> String {
     s[start..].to_string()
 }
 
-fn spec(step: &Step, script: String, esc: &Escalation) -> Result<CommandSpec, String> {
+fn spec(
+    step: &Step,
+    script: String,
+    esc: &Escalation,
+    secrets: &crate::secrets::Resolved,
+) -> Result<CommandSpec, String> {
     let script = match &step.cwd {
         Some(dir) => format!("cd -- {} || exit 1\n{script}", q(dir)),
         None => script,
@@ -52,11 +57,11 @@ fn spec(step: &Step, script: String, esc: &Escalation) -> Result<CommandSpec, St
     for (k, v) in &step.env {
         match v {
             EnvValue::Literal(s) => cmd = cmd.env(k.clone(), s.clone()),
-            EnvValue::Secret { name, .. } => {
-                return Err(format!(
-                    "secret {name:?}: the secrets vault is not available in this version"
-                ));
-            }
+            // Secrets travel like every env value: over stdin, never on the command line.
+            EnvValue::Secret { name, .. } => match secrets.get(name) {
+                Some(v) => cmd = cmd.env(k.clone(), v.to_string()),
+                None => return Err(format!("secret {name:?} was not read from the vault")),
+            },
         }
     }
     if let Some(user) = &step.user {
@@ -82,8 +87,10 @@ pub async fn run(
     r: &PlannedResource,
     esc: &Escalation,
     seed: u64,
-    base_dir: &std::path::Path,
+    opts: &super::Options,
 ) -> StepsOutcome {
+    let base_dir = opts.base_dir.as_path();
+    let secrets = opts.secrets.as_ref();
     let start = Instant::now();
     let mut out = StepsOutcome {
         ok: true,
@@ -101,7 +108,7 @@ pub async fn run(
         if let Some(cond) = &step.skip_if {
             // The guard runs in the step's own context (user, sudo, cwd) so it sees what the
             // step would see.
-            let check = match spec(step, cond.clone(), esc) {
+            let check = match spec(step, cond.clone(), esc, secrets) {
                 Ok(c) => c,
                 Err(e) => return fail(out, start, e),
             };
@@ -114,7 +121,7 @@ pub async fn run(
                 }
             }
         }
-        let mut cmd = match spec(step, step.script.clone(), esc) {
+        let mut cmd = match spec(step, step.script.clone(), esc, secrets) {
             Ok(c) => c,
             Err(e) => return fail(out, start, e),
         };

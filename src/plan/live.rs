@@ -38,7 +38,8 @@ pub async fn plan(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     events: &(dyn Fn(PlanEvent) + Sync),
 ) -> Result<Plan, Vec<PlanError>> {
-    let selected = planner::select(&req.loaded.config, &req.selection).map_err(|e| vec![e])?;
+    let selected = planner::select(&req.loaded.config, &req.selection, req.inputs.discovered())
+        .map_err(|e| vec![e])?;
     let hosts = selected.hosts();
     let results: Vec<HostResult> = futures::stream::iter(hosts.iter())
         .map(|h| plan_host(&req, &selected, inv, h, env, events))

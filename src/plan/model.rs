@@ -25,6 +25,13 @@ pub struct Plan {
     /// SSH settings from the config's `defaults`, so apply needs no working tree.
     #[serde(default)]
     pub ssh: SshSettings,
+    /// Where apply finds the vault for the secrets the plan refers to (paths relative to the
+    /// config's directory, as written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultRef>,
+    /// Webhooks to notify after apply: references to env and vault values, never the URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<PlanNotifier>,
     /// Tasks in execution order: each after all of its dependencies.
     pub tasks: Vec<TaskPlan>,
     pub hosts: Vec<HostPlan>,
@@ -86,6 +93,55 @@ pub struct SshSettings {
     pub keepalive: Option<std::time::Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_channels: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanNotifier {
+    pub name: String,
+    pub url: Value,
+    pub template: crate::config::NotifyTemplate,
+    pub on: Vec<crate::config::NotifyEvent>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Value>,
+    #[serde(with = "crate::resources::opt_secs", default)]
+    pub timeout: Option<std::time::Duration>,
+    pub retries: u32,
+}
+
+impl PlanNotifier {
+    pub fn from_config(n: &crate::config::Notifier) -> PlanNotifier {
+        PlanNotifier {
+            name: n.name.value.clone(),
+            url: n.url.clone(),
+            template: n.template,
+            on: n.on.clone(),
+            headers: n.headers.clone(),
+            timeout: Some(n.timeout),
+            retries: n.retries,
+        }
+    }
+
+    /// Back to the configuration's shape, for delivery.
+    pub fn to_config(&self) -> crate::config::Notifier {
+        crate::config::Notifier {
+            name: crate::config::Spanned::new(self.name.clone(), crate::config::Span::new(0, 0, 0)),
+            url: self.url.clone(),
+            template: self.template,
+            on: self.on.clone(),
+            headers: self.headers.clone(),
+            timeout: self.timeout.unwrap_or(std::time::Duration::from_secs(10)),
+            retries: self.retries,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultRef {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
 }
 
 /// How apply reaches a host: everything needed without the working tree.

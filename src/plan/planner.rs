@@ -71,7 +71,21 @@ impl Selected {
 /// Applies the selection: named tasks with their dependencies (all tasks when none are named),
 /// then tag filters, then target filters. A dependency removed by a filter is simply not part of
 /// the plan: the remaining tasks keep their relative order.
-pub fn select(cfg: &Config, sel: &Selection) -> Result<Selected, PlanError> {
+///
+/// Tailscale groups expand to the hosts `discovered` holds for them (pinned in nexus.lock); a
+/// task targeting a group that was not discovered is an error.
+pub fn select(
+    cfg: &Config,
+    sel: &Selection,
+    discovered: &crate::discovery::Discovered,
+) -> Result<Selected, PlanError> {
+    let discovered_names = |group: &str| -> Vec<String> {
+        discovered
+            .get(group)
+            .map(|hs| hs.iter().map(|h| h.name.clone()).collect())
+            .unwrap_or_default()
+    };
+    let is_discovered_host = |name: &str| discovered.values().flatten().any(|h| h.name == name);
     let index = |name: &str| cfg.tasks.iter().position(|t| t.name.value == name);
     let edges: Vec<(usize, usize)> = cfg
         .tasks
@@ -107,27 +121,43 @@ pub fn select(cfg: &Config, sel: &Selection) -> Result<Selected, PlanError> {
             let known = t == LOCAL_HOST
                 || cfg.host(t).is_some()
                 || cfg.group(t).is_some()
-                || cfg.tailscale_group(t).is_some();
+                || cfg.tailscale_group(t).is_some()
+                || is_discovered_host(t);
             if !known {
                 return Err(general(format!("unknown target `{t}`")));
             }
         }
-        Some(
-            cfg.expand_targets(sel.targets.iter().map(String::as_str))
-                .hosts,
-        )
+        let expanded = cfg.expand_targets(sel.targets.iter().map(String::as_str));
+        let mut hosts = expanded.hosts;
+        for g in &expanded.discovered {
+            hosts.extend(discovered_names(g));
+        }
+        hosts.extend(
+            sel.targets
+                .iter()
+                .filter(|t| is_discovered_host(t))
+                .cloned(),
+        );
+        Some(hosts)
     };
     let mut tasks = Vec::new();
     let mut indices = Vec::new();
     for phase in deps.phases() {
         for i in phase.into_iter().filter(|i| chosen.contains(i)) {
             let t = &cfg.tasks[i];
-            let targets = cfg.task_targets(t);
-            if let Some(d) = targets.discovered.first() {
-                return Err(general(format!(
-                    "task `{}` targets tailscale group `{d}`; tailscale discovery is not available in this version",
-                    t.name.value
-                )));
+            let mut targets = cfg.task_targets(t);
+            for d in &targets.discovered {
+                if !discovered.contains_key(d) {
+                    return Err(general(format!(
+                        "task `{}` targets tailscale group `{d}`, which was not discovered (see nexus.lock)",
+                        t.name.value
+                    )));
+                }
+                for h in discovered_names(d) {
+                    if !targets.hosts.contains(&h) {
+                        targets.hosts.push(h);
+                    }
+                }
             }
             let hosts: Vec<String> = match &target_hosts {
                 Some(only) => targets
@@ -165,6 +195,21 @@ pub fn select(cfg: &Config, sel: &Selection) -> Result<Selected, PlanError> {
         t.deps.retain(|d| names.contains(d));
     }
     Ok(Selected { tasks, indices })
+}
+
+/// How a discovered host is reached: its Tailscale address, the group's user (else defaults).
+pub fn discovered_connection(cfg: &Config, h: &crate::discovery::DiscoveredHost) -> Connection {
+    let d = &cfg.defaults;
+    Connection {
+        transport: "ssh".into(),
+        address: Some(h.address.clone()),
+        port: d.port,
+        user: h.user.clone().or(d.user.clone()),
+        identity: d.identity.as_ref().map(|p| relative_to(&cfg.base_dir, p)),
+        jump: None,
+        become_user: d.become_user.clone().unwrap_or_else(|| "root".into()),
+        sudo_password: d.sudo_password.clone(),
+    }
 }
 
 /// How a host is reached, as recorded in the plan.
@@ -244,6 +289,26 @@ pub fn ssh_settings(cfg: &Config) -> SshSettings {
         connect_timeout: d.connect_timeout,
         keepalive: d.keepalive,
         max_channels: d.max_channels,
+    }
+}
+
+fn uses_vault_for_notify(cfg: &Config) -> bool {
+    cfg.notifiers.iter().any(|n| {
+        matches!(n.url, Value::Secret(_))
+            || n.headers.values().any(|v| matches!(v, Value::Secret(_)))
+    })
+}
+
+/// Where the vault is, as the plan records it.
+fn vault_ref(cfg: &Config) -> VaultRef {
+    let default = cfg.base_dir.join(".nexus/secrets.vault");
+    let v = cfg.vault.as_ref();
+    VaultRef {
+        path: relative_to(&cfg.base_dir, v.map_or(&default, |v| &v.path)),
+        key_file: v
+            .and_then(|v| v.key_file.as_ref())
+            .map(|p| relative_to(&cfg.base_dir, p)),
+        key_env: v.and_then(|v| v.key_env.clone()),
     }
 }
 
@@ -512,7 +577,10 @@ pub fn prepare_host(
     let probe_sudo = facts.uid != 0 && entries.iter().any(|e| e.resource.is_ok() && e.sudo);
     Ok(PreparedHost {
         name: host.to_string(),
-        connection: connection(cfg, host),
+        connection: match inputs.discovered_host(host) {
+            Some(d) if cfg.host(host).is_none() => discovered_connection(cfg, d),
+            _ => connection(cfg, host),
+        },
         facts_digest: digest_facts(facts),
         probe_sudo,
         entries,
@@ -754,6 +822,13 @@ pub fn assemble(
         selection,
         inputs: inputs.manifest(),
         ssh: ssh_settings(cfg),
+        vault: (!inputs.manifest().secrets.is_empty() || uses_vault_for_notify(cfg))
+            .then(|| vault_ref(cfg)),
+        notify: cfg
+            .notifiers
+            .iter()
+            .map(PlanNotifier::from_config)
+            .collect(),
         tasks: selected.tasks.clone(),
         hosts: host_plans,
         blobs,
@@ -772,7 +847,7 @@ pub fn plan_offline(
     facts: &BTreeMap<String, Facts>,
     observed: &dyn Fn(&str, &str) -> String,
 ) -> Result<Plan, Vec<PlanError>> {
-    let selected = select(&loaded.config, &selection).map_err(|e| vec![e])?;
+    let selected = select(&loaded.config, &selection, inputs.discovered()).map_err(|e| vec![e])?;
     let mut hosts = Vec::new();
     let mut errors = Vec::new();
     for host in selected.hosts() {

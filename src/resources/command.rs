@@ -23,7 +23,21 @@ pub struct Command {
 pub fn resolve(c: &config::Command, ctx: &ResolveCtx<'_>) -> Result<Command, ResourceError> {
     let mut env = BTreeMap::new();
     for (k, v) in &c.env {
-        env.insert(k.clone(), EnvValue::Literal(ctx.value(v)?));
+        let value = match v {
+            // Only a reference and a keyed fingerprint reach the plan; the value is read at apply.
+            crate::config::Value::Secret(name) => EnvValue::Secret {
+                name: name.clone(),
+                fingerprint: ctx
+                    .inputs
+                    .secret_fingerprint(name)
+                    .ok_or_else(|| {
+                        ResourceError::Invalid(format!("secret {name:?} is not in the vault"))
+                    })?
+                    .to_string(),
+            },
+            other => EnvValue::Literal(ctx.value(other)?),
+        };
+        env.insert(k.clone(), value);
     }
     Ok(Command {
         command: ctx.value(&c.command)?,
@@ -404,11 +418,12 @@ mod tests {
         ]);
         assert_eq!(ch.steps, vec![want]);
 
+        // A secret not in the vault (no fingerprint among the inputs) cannot be planned.
         let mut secret = cfg.clone();
         secret.env.insert("DB".into(), Value::Secret("DB".into()));
         assert!(matches!(
             resolve(&secret, &ctx),
-            Err(ResourceError::Unsupported(_))
+            Err(ResourceError::Invalid(_))
         ));
         let mut unset = cfg;
         unset.env.insert("X".into(), Value::Env("UNSET".into()));

@@ -39,11 +39,16 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
         (Some(FileContent::Template { path }), _) => {
             Some(render_template(f, path, ctx)?.into_bytes())
         }
-        (Some(FileContent::Url { .. }), _) => {
-            return Err(ResourceError::Unsupported(
-                "source-url needs nexus.lock, which is not available in this version".into(),
-            ));
-        }
+        (Some(FileContent::Url { url, .. }), _) => Some(
+            ctx.inputs
+                .url(url)
+                .ok_or_else(|| {
+                    ResourceError::Invalid(format!(
+                        "source-url {url} was not fetched (missing input; see nexus.lock)"
+                    ))
+                })?
+                .to_vec(),
+        ),
     };
     Ok(File {
         path: f.path.clone(),
@@ -856,8 +861,8 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e,
-            ResourceError::Unsupported(
-                "source-url needs nexus.lock, which is not available in this version".into()
+            ResourceError::Invalid(
+                "source-url https://x was not fetched (missing input; see nexus.lock)".into()
             )
         );
         assert_eq!(f.id(), "file:/etc/app.conf");

@@ -393,8 +393,10 @@ impl ResolveCtx<'_> {
                 .ok_or_else(|| {
                     ResourceError::Invalid(format!("environment variable {name} is not set"))
                 }),
+            // Contents and template values would have to be hashed or diffed in the plan; only
+            // command env and sudo passwords carry secrets, as references resolved at apply.
             Value::Secret(name) => Err(ResourceError::Unsupported(format!(
-                "secret {name:?}: the secrets vault is not available in this version"
+                "secret {name:?} cannot be used here: secrets are supported in command env and sudo-password"
             ))),
         }
     }

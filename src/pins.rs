@@ -1,0 +1,247 @@
+//! `nexus.lock`: the pinned results of external inputs (Tailscale discovery, `source-url`
+//! content hashes), next to the configuration file. Deterministic JSON (sorted maps, fixed field
+//! order), written atomically and only when it changes. `nexus lock` re-resolves everything;
+//! `nexus plan` refreshes discovery and pins new URLs; `nexus plan --locked` refuses any change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::discovery::{self, Discovered, DiscoveredHost};
+
+pub const FILE_NAME: &str = "nexus.lock";
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pins {
+    pub version: u32,
+    /// Hosts found per tailscale group.
+    #[serde(default)]
+    pub discovery: Discovered,
+    /// `source-url` → blake3 of its content.
+    #[serde(default)]
+    pub urls: BTreeMap<String, String>,
+}
+
+impl Default for Pins {
+    fn default() -> Self {
+        Pins {
+            version: VERSION,
+            discovery: Discovered::new(),
+            urls: BTreeMap::new(),
+        }
+    }
+}
+
+/// How far resolving may change the pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `nexus lock`: re-discover and re-pin everything.
+    Update,
+    /// `nexus plan`/`run`: refresh discovery, pin URLs not pinned yet; a pinned URL whose content
+    /// changed is an error.
+    Refresh,
+    /// `--locked`: any change (or a missing nexus.lock) is an error.
+    Locked,
+}
+
+/// The outcome of resolving: the pins, the fetched content of every URL, and whether the lock
+/// file was (re)written.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub pins: Pins,
+    pub content: BTreeMap<String, Vec<u8>>,
+    pub written: bool,
+}
+
+/// `nexus.lock` next to the configuration file.
+pub fn path_for(config: &Path) -> PathBuf {
+    config
+        .parent()
+        .map(|p| p.join(FILE_NAME))
+        .unwrap_or_else(|| PathBuf::from(FILE_NAME))
+}
+
+pub fn read(path: &Path) -> Result<Option<Pins>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("cannot parse {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+pub fn to_text(pins: &Pins) -> String {
+    format!("{}\n", serde_json::to_string_pretty(pins).expect("json"))
+}
+
+/// Writes atomically: a temporary file in the same directory, then rename.
+pub fn write(path: &Path, pins: &Pins) -> Result<(), String> {
+    let tmp = path.with_file_name(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
+    let res = std::fs::write(&tmp, to_text(pins)).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot write {}: {e}", path.display()));
+    }
+    Ok(())
+}
+
+/// Fetches a URL's content (any 2xx response; redirects followed).
+pub async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {}", chain(&e)))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("cannot fetch {url}: HTTP {status}"));
+    }
+    resp.bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| format!("cannot fetch {url}: {}", chain(&e)))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        parts.push(s.to_string());
+        src = s.source();
+    }
+    parts.join(": ")
+}
+
+fn names(hosts: &[DiscoveredHost]) -> Vec<&str> {
+    hosts.iter().map(|h| h.name.as_str()).collect()
+}
+
+/// What differs between the pinned and the current pins, one line each.
+pub fn differences(old: &Pins, new: &Pins) -> Vec<String> {
+    let mut out = Vec::new();
+    let groups: std::collections::BTreeSet<&String> =
+        old.discovery.keys().chain(new.discovery.keys()).collect();
+    for g in groups {
+        let (a, b) = (old.discovery.get(g), new.discovery.get(g));
+        if a == b {
+            continue;
+        }
+        let (a, b) = (
+            a.map(|v| v.as_slice()).unwrap_or(&[]),
+            b.map(|v| v.as_slice()).unwrap_or(&[]),
+        );
+        let added: Vec<&str> = names(b)
+            .into_iter()
+            .filter(|n| !names(a).contains(n))
+            .collect();
+        let removed: Vec<&str> = names(a)
+            .into_iter()
+            .filter(|n| !names(b).contains(n))
+            .collect();
+        let mut parts = Vec::new();
+        if !added.is_empty() {
+            parts.push(format!("new host(s) {}", added.join(", ")));
+        }
+        if !removed.is_empty() {
+            parts.push(format!("host(s) {} gone", removed.join(", ")));
+        }
+        if parts.is_empty() {
+            parts.push("host details changed".into());
+        }
+        out.push(format!(
+            "tailscale group `{g}` discovery changed: {}",
+            parts.join("; ")
+        ));
+    }
+    let urls: std::collections::BTreeSet<&String> =
+        old.urls.keys().chain(new.urls.keys()).collect();
+    for u in urls {
+        match (old.urls.get(u), new.urls.get(u)) {
+            (Some(a), Some(b)) if a != b => out.push(format!(
+                "content of {u} changed: pinned blake3 {a}, now {b}"
+            )),
+            (None, Some(_)) => out.push(format!("{u} is not pinned")),
+            (Some(_), None) => out.push(format!("{u} is pinned but no longer used")),
+            _ => {}
+        }
+    }
+    if old.version != new.version {
+        out.push(format!("format version {} → {}", old.version, new.version));
+    }
+    out
+}
+
+/// Resolves the configuration's external inputs against `nexus.lock` at `path`, writing it
+/// (unless `Locked`) when it changed. Nothing is written for a configuration without external
+/// inputs and no existing nexus.lock.
+pub async fn resolve(cfg: &Config, path: &Path, mode: Mode) -> Result<Resolved, String> {
+    let existing = read(path)?;
+    let groups = discovery::used_groups(cfg);
+    let urls = crate::inputs::source_urls(cfg);
+    if groups.is_empty() && urls.is_empty() && (existing.is_none() || mode != Mode::Update) {
+        return Ok(Resolved::default());
+    }
+    if mode == Mode::Locked && existing.is_none() {
+        return Err(format!(
+            "{} is missing and --locked forbids creating it; run `nexus lock` first",
+            path.display()
+        ));
+    }
+    let base_dir = cfg.base_dir.clone();
+    let discovered = discovery::discover(cfg, &base_dir).map_err(|e| e.to_string())?;
+    let mut pins = Pins {
+        version: VERSION,
+        discovery: discovered,
+        urls: BTreeMap::new(),
+    };
+    let mut content = BTreeMap::new();
+    for (url, expected) in urls {
+        let bytes = fetch(&url).await?;
+        let got = blake3::hash(&bytes).to_hex().to_string();
+        if let Some(want) = &expected
+            && !want.eq_ignore_ascii_case(&got)
+        {
+            return Err(format!(
+                "blake3 mismatch for {url}: the configuration expects {want}, the content has {got}"
+            ));
+        }
+        if mode == Mode::Refresh
+            && let Some(pinned) = existing.as_ref().and_then(|p| p.urls.get(&url))
+            && *pinned != got
+        {
+            return Err(format!(
+                "content of {url} changed since {} pinned it (pinned blake3 {pinned}, now {got}); run `nexus lock` to accept the new content",
+                path.display()
+            ));
+        }
+        pins.urls.insert(url.clone(), got);
+        content.insert(url, bytes);
+    }
+    let changed = existing.as_ref() != Some(&pins);
+    if changed && mode == Mode::Locked {
+        let old = existing.expect("checked above");
+        let diff = differences(&old, &pins);
+        return Err(format!(
+            "{} is out of date and --locked forbids changing it:\n  {}\nrun `nexus lock` to update it",
+            path.display(),
+            diff.join("\n  ")
+        ));
+    }
+    if changed {
+        write(path, &pins)?;
+    }
+    Ok(Resolved {
+        pins,
+        content,
+        written: changed,
+    })
+}
