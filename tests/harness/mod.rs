@@ -266,7 +266,11 @@ impl SshHost {
             {
                 return Err(format!("sshd exited with {status}\n{}", self.log()));
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // Our own sshd must say it bound the address: a connect alone could reach another
+            // process's server that took the same address and port (parallel test binaries).
+            if self.log().contains("Server listening on")
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
