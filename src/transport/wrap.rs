@@ -38,12 +38,35 @@ pub fn quote(s: &str) -> String {
 // so any byte but NUL survives `read`; the trailing "." keeps `$(...)` from eating newlines.
 const ENV_READER: &str = r#"while IFS= read -r _nx_l && [ -n "$_nx_l" ]; do _nx_v=$(printf "${_nx_l#*=}."); export "${_nx_l%%=*}=${_nx_v%.}"; done; unset _nx_l _nx_v"#;
 
+/// Scripts longer than this go over stdin instead of the command line.
+const ARGV_SCRIPT_MAX: usize = 32 * 1024;
+
 /// Wraps `cmd` into a script plus stdin. Errors describe an invalid spec.
 pub fn wrap(cmd: &CommandSpec) -> Result<Wrapped, String> {
     let mut stdin = Vec::new();
 
+    // A single argument may not exceed 128 KiB on Linux (MAX_ARG_STRLEN), and a probe of a few
+    // hundred resources is larger. Such scripts travel on stdin, after the env prelude, and the
+    // command line only loads them. `head -c` may read past the script, so this needs a command
+    // that reads nothing else from stdin.
+    let (script_text, script_on_stdin) = if cmd.script.len() > ARGV_SCRIPT_MAX {
+        if cmd.stdin.is_some() {
+            return Err(format!(
+                "a script of {} bytes is too long for a command line and cannot share stdin with the command's input",
+                cmd.script.len()
+            ));
+        }
+        let loader = format!(
+            "_nx_s=$(head -c {}) || exit 125\neval \"$_nx_s\"",
+            cmd.script.len()
+        );
+        (loader, Some(cmd.script.as_bytes()))
+    } else {
+        (cmd.script.clone(), None)
+    };
+
     let inner = if cmd.env.is_empty() {
-        cmd.script.clone()
+        script_text
     } else {
         let mut prelude = Vec::new();
         for (name, value) in &cmd.env {
@@ -62,8 +85,11 @@ pub fn wrap(cmd: &CommandSpec) -> Result<Wrapped, String> {
         }
         prelude.push(b'\n');
         stdin.extend_from_slice(&prelude);
-        format!("{ENV_READER}\n{}", cmd.script)
+        format!("{ENV_READER}\n{script_text}")
     };
+    if let Some(text) = script_on_stdin {
+        stdin.extend_from_slice(text);
+    }
 
     let script = match &cmd.sudo {
         None => inner,
@@ -155,6 +181,35 @@ fn escape_printf(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_scripts_travel_on_stdin_and_still_see_env() {
+        let body: String = (0..4000)
+            .map(|i| format!("x{i}=1 # padding padding padding\n"))
+            .collect();
+        let script = format!("{body}printf '%s|%s' \"$GREETING\" \"$x3999\"\n");
+        assert!(script.len() > ARGV_SCRIPT_MAX);
+        let cmd = CommandSpec::new(script).env("GREETING", "it's $(not) run");
+        let w = wrap(&cmd).unwrap();
+        assert!(
+            w.script.len() < 4096,
+            "the command line only loads the script"
+        );
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&w.script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(&w.stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "it's $(not) run|1");
+        // A long script cannot share stdin with the command's own input.
+        let both = CommandSpec::new("#".repeat(ARGV_SCRIPT_MAX + 1)).stdin(b"data".to_vec());
+        assert!(wrap(&both).is_err());
+    }
     use crate::transport::Become;
 
     #[test]
