@@ -228,9 +228,18 @@ pub fn finish(
 pub fn plan_secrets(
     cfg: &crate::config::Config,
     inputs: &mut crate::inputs::Inputs,
-    sudo_names: &[String],
     all: bool,
 ) -> Result<std::sync::Arc<crate::secrets::Resolved>, Failure> {
+    let sudo_names: Vec<String> = cfg
+        .hosts
+        .iter()
+        .filter_map(|h| h.sudo_password.as_ref())
+        .chain(cfg.defaults.sudo_password.as_ref())
+        .filter_map(|v| match v {
+            crate::config::Value::Secret(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
     let names = crate::inputs::secret_names(cfg);
     if names.is_empty() {
         return Ok(Default::default());

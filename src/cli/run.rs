@@ -37,17 +37,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> CmdResult {
     let mut inputs = Inputs::collect(&loaded, &env)
         .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}")))?;
     // Secrets: the plan gets fingerprints; values are read only where this command needs them.
-    let sudo_names: Vec<String> = cfg
-        .hosts
-        .iter()
-        .filter_map(|h| h.sudo_password.as_ref())
-        .chain(cfg.defaults.sudo_password.as_ref())
-        .filter_map(|v| match v {
-            crate::config::Value::Secret(n) => Some(n.clone()),
-            _ => None,
-        })
-        .collect();
-    let secrets = super::execute::plan_secrets(cfg, &mut inputs, &sudo_names, true)?;
+    let secrets = super::execute::plan_secrets(cfg, &mut inputs, true)?;
     let rt = runtime()?;
     super::plan::resolve_pins(ctx, cfg, &mut inputs, args.plan.locked, &rt)?;
     let config_name = ctx.global.config.display().to_string();
