@@ -15,6 +15,7 @@ use harness::{SUDO_PW_USER, SshHost, TEST_USER};
 use nexus::config;
 use nexus::facts::{self, Facts};
 use nexus::inputs::Inputs;
+use nexus::plan::probe;
 use nexus::resources::{self, Action, AnyResource, Change, EnvValue, Observed, ResolveCtx, q};
 use nexus::transport::{Become, CommandSpec, Output, SshPool, SshTransport, Transport};
 
@@ -135,13 +136,11 @@ impl Bench {
             .collect()
     }
 
-    /// Runs a resource's probe (alone) and parses it.
+    /// Runs a resource's probe (alone, as the planner builds it) and parses it.
     async fn probe(&self, res: &Res) -> Observed {
-        let snippet = res.r.probe();
-        if snippet.is_empty() {
-            return Observed::default();
-        }
-        let mut spec = CommandSpec::new(format!("( {snippet}\n)"));
+        let owned = probe::Owned::of(res.r.as_ref());
+        let specs = [owned.spec()];
+        let mut spec = CommandSpec::new(probe::script(&specs));
         if res.sudo {
             spec.sudo = Some(Become::root());
         }
@@ -152,7 +151,9 @@ impl Bench {
             res.r.id(),
             out.failure_summary()
         );
-        Observed::parse(&out.stdout_str()).unwrap()
+        let sections = probe::split(&specs, &out.stdout_str()).unwrap();
+        assert_eq!(sections[0].status, 0, "{}", sections[0].output);
+        Observed::parse(&sections[0].output).unwrap()
     }
 
     async fn plan(&self, res: &Res) -> Change {
@@ -724,28 +725,19 @@ async fn probes_batch_into_one_round_trip_without_reading_stdin() {
     );
     b.local("f", b"up");
     let res = b.resolve(&body, &[]);
-    // What a planner does: every snippet in its own subshell, one script, one command.
-    let mut script = String::new();
-    for (i, r) in res.iter().enumerate() {
-        script.push_str(&format!("echo '@@={i}'\n"));
-        let snippet = r.r.probe();
-        if !snippet.is_empty() {
-            script.push_str(&format!("( {snippet}\n)\n"));
-        }
-    }
+    // What a planner does: one script for all, batched path facts, one command.
+    let owned: Vec<probe::Owned> = res.iter().map(|r| probe::Owned::of(r.r.as_ref())).collect();
+    let specs: Vec<probe::Spec<'_>> = owned.iter().map(probe::Owned::spec).collect();
     let before = b.t.commands_run();
     let out =
-        b.t.run(&CommandSpec::new(script).stdin(b"poison\npoison\n".to_vec()))
+        b.t.run(&CommandSpec::new(probe::script(&specs)).stdin(b"poison\npoison\n".to_vec()))
             .await
             .unwrap();
     assert_eq!(b.t.commands_run(), before + 1);
     assert!(out.success(), "{}", out.failure_summary());
-    let text = out.stdout_str();
-    let sections: Vec<&str> = text
-        .split("@@=")
-        .skip(1)
-        .map(|s| s.split_once('\n').unwrap().1)
-        .collect();
+    let split = probe::split(&specs, &out.stdout_str()).unwrap();
+    assert!(split.iter().all(|s| s.status == 0), "{split:?}");
+    let sections: Vec<&str> = split.iter().map(|s| s.output.as_str()).collect();
     assert_eq!(sections.len(), res.len());
     for (r, section) in res.iter().zip(&sections) {
         let batched = Observed::parse(section).unwrap();

@@ -1070,3 +1070,34 @@ fn cli_state_shows_last_applied_and_the_lock() {
     assert!(store.lock_holder().unwrap().is_none());
     drop(guard);
 }
+
+#[test]
+fn a_batch_of_actions_is_recorded_whole_or_not_at_all() {
+    let dir = TempDir::new().unwrap();
+    let path = db_in(&dir);
+    let store = state::open(&path).unwrap();
+    let run = store.begin_run(&new_run("batch")).unwrap();
+    let noops = |range: std::ops::RangeInclusive<usize>| -> Vec<ActionRecord> {
+        range
+            .map(|n| ActionRecord {
+                action: Action::NoOp,
+                ..action("web1", n, ActionStatus::Skipped)
+            })
+            .collect()
+    };
+    store.record_actions(run, &noops(1..=3)).unwrap();
+    store.record_actions(run, &[]).unwrap();
+    assert_eq!(store.run_actions(run).unwrap().len(), 3);
+    assert_eq!(store.run(run).unwrap().unwrap().counts.skipped, 3);
+    // The fifth insert fails inside the transaction: the fourth must not stay behind.
+    raw(&path)
+        .execute_batch(
+            "CREATE TRIGGER refuse AFTER INSERT ON actions WHEN NEW.key = 'setup#5' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let err = store.record_actions(run, &noops(4..=6)).unwrap_err();
+    assert!(err.to_string().contains("refused by the test"), "{err}");
+    assert_eq!(store.run_actions(run).unwrap().len(), 3);
+    assert_eq!(store.run(run).unwrap().unwrap().counts.skipped, 3);
+}

@@ -77,6 +77,7 @@ pub async fn execute(
     format: Format,
 ) -> Result<Report, Failure> {
     let record_error: Mutex<Option<String>> = Mutex::new(None);
+    let pending_noops: Mutex<Vec<ActionRecord>> = Mutex::new(Vec::new());
     let text = format == Format::Text && !ctx.global.quiet;
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none();
@@ -100,7 +101,21 @@ pub async fn execute(
                 fingerprint_after: None,
                 finished_at: now_ms(),
             };
-            if let Err(err) = store.record_action(run, &rec) {
+            // No-op resources did nothing anywhere: they are written together, in one
+            // transaction, before the next action that did something (or at the end).
+            let mut pending = pending_noops.lock().expect("poisoned");
+            let result = if rec.action == crate::resources::Action::NoOp
+                && rec.status == ActionStatus::Skipped
+            {
+                pending.push(rec);
+                Ok(())
+            } else {
+                store
+                    .record_actions(run, &pending)
+                    .and_then(|()| store.record_action(run, &rec))
+                    .map(|()| pending.clear())
+            };
+            if let Err(err) = result {
                 record_error
                     .lock()
                     .expect("poisoned")
@@ -111,6 +126,13 @@ pub async fn execute(
     };
     let env = |k: &str| std::env::var(k).ok();
     let report = exec::execute(plan, inv, opts, &env, &events).await;
+    let pending = pending_noops.into_inner().expect("poisoned");
+    if let Err(err) = store.record_actions(run, &pending) {
+        record_error
+            .lock()
+            .expect("poisoned")
+            .get_or_insert(err.to_string());
+    }
     progress.finish();
     if let Some(e) = record_error.into_inner().expect("poisoned") {
         return Err(Failure::new(

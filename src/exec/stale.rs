@@ -49,9 +49,9 @@ pub async fn check(
                     return Ok(Vec::new());
                 }
                 let fail = |e: String| (h.name.clone(), e);
-                let snippets: Vec<&str> = probed.iter().map(|r| r.probe.as_str()).collect();
+                let specs: Vec<_> = probed.iter().map(|r| r.probe_spec()).collect();
                 let t = inv.transport(&h.name).map_err(|e| fail(e.to_string()))?;
-                let mut cmd = CommandSpec::new(probe::script(&snippets));
+                let mut cmd = CommandSpec::new(probe::script(&specs));
                 if h.probe_sudo {
                     cmd = cmd.sudo(
                         inv.become_for(&h.name, env)
@@ -62,7 +62,7 @@ pub async fn check(
                 if !out.success() {
                     return Err(fail(format!("probe failed: {}", out.failure_summary())));
                 }
-                let sections = probe::split(&snippets, &out.stdout_str()).map_err(fail)?;
+                let sections = probe::split(&specs, &out.stdout_str()).map_err(fail)?;
                 let mut drift = Vec::new();
                 for (r, s) in probed.iter().zip(sections) {
                     let now = match Observed::parse(&s.output) {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::values::{BatchSize, Percent};
 use crate::config::{Strategy, Value};
 use crate::inputs::Manifest;
-use crate::resources::{Action, FieldChange, Retry, Step};
+use crate::resources::{Action, FieldChange, ProbeBatch, Retry, Step};
 
 /// Plan format version: a reader refuses another major version and ignores unknown fields.
 pub const FORMAT_VERSION: &str = "1.0";
@@ -213,6 +213,12 @@ pub struct PlannedResource {
     /// The probe snippet, re-run at apply to detect drift.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub probe: String,
+    /// Path facts the probe gathers for all resources of the host at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_batch: Option<ProbeBatch>,
+    /// The snippet runs in the probe's shell rather than a subshell.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe_inline: bool,
     /// Fingerprint of the observed state; apply refuses the plan if a re-probe differs.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub fingerprint: String,
@@ -246,6 +252,17 @@ impl Summary {
     /// Changes exclude `run`: commands that run every time are not drift.
     pub fn changes(&self) -> usize {
         self.create + self.update + self.delete
+    }
+}
+
+impl PlannedResource {
+    /// This resource's part of a probe script.
+    pub fn probe_spec(&self) -> super::probe::Spec<'_> {
+        super::probe::Spec {
+            snippet: &self.probe,
+            batch: self.probe_batch.as_ref(),
+            inline: self.probe_inline,
+        }
     }
 }
 

@@ -636,18 +636,23 @@ pub fn digest_facts(f: &Facts) -> String {
 }
 
 impl PreparedHost {
-    fn snippets(&self) -> Vec<String> {
+    fn probes(&self) -> Vec<probe::Owned> {
         self.entries
             .iter()
-            .filter_map(|e| e.resource.as_ref().ok().map(|r| r.probe()))
+            .filter_map(|e| {
+                e.resource
+                    .as_ref()
+                    .ok()
+                    .map(|r| probe::Owned::of(r.as_ref()))
+            })
             .collect()
     }
 
     /// The single probe script for this host.
     pub fn probe_script(&self) -> String {
-        let snippets = self.snippets();
-        let refs: Vec<&str> = snippets.iter().map(String::as_str).collect();
-        probe::script(&refs)
+        let probes = self.probes();
+        let specs: Vec<_> = probes.iter().map(probe::Owned::spec).collect();
+        probe::script(&specs)
     }
 
     /// Keys of the resources the probe script covers, in section order.
@@ -661,9 +666,9 @@ impl PreparedHost {
 
     /// Compares desired with observed state; returns the host's plan and the blobs it uploads.
     pub fn finish(self, probe_output: &str) -> HostOutcome {
-        let snippets = self.snippets();
-        let refs: Vec<&str> = snippets.iter().map(String::as_str).collect();
-        let sections = probe::split(&refs, probe_output).map_err(|m| {
+        let probes = self.probes();
+        let specs: Vec<_> = probes.iter().map(probe::Owned::spec).collect();
+        let sections = probe::split(&specs, probe_output).map_err(|m| {
             vec![PlanError {
                 host: Some(self.name.clone()),
                 resource: None,
@@ -699,7 +704,7 @@ impl PreparedHost {
                         String::new(),
                         label,
                         resources::Change::no_op(reason),
-                        String::new(),
+                        None,
                         String::new(),
                     )
                 }
@@ -743,7 +748,13 @@ impl PreparedHost {
                     };
                     let label = e.label.clone().unwrap_or_else(|| r.label());
                     match planned {
-                        Ok(c) => (r.id(), label, c, r.probe(), observed.fingerprint()),
+                        Ok(c) => (
+                            r.id(),
+                            label,
+                            c,
+                            Some(probe::Owned::of(r.as_ref())),
+                            observed.fingerprint(),
+                        ),
                         Err(m) => {
                             errors.push(PlanError {
                                 host: Some(host.clone()),
@@ -770,7 +781,12 @@ impl PreparedHost {
                 fields: change.fields,
                 diff: change.diff,
                 steps: change.steps,
-                probe,
+                probe: probe
+                    .as_ref()
+                    .map(|p| p.snippet.clone())
+                    .unwrap_or_default(),
+                probe_batch: probe.as_ref().and_then(|p| p.batch.clone()),
+                probe_inline: probe.is_some_and(|p| p.inline),
                 fingerprint,
                 notify: e.notify,
                 retry: e.retry,

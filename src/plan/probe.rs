@@ -1,30 +1,131 @@
-//! One probe script per host: every resource's snippet in its own subshell, framed by markers, so
-//! a host's whole observed state costs a single round trip.
+//! One probe script per host, so a host's whole observed state costs a single round trip.
+//!
+//! Most resources of a typical host are files and directories, and what they need to know is the
+//! same: does the path exist, its type, owner, group and mode, and for files the content hash.
+//! Forking `stat` and `sha256sum` per resource cost about 10 processes per file, which dominated
+//! planning time (see docs/benchmarks.md). So those facts are gathered for all of a host's paths by
+//! one `stat` and one `sha256sum`, and each resource's section is completed from them here; the
+//! rest of each resource's probe is its own snippet, framed by markers.
 
-/// Builds the host's probe script from `(index, snippet)` pairs. The marker token is derived from
-/// the script itself, so output cannot forge a frame by accident.
-pub fn script(snippets: &[&str]) -> String {
-    let token = token(snippets);
-    let mut s = String::from("# nexus probe: one framed section per resource\nexec </dev/null\n");
-    for (i, snippet) in snippets.iter().enumerate() {
-        // An empty subshell is a syntax error in sh; a resource with nothing to observe says so.
-        let snippet = if snippet.trim().is_empty() {
-            ":"
-        } else {
-            snippet
-        };
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::resources::{ProbeBatch, Resource, q};
+
+/// How many paths one `stat` command line carries; far below any ARG_MAX.
+const STAT_CHUNK: usize = 512;
+
+/// One resource's probe: its snippet, the path facts it wants batched, and whether the snippet is
+/// simple enough (builtins, no `exit`, no `cd`) to run in the probe's own shell instead of a
+/// subshell, which costs a fork.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    pub snippet: &'a str,
+    pub batch: Option<&'a ProbeBatch>,
+    pub inline: bool,
+}
+
+/// A resource's probe, owned, for callers that hold resources rather than planned ones.
+pub struct Owned {
+    pub snippet: String,
+    pub batch: Option<ProbeBatch>,
+    pub inline: bool,
+}
+
+impl Owned {
+    pub fn of(r: &dyn Resource) -> Owned {
+        Owned {
+            snippet: r.probe(),
+            batch: r.probe_batch(),
+            inline: r.probe_inline(),
+        }
+    }
+
+    pub fn spec(&self) -> Spec<'_> {
+        Spec {
+            snippet: &self.snippet,
+            batch: self.batch.as_ref(),
+            inline: self.inline,
+        }
+    }
+}
+
+/// The paths to `stat`, and the subset to hash, each once, in first-seen order.
+fn batched_paths<'a>(specs: &[Spec<'a>]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let (mut stat, mut hash) = (Vec::new(), Vec::new());
+    let (mut seen_stat, mut seen_hash) = (BTreeSet::new(), BTreeSet::new());
+    for b in specs.iter().filter_map(|s| s.batch) {
+        if seen_stat.insert(b.path.as_str()) {
+            stat.push(b.path.as_str());
+        }
+        if b.sha256 && seen_hash.insert(b.path.as_str()) {
+            hash.push(b.path.as_str());
+        }
+    }
+    (stat, hash)
+}
+
+/// Builds the host's probe script. The marker token is derived from the script's inputs, so
+/// output cannot forge a frame by accident.
+pub fn script(specs: &[Spec<'_>]) -> String {
+    let token = token(specs);
+    let mut s = String::from(
+        "# nexus probe: batched path facts, then one framed section per resource\nexec </dev/null\n",
+    );
+    let (stat, hash) = batched_paths(specs);
+    if specs.iter().any(|s| s.batch.is_some()) {
+        // Raw mode in hex gives type and permissions; the name comes last, so it may hold tabs.
+        // Missing paths print nothing (the error goes to /dev/null) and read as absent.
+        s.push_str(&format!("printf '\\n@@{token} stat begin\\n'\n"));
+        for chunk in stat.chunks(STAT_CHUNK) {
+            let words: Vec<String> = chunk.iter().map(|p| q(p)).collect();
+            s.push_str(&format!(
+                "stat -c '%f\t%u\t%g\t%s\t%U\t%G\t%n' -- {} 2>/dev/null\n",
+                words.join(" ")
+            ));
+        }
+        s.push_str(&format!("printf '\\n@@{token} stat end 0\\n'\n"));
+        // Only regular, readable files that are not links are hashed: a FIFO or a link to a
+        // device would block or never end. The tests are builtins; one sha256sum reads them all.
+        // The sums stay in a variable for the file snippets that decide whether to send a diff.
+        s.push_str("_nx_sums=\n_nx_nl='\n'\nset --\n");
+        if !hash.is_empty() {
+            let words: Vec<String> = hash.iter().map(|p| q(p)).collect();
+            s.push_str(&format!(
+                "for _nx_p in {}; do if [ -f \"$_nx_p\" ] && [ ! -L \"$_nx_p\" ] && [ -r \"$_nx_p\" ]; then set -- \"$@\" \"$_nx_p\"; fi; done\n\
+                 if [ $# -gt 0 ]; then _nx_sums=$(sha256sum -- \"$@\" 2>/dev/null); fi\n",
+                words.join(" ")
+            ));
+        }
         s.push_str(&format!(
-            "printf '\\n@@{token} {i} begin\\n'\n(\n{snippet}\n) 2>/dev/null\nprintf '\\n@@{token} {i} end %s\\n' \"$?\"\n"
+            "printf '\\n@@{token} sums begin\\n%s\\n@@{token} sums end 0\\n' \"$_nx_sums\"\n"
+        ));
+    }
+    for (i, spec) in specs.iter().enumerate() {
+        let snippet = spec.snippet.trim();
+        if snippet.is_empty() {
+            s.push_str(&format!(
+                "printf '\\n@@{token} {i} begin\\n\\n@@{token} {i} end 0\\n'\n"
+            ));
+            continue;
+        }
+        let (open, close) = if spec.inline { ("{", "}") } else { ("(", ")") };
+        s.push_str(&format!(
+            "printf '\\n@@{token} {i} begin\\n'\n{open}\n{snippet}\n{close} 2>/dev/null\nprintf '\\n@@{token} {i} end %s\\n' \"$?\"\n"
         ));
     }
     s
 }
 
-fn token(snippets: &[&str]) -> String {
+fn token(specs: &[Spec<'_>]) -> String {
     let mut h = blake3::Hasher::new();
-    for s in snippets {
-        h.update(s.as_bytes());
+    for s in specs {
+        h.update(s.snippet.as_bytes());
         h.update(b"\0");
+        if let Some(b) = s.batch {
+            h.update(b.path.as_bytes());
+            h.update(if b.sha256 { b"\x01" } else { b"\x02" });
+        }
+        h.update(if s.inline { b"i" } else { b"s" });
     }
     format!("NEXUS{}", &h.finalize().to_hex()[..16])
 }
@@ -36,39 +137,113 @@ pub struct Section {
     pub status: i32,
 }
 
-/// Splits the output of [`script`] back into sections, one per snippet, in order.
-pub fn split(snippets: &[&str], output: &str) -> Result<Vec<Section>, String> {
-    let token = token(snippets);
-    let mut sections = Vec::with_capacity(snippets.len());
-    let mut current: Option<(usize, String)> = None;
+/// What `stat` said about one path.
+struct Stat<'a> {
+    raw_mode: u32,
+    uid: &'a str,
+    gid: &'a str,
+    size: &'a str,
+    user: &'a str,
+    group: &'a str,
+}
+
+fn parse_stat(text: &str) -> Result<BTreeMap<&str, Stat<'_>>, String> {
+    let mut map = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.splitn(7, '\t').collect();
+        let [mode, uid, gid, size, user, group, name] = f[..] else {
+            return Err(format!("unexpected stat output {line:?}"));
+        };
+        let raw_mode = u32::from_str_radix(mode, 16)
+            .map_err(|_| format!("unexpected stat mode in {line:?}"))?;
+        map.insert(
+            name,
+            Stat {
+                raw_mode,
+                uid,
+                gid,
+                size,
+                user,
+                group,
+            },
+        );
+    }
+    Ok(map)
+}
+
+fn parse_sums(text: &str) -> BTreeMap<&str, &str> {
+    text.lines()
+        // An escaped name (a leading backslash) is never one of ours: such paths are not batched.
+        .filter(|l| !l.starts_with('\\'))
+        .filter_map(|l| l.split_once("  "))
+        .map(|(hash, name)| (name, hash))
+        .collect()
+}
+
+/// The `key=value` lines the per-resource stat snippet ([`crate::resources::stat_probe`]) and the
+/// file content check would have printed, so resources plan the same either way.
+fn batch_lines(
+    b: &ProbeBatch,
+    stats: &BTreeMap<&str, Stat<'_>>,
+    sums: &BTreeMap<&str, &str>,
+) -> String {
+    let Some(st) = stats.get(b.path.as_str()) else {
+        return "exists=false\n".into();
+    };
+    let kind = match st.raw_mode & 0o170000 {
+        0o120000 => "link",
+        0o040000 => "directory",
+        0o100000 => "file",
+        _ => "other",
+    };
+    let mut out = format!(
+        "exists=true\ntype={kind}\nowner={}\nowner_id={}\ngroup={}\ngroup_id={}\nmode={:04o}\n",
+        st.user,
+        st.uid,
+        st.group,
+        st.gid,
+        st.raw_mode & 0o7777
+    );
+    if b.sha256 && kind == "file" {
+        match sums.get(b.path.as_str()) {
+            Some(hash) => out.push_str(&format!("size={}\nsha256={hash}\n", st.size)),
+            None => out.push_str("readable=false\n"),
+        }
+    }
+    out
+}
+
+/// Splits the output of [`script`] back into sections, one per spec, in order, each with the
+/// batched path facts of its resource first.
+pub fn split(specs: &[Spec<'_>], output: &str) -> Result<Vec<Section>, String> {
+    let token = token(specs);
+    let prefix = format!("@@{token} ");
+    let mut frames: Vec<(String, Section)> = Vec::with_capacity(specs.len() + 2);
+    let mut current: Option<(String, String)> = None;
     for line in output.split('\n') {
-        if let Some(rest) = line.strip_prefix(&format!("@@{token} ")) {
+        if let Some(rest) = line.strip_prefix(&prefix) {
             let mut parts = rest.split(' ');
-            let idx: usize = parts
-                .next()
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| format!("malformed probe marker {line:?}"))?;
-            match parts.next() {
-                Some("begin") => {
-                    if idx != sections.len() || current.is_some() {
-                        return Err(format!("probe section {idx} out of order"));
+            let (Some(label), Some(what)) = (parts.next(), parts.next()) else {
+                return Err(format!("malformed probe marker {line:?}"));
+            };
+            match what {
+                "begin" => {
+                    if current.is_some() {
+                        return Err(format!("probe section {label} began inside another"));
                     }
-                    current = Some((idx, String::new()));
+                    current = Some((label.to_string(), String::new()));
                 }
-                Some("end") => {
+                "end" => {
                     let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
                     let Some((open, text)) = current.take() else {
-                        return Err(format!("probe section {idx} ended without beginning"));
+                        return Err(format!("probe section {label} ended without beginning"));
                     };
-                    if open != idx {
-                        return Err(format!("probe section {open} ended as {idx}"));
+                    if open != label {
+                        return Err(format!("probe section {open} ended as {label}"));
                     }
                     // The framing printf adds a newline before each marker.
-                    let text = text.strip_suffix('\n').unwrap_or(&text).to_string();
-                    sections.push(Section {
-                        output: text,
-                        status,
-                    });
+                    let output = text.strip_suffix('\n').unwrap_or(&text).to_string();
+                    frames.push((open, Section { output, status }));
                 }
                 _ => return Err(format!("malformed probe marker {line:?}")),
             }
@@ -77,35 +252,86 @@ pub fn split(snippets: &[&str], output: &str) -> Result<Vec<Section>, String> {
             text.push('\n');
         }
     }
-    if sections.len() != snippets.len() {
-        return Err(format!(
-            "probe output ended after {} of {} sections (was the probe interrupted?)",
-            sections.len(),
-            snippets.len()
-        ));
+    let batched = specs.iter().any(|s| s.batch.is_some());
+    let mut frames = frames.into_iter();
+    let (mut stat_text, mut sums_text) = (String::new(), String::new());
+    if batched {
+        for (label, text) in [("stat", &mut stat_text), ("sums", &mut sums_text)] {
+            match frames.next() {
+                Some((l, s)) if l == label => *text = s.output,
+                _ => return Err(probe_cut(0, specs.len())),
+            }
+        }
+    }
+    let stats = parse_stat(&stat_text)?;
+    let sums = parse_sums(&sums_text);
+    let mut sections = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let Some((label, mut section)) = frames.next() else {
+            return Err(probe_cut(i, specs.len()));
+        };
+        if label != i.to_string() {
+            return Err(format!("probe section {label} out of order"));
+        }
+        if let Some(b) = spec.batch {
+            section.output = batch_lines(b, &stats, &sums) + &section.output;
+        }
+        sections.push(section);
     }
     Ok(sections)
+}
+
+/// Runs one resource's probe through the local `sh`, as a host's probe would, for unit tests.
+#[cfg(test)]
+pub fn run_local(r: &dyn Resource) -> crate::resources::Observed {
+    let owned = Owned::of(r);
+    let specs = [owned.spec()];
+    let sections = split(&specs, &run_sh(&script(&specs))).unwrap();
+    assert_eq!(sections[0].status, 0, "{}", sections[0].output);
+    crate::resources::Observed::parse(&sections[0].output).unwrap()
+}
+
+/// Runs a script with the local `sh` and returns its stdout; stderr must stay empty.
+#[cfg(test)]
+fn run_sh(script: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn probe_cut(done: usize, of: usize) -> String {
+    format!("probe output ended after {done} of {of} sections (was the probe interrupted?)")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn spec(snippet: &str) -> Spec<'_> {
+        Spec {
+            snippet,
+            batch: None,
+            inline: false,
+        }
+    }
+
     #[test]
     fn runs_and_splits_through_sh() {
-        let snippets = [
-            "echo a=1\necho b=2",
-            "echo x=$((1+1)); exit 3",
-            "",
-            "printf 'no_newline=1'",
+        let specs = [
+            spec("echo a=1\necho b=2"),
+            spec("echo x=$((1+1)); exit 3"),
+            spec(""),
+            spec("printf 'no_newline=1'"),
         ];
-        let script = script(&snippets);
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap();
-        let sections = split(&snippets, &String::from_utf8(out.stdout).unwrap()).unwrap();
+        let sections = split(&specs, &run_sh(&script(&specs))).unwrap();
         assert_eq!(
             sections[0],
             Section {
@@ -132,15 +358,60 @@ mod tests {
 
     #[test]
     fn truncated_output_is_an_error() {
-        let snippets = ["echo a=1", "echo b=2"];
-        let script = script(&snippets);
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
+        let specs = [spec("echo a=1"), spec("echo b=2")];
+        let text = run_sh(&script(&specs));
         let cut = &text[..text.rfind("@@").unwrap()];
-        assert!(split(&snippets, cut).is_err());
+        assert!(split(&specs, cut).is_err());
+    }
+
+    #[test]
+    fn batched_paths_read_like_the_stat_snippet() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let file = d.join("a file\twith 'quotes' $(x) *");
+        std::fs::write(&file, "hello\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o4640)).unwrap();
+        let sub = d.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let fifo = d.join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let missing = d.join("missing");
+        let paths = [&file, &sub, &link, &fifo, &missing, &file];
+        let batches: Vec<ProbeBatch> = paths
+            .iter()
+            .map(|p| ProbeBatch {
+                path: p.to_str().unwrap().to_string(),
+                sha256: true,
+            })
+            .collect();
+        let specs: Vec<Spec<'_>> = batches
+            .iter()
+            .map(|b| Spec {
+                snippet: "",
+                batch: Some(b),
+                inline: true,
+            })
+            .collect();
+        let sections = split(&specs, &run_sh(&script(&specs))).unwrap();
+        // The stat snippet per path, for comparison.
+        for (b, section) in batches.iter().zip(&sections) {
+            let mut alone = crate::resources::stat_probe(&b.path);
+            if b.path.ends_with('*') {
+                alone.push_str("\necho size=6\necho sha256=5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
+            }
+            let want = crate::resources::Observed::parse(&run_sh(&alone)).unwrap();
+            let got = crate::resources::Observed::parse(&section.output).unwrap();
+            assert_eq!(got, want, "{}", b.path);
+            assert_eq!(section.status, 0);
+        }
     }
 }

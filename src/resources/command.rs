@@ -138,6 +138,12 @@ impl Resource for Command {
         lines.join("\n")
     }
 
+    /// Guards are `[ -e ]` tests and `sh -c` (in a subshell when they need a directory): no
+    /// `exit` or `cd` reaches the probe's shell.
+    fn probe_inline(&self) -> bool {
+        true
+    }
+
     fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
         let mut why_run = Vec::new();
         if let Some(p) = &self.creates {

@@ -53,7 +53,11 @@ impl Resource for Directory {
     }
 
     fn probe(&self) -> String {
-        let mut s = stat_probe(&self.path);
+        let mut s = if self.probe_batch().is_some() {
+            String::new()
+        } else {
+            stat_probe(&self.path)
+        };
         if self.recursive
             && self.state == Presence::Present
             && let Some(cond) = self.mismatch_condition()
@@ -64,6 +68,14 @@ impl Resource for Directory {
                 ));
         }
         s
+    }
+
+    fn probe_batch(&self) -> Option<ProbeBatch> {
+        ProbeBatch::for_path(&self.path, false)
+    }
+
+    fn probe_inline(&self) -> bool {
+        self.probe_batch().is_some()
     }
 
     fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {

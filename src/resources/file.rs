@@ -288,20 +288,46 @@ impl Resource for File {
     }
 
     fn probe(&self) -> String {
+        let p = q(&self.path);
+        let want = sha256_hex(self.desired());
+        // Old content for the diff, only when the content differs and is small enough.
+        let old_content = format!(
+            "_nx_n=$(wc -c < {p} | tr -d ' '); \
+             if [ \"$_nx_n\" -le {DIFF_LIMIT} ] && command -v base64 >/dev/null 2>&1; then \
+             printf '_old_b64='; base64 < {p} | tr -d '\\n'; echo; fi"
+        );
+        let hashed = self.state == Presence::Present || self.backup;
+        if self.probe_batch().is_some() {
+            if !hashed {
+                return String::new();
+            }
+            // The batched sums are in $_nx_sums as `HASH  PATH` lines: a case match (a builtin)
+            // finds an unchanged file without forking anything.
+            let line = q(&format!("{want}  {}", self.path));
+            return format!(
+                "case \"$_nx_nl$_nx_sums$_nx_nl\" in *\"$_nx_nl\"{line}\"$_nx_nl\"*) ;; *) \
+                 if [ -f {p} ] && [ ! -L {p} ] && [ -r {p} ]; then {old_content}; fi ;; esac"
+            );
+        }
         let mut s = stat_probe(&self.path);
-        if self.state == Presence::Present || self.backup {
-            let p = q(&self.path);
-            let want = sha256_hex(self.desired());
+        if hashed {
             s.push_str(&format!(
                 "\nif [ -f {p} ] && [ ! -L {p} ]; then if [ -r {p} ]; then \
                  _nx_n=$(wc -c < {p} | tr -d ' '); echo \"size=$_nx_n\"; \
                  _nx_s=$(sha256sum < {p} | cut -d ' ' -f 1); echo \"sha256=$_nx_s\"; \
-                 if [ \"$_nx_s\" != {want} ] && [ \"$_nx_n\" -le {DIFF_LIMIT} ] && command -v base64 >/dev/null 2>&1; then \
-                 printf '_old_b64='; base64 < {p} | tr -d '\\n'; echo; fi; \
+                 if [ \"$_nx_s\" != {want} ]; then {old_content}; fi; \
                  else echo readable=false; fi; fi"
             ));
         }
         s
+    }
+
+    fn probe_batch(&self) -> Option<ProbeBatch> {
+        ProbeBatch::for_path(&self.path, self.state == Presence::Present || self.backup)
+    }
+
+    fn probe_inline(&self) -> bool {
+        self.probe_batch().is_some()
     }
 
     fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
@@ -643,50 +669,47 @@ mod tests {
 
     #[test]
     fn probe_embeds_the_desired_hash_and_runs_in_sh() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("it's a $(file) `x` *.txt");
-        let mut f = file("wanted\n");
-        f.path = path.to_str().unwrap().to_string();
-        assert!(f.probe().contains(&sha256_hex(b"wanted\n")));
-        let run = |f: &File| {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(f.probe())
-                .output()
+        // A batched path, and one with a backslash that keeps its own stat snippet.
+        for name in ["it's a $(file) `x` *.txt", "back\\slash \\n.txt"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(name);
+            let mut f = file("wanted\n");
+            f.path = path.to_str().unwrap().to_string();
+            assert_eq!(f.probe_batch().is_none(), name.contains('\\'));
+            assert!(f.probe().contains(&sha256_hex(b"wanted\n")));
+            let run = |f: &File| crate::plan::probe::run_local(f);
+            assert_eq!(run(&f).get("exists"), Some("false"));
+            std::fs::write(&path, "old\ncontent\n").unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o4640))
                 .unwrap();
+            let o = run(&f);
+            assert_eq!(o.get("type"), Some("file"));
+            assert_eq!(o.get("mode"), Some("4640"));
+            assert!(o.get("owner_id").unwrap().parse::<u32>().is_ok(), "{o:?}");
             assert!(
-                out.stderr.is_empty(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+                o.get("group")
+                    .is_some_and(|g| !g.is_empty() && !g.contains(' ')),
+                "{o:?}"
             );
-            Observed::parse(&String::from_utf8(out.stdout).unwrap()).unwrap()
-        };
-        assert_eq!(run(&f).get("exists"), Some("false"));
-        std::fs::write(&path, "old\ncontent\n").unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o4640))
-            .unwrap();
-        let o = run(&f);
-        assert_eq!(o.get("type"), Some("file"));
-        assert_eq!(o.get("mode"), Some("4640"));
-        assert!(o.get("owner_id").unwrap().parse::<u32>().is_ok(), "{o:?}");
-        assert!(
-            o.get("group")
-                .is_some_and(|g| !g.is_empty() && !g.contains(' ')),
-            "{o:?}"
-        );
-        assert_eq!(o.get("size"), Some("12"));
-        assert_eq!(
-            o.get("sha256"),
-            Some(sha256_hex(b"old\ncontent\n").as_str())
-        );
-        let c = f.plan(&o).unwrap();
-        assert!(c.diff.unwrap().contains("-old\n-content\n+wanted\n"));
-        std::fs::write(&path, "wanted\n").unwrap();
-        let o = run(&f);
-        assert_eq!(o.get("_old_b64"), None, "no old content when it matches");
-        assert_eq!(f.plan(&o).unwrap().action, Action::NoOp);
-        // Only key=value lines, and nothing else was created.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+            assert_eq!(o.get("size"), Some("12"));
+            assert_eq!(
+                o.get("sha256"),
+                Some(sha256_hex(b"old\ncontent\n").as_str())
+            );
+            let c = f.plan(&o).unwrap();
+            assert!(c.diff.unwrap().contains("-old\n-content\n+wanted\n"));
+            std::fs::write(&path, "wanted\n").unwrap();
+            let o = run(&f);
+            assert_eq!(o.get("_old_b64"), None, "no old content when it matches");
+            assert_eq!(f.plan(&o).unwrap().action, Action::NoOp);
+            // A file too large for a diff: the hash only.
+            std::fs::write(&path, vec![b'x'; DIFF_LIMIT as usize + 1]).unwrap();
+            let o = run(&f);
+            assert_eq!(o.get("_old_b64"), None);
+            assert_eq!(o.get("size"), Some((DIFF_LIMIT + 1).to_string().as_str()));
+            // Only key=value lines, and nothing else was created.
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        }
     }
 
     fn ctx_parts() -> (Facts, BTreeMap<String, String>, Inputs) {

@@ -260,6 +260,17 @@ pub trait Resource {
     /// A POSIX sh snippet printing `key=value` lines. It runs in a subshell inside the host's
     /// batched probe script, so it may `exit` and must not read stdin.
     fn probe(&self) -> String;
+    /// Path facts (existence, type, owner, group, mode, content hash) the host's probe gathers for
+    /// this resource together with all others, printed as [`stat_probe`] would print them before
+    /// the snippet's own output. With a batch, [`Resource::probe`] holds only what remains.
+    fn probe_batch(&self) -> Option<ProbeBatch> {
+        None
+    }
+    /// Whether the snippet may run in the probe's own shell (builtins only, no `exit` or `cd`),
+    /// saving the fork of a subshell.
+    fn probe_inline(&self) -> bool {
+        false
+    }
     /// Compares with the observed state and returns the change and its steps.
     fn plan(&self, observed: &Observed) -> Result<Change, ResourceError>;
 
@@ -334,6 +345,27 @@ pub fn stat_probe(path: &str) -> String {
          printf 'mode=%04d\\n' \"$(stat -c %a {p})\"; \
          else echo exists=false; fi"
     )
+}
+
+/// A path whose facts the probe gathers in one `stat` (and one `sha256sum`) for all resources of
+/// a host; see [`crate::plan::probe`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeBatch {
+    pub path: String,
+    /// Also hash the content (size and sha256 of a regular, readable file).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sha256: bool,
+}
+
+impl ProbeBatch {
+    /// `None` for a path that `stat -c %n` or `sha256sum` output would not carry verbatim (a
+    /// newline or backslash in it): such a resource keeps its own stat snippet.
+    pub fn for_path(path: &str, sha256: bool) -> Option<ProbeBatch> {
+        (!path.contains(['\n', '\\'])).then(|| ProbeBatch {
+            path: path.to_string(),
+            sha256,
+        })
+    }
 }
 
 /// Timeout and retry settings carried with a planned resource.

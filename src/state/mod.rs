@@ -66,7 +66,13 @@ pub trait StateStore: Send + Sync {
 
     /// Records one executed (or skipped) resource in one transaction, together with the run's
     /// counters and, when it succeeded, the host+resource's last applied state.
-    fn record_action(&self, run: RunId, action: &ActionRecord) -> Result<(), StateError>;
+    fn record_action(&self, run: RunId, action: &ActionRecord) -> Result<(), StateError> {
+        self.record_actions(run, std::slice::from_ref(action))
+    }
+    /// Records several actions in one transaction: all of them or none. The executor uses it for
+    /// runs of no-op resources, which did nothing on any host, so a transaction each would only
+    /// cost time (900 no-ops: ~0.1 s).
+    fn record_actions(&self, run: RunId, actions: &[ActionRecord]) -> Result<(), StateError>;
 
     /// Records how a run ended. `summary_json` is stored as given (shown by `nexus history`).
     fn finish_run(

@@ -515,7 +515,10 @@ impl StateStore for SqliteStore {
         Ok(RunId(conn.last_insert_rowid()))
     }
 
-    fn record_action(&self, run: RunId, a: &ActionRecord) -> Result<(), StateError> {
+    fn record_actions(&self, run: RunId, actions: &[ActionRecord]) -> Result<(), StateError> {
+        if actions.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -533,65 +536,67 @@ impl StateStore for SqliteStore {
                 run,
             });
         }
-        let action = text_of(&a.action);
-        tx.execute(
-            "INSERT INTO actions (run_id, host, key, task, resource_id, kind, label, action, status, \
-             exit_code, duration_ms, attempts, output_tail, error, fingerprint_after, finished_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            params![
-                run.0,
-                a.host,
-                a.key,
-                a.task,
-                a.resource_id,
-                a.kind,
-                a.label,
-                action,
-                text_of(&a.status),
-                a.exit_code,
-                i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
-                a.attempts,
-                cap_tail(&a.output_tail, OUTPUT_TAIL_MAX),
-                a.error.as_deref().map(|e| cap_head(e, OUTPUT_TAIL_MAX)),
-                a.fingerprint_after,
-                a.finished_at,
-            ],
-        )
-        .map_err(self.err())?;
-        // Column names come from this fixed match, never from input.
-        let counter = match a.status {
-            ActionStatus::Succeeded if a.action != Action::NoOp => {
-                "succeeded = succeeded + 1, changed = changed + 1"
-            }
-            ActionStatus::Succeeded => "succeeded = succeeded + 1",
-            ActionStatus::Failed => "failed = failed + 1",
-            ActionStatus::Skipped => "skipped = skipped + 1",
-            ActionStatus::NotRun => "not_run = not_run + 1",
-        };
-        tx.execute(&format!("UPDATE runs SET {counter} WHERE id = ?1"), [run.0])
-            .map_err(self.err())?;
-        if a.status == ActionStatus::Succeeded {
+        for a in actions {
+            let action = text_of(&a.action);
             tx.execute(
-                "INSERT INTO last_applied (host, resource_id, kind, label, task, key, action, \
-                 fingerprint, run_id, applied_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                 ON CONFLICT (host, resource_id) DO UPDATE SET kind = excluded.kind, \
-                 label = excluded.label, task = excluded.task, key = excluded.key, \
-                 action = excluded.action, fingerprint = excluded.fingerprint, \
-                 run_id = excluded.run_id, applied_at = excluded.applied_at",
+                "INSERT INTO actions (run_id, host, key, task, resource_id, kind, label, action, status, \
+                 exit_code, duration_ms, attempts, output_tail, error, fingerprint_after, finished_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
+                    run.0,
                     a.host,
+                    a.key,
+                    a.task,
                     a.resource_id,
                     a.kind,
                     a.label,
-                    a.task,
-                    a.key,
                     action,
+                    text_of(&a.status),
+                    a.exit_code,
+                    i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
+                    a.attempts,
+                    cap_tail(&a.output_tail, OUTPUT_TAIL_MAX),
+                    a.error.as_deref().map(|e| cap_head(e, OUTPUT_TAIL_MAX)),
                     a.fingerprint_after,
-                    run.0,
                     a.finished_at,
                 ],
             )
             .map_err(self.err())?;
+            // Column names come from this fixed match, never from input.
+            let counter = match a.status {
+                ActionStatus::Succeeded if a.action != Action::NoOp => {
+                    "succeeded = succeeded + 1, changed = changed + 1"
+                }
+                ActionStatus::Succeeded => "succeeded = succeeded + 1",
+                ActionStatus::Failed => "failed = failed + 1",
+                ActionStatus::Skipped => "skipped = skipped + 1",
+                ActionStatus::NotRun => "not_run = not_run + 1",
+            };
+            tx.execute(&format!("UPDATE runs SET {counter} WHERE id = ?1"), [run.0])
+                .map_err(self.err())?;
+            if a.status == ActionStatus::Succeeded {
+                tx.execute(
+                    "INSERT INTO last_applied (host, resource_id, kind, label, task, key, action, \
+                     fingerprint, run_id, applied_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                     ON CONFLICT (host, resource_id) DO UPDATE SET kind = excluded.kind, \
+                     label = excluded.label, task = excluded.task, key = excluded.key, \
+                     action = excluded.action, fingerprint = excluded.fingerprint, \
+                     run_id = excluded.run_id, applied_at = excluded.applied_at",
+                    params![
+                        a.host,
+                        a.resource_id,
+                        a.kind,
+                        a.label,
+                        a.task,
+                        a.key,
+                        action,
+                        a.fingerprint_after,
+                        run.0,
+                        a.finished_at,
+                    ],
+                )
+                .map_err(self.err())?;
+            }
         }
         tx.commit().map_err(self.err())
     }

@@ -286,7 +286,12 @@ impl SshTransport {
         let mut last = None;
         for sa in addrs {
             match tokio::net::TcpStream::connect(sa).await {
-                Ok(s) => return Ok(s),
+                Ok(s) => {
+                    // russh applies `Config::nodelay` only to streams it opens itself; without
+                    // it, Nagle's algorithm holds back small packets behind delayed ACKs.
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
                 Err(e) => last = Some(e),
             }
         }

@@ -152,7 +152,7 @@ fn main() {
     std::fs::create_dir_all(&out_dir).expect("target/bench-peers");
     let needs_python = tools.iter().any(|t| *t != Tool::Nexus);
     let b = Bench {
-        nexus: nexus_bin(),
+        nexus: pinned_nexus(&out_dir),
         venv: needs_python.then(venv),
         timeout: Duration::from_secs(env_usize("NEXUS_PEERS_TIMEOUT").unwrap_or(3600) as u64),
         quiet: env_usize("NEXUS_PEERS_QUIET").unwrap_or(30) as f64,
@@ -354,6 +354,17 @@ fn nexus_bin() -> PathBuf {
     std::env::var_os("NEXUS_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_nexus")))
+}
+
+/// A private copy of the nexus binary, so that a rebuild of target/release during a long run
+/// cannot change what is measured halfway.
+fn pinned_nexus(out_dir: &Path) -> PathBuf {
+    let src = nexus_bin();
+    let dst = out_dir.join("nexus");
+    let _ = std::fs::remove_file(&dst);
+    std::fs::copy(&src, &dst)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dst.display()));
+    dst
 }
 
 /// Every input file of the three tools, for these hosts, into `dir`.
@@ -719,6 +730,13 @@ fn meta(b: &Bench) -> BTreeMap<String, String> {
     m.insert(
         "date".into(),
         first_line(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
+    );
+    m.insert(
+        "nexus_sha256".into(),
+        first_line(Command::new("sha256sum").arg(&b.nexus))
+            .chars()
+            .take(12)
+            .collect(),
     );
     m.insert(
         "nexus".into(),
