@@ -75,6 +75,44 @@ pub fn read(path: &Path) -> Result<Option<Pins>, String> {
     }
 }
 
+/// The hosts nexus.lock pins for tailscale groups, for commands that connect without planning
+/// (`facts`, `preflight`): they read the lock and never refresh it. A missing lock pins nothing.
+pub fn pinned_discovery(config: &Path) -> Result<Discovered, String> {
+    Ok(read(&path_for(config))?
+        .map(|p| p.discovery)
+        .unwrap_or_default())
+}
+
+/// Resolves tailscale group names against pinned discovery: the hosts of every pinned group, or
+/// an error naming the groups nexus.lock does not know.
+pub fn expand_pinned(groups: &[String], pinned: &Discovered) -> Result<Vec<String>, String> {
+    let missing: Vec<&str> = groups
+        .iter()
+        .filter(|g| !pinned.contains_key(*g))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "tailscale group{} {} not in {FILE_NAME}: run `nexus lock` (or `nexus plan`) to discover {}",
+            if missing.len() == 1 { "" } else { "s" },
+            missing
+                .iter()
+                .map(|g| format!("`{g}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if missing.len() == 1 {
+                "its hosts"
+            } else {
+                "their hosts"
+            },
+        ));
+    }
+    Ok(groups
+        .iter()
+        .flat_map(|g| pinned[g].iter().map(|h| h.name.clone()))
+        .collect())
+}
+
 pub fn to_text(pins: &Pins) -> String {
     format!("{}\n", serde_json::to_string_pretty(pins).expect("json"))
 }

@@ -61,27 +61,37 @@ pub fn task_needs_sudo(task: &Task, host_becomes: bool) -> bool {
         })
 }
 
-/// The hosts of `tasks` (indices into `cfg.tasks`) in first-seen order, with their sudo needs.
-pub fn needs(cfg: &Config, inv: &Inventory, tasks: &[usize]) -> (Vec<HostNeeds>, Vec<String>) {
+/// The hosts of `tasks` (indices into `cfg.tasks`) in first-seen order, with their sudo needs;
+/// tailscale groups expand to the hosts `pinned` (nexus.lock) holds for them. The second list
+/// names the groups it does not know.
+pub fn needs(
+    cfg: &Config,
+    inv: &Inventory,
+    tasks: &[usize],
+    pinned: &crate::discovery::Discovered,
+) -> (Vec<HostNeeds>, Vec<String>) {
     let mut out: Vec<HostNeeds> = Vec::new();
-    let mut discovered = Vec::new();
+    let mut missing = Vec::new();
     for &i in tasks {
         let task = &cfg.tasks[i];
         let targets = cfg.task_targets(task);
-        for host in targets.hosts {
+        let mut hosts = targets.hosts;
+        for d in targets.discovered {
+            match pinned.get(&d) {
+                Some(found) => hosts.extend(found.iter().map(|h| h.name.clone())),
+                None if !missing.contains(&d) => missing.push(d),
+                None => {}
+            }
+        }
+        for host in hosts {
             let sudo = task_needs_sudo(task, inv.becomes(&host));
             match out.iter_mut().find(|n| n.host == host) {
                 Some(n) => n.sudo |= sudo,
                 None => out.push(HostNeeds { host, sudo }),
             }
         }
-        for d in targets.discovered {
-            if !discovered.contains(&d) {
-                discovered.push(d);
-            }
-        }
     }
-    (out, discovered)
+    (out, missing)
 }
 
 /// Runs every check on every host, `parallel` hosts at a time; checks keep the order of `hosts`.

@@ -220,3 +220,63 @@ fn unknown_target_is_a_usage_error() {
     assert_eq!(v["hosts"][0]["host"], "local");
     assert_eq!(v["hosts"][0]["round_trips"], 1);
 }
+
+/// `facts` and `preflight` reach a tailscale group's hosts through nexus.lock (never running
+/// discovery themselves); a group the lock does not know is a clear error naming `nexus lock`.
+#[test]
+fn facts_and_preflight_use_the_hosts_nexus_lock_pins() {
+    let h = SshHost::start("tsl");
+    let s = Setup::new(
+        &[],
+        &[&h],
+        "tailscale \"web\" tag=\"web\" binary=\"./no-tailscale-here\"\n\
+         tailscale \"db\" tag=\"db\" binary=\"./no-tailscale-here\"\n\
+         task \"uptime\" on=\"web\" {\n    command \"uptime\"\n}\n\
+         task \"dump\" on=\"db\" {\n    command \"true\"\n}\n",
+    );
+    s.edit_defaults(&format!(
+        "port={} user=\"{TEST_USER}\" identity=\"{}\"",
+        h.port,
+        h.user_key.private.display()
+    ));
+    // Before any lock: nothing to connect to, and the error says how to get one.
+    let out = s.nexus(&["facts", "web"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("tailscale group `web` not in nexus.lock: run `nexus lock`"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(
+        s.path("nexus.lock"),
+        format!(
+            "{{\"version\": 1, \"discovery\": {{\"web\": [{{\"name\": \"web-1\", \"address\": \"{}\"}}]}}, \"urls\": {{}}}}\n",
+            h.ip
+        ),
+    )
+    .unwrap();
+    let out = s.nexus(&["facts", "web", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hosts"][0]["host"], "web-1");
+    assert_eq!(v["hosts"][0]["ok"], true, "{v}");
+    assert_eq!(v["hosts"][0]["facts"]["user"], TEST_USER);
+    let out = s.nexus(&["preflight", "uptime"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("[ok]   web-1"), "{stdout}");
+    // `db` is still unknown to the lock: preflight fails on it and names the fix.
+    let out = s.nexus(&["preflight"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("db") && stdout.contains("run `nexus lock`"),
+        "{stdout}"
+    );
+    // The lock was only read.
+    assert!(
+        std::fs::read_to_string(s.path("nexus.lock"))
+            .unwrap()
+            .contains("web-1")
+    );
+}

@@ -19,7 +19,13 @@ pub struct FactsArgs {
 }
 
 /// Expands host and group names given on the command line; unknown names are a usage error.
-pub fn expand_cli_targets(cfg: &Config, names: &[String]) -> Result<Vec<String>, Failure> {
+/// Tailscale groups expand to the hosts pinned in nexus.lock (`pinned`), which the caller adds to
+/// its inventory.
+pub fn expand_cli_targets(
+    cfg: &Config,
+    names: &[String],
+    pinned: &crate::discovery::Discovered,
+) -> Result<Vec<String>, Failure> {
     if names.is_empty() {
         let all: Vec<String> = cfg.hosts.iter().map(|h| h.name.value.clone()).collect();
         return Ok(if all.is_empty() {
@@ -46,15 +52,21 @@ pub fn expand_cli_targets(cfg: &Config, names: &[String]) -> Result<Vec<String>,
         }
     }
     let t = cfg.expand_targets(names.iter().map(|s| s.as_str()));
-    if let Some(d) = t.discovered.first() {
-        return Err(Failure::new(
-            Exit::Failed,
-            format!(
-                "error: `{d}` is a tailscale group: `nexus lock` and `nexus plan` discover its hosts, but `facts` does not read nexus.lock yet"
-            ),
-        ));
+    let found = crate::pins::expand_pinned(&t.discovered, pinned)
+        .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}")))?;
+    let mut hosts = t.hosts;
+    for h in found {
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
     }
-    Ok(t.hosts)
+    Ok(hosts)
+}
+
+/// nexus.lock's discovery pins, as an error the commands report.
+pub fn pinned(ctx: &Ctx) -> Result<crate::discovery::Discovered, Failure> {
+    crate::pins::pinned_discovery(&ctx.global.config)
+        .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}")))
 }
 
 fn describe(f: &Facts) -> String {
@@ -114,11 +126,13 @@ pub fn run(ctx: &Ctx, args: FactsArgs) -> CmdResult {
     let format = ctx.format(Format::Text, &[Format::Text, Format::Json])?;
     let loaded = ctx.load()?;
     let cfg = &loaded.config;
-    let hosts = expand_cli_targets(cfg, &args.targets)?;
+    let pinned = pinned(ctx)?;
+    let hosts = expand_cli_targets(cfg, &args.targets, &pinned)?;
     let rt = runtime()?;
     let results = rt.block_on(async {
-        let inv = Inventory::new(cfg, &args.connect.overrides())
+        let mut inv = Inventory::new(cfg, &args.connect.overrides())
             .map_err(|e| Failure::new(Exit::Unreachable, format!("error: {e}")))?;
+        inv.add_discovered(cfg, &pinned);
         let r = gather_many(&inv, &hosts, args.connect.parallel).await;
         inv.close().await;
         Ok::<_, Failure>(r)

@@ -70,19 +70,24 @@ pub fn run(ctx: &Ctx, args: PreflightArgs) -> CmdResult {
     if !json {
         emitln(&line(&checks[0]));
     }
+    let pinned = super::facts::pinned(ctx)?;
     let rt = runtime()?;
     let env = |k: &str| std::env::var(k).ok();
     let host_checks = rt.block_on(async {
-        let inv = Inventory::new(cfg, &args.connect.overrides())
+        let mut inv = Inventory::new(cfg, &args.connect.overrides())
             .map_err(|e| Failure::new(Exit::Unreachable, format!("error: {e}")))?;
-        let (needs, discovered) = preflight::needs(cfg, &inv, &selected);
+        inv.add_discovered(cfg, &pinned);
+        let (needs, missing) = preflight::needs(cfg, &inv, &selected, &pinned);
         let mut out = preflight::run(&inv, &needs, args.connect.parallel, &env).await;
-        for d in discovered {
+        for d in missing {
             out.push(Check {
                 host: Some(d),
                 check: "discovery",
                 status: Status::Fail,
-                detail: "a tailscale group: `nexus lock` and `nexus plan` discover its hosts; preflight does not read nexus.lock yet".into(),
+                detail: format!(
+                    "a tailscale group with no hosts in {}: run `nexus lock` (or `nexus plan`) to discover them",
+                    crate::pins::FILE_NAME
+                ),
             });
         }
         inv.close().await;
