@@ -100,6 +100,9 @@ struct Sample {
     cpu: f64,
     /// How busy the machine's CPUs were (%) in the second before it started.
     busy: f64,
+    /// CPU seconds the whole machine spent while it ran: the tool, and the sshd processes, shells
+    /// and programs on the hosts, which share this machine's CPUs.
+    machine_cpu: f64,
     /// stdout, then stderr.
     output: String,
 }
@@ -591,6 +594,7 @@ impl Bench {
             };
         }
         let busy = self.wait_quiet();
+        let (jiffies_before, _) = cpu_jiffies();
         let start = Instant::now();
         let mut child = cmd
             .spawn()
@@ -613,6 +617,7 @@ impl Bench {
             }
         };
         let secs = start.elapsed().as_secs_f64();
+        let machine_cpu = (cpu_jiffies().0.saturating_sub(jiffies_before)) as f64 / clock_ticks();
         let stdout = std::fs::read_to_string(&out_file).unwrap_or_default();
         let stderr = std::fs::read_to_string(&err_file).unwrap_or_default();
         if !status.success() {
@@ -644,9 +649,22 @@ impl Bench {
             rss_kib,
             cpu,
             busy,
+            machine_cpu,
             output: format!("{stdout}\n{stderr}"),
         })
     }
+}
+
+/// Clock ticks per second, the unit of /proc/stat (USER_HZ, 100 on Linux for all architectures
+/// that matter here; `getconf` says for sure).
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// (busy, total) jiffies of all CPUs so far, from /proc/stat.

@@ -32,6 +32,9 @@ pub struct Series {
     /// How busy the CPUs were (%) in the second before the process started.
     #[serde(default)]
     pub busy: Vec<f64>,
+    /// CPU seconds the whole machine spent during the process (tool, sshd, remote shells).
+    #[serde(default)]
+    pub machine_cpu_secs: Vec<f64>,
 }
 
 impl Series {
@@ -40,6 +43,10 @@ impl Series {
         self.rss_kib.push(s.rss_kib);
         self.cpu_secs.push(s.cpu);
         self.busy.push(s.busy);
+        self.machine_cpu_secs.push(s.machine_cpu);
+    }
+    pub fn median_machine_cpu(&self) -> Option<f64> {
+        (!self.machine_cpu_secs.is_empty()).then(|| median(&self.machine_cpu_secs))
     }
     pub fn median_cpu(&self) -> Option<f64> {
         (!self.cpu_secs.is_empty()).then(|| median(&self.cpu_secs))
@@ -205,17 +212,32 @@ impl Results {
 
     /// The least-squares slope of nexus's own CPU seconds in `nexus plan` against N.
     fn marginal_cpu(&self) -> Option<f64> {
+        self.slope_of("dry", Series::median_cpu)
+    }
+
+    /// The least-squares slope of the whole machine's CPU seconds during `nexus plan` against N:
+    /// what one more host costs the sshd processes and shells on the hosts plus nexus.
+    fn marginal_machine_cpu(&self) -> Option<f64> {
+        self.slope_of("dry", Series::median_machine_cpu)
+    }
+
+    fn slope_of(&self, phase: &str, of: fn(&Series) -> Option<f64>) -> Option<f64> {
         fit(self
             .ns()
             .into_iter()
             .filter_map(|n| {
-                self.get("nexus", n, "dry")
-                    .and_then(Series::median_cpu)
+                self.get("nexus", n, phase)
+                    .and_then(of)
                     .map(|t| (n as f64, t))
             })
             .collect())
         .map(|f| f.0)
     }
+}
+
+/// CPUs of this machine.
+fn cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
 /// Least-squares slope of the points, and the difference quotient between the last two.
@@ -303,8 +325,9 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         s,
-        "\nCPU seconds (user + system) of the tool's own processes, median; the rest of the \
-         machine's work is the hosts' sshd and shells:\n"
+        "\nCPU seconds, median: user + system of the tool's own processes, and in brackets of the \
+         whole machine while it ran (the tool plus the hosts' sshd processes and shells, which \
+         share this machine's CPUs):\n"
     );
     let _ = writeln!(s, "| N | tool | cold converge | no-op re-run | dry run |");
     let _ = writeln!(s, "| ---: | --- | ---: | ---: | ---: |");
@@ -313,7 +336,14 @@ pub fn markdown(r: &Results) -> String {
             if r.runs(tool, n).is_none() {
                 continue;
             }
-            let cpu = |p: &str| fmt_s(r.get(tool, n, p).and_then(Series::median_cpu));
+            let cpu = |p: &str| {
+                let series = r.get(tool, n, p);
+                let own = fmt_s(series.and_then(Series::median_cpu));
+                match series.and_then(Series::median_machine_cpu) {
+                    Some(m) => format!("{own} [{}]", fmt_s(Some(m))),
+                    None => own,
+                }
+            };
             let _ = writeln!(
                 s,
                 "| {n} | {tool} | {} | {} | {} |",
@@ -437,9 +467,20 @@ pub fn markdown(r: &Results) -> String {
             .marginal_cpu()
             .map(|c| format!("; nexus's own CPU: {:.1} ms/host", c * 1e3))
             .unwrap_or_default();
+        let machine = r
+            .marginal_machine_cpu()
+            .map(|c| {
+                format!(
+                    "; the whole machine's CPU (sshd, shells, nexus): {:.1} ms/host, so {:.1} ms/host of wall time on {} CPUs at best",
+                    c * 1e3,
+                    c * 1e3 / cpus(),
+                    cpus()
+                )
+            })
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "| marginal cost per extra host under 5 ms (`nexus plan`) | {:.1} ms/host (least squares over N = {}); {:.1} ms/host from N={a} to N={b}{cpu} | {} |",
+            "| marginal cost per extra host under 5 ms (`nexus plan`) | {:.1} ms/host (least squares over N = {}); {:.1} ms/host from N={a} to N={b}{cpu}{machine} | {} |",
             slope * 1e3,
             r.ns()
                 .iter()
