@@ -22,6 +22,9 @@ pub struct Inputs {
     discovered: crate::discovery::Discovered,
     /// Content of `source-url`s, fetched and checked against nexus.lock.
     urls: BTreeMap<String, Vec<u8>>,
+    /// Values of the secrets file contents use, read at plan time to compare rendered contents
+    /// with the hosts' (never recorded: the plan gets placeholders and sealed hashes).
+    secret_values: std::sync::Arc<crate::secrets::Resolved>,
 }
 
 /// What the plan records about its inputs: enough to tell that any of them changed.
@@ -219,14 +222,24 @@ impl Inputs {
             base_dir,
             discovered: Default::default(),
             urls: BTreeMap::new(),
+            secret_values: Default::default(),
         }
+    }
+
+    /// Hands the planner the secret values (and seal key) for contents that hold secrets.
+    pub fn set_secret_values(&mut self, values: std::sync::Arc<crate::secrets::Resolved>) {
+        self.secret_values = values;
+    }
+
+    pub fn secret_values(&self) -> &crate::secrets::Resolved {
+        &self.secret_values
     }
 }
 
-/// Every vault secret the configuration refers to where nexus can use it: command env values and
-/// sudo passwords.
+/// Every vault secret the configuration refers to where nexus can use it: command env values,
+/// sudo passwords, file contents and template vars.
 pub fn secret_names(cfg: &Config) -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
+    let mut out = content_secret_names(cfg);
     let mut add = |v: &Value| {
         if let Value::Secret(n) = v {
             out.insert(n.clone());
@@ -245,6 +258,31 @@ pub fn secret_names(cfg: &Config) -> std::collections::BTreeSet<String> {
     if let Some(v) = &cfg.defaults.sudo_password {
         add(v);
     }
+    out
+}
+
+/// The secrets that file contents may hold: inline `content=(secret)"..."`, file `vars` and the
+/// global and host `vars` templates see. The planner reads these values to compare contents.
+pub fn content_secret_names(cfg: &Config) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut add = |v: &Value| {
+        if let Value::Secret(n) = v {
+            out.insert(n.clone());
+        }
+    };
+    for r in all_resources(cfg) {
+        if let ResourceKind::File(f) = &r.kind {
+            if let Some(FileContent::Inline { value }) = &f.content {
+                add(value);
+            }
+            f.vars.values().for_each(&mut add);
+        }
+    }
+    cfg.vars.values().for_each(&mut add);
+    cfg.hosts
+        .iter()
+        .flat_map(|h| h.vars.values())
+        .for_each(&mut add);
     out
 }
 

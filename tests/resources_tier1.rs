@@ -151,7 +151,7 @@ impl Bench {
             res.r.id(),
             out.failure_summary()
         );
-        let sections = probe::split(&specs, &out.stdout_str()).unwrap();
+        let sections = probe::split(&specs, &out.stdout_str(), None).unwrap();
         assert_eq!(sections[0].status, 0, "{}", sections[0].output);
         Observed::parse(&sections[0].output).unwrap()
     }
@@ -735,7 +735,7 @@ async fn probes_batch_into_one_round_trip_without_reading_stdin() {
             .unwrap();
     assert_eq!(b.t.commands_run(), before + 1);
     assert!(out.success(), "{}", out.failure_summary());
-    let split = probe::split(&specs, &out.stdout_str()).unwrap();
+    let split = probe::split(&specs, &out.stdout_str(), None).unwrap();
     assert!(split.iter().all(|s| s.status == 0), "{split:?}");
     let sections: Vec<&str> = split.iter().map(|s| s.output.as_str()).collect();
     assert_eq!(sections.len(), res.len());

@@ -87,7 +87,7 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> CmdResult {
             .map_err(|e| Failure::new(Exit::Unreachable, format!("error: {e}")))?;
         inv.set_secrets(secrets.clone());
         let env = |k: &str| std::env::var(k).ok();
-        let check = stale::check(&plan, &inv, args.connect.parallel, &env).await;
+        let check = stale::check(&plan, &inv, args.connect.parallel, &env, &secrets).await;
         if !check.is_fresh() {
             inv.close().await;
             return Ok(Err(check));

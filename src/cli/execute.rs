@@ -246,7 +246,8 @@ pub fn finish(
 
 /// At plan time: reads the fingerprints of every secret the configuration uses into `inputs` (so
 /// the plan records them, never the values) and returns the values a run needs now: the sudo
-/// passwords probes may need, and with `all` every value (for `nexus run`, which executes at once).
+/// passwords probes may need, the secrets file contents hold (handed to `inputs` too, for
+/// comparing contents), and with `all` every value (for `nexus run`, which executes at once).
 pub fn plan_secrets(
     cfg: &crate::config::Config,
     inputs: &mut crate::inputs::Inputs,
@@ -287,15 +288,20 @@ pub fn plan_secrets(
         fingerprints.insert(n.clone(), fp);
     }
     inputs.set_secret_fingerprints(fingerprints);
+    // File contents that hold secrets are compared by the hash of the real content, so planning
+    // reads those values too (in memory only; docs/secrets.md).
+    let content_names = crate::inputs::content_secret_names(cfg);
     let wanted: Vec<&str> = names
         .iter()
         .map(String::as_str)
-        .filter(|n| all || sudo_names.iter().any(|s| s == n))
+        .filter(|n| all || sudo_names.iter().any(|s| s == n) || content_names.contains(*n))
         .collect();
     let resolved =
         crate::secrets::Resolved::from_vault(&vault, wanted.into_iter().map(|n| (n, None)))
             .map_err(|e| Failure::new(Exit::Failed, format!("error: {}", e.join("; "))))?;
-    Ok(std::sync::Arc::new(resolved))
+    let resolved = std::sync::Arc::new(resolved);
+    inputs.set_secret_values(resolved.clone());
+    Ok(resolved)
 }
 
 /// At apply time: reads the secrets a saved plan refers to from the vault the plan names, and

@@ -39,6 +39,7 @@ pub async fn check(
     inv: &Inventory,
     parallel: usize,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
+    secrets: &crate::secrets::Resolved,
 ) -> Check {
     let per_host: Vec<Result<Vec<Drift>, (String, String)>> =
         futures::stream::iter(plan.hosts.iter())
@@ -62,7 +63,8 @@ pub async fn check(
                 if !out.success() {
                     return Err(fail(format!("probe failed: {}", out.failure_summary())));
                 }
-                let sections = probe::split(&specs, &out.stdout_str()).map_err(fail)?;
+                let sections =
+                    probe::split(&specs, &out.stdout_str(), secrets.seal_key()).map_err(fail)?;
                 let mut drift = Vec::new();
                 for (r, s) in probed.iter().zip(sections) {
                     let now = match Observed::parse(&s.output) {

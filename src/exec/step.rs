@@ -140,7 +140,23 @@ pub async fn run(
                     format!("content {hash} does not match its hash"),
                 );
             }
-            cmd = cmd.stdin(bytes);
+            if step.stdin_secrets.is_empty() {
+                cmd = cmd.stdin(bytes);
+            } else {
+                // Content that holds secrets: the values go in here, at the last moment, and
+                // travel on stdin; the step checks the sha256 of what arrived against this one.
+                let lookup = |n: &str| secrets.get(n).map(str::to_string);
+                let real = match crate::secrets::placeholder::substitute(&bytes, &lookup) {
+                    Ok(r) => r,
+                    Err(e) => return fail(out, start, e),
+                };
+                cmd = cmd
+                    .env(
+                        "NEXUS_CONTENT_SHA256".to_string(),
+                        crate::resources::file::sha256_hex(&real),
+                    )
+                    .stdin(real.to_vec());
+            }
         }
         if let Some(t) = r.retry.timeout {
             cmd = cmd.timeout(t);

@@ -322,6 +322,8 @@ pub struct PreparedHost {
     pub facts_digest: String,
     pub probe_sudo: bool,
     entries: Vec<Entry>,
+    /// Seals the probed hashes of contents that hold secrets.
+    seal: Option<crate::secrets::SealKey>,
 }
 
 struct Entry {
@@ -584,6 +586,7 @@ pub fn prepare_host(
         facts_digest: digest_facts(facts),
         probe_sudo,
         entries,
+        seal: inputs.secret_values().seal_key().cloned(),
     })
 }
 
@@ -624,9 +627,9 @@ fn resolve_value(inputs: &Inputs, v: &Value) -> Result<String, String> {
             .env_value(n)
             .map(str::to_string)
             .ok_or_else(|| format!("environment variable {n} is not set")),
-        Value::Secret(n) => Err(format!(
-            "secret {n:?}: the secrets vault is not available in this version"
-        )),
+        // Templates see a placeholder; the file resource renders the real content only to hash
+        // it, and the executor substitutes the value at apply (docs/secrets.md).
+        Value::Secret(n) => Ok(crate::secrets::placeholder::placeholder(n)),
     }
 }
 
@@ -668,7 +671,7 @@ impl PreparedHost {
     pub fn finish(self, probe_output: &str) -> HostOutcome {
         let probes = self.probes();
         let specs: Vec<_> = probes.iter().map(probe::Owned::spec).collect();
-        let sections = probe::split(&specs, probe_output).map_err(|m| {
+        let sections = probe::split(&specs, probe_output, self.seal.as_ref()).map_err(|m| {
             vec![PlanError {
                 host: Some(self.name.clone()),
                 resource: None,

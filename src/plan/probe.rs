@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::resources::{ProbeBatch, Resource, q};
+use crate::secrets::SealKey;
 
 /// How many paths one `stat` command line carries; far below any ARG_MAX.
 const STAT_CHUNK: usize = 512;
@@ -186,9 +187,10 @@ fn batch_lines(
     b: &ProbeBatch,
     stats: &BTreeMap<&str, Stat<'_>>,
     sums: &BTreeMap<&str, &str>,
-) -> String {
+    seal: Option<&SealKey>,
+) -> Result<String, String> {
     let Some(st) = stats.get(b.path.as_str()) else {
-        return "exists=false\n".into();
+        return Ok("exists=false\n".into());
     };
     let kind = match st.raw_mode & 0o170000 {
         0o120000 => "link",
@@ -205,17 +207,31 @@ fn batch_lines(
         st.raw_mode & 0o7777
     );
     if b.sha256 && kind == "file" {
-        match sums.get(b.path.as_str()) {
-            Some(hash) => out.push_str(&format!("size={}\nsha256={hash}\n", st.size)),
-            None => out.push_str("readable=false\n"),
+        match (sums.get(b.path.as_str()), b.sealed) {
+            (Some(hash), false) => out.push_str(&format!("size={}\nsha256={hash}\n", st.size)),
+            (Some(hash), true) => {
+                let key = seal.ok_or_else(|| {
+                    format!(
+                        "{} holds secrets: its hash can only be recorded sealed, and the vault is not open",
+                        b.path
+                    )
+                })?;
+                out.push_str(&format!("sha256={}\n", key.seal(hash)));
+            }
+            (None, _) => out.push_str("readable=false\n"),
         }
     }
-    out
+    Ok(out)
 }
 
 /// Splits the output of [`script`] back into sections, one per spec, in order, each with the
-/// batched path facts of its resource first.
-pub fn split(specs: &[Spec<'_>], output: &str) -> Result<Vec<Section>, String> {
+/// batched path facts of its resource first. `seal` seals the hashes of batches marked sealed
+/// (contents that hold secrets); without it such a batch is an error.
+pub fn split(
+    specs: &[Spec<'_>],
+    output: &str,
+    seal: Option<&SealKey>,
+) -> Result<Vec<Section>, String> {
     let token = token(specs);
     let prefix = format!("@@{token} ");
     let mut frames: Vec<(String, Section)> = Vec::with_capacity(specs.len() + 2);
@@ -274,7 +290,7 @@ pub fn split(specs: &[Spec<'_>], output: &str) -> Result<Vec<Section>, String> {
             return Err(format!("probe section {label} out of order"));
         }
         if let Some(b) = spec.batch {
-            section.output = batch_lines(b, &stats, &sums) + &section.output;
+            section.output = batch_lines(b, &stats, &sums, seal)? + &section.output;
         }
         sections.push(section);
     }
@@ -286,7 +302,7 @@ pub fn split(specs: &[Spec<'_>], output: &str) -> Result<Vec<Section>, String> {
 pub fn run_local(r: &dyn Resource) -> crate::resources::Observed {
     let owned = Owned::of(r);
     let specs = [owned.spec()];
-    let sections = split(&specs, &run_sh(&script(&specs))).unwrap();
+    let sections = split(&specs, &run_sh(&script(&specs)), None).unwrap();
     assert_eq!(sections[0].status, 0, "{}", sections[0].output);
     crate::resources::Observed::parse(&sections[0].output).unwrap()
 }
@@ -331,7 +347,7 @@ mod tests {
             spec(""),
             spec("printf 'no_newline=1'"),
         ];
-        let sections = split(&specs, &run_sh(&script(&specs))).unwrap();
+        let sections = split(&specs, &run_sh(&script(&specs)), None).unwrap();
         assert_eq!(
             sections[0],
             Section {
@@ -361,7 +377,7 @@ mod tests {
         let specs = [spec("echo a=1"), spec("echo b=2")];
         let text = run_sh(&script(&specs));
         let cut = &text[..text.rfind("@@").unwrap()];
-        assert!(split(&specs, cut).is_err());
+        assert!(split(&specs, cut, None).is_err());
     }
 
     #[test]
@@ -391,6 +407,7 @@ mod tests {
             .map(|p| ProbeBatch {
                 path: p.to_str().unwrap().to_string(),
                 sha256: true,
+                sealed: false,
             })
             .collect();
         let specs: Vec<Spec<'_>> = batches
@@ -401,7 +418,7 @@ mod tests {
                 inline: true,
             })
             .collect();
-        let sections = split(&specs, &run_sh(&script(&specs))).unwrap();
+        let sections = split(&specs, &run_sh(&script(&specs)), None).unwrap();
         // The stat snippet per path, for comparison.
         for (b, section) in batches.iter().zip(&sections) {
             let mut alone = crate::resources::stat_probe(&b.path);

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::config::{self, FileContent, Presence};
+use crate::secrets::placeholder;
 
 /// Old contents up to this size travel back with the probe for diffs.
 pub const DIFF_LIMIT: u64 = 256 * 1024;
@@ -23,6 +24,17 @@ pub struct File {
     /// Copy the previous content to `PATH.<sha256 prefix>.bak` before replacing or removing it.
     pub backup: bool,
     pub sudo: bool,
+    /// Set when the content holds secrets: `content` then has placeholders for them.
+    pub secret: Option<SecretContent>,
+}
+
+/// What the plan may know about content that holds secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretContent {
+    /// The secrets it holds, substituted by the executor.
+    pub names: Vec<String>,
+    /// The sealed sha256 of the real content, compared with the host's sealed hash.
+    pub sealed_sha256: String,
 }
 
 pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceError> {
@@ -34,10 +46,10 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
                 f.path
             )));
         }
-        (Some(FileContent::Inline { value }), _) => Some(ctx.value(value)?.into_bytes()),
+        (Some(FileContent::Inline { value }), _) => Some(ctx.content_value(value)?.into_bytes()),
         (Some(FileContent::Source { path }), _) => Some(local_file(ctx, path, "source")?.to_vec()),
         (Some(FileContent::Template { path }), _) => {
-            Some(render_template(f, path, ctx)?.into_bytes())
+            Some(render_template(f, path, ctx, false)?.into_bytes())
         }
         (Some(FileContent::Url { url, .. }), _) => Some(
             ctx.inputs
@@ -50,6 +62,27 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
                 .to_vec(),
         ),
     };
+    // Only inline and template contents come from configuration values; a source file or URL is
+    // taken byte for byte, whatever it holds. A template that can see a secret var is checked
+    // even when its output shows no placeholder: a filter may have changed the placeholder.
+    let secret = match (&content, &f.content) {
+        (Some(bytes), Some(FileContent::Inline { .. })) if placeholder::has_placeholders(bytes) => {
+            secret_content(f, ctx, bytes)?
+        }
+        (Some(bytes), Some(FileContent::Template { .. }))
+            if placeholder::has_placeholders(bytes) || template_sees_secrets(f, ctx) =>
+        {
+            secret_content(f, ctx, bytes)?
+        }
+        _ => None,
+    };
+    if secret.is_some() && ProbeBatch::for_path(&f.path, true).is_none() {
+        // Such a path keeps its own probe snippet, which hashes unsealed and sends old content.
+        return Err(ResourceError::Unsupported(format!(
+            "file {:?} holds secrets: its path must not contain a newline or a backslash",
+            f.path
+        )));
+    }
     Ok(File {
         path: f.path.clone(),
         state: f.state,
@@ -59,7 +92,54 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
         mode: f.mode,
         backup: f.backup,
         sudo: ctx.sudo,
+        secret,
     })
+}
+
+/// The real content is made here only to be hashed and sealed, then wiped; the plan keeps the
+/// placeholders. A template that transforms a secret (a filter, a test) would see the placeholder
+/// instead of the value, so its output with values is checked against the substitution.
+fn secret_content(
+    f: &config::File,
+    ctx: &ResolveCtx<'_>,
+    with_placeholders: &[u8],
+) -> Result<Option<SecretContent>, ResourceError> {
+    let secrets = ctx.inputs.secret_values();
+    let lookup = |n: &str| secrets.get(n).map(str::to_string);
+    let real =
+        placeholder::substitute(with_placeholders, &lookup).map_err(ResourceError::Invalid)?;
+    if let Some(FileContent::Template { path }) = &f.content {
+        let rendered = zeroize::Zeroizing::new(render_template(f, path, ctx, true)?.into_bytes());
+        if *rendered != *real {
+            return Err(ResourceError::Invalid(format!(
+                "template {}: a secret variable must be inserted as it is ({{{{ vars.NAME }}}}); \
+                 filters and tests on secret values are not supported",
+                ctx.inputs.relative(path)
+            )));
+        }
+    }
+    let names = placeholder::names_in(with_placeholders);
+    if names.is_empty() {
+        // A template that could see secrets but inserted none.
+        return Ok(None);
+    }
+    let key = secrets.seal_key().ok_or_else(|| {
+        ResourceError::Invalid("the content holds secrets but the vault was not opened".into())
+    })?;
+    Ok(Some(SecretContent {
+        names,
+        sealed_sha256: key.seal(&sha256_hex(&real)),
+    }))
+}
+
+/// Whether any var a template sees (global, host or the file's own) is a secret.
+fn template_sees_secrets(f: &config::File, ctx: &ResolveCtx<'_>) -> bool {
+    ctx.vars
+        .values()
+        .any(|v| placeholder::has_placeholders(v.as_bytes()))
+        || f.vars
+            .values()
+            .any(|v| matches!(v, crate::config::Value::Secret(_)))
 }
 
 /// The bytes of a local file that was read before planning.
@@ -77,10 +157,12 @@ pub(crate) fn local_file<'a>(
 }
 
 /// Renders a minijinja template with facts, vars (the file's own `vars` take precedence) and host.
+/// Secret vars are placeholders, or with `real` their values (only ever to hash the result).
 fn render_template(
     f: &config::File,
     path: &std::path::Path,
     ctx: &ResolveCtx<'_>,
+    real: bool,
 ) -> Result<String, ResourceError> {
     let name = ctx.inputs.relative(path);
     let bytes = local_file(ctx, path, "template")?;
@@ -88,7 +170,18 @@ fn render_template(
         .map_err(|e| ResourceError::Invalid(format!("template {name} is not UTF-8 text: {e}")))?;
     let mut vars = ctx.vars.clone();
     for (k, v) in &f.vars {
-        vars.insert(k.clone(), ctx.value(v)?);
+        vars.insert(k.clone(), ctx.content_value(v)?);
+    }
+    if real {
+        let secrets = ctx.inputs.secret_values();
+        let lookup = |n: &str| secrets.get(n).map(str::to_string);
+        for v in vars.values_mut() {
+            if placeholder::has_placeholders(v.as_bytes()) {
+                let real = placeholder::substitute(v.as_bytes(), &lookup)
+                    .map_err(ResourceError::Invalid)?;
+                *v = String::from_utf8_lossy(&real).into_owned();
+            }
+        }
     }
     let merged = ResolveCtx {
         vars: &vars,
@@ -155,7 +248,7 @@ fn fail_with(msg: &str) -> String {
 /// existing file is first copied there (`cp -p`). Shared by `file` and `upload`.
 pub fn write_step(
     path: &str,
-    content: &[u8],
+    content: WriteContent<'_>,
     owner: Option<&str>,
     group: Option<&str>,
     mode: Option<Mode>,
@@ -190,7 +283,7 @@ pub fn write_step(
     // Verify what landed before it replaces anything: a truncated transfer must not become the file.
     s.push_str(&format!(
         "[ \"$(sha256sum < \"$tmp\" | cut -d ' ' -f 1)\" = {} ] || {}\n",
-        sha256_hex(content),
+        content.expected_sha256(),
         fail_with(&format!(
             "nexus: the content written to {path} does not match the plan"
         ))
@@ -217,8 +310,34 @@ pub fn write_step(
     s.push_str(&format!("mv -f -- \"$tmp\" {p}\n"));
     s.push_str("trap - EXIT");
     let mut step = Step::new(s, sudo);
-    step.stdin = Some(blake3::hash(content).to_hex().to_string());
+    match content {
+        WriteContent::Bytes(b) => step.stdin = Some(blake3::hash(b).to_hex().to_string()),
+        WriteContent::WithSecrets { blob, names } => {
+            step.stdin = Some(blake3::hash(blob).to_hex().to_string());
+            step.stdin_secrets = names.to_vec();
+        }
+    }
     step
+}
+
+/// What a write step sends.
+#[derive(Debug, Clone, Copy)]
+pub enum WriteContent<'a> {
+    /// These exact bytes; the step checks their sha256, written into the script.
+    Bytes(&'a [u8]),
+    /// A blob with secret placeholders the executor fills in; the plan cannot know the sha256 of
+    /// the result, so the executor passes it as `NEXUS_CONTENT_SHA256`.
+    WithSecrets { blob: &'a [u8], names: &'a [String] },
+}
+
+impl WriteContent<'_> {
+    /// The shell word the written file's sha256 must equal.
+    fn expected_sha256(&self) -> String {
+        match self {
+            WriteContent::Bytes(b) => sha256_hex(b),
+            WriteContent::WithSecrets { .. } => "\"$NEXUS_CONTENT_SHA256\"".into(),
+        }
+    }
 }
 
 /// A unified diff of two contents when both are text, else `None`.
@@ -246,10 +365,28 @@ impl File {
 
     /// Where `backup` keeps the content whose sha256 is `old_sha`.
     fn backup_path(&self, old_sha: &str) -> String {
-        format!("{}.{}.bak", self.path, &old_sha[..old_sha.len().min(12)])
+        let hex = old_sha.strip_prefix("sealed:").unwrap_or(old_sha);
+        format!("{}.{}.bak", self.path, &hex[..hex.len().min(12)])
+    }
+
+    /// The hash the probe's `sha256` is compared with: plain, or sealed for secret content.
+    fn desired_sha256(&self) -> String {
+        match &self.secret {
+            Some(s) => s.sealed_sha256.clone(),
+            None => sha256_hex(self.desired()),
+        }
     }
 
     fn content_field(&self, old: Option<(&str, u64)>) -> FieldChange {
+        if self.secret.is_some() {
+            // Sealed hashes tell versions apart; sizes would tell a secret's length.
+            let show = |sha: &str| format!("{} (holds secrets)", &sha[..sha.len().min(19)]);
+            return FieldChange {
+                field: "content".into(),
+                from: old.map(|(sha, _)| show(sha)),
+                to: Some(show(&self.desired_sha256())),
+            };
+        }
         let show =
             |sha: &str, n: u64| format!("sha256:{} ({})", &sha[..sha.len().min(12)], human_size(n));
         let new = self.desired();
@@ -261,9 +398,16 @@ impl File {
     }
 
     fn write(&self, backup_to: Option<&str>) -> Step {
+        let content = match &self.secret {
+            Some(s) => WriteContent::WithSecrets {
+                blob: self.desired(),
+                names: &s.names,
+            },
+            None => WriteContent::Bytes(self.desired()),
+        };
         write_step(
             &self.path,
-            self.desired(),
+            content,
             self.owner.as_deref(),
             self.group.as_deref(),
             self.mode,
@@ -298,7 +442,8 @@ impl Resource for File {
         );
         let hashed = self.state == Presence::Present || self.backup;
         if self.probe_batch().is_some() {
-            if !hashed {
+            // Old content that held secrets must never travel back for a diff.
+            if !hashed || self.secret.is_some() {
                 return String::new();
             }
             // The batched sums are in $_nx_sums as `HASH  PATH` lines: a case match (a builtin)
@@ -323,7 +468,13 @@ impl Resource for File {
     }
 
     fn probe_batch(&self) -> Option<ProbeBatch> {
-        ProbeBatch::for_path(&self.path, self.state == Presence::Present || self.backup)
+        let batch =
+            ProbeBatch::for_path(&self.path, self.state == Presence::Present || self.backup);
+        match (batch, &self.secret) {
+            // The host's hash of a file holding secrets is sealed before the plan records it.
+            (Some(b), Some(_)) => Some(ProbeBatch { sealed: true, ..b }),
+            (b, _) => b,
+        }
     }
 
     fn probe_inline(&self) -> bool {
@@ -369,7 +520,8 @@ impl Resource for File {
             )));
         }
         let new = self.desired();
-        let new_sha = sha256_hex(new);
+        let new_sha = self.desired_sha256();
+        let secret = self.secret.is_some();
         let (owner, group) = (self.owner.as_deref(), self.group.as_deref());
 
         if !exists {
@@ -388,7 +540,7 @@ impl Resource for File {
             ));
             c.fields.push(self.content_field(None));
             c.fields.extend(attrs);
-            c.diff = (new.len() as u64 <= DIFF_LIMIT)
+            c.diff = (!secret && new.len() as u64 <= DIFF_LIMIT)
                 .then(|| text_diff(&self.path, b"", new))
                 .flatten();
             return Ok(c);
@@ -422,9 +574,11 @@ impl Resource for File {
         });
         let diff = old
             .as_deref()
+            .filter(|_| !secret)
             .and_then(|old| text_diff(&self.path, old, new));
         let reason = match diff {
             Some(_) => "content differs".to_string(),
+            None if secret => "content differs (it holds secrets: no diff)".to_string(),
             None => format!(
                 "content differs ({} → {})",
                 human_size(old_size),
@@ -468,6 +622,7 @@ mod tests {
             mode: None,
             backup: false,
             sudo: true,
+            secret: None,
         }
     }
 
@@ -812,6 +967,109 @@ mod tests {
         assert!(e.to_string().contains("t/missing.j2"), "{e}");
     }
 
+    fn inline(value: Value, ctx: &ResolveCtx<'_>) -> Result<File, ResourceError> {
+        resolve(&cfg(FileContent::Inline { value }, BTreeMap::new()), ctx)
+    }
+
+    #[test]
+    fn contents_holding_secrets_plan_with_placeholders_and_sealed_hashes() {
+        let (facts, mut vars, mut inputs) = ctx_parts();
+        let secret = "pa55-w0rd!";
+        inputs.set_secret_values(std::sync::Arc::new(crate::secrets::Resolved::from_pairs(
+            &[("DB_PASSWORD", secret), ("API", "tok-123")],
+            [7; 32],
+        )));
+        // A global var holding a secret, as the planner passes it: a placeholder.
+        vars.insert("api".into(), placeholder::placeholder("API"));
+        let ctx = ResolveCtx {
+            host: "web1",
+            facts: &facts,
+            sudo: false,
+            inputs: &inputs,
+            vars: &vars,
+            host_tags: &[],
+        };
+        let mut files = BTreeMap::new();
+        files.insert(
+            PathBuf::from("/cfg/t/db.j2"),
+            b"user=app password={{ vars.pw }} api={{ vars.api }}\n".to_vec(),
+        );
+        files.insert(
+            PathBuf::from("/cfg/t/upper.j2"),
+            b"{{ vars.pw | upper }}\n".to_vec(),
+        );
+        let own = BTreeMap::from([("pw".to_string(), Value::Secret("DB_PASSWORD".into()))]);
+        let mut with_templates = Inputs::from_parts(PathBuf::from("/cfg"), files, BTreeMap::new());
+        with_templates.set_secret_values(std::sync::Arc::new(
+            crate::secrets::Resolved::from_pairs(
+                &[("DB_PASSWORD", secret), ("API", "tok-123")],
+                [7; 32],
+            ),
+        ));
+        let ctx_t = ResolveCtx {
+            inputs: &with_templates,
+            ..ctx
+        };
+        let template = |path: &str| {
+            resolve(
+                &cfg(FileContent::Template { path: path.into() }, own.clone()),
+                &ctx_t,
+            )
+        };
+        let f = template("/cfg/t/db.j2").unwrap();
+        let s = f.secret.clone().expect("holds secrets");
+        assert_eq!(s.names, ["API", "DB_PASSWORD"]);
+        let real = format!("user=app password={secret} api=tok-123\n");
+        let key = with_templates.secret_values().seal_key().unwrap();
+        assert_eq!(s.sealed_sha256, key.seal(&sha256_hex(real.as_bytes())));
+        let blob = f.content.clone().unwrap();
+        assert!(!String::from_utf8_lossy(&blob).contains(secret));
+        assert_eq!(
+            blob,
+            format!(
+                "user=app password={} api={}\n",
+                placeholder::placeholder("DB_PASSWORD"),
+                placeholder::placeholder("API")
+            )
+            .into_bytes()
+        );
+        // The probe asks for a sealed hash and sends no old content back.
+        assert_eq!(f.probe(), "");
+        assert!(f.probe_batch().unwrap().sealed);
+        // Unchanged on the host: compared by sealed hash.
+        let obs = |sha: &str| {
+            Observed::parse(&format!(
+                "exists=true\ntype=file\nowner=root\ngroup=root\nmode=0644\nsha256={sha}\n"
+            ))
+            .unwrap()
+        };
+        assert_eq!(f.plan(&obs(&s.sealed_sha256)).unwrap().action, Action::NoOp);
+        // Changed: an update with sealed hashes, no diff, and a step that gets the values at apply.
+        let c = f.plan(&obs(&key.seal("0000"))).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "content differs (it holds secrets: no diff)");
+        assert!(c.diff.is_none());
+        let rendered = format!("{:?} {:?}", c.fields, c.steps);
+        assert!(!rendered.contains(secret), "{rendered}");
+        assert!(
+            !rendered.contains(&sha256_hex(real.as_bytes())),
+            "{rendered}"
+        );
+        assert!(rendered.contains("(holds secrets)"), "{rendered}");
+        assert_eq!(c.steps[0].stdin_secrets, ["API", "DB_PASSWORD"]);
+        assert!(c.steps[0].script.contains("= \"$NEXUS_CONTENT_SHA256\" ]"));
+        assert_eq!(c.blobs, [blob]);
+        // A filter on a secret would have seen the placeholder: refused.
+        let e = template("/cfg/t/upper.j2").unwrap_err();
+        assert!(e.to_string().contains("must be inserted as it is"), "{e}");
+        // Inline secret content.
+        let f = inline(Value::Secret("API".into()), &ctx).unwrap();
+        assert_eq!(
+            f.secret.unwrap().sealed_sha256,
+            key.seal(&sha256_hex(b"tok-123"))
+        );
+    }
+
     #[test]
     fn content_sources() {
         let (facts, vars, inputs) = ctx_parts();
@@ -849,28 +1107,14 @@ mod tests {
             matches!(&e, ResourceError::Invalid(m) if m.contains("files/gone")),
             "{e}"
         );
-        let f = resolve(
-            &cfg(
-                FileContent::Inline {
-                    value: Value::Literal("hi".into()),
-                },
-                BTreeMap::new(),
-            ),
-            &ctx,
-        )
-        .unwrap();
+        let f = inline(Value::Literal("hi".into()), &ctx).unwrap();
         assert_eq!(f.content.as_deref(), Some(&b"hi"[..]));
-        let e = resolve(
-            &cfg(
-                FileContent::Inline {
-                    value: Value::Secret("S".into()),
-                },
-                BTreeMap::new(),
-            ),
-            &ctx,
-        )
-        .unwrap_err();
-        assert!(matches!(e, ResourceError::Unsupported(_)));
+        let e = inline(Value::Secret("S".into()), &ctx).unwrap_err();
+        // Without the vault's values (planning reads them when contents hold secrets).
+        assert!(
+            matches!(&e, ResourceError::Invalid(m) if m.contains("secret \"S\" was not read")),
+            "{e}"
+        );
         let e = resolve(
             &cfg(
                 FileContent::Url {

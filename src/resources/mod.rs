@@ -158,6 +158,10 @@ pub struct Step {
     /// blake3 of a blob in the plan, fed to the command's stdin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
+    /// Secrets whose placeholders the executor replaces with their values in the stdin blob; it
+    /// then passes the sha256 of what it sends as `NEXUS_CONTENT_SHA256` (docs/secrets.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stdin_secrets: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, EnvValue>,
     /// Skip the step when this condition (POSIX sh) succeeds at apply time: guards are re-checked
@@ -179,6 +183,7 @@ impl Step {
             sudo,
             user: None,
             stdin: None,
+            stdin_secrets: Vec::new(),
             env: BTreeMap::new(),
             skip_if: None,
             download_to: None,
@@ -355,6 +360,10 @@ pub struct ProbeBatch {
     /// Also hash the content (size and sha256 of a regular, readable file).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sha256: bool,
+    /// The content holds secrets: the sha256 is sealed with the vault's key before anything
+    /// records it, and the size is left out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
 }
 
 impl ProbeBatch {
@@ -364,6 +373,7 @@ impl ProbeBatch {
         (!path.contains(['\n', '\\'])).then(|| ProbeBatch {
             path: path.to_string(),
             sha256,
+            sealed: false,
         })
     }
 }
@@ -425,11 +435,22 @@ impl ResolveCtx<'_> {
                 .ok_or_else(|| {
                     ResourceError::Invalid(format!("environment variable {name} is not set"))
                 }),
-            // Contents and template values would have to be hashed or diffed in the plan; only
-            // command env and sudo passwords carry secrets, as references resolved at apply.
+            // Secrets are references resolved at apply: command env, sudo passwords and
+            // contents (see `content_value`) have their own paths to the host.
             Value::Secret(name) => Err(ResourceError::Unsupported(format!(
-                "secret {name:?} cannot be used here: secrets are supported in command env and sudo-password"
+                "secret {name:?} cannot be used here: secrets are supported in command env, sudo-password, file content and vars"
             ))),
+        }
+    }
+
+    /// [`ResolveCtx::value`] for file contents and template vars: a secret becomes its
+    /// placeholder, which the executor replaces with the value at apply.
+    pub fn content_value(&self, v: &crate::config::Value) -> Result<String, ResourceError> {
+        match v {
+            crate::config::Value::Secret(name) => {
+                Ok(crate::secrets::placeholder::placeholder(name))
+            }
+            other => self.value(other),
         }
     }
 

@@ -48,7 +48,7 @@ impl Resource for Upload {
     fn plan(&self, _observed: &Observed) -> Result<Change, ResourceError> {
         let step = write_step(
             &self.dest,
-            &self.content,
+            super::file::WriteContent::Bytes(&self.content),
             self.owner.as_deref(),
             self.group.as_deref(),
             self.mode,

@@ -11,12 +11,14 @@
 
 mod format;
 mod key;
+pub mod placeholder;
 mod resolved;
 mod vault;
 
 use std::path::PathBuf;
 
 pub use key::{KEY_LEN, Key};
+pub use placeholder::SealKey;
 pub use resolved::Resolved;
 pub use vault::{
     DEFAULT_PATH, KEY_ENV, KeySource, NewKey, PASSPHRASE_ENV, Prompt, Settings, Unlock, Vault,

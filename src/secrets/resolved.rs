@@ -11,6 +11,8 @@ use super::Vault;
 #[derive(Default)]
 pub struct Resolved {
     values: BTreeMap<String, Zeroizing<String>>,
+    /// Present when read from a vault: seals hashes of contents that hold secrets.
+    seal_key: Option<super::SealKey>,
 }
 
 impl std::fmt::Debug for Resolved {
@@ -42,14 +44,33 @@ impl Resolved {
             }
         }
         if changed.is_empty() {
-            Ok(Resolved { values })
+            Ok(Resolved {
+                values,
+                seal_key: Some(vault.seal_key()),
+            })
         } else {
             Err(changed)
         }
     }
 
+    /// Values given directly, with a seal key derived from `key`: for tests and offline planning,
+    /// where no vault file exists.
+    pub fn from_pairs(pairs: &[(&str, &str)], key: [u8; 32]) -> Resolved {
+        Resolved {
+            values: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Zeroizing::new(v.to_string())))
+                .collect(),
+            seal_key: Some(super::SealKey::derive(&key)),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(|v| v.as_str())
+    }
+
+    pub fn seal_key(&self) -> Option<&super::SealKey> {
+        self.seal_key.as_ref()
     }
 
     pub fn is_empty(&self) -> bool {

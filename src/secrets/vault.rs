@@ -397,6 +397,11 @@ impl Vault {
         h.finalize().to_hex().to_string()
     }
 
+    /// The key that seals hashes of contents holding this vault's secrets.
+    pub fn seal_key(&self) -> super::SealKey {
+        super::SealKey::derive(&self.fingerprint_key)
+    }
+
     /// [`Vault::fingerprint`] of the stored value of `name`.
     pub fn fingerprint_of(&self, name: &str) -> Option<String> {
         self.get(name).map(|v| self.fingerprint(name, v))
