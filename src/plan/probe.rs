@@ -15,6 +15,11 @@ use crate::secrets::SealKey;
 /// How many paths one `stat` command line carries; far below any ARG_MAX.
 const STAT_CHUNK: usize = 512;
 
+/// The shell function a batched file's snippet calls as `FN SHA256 PATH`: unless the batched sums
+/// hold that hash for that path, it prints the file's current content as `_old_b64=` (for the
+/// plan's diff) when it is a small, readable regular file. Defined by every batched probe script.
+pub const OLD_CONTENT_FN: &str = "_nx_old";
+
 /// One resource's probe: its snippet, the path facts it wants batched, and whether the snippet is
 /// simple enough (builtins, no `exit`, no `cd`) to run in the probe's own shell instead of a
 /// subshell, which costs a fork.
@@ -89,6 +94,16 @@ pub fn script(specs: &[Spec<'_>]) -> String {
         // device would block or never end. The tests are builtins; one sha256sum reads them all.
         // The sums stay in a variable for the file snippets that decide whether to send a diff.
         s.push_str("_nx_sums=\n_nx_nl='\n'\nset --\n");
+        s.push_str(&format!(
+            "{OLD_CONTENT_FN}() {{\n\
+             case \"$_nx_nl$_nx_sums$_nx_nl\" in *\"$_nx_nl$1  $2$_nx_nl\"*) return 0 ;; esac\n\
+             if [ -f \"$2\" ] && [ ! -L \"$2\" ] && [ -r \"$2\" ]; then\n\
+             _nx_n=$(wc -c < \"$2\" | tr -d ' ')\n\
+             if [ \"$_nx_n\" -le {limit} ] && command -v base64 >/dev/null 2>&1; then printf '_old_b64='; base64 < \"$2\" | tr -d '\\n'; echo; fi\n\
+             fi\n\
+             }}\n",
+            limit = crate::resources::file::DIFF_LIMIT
+        ));
         if !hash.is_empty() {
             let words: Vec<String> = hash.iter().map(|p| q(p)).collect();
             s.push_str(&format!(

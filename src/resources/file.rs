@@ -446,13 +446,9 @@ impl Resource for File {
             if !hashed || self.secret.is_some() {
                 return String::new();
             }
-            // The batched sums are in $_nx_sums as `HASH  PATH` lines: a case match (a builtin)
-            // finds an unchanged file without forking anything.
-            let line = q(&format!("{want}  {}", self.path));
-            return format!(
-                "case \"$_nx_nl$_nx_sums$_nx_nl\" in *\"$_nx_nl\"{line}\"$_nx_nl\"*) ;; *) \
-                 if [ -f {p} ] && [ ! -L {p} ] && [ -r {p} ]; then {old_content}; fi ;; esac"
-            );
+            // The probe's old-content function compares with the batched sums by a case match
+            // (a builtin), so an unchanged file forks nothing.
+            return format!("{} {want} {p}", crate::plan::probe::OLD_CONTENT_FN);
         }
         let mut s = stat_probe(&self.path);
         if hashed {
