@@ -7,6 +7,7 @@ mod diagnostic;
 mod model;
 mod parse;
 mod reader;
+pub mod syntax;
 mod validate;
 pub mod values;
 
@@ -193,7 +194,7 @@ impl Loader<'_> {
 
     fn parse_text(&mut self, id: FileId, dir: &Path, stack: &mut Vec<FileId>) {
         let text = self.sources.get(id).text.clone();
-        // The KDL parser recurses per block; refuse absurd nesting before it can exhaust the stack.
+        // The KDL parsers recurse per block; refuse absurd nesting before it can exhaust the stack.
         if let Some(at) = too_deep(&text, MAX_DEPTH) {
             self.cx.push(
                 Diag::new("config::too-deep", format!("blocks are nested more than {MAX_DEPTH} levels deep"))
@@ -202,14 +203,13 @@ impl Loader<'_> {
             );
             return;
         }
-        let doc = match kdl::KdlDocument::parse_v2(&text) {
+        let doc = match syntax::parse(&text) {
             Ok(doc) => doc,
-            Err(e) => {
-                let unclosed = e
-                    .diagnostics
+            Err(errors) => {
+                let unclosed = errors
                     .iter()
                     .any(|d| d.message.as_deref() == Some(UNCLOSED_BLOCK));
-                for d in e.diagnostics {
+                for d in errors {
                     let message = d.message.unwrap_or_else(|| "invalid KDL".into());
                     // The parser reports an unclosed block twice; the second, spanning the whole
                     // block, adds nothing.
@@ -240,7 +240,7 @@ impl Loader<'_> {
         }
     }
 
-    fn import(&mut self, fc: &FileCtx<'_>, node: &kdl::KdlNode, stack: &mut Vec<FileId>) {
+    fn import(&mut self, fc: &FileCtx<'_>, node: &syntax::KdlNode, stack: &mut Vec<FileId>) {
         let mut r = NodeR::new(&mut self.cx, node, fc.file, "`import`".into());
         r.expect_args(
             &mut self.cx,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// How big a generated configuration is.
 #[derive(Clone, Copy)]
-struct Size {
+pub(crate) struct Size {
     hosts: usize,
     groups: usize,
     tasks: usize,
@@ -26,7 +26,7 @@ struct Size {
 }
 
 /// The benchmark's size: 1,000 hosts, 50 groups, 200 tasks x 50 = 10,000 resources.
-const FULL: Size = Size {
+pub(crate) const FULL: Size = Size {
     hosts: 1_000,
     groups: 50,
     tasks: 200,
@@ -44,7 +44,7 @@ const HANDLERS: usize = 10;
 const TARGET: Duration = Duration::from_millis(100);
 
 /// Generates the configuration text. Deterministic: the same bytes every run.
-fn generate(size: Size) -> String {
+pub(crate) fn generate(size: Size) -> String {
     let Size {
         hosts,
         groups,
