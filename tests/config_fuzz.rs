@@ -657,30 +657,46 @@ fn edge_inputs_never_panic() {
         .unwrap();
 }
 
-/// Deeply nested blocks must be a configuration error (exit 3), not a crash. Today the KDL
-/// parser (kdl-rs `KdlDocument::parse_v2`, called from src/config/mod.rs) recurses once per
-/// level and overflows the stack: the 3,000-byte file `a{a{a{...` (1,500 levels) aborts the
-/// release binary with SIGABRT. Run in a child process so that the abort cannot take the test
-/// binary down; un-ignore once the loader limits nesting depth.
+/// Deeply nested blocks must be a configuration error (exit 3), not a crash. The `kdl` crate's
+/// parser (the loader's fallback, src/config/syntax) recurses once per level and overflows the
+/// stack: the 3,000-byte file `a{a{a{...` (1,500 levels) aborts the release binary with SIGABRT,
+/// so the loader refuses nesting deeper than 64 before parsing. Its scan must skip strings
+/// exactly: a quote inside a raw or multi-line string once hid the braces after it. Run in a
+/// child process so that an abort cannot take the test binary down.
 #[test]
 fn deep_nesting_is_an_error_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("deep.kdl");
-    std::fs::write(&p, "a{".repeat(5_000)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .arg("-c")
-        .arg(&p)
-        .arg("validate")
-        .output()
-        .expect("run nexus");
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "expected exit 3 (invalid configuration), got {:?}; stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-            .chars()
-            .take(500)
-            .collect::<String>()
-    );
+    let deep = "b{".repeat(5_000);
+    let texts = [
+        "a{".repeat(5_000),
+        format!("a #\"x\\\"#\n{deep}"),
+        format!("a ##\"x\"#y\"##\n{deep}"),
+        format!("a \"\"\"\n  say \"hi\n  \"\"\"\n{deep}"),
+        format!("a #\"\"\"\n  x\"#y\n  \"\"\"#\n{deep}"),
+    ];
+    for (i, text) in texts.iter().enumerate() {
+        let p = dir.path().join(format!("deep{i}.kdl"));
+        std::fs::write(&p, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
+            .arg("-c")
+            .arg(&p)
+            .arg("validate")
+            .output()
+            .expect("run nexus");
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "text {i}: expected exit 3 (invalid configuration), got {:?}; stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .take(500)
+                .collect::<String>()
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("nested more than 64 levels"),
+            "text {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

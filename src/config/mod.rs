@@ -7,6 +7,7 @@ mod diagnostic;
 mod model;
 mod parse;
 mod reader;
+pub mod syntax;
 mod validate;
 pub mod values;
 
@@ -193,7 +194,9 @@ impl Loader<'_> {
 
     fn parse_text(&mut self, id: FileId, dir: &Path, stack: &mut Vec<FileId>) {
         let text = self.sources.get(id).text.clone();
-        // The KDL parser recurses per block; refuse absurd nesting before it can exhaust the stack.
+        // The KDL parsers recurse per block; refuse absurd nesting before it can exhaust the stack.
+        // (The fast parser also stops at this depth by itself, but it falls back to the `kdl`
+        // crate, which does not.)
         if let Some(at) = too_deep(&text, MAX_DEPTH) {
             self.cx.push(
                 Diag::new("config::too-deep", format!("blocks are nested more than {MAX_DEPTH} levels deep"))
@@ -202,14 +205,13 @@ impl Loader<'_> {
             );
             return;
         }
-        let doc = match kdl::KdlDocument::parse_v2(&text) {
+        let doc = match syntax::parse(&text) {
             Ok(doc) => doc,
-            Err(e) => {
-                let unclosed = e
-                    .diagnostics
+            Err(errors) => {
+                let unclosed = errors
                     .iter()
                     .any(|d| d.message.as_deref() == Some(UNCLOSED_BLOCK));
-                for d in e.diagnostics {
+                for d in errors {
                     let message = d.message.unwrap_or_else(|| "invalid KDL".into());
                     // The parser reports an unclosed block twice; the second, spanning the whole
                     // block, adds nothing.
@@ -240,7 +242,7 @@ impl Loader<'_> {
         }
     }
 
-    fn import(&mut self, fc: &FileCtx<'_>, node: &kdl::KdlNode, stack: &mut Vec<FileId>) {
+    fn import(&mut self, fc: &FileCtx<'_>, node: &syntax::KdlNode, stack: &mut Vec<FileId>) {
         let mut r = NodeR::new(&mut self.cx, node, fc.file, "`import`".into());
         r.expect_args(
             &mut self.cx,
@@ -377,18 +379,46 @@ impl Loader<'_> {
 /// Deeper than any real configuration, far shallower than what overflows the parser's stack.
 const MAX_DEPTH: usize = 64;
 
-/// The byte offset of the first `{` that opens a block deeper than `max`, skipping strings and
-/// comments (approximately: raw strings count as plain text, which can only over-count braces
-/// inside them, and only matters past the limit).
+/// The byte offset of the first `{` that opens a block deeper than `max`, skipping strings
+/// (quoted, multi-line and raw) and comments. Block comments are taken as not nested, which can
+/// only over-count braces inside them (and only matters past the limit). Strings must be skipped
+/// exactly: a quote taken for the start of a string would hide the braces after it.
 fn too_deep(text: &str, max: usize) -> Option<usize> {
     let b = text.as_bytes();
     let (mut i, mut depth) = (0, 0usize);
     while i < b.len() {
         match b[i] {
+            b'"' if b[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < b.len() && !b[i..].starts_with(b"\"\"\"") {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 2;
+            }
             b'"' => {
                 i += 1;
                 while i < b.len() && b[i] != b'"' {
                     i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'#' => {
+                // A raw string, #"..."# or #"""..."""#, ends at the same number of '#'.
+                let open = i + b[i..].iter().take_while(|&&c| c == b'#').count();
+                if b.get(open) == Some(&b'"') {
+                    let quotes = if b[open..].starts_with(b"\"\"\"") {
+                        3
+                    } else {
+                        1
+                    };
+                    let mut close = vec![b'"'; quotes];
+                    close.resize(quotes + open - i, b'#');
+                    i = open + quotes;
+                    while i < b.len() && !b[i..].starts_with(&close) {
+                        i += 1;
+                    }
+                    i += close.len() - 1;
+                } else {
+                    i = open - 1;
                 }
             }
             b'/' if b.get(i + 1) == Some(&b'/') => {

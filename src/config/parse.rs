@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kdl::KdlNode;
+use super::syntax::KdlNode;
 
 use super::diagnostic::{Diag, FileId, Span, Spanned, suggest};
 use super::model::*;

@@ -1,4 +1,4 @@
-//! Typed access to KDL nodes: the only place the `kdl` crate's types are used.
+//! Typed access to KDL nodes (the document model of [`super::syntax`]).
 //!
 //! Each option may be written as a property (`mode="0644"`) or as a child node (`mode "0644"`);
 //! lists take several arguments on a child node (`deps "build" "test"`). The keys a parser asks for
@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kdl::{KdlEntry, KdlNode, KdlValue};
+use super::syntax::{KdlEntry, KdlNode, KdlValue};
 
 use super::diagnostic::{Diag, FileId, Span, Spanned, suggest};
 use super::model::Value;
@@ -341,9 +341,8 @@ impl<'a> NodeR<'a> {
             KdlValue::String(s) => values::parse_mode(s),
             KdlValue::Integer(v) => {
                 let repr = e
-                    .format()
-                    .map(|f| f.value_repr.clone())
-                    .unwrap_or_else(|| v.to_string());
+                    .number_repr()
+                    .map_or_else(|| v.to_string(), str::to_string);
                 values::mode_from_integer(*v, &repr)
             }
             other => Err(ValueError {
