@@ -15,11 +15,6 @@ use crate::secrets::SealKey;
 /// How many paths one `stat` command line carries; far below any ARG_MAX.
 const STAT_CHUNK: usize = 512;
 
-/// The shell function a batched file's snippet calls as `FN SHA256 PATH`: unless the batched sums
-/// hold that hash for that path, it prints the file's current content as `_old_b64=` (for the
-/// plan's diff) when it is a small, readable regular file. Defined by every batched probe script.
-pub const OLD_CONTENT_FN: &str = "_nx_old";
-
 /// One resource's probe: its snippet, the path facts it wants batched, and whether the snippet is
 /// simple enough (builtins, no `exit`, no `cd`) to run in the probe's own shell instead of a
 /// subshell, which costs a fork.
@@ -55,16 +50,20 @@ impl Owned {
     }
 }
 
-/// The paths to `stat`, and the subset to hash, each once, in first-seen order.
-fn batched_paths<'a>(specs: &[Spec<'a>]) -> (Vec<&'a str>, Vec<&'a str>) {
-    let (mut stat, mut hash) = (Vec::new(), Vec::new());
-    let (mut seen_stat, mut seen_hash) = (BTreeSet::new(), BTreeSet::new());
+/// The paths to `stat`, and the subset to hash, each once, in first-seen order; a hashed path
+/// comes with the sha256 below which its old content is sent for a diff, if any batch asks.
+fn batched_paths<'a>(specs: &[Spec<'a>]) -> (Vec<&'a str>, Vec<(&'a str, Option<&'a str>)>) {
+    let (mut stat, mut hash): (Vec<&str>, Vec<(&str, Option<&str>)>) = (Vec::new(), Vec::new());
+    let mut seen_stat = BTreeSet::new();
     for b in specs.iter().filter_map(|s| s.batch) {
         if seen_stat.insert(b.path.as_str()) {
             stat.push(b.path.as_str());
         }
-        if b.sha256 && seen_hash.insert(b.path.as_str()) {
-            hash.push(b.path.as_str());
+        if b.sha256 {
+            match hash.iter_mut().find(|(p, _)| *p == b.path) {
+                Some((_, want)) => *want = want.or(b.old_unless.as_deref()),
+                None => hash.push((b.path.as_str(), b.old_unless.as_deref())),
+            }
         }
     }
     (stat, hash)
@@ -93,19 +92,9 @@ pub fn script(specs: &[Spec<'_>]) -> String {
         // Only regular, readable files that are not links are hashed: a FIFO or a link to a
         // device would block or never end. The tests are builtins; one sha256sum reads them all.
         // The sums stay in a variable for the file snippets that decide whether to send a diff.
-        s.push_str("_nx_sums=\n_nx_nl='\n'\nset --\n");
-        s.push_str(&format!(
-            "{OLD_CONTENT_FN}() {{\n\
-             case \"$_nx_nl$_nx_sums$_nx_nl\" in *\"$_nx_nl$1  $2$_nx_nl\"*) return 0 ;; esac\n\
-             if [ -f \"$2\" ] && [ ! -L \"$2\" ] && [ -r \"$2\" ]; then\n\
-             _nx_n=$(wc -c < \"$2\" | tr -d ' ')\n\
-             if [ \"$_nx_n\" -le {limit} ] && command -v base64 >/dev/null 2>&1; then printf '_old_b64='; base64 < \"$2\" | tr -d '\\n'; echo; fi\n\
-             fi\n\
-             }}\n",
-            limit = crate::resources::file::DIFF_LIMIT
-        ));
+        s.push_str("_nx_sums=\nset --\n");
         if !hash.is_empty() {
-            let words: Vec<String> = hash.iter().map(|p| q(p)).collect();
+            let words: Vec<String> = hash.iter().map(|(p, _)| q(p)).collect();
             s.push_str(&format!(
                 "for _nx_p in {}; do if [ -f \"$_nx_p\" ] && [ ! -L \"$_nx_p\" ] && [ -r \"$_nx_p\" ]; then set -- \"$@\" \"$_nx_p\"; fi; done\n\
                  if [ $# -gt 0 ]; then _nx_sums=$(sha256sum -- \"$@\" 2>/dev/null); fi\n",
@@ -115,6 +104,34 @@ pub fn script(specs: &[Spec<'_>]) -> String {
         s.push_str(&format!(
             "printf '\\n@@{token} sums begin\\n%s\\n@@{token} sums end 0\\n' \"$_nx_sums\"\n"
         ));
+        // Old contents for diffs, in one pass: the sums list the hashed paths in the order they
+        // were given (skipping unreadable ones), so walking it beside the (hash, path) pairs finds
+        // each file's expected hash without searching. `-` means no diff is wanted (secrets).
+        // Each old content is printed as `INDEX=BASE64`, INDEX counting the hashed paths from 0.
+        s.push_str(&format!("printf '\\n@@{token} olds begin\\n'\n"));
+        if hash.iter().any(|(_, want)| want.is_some()) {
+            let pairs: Vec<String> = hash
+                .iter()
+                .map(|(p, want)| format!("{} {}", want.unwrap_or("-"), q(p)))
+                .collect();
+            s.push_str(&format!(
+                "set -- {pairs}\n_nx_i=0\n\
+                 printf '%s\\n' \"$_nx_sums\" | while IFS= read -r _nx_l; do\n\
+                 [ -n \"$_nx_l\" ] || continue\n\
+                 _nx_h=${{_nx_l%%  *}}; _nx_q=${{_nx_l#*  }}\n\
+                 while [ $# -gt 0 ] && [ \"$2\" != \"$_nx_q\" ]; do shift 2; _nx_i=$((_nx_i + 1)); done\n\
+                 [ $# -gt 0 ] || break\n\
+                 if [ \"$1\" != - ] && [ \"$1\" != \"$_nx_h\" ]; then\n\
+                 _nx_n=$(wc -c < \"$2\" | tr -d ' ')\n\
+                 if [ \"$_nx_n\" -le {limit} ] && command -v base64 >/dev/null 2>&1; then printf '%s=' \"$_nx_i\"; base64 < \"$2\" | tr -d '\\n'; echo; fi\n\
+                 fi\n\
+                 shift 2; _nx_i=$((_nx_i + 1))\n\
+                 done\n",
+                pairs = pairs.join(" "),
+                limit = crate::resources::file::DIFF_LIMIT
+            ));
+        }
+        s.push_str(&format!("printf '\\n@@{token} olds end 0\\n'\n"));
     }
     for (i, spec) in specs.iter().enumerate() {
         let snippet = spec.snippet.trim();
@@ -140,6 +157,7 @@ fn token(specs: &[Spec<'_>]) -> String {
         if let Some(b) = s.batch {
             h.update(b.path.as_bytes());
             h.update(if b.sha256 { b"\x01" } else { b"\x02" });
+            h.update(b.old_unless.as_deref().unwrap_or("-").as_bytes());
         }
         h.update(if s.inline { b"i" } else { b"s" });
     }
@@ -285,9 +303,14 @@ pub fn split(
     }
     let batched = specs.iter().any(|s| s.batch.is_some());
     let mut frames = frames.into_iter();
-    let (mut stat_text, mut sums_text) = (String::new(), String::new());
+    let (mut stat_text, mut sums_text, mut olds_text) =
+        (String::new(), String::new(), String::new());
     if batched {
-        for (label, text) in [("stat", &mut stat_text), ("sums", &mut sums_text)] {
+        for (label, text) in [
+            ("stat", &mut stat_text),
+            ("sums", &mut sums_text),
+            ("olds", &mut olds_text),
+        ] {
             match frames.next() {
                 Some((l, s)) if l == label => *text = s.output,
                 _ => return Err(probe_cut(0, specs.len())),
@@ -296,6 +319,23 @@ pub fn split(
     }
     let stats = parse_stat(&stat_text)?;
     let sums = parse_sums(&sums_text);
+    let (_, hashed) = batched_paths(specs);
+    let mut olds: BTreeMap<&str, &str> = BTreeMap::new();
+    for line in olds_text.lines().filter(|l| !l.is_empty()) {
+        let (i, b64) = line
+            .split_once('=')
+            .and_then(|(i, b)| Some((i.parse::<usize>().ok()?, b)))
+            .ok_or_else(|| {
+                format!(
+                    "unexpected old content line in the probe output: {:.40}",
+                    line
+                )
+            })?;
+        let (path, _) = hashed
+            .get(i)
+            .ok_or_else(|| format!("old content for path {i} of {}", hashed.len()))?;
+        olds.insert(path, b64);
+    }
     let mut sections = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let Some((label, mut section)) = frames.next() else {
@@ -305,7 +345,11 @@ pub fn split(
             return Err(format!("probe section {label} out of order"));
         }
         if let Some(b) = spec.batch {
-            section.output = batch_lines(b, &stats, &sums, seal)? + &section.output;
+            let mut lines = batch_lines(b, &stats, &sums, seal)?;
+            if let (Some(_), Some(old)) = (&b.old_unless, olds.get(b.path.as_str())) {
+                lines.push_str(&format!("_old_b64={old}\n"));
+            }
+            section.output = lines + &section.output;
         }
         sections.push(section);
     }
@@ -395,6 +439,60 @@ mod tests {
         assert!(split(&specs, cut, None).is_err());
     }
 
+    /// Probes batches only (no snippets) through the local `sh`.
+    fn run_batches(batches: &[ProbeBatch]) -> Vec<Section> {
+        let specs: Vec<Spec<'_>> = batches
+            .iter()
+            .map(|b| Spec {
+                snippet: "",
+                batch: Some(b),
+                inline: true,
+            })
+            .collect();
+        split(&specs, &run_sh(&script(&specs)), None).unwrap()
+    }
+
+    #[test]
+    fn old_contents_go_to_the_right_files() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+        write("same", "same\n");
+        write("diff one", "old one\n");
+        write("no want", "whatever\n");
+        write("diff two", "old two\n");
+        let sha = |t: &str| crate::resources::file::sha256_hex(t.as_bytes());
+        let batch = |name: &str, want: Option<String>| ProbeBatch {
+            path: d.join(name).to_str().unwrap().to_string(),
+            sha256: true,
+            sealed: false,
+            old_unless: want,
+        };
+        let batches = [
+            batch("same", Some(sha("same\n"))),
+            batch("missing", Some(sha("x"))),
+            batch("diff one", Some(sha("new one\n"))),
+            batch("no want", None),
+            batch("diff two", Some(sha("new two\n"))),
+        ];
+        let sections = run_batches(&batches);
+        let old = |i: usize| {
+            crate::resources::Observed::parse(&sections[i].output)
+                .unwrap()
+                .get("_old_b64")
+                .map(|b| {
+                    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap())
+                        .unwrap()
+                })
+        };
+        assert_eq!(old(0), None);
+        assert_eq!(old(1), None);
+        assert_eq!(old(2).as_deref(), Some("old one\n"));
+        assert_eq!(old(3), None);
+        assert_eq!(old(4).as_deref(), Some("old two\n"));
+    }
+
     #[test]
     fn batched_paths_read_like_the_stat_snippet() {
         use std::os::unix::fs::PermissionsExt;
@@ -423,17 +521,10 @@ mod tests {
                 path: p.to_str().unwrap().to_string(),
                 sha256: true,
                 sealed: false,
+                old_unless: None,
             })
             .collect();
-        let specs: Vec<Spec<'_>> = batches
-            .iter()
-            .map(|b| Spec {
-                snippet: "",
-                batch: Some(b),
-                inline: true,
-            })
-            .collect();
-        let sections = split(&specs, &run_sh(&script(&specs)), None).unwrap();
+        let sections = run_batches(&batches);
         // The stat snippet per path, for comparison.
         for (b, section) in batches.iter().zip(&sections) {
             let mut alone = crate::resources::stat_probe(&b.path);

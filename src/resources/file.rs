@@ -26,6 +26,8 @@ pub struct File {
     pub sudo: bool,
     /// Set when the content holds secrets: `content` then has placeholders for them.
     pub secret: Option<SecretContent>,
+    /// sha256 of `content` (with placeholders, if any), computed once: probes and plans ask often.
+    pub content_sha256: String,
 }
 
 /// What the plan may know about content that holds secrets.
@@ -83,6 +85,7 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
             f.path
         )));
     }
+    let content_sha256 = sha256_hex(content.as_deref().unwrap_or_default());
     Ok(File {
         path: f.path.clone(),
         state: f.state,
@@ -93,6 +96,7 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
         backup: f.backup,
         sudo: ctx.sudo,
         secret,
+        content_sha256,
     })
 }
 
@@ -373,7 +377,7 @@ impl File {
     fn desired_sha256(&self) -> String {
         match &self.secret {
             Some(s) => s.sealed_sha256.clone(),
-            None => sha256_hex(self.desired()),
+            None => self.content_sha256.clone(),
         }
     }
 
@@ -393,7 +397,7 @@ impl File {
         FieldChange {
             field: "content".into(),
             from: old.map(|(sha, n)| show(sha, n)),
-            to: Some(show(&sha256_hex(new), new.len() as u64)),
+            to: Some(show(&self.content_sha256, new.len() as u64)),
         }
     }
 
@@ -433,7 +437,7 @@ impl Resource for File {
 
     fn probe(&self) -> String {
         let p = q(&self.path);
-        let want = sha256_hex(self.desired());
+        let want = &self.content_sha256;
         // Old content for the diff, only when the content differs and is small enough.
         let old_content = format!(
             "_nx_n=$(wc -c < {p} | tr -d ' '); \
@@ -442,13 +446,8 @@ impl Resource for File {
         );
         let hashed = self.state == Presence::Present || self.backup;
         if self.probe_batch().is_some() {
-            // Old content that held secrets must never travel back for a diff.
-            if !hashed || self.secret.is_some() {
-                return String::new();
-            }
-            // The probe's old-content function compares with the batched sums by a case match
-            // (a builtin), so an unchanged file forks nothing.
-            return format!("{} {want} {p}", crate::plan::probe::OLD_CONTENT_FN);
+            // The batch does it all, old content for the diff included.
+            return String::new();
         }
         let mut s = stat_probe(&self.path);
         if hashed {
@@ -467,8 +466,13 @@ impl Resource for File {
         let batch =
             ProbeBatch::for_path(&self.path, self.state == Presence::Present || self.backup);
         match (batch, &self.secret) {
-            // The host's hash of a file holding secrets is sealed before the plan records it.
+            // The host's hash of a file holding secrets is sealed before the plan records it,
+            // and its old content never travels back.
             (Some(b), Some(_)) => Some(ProbeBatch { sealed: true, ..b }),
+            (Some(b), None) if self.state == Presence::Present => Some(ProbeBatch {
+                old_unless: Some(self.content_sha256.clone()),
+                ..b
+            }),
             (b, _) => b,
         }
     }
@@ -619,6 +623,7 @@ mod tests {
             backup: false,
             sudo: true,
             secret: None,
+            content_sha256: sha256_hex(content.as_bytes()),
         }
     }
 
@@ -827,7 +832,11 @@ mod tests {
             let mut f = file("wanted\n");
             f.path = path.to_str().unwrap().to_string();
             assert_eq!(f.probe_batch().is_none(), name.contains('\\'));
-            assert!(f.probe().contains(&sha256_hex(b"wanted\n")));
+            let want = sha256_hex(b"wanted\n");
+            match f.probe_batch() {
+                Some(b) => assert_eq!(b.old_unless, Some(want)),
+                None => assert!(f.probe().contains(&want)),
+            }
             let run = |f: &File| crate::plan::probe::run_local(f);
             assert_eq!(run(&f).get("exists"), Some("false"));
             std::fs::write(&path, "old\ncontent\n").unwrap();

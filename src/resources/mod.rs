@@ -364,6 +364,10 @@ pub struct ProbeBatch {
     /// records it, and the size is left out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sealed: bool,
+    /// Send the file's current content back (base64, as `_old_b64`, for the plan's diff) unless
+    /// its sha256 is this one, when it is a small readable regular file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_unless: Option<String>,
 }
 
 impl ProbeBatch {
@@ -374,6 +378,7 @@ impl ProbeBatch {
             path: path.to_string(),
             sha256,
             sealed: false,
+            old_unless: None,
         })
     }
 }

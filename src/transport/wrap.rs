@@ -38,18 +38,30 @@ pub fn quote(s: &str) -> String {
 // so any byte but NUL survives `read`; the trailing "." keeps `$(...)` from eating newlines.
 const ENV_READER: &str = r#"while IFS= read -r _nx_l && [ -n "$_nx_l" ]; do _nx_v=$(printf "${_nx_l#*=}."); export "${_nx_l%%=*}=${_nx_v%.}"; done; unset _nx_l _nx_v"#;
 
-/// Scripts longer than this go over stdin instead of the command line.
-const ARGV_SCRIPT_MAX: usize = 32 * 1024;
+/// The longest command line nexus builds. A single argument may not exceed 128 KiB on Linux
+/// (MAX_ARG_STRLEN), and the command line reaches the host's shell as one; the rest is headroom.
+const COMMAND_LINE_MAX: usize = 120 * 1024;
 
 /// Wraps `cmd` into a script plus stdin. Errors describe an invalid spec.
+///
+/// A probe of a few hundred resources makes a script too long for one argument, once quoted
+/// (twice under sudo). Such scripts travel on stdin, after the env prelude, and the command line
+/// only loads them; shorter ones stay on the command line, which saves the host a `head` and an
+/// `eval` of the whole text.
 pub fn wrap(cmd: &CommandSpec) -> Result<Wrapped, String> {
+    let inline = wrap_with(cmd, false)?;
+    if inline.ssh_command_line().len() <= COMMAND_LINE_MAX {
+        return Ok(inline);
+    }
+    wrap_with(cmd, true)
+}
+
+fn wrap_with(cmd: &CommandSpec, script_on_stdin: bool) -> Result<Wrapped, String> {
     let mut stdin = Vec::new();
 
-    // A single argument may not exceed 128 KiB on Linux (MAX_ARG_STRLEN), and a probe of a few
-    // hundred resources is larger. Such scripts travel on stdin, after the env prelude, and the
-    // command line only loads them. `head -c` may read past the script, so this needs a command
-    // that reads nothing else from stdin.
-    let (script_text, script_on_stdin) = if cmd.script.len() > ARGV_SCRIPT_MAX {
+    // `head -c` may read past the script, so a loaded script needs a command that reads nothing
+    // else from stdin.
+    let (script_text, script_on_stdin) = if script_on_stdin {
         if cmd.stdin.is_some() {
             return Err(format!(
                 "a script of {} bytes is too long for a command line and cannot share stdin with the command's input",
@@ -188,13 +200,31 @@ mod tests {
             .map(|i| format!("x{i}=1 # padding padding padding\n"))
             .collect();
         let script = format!("{body}printf '%s|%s' \"$GREETING\" \"$x3999\"\n");
-        assert!(script.len() > ARGV_SCRIPT_MAX);
-        let cmd = CommandSpec::new(script).env("GREETING", "it's $(not) run");
+        assert!(script.len() > COMMAND_LINE_MAX);
+        let cmd = CommandSpec::new(script.clone()).env("GREETING", "it's $(not) run");
         let w = wrap(&cmd).unwrap();
         assert!(
             w.script.len() < 4096,
             "the command line only loads the script"
         );
+        // A shorter script stays on the command line; one that only quoting (a quote becomes
+        // four characters) or sudo (quoted twice) makes too long does not.
+        let short = script[..script.len() / 4].to_string();
+        assert!(
+            wrap(&CommandSpec::new(short.clone()))
+                .unwrap()
+                .script
+                .contains("x1=1")
+        );
+        let quotes = "'".repeat(COMMAND_LINE_MAX / 3);
+        assert!(
+            !wrap(&CommandSpec::new(quotes.clone()))
+                .unwrap()
+                .script
+                .contains("''")
+        );
+        let sudo = CommandSpec::new(short).sudo(Become::root());
+        assert!(wrap(&sudo).unwrap().ssh_command_line().len() <= COMMAND_LINE_MAX);
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(&w.script)
@@ -207,7 +237,7 @@ mod tests {
         let out = child.wait_with_output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "it's $(not) run|1");
         // A long script cannot share stdin with the command's own input.
-        let both = CommandSpec::new("#".repeat(ARGV_SCRIPT_MAX + 1)).stdin(b"data".to_vec());
+        let both = CommandSpec::new("#".repeat(COMMAND_LINE_MAX + 1)).stdin(b"data".to_vec());
         assert!(wrap(&both).is_err());
     }
     use crate::transport::Become;
