@@ -106,7 +106,8 @@ pub fn script(specs: &[Spec<'_>]) -> String {
         ));
         // Old contents for diffs, in one pass: the sums list the hashed paths in the order they
         // were given (skipping unreadable ones), so walking it beside the (hash, path) pairs finds
-        // each file's expected hash without searching. `-` means no diff is wanted (secrets).
+        // each file's expected hash without searching. The lines are split by IFS, not `read`,
+        // which reads a pipe one byte per system call. `-` means no diff is wanted (secrets).
         // Each old content is printed as `INDEX=BASE64`, INDEX counting the hashed paths from 0.
         s.push_str(&format!("printf '\\n@@{token} olds begin\\n'\n"));
         if hash.iter().any(|(_, want)| want.is_some()) {
@@ -116,8 +117,8 @@ pub fn script(specs: &[Spec<'_>]) -> String {
                 .collect();
             s.push_str(&format!(
                 "set -- {pairs}\n_nx_i=0\n\
-                 printf '%s\\n' \"$_nx_sums\" | while IFS= read -r _nx_l; do\n\
-                 [ -n \"$_nx_l\" ] || continue\n\
+                 _nx_ifs=$IFS; IFS='\n'; set -f\n\
+                 for _nx_l in $_nx_sums; do\n\
                  _nx_h=${{_nx_l%%  *}}; _nx_q=${{_nx_l#*  }}\n\
                  while [ $# -gt 0 ] && [ \"$2\" != \"$_nx_q\" ]; do shift 2; _nx_i=$((_nx_i + 1)); done\n\
                  [ $# -gt 0 ] || break\n\
@@ -126,7 +127,8 @@ pub fn script(specs: &[Spec<'_>]) -> String {
                  if [ \"$_nx_n\" -le {limit} ] && command -v base64 >/dev/null 2>&1; then printf '%s=' \"$_nx_i\"; base64 < \"$2\" | tr -d '\\n'; echo; fi\n\
                  fi\n\
                  shift 2; _nx_i=$((_nx_i + 1))\n\
-                 done\n",
+                 done\n\
+                 IFS=$_nx_ifs; set +f\n",
                 pairs = pairs.join(" "),
                 limit = crate::resources::file::DIFF_LIMIT
             ));
