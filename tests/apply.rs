@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{SshHost, TEST_USER};
+use harness::SshHost;
 
 struct Env {
     dir: tempfile::TempDir,
@@ -18,20 +18,7 @@ impl Env {
     /// Config with `hosts` (private /srv each), trusted known_hosts, an empty ssh config, `body`.
     fn new(hosts: &[&SshHost], body: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        harness::write_known_hosts(&dir.path().join("known_hosts"), hosts);
-        std::fs::write(dir.path().join("ssh_config"), "").unwrap();
-        let mut text = String::from(
-            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\" connect-timeout=\"5s\"\n",
-        );
-        for h in hosts {
-            text.push_str(&format!(
-                "host \"{}\" \"{TEST_USER}@{}:{}\" identity=\"{}\"\n",
-                h.name,
-                h.ip,
-                h.port,
-                h.user_key.private.display()
-            ));
-        }
+        let mut text = harness::project_config(dir.path(), hosts, " connect-timeout=\"5s\"");
         text.push_str(body);
         std::fs::write(dir.path().join("nexus.kdl"), text).unwrap();
         Env { dir }

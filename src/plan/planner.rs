@@ -342,6 +342,8 @@ struct Entry {
     retry: Retry,
     /// `Err(reason)`: skipped by a `when` condition, not probed.
     resource: Result<AnyResource, String>,
+    /// The resource's probe, built once: the script, the split and the plan all need it.
+    probe: Option<probe::Owned>,
 }
 
 fn host_becomes(cfg: &Config, host: &str) -> bool {
@@ -473,6 +475,7 @@ pub fn prepare_host(
             location,
             notify: r.common.notify.iter().map(|n| n.value.clone()).collect(),
             retry,
+            probe: resource.as_ref().ok().map(|r| probe::Owned::of(r.as_ref())),
             resource,
         });
     };
@@ -639,23 +642,16 @@ pub fn digest_facts(f: &Facts) -> String {
 }
 
 impl PreparedHost {
-    fn probes(&self) -> Vec<probe::Owned> {
+    fn specs(&self) -> Vec<probe::Spec<'_>> {
         self.entries
             .iter()
-            .filter_map(|e| {
-                e.resource
-                    .as_ref()
-                    .ok()
-                    .map(|r| probe::Owned::of(r.as_ref()))
-            })
+            .filter_map(|e| e.probe.as_ref().map(probe::Owned::spec))
             .collect()
     }
 
     /// The single probe script for this host.
     pub fn probe_script(&self) -> String {
-        let probes = self.probes();
-        let specs: Vec<_> = probes.iter().map(probe::Owned::spec).collect();
-        probe::script(&specs)
+        probe::script(&self.specs())
     }
 
     /// Keys of the resources the probe script covers, in section order.
@@ -669,15 +665,14 @@ impl PreparedHost {
 
     /// Compares desired with observed state; returns the host's plan and the blobs it uploads.
     pub fn finish(self, probe_output: &str) -> HostOutcome {
-        let probes = self.probes();
-        let specs: Vec<_> = probes.iter().map(probe::Owned::spec).collect();
-        let sections = probe::split(&specs, probe_output, self.seal.as_ref()).map_err(|m| {
-            vec![PlanError {
-                host: Some(self.name.clone()),
-                resource: None,
-                message: format!("probe failed: {m}"),
-            }]
-        })?;
+        let sections =
+            probe::split(&self.specs(), probe_output, self.seal.as_ref()).map_err(|m| {
+                vec![PlanError {
+                    host: Some(self.name.clone()),
+                    resource: None,
+                    message: format!("probe failed: {m}"),
+                }]
+            })?;
         self.finish_sections(sections)
     }
 
@@ -751,13 +746,7 @@ impl PreparedHost {
                     };
                     let label = e.label.clone().unwrap_or_else(|| r.label());
                     match planned {
-                        Ok(c) => (
-                            r.id(),
-                            label,
-                            c,
-                            Some(probe::Owned::of(r.as_ref())),
-                            observed.fingerprint(),
-                        ),
+                        Ok(c) => (r.id(), label, c, e.probe, observed.fingerprint()),
                         Err(m) => {
                             errors.push(PlanError {
                                 host: Some(host.clone()),
@@ -772,6 +761,10 @@ impl PreparedHost {
             for b in &change.blobs {
                 blobs.insert(blake3::hash(b).to_hex().to_string(), b.clone());
             }
+            let (probe, probe_batch, probe_inline) = match probe {
+                Some(p) => (p.snippet, p.batch, p.inline),
+                None => (String::new(), None, false),
+            };
             resources.push(PlannedResource {
                 key: e.key,
                 task: e.task,
@@ -784,12 +777,9 @@ impl PreparedHost {
                 fields: change.fields,
                 diff: change.diff,
                 steps: change.steps,
-                probe: probe
-                    .as_ref()
-                    .map(|p| p.snippet.clone())
-                    .unwrap_or_default(),
-                probe_batch: probe.as_ref().and_then(|p| p.batch.clone()),
-                probe_inline: probe.is_some_and(|p| p.inline),
+                probe,
+                probe_batch,
+                probe_inline,
                 fingerprint,
                 notify: e.notify,
                 retry: e.retry,

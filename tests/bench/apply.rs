@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{SshHost, TEST_USER};
+use harness::SshHost;
 
 fn workload(resources: usize) -> String {
     // 40% files, 20% directories, 40% guarded commands, in directories the task creates first.
@@ -88,18 +88,7 @@ fn main() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let refs: Vec<&SshHost> = hosts.iter().collect();
-    harness::write_known_hosts(&dir.path().join("known_hosts"), &refs);
-    std::fs::write(dir.path().join("ssh_config"), "").unwrap();
-    let mut cfg = String::from("defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n");
-    for h in &hosts {
-        cfg.push_str(&format!(
-            "host \"{}\" \"{TEST_USER}@{}:{}\" identity=\"{}\"\n",
-            h.name,
-            h.ip,
-            h.port,
-            h.user_key.private.display()
-        ));
-    }
+    let mut cfg = harness::project_config(dir.path(), &refs, "");
     let names: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", h.name)).collect();
     cfg.push_str(&workload(r).replace("HOSTS", &names.join(" ")));
     std::fs::write(dir.path().join("nexus.kdl"), cfg).unwrap();

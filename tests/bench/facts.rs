@@ -9,7 +9,7 @@ mod harness;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{SshHost, TEST_USER};
+use harness::SshHost;
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not.
@@ -35,18 +35,7 @@ fn main() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let refs: Vec<&SshHost> = hosts.iter().collect();
-    harness::write_known_hosts(&dir.path().join("known_hosts"), &refs);
-    std::fs::write(dir.path().join("ssh_config"), "").unwrap();
-    let mut cfg = String::from("defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n");
-    for h in &hosts {
-        cfg.push_str(&format!(
-            "host \"{}\" \"{TEST_USER}@{}:{}\" identity=\"{}\"\n",
-            h.name,
-            h.ip,
-            h.port,
-            h.user_key.private.display()
-        ));
-    }
+    let cfg = harness::project_config(dir.path(), &refs, "");
     let config = dir.path().join("nexus.kdl");
     std::fs::write(&config, cfg).unwrap();
 

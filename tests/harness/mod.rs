@@ -377,6 +377,26 @@ pub fn write_known_hosts(path: &Path, hosts: &[&SshHost]) {
     std::fs::write(path, text).expect("write known_hosts");
 }
 
+/// Prepares a nexus project in `dir` for `hosts`: a known_hosts file trusting them and an empty
+/// ssh config; returns the start of its configuration, a `defaults` node naming both (with
+/// `extra_defaults` appended) and one `host` node per host, logging in as [`TEST_USER`].
+pub fn project_config(dir: &Path, hosts: &[&SshHost], extra_defaults: &str) -> String {
+    write_known_hosts(&dir.join("known_hosts"), hosts);
+    std::fs::write(dir.join("ssh_config"), "").expect("write ssh_config");
+    let mut text =
+        format!("defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"{extra_defaults}\n");
+    for h in hosts {
+        text.push_str(&format!(
+            "host \"{}\" \"{TEST_USER}@{}:{}\" identity=\"{}\"\n",
+            h.name,
+            h.ip,
+            h.port,
+            h.user_key.private.display()
+        ));
+    }
+    text
+}
+
 /// SSH options isolated from the machine: no ~/.ssh/config, no agent, no default keys,
 /// and `known_hosts` as the only known_hosts file.
 pub fn isolated_options(known_hosts: &Path) -> SshOptions {
