@@ -59,6 +59,19 @@ pub struct SourceFile {
     /// The canonical absolute path, used for import cycle detection and relative imports.
     pub path: PathBuf,
     pub text: Arc<String>,
+    /// Byte offsets where lines start, built on first use: planning asks for the location of
+    /// every resource on every host, and counting newlines from the top each time was quadratic.
+    line_starts: Arc<std::sync::OnceLock<Vec<usize>>>,
+}
+
+impl SourceFile {
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        })
+    }
 }
 
 /// Every file that took part in loading a configuration, in load order.
@@ -73,6 +86,7 @@ impl Sources {
             display,
             path,
             text: Arc::new(text),
+            line_starts: Arc::default(),
         });
         (self.files.len() - 1) as FileId
     }
@@ -94,10 +108,11 @@ impl Sources {
 
     /// 1-based line and column of a span, for messages that are not rendered with a snippet.
     pub fn line_col(&self, span: Span) -> (usize, usize) {
-        let text = &self.get(span.file).text;
-        let upto = &text[..(span.offset as usize).min(text.len())];
-        let line = upto.matches('\n').count() + 1;
-        let col = upto.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let file = self.get(span.file);
+        let offset = (span.offset as usize).min(file.text.len());
+        let starts = file.line_starts();
+        let line = starts.partition_point(|&start| start <= offset);
+        let col = file.text[starts[line - 1]..offset].chars().count() + 1;
         (line, col)
     }
 
@@ -400,5 +415,13 @@ mod tests {
         assert_eq!(s.line_col(Span::new(id, 0, 1)), (1, 1));
         // 'f' is at byte 8 (é is two bytes) and column 5.
         assert_eq!(s.line_col(Span::new(id, 8, 1)), (2, 5));
+        // The newline belongs to its line; the next byte starts the next one.
+        assert_eq!(s.line_col(Span::new(id, 2, 1)), (1, 3));
+        assert_eq!(s.line_col(Span::new(id, 3, 1)), (2, 1));
+        // Past the end is clamped to the end.
+        assert_eq!(s.line_col(Span::new(id, 99, 0)), (2, 6));
+        let id = s.add("b.kdl".into(), "/b.kdl".into(), "a\n\n".into());
+        assert_eq!(s.line_col(Span::new(id, 2, 0)), (2, 1));
+        assert_eq!(s.line_col(Span::new(id, 3, 0)), (3, 1));
     }
 }
