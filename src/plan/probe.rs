@@ -4,8 +4,9 @@
 //! same: does the path exist, its type, owner, group and mode, and for files the content hash.
 //! Forking `stat` and `sha256sum` per resource cost about 10 processes per file, which dominated
 //! planning time (see docs/benchmarks.md). So those facts are gathered for all of a host's paths by
-//! one `stat` and one `sha256sum`, and each resource's section is completed from them here; the
-//! rest of each resource's probe is its own snippet, framed by markers.
+//! one `find` and one `sha256sum` (or `stat` and a shell loop without GNU find), and each resource's
+//! section is completed from them here; the rest of each resource's probe is its own snippet,
+//! framed by markers. A resource without a snippet has no section at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -76,71 +77,13 @@ pub fn script(specs: &[Spec<'_>]) -> String {
     let mut s = String::from(
         "# nexus probe: batched path facts, then one framed section per resource\nexec </dev/null\n",
     );
-    let (stat, hash) = batched_paths(specs);
     if specs.iter().any(|s| s.batch.is_some()) {
-        // Raw mode in hex gives type and permissions; the name comes last, so it may hold tabs.
-        // Missing paths print nothing (the error goes to /dev/null) and read as absent.
-        s.push_str(&format!("printf '\\n@@{token} stat begin\\n'\n"));
-        for chunk in stat.chunks(STAT_CHUNK) {
-            let words: Vec<String> = chunk.iter().map(|p| q(p)).collect();
-            s.push_str(&format!(
-                "stat -c '%f\t%u\t%g\t%s\t%U\t%G\t%n' -- {} 2>/dev/null\n",
-                words.join(" ")
-            ));
-        }
-        s.push_str(&format!("printf '\\n@@{token} stat end 0\\n'\n"));
-        // Only regular, readable files that are not links are hashed: a FIFO or a link to a
-        // device would block or never end. The tests are builtins; one sha256sum reads them all.
-        // The sums stay in a variable for the file snippets that decide whether to send a diff.
-        s.push_str("_nx_sums=\nset --\n");
-        if !hash.is_empty() {
-            let words: Vec<String> = hash.iter().map(|(p, _)| q(p)).collect();
-            s.push_str(&format!(
-                "for _nx_p in {}; do if [ -f \"$_nx_p\" ] && [ ! -L \"$_nx_p\" ] && [ -r \"$_nx_p\" ]; then set -- \"$@\" \"$_nx_p\"; fi; done\n\
-                 if [ $# -gt 0 ]; then _nx_sums=$(sha256sum -- \"$@\" 2>/dev/null); fi\n",
-                words.join(" ")
-            ));
-        }
-        s.push_str(&format!(
-            "printf '\\n@@{token} sums begin\\n%s\\n@@{token} sums end 0\\n' \"$_nx_sums\"\n"
-        ));
-        // Old contents for diffs, in one pass: the sums list the hashed paths in the order they
-        // were given (skipping unreadable ones), so walking it beside the (hash, path) pairs finds
-        // each file's expected hash without searching. The lines are split by IFS, not `read`,
-        // which reads a pipe one byte per system call. `-` means no diff is wanted (secrets).
-        // Each old content is printed as `INDEX=BASE64`, INDEX counting the hashed paths from 0.
-        s.push_str(&format!("printf '\\n@@{token} olds begin\\n'\n"));
-        if hash.iter().any(|(_, want)| want.is_some()) {
-            let pairs: Vec<String> = hash
-                .iter()
-                .map(|(p, want)| format!("{} {}", want.unwrap_or("-"), q(p)))
-                .collect();
-            s.push_str(&format!(
-                "set -- {pairs}\n_nx_i=0\n\
-                 _nx_ifs=$IFS; IFS='\n'; set -f\n\
-                 for _nx_l in $_nx_sums; do\n\
-                 _nx_h=${{_nx_l%%  *}}; _nx_q=${{_nx_l#*  }}\n\
-                 while [ $# -gt 0 ] && [ \"$2\" != \"$_nx_q\" ]; do shift 2; _nx_i=$((_nx_i + 1)); done\n\
-                 [ $# -gt 0 ] || break\n\
-                 if [ \"$1\" != - ] && [ \"$1\" != \"$_nx_h\" ]; then\n\
-                 _nx_n=$(wc -c < \"$2\" | tr -d ' ')\n\
-                 if [ \"$_nx_n\" -le {limit} ] && command -v base64 >/dev/null 2>&1; then printf '%s=' \"$_nx_i\"; base64 < \"$2\" | tr -d '\\n'; echo; fi\n\
-                 fi\n\
-                 shift 2; _nx_i=$((_nx_i + 1))\n\
-                 done\n\
-                 IFS=$_nx_ifs; set +f\n",
-                pairs = pairs.join(" "),
-                limit = crate::resources::file::DIFF_LIMIT
-            ));
-        }
-        s.push_str(&format!("printf '\\n@@{token} olds end 0\\n'\n"));
+        path_facts(&mut s, specs, &token);
     }
     for (i, spec) in specs.iter().enumerate() {
         let snippet = spec.snippet.trim();
+        // A resource whose facts all come from the batch has no section: `split` knows.
         if snippet.is_empty() {
-            s.push_str(&format!(
-                "printf '\\n@@{token} {i} begin\\n\\n@@{token} {i} end 0\\n'\n"
-            ));
             continue;
         }
         let (open, close) = if spec.inline { ("{", "}") } else { ("(", ")") };
@@ -149,6 +92,159 @@ pub fn script(specs: &[Spec<'_>]) -> String {
         ));
     }
     s
+}
+
+/// The `find` expression printing a path's stat line: type and permission bits, ids, size, owner
+/// and group names, and the path last, so it may hold tabs. The leading `=` tells it from a
+/// `sha256sum` line. A wanted owner or group is tested by id and printed as wanted; only other
+/// ids are looked up by name (`%u`, `%g`), which costs a read of /etc/passwd or /etc/group.
+fn find_printf(owners: &BTreeSet<&str>, groups: &BTreeSet<&str>) -> String {
+    let names = |test: &str, wanted: &BTreeSet<&str>, fallback: &str| {
+        let mut alternatives: Vec<String> = wanted
+            .iter()
+            .map(|name| {
+                let format = name.replace('\\', "\\\\").replace('%', "%%");
+                format!("-{test} {} -printf {}", q(name), q(&format))
+            })
+            .collect();
+        alternatives.push(format!("-printf '{fallback}'"));
+        if alternatives.len() == 1 {
+            alternatives.remove(0)
+        } else {
+            format!("\\( {} \\)", alternatives.join(" -o "))
+        }
+    };
+    format!(
+        "-printf '=%y\\t%m\\t%U\\t%G\\t%s\\t' {} -printf '\\t' {} -printf '\\t%p\\n'",
+        names("user", owners, "%u"),
+        names("group", groups, "%g")
+    )
+}
+
+/// A wanted owner or group worth testing by id: a name (ids are printed as such), one that
+/// `find -printf` and our parsing carry verbatim.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.bytes().all(|b| b.is_ascii_digit())
+        && !name.chars().any(|c| c.is_control())
+}
+
+/// The fallback without GNU find: `stat` prints the same facts (raw mode in hex), and a shell
+/// loop picks the files to hash. Arguments: how many of the paths want hashing (they come
+/// first), then the paths. The loop rotates the wanted files to the end of the arguments.
+const STAT_FALLBACK: &str = "_nx_fb() {
+_nx_k=$1; shift; _nx_n=$#
+stat -c '%f\t%u\t%g\t%s\t%U\t%G\t%n' -- \"$@\" 2>/dev/null
+while [ \"$_nx_n\" -gt 0 ]; do
+_nx_p=$1; shift; _nx_n=$((_nx_n - 1))
+if [ \"$_nx_k\" -gt 0 ]; then _nx_k=$((_nx_k - 1)); if [ -f \"$_nx_p\" ] && [ ! -L \"$_nx_p\" ] && [ -r \"$_nx_p\" ]; then set -- \"$@\" \"$_nx_p\"; fi; fi
+done
+if [ $# -gt 0 ]; then sha256sum -- \"$@\" 2>/dev/null; fi
+return 0
+}
+";
+
+/// Most bytes of paths one `find` command line carries: far below any ARG_MAX.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The batched path facts, in one section: a `find` per chunk of paths prints each path's stat
+/// line and runs one `sha256sum` for the regular, readable files (not links: a FIFO or a link to
+/// a device would block or never end) among those that want a hash. Everything is done by
+/// `find` and `sha256sum` themselves: no shell work per path. Where `find` is not GNU's (no
+/// `-printf`), it fails without output and [`STAT_FALLBACK`] does the same with `stat`. Then the
+/// old contents of the files whose hash is not the expected one, for the plan's diffs.
+fn path_facts(s: &mut String, specs: &[Spec<'_>], token: &str) {
+    let (stat, hash) = batched_paths(specs);
+    let hashed: BTreeSet<&str> = hash.iter().map(|(p, _)| *p).collect();
+    // The hashed paths first, so the sums come out in the order of `hash`.
+    let others: Vec<&str> = stat
+        .iter()
+        .copied()
+        .filter(|p| !hashed.contains(p))
+        .collect();
+    let paths: Vec<&str> = hash.iter().map(|(p, _)| *p).chain(others).collect();
+    let batches = || specs.iter().filter_map(|s| s.batch);
+    let owners = batches()
+        .filter_map(|b| b.owner.as_deref())
+        .filter(|n| is_plain_name(n))
+        .collect();
+    let groups = batches()
+        .filter_map(|b| b.group.as_deref())
+        .filter(|n| is_plain_name(n))
+        .collect();
+    let printf = find_printf(&owners, &groups);
+    s.push_str(STAT_FALLBACK);
+    s.push_str(&format!("printf '\\n@@{token} paths begin\\n'\n_nx_o=\n"));
+    // Wanted and unwanted paths never share a `find`: telling them apart by name (`-path`)
+    // costs a pattern match per file and excluded path, more than another `find` at ~50 files.
+    for (group, hashing) in [(&paths[..hash.len()], true), (&paths[hash.len()..], false)] {
+        let mut rest = group;
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < rest.len()
+                && n < STAT_CHUNK
+                && (n == 0 || bytes + rest[n].len() <= CHUNK_BYTES)
+            {
+                bytes += rest[n].len() + 3;
+                n += 1;
+            }
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let words: Vec<String> = chunk.iter().map(|p| q(p)).collect();
+            let (exec, wanted) = if hashing {
+                (" -type f -readable -exec sha256sum -- {} +", n)
+            } else {
+                ("", 0)
+            };
+            s.push_str(&format!(
+                "set -- {}\n_nx_c=$(find \"$@\" -maxdepth 0 {printf}{exec} 2>/dev/null) || [ -n \"$_nx_c\" ] || _nx_c=$(_nx_fb {wanted} \"$@\")\n\
+                 [ -z \"$_nx_c\" ] || _nx_o=\"$_nx_o$_nx_c\n\"\n",
+                words.join(" ")
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "printf '%s\\n@@{token} paths end 0\\n' \"$_nx_o\"\n"
+    ));
+    // Old contents for diffs. The expected sums are written as `sha256sum` prints them: when
+    // every file is as wanted (a no-op plan), they appear verbatim in the output and one pattern
+    // match settles it. Otherwise one pass: the sums list the hashed paths in the order they were
+    // given (skipping unreadable ones), so walking them beside the expected lines finds each
+    // file's expected hash without searching. Stat lines are skipped: only a sum starts with 64
+    // hex digits and two spaces. The lines are split by IFS, not `read`, which reads a pipe one
+    // byte per system call. `-` means no diff is wanted (secrets). Each old content is printed as
+    // `INDEX=BASE64`, INDEX counting the hashed paths from 0.
+    s.push_str(&format!("printf '\\n@@{token} olds begin\\n'\n"));
+    if hash.iter().any(|(_, want)| want.is_some()) {
+        let expected: Vec<String> = hash
+            .iter()
+            .map(|(p, want)| format!("{}  {p}", want.unwrap_or("-")))
+            .collect();
+        s.push_str(&format!(
+            "_nx_e={}\n\
+             case $_nx_o in *\"\n$_nx_e\n\"*) ;; *)\n\
+             _nx_i=0; _nx_ifs=$IFS; IFS='\n'; set -f\n\
+             set -- $_nx_e\n\
+             for _nx_l in $_nx_o; do\n\
+             _nx_h=${{_nx_l%%  *}}; _nx_q=${{_nx_l#*  }}\n\
+             case $_nx_h in '' | *[!0-9a-f]*) continue ;; esac\n\
+             while [ $# -gt 0 ] && [ \"${{1#*  }}\" != \"$_nx_q\" ]; do shift; _nx_i=$((_nx_i + 1)); done\n\
+             [ $# -gt 0 ] || break\n\
+             _nx_w=${{1%%  *}}\n\
+             if [ \"$_nx_w\" != - ] && [ \"$_nx_w\" != \"$_nx_h\" ]; then\n\
+             _nx_n=$(wc -c < \"$_nx_q\" | tr -d ' ')\n\
+             if [ \"$_nx_n\" -le {limit} ] && command -v base64 >/dev/null 2>&1; then printf '%s=' \"$_nx_i\"; base64 < \"$_nx_q\" | tr -d '\\n'; echo; fi\n\
+             fi\n\
+             shift; _nx_i=$((_nx_i + 1))\n\
+             done\n\
+             IFS=$_nx_ifs; set +f ;;\n\
+             esac\n",
+            q(&expected.join("\n")),
+            limit = crate::resources::file::DIFF_LIMIT
+        ));
+    }
+    s.push_str(&format!("printf '\\n@@{token} olds end 0\\n'\n"));
 }
 
 fn token(specs: &[Spec<'_>]) -> String {
@@ -183,37 +279,81 @@ struct Stat<'a> {
     group: &'a str,
 }
 
-fn parse_stat(text: &str) -> Result<BTreeMap<&str, Stat<'_>>, String> {
-    let mut map = BTreeMap::new();
+/// Splits the paths section: `find` stat lines (a leading `=`), `sha256sum` lines (64 hex digits
+/// and two spaces) and, from the fallback, `stat` lines (raw mode in hex).
+#[allow(clippy::type_complexity)]
+fn parse_paths(text: &str) -> Result<(BTreeMap<&str, Stat<'_>>, BTreeMap<&str, &str>), String> {
+    let (mut stats, mut sums) = (BTreeMap::new(), BTreeMap::new());
     for line in text.lines().filter(|l| !l.is_empty()) {
-        let f: Vec<&str> = line.splitn(7, '\t').collect();
-        let [mode, uid, gid, size, user, group, name] = f[..] else {
-            return Err(format!("unexpected stat output {line:?}"));
-        };
-        let raw_mode = u32::from_str_radix(mode, 16)
-            .map_err(|_| format!("unexpected stat mode in {line:?}"))?;
-        map.insert(
-            name,
-            Stat {
-                raw_mode,
-                uid,
-                gid,
-                size,
-                user,
-                group,
-            },
-        );
+        if let Some(find) = line.strip_prefix('=') {
+            let (name, stat) =
+                parse_find_line(find).ok_or_else(|| format!("unexpected find output {line:?}"))?;
+            stats.insert(name, stat);
+        } else if let Some((hash, name)) = line.split_once("  ")
+            && hash.len() == 64
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            sums.insert(name, hash);
+        } else if line.starts_with('\\') {
+            // An escaped sha256sum name is never one of ours: such paths are not batched.
+        } else {
+            let (name, stat) =
+                parse_stat_line(line).ok_or_else(|| format!("unexpected stat output {line:?}"))?;
+            stats.insert(name, stat);
+        }
     }
-    Ok(map)
+    Ok((stats, sums))
 }
 
-fn parse_sums(text: &str) -> BTreeMap<&str, &str> {
-    text.lines()
-        // An escaped name (a leading backslash) is never one of ours: such paths are not batched.
-        .filter(|l| !l.starts_with('\\'))
-        .filter_map(|l| l.split_once("  "))
-        .map(|(hash, name)| (name, hash))
-        .collect()
+/// `%y\t%m\t%U\t%G\t%s\t%u\t%g\t%p` of `find -printf`.
+fn parse_find_line(line: &str) -> Option<(&str, Stat<'_>)> {
+    let f: Vec<&str> = line.splitn(8, '\t').collect();
+    let [kind, perm, uid, gid, size, user, group, name] = f[..] else {
+        return None;
+    };
+    let kind = match kind {
+        "f" => 0o100000,
+        "d" => 0o040000,
+        "l" => 0o120000,
+        "p" => 0o010000,
+        "s" => 0o140000,
+        "c" => 0o020000,
+        "b" => 0o060000,
+        _ => 0,
+    };
+    let perm = u32::from_str_radix(perm, 8).ok()?;
+    let raw_mode = kind | (perm & 0o7777);
+    Some((
+        name,
+        Stat {
+            raw_mode,
+            uid,
+            gid,
+            size,
+            user,
+            group,
+        },
+    ))
+}
+
+/// `%f\t%u\t%g\t%s\t%U\t%G\t%n` of `stat -c`.
+fn parse_stat_line(line: &str) -> Option<(&str, Stat<'_>)> {
+    let f: Vec<&str> = line.splitn(7, '\t').collect();
+    let [mode, uid, gid, size, user, group, name] = f[..] else {
+        return None;
+    };
+    let raw_mode = u32::from_str_radix(mode, 16).ok()?;
+    Some((
+        name,
+        Stat {
+            raw_mode,
+            uid,
+            gid,
+            size,
+            user,
+            group,
+        },
+    ))
 }
 
 /// The `key=value` lines the per-resource stat snippet ([`crate::resources::stat_probe`]) and the
@@ -305,22 +445,16 @@ pub fn split(
     }
     let batched = specs.iter().any(|s| s.batch.is_some());
     let mut frames = frames.into_iter();
-    let (mut stat_text, mut sums_text, mut olds_text) =
-        (String::new(), String::new(), String::new());
+    let (mut paths_text, mut olds_text) = (String::new(), String::new());
     if batched {
-        for (label, text) in [
-            ("stat", &mut stat_text),
-            ("sums", &mut sums_text),
-            ("olds", &mut olds_text),
-        ] {
+        for (label, text) in [("paths", &mut paths_text), ("olds", &mut olds_text)] {
             match frames.next() {
                 Some((l, s)) if l == label => *text = s.output,
                 _ => return Err(probe_cut(0, specs.len())),
             }
         }
     }
-    let stats = parse_stat(&stat_text)?;
-    let sums = parse_sums(&sums_text);
+    let (stats, sums) = parse_paths(&paths_text)?;
     let (_, hashed) = batched_paths(specs);
     let mut olds: BTreeMap<&str, &str> = BTreeMap::new();
     for line in olds_text.lines().filter(|l| !l.is_empty()) {
@@ -340,12 +474,20 @@ pub fn split(
     }
     let mut sections = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
-        let Some((label, mut section)) = frames.next() else {
-            return Err(probe_cut(i, specs.len()));
+        let mut section = if spec.snippet.trim().is_empty() {
+            Section {
+                output: String::new(),
+                status: 0,
+            }
+        } else {
+            let Some((label, section)) = frames.next() else {
+                return Err(probe_cut(i, specs.len()));
+            };
+            if label != i.to_string() {
+                return Err(format!("probe section {label} out of order"));
+            }
+            section
         };
-        if label != i.to_string() {
-            return Err(format!("probe section {label} out of order"));
-        }
         if let Some(b) = spec.batch {
             let mut lines = batch_lines(b, &stats, &sums, seal)?;
             if let (Some(_), Some(old)) = (&b.old_unless, olds.get(b.path.as_str())) {
@@ -371,11 +513,22 @@ pub fn run_local(r: &dyn Resource) -> crate::resources::Observed {
 /// Runs a script with the local `sh` and returns its stdout; stderr must stay empty.
 #[cfg(test)]
 fn run_sh(script: &str) -> String {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
+    run_sh_with_path(script, None)
+}
+
+/// [`run_sh`] with directories put first on `PATH`.
+#[cfg(test)]
+fn run_sh_with_path(script: &str, first: Option<&std::path::Path>) -> String {
+    // From a file: a script of a few hundred paths is longer than one argument may be.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg(file.path());
+    if let Some(dir) = first {
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", dir.display()));
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.stderr.is_empty(),
         "{}",
@@ -441,17 +594,123 @@ mod tests {
         assert!(split(&specs, cut, None).is_err());
     }
 
-    /// Probes batches only (no snippets) through the local `sh`.
+    /// Probes batches only (no snippets) through the local `sh`, with GNU find and with the
+    /// fallback a `find` without `-printf` takes (a `find` that fails like BusyBox's does); both
+    /// must give the same sections, which are returned.
     fn run_batches(batches: &[ProbeBatch]) -> Vec<Section> {
-        let specs: Vec<Spec<'_>> = batches
+        let specs = batch_specs(batches);
+        let text = script(&specs);
+        let gnu = split(&specs, &run_sh(&text), None).unwrap();
+        let fake = tempfile::tempdir().unwrap();
+        let find = fake.path().join("find");
+        std::fs::write(
+            &find,
+            "#!/bin/sh\necho \"find: unrecognized: -printf\" >&2\nexit 1\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&find, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fallback = run_sh_with_path(&text, Some(fake.path()));
+        assert!(
+            !fallback.contains("\n="),
+            "the fallback ran find: {fallback}"
+        );
+        assert_eq!(split(&specs, &fallback, None).unwrap(), gnu);
+        gnu
+    }
+
+    fn batch_specs(batches: &[ProbeBatch]) -> Vec<Spec<'_>> {
+        batches
             .iter()
             .map(|b| Spec {
                 snippet: "",
                 batch: Some(b),
                 inline: true,
             })
-            .collect();
-        split(&specs, &run_sh(&script(&specs)), None).unwrap()
+            .collect()
+    }
+
+    #[test]
+    fn only_wanted_files_are_hashed_in_any_chunking() {
+        // Long names, so the paths need several `find` commands; some files want no hash, and
+        // get commands of their own.
+        for (count, every, chunks) in [(800, 2, 4), (1000, 5, 4)] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let mut batches = Vec::new();
+            for i in 0..count {
+                let name = format!("{i:04}-{}[*?]", "x".repeat(150));
+                std::fs::write(d.join(&name), format!("{i}\n")).unwrap();
+                batches.push(ProbeBatch {
+                    path: d.join(&name).to_str().unwrap().to_string(),
+                    sha256: i % every == 0,
+                    sealed: false,
+                    old_unless: None,
+                    owner: None,
+                    group: None,
+                });
+            }
+            let text = script(&batch_specs(&batches));
+            assert_eq!(text.matches("find \"$@\"").count(), chunks);
+            let sections = run_batches(&batches);
+            for (i, (b, section)) in batches.iter().zip(&sections).enumerate() {
+                let o = crate::resources::Observed::parse(&section.output).unwrap();
+                assert_eq!(o.get("type"), Some("file"), "{}", b.path);
+                let want = (i % every == 0)
+                    .then(|| crate::resources::file::sha256_hex(format!("{i}\n").as_bytes()));
+                assert_eq!(o.get("sha256").map(str::to_string), want, "{}", b.path);
+            }
+            // Unwanted files are not even read.
+            let out = run_sh(&text);
+            let sums = out
+                .lines()
+                .filter(|l| l.len() > 66 && &l[64..66] == "  ")
+                .count();
+            assert_eq!(sums, count / every);
+        }
+    }
+
+    #[test]
+    fn files_as_wanted_skip_the_walk_for_old_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = |t: &str| crate::resources::file::sha256_hex(t.as_bytes());
+        let mut batches = Vec::new();
+        for (i, name) in ["a", "b  c", "d*"].iter().enumerate() {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{i}\n")).unwrap();
+            let mut b = ProbeBatch::for_path(path.to_str().unwrap(), true).unwrap();
+            b.old_unless = Some(sha(&format!("{i}\n")));
+            batches.push(b);
+        }
+        // A prefix of another path must not pass for it.
+        let b = batches[2].path.clone();
+        std::fs::write(format!("{b}x"), "2\n").unwrap();
+        let walked = |batches: &[ProbeBatch]| {
+            let text = script(&batch_specs(batches));
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), &text).unwrap();
+            let out = std::process::Command::new("sh")
+                .arg("-x")
+                .arg(file.path())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stderr).contains("_nx_i=0")
+        };
+        assert!(!walked(&batches));
+        assert!(
+            run_batches(&batches)
+                .iter()
+                .all(|s| !s.output.contains("_old_b64"))
+        );
+        let mut other = batches.clone();
+        other[2].path.push('x');
+        other[2].old_unless = Some(sha("other\n"));
+        assert!(walked(&other));
+        let mut missing = batches.clone();
+        std::fs::remove_file(&batches[1].path).unwrap();
+        assert!(walked(&missing));
+        missing.remove(1);
+        assert!(!walked(&missing));
     }
 
     #[test]
@@ -470,6 +729,8 @@ mod tests {
             sha256: true,
             sealed: false,
             old_unless: want,
+            owner: None,
+            group: None,
         };
         let batches = [
             batch("same", Some(sha("same\n"))),
@@ -517,16 +778,45 @@ mod tests {
         );
         let missing = d.join("missing");
         let paths = [&file, &sub, &link, &fifo, &missing, &file];
-        let batches: Vec<ProbeBatch> = paths
-            .iter()
-            .map(|p| ProbeBatch {
-                path: p.to_str().unwrap().to_string(),
-                sha256: true,
-                sealed: false,
-                old_unless: None,
-            })
-            .collect();
-        let sections = run_batches(&batches);
+        let id = |flag: &str| {
+            let out = std::process::Command::new("id").arg(flag).output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let (user, group) = (id("-un"), id("-gn"));
+        // Wanted owners by name (tested by id), by number (printed by name), another user's
+        // name and none at all all read alike; a user the host does not know makes `find` fail,
+        // and the fallback reads the same.
+        let wanted: [(Option<&str>, Option<&str>); 4] = [
+            (Some(&user), Some(&group)),
+            (Some("0"), None),
+            (Some("root"), Some("root")),
+            (None, None),
+        ];
+        for (i, unknown) in [false, true].into_iter().enumerate() {
+            let batches: Vec<ProbeBatch> = paths
+                .iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    let (o, g) = wanted[(i + j) % wanted.len()];
+                    let o = if unknown && j == 2 {
+                        Some("nexus-no-such-user")
+                    } else {
+                        o
+                    };
+                    ProbeBatch::for_path(p.to_str().unwrap(), true)
+                        .unwrap()
+                        .wanting(o, g)
+                })
+                .collect();
+            let text = script(&batch_specs(&batches));
+            assert_eq!(text.contains("-user nexus-no-such-user"), unknown);
+            assert_eq!(run_sh(&text).contains("\n="), !unknown, "GNU find ran");
+            check_like_stat_snippet(&batches);
+        }
+    }
+
+    fn check_like_stat_snippet(batches: &[ProbeBatch]) {
+        let sections = run_batches(batches);
         // The stat snippet per path, for comparison.
         for (b, section) in batches.iter().zip(&sections) {
             let mut alone = crate::resources::stat_probe(&b.path);

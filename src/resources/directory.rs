@@ -72,6 +72,7 @@ impl Resource for Directory {
 
     fn probe_batch(&self) -> Option<ProbeBatch> {
         ProbeBatch::for_path(&self.path, false)
+            .map(|b| b.wanting(self.owner.as_deref(), self.group.as_deref()))
     }
 
     fn probe_inline(&self) -> bool {

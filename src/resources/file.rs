@@ -464,7 +464,8 @@ impl Resource for File {
 
     fn probe_batch(&self) -> Option<ProbeBatch> {
         let batch =
-            ProbeBatch::for_path(&self.path, self.state == Presence::Present || self.backup);
+            ProbeBatch::for_path(&self.path, self.state == Presence::Present || self.backup)
+                .map(|b| b.wanting(self.owner.as_deref(), self.group.as_deref()));
         match (batch, &self.secret) {
             // The host's hash of a file holding secrets is sealed before the plan records it,
             // and its old content never travels back.

@@ -368,18 +368,36 @@ pub struct ProbeBatch {
     /// its sha256 is this one, when it is a small readable regular file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_unless: Option<String>,
+    /// The owner and group the resource wants. The probe tests each path against these by id
+    /// (`find -user`, which looks the name up once) and prints the wanted name on a match,
+    /// instead of looking up the name of every path's owner: that lookup was the largest
+    /// per-path cost of the probe. An id that matches is reported under the wanted name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl ProbeBatch {
     /// `None` for a path that `stat -c %n` or `sha256sum` output would not carry verbatim (a
-    /// newline or backslash in it): such a resource keeps its own stat snippet.
+    /// newline or backslash in it) or that is not absolute (`find` would read a leading `-` or
+    /// `(` as part of its expression): such a resource keeps its own stat snippet.
     pub fn for_path(path: &str, sha256: bool) -> Option<ProbeBatch> {
-        (!path.contains(['\n', '\\'])).then(|| ProbeBatch {
+        (path.starts_with('/') && !path.contains(['\n', '\\'])).then(|| ProbeBatch {
             path: path.to_string(),
             sha256,
             sealed: false,
             old_unless: None,
+            owner: None,
+            group: None,
         })
+    }
+
+    /// Names the owner and group the resource wants (see [`ProbeBatch::owner`]).
+    pub fn wanting(mut self, owner: Option<&str>, group: Option<&str>) -> ProbeBatch {
+        self.owner = owner.map(str::to_string);
+        self.group = group.map(str::to_string);
+        self
     }
 }
 
