@@ -305,12 +305,10 @@ fn parse_paths(text: &str) -> Result<(BTreeMap<&str, Stat<'_>>, BTreeMap<&str, &
     Ok((stats, sums))
 }
 
-/// `%y\t%m\t%U\t%G\t%s\t%u\t%g\t%p` of `find -printf`.
+/// `%y\t%m\t%U\t%G\t%s\t%u\t%g\t%p` of `find -printf`: the type as a letter, the permission
+/// bits in octal.
 fn parse_find_line(line: &str) -> Option<(&str, Stat<'_>)> {
-    let f: Vec<&str> = line.splitn(8, '\t').collect();
-    let [kind, perm, uid, gid, size, user, group, name] = f[..] else {
-        return None;
-    };
+    let (kind, rest) = line.split_once('\t')?;
     let kind = match kind {
         "f" => 0o100000,
         "d" => 0o040000,
@@ -321,39 +319,34 @@ fn parse_find_line(line: &str) -> Option<(&str, Stat<'_>)> {
         "b" => 0o060000,
         _ => 0,
     };
-    let perm = u32::from_str_radix(perm, 8).ok()?;
-    let raw_mode = kind | (perm & 0o7777);
-    Some((
-        name,
-        Stat {
-            raw_mode,
-            uid,
-            gid,
-            size,
-            user,
-            group,
-        },
-    ))
+    parse_stat_fields(rest, |perm| {
+        Some(kind | (u32::from_str_radix(perm, 8).ok()? & 0o7777))
+    })
 }
 
-/// `%f\t%u\t%g\t%s\t%U\t%G\t%n` of `stat -c`.
+/// `%f\t%u\t%g\t%s\t%U\t%G\t%n` of `stat -c`: the raw mode in hex.
 fn parse_stat_line(line: &str) -> Option<(&str, Stat<'_>)> {
+    parse_stat_fields(line, |mode| u32::from_str_radix(mode, 16).ok())
+}
+
+/// Mode, uid, gid, size, user, group and the name last (it may hold tabs).
+fn parse_stat_fields(
+    line: &str,
+    raw_mode: impl Fn(&str) -> Option<u32>,
+) -> Option<(&str, Stat<'_>)> {
     let f: Vec<&str> = line.splitn(7, '\t').collect();
     let [mode, uid, gid, size, user, group, name] = f[..] else {
         return None;
     };
-    let raw_mode = u32::from_str_radix(mode, 16).ok()?;
-    Some((
-        name,
-        Stat {
-            raw_mode,
-            uid,
-            gid,
-            size,
-            user,
-            group,
-        },
-    ))
+    let stat = Stat {
+        raw_mode: raw_mode(mode)?,
+        uid,
+        gid,
+        size,
+        user,
+        group,
+    };
+    Some((name, stat))
 }
 
 /// The `key=value` lines the per-resource stat snippet ([`crate::resources::stat_probe`]) and the
