@@ -5,8 +5,9 @@
 #
 # It runs on every host for every command that needs facts, and each program started costs about
 # a millisecond of CPU, so on Linux the values come from /proc, /sys and /etc through the shell's
-# own `read` and parameter expansion. Usually the only programs started are `ip` (the address of
-# the default route's interface) and `timeout 2 hostname -f` (only when the host name has no dot).
+# own `read` and parameter expansion. Usually the only program started is `ip` (the address of
+# the default route's interface), and `timeout 2 hostname -f` when /etc/hosts does not qualify a
+# host name without a dot.
 # The tools the values used to come from (uname, id, getconf...) remain the fallback where a file
 # is missing (non-Linux, no /proc, kernels before 6.1 for the architecture), and `id` names a
 # user that /etc/passwd does not have (LDAP, sssd). Values are what those tools print, except that
@@ -35,13 +36,35 @@ host=$v
 kv hostname "$host"
 
 # A host name with a dot is already qualified (hostname -f could only return an alias from the
-# resolver, at the price of a lookup). Otherwise ask the resolver, but a broken one can stall
-# hostname -f for many seconds, and facts must stay fast.
+# resolver, at the price of a lookup). Otherwise, when nsswitch.conf has the resolver read
+# /etc/hosts first (the usual setup), the canonical name is the first name on the first line
+# naming the host, which is what hostname -f prints, without starting two programs. Failing
+# that, ask the resolver, but a broken one can stall hostname -f for many seconds, and facts must
+# stay fast.
 fqdn=
 case $host in
 *.*) fqdn=$host ;;
 *)
-    if have hostname; then
+    files_first=
+    if [ -r /etc/nsswitch.conf ]; then
+        while read -r k s rest; do
+            case $k in hosts:) [ "$s" = files ] && files_first=1 && break ;; esac
+        done 2>/dev/null </etc/nsswitch.conf
+    fi
+    if [ -n "$files_first" ] && [ -n "$host" ] && [ -r /etc/hosts ]; then
+        set -f
+        while read -r l; do
+            set -- ${l%%#*}
+            [ $# -ge 2 ] || continue
+            shift
+            canon=$1
+            for n in "$@"; do
+                if [ "$n" = "$host" ]; then fqdn=$canon && break 2; fi
+            done
+        done 2>/dev/null </etc/hosts
+        set +f
+    fi
+    if [ -z "$fqdn" ] && have hostname; then
         if have timeout; then fqdn=$(timeout 2 hostname -f 2>/dev/null); else fqdn=$(hostname -f 2>/dev/null); fi
     fi
     ;;

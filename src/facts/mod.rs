@@ -458,6 +458,7 @@ os_release.PRETTY_NAME='Alpine Linux v3.19'
                 ("kernel", &["uname", "-r"]),
                 ("arch", &["uname", "-m"]),
                 ("hostname", &["uname", "-n"]),
+                ("fqdn", &["hostname", "-f"]),
                 ("uid", &["id", "-u"]),
                 ("gid", &["id", "-g"]),
                 ("user", &["id", "-un"]),
