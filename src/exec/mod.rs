@@ -476,7 +476,15 @@ impl HostRun<'_, '_> {
                 ctx.emit_result(result(host, r, Status::Skipped, false, None, None));
                 continue;
             }
-            let o = step::run(self.transport, ctx.plan, r, self.esc, self.seed, ctx.opts).await;
+            let o = step::run(
+                self.transport,
+                &ctx.plan.blobs,
+                r,
+                self.esc,
+                self.seed,
+                ctx.opts,
+            )
+            .await;
             if o.ok {
                 // A change notifies handlers; a step skipped by its guard changed nothing.
                 let changed = o.ran;

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-use crate::plan::{Plan, PlannedResource};
+use std::collections::BTreeMap;
+
+use crate::plan::PlannedResource;
 use crate::resources::{EnvValue, Step, q};
 use crate::transport::{Become, CommandSpec, Transport};
 
@@ -80,10 +82,68 @@ fn spec(
     Ok(cmd)
 }
 
+/// Printed by a merged command whose guard said skip; no step's output is exactly this line.
+const SKIPPED: &str = "nexus: step skipped by its guard 6f1c2a9e\n";
+
+/// The commands a resource's steps run as. Without retries or a timeout, which count per
+/// command, a step's guard and the step run as one command, and so do consecutive steps that
+/// share their context (user, sudo, directory, environment) when only the last reads stdin and
+/// none downloads: each SSH command costs the host a session and two shells, which dominated a
+/// cold apply. Each step keeps its own subshell, so `exit`, `set -e`, `cd` and variables stay
+/// its own; the first failure ends the command with that step's status, and a guard runs once,
+/// before its step, as it did as a command of its own.
+fn merged(r: &PlannedResource) -> Vec<(Step, bool)> {
+    if r.retry.retries > 0 || r.retry.timeout.is_some() {
+        return r.steps.iter().map(|s| (s.clone(), false)).collect();
+    }
+    let same_context = |a: &Step, b: &Step| {
+        a.sudo == b.sudo && a.user == b.user && a.cwd == b.cwd && a.env == b.env
+    };
+    let mut units: Vec<(Step, bool)> = Vec::new();
+    let mut parts: Vec<&Step> = Vec::new();
+    let flush = |parts: &mut Vec<&Step>, units: &mut Vec<(Step, bool)>| {
+        let Some(last) = parts.last() else { return };
+        let mut unit = (*last).clone();
+        let mut script = String::new();
+        if let Some(cond) = &parts[0].skip_if {
+            script.push_str(&format!(
+                "if ( {cond}\n) </dev/null >/dev/null 2>&1; then printf '%s' {}; exit 0; fi\n",
+                q(SKIPPED)
+            ));
+        }
+        for (i, step) in parts.iter().enumerate() {
+            if i + 1 < parts.len() {
+                script.push_str(&format!("( {}\n) </dev/null || exit $?\n", step.script));
+            } else {
+                script.push_str(&format!("( {}\n)\n", step.script));
+            }
+        }
+        unit.script = script;
+        unit.skip_if = None;
+        units.push((unit, parts[0].skip_if.is_some()));
+        parts.clear();
+    };
+    for step in &r.steps {
+        let joins = parts.last().is_some_and(|prev| {
+            same_context(prev, step)
+                && prev.stdin.is_none()
+                && prev.download_to.is_none()
+                && step.download_to.is_none()
+                && step.skip_if.is_none()
+        });
+        if !joins {
+            flush(&mut parts, &mut units);
+        }
+        parts.push(step);
+    }
+    flush(&mut parts, &mut units);
+    units
+}
+
 /// Runs the resource's steps in order, stopping at the first failure.
 pub async fn run(
     t: &dyn Transport,
-    plan: &Plan,
+    blobs: &BTreeMap<String, String>,
     r: &PlannedResource,
     esc: &Escalation,
     seed: u64,
@@ -104,7 +164,7 @@ pub async fn run(
     };
     let attempts_allowed = 1 + r.retry.retries;
     let base_delay = r.retry.retry_delay.unwrap_or(Duration::from_secs(1));
-    for step in &r.steps {
+    for (step, guarded) in &merged(r) {
         if let Some(cond) = &step.skip_if {
             // The guard runs in the step's own context (user, sudo, cwd) so it sees what the
             // step would see.
@@ -126,7 +186,7 @@ pub async fn run(
             Err(e) => return fail(out, start, e),
         };
         if let Some(hash) = &step.stdin {
-            let Some(b64) = plan.blobs.get(hash) else {
+            let Some(b64) = blobs.get(hash) else {
                 return fail(out, start, format!("plan has no content {hash}"));
             };
             let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) else {
@@ -161,6 +221,7 @@ pub async fn run(
         if let Some(t) = r.retry.timeout {
             cmd = cmd.timeout(t);
         }
+        let before = out.clone();
         out.ran = true;
         let mut attempt = 0;
         loop {
@@ -182,6 +243,12 @@ pub async fn run(
                 Err(e) => (false, Some(e.to_string())),
             };
             if ok {
+                if let (true, Ok(o)) = (guarded, &res)
+                    && o.stdout == SKIPPED.as_bytes()
+                {
+                    out = before;
+                    break;
+                }
                 if let (Some(dest), Ok(o)) = (&step.download_to, &res) {
                     // Download destinations are relative to the config file, like every local path.
                     let dest = base_dir.join(dest).display().to_string();
@@ -220,4 +287,128 @@ fn write_local(dest: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("nexus-tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::LocalTransport;
+
+    fn resource(steps: Vec<Step>, retries: u32) -> PlannedResource {
+        let mut r: PlannedResource = serde_json::from_value(serde_json::json!({
+            "key": "t#1", "task": "t", "role": "task", "id": "command:x", "kind": "command",
+            "label": "x", "action": "run", "reason": "test",
+        }))
+        .unwrap();
+        r.steps = steps;
+        r.retry.retries = retries;
+        r
+    }
+
+    fn opts() -> super::super::Options {
+        super::super::Options {
+            parallel: 1,
+            continue_on_error: false,
+            base_dir: std::env::temp_dir(),
+            secrets: Default::default(),
+        }
+    }
+
+    async fn apply(t: &LocalTransport, r: &PlannedResource) -> StepsOutcome {
+        let esc = Escalation {
+            become_: None,
+            error: None,
+        };
+        let blob = b"from stdin\n";
+        let hash = blake3::hash(blob).to_hex().to_string();
+        let blobs =
+            BTreeMap::from([(hash, base64::engine::general_purpose::STANDARD.encode(blob))]);
+        run(t, &blobs, r, &esc, 1, &opts()).await
+    }
+
+    fn step(script: &str) -> Step {
+        Step::new(script, false)
+    }
+
+    #[tokio::test]
+    async fn merged_steps_behave_like_separate_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = q(dir.path().to_str().unwrap());
+        let blob = blake3::hash(b"from stdin\n").to_hex().to_string();
+        let mut last = step(&format!(
+            "cat > {d}/in; echo \"x=${{x:-unset}}\" >> {d}/log"
+        ));
+        last.stdin = Some(blob);
+        let steps = vec![
+            // Each step's options, variables and exit stay its own; exit 0 goes on.
+            step(&format!("set -e; x=1; echo one > {d}/log; exit 0")),
+            step(&format!(
+                "cd /; echo \"two $x $(pwd)\" >> {d}/log; false || :"
+            )),
+            last,
+        ];
+        let t = LocalTransport::new("local");
+        let out = apply(&t, &resource(steps.clone(), 0)).await;
+        assert!(out.ok && out.ran, "{out:?}");
+        assert_eq!(t.commands_run(), 1, "three steps, one command");
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        assert_eq!(log, "one\ntwo  /\nx=unset\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("in")).unwrap(),
+            "from stdin\n",
+            "only the last step reads stdin"
+        );
+        // With retries every step is its own command, as before.
+        let t = LocalTransport::new("local");
+        assert!(apply(&t, &resource(steps, 2)).await.ok);
+        assert_eq!(t.commands_run(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_first_failure_stops_with_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = q(dir.path().to_str().unwrap());
+        let steps = vec![
+            step(&format!("touch {d}/a")),
+            step("echo failing >&2; exit 3"),
+            step(&format!("touch {d}/c")),
+        ];
+        let t = LocalTransport::new("local");
+        let out = apply(&t, &resource(steps, 0)).await;
+        assert!(!out.ok);
+        assert_eq!(out.exit_code, Some(3));
+        assert!(out.output_tail.contains("failing"), "{out:?}");
+        assert!(dir.path().join("a").exists());
+        assert!(!dir.path().join("c").exists());
+    }
+
+    #[tokio::test]
+    async fn a_merged_guard_skips_or_runs_its_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = q(dir.path().to_str().unwrap());
+        let guarded = |cond: &str| {
+            let mut s = step(&format!("echo ran >> {d}/log"));
+            // A guard's own output never reaches the result.
+            s.skip_if = Some(format!(
+                "echo noise; echo more >&2; {cond} # trailing comment"
+            ));
+            s
+        };
+        let t = LocalTransport::new("local");
+        let out = apply(&t, &resource(vec![guarded("true")], 0)).await;
+        assert!(out.ok && !out.ran, "{out:?}");
+        assert_eq!((out.exit_code, out.attempts), (None, 0));
+        assert!(!dir.path().join("log").exists());
+        let out = apply(&t, &resource(vec![guarded("false")], 0)).await;
+        assert!(out.ok && out.ran, "{out:?}");
+        assert_eq!(t.commands_run(), 2, "a guard and its step are one command");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("log")).unwrap(),
+            "ran\n"
+        );
+        // With retries the guard is checked once, apart, as before.
+        let out = apply(&t, &resource(vec![guarded("true")], 1)).await;
+        assert!(out.ok && !out.ran);
+        assert_eq!(t.commands_run(), 3);
+    }
 }
