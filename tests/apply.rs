@@ -350,3 +350,84 @@ task "deploy" on="fleet" strategy="rolling" batch=2 max-fail="25%" {
     );
     assert!(!hosts[2].srv().join("deployed").exists());
 }
+
+/// Consecutive resources of a host run as one command (src/exec/batch.rs), yet each is reported
+/// as if it had run alone: its status, exit code, output and guard verdict, no-ops in between,
+/// a failure in the middle (then, with --continue-on-error, the rest in a command of their
+/// own), and a handler notified from inside the batch.
+#[test]
+fn resources_sharing_a_command_report_alone() {
+    let b1 = host("b1");
+    std::fs::create_dir_all(b1.srv().join("m")).unwrap();
+    std::fs::write(b1.srv().join("m/same.conf"), "same\n").unwrap();
+    // Owned by the test user, as if an earlier run had made them.
+    let uid = harness::uid_of(harness::TEST_USER).unwrap();
+    for p in ["m", "m/same.conf"] {
+        std::os::unix::fs::chown(b1.srv().join(p), Some(uid), None).unwrap();
+    }
+    let body = r#"
+group "all" "b1"
+task "mixed" on="all" {
+    directory "/srv/m"
+    file "/srv/m/a.conf" content="a\n" notify="h"
+    file "/srv/m/same.conf" content="same\n"
+    command "echo out; echo 'it failed' >&2; exit 3"
+    command "echo guarded > /srv/m/guarded" creates="/srv/m/a.conf"
+    file "/srv/m/b.conf" content="b\n"
+}
+handler "h" {
+    command "touch /srv/m/handled"
+}
+"#;
+    let env = Env::new(&[&b1], body);
+    let sessions = || b1.log().matches("Starting session: command").count();
+    let before = sessions();
+    let out = env.nexus(&["run", "--continue-on-error", "--format", "json"]);
+    assert_eq!(code(&out), Some(1), "{}", text(&out.stderr));
+    // Facts, probe, then #2-#4 (#1 and #3 are no-ops) up to the failure, #5-#6 after it, and
+    // the handler: 5 commands where one per resource would have taken 7.
+    assert_eq!(sessions() - before, 5, "{}", b1.log());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let resources = report["resources"].as_array().unwrap();
+    let get = |key: &str| {
+        resources
+            .iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("{key} in {report}"))
+    };
+    let status = |key: &str| get(key)["status"].as_str().unwrap().to_string();
+    assert_eq!(status("mixed#1"), "skipped", "the directory existed");
+    assert_eq!(status("mixed#2"), "succeeded");
+    assert_eq!(status("mixed#3"), "skipped");
+    assert_eq!(status("mixed#4"), "failed");
+    assert_eq!(get("mixed#4")["exit_code"], 3);
+    assert_eq!(get("mixed#4")["error"], "exit code 3: it failed");
+    assert_eq!(get("mixed#4")["output_tail"], "out\nit failed\n");
+    // Planned to run, but a.conf exists by then: the guard, re-checked in the batch, skips it.
+    assert_eq!(status("mixed#5"), "skipped");
+    assert!(!b1.srv().join("m/guarded").exists());
+    assert_eq!(status("mixed#6"), "succeeded");
+    assert_eq!(
+        std::fs::read_to_string(b1.srv().join("m/b.conf")).unwrap(),
+        "b\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b1.srv().join("m/a.conf")).unwrap(),
+        "a\n"
+    );
+    assert!(b1.srv().join("m/handled").exists(), "the handler ran");
+    // Without --continue-on-error the resources after the failure are not run.
+    std::fs::remove_file(b1.srv().join("m/b.conf")).unwrap();
+    let out = env.nexus(&["run", "--format", "json"]);
+    assert_eq!(code(&out), Some(1), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let b = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "mixed#6")
+        .unwrap()
+        .clone();
+    assert_eq!(b["status"], "not-run", "{report}");
+    assert!(!b1.srv().join("m/b.conf").exists());
+}

@@ -3,6 +3,7 @@
 //! the task where notified, health checks after batches, max-fail and stop rules. The executor
 //! emits [`Event`]s; rendering and state recording consume them.
 
+pub mod batch;
 pub mod retry;
 pub mod stale;
 pub mod step;
@@ -463,17 +464,26 @@ struct HostRun<'a, 'c> {
 impl HostRun<'_, '_> {
     async fn run_list(&mut self, list: &[&PlannedResource]) {
         let (ctx, host) = (self.ctx, self.host);
-        for r in list {
+        let mut i = 0;
+        while i < list.len() {
+            let r = list[i];
             if let Some(why) = &self.lost {
                 ctx.not_run(host, r, why);
+                i += 1;
                 continue;
             }
             if !self.ok && !ctx.opts.continue_on_error {
                 ctx.not_run(host, r, "not run: an earlier resource on this host failed");
+                i += 1;
                 continue;
             }
             if r.action == Action::NoOp {
                 ctx.emit_result(result(host, r, Status::Skipped, false, None, None));
+                i += 1;
+                continue;
+            }
+            if let Some(next) = self.run_batch(&list[i..]).await {
+                i += next;
                 continue;
             }
             let o = step::run(
@@ -485,32 +495,111 @@ impl HostRun<'_, '_> {
                 ctx.opts,
             )
             .await;
-            if o.ok {
-                // A change notifies handlers; a step skipped by its guard changed nothing.
-                let changed = o.ran;
-                if changed {
-                    for n in &r.notify {
-                        if !self.notified.contains(n) {
-                            self.notified.push(n.clone());
-                        }
+            self.finish(r, &o);
+            i += 1;
+        }
+    }
+
+    /// Runs the resources at the start of `list` that may share one command (and the no-ops
+    /// among them), as one command, and reports them; returns how many of `list` it dealt with,
+    /// or `None` when fewer than two would share it. The resources after a failure are left.
+    async fn run_batch(&mut self, list: &[&PlannedResource]) -> Option<usize> {
+        let (ctx, host) = (self.ctx, self.host);
+        let blobs = &ctx.plan.blobs;
+        let mut units: Vec<(crate::resources::Step, bool)> = Vec::new();
+        // Per resource of the range: the index of its unit, or None for a no-op.
+        let mut slots: Vec<Option<usize>> = Vec::new();
+        let (mut carried, mut script) = (0, 0);
+        for r in list {
+            if r.action == Action::NoOp {
+                slots.push(None);
+                continue;
+            }
+            let Some((step, guarded)) = batch::unit(r) else {
+                break;
+            };
+            if units
+                .first()
+                .is_some_and(|(first, _)| !batch::same_context(first, &step))
+            {
+                break;
+            }
+            let Some(size) = batch::fits(blobs, &step, carried) else {
+                break;
+            };
+            if units.len() == batch::MAX_RESOURCES
+                || (!units.is_empty() && script + step.script.len() > batch::MAX_SCRIPT)
+            {
+                break;
+            }
+            script += step.script.len();
+            carried += size;
+            slots.push(Some(units.len()));
+            units.push((step, guarded));
+        }
+        if units.len() < 2 {
+            return None;
+        }
+        // Trailing no-ops wait for the next round, so a failure is reported before them.
+        while slots.last() == Some(&None) {
+            slots.pop();
+        }
+        let outcomes = batch::run(
+            self.transport,
+            blobs,
+            &units,
+            self.esc,
+            ctx.opts.secrets.as_ref(),
+        )
+        .await?;
+        for (n, (r, slot)) in list.iter().zip(&slots).enumerate() {
+            match slot {
+                None if self.lost.is_some() => {
+                    let why = self.lost.clone().unwrap_or_default();
+                    ctx.not_run(host, r, &why);
+                }
+                None if self.ok || ctx.opts.continue_on_error => {
+                    ctx.emit_result(result(host, r, Status::Skipped, false, None, None));
+                }
+                None => ctx.not_run(host, r, "not run: an earlier resource on this host failed"),
+                Some(u) => match outcomes.get(*u) {
+                    Some(o) => self.finish(r, o),
+                    // The command ended before this one: it is the caller's again.
+                    None => return Some(n),
+                },
+            }
+        }
+        Some(slots.len())
+    }
+
+    /// Reports a resource that ran (or whose guard skipped it) and notes its handlers.
+    fn finish(&mut self, r: &PlannedResource, o: &step::StepsOutcome) {
+        let (ctx, host) = (self.ctx, self.host);
+        if o.ok {
+            // A change notifies handlers; a step skipped by its guard changed nothing.
+            let changed = o.ran;
+            if changed {
+                for n in &r.notify {
+                    if !self.notified.contains(n) {
+                        self.notified.push(n.clone());
                     }
                 }
-                let status = if o.ran {
-                    Status::Succeeded
-                } else {
-                    Status::Skipped
-                };
-                ctx.emit_result(result(host, r, status, changed, Some(&o), None));
-            } else {
-                self.ok = false;
-                if o.connection_lost {
-                    self.lost = Some(format!(
-                        "not run: connection lost ({})",
-                        o.error.clone().unwrap_or_default()
-                    ));
-                }
-                ctx.emit_result(result(host, r, Status::Failed, false, Some(&o), None));
             }
+            let status = if o.ran {
+                Status::Succeeded
+            } else {
+                Status::Skipped
+            };
+            ctx.emit_result(result(host, r, status, changed, Some(o), None));
+        } else {
+            self.ok = false;
+            if o.connection_lost {
+                self.lost = Some(format!(
+                    "not run: connection lost ({})",
+                    o.error.clone().unwrap_or_default()
+                ));
+            }
+            ctx.emit_result(result(host, r, Status::Failed, false, Some(o), None));
         }
     }
 }

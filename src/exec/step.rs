@@ -36,7 +36,7 @@ pub struct StepsOutcome {
 
 const TAIL: usize = 4096;
 
-fn tail(bytes: &[u8]) -> String {
+pub(super) fn tail(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(bytes);
     let start = s.len().saturating_sub(TAIL);
     let start = (start..s.len())
@@ -45,7 +45,7 @@ fn tail(bytes: &[u8]) -> String {
     s[start..].to_string()
 }
 
-fn spec(
+pub(super) fn spec(
     step: &Step,
     script: String,
     esc: &Escalation,
@@ -83,7 +83,7 @@ fn spec(
 }
 
 /// Printed by a merged command whose guard said skip; no step's output is exactly this line.
-const SKIPPED: &str = "nexus: step skipped by its guard 6f1c2a9e\n";
+pub(super) const SKIPPED: &str = "nexus: step skipped by its guard 6f1c2a9e\n";
 
 /// The commands a resource's steps run as. Without retries or a timeout, which count per
 /// command, a step's guard and the step run as one command, and so do consecutive steps that
@@ -92,7 +92,7 @@ const SKIPPED: &str = "nexus: step skipped by its guard 6f1c2a9e\n";
 /// cold apply. Each step keeps its own subshell, so `exit`, `set -e`, `cd` and variables stay
 /// its own; the first failure ends the command with that step's status, and a guard runs once,
 /// before its step, as it did as a command of its own.
-fn merged(r: &PlannedResource) -> Vec<(Step, bool)> {
+pub(super) fn merged(r: &PlannedResource) -> Vec<(Step, bool)> {
     if r.retry.retries > 0 || r.retry.timeout.is_some() {
         return r.steps.iter().map(|s| (s.clone(), false)).collect();
     }
@@ -186,20 +186,10 @@ pub async fn run(
             Err(e) => return fail(out, start, e),
         };
         if let Some(hash) = &step.stdin {
-            let Some(b64) = blobs.get(hash) else {
-                return fail(out, start, format!("plan has no content {hash}"));
+            let bytes = match content(blobs, hash) {
+                Ok(b) => b,
+                Err(e) => return fail(out, start, e),
             };
-            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) else {
-                return fail(out, start, format!("content {hash} is not valid base64"));
-            };
-            // The plan was verified on load; check again so a corrupted blob never lands.
-            if blake3::hash(&bytes).to_hex().as_str() != hash {
-                return fail(
-                    out,
-                    start,
-                    format!("content {hash} does not match its hash"),
-                );
-            }
             if step.stdin_secrets.is_empty() {
                 cmd = cmd.stdin(bytes);
             } else {
@@ -276,6 +266,21 @@ fn fail(mut out: StepsOutcome, start: Instant, error: String) -> StepsOutcome {
     out.error = Some(error);
     out.duration = start.elapsed();
     out
+}
+
+/// A content blob of the plan, checked against its hash once more: the plan was verified on
+/// load, but a corrupted blob must never land.
+pub(super) fn content(blobs: &BTreeMap<String, String>, hash: &str) -> Result<Vec<u8>, String> {
+    let b64 = blobs
+        .get(hash)
+        .ok_or_else(|| format!("plan has no content {hash}"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| format!("content {hash} is not valid base64"))?;
+    if blake3::hash(&bytes).to_hex().as_str() != hash {
+        return Err(format!("content {hash} does not match its hash"));
+    }
+    Ok(bytes)
 }
 
 /// Writes a downloaded file atomically, creating its directory.

@@ -40,7 +40,7 @@ const ENV_READER: &str = r#"while IFS= read -r _nx_l && [ -n "$_nx_l" ]; do _nx_
 
 /// The longest command line nexus builds. A single argument may not exceed 128 KiB on Linux
 /// (MAX_ARG_STRLEN), and the command line reaches the host's shell as one; the rest is headroom.
-const COMMAND_LINE_MAX: usize = 120 * 1024;
+pub const COMMAND_LINE_MAX: usize = 120 * 1024;
 
 /// Wraps `cmd` into a script plus stdin. Errors describe an invalid spec.
 ///
