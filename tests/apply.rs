@@ -384,9 +384,9 @@ handler "h" {
     let before = sessions();
     let out = env.nexus(&["run", "--continue-on-error", "--format", "json"]);
     assert_eq!(code(&out), Some(1), "{}", text(&out.stderr));
-    // Facts, probe, then #2-#4 (#1 and #3 are no-ops) up to the failure, #5-#6 after it, and
-    // the handler: 5 commands where one per resource would have taken 7.
-    assert_eq!(sessions() - before, 5, "{}", b1.log());
+    // Facts and probe (one session), then #2-#4 (#1 and #3 are no-ops) up to the failure,
+    // #5-#6 after it, and the handler: 4 commands where one each would have taken 7.
+    assert_eq!(sessions() - before, 4, "{}", b1.log());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let resources = report["resources"].as_array().unwrap();
     let get = |key: &str| {

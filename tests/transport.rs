@@ -895,3 +895,73 @@ async fn close_disconnects_and_next_command_reconnects() {
     assert_eq!(t.connections_opened(), 2);
     pool.close_all().await;
 }
+
+/// `run_chained` over SSH: the second command is built from the first's output and runs in the
+/// same session (one command, one channel), with its own output, status, environment, stdin and
+/// sudo; a password sudo asks for, and one it does not; and no second command at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_commands_share_one_session() {
+    let host = SshHost::start("chain1");
+    let (_dir, pool) = pool(&[&host]);
+    let t = pool.transport(&host.target()).unwrap();
+    let first = CommandSpec::new("echo first-out; echo first-err >&2; false");
+    let then: nexus::transport::Then<'_> = Box::new(|out| {
+        assert_eq!(out.stdout_str(), "first-out\n");
+        assert_eq!(out.stderr_str(), "first-err\n");
+        assert_eq!(out.code(), Some(1));
+        Some(
+            CommandSpec::new("id -un; printf '%s|' \"$TOKEN\"; cat; echo second-err >&2; exit 4")
+                .sudo(Become::root())
+                .env("TOKEN", "t0k")
+                .stdin(b"payload".to_vec()),
+        )
+    });
+    let (a, b) = t.run_chained(&first, then).await.unwrap();
+    assert_eq!(a.stdout_str(), "first-out\n");
+    let b = b.expect("a second command");
+    assert_eq!(b.stdout_str(), "root\nt0k|payload");
+    assert_eq!(b.stderr_str(), "second-err\n");
+    assert_eq!(b.exit, ExitStatus::Code(4));
+    assert_eq!(t.commands_run(), 1, "one session for both");
+
+    let (a, b) = t
+        .run_chained(&CommandSpec::new("echo only"), Box::new(|_| None))
+        .await
+        .unwrap();
+    assert_eq!((a.stdout_str().as_str(), b.is_none()), ("only\n", true));
+
+    // Facts then a probe, as planning runs them.
+    let then: nexus::transport::Then<'_> = Box::new(|out| {
+        let f = facts::from_output("chain1", out).unwrap();
+        Some(CommandSpec::new(format!("echo {}", f.user)))
+    });
+    let (_, b) = t.run_chained(&facts::facts_command(), then).await.unwrap();
+    assert_eq!(b.unwrap().stdout_str(), format!("{TEST_USER}\n"));
+
+    // Through a sudo that needs its password, given on stdin after the command line.
+    let pw_target = SshTarget {
+        user: Some(SUDO_PW_USER.into()),
+        ..host.target()
+    };
+    let dir2 = tempfile::tempdir().unwrap();
+    let kh = dir2.path().join("known_hosts");
+    harness::write_known_hosts(&kh, &[&host]);
+    let pw_pool = pool_with(harness::isolated_options(&kh));
+    let tp = pw_pool.transport(&pw_target).unwrap();
+    let then: nexus::transport::Then<'_> = Box::new(|_| {
+        Some(
+            CommandSpec::new("id -un; cat")
+                .sudo(Become::user(TEST_USER).with_password(SUDO_PW))
+                .stdin(b"in".to_vec()),
+        )
+    });
+    let (_, b) = tp
+        .run_chained(&CommandSpec::new("true"), then)
+        .await
+        .unwrap();
+    let b = b.unwrap();
+    assert!(b.success(), "{}", b.failure_summary());
+    assert_eq!(b.stdout_str(), format!("{TEST_USER}\nin"));
+    pool.close_all().await;
+    pw_pool.close_all().await;
+}

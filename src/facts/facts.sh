@@ -12,7 +12,9 @@
 # is missing (non-Linux, no /proc, kernels before 6.1 for the architecture), and `id` names a
 # user that /etc/passwd does not have (LDAP, sssd). Values are what those tools print, except that
 # a host name with a dot is taken as the FQDN. docs/benchmarks.md has the numbers.
-# No arithmetic or expansion below may fail on odd input: dash exits on a bad $((...)).
+# No arithmetic or expansion below may fail on odd input: dash exits on a bad $((...)). And the
+# script must not `exit` or `cd`: planning runs it in the shell that then runs the probe
+# (src/transport/wrap.rs, `chained`); its status is that of its last command.
 LC_ALL=C
 export LC_ALL
 out=
@@ -203,4 +205,3 @@ for f in /etc/os-release /usr/lib/os-release; do
     fi
 done
 printf '%s' "$out"
-exit 0

@@ -127,15 +127,26 @@ pub enum FactsError {
 
 /// Gathers the facts of the host behind `transport`: one command, one channel.
 pub async fn gather_facts<T: Transport + ?Sized>(transport: &T) -> Result<Facts, FactsError> {
-    let out = transport.run(&CommandSpec::new(FACTS_SCRIPT)).await?;
+    let out = transport.run(&facts_command()).await?;
+    from_output(transport.label(), &out)
+}
+
+/// The command that gathers facts.
+pub fn facts_command() -> CommandSpec {
+    CommandSpec::new(FACTS_SCRIPT)
+}
+
+/// The facts in the output of [`facts_command`] on the host `label` names.
+#[allow(clippy::result_large_err)] // the error type of gather_facts, which wraps transport errors
+pub fn from_output(label: &str, out: &crate::transport::Output) -> Result<Facts, FactsError> {
     if !out.success() {
         return Err(FactsError::ScriptFailed {
-            host: transport.label().to_string(),
+            host: label.to_string(),
             detail: out.failure_summary(),
         });
     }
     Facts::parse(&out.stdout_str()).map_err(|reason| FactsError::Malformed {
-        host: transport.label().to_string(),
+        host: label.to_string(),
         reason,
     })
 }

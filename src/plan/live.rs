@@ -1,5 +1,5 @@
-//! Planning against real hosts: per host, facts (one round trip), then the batched probe (one
-//! round trip), around the pure planner. Hosts are planned concurrently; progress is reported
+//! Planning against real hosts: per host, facts, then the batched probe built from them, in one
+//! session (one command), around the pure planner. Hosts are planned concurrently; progress is reported
 //! through events for the CLI to render.
 
 use futures::StreamExt;
@@ -7,7 +7,6 @@ use futures::StreamExt;
 use super::model::{Plan, Selection};
 use super::planner::{self, PlanError, Selected};
 use crate::config::Loaded;
-use crate::facts::gather_facts;
 use crate::inputs::Inputs;
 use crate::inventory::Inventory;
 use crate::transport::CommandSpec;
@@ -89,30 +88,63 @@ async fn plan_host(
     let transport = inv
         .transport(host)
         .map_err(|e| fail(strip_host(host, &e.to_string())))?;
-    let facts = gather_facts(&*transport)
+    // Facts, then the probe they shape, in one session: the probe is built from the facts as
+    // soon as they arrive.
+    let label = transport.label().to_string();
+    let mut facts_error = None;
+    let mut prepared = None;
+    let mut become_error = None;
+    let then: crate::transport::Then<'_> = Box::new(|out| {
+        let facts = crate::facts::from_output(&label, out)
+            .map_err(|e| facts_error = Some(e))
+            .ok()?;
+        events(PlanEvent::Facts {
+            host: host.to_string(),
+        });
+        let p = match planner::prepare_host(req.loaded, req.inputs, selected, host, &facts) {
+            Ok(p) => p,
+            Err(e) => {
+                prepared = Some(Err(e));
+                return None;
+            }
+        };
+        let mut cmd = CommandSpec::new(p.probe_script());
+        if p.probe_sudo {
+            match inv.become_for(host, env) {
+                Ok(b) => cmd = cmd.sudo(b),
+                Err(e) => {
+                    become_error = Some(e.to_string());
+                    return None;
+                }
+            }
+        }
+        prepared = Some(Ok(p));
+        Some(cmd)
+    });
+    let chained = transport
+        .run_chained(&crate::facts::facts_command(), then)
         .await
         .map_err(|e| fail(strip_host(host, &e.to_string())))?;
-    events(PlanEvent::Facts {
-        host: host.to_string(),
-    });
-    let prepared = planner::prepare_host(req.loaded, req.inputs, selected, host, &facts)
-        .inspect_err(|_| {
+    if let Some(e) = facts_error {
+        return Err(fail(strip_host(host, &e.to_string())));
+    }
+    let prepared = match prepared {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
             events(PlanEvent::Failed {
                 host: host.to_string(),
             });
-        })?;
+            return Err(e);
+        }
+        None => {
+            let why = become_error.unwrap_or_else(|| "no probe ran".to_string());
+            return Err(fail(strip_host(host, &why)));
+        }
+    };
     let resources = prepared.probe_keys().len();
-    let mut cmd = CommandSpec::new(prepared.probe_script());
-    if prepared.probe_sudo {
-        let b = inv
-            .become_for(host, env)
-            .map_err(|e| fail(strip_host(host, &e.to_string())))?;
-        cmd = cmd.sudo(b);
-    }
-    let out = transport
-        .run(&cmd)
-        .await
-        .map_err(|e| fail(strip_host(host, &e.to_string())))?;
+    let Some(out) = chained.1 else {
+        return Err(fail("no probe ran".to_string()));
+    };
     if !out.success() {
         return Err(fail(format!("probe failed: {}", out.failure_summary())));
     }

@@ -25,6 +25,14 @@ pub use target::{AgentSource, HostKeyPolicy, ResolvedTarget, SshOptions, SshTarg
 /// A boxed future, so that [`Transport`] stays usable as `dyn Transport`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Builds the second command of [`Transport::run_chained`] from the first's output; `None` runs
+/// nothing more.
+pub type Then<'a> = Box<dyn FnOnce(&Output) -> Option<CommandSpec> + Send + 'a>;
+
+/// What [`Transport::run_chained`] returns: the first command's output, and the second's when
+/// one ran.
+pub type Chained = (Output, Option<Output>);
+
 /// Receives output while a command runs (see [`Transport::run_streaming`]).
 pub type OutputSender = tokio::sync::mpsc::UnboundedSender<OutputChunk>;
 
@@ -52,6 +60,25 @@ pub trait Transport: Send + Sync {
     /// Runs `cmd` and collects its output.
     fn run<'a>(&'a self, cmd: &'a CommandSpec) -> BoxFuture<'a, Result<Output, TransportError>> {
         self.run_streaming(cmd, None)
+    }
+
+    /// Runs `first`, then the command `then` builds from its output (facts, then the probe that
+    /// depends on them). Over SSH both run in one session, which saves the host a session and
+    /// the client a round trip; here, one after the other. `first` must not `exit` or `cd`: over
+    /// SSH it runs in the session's own shell (one that exits ends the session after it).
+    fn run_chained<'a>(
+        &'a self,
+        first: &'a CommandSpec,
+        then: Then<'a>,
+    ) -> BoxFuture<'a, Result<Chained, TransportError>> {
+        Box::pin(async move {
+            let out = self.run(first).await?;
+            let second = match then(&out) {
+                Some(cmd) => Some(self.run(&cmd).await?),
+                None => None,
+            };
+            Ok((out, second))
+        })
     }
 
     /// Replaces `path` atomically with `contents`: a temporary file in the same directory,

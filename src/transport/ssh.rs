@@ -575,9 +575,190 @@ impl SshTransport {
     }
 }
 
+impl SshTransport {
+    /// [`Transport::run_chained`] in one session (see [`wrap::chained`]). A first command that
+    /// needs stdin, environment or sudo runs the usual way, as does the second when it has a
+    /// timeout.
+    async fn chained_inner(
+        &self,
+        first: &CommandSpec,
+        then: super::Then<'_>,
+    ) -> Result<super::Chained, TransportError> {
+        let plain = first.stdin.is_none()
+            && first.env.is_empty()
+            && first.sudo.is_none()
+            && first.timeout.is_none()
+            && first.script.len() < 64 * 1024;
+        if !plain {
+            let out = self.run_inner(first, None).await?;
+            let second = match then(&out) {
+                Some(cmd) => Some(self.run_inner(&cmd, None).await?),
+                None => None,
+            };
+            return Ok((out, second));
+        }
+        let token = format!(
+            "NEXUSC{}",
+            &blake3::hash(first.script.as_bytes()).to_hex()[..16]
+        );
+        let line = format!(
+            "exec sh -c {}",
+            wrap::quote(&wrap::chained(&first.script, &token))
+        );
+        let started = Instant::now();
+        let conn = self.connection().await?;
+        let _permit = conn
+            .channels
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the channel semaphore is never closed");
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        let lost = |during: &str| TransportError::Disconnected {
+            host: self.label.clone(),
+            during: during.to_string(),
+        };
+        let mut channel = conn.handle.channel_open_session().await.map_err(|e| {
+            if conn.handle.is_closed() {
+                lost("while opening a channel")
+            } else {
+                TransportError::Channel {
+                    host: self.label.clone(),
+                    reason: describe_ssh_error(&e),
+                }
+            }
+        })?;
+        channel
+            .exec(true, line.as_bytes())
+            .await
+            .map_err(|_| lost("while starting a command"))?;
+
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut exit = None;
+        // Phase one: until both markers are in, the output is the first command's.
+        let mut first_out: Option<(Output, usize, usize)> = None;
+        let mut second: Option<CommandSpec> = None;
+        let mut sent = false;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut then = Some(then);
+        loop {
+            if first_out.is_none()
+                && let (Some((out, status, o)), Some((err, _, e))) = (
+                    wrap::chained_split(&stdout, &token),
+                    wrap::chained_split(&stderr, &token),
+                )
+            {
+                let out = Output {
+                    exit: ExitStatus::Code(status.unwrap_or(-1)),
+                    stdout: out.to_vec(),
+                    stderr: err.to_vec(),
+                    duration: started.elapsed(),
+                };
+                first_out = Some((out, o, e));
+            }
+            if let (Some((out, _, _)), false) = (&first_out, sent) {
+                sent = true;
+                let mut input = b"0\n".to_vec();
+                let mut bad = None;
+                if let Some(cmd) = then.take().and_then(|f| f(out)) {
+                    match wrap::wrap(&cmd) {
+                        Ok(w) => {
+                            let text = w.ssh_command_line();
+                            input = format!("{}\n{text}", text.len()).into_bytes();
+                            input.extend_from_slice(&w.stdin);
+                            deadline = cmd.timeout.map(|t| tokio::time::Instant::now() + t);
+                            second = Some(cmd);
+                        }
+                        Err(reason) => bad = Some(reason),
+                    }
+                }
+                let mut writer = channel.make_writer();
+                tokio::spawn(async move {
+                    let _ = writer.write_all(&input).await;
+                    let _ = writer.shutdown().await;
+                });
+                if let Some(reason) = bad {
+                    return Err(TransportError::InvalidCommand {
+                        host: self.label.clone(),
+                        reason,
+                    });
+                }
+            }
+            let msg = match deadline {
+                None => channel.wait().await,
+                Some(at) => match tokio::time::timeout_at(at, channel.wait()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        let _ = channel.signal(Sig::KILL).await;
+                        let _ = channel.close().await;
+                        return Err(TransportError::CommandTimeout {
+                            host: self.label.clone(),
+                            after: second.and_then(|c| c.timeout).unwrap_or_default(),
+                        });
+                    }
+                },
+            };
+            match msg {
+                Some(ChannelMsg::Data { data }) => stdout.extend_from_slice(&data),
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => stderr.extend_from_slice(&data),
+                Some(ChannelMsg::ExitStatus { exit_status }) => {
+                    exit = Some(ExitStatus::Code(exit_status as i32))
+                }
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    exit = Some(ExitStatus::Signal(sig_name(&signal_name)))
+                }
+                Some(ChannelMsg::Failure) => {
+                    let _ = channel.close().await;
+                    return Err(TransportError::Channel {
+                        host: self.label.clone(),
+                        reason: "the server refused to run the command".into(),
+                    });
+                }
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            }
+        }
+        let Some((out, o, e)) = first_out else {
+            // The shell ended inside the first command (no markers): that is its outcome.
+            let Some(exit) = exit else {
+                return Err(lost("while running a command"));
+            };
+            let out = Output {
+                exit,
+                stdout,
+                stderr,
+                duration: started.elapsed(),
+            };
+            return Ok((out, None));
+        };
+        let Some(cmd) = second else {
+            return Ok((out, None));
+        };
+        let Some(exit) = exit else {
+            return Err(lost("while running a command"));
+        };
+        let then_out = Output {
+            exit,
+            stdout: stdout[o..].to_vec(),
+            stderr: stderr[e..].to_vec(),
+            duration: started.elapsed().saturating_sub(out.duration),
+        };
+        check_sudo_failure(&self.label, &cmd, &then_out)?;
+        Ok((out, Some(then_out)))
+    }
+}
+
 impl Transport for SshTransport {
     fn label(&self) -> &str {
         &self.label
+    }
+
+    fn run_chained<'a>(
+        &'a self,
+        first: &'a CommandSpec,
+        then: super::Then<'a>,
+    ) -> BoxFuture<'a, Result<super::Chained, TransportError>> {
+        Box::pin(self.chained_inner(first, then))
     }
 
     fn run_streaming<'a>(

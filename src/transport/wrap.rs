@@ -138,6 +138,37 @@ fn wrap_with(cmd: &CommandSpec, script_on_stdin: bool) -> Result<Wrapped, String
     Ok(Wrapped { script, stdin })
 }
 
+/// The host side of [`super::Transport::run_chained`] over one session: `first` (a plain script:
+/// no stdin, environment or sudo; it must not `exit` or `cd`, as it runs in the session's own
+/// shell, which saves a fork) with no input, its status after a marker line on
+/// stdout and a marker on stderr, then a length line on stdin and that many bytes of a command
+/// line (as [`Wrapped::ssh_command_line`] gives it), which replaces the shell; the rest of stdin
+/// is that command's. A length of 0 ends the session.
+pub fn chained(first: &str, token: &str) -> String {
+    format!(
+        "{{ {first}\n}} </dev/null\n_nx_rc=$?\n\
+         printf '\\n@@{token} %s\\n' \"$_nx_rc\"; printf '\\n@@{token}\\n' >&2\n\
+         IFS= read -r _nx_n || exit 0\n\
+         case $_nx_n in '' | *[!0-9]* | 0) exit 0 ;; esac\n\
+         _nx_s=$(head -c \"$_nx_n\") || exit 125\n\
+         eval \"$_nx_s\""
+    )
+}
+
+/// Finds the end of `first`'s output in a chained session's stream: what came before the marker
+/// (without the newline the marker's printf adds), the status the stdout marker carries (`None`
+/// on stderr), and the offset where the rest begins. `None` until the whole marker line arrived.
+pub fn chained_split<'a>(stream: &'a [u8], token: &str) -> Option<(&'a [u8], Option<i32>, usize)> {
+    let needle = format!("\n@@{token}");
+    let at = stream
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())?;
+    let eol = at + 1 + stream[at + 1..].iter().position(|&b| b == b'\n')?;
+    let marker = String::from_utf8_lossy(&stream[at + needle.len()..eol]);
+    let status = marker.trim().parse().ok();
+    Some((&stream[..at], status, eol + 1))
+}
+
 /// The script behind [`super::Transport::write_file`]: contents arrive on stdin.
 pub fn write_file_script(path: &str, opts: &WriteOptions) -> String {
     let mut s = String::from("set -e\n");
@@ -241,6 +272,45 @@ mod tests {
         assert!(wrap(&both).is_err());
     }
     use crate::transport::Become;
+
+    #[test]
+    fn chained_commands_share_one_shell() {
+        let first = "echo facts; echo note >&2; false";
+        let second = wrap(&CommandSpec::new("cat; echo \"$X\"").env("X", "from env")).unwrap();
+        let line = second.ssh_command_line();
+        let mut input = format!("{}\n{line}", line.len()).into_bytes();
+        input.extend_from_slice(&second.stdin);
+        input.extend_from_slice(b"rest of stdin\n");
+        let run = |input: &[u8]| {
+            use std::io::Write as _;
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(chained(first, "TOK"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(input).unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let out = run(&input);
+        let (before, status, rest) = chained_split(&out.stdout, "TOK").unwrap();
+        assert_eq!((before, status), (&b"facts\n"[..], Some(1)));
+        assert_eq!(&out.stdout[rest..], b"rest of stdin\nfrom env\n");
+        let (before, status, rest) = chained_split(&out.stderr, "TOK").unwrap();
+        assert_eq!(
+            (before, status, &out.stderr[rest..]),
+            (&b"note\n"[..], None, &b""[..])
+        );
+        // A zero length ends the session after the first command.
+        let out = run(b"0\n");
+        assert!(out.status.success());
+        let (_, _, rest) = chained_split(&out.stdout, "TOK").unwrap();
+        assert_eq!(out.stdout.len(), rest);
+        // Half a marker is not one yet.
+        assert!(chained_split(b"x\n@@TOK 0", "TOK").is_none());
+    }
 
     #[test]
     fn quote_words() {
