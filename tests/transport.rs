@@ -22,6 +22,16 @@ fn pool(hosts: &[&SshHost]) -> (tempfile::TempDir, SshPool) {
     (dir, pool)
 }
 
+/// A pool logging in to `host` as the user whose sudo needs a password, and that target.
+fn sudo_pw_pool(host: &SshHost) -> (tempfile::TempDir, SshPool, SshTarget) {
+    let target = SshTarget {
+        user: Some(SUDO_PW_USER.into()),
+        ..host.target()
+    };
+    let (dir, pool) = pool(&[host]);
+    (dir, pool, target)
+}
+
 fn pool_with(opts: SshOptions) -> SshPool {
     SshPool::new(opts).unwrap()
 }
@@ -389,14 +399,7 @@ async fn sudo_without_password_and_with_password_over_stdin() {
     assert_eq!(out.stdout_str(), "root\nin");
 
     // A user whose sudo needs a password.
-    let pw_target = SshTarget {
-        user: Some(SUDO_PW_USER.into()),
-        ..host.target()
-    };
-    let dir2 = tempfile::tempdir().unwrap();
-    let kh = dir2.path().join("known_hosts");
-    harness::write_known_hosts(&kh, &[&host]);
-    let pw_pool = pool_with(harness::isolated_options(&kh));
+    let (_dir2, pw_pool, pw_target) = sudo_pw_pool(&host);
     let tp = pw_pool.transport(&pw_target).unwrap();
     assert_eq!(run_ok(&*tp, "id -un").await, format!("{SUDO_PW_USER}\n"));
 
@@ -939,14 +942,7 @@ async fn chained_commands_share_one_session() {
     assert_eq!(b.unwrap().stdout_str(), format!("{TEST_USER}\n"));
 
     // Through a sudo that needs its password, given on stdin after the command line.
-    let pw_target = SshTarget {
-        user: Some(SUDO_PW_USER.into()),
-        ..host.target()
-    };
-    let dir2 = tempfile::tempdir().unwrap();
-    let kh = dir2.path().join("known_hosts");
-    harness::write_known_hosts(&kh, &[&host]);
-    let pw_pool = pool_with(harness::isolated_options(&kh));
+    let (_dir2, pw_pool, pw_target) = sudo_pw_pool(&host);
     let tp = pw_pool.transport(&pw_target).unwrap();
     let then: nexus::transport::Then<'_> = Box::new(|_| {
         Some(

@@ -433,6 +433,45 @@ impl SshTransport {
         }
     }
 
+    /// The connection and one of its channel slots (a server allows only so many sessions per
+    /// connection), counted as one command.
+    async fn reserve(
+        &self,
+    ) -> Result<(Arc<Connection>, tokio::sync::OwnedSemaphorePermit), TransportError> {
+        let conn = self.connection().await?;
+        let permit = conn
+            .channels
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the channel semaphore is never closed");
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        Ok((conn, permit))
+    }
+
+    fn lost(&self, during: &str) -> TransportError {
+        TransportError::Disconnected {
+            host: self.label.clone(),
+            during: during.to_string(),
+        }
+    }
+
+    async fn open_channel(
+        &self,
+        conn: &Connection,
+    ) -> Result<russh::Channel<client::Msg>, TransportError> {
+        conn.handle.channel_open_session().await.map_err(|e| {
+            if conn.handle.is_closed() {
+                self.lost("while opening a channel")
+            } else {
+                TransportError::Channel {
+                    host: self.label.clone(),
+                    reason: describe_ssh_error(&e),
+                }
+            }
+        })
+    }
+
     async fn run_inner(
         &self,
         cmd: &CommandSpec,
@@ -444,14 +483,7 @@ impl SshTransport {
         })?;
         let line = wrapped.ssh_command_line();
         let started = Instant::now();
-        let conn = self.connection().await?;
-        let _permit = conn
-            .channels
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the channel semaphore is never closed");
-        self.commands.fetch_add(1, Ordering::Relaxed);
+        let (conn, _permit) = self.reserve().await?;
 
         let mut slot = None;
         let work = self.exec(&conn, &line, wrapped.stdin, sink, &mut slot);
@@ -491,21 +523,8 @@ impl SshTransport {
         sink: Option<OutputSender>,
         slot: &mut Option<russh::Channel<client::Msg>>,
     ) -> Result<(ExitStatus, Vec<u8>, Vec<u8>), TransportError> {
-        let lost = |during: &str| TransportError::Disconnected {
-            host: self.label.clone(),
-            during: during.to_string(),
-        };
-        let channel = conn.handle.channel_open_session().await.map_err(|e| {
-            if conn.handle.is_closed() {
-                lost("while opening a channel")
-            } else {
-                TransportError::Channel {
-                    host: self.label.clone(),
-                    reason: describe_ssh_error(&e),
-                }
-            }
-        })?;
-        let channel = slot.insert(channel);
+        let lost = |during: &str| self.lost(during);
+        let channel = slot.insert(self.open_channel(conn).await?);
         channel
             .exec(true, line.as_bytes())
             .await
@@ -606,28 +625,9 @@ impl SshTransport {
             wrap::quote(&wrap::chained(&first.script, &token))
         );
         let started = Instant::now();
-        let conn = self.connection().await?;
-        let _permit = conn
-            .channels
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the channel semaphore is never closed");
-        self.commands.fetch_add(1, Ordering::Relaxed);
-        let lost = |during: &str| TransportError::Disconnected {
-            host: self.label.clone(),
-            during: during.to_string(),
-        };
-        let mut channel = conn.handle.channel_open_session().await.map_err(|e| {
-            if conn.handle.is_closed() {
-                lost("while opening a channel")
-            } else {
-                TransportError::Channel {
-                    host: self.label.clone(),
-                    reason: describe_ssh_error(&e),
-                }
-            }
-        })?;
+        let (conn, _permit) = self.reserve().await?;
+        let lost = |during: &str| self.lost(during);
+        let mut channel = self.open_channel(&conn).await?;
         channel
             .exec(true, line.as_bytes())
             .await
