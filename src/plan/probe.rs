@@ -56,14 +56,19 @@ impl Owned {
 fn batched_paths<'a>(specs: &[Spec<'a>]) -> (Vec<&'a str>, Vec<(&'a str, Option<&'a str>)>) {
     let (mut stat, mut hash): (Vec<&str>, Vec<(&str, Option<&str>)>) = (Vec::new(), Vec::new());
     let mut seen_stat = BTreeSet::new();
+    // Where each hashed path sits in `hash`: a search per batch was quadratic in resources.
+    let mut hashed: BTreeMap<&str, usize> = BTreeMap::new();
     for b in specs.iter().filter_map(|s| s.batch) {
         if seen_stat.insert(b.path.as_str()) {
             stat.push(b.path.as_str());
         }
         if b.sha256 {
-            match hash.iter_mut().find(|(p, _)| *p == b.path) {
-                Some((_, want)) => *want = want.or(b.old_unless.as_deref()),
-                None => hash.push((b.path.as_str(), b.old_unless.as_deref())),
+            match hashed.get(b.path.as_str()) {
+                Some(&i) => hash[i].1 = hash[i].1.or(b.old_unless.as_deref()),
+                None => {
+                    hashed.insert(b.path.as_str(), hash.len());
+                    hash.push((b.path.as_str(), b.old_unless.as_deref()));
+                }
             }
         }
     }
