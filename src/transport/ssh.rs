@@ -663,7 +663,7 @@ impl SshTransport {
                 if let Some(cmd) = then.take().and_then(|f| f(out)) {
                     match wrap::wrap(&cmd) {
                         Ok(w) => {
-                            let text = w.ssh_command_line();
+                            let text = &w.script;
                             input = format!("{}\n{text}", text.len()).into_bytes();
                             input.extend_from_slice(&w.stdin);
                             deadline = cmd.timeout.map(|t| tokio::time::Instant::now() + t);

@@ -141,9 +141,10 @@ fn wrap_with(cmd: &CommandSpec, script_on_stdin: bool) -> Result<Wrapped, String
 /// The host side of [`super::Transport::run_chained`] over one session: `first` (a plain script:
 /// no stdin, environment or sudo; it must not `exit` or `cd`, as it runs in the session's own
 /// shell, which saves a fork) with no input, its status after a marker line on
-/// stdout and a marker on stderr, then a length line on stdin and that many bytes of a command
-/// line (as [`Wrapped::ssh_command_line`] gives it), which replaces the shell; the rest of stdin
-/// is that command's. A length of 0 ends the session.
+/// stdout and a marker on stderr, then a length line on stdin and that many bytes of a script
+/// ([`Wrapped::script`]), which `sh -c` runs in place of the shell; the rest of stdin is that
+/// script's. The script is passed as it is, not quoted and `eval`ed, so the host parses it once.
+/// A length of 0 ends the session.
 pub fn chained(first: &str, token: &str) -> String {
     format!(
         "{{ {first}\n}} </dev/null\n_nx_rc=$?\n\
@@ -151,7 +152,7 @@ pub fn chained(first: &str, token: &str) -> String {
          IFS= read -r _nx_n || exit 0\n\
          case $_nx_n in '' | *[!0-9]* | 0) exit 0 ;; esac\n\
          _nx_s=$(head -c \"$_nx_n\") || exit 125\n\
-         eval \"$_nx_s\""
+         exec sh -c \"$_nx_s\""
     )
 }
 
@@ -277,7 +278,7 @@ mod tests {
     fn chained_commands_share_one_shell() {
         let first = "echo facts; echo note >&2; false";
         let second = wrap(&CommandSpec::new("cat; echo \"$X\"").env("X", "from env")).unwrap();
-        let line = second.ssh_command_line();
+        let line = &second.script;
         let mut input = format!("{}\n{line}", line.len()).into_bytes();
         input.extend_from_slice(&second.stdin);
         input.extend_from_slice(b"rest of stdin\n");
