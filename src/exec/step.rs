@@ -96,9 +96,6 @@ pub(super) fn merged(r: &PlannedResource) -> Vec<(Step, bool)> {
     if r.retry.retries > 0 || r.retry.timeout.is_some() {
         return r.steps.iter().map(|s| (s.clone(), false)).collect();
     }
-    let same_context = |a: &Step, b: &Step| {
-        a.sudo == b.sudo && a.user == b.user && a.cwd == b.cwd && a.env == b.env
-    };
     let mut units: Vec<(Step, bool)> = Vec::new();
     let mut parts: Vec<&Step> = Vec::new();
     let flush = |parts: &mut Vec<&Step>, units: &mut Vec<(Step, bool)>| {
@@ -125,7 +122,7 @@ pub(super) fn merged(r: &PlannedResource) -> Vec<(Step, bool)> {
     };
     for step in &r.steps {
         let joins = parts.last().is_some_and(|prev| {
-            same_context(prev, step)
+            super::batch::same_context(prev, step)
                 && prev.stdin.is_none()
                 && prev.download_to.is_none()
                 && step.download_to.is_none()

@@ -449,6 +449,13 @@ impl SshTransport {
         Ok((conn, permit))
     }
 
+    fn refused(&self) -> TransportError {
+        TransportError::Channel {
+            host: self.label.clone(),
+            reason: "the server refused to run the command".into(),
+        }
+    }
+
     fn lost(&self, during: &str) -> TransportError {
         TransportError::Disconnected {
             host: self.label.clone(),
@@ -549,31 +556,15 @@ impl SshTransport {
             }
         };
         loop {
-            match channel.wait().await {
-                Some(ChannelMsg::Data { data }) => {
-                    stdout.extend_from_slice(&data);
-                    emit(OutputStream::Stdout, &data);
-                }
-                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                    stderr.extend_from_slice(&data);
-                    emit(OutputStream::Stderr, &data);
-                }
-                Some(ChannelMsg::ExitStatus { exit_status }) => {
-                    exit = Some(ExitStatus::Code(exit_status as i32))
-                }
-                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                    exit = Some(ExitStatus::Signal(sig_name(&signal_name)))
-                }
-                Some(ChannelMsg::Failure) => {
+            let msg = channel.wait().await;
+            match take(msg, &mut stdout, &mut stderr, &mut exit, emit) {
+                Flow::More => {}
+                Flow::Closed => break,
+                Flow::Refused => {
                     feeder.abort();
                     let _ = channel.close().await;
-                    return Err(TransportError::Channel {
-                        host: self.label.clone(),
-                        reason: "the server refused to run the command".into(),
-                    });
+                    return Err(self.refused());
                 }
-                Some(ChannelMsg::Close) | None => break,
-                Some(_) => {}
             }
         }
         feeder.abort();
@@ -698,24 +689,13 @@ impl SshTransport {
                     }
                 },
             };
-            match msg {
-                Some(ChannelMsg::Data { data }) => stdout.extend_from_slice(&data),
-                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => stderr.extend_from_slice(&data),
-                Some(ChannelMsg::ExitStatus { exit_status }) => {
-                    exit = Some(ExitStatus::Code(exit_status as i32))
-                }
-                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                    exit = Some(ExitStatus::Signal(sig_name(&signal_name)))
-                }
-                Some(ChannelMsg::Failure) => {
+            match take(msg, &mut stdout, &mut stderr, &mut exit, |_, _| {}) {
+                Flow::More => {}
+                Flow::Closed => break,
+                Flow::Refused => {
                     let _ = channel.close().await;
-                    return Err(TransportError::Channel {
-                        host: self.label.clone(),
-                        reason: "the server refused to run the command".into(),
-                    });
+                    return Err(self.refused());
                 }
-                Some(ChannelMsg::Close) | None => break,
-                Some(_) => {}
             }
         }
         let Some((out, o, e)) = first_out else {
@@ -776,6 +756,44 @@ impl Transport for SshTransport {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.disconnect())
     }
+}
+
+/// What a channel message means for the command it belongs to.
+enum Flow {
+    More,
+    Closed,
+    Refused,
+}
+
+/// Adds one channel message to a command's output and exit status; `emit` sees output as it
+/// arrives.
+fn take(
+    msg: Option<ChannelMsg>,
+    stdout: &mut Vec<u8>,
+    stderr: &mut Vec<u8>,
+    exit: &mut Option<ExitStatus>,
+    emit: impl Fn(OutputStream, &[u8]),
+) -> Flow {
+    match msg {
+        Some(ChannelMsg::Data { data }) => {
+            stdout.extend_from_slice(&data);
+            emit(OutputStream::Stdout, &data);
+        }
+        Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+            stderr.extend_from_slice(&data);
+            emit(OutputStream::Stderr, &data);
+        }
+        Some(ChannelMsg::ExitStatus { exit_status }) => {
+            *exit = Some(ExitStatus::Code(exit_status as i32))
+        }
+        Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+            *exit = Some(ExitStatus::Signal(sig_name(&signal_name)))
+        }
+        Some(ChannelMsg::Failure) => return Flow::Refused,
+        Some(ChannelMsg::Close) | None => return Flow::Closed,
+        Some(_) => {}
+    }
+    Flow::More
 }
 
 enum KeyProblem {
