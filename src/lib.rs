@@ -1,5 +1,6 @@
 //! nexus: deploy applications and converge hosts over SSH with a reviewable plan/apply workflow.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dag;

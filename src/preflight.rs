@@ -66,7 +66,6 @@ pub fn task_needs_sudo(task: &Task, host_becomes: bool) -> bool {
 /// names the groups it does not know.
 pub fn needs(
     cfg: &Config,
-    inv: &Inventory,
     tasks: &[usize],
     pinned: &crate::discovery::Discovered,
 ) -> (Vec<HostNeeds>, Vec<String>) {
@@ -84,7 +83,7 @@ pub fn needs(
             }
         }
         for host in hosts {
-            let sudo = task_needs_sudo(task, inv.becomes(&host));
+            let sudo = task_needs_sudo(task, crate::plan::planner::host_becomes(cfg, &host));
             match out.iter_mut().find(|n| n.host == host) {
                 Some(n) => n.sudo |= sudo,
                 None => out.push(HostNeeds { host, sudo }),

@@ -91,7 +91,10 @@ fn layout_is_a_header_line_then_the_body() {
     let hash = lockfile::hash(&p);
     assert_eq!(
         header,
-        format!(r#"{{"format":"nexus-plan","format_version":"1.0","blake3":"{hash}"}}"#)
+        format!(
+            r#"{{"format":"nexus-plan","format_version":"{}","blake3":"{hash}"}}"#,
+            nexus::plan::FORMAT_VERSION
+        )
     );
     assert_eq!(blake3::hash(&body).to_hex().to_string(), hash);
     assert!(body.ends_with(b"}\n"));
@@ -185,12 +188,15 @@ fn unknown_major_version_is_refused() {
                 found, supported, ..
             } => {
                 assert_eq!(found, v);
-                assert_eq!(supported, "1.0");
+                assert_eq!(supported, nexus::plan::FORMAT_VERSION);
             }
             other => panic!("{v}: expected UnsupportedVersion, got {other:?}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains(v) && msg.contains("1.0"), "{msg}");
+        assert!(
+            msg.contains(v) && msg.contains(nexus::plan::FORMAT_VERSION),
+            "{msg}"
+        );
     }
     for v in ["1", "one", "", "1.0.0"] {
         assert!(

@@ -6,7 +6,6 @@ use std::time::Duration;
 use clap::Args;
 
 use super::Failure;
-use crate::exit::Exit;
 use crate::inventory::Overrides;
 
 #[derive(Debug, Clone, Args)]
@@ -43,16 +42,7 @@ impl ConnectArgs {
     }
 }
 
-/// A runtime for one command. Host work is I/O bound, so two worker threads suffice.
+/// A runtime for one command (the application layer's).
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Failure::new(
-                Exit::Failed,
-                format!("error: cannot start the async runtime: {e}"),
-            )
-        })
+    Ok(crate::app::plan::runtime()?)
 }

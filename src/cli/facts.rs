@@ -130,9 +130,8 @@ pub fn run(ctx: &Ctx, args: FactsArgs) -> CmdResult {
     let hosts = expand_cli_targets(cfg, &args.targets, &pinned)?;
     let rt = runtime()?;
     let results = rt.block_on(async {
-        let mut inv = Inventory::new(cfg, &args.connect.overrides())
+        let inv = Inventory::for_config(cfg, &pinned, &args.connect.overrides())
             .map_err(|e| Failure::new(Exit::Unreachable, format!("error: {e}")))?;
-        inv.add_discovered(cfg, &pinned);
         let r = gather_many(&inv, &hosts, args.connect.parallel).await;
         inv.close().await;
         Ok::<_, Failure>(r)

@@ -4,7 +4,6 @@
 pub(crate) mod apply;
 mod completions;
 mod connect;
-mod execute;
 mod facts;
 mod graph;
 mod history;
@@ -14,6 +13,7 @@ mod lock;
 mod plan;
 mod preflight;
 mod progress;
+mod report;
 mod run;
 mod secret;
 mod show;
@@ -115,19 +115,26 @@ pub enum Command {
     Completions(completions::CompletionArgs),
 }
 
-/// A command's failure: what to print and which exit code to use.
+/// A command's failure: a use case's typed error, or (for the commands not yet moved into the
+/// application layer) a message and its exit code.
 #[derive(Debug)]
-pub struct Failure {
-    pub exit: Exit,
-    pub message: String,
+pub enum Failure {
+    App(crate::app::Error),
+    Message { exit: Exit, message: String },
 }
 
 impl Failure {
     pub fn new(exit: Exit, message: impl Into<String>) -> Failure {
-        Failure {
+        Failure::Message {
             exit,
             message: message.into(),
         }
+    }
+}
+
+impl From<crate::app::Error> for Failure {
+    fn from(e: crate::app::Error) -> Failure {
+        Failure::App(e)
     }
 }
 
@@ -180,21 +187,41 @@ impl Ctx {
         }
     }
 
-    /// Loads the configuration; on errors prints every diagnostic (or JSON) and fails with exit 3.
+    /// Loads the configuration; on errors fails with every diagnostic.
     pub fn load(&self) -> Result<Loaded, Failure> {
-        config::load(&self.global.config).map_err(|e| self.config_failure(e))
+        config::load(&self.global.config).map_err(|e| Failure::App(crate::app::Error::Config(e)))
     }
 
-    fn config_failure(&self, e: ConfigErrors) -> Failure {
+    /// Prints a failure (diagnostics as text or JSON, other errors after `error: `) and returns
+    /// its exit code.
+    fn report(&self, f: Failure) -> i32 {
+        match f {
+            Failure::App(e) => {
+                match &e {
+                    crate::app::Error::Config(c) => self.config_errors(c),
+                    e => eprintln!("error: {e}"),
+                }
+                e.exit_code()
+            }
+            Failure::Message { exit, message } => {
+                if !message.is_empty() {
+                    eprintln!("{message}");
+                }
+                exit.code()
+            }
+        }
+    }
+
+    fn config_errors(&self, e: &ConfigErrors) {
         if self.global.format == Some(Format::Json) {
             emitln(&serde_json::to_string_pretty(&e.to_json()).expect("json"));
-            return Failure::new(Exit::InvalidConfig, String::new());
+        } else {
+            let rendered = e.render(RenderOptions {
+                color: self.color(),
+                width: 100,
+            });
+            eprintln!("{}", rendered.trim_end());
         }
-        let rendered = e.render(RenderOptions {
-            color: self.color(),
-            width: 100,
-        });
-        Failure::new(Exit::InvalidConfig, rendered.trim_end().to_string())
     }
 }
 
@@ -243,31 +270,11 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(exit) => exit.code(),
-        Err(f) => {
-            if !f.message.is_empty() {
-                eprintln!("{}", f.message);
-            }
-            f.exit.code()
-        }
+        Err(f) => ctx.report(f),
     }
 }
 
 /// Resolves task names given on the command line, with a suggestion for typos.
 pub fn resolve_tasks(cfg: &config::Config, names: &[String]) -> Result<Vec<usize>, Failure> {
-    names
-        .iter()
-        .map(|n| {
-            cfg.tasks
-                .iter()
-                .position(|t| t.name.value == *n)
-                .ok_or_else(|| {
-                    let all: Vec<&str> = cfg.tasks.iter().map(|t| t.name.value.as_str()).collect();
-                    let hint = match crate::config::suggest_name(n, all.iter().copied()) {
-                        Some(s) => format!("; did you mean `{s}`?"),
-                        None => format!("; tasks: {}", all.join(", ")),
-                    };
-                    Failure::new(Exit::Usage, format!("error: unknown task `{n}`{hint}"))
-                })
-        })
-        .collect()
+    Ok(crate::app::plan::check_tasks(cfg, names)?)
 }

@@ -73,7 +73,7 @@ pub struct Defaults {
     pub host_key_checking: Option<HostKeyChecking>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostKeyChecking {
     /// Unknown and changed keys are refused (the default).

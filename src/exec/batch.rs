@@ -44,11 +44,6 @@ pub fn unit(r: &PlannedResource) -> Option<(Step, bool)> {
         .then_some((s, guarded))
 }
 
-/// Whether two units may share a command: the same escalation, directory and environment.
-pub fn same_context(a: &Step, b: &Step) -> bool {
-    a.sudo == b.sudo && a.user == b.user && a.cwd == b.cwd && a.env == b.env
-}
-
 /// One resource of a batch: its command, whether a guard may skip it, and its content.
 pub struct Member<'a> {
     pub step: &'a Step,

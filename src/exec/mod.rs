@@ -129,6 +129,8 @@ struct Ctx<'a> {
     opts: &'a Options,
     events: &'a (dyn Fn(Event) + Sync),
     shared: Mutex<Shared>,
+    /// `-j`: hosts at work at once over the whole run, whichever tasks they belong to.
+    hosts_in_flight: tokio::sync::Semaphore,
 }
 
 impl Ctx<'_> {
@@ -227,6 +229,7 @@ pub async fn execute(
             results: Vec::new(),
             escalation,
         }),
+        hosts_in_flight: tokio::sync::Semaphore::new(opts.parallel.max(1)),
     };
     let mut outcomes: Vec<Option<TaskOutcome>> = vec![None; plan.tasks.len()];
     let mut started = vec![false; plan.tasks.len()];
@@ -317,7 +320,11 @@ async fn run_task(ctx: &Ctx<'_>, task: &TaskPlan) -> TaskOutcome {
             hosts: batch.clone(),
         });
         let results: Vec<(String, bool)> = futures::stream::iter(batch.iter())
-            .map(|h| async move { (h.clone(), run_host(ctx, task, h).await) })
+            .map(|h| async move {
+                // Never closed, so acquiring cannot fail; the permit is held for the whole host.
+                let _permit = ctx.hosts_in_flight.acquire().await.ok();
+                (h.clone(), run_host(ctx, task, h).await)
+            })
             .buffer_unordered(limit)
             .collect()
             .await;
@@ -520,7 +527,7 @@ impl HostRun<'_, '_> {
             };
             if units
                 .first()
-                .is_some_and(|(first, _)| !batch::same_context(first, &step))
+                .is_some_and(|(first, _)| !step::same_context(first, &step))
             {
                 break;
             }

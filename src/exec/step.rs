@@ -122,7 +122,7 @@ pub(super) fn merged(r: &PlannedResource) -> Vec<(Step, bool)> {
     };
     for step in &r.steps {
         let joins = parts.last().is_some_and(|prev| {
-            super::batch::same_context(prev, step)
+            same_context(prev, step)
                 && prev.stdin.is_none()
                 && prev.download_to.is_none()
                 && step.download_to.is_none()
@@ -289,6 +289,11 @@ fn write_local(dest: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("nexus-tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Whether two units may share a command: the same escalation, directory and environment.
+pub fn same_context(a: &Step, b: &Step) -> bool {
+    a.sudo == b.sudo && a.user == b.user && a.cwd == b.cwd && a.env == b.env
 }
 
 #[cfg(test)]

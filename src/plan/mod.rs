@@ -1,6 +1,7 @@
 //! Planning: selection, the pure planner around one probe round trip per host, the plan model,
 //! and (in `lockfile`) its canonical, hashed encoding.
 
+pub mod connection;
 pub mod live;
 pub mod lockfile;
 pub mod model;

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::values::{BatchSize, Percent};
-use crate::config::{Strategy, Value};
+use crate::config::{HostKeyChecking, Strategy, Value};
 use crate::inputs::Manifest;
 use crate::resources::{Action, FieldChange, ProbeBatch, Retry, Step};
 
 /// Plan format version: a reader refuses another major version and ignores unknown fields.
-pub const FORMAT_VERSION: &str = "1.0";
+pub const FORMAT_VERSION: &str = "1.1";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -76,9 +76,8 @@ pub struct SshSettings {
     pub known_hosts: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_config: Option<String>,
-    /// `strict` or `accept-new`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_key_checking: Option<String>,
+    pub host_key_checking: Option<HostKeyChecking>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -144,11 +143,30 @@ pub struct VaultRef {
     pub key_env: Option<String>,
 }
 
-/// How apply reaches a host: everything needed without the working tree.
+/// How a host is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// Commands run on this machine (the `local` host).
+    Local,
+    Ssh,
+}
+
+impl TransportKind {
+    /// The name the plan file and renderings use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Local => "local",
+            TransportKind::Ssh => "ssh",
+        }
+    }
+}
+
+/// How apply (and `run`, and planning itself) reaches a host: everything needed without the
+/// working tree. Derived from the configuration in one place, `plan::connection`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
-    /// `local`, or `ssh`.
-    pub transport: String,
+    pub transport: TransportKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +178,13 @@ pub struct Connection {
     pub identity: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jump: Option<Box<Connection>>,
+    /// The host's own `connect-timeout` (format 1.1); the defaults' is in [`SshSettings`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::resources::opt_secs"
+    )]
+    pub connect_timeout: Option<std::time::Duration>,
     #[serde(default)]
     pub become_user: String,
     /// Where the sudo password comes from (never the value).

@@ -9,7 +9,7 @@ use base64::Engine;
 
 use super::model::*;
 use super::probe;
-use crate::config::{Config, Host, LOCAL_HOST, Loaded, Resource as ConfigResource, Task, Value};
+use crate::config::{Config, LOCAL_HOST, Loaded, Resource as ConfigResource, Task, Value};
 use crate::dag::Deps;
 use crate::facts::Facts;
 use crate::inputs::Inputs;
@@ -197,101 +197,6 @@ pub fn select(
     Ok(Selected { tasks, indices })
 }
 
-/// How a discovered host is reached: its Tailscale address, the group's user (else defaults).
-pub fn discovered_connection(cfg: &Config, h: &crate::discovery::DiscoveredHost) -> Connection {
-    let d = &cfg.defaults;
-    Connection {
-        transport: "ssh".into(),
-        address: Some(h.address.clone()),
-        port: d.port,
-        user: h.user.clone().or(d.user.clone()),
-        identity: d.identity.as_ref().map(|p| relative_to(&cfg.base_dir, p)),
-        jump: None,
-        become_user: d.become_user.clone().unwrap_or_else(|| "root".into()),
-        sudo_password: d.sudo_password.clone(),
-    }
-}
-
-/// How a host is reached, as recorded in the plan.
-pub fn connection(cfg: &Config, host: &str) -> Connection {
-    let d = &cfg.defaults;
-    let Some(h) = cfg.host(host) else {
-        return Connection {
-            transport: if host == LOCAL_HOST { "local" } else { "ssh" }.into(),
-            address: (host != LOCAL_HOST).then(|| host.to_string()),
-            port: None,
-            user: None,
-            identity: None,
-            jump: None,
-            become_user: d.become_user.clone().unwrap_or_else(|| "root".into()),
-            sudo_password: d.sudo_password.clone(),
-        };
-    };
-    conn_of(cfg, h, 0)
-}
-
-fn conn_of(cfg: &Config, h: &Host, depth: usize) -> Connection {
-    let d = &cfg.defaults;
-    let jump = h.jump.as_ref().filter(|_| depth < 8).map(|j| {
-        Box::new(match cfg.host(&j.value) {
-            Some(jh) => conn_of(cfg, jh, depth + 1),
-            None => Connection {
-                transport: "ssh".into(),
-                address: Some(j.value.clone()),
-                port: None,
-                user: None,
-                identity: None,
-                jump: None,
-                become_user: "root".into(),
-                sudo_password: None,
-            },
-        })
-    });
-    Connection {
-        transport: "ssh".into(),
-        address: Some(h.address.clone()),
-        port: h.port.or(d.port),
-        user: h.user.clone().or(d.user.clone()),
-        identity: h
-            .identity
-            .as_ref()
-            .or(d.identity.as_ref())
-            .map(|p| relative_to(&cfg.base_dir, p)),
-        jump,
-        become_user: h
-            .become_user
-            .clone()
-            .or(d.become_user.clone())
-            .unwrap_or_else(|| "root".into()),
-        sudo_password: h.sudo_password.clone().or(d.sudo_password.clone()),
-    }
-}
-
-/// A local path as the plan records it: relative to the config directory when beneath it, so
-/// plans made in different checkouts are identical.
-fn relative_to(base: &std::path::Path, p: &std::path::Path) -> String {
-    p.strip_prefix(base).unwrap_or(p).display().to_string()
-}
-
-/// The SSH settings of `defaults`, as the plan records them.
-pub fn ssh_settings(cfg: &Config) -> SshSettings {
-    let d = &cfg.defaults;
-    SshSettings {
-        known_hosts: d
-            .known_hosts
-            .as_ref()
-            .map(|p| relative_to(&cfg.base_dir, p)),
-        ssh_config: d.ssh_config.as_ref().map(|p| relative_to(&cfg.base_dir, p)),
-        host_key_checking: d.host_key_checking.map(|h| match h {
-            crate::config::HostKeyChecking::Strict => "strict".to_string(),
-            crate::config::HostKeyChecking::AcceptNew => "accept-new".to_string(),
-        }),
-        connect_timeout: d.connect_timeout,
-        keepalive: d.keepalive,
-        max_channels: d.max_channels,
-    }
-}
-
 fn uses_vault_for_notify(cfg: &Config) -> bool {
     cfg.notifiers.iter().any(|n| {
         matches!(n.url, Value::Secret(_))
@@ -304,10 +209,10 @@ fn vault_ref(cfg: &Config) -> VaultRef {
     let default = cfg.base_dir.join(".nexus/secrets.vault");
     let v = cfg.vault.as_ref();
     VaultRef {
-        path: relative_to(&cfg.base_dir, v.map_or(&default, |v| &v.path)),
+        path: super::connection::relative_to(&cfg.base_dir, v.map_or(&default, |v| &v.path)),
         key_file: v
             .and_then(|v| v.key_file.as_ref())
-            .map(|p| relative_to(&cfg.base_dir, p)),
+            .map(|p| super::connection::relative_to(&cfg.base_dir, p)),
         key_env: v.and_then(|v| v.key_env.clone()),
     }
 }
@@ -346,7 +251,8 @@ struct Entry {
     probe: Option<probe::Owned>,
 }
 
-fn host_becomes(cfg: &Config, host: &str) -> bool {
+/// Whether `host` escalates by default (`become=#true` on it, else on `defaults`).
+pub fn host_becomes(cfg: &Config, host: &str) -> bool {
     cfg.host(host)
         .and_then(|h| h.become_)
         .or(cfg.defaults.become_)
@@ -583,8 +489,8 @@ pub fn prepare_host(
     Ok(PreparedHost {
         name: host.to_string(),
         connection: match inputs.discovered_host(host) {
-            Some(d) if cfg.host(host).is_none() => discovered_connection(cfg, d),
-            _ => connection(cfg, host),
+            Some(d) => super::connection::of_discovered(cfg, d),
+            None => super::connection::of_host(cfg, host),
         },
         facts_digest: digest_facts(facts),
         probe_sudo,
@@ -830,7 +736,7 @@ pub fn assemble(
         config: config_name.to_string(),
         selection,
         inputs: inputs.manifest(),
-        ssh: ssh_settings(cfg),
+        ssh: super::connection::ssh_settings(cfg),
         vault: (!inputs.manifest().secrets.is_empty() || uses_vault_for_notify(cfg))
             .then(|| vault_ref(cfg)),
         notify: cfg

@@ -187,7 +187,7 @@ pub fn plan(plan: &Plan, o: &TextOptions) -> String {
         out.line(&title);
         for h in &plan.hosts {
             let c = &h.connection;
-            let mut at = c.transport.clone();
+            let mut at = c.transport.as_str().to_string();
             if let Some(a) = &c.address {
                 at.push(' ');
                 if let Some(u) = &c.user {

@@ -7,7 +7,18 @@ use std::time::Duration;
 use ssh2_config::{ParseRule, SshConfig};
 
 use super::TransportError;
-use super::target::HostKeyPolicy;
+
+/// What to do with a host key that no known_hosts file mentions. A key that differs from the
+/// recorded one is refused under every policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// Refuse unknown hosts, with the key's fingerprint and how to accept it.
+    #[default]
+    Strict,
+    /// Record unknown keys in the user's known_hosts file and connect.
+    AcceptNew,
+}
 
 /// Where to read OpenSSH client configuration from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

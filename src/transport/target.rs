@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::TransportError;
+pub use super::ssh_config::HostKeyPolicy;
 use super::ssh_config::{self, SshConfigFile, SshConfigSource};
 
 /// Connect timeout when neither flags, config nor ssh_config set one.
@@ -18,18 +19,6 @@ pub const DEFAULT_MAX_CHANNELS: usize = 8;
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 // Bounds ProxyJump chains, which ssh_config can make circular.
 const MAX_JUMP_DEPTH: usize = 8;
-
-/// What to do with a host key that no known_hosts file mentions. A key that differs from the
-/// recorded one is refused under every policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// Refuse unknown hosts, with the key's fingerprint and how to accept it.
-    #[default]
-    Strict,
-    /// Record unknown keys in the user's known_hosts file and connect.
-    AcceptNew,
-}
 
 /// Where ssh-agent is found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -6,6 +6,8 @@
 //! Include it with `mod harness;` from any integration test.
 #![allow(dead_code)]
 pub mod nspawn;
+pub mod project;
+pub mod webhook;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -357,6 +359,21 @@ impl SshHost {
     }
 
     /// True while sshd runs.
+    /// How many processes named `comm` run below this host's sshd now: commands in flight,
+    /// counted from the server's side.
+    pub fn running(&self, comm: &str) -> usize {
+        let Some(child) = self.child.as_ref() else {
+            return 0;
+        };
+        descendants(child.id())
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end() == comm)
+            })
+            .count()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }

@@ -1,0 +1,139 @@
+//! `apply FILE`: verify the plan file, refuse it if it ran already, if a secret it pinned changed
+//! or if the hosts changed since planning; otherwise execute exactly it, record what happened and
+//! notify the webhooks.
+
+use std::path::{Path, PathBuf};
+
+use super::Error;
+use super::record::{Locked, RunSummary};
+use super::secrets::{self, Needs, Source};
+use crate::exec::{Event, Options, Report, stale};
+use crate::inventory::{Inventory, Overrides};
+use crate::notify::{Delivery, EventKind, RunEvent};
+use crate::plan::{Plan, lockfile};
+use crate::state::{RunId, RunKind, StateStore, format_time};
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub file: PathBuf,
+    /// `--state`; default: .nexus/state.db next to the plan's configuration.
+    pub state: Option<PathBuf>,
+    pub overrides: Overrides,
+    pub parallel: usize,
+    pub continue_on_error: bool,
+}
+
+/// A finished run: what the executor reported and what the state recorded.
+pub struct Applied {
+    pub plan: Plan,
+    pub run: RunId,
+    pub report: Report,
+    pub summary: RunSummary,
+    pub deliveries: Vec<Delivery>,
+    /// The apply lock of a dead process that this run took over.
+    pub recovered: Option<crate::state::Recovered>,
+    /// nexus.lock, when this command (`run`) wrote it.
+    pub pins_written: Option<PathBuf>,
+}
+
+/// The directory the plan's relative paths (known_hosts, identities, the vault) are relative to.
+pub fn plan_base_dir(config: &str) -> PathBuf {
+    Path::new(config)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Where a command's state database is: `--state`, else .nexus/state.db next to `config`.
+pub fn state_path(state: Option<&Path>, config: &Path) -> PathBuf {
+    state.map_or_else(|| crate::state::default_path(config), Path::to_path_buf)
+}
+
+/// Applies the plan file of `req`. `planned` sees the plan once it is verified and fresh;
+/// `observer` sees every executor event (progress rendering).
+pub fn apply(
+    req: &Request,
+    planned: &dyn Fn(&Plan),
+    observer: &(dyn Fn(&Event) + Sync),
+) -> Result<Applied, Error> {
+    let file = req.file.display().to_string();
+    let (plan, file_id) =
+        lockfile::read_with_id(&req.file).map_err(|source| Error::PlanFile { source })?;
+    // Replay protection keys on the plan file: its hash plus the id `nexus plan -o` gave it.
+    let hash = match &file_id {
+        Some(id) => format!("{}#{id}", lockfile::hash(&plan)),
+        None => lockfile::hash(&plan),
+    };
+    let base = plan_base_dir(&plan.config);
+    let db = state_path(req.state.as_deref(), Path::new(&plan.config));
+    let state = Locked::take(&db, &format!("nexus apply {file}"))?;
+    if let Some(prev) = state.store.applied(&hash)? {
+        return Err(Error::AlreadyApplied {
+            file,
+            run: prev.id.0,
+            started: format_time(prev.started_at),
+            status: format!("{:?}", prev.status),
+        });
+    }
+    let run = state.begin(&plan, &hash, RunKind::Apply)?;
+    let mut needs = Needs::default();
+    for (name, fingerprint) in &plan.inputs.secrets {
+        needs.require(name, Some(fingerprint));
+    }
+    needs.sudo(plan.hosts.iter().map(|h| &h.connection));
+    needs.notifiers(&plan.notify);
+    let env = |k: &str| std::env::var(k).ok();
+    let source = Source::Plan {
+        vault: plan.vault.as_ref(),
+        base: &base,
+    };
+    let secrets = match secrets::resolve(&source, &needs, &env) {
+        Ok(s) => s,
+        Err(e) => {
+            state.refuse(
+                run,
+                &serde_json::json!({ "status": "refused", "reason": format!("error: {e}") }),
+            );
+            return Err(e.into());
+        }
+    };
+    let rt = super::plan::runtime()?;
+    let (report, deliveries) = rt.block_on(async {
+        let mut inv = Inventory::for_plan(&plan, &base, &req.overrides)?;
+        inv.set_secrets(secrets.clone());
+        let check = stale::check(&plan, &inv, req.parallel, &env, &secrets).await;
+        if !check.is_fresh() {
+            inv.close().await;
+            let summary = serde_json::json!({
+                "status": "refused",
+                "drift": check.drift,
+                "unreachable": check.unreachable,
+            });
+            state.refuse(run, &summary);
+            return Err(Error::Stale {
+                file: file.clone(),
+                check,
+            });
+        }
+        planned(&plan);
+        let opts = Options {
+            parallel: req.parallel,
+            continue_on_error: req.continue_on_error,
+            base_dir: base.clone(),
+            secrets: secrets.clone(),
+        };
+        let report = super::record::execute(&plan, &inv, &opts, &state, run, observer).await;
+        inv.close().await;
+        let report = report?;
+        let event = RunEvent::from_report(
+            EventKind::Apply,
+            &plan.config,
+            &report,
+            Some(run.0),
+            Some(&hash),
+        );
+        let deliveries = super::notify::send(&plan.notify, &event, &secrets).await;
+        Ok((report, deliveries))
+    })?;
+    state.conclude(plan, run, report, deliveries)
+}

@@ -1,0 +1,157 @@
+//! What a use case can fail with, typed, and the exit code each failure means. The CLI renders
+//! these; it never decides an exit code of its own for them.
+
+use crate::exit::Exit;
+use crate::plan::lockfile::LockfileError;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Every diagnostic of an invalid configuration; the CLI renders them (text or JSON).
+    #[error("the configuration is invalid")]
+    Config(crate::config::ConfigErrors),
+
+    #[error("unknown task `{name}`{hint}")]
+    UnknownTask { name: String, hint: String },
+
+    #[error("unknown target `{0}` (--target takes a host or group)")]
+    UnknownTarget(String),
+
+    #[error("{0}")]
+    Inputs(#[from] crate::inputs::InputError),
+
+    /// nexus.lock could not be read, refreshed or (with `--locked`) would change.
+    #[error("{0}")]
+    Pins(String),
+
+    /// A secret the command needs could not be read.
+    #[error("{0}")]
+    Secrets(#[from] super::secrets::SecretsError),
+
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+
+    /// A host's transport could not be set up (a bad ssh config, an unreadable identity).
+    #[error("{0}")]
+    Transport(Box<crate::transport::TransportError>),
+
+    /// Planning failed on one or more hosts; `wrote` is whether a plan file was asked for.
+    #[error("{}", plan_failed(errors, *asked_for_file))]
+    PlanFailed {
+        errors: Vec<crate::plan::PlanError>,
+        asked_for_file: bool,
+    },
+
+    #[error("{source}\nNothing was executed.")]
+    PlanFile { source: LockfileError },
+
+    #[error("{0}")]
+    WritePlan(LockfileError),
+
+    #[error(
+        "{file} was already applied (run {run}, {started}, {status}); a saved plan runs once.\n\
+         Nothing was executed. Make a new plan: nexus plan -o {file}"
+    )]
+    AlreadyApplied {
+        file: String,
+        run: i64,
+        started: String,
+        status: String,
+    },
+
+    /// The hosts changed since planning (or could not be re-probed); nothing was executed.
+    #[error("{}", stale(file, &check.drift, &check.unreachable))]
+    Stale {
+        file: String,
+        check: crate::exec::stale::Check,
+    },
+
+    #[error("{0}\nIf that process is gone for good, run `nexus state --force-unlock`.")]
+    Locked(StateError),
+
+    #[error("{0}")]
+    State(StateError),
+
+    #[error("recording to the state database failed: {0}")]
+    Record(StateError),
+}
+
+impl Error {
+    /// The documented exit code (docs/cli.md) of this failure.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Config(_) => Exit::InvalidConfig,
+            Error::UnknownTask { .. } | Error::UnknownTarget(_) => Exit::Usage,
+            Error::Secrets(e) => e.exit(),
+            Error::Transport(_) => Exit::Unreachable,
+            Error::PlanFile { source } => match source {
+                LockfileError::Read { .. } | LockfileError::Write { .. } => Exit::Failed,
+                _ => Exit::PlanRefused,
+            },
+            Error::AlreadyApplied { .. } => Exit::PlanStale,
+            // Unreachable hosts are a connection problem, not drift; report them as such.
+            Error::Stale { check, .. } if check.drift.is_empty() => Exit::Unreachable,
+            Error::Stale { .. } => Exit::PlanStale,
+            Error::Locked(_) => Exit::Locked,
+            Error::Inputs(_)
+            | Error::Pins(_)
+            | Error::Runtime(_)
+            | Error::PlanFailed { .. }
+            | Error::WritePlan(_)
+            | Error::State(_)
+            | Error::Record(_) => Exit::Failed,
+        }
+    }
+
+    /// The process exit code.
+    pub fn exit_code(&self) -> i32 {
+        self.exit().code()
+    }
+}
+
+impl From<crate::transport::TransportError> for Error {
+    fn from(e: crate::transport::TransportError) -> Error {
+        Error::Transport(Box::new(e))
+    }
+}
+
+impl From<StateError> for Error {
+    fn from(e: StateError) -> Error {
+        match e {
+            e @ StateError::Locked { .. } => Error::Locked(e),
+            e => Error::State(e),
+        }
+    }
+}
+
+fn plan_failed(errors: &[crate::plan::PlanError], asked_for_file: bool) -> String {
+    let mut msg: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    msg.push(format!(
+        "plan failed: {} error(s){}",
+        errors.len(),
+        if asked_for_file {
+            "; no plan file was written"
+        } else {
+            ""
+        }
+    ));
+    msg.join("\nerror: ")
+}
+
+fn stale(
+    file: &str,
+    drift: &[crate::exec::stale::Drift],
+    unreachable: &[(String, String)],
+) -> String {
+    let mut msg = format!("{file} is stale: the hosts changed since it was planned.\n");
+    for d in drift {
+        msg.push_str(&format!("  changed: {}: {} ({})\n", d.host, d.label, d.key));
+    }
+    for (h, e) in unreachable {
+        msg.push_str(&format!("  cannot check {h}: {e}\n"));
+    }
+    msg.push_str(&format!(
+        "Nothing was executed. Plan again: nexus plan -o {file}"
+    ));
+    msg
+}

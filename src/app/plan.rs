@@ -1,0 +1,260 @@
+//! `plan`: load the configuration and its inputs, read the secrets planning needs, connect to the
+//! hosts, gather facts, probe and diff; optionally write the plan file and tell the webhooks that
+//! asked for drift. `run` starts the same way ([`Live`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::Error;
+use super::secrets::{self, Needs, Source};
+use crate::config::Loaded;
+use crate::inputs::Inputs;
+use crate::inventory::{Inventory, Overrides};
+use crate::notify::{Delivery, RunEvent};
+use crate::plan::live::{self, LiveRequest, PlanEvent};
+use crate::plan::{Plan, PlanNotifier, Selection, lockfile};
+use crate::secrets::Resolved;
+
+/// What to plan, and how to reach the hosts.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The root configuration file, as named on the command line.
+    pub config: PathBuf,
+    pub selection: Selection,
+    /// Fail rather than change nexus.lock.
+    pub locked: bool,
+    pub overrides: Overrides,
+    /// `-j`: hosts at work at once.
+    pub parallel: usize,
+}
+
+/// A loaded configuration with its inputs resolved and the secrets this command reads.
+pub struct Live {
+    pub loaded: Loaded,
+    pub inputs: Inputs,
+    pub secrets: Arc<Resolved>,
+    pub notifiers: Vec<PlanNotifier>,
+    /// nexus.lock, when this command wrote it.
+    pub pins_written: Option<PathBuf>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Which secret values a command reads at plan time, beyond the fingerprints every plan records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Only what probing needs: sudo passwords and the secrets file contents hold.
+    Probing,
+    /// Probing's, and the webhooks' for a drift notification.
+    ProbingAndDrift,
+    /// Every value: `run` executes at once.
+    All,
+}
+
+/// A runtime for one command. Host work is I/O bound, so two worker threads suffice.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}
+
+/// Loads and validates the configuration at `path`.
+pub fn load(path: &Path) -> Result<Loaded, Error> {
+    crate::config::load(path).map_err(Error::Config)
+}
+
+/// Checks task names given on the command line, suggesting a near name for a typo.
+pub fn check_tasks(cfg: &crate::config::Config, names: &[String]) -> Result<Vec<usize>, Error> {
+    names
+        .iter()
+        .map(|n| {
+            cfg.tasks
+                .iter()
+                .position(|t| t.name.value == *n)
+                .ok_or_else(|| {
+                    let all: Vec<&str> = cfg.tasks.iter().map(|t| t.name.value.as_str()).collect();
+                    let hint = match crate::config::suggest_name(n, all.iter().copied()) {
+                        Some(s) => format!("; did you mean `{s}`?"),
+                        None => format!("; tasks: {}", all.join(", ")),
+                    };
+                    Error::UnknownTask {
+                        name: n.clone(),
+                        hint,
+                    }
+                })
+        })
+        .collect()
+}
+
+impl Live {
+    /// Everything before contacting a host: configuration, inputs, secrets, nexus.lock, targets.
+    pub fn prepare(req: &Request, reads: Reads) -> Result<Live, Error> {
+        let loaded = load(&req.config)?;
+        let cfg = &loaded.config;
+        check_tasks(cfg, &req.selection.tasks)?;
+        let env = |k: &str| std::env::var(k).ok();
+        let mut inputs = Inputs::collect(&loaded, &env)?;
+        let notifiers: Vec<PlanNotifier> = cfg
+            .notifiers
+            .iter()
+            .map(PlanNotifier::from_config)
+            .collect();
+        let secrets = plan_secrets(cfg, &mut inputs, &notifiers, reads)?;
+        let runtime = runtime()?;
+        let path = crate::pins::path_for(&req.config);
+        let mode = if req.locked {
+            crate::pins::Mode::Locked
+        } else {
+            crate::pins::Mode::Refresh
+        };
+        let resolved = runtime
+            .block_on(crate::pins::resolve(cfg, &path, mode))
+            .map_err(Error::Pins)?;
+        let pins_written = resolved.written.then_some(path);
+        inputs.set_pinned(resolved.pins.discovery, resolved.content);
+        for t in &req.selection.targets {
+            let known = t == crate::config::LOCAL_HOST
+                || cfg.host(t).is_some()
+                || cfg.group(t).is_some()
+                || cfg.tailscale_group(t).is_some()
+                || inputs.discovered_host(t).is_some();
+            if !known {
+                return Err(Error::UnknownTarget(t.clone()));
+            }
+        }
+        Ok(Live {
+            loaded,
+            inputs,
+            secrets,
+            notifiers,
+            pins_written,
+            runtime,
+        })
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    /// The transports of every host the configuration may reach, with the sudo secrets read.
+    pub fn inventory(&self, overrides: &Overrides) -> Result<Inventory, Error> {
+        let mut inv =
+            Inventory::for_config(&self.loaded.config, self.inputs.discovered(), overrides)?;
+        inv.set_secrets(self.secrets.clone());
+        Ok(inv)
+    }
+
+    /// Plans on the hosts through `inv`.
+    pub async fn plan(
+        &self,
+        req: &Request,
+        inv: &Inventory,
+        events: &(dyn Fn(PlanEvent) + Sync),
+    ) -> Result<Plan, Vec<crate::plan::PlanError>> {
+        let env = |k: &str| std::env::var(k).ok();
+        let config_name = req.config.display().to_string();
+        let live = LiveRequest {
+            loaded: &self.loaded,
+            config_name: &config_name,
+            selection: req.selection.clone(),
+            inputs: &self.inputs,
+            parallel: req.parallel,
+        };
+        live::plan(live, inv, &env, events).await
+    }
+}
+
+/// Records the fingerprint of every secret the configuration uses into `inputs` (so the plan
+/// holds them, never the values) and reads the values `reads` asks for, each once.
+fn plan_secrets(
+    cfg: &crate::config::Config,
+    inputs: &mut Inputs,
+    notifiers: &[PlanNotifier],
+    reads: Reads,
+) -> Result<Arc<Resolved>, Error> {
+    let names = crate::inputs::secret_names(cfg);
+    let mut needs = Needs::default();
+    let connections = crate::plan::connection::all(cfg, &Default::default());
+    needs.sudo(connections.iter().map(|(_, c)| c));
+    // File contents that hold secrets are compared by the hash of the real content, so planning
+    // reads those values too (in memory only; docs/secrets.md).
+    for n in crate::inputs::content_secret_names(cfg) {
+        needs.require(&n, None);
+    }
+    if reads == Reads::All {
+        for n in &names {
+            needs.require(n, None);
+        }
+    }
+    if reads != Reads::Probing {
+        needs.notifiers(notifiers);
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let source = Source::Config(cfg);
+    if names.is_empty() {
+        // Nothing to pin; webhook credentials alone never stop a command.
+        let resolved = secrets::resolve(&source, &needs, &env)?;
+        inputs.set_secret_values(resolved.clone());
+        return Ok(resolved);
+    }
+    let vault = secrets::open(&source, &env)?;
+    inputs.set_secret_fingerprints(secrets::fingerprints(&vault, &names)?);
+    let resolved = Arc::new(secrets::resolve_in(&vault, &needs)?);
+    inputs.set_secret_values(resolved.clone());
+    Ok(resolved)
+}
+
+/// What `plan` produced.
+pub struct Planned {
+    pub plan: Plan,
+    pub hash: String,
+    /// nexus.lock, when planning wrote it.
+    pub pins_written: Option<PathBuf>,
+    /// Drift notifications sent (with `--detailed-exitcode`).
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Plans; writes the plan file to `out` when given; with `notify_drift`, tells the webhooks that
+/// asked for drift when the plan has changes.
+pub fn plan(
+    req: &Request,
+    out: Option<&Path>,
+    notify_drift: bool,
+    events: &(dyn Fn(PlanEvent) + Sync),
+) -> Result<Planned, Error> {
+    let reads = if notify_drift {
+        Reads::ProbingAndDrift
+    } else {
+        Reads::Probing
+    };
+    let live = Live::prepare(req, reads)?;
+    let plan = live.runtime().block_on(async {
+        let inv = live.inventory(&req.overrides)?;
+        let r = live.plan(req, &inv, events).await;
+        inv.close().await;
+        r.map_err(|errors| Error::PlanFailed {
+            errors,
+            asked_for_file: out.is_some(),
+        })
+    })?;
+    if let Some(out) = out {
+        lockfile::write(out, &plan).map_err(Error::WritePlan)?;
+    }
+    let hash = lockfile::hash(&plan);
+    let mut deliveries = Vec::new();
+    if notify_drift
+        && let Some(event) = RunEvent::drift(&plan, Some(&hash))
+        && super::notify::wanted(&plan.notify, &event)
+    {
+        deliveries =
+            live.runtime()
+                .block_on(super::notify::send(&plan.notify, &event, &live.secrets));
+    }
+    Ok(Planned {
+        plan,
+        hash,
+        pins_written: live.pins_written,
+        deliveries,
+    })
+}

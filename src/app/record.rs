@@ -1,0 +1,230 @@
+//! The state store for one command: the apply lock, the run record, and every action the
+//! executor reports, written by a consumer of its events on a blocking thread of its own, so that
+//! a slow database never stalls the hosts' work.
+
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+
+use serde::Serialize;
+
+use super::Error;
+use crate::exec::{self, Event, Options, Report, Status, TaskStatus};
+use crate::inventory::Inventory;
+use crate::plan::Plan;
+use crate::state::{
+    ActionRecord, ActionStatus, LockGuard, LockHolder, NewRun, Recovered, RunId, RunKind,
+    RunStatus, SqliteStore, StateStore, now_ms,
+};
+
+/// The state database, locked for this command.
+pub struct Locked {
+    pub store: Arc<SqliteStore>,
+    pub guard: LockGuard,
+}
+
+impl Locked {
+    /// Opens the database at `path` and takes the apply lock for `command`.
+    pub fn take(path: &Path, command: &str) -> Result<Locked, Error> {
+        let store = crate::state::open(path)?;
+        let guard = store.lock(&LockHolder::current(command))?;
+        Ok(Locked {
+            store: Arc::new(store),
+            guard,
+        })
+    }
+
+    /// A stale lock of a dead process that this command took over, if it did.
+    pub fn recovered(&self) -> Option<&Recovered> {
+        self.guard.recovered()
+    }
+
+    /// Records the start of a run of `plan`.
+    pub fn begin(&self, plan: &Plan, hash: &str, kind: RunKind) -> Result<RunId, Error> {
+        Ok(self.store.begin_run(&NewRun {
+            plan_hash: hash.to_string(),
+            config: plan.config.clone(),
+            kind,
+            tasks: plan.tasks.iter().map(|t| t.name.clone()).collect(),
+            hosts: plan.hosts.iter().map(|h| h.name.clone()).collect(),
+            started_at: now_ms(),
+        })?)
+    }
+
+    /// Records that a run was refused before anything was executed.
+    pub fn refuse(&self, run: RunId, summary: &serde_json::Value) {
+        // The refusal is what the user must see; a failure to record it is secondary.
+        let _ = self
+            .store
+            .finish_run(run, RunStatus::Refused, &summary.to_string());
+    }
+
+    /// Records the end of a run with its summary.
+    pub fn finish(&self, run: RunId, summary: &RunSummary) -> Result<(), Error> {
+        let status = if summary.ok {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        let json = serde_json::to_value(summary).expect("summary serializes");
+        Ok(self.store.finish_run(run, status, &json.to_string())?)
+    }
+
+    /// Records the end of `run` and releases the apply lock: the last step of apply and run.
+    pub fn conclude(
+        self,
+        plan: Plan,
+        run: RunId,
+        report: Report,
+        deliveries: Vec<crate::notify::Delivery>,
+    ) -> Result<super::apply::Applied, Error> {
+        let summary = RunSummary::of(&report, &deliveries);
+        self.finish(run, &summary)?;
+        let recovered = self.recovered().cloned();
+        self.guard.release()?;
+        Ok(super::apply::Applied {
+            plan,
+            run,
+            report,
+            summary,
+            deliveries,
+            recovered,
+            pins_written: None,
+        })
+    }
+}
+
+/// What a run did, as the state records it and the CLI prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    #[serde(skip)]
+    pub ok: bool,
+    pub status: &'static str,
+    pub duration_ms: u64,
+    pub tasks: TaskCount,
+    pub changed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub not_run: usize,
+    pub failed_hosts: Vec<String>,
+    pub stopped: Option<String>,
+    pub notifications: Vec<crate::notify::Delivery>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TaskCount {
+    pub succeeded: usize,
+    pub total: usize,
+}
+
+impl RunSummary {
+    pub fn of(report: &Report, deliveries: &[crate::notify::Delivery]) -> RunSummary {
+        let count = |s: Status| report.results.iter().filter(|r| r.status == s).count();
+        RunSummary {
+            ok: report.ok,
+            status: if report.ok { "success" } else { "failed" },
+            duration_ms: report.duration_ms,
+            tasks: TaskCount {
+                succeeded: report
+                    .tasks
+                    .iter()
+                    .filter(|t| t.status == TaskStatus::Succeeded)
+                    .count(),
+                total: report.tasks.len(),
+            },
+            changed: report.results.iter().filter(|r| r.changed).count(),
+            failed: count(Status::Failed),
+            skipped: count(Status::Skipped),
+            not_run: count(Status::NotRun),
+            failed_hosts: report.failed_hosts.clone(),
+            stopped: report.stopped.clone(),
+            notifications: deliveries.to_vec(),
+        }
+    }
+}
+
+fn action_status(s: Status) -> ActionStatus {
+    match s {
+        Status::Succeeded => ActionStatus::Succeeded,
+        Status::Failed => ActionStatus::Failed,
+        Status::Skipped => ActionStatus::Skipped,
+        Status::NotRun => ActionStatus::NotRun,
+    }
+}
+
+fn record_of(r: &exec::ResourceResult) -> ActionRecord {
+    ActionRecord {
+        host: r.host.clone(),
+        key: r.key.clone(),
+        task: r.task.clone(),
+        resource_id: r.id.clone(),
+        kind: r.kind.clone(),
+        label: r.label.clone(),
+        action: r.action,
+        status: action_status(r.status),
+        exit_code: r.exit_code,
+        duration_ms: r.duration_ms,
+        attempts: r.attempts,
+        output_tail: r.output_tail.clone(),
+        error: r.error.clone(),
+        fingerprint_after: None,
+        finished_at: now_ms(),
+    }
+}
+
+/// Writes the actions it receives, one transaction per action that did something; no-ops are
+/// written together before the next such action (or at the end). Returns the first failure.
+fn record(
+    store: &SqliteStore,
+    run: RunId,
+    events: mpsc::Receiver<ActionRecord>,
+) -> Result<(), crate::state::StateError> {
+    let mut first_error = None;
+    let mut pending: Vec<ActionRecord> = Vec::new();
+    for rec in events {
+        if rec.action == crate::resources::Action::NoOp && rec.status == ActionStatus::Skipped {
+            pending.push(rec);
+            continue;
+        }
+        let result = store
+            .record_actions(run, &pending)
+            .and_then(|()| store.record_action(run, &rec));
+        pending.clear();
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Err(e) = store.record_actions(run, &pending) {
+        first_error.get_or_insert(e);
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Executes `plan` under the recorded run `run`: the executor's events go to the recorder (over a
+/// channel, to its own thread) and to `observer` (progress rendering).
+pub async fn execute(
+    plan: &Plan,
+    inv: &Inventory,
+    opts: &Options,
+    state: &Locked,
+    run: RunId,
+    observer: &(dyn Fn(&Event) + Sync),
+) -> Result<Report, Error> {
+    let (tx, rx) = mpsc::channel::<ActionRecord>();
+    let store = state.store.clone();
+    let recorder = tokio::task::spawn_blocking(move || record(&store, run, rx));
+    let events = |e: Event| {
+        if let Event::Resource(r) = &e {
+            // The recorder only stops after this sender is dropped, so sending cannot fail.
+            let _ = tx.send(record_of(r));
+        }
+        observer(&e);
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let report = exec::execute(plan, inv, opts, &env, &events).await;
+    drop(tx);
+    match recorder.await {
+        Ok(Ok(())) => Ok(report),
+        Ok(Err(e)) => Err(Error::Record(e)),
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}

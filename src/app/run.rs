@@ -1,0 +1,66 @@
+//! `run TASK...`: plan and apply in one step, under the apply lock, with every secret read once
+//! at the start.
+
+use std::path::PathBuf;
+
+use super::Error;
+use super::apply::Applied;
+use super::plan::{Live, Reads, Request};
+use super::record::Locked;
+use crate::exec::{Event, Options};
+use crate::notify::{EventKind, RunEvent};
+use crate::plan::live::PlanEvent;
+use crate::plan::lockfile;
+use crate::state::RunKind;
+
+/// Plans, then executes the plan at once. `planned` sees the plan before it runs (`-v` prints it).
+pub fn run(
+    req: &Request,
+    state: Option<PathBuf>,
+    continue_on_error: bool,
+    planned: &dyn Fn(&crate::plan::Plan),
+    observer: &(dyn Fn(&Event) + Sync),
+) -> Result<Applied, Error> {
+    let live = Live::prepare(req, Reads::All)?;
+    let db = super::apply::state_path(state.as_deref(), &req.config);
+    let state = Locked::take(&db, &format!("nexus run {}", req.selection.tasks.join(" ")))?;
+    let secrets = live.secrets.clone();
+    let (plan, run, report, deliveries) = live.runtime().block_on(async {
+        let inv = live.inventory(&req.overrides)?;
+        let no_events = |_: PlanEvent| {};
+        let plan = match live.plan(req, &inv, &no_events).await {
+            Ok(p) => p,
+            Err(errors) => {
+                inv.close().await;
+                return Err(Error::PlanFailed {
+                    errors,
+                    asked_for_file: false,
+                });
+            }
+        };
+        planned(&plan);
+        let hash = lockfile::hash(&plan);
+        let run = state.begin(&plan, &hash, RunKind::Run)?;
+        let opts = Options {
+            parallel: req.parallel,
+            continue_on_error,
+            base_dir: super::apply::plan_base_dir(&req.config.display().to_string()),
+            secrets: secrets.clone(),
+        };
+        let report = super::record::execute(&plan, &inv, &opts, &state, run, observer).await;
+        inv.close().await;
+        let report = report?;
+        let event = RunEvent::from_report(
+            EventKind::Run,
+            &plan.config,
+            &report,
+            Some(run.0),
+            Some(&hash),
+        );
+        let deliveries = super::notify::send(&plan.notify, &event, &secrets).await;
+        Ok((plan, run, report, deliveries))
+    })?;
+    let mut applied = state.conclude(plan, run, report, deliveries)?;
+    applied.pins_written = live.pins_written.clone();
+    Ok(applied)
+}

@@ -1,0 +1,163 @@
+//! The one secret resolver. Every command says which secrets it needs (resource values, sudo
+//! passwords, webhook credentials), and this reads each of them once, from the one vault the
+//! configuration or the saved plan names. Consumers (resources, sudo, notifiers, preflight) then
+//! look values up in the same [`Resolved`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{Config, Value};
+use crate::exit::Exit;
+use crate::plan::{Connection, PlanNotifier, VaultRef};
+use crate::secrets::{Resolved, SecretError, Settings, Unlock, Vault};
+
+/// Where the vault is.
+pub enum Source<'a> {
+    /// The configuration's `vault` node (plan, run, preflight).
+    Config(&'a Config),
+    /// The vault a saved plan names, relative to its configuration's directory (apply).
+    Plan {
+        vault: Option<&'a VaultRef>,
+        base: &'a Path,
+    },
+}
+
+/// The secrets one command needs, each named once.
+#[derive(Debug, Default)]
+pub struct Needs {
+    /// Values the command cannot do without, with the fingerprint a plan pinned, if any.
+    required: BTreeMap<String, Option<String>>,
+    /// Webhook credentials: a missing one is reported where it is used, never fatal.
+    optional: BTreeSet<String>,
+}
+
+impl Needs {
+    /// Needs `name`; with `fingerprint`, its value must still be the one the plan was made with.
+    pub fn require(&mut self, name: &str, fingerprint: Option<&str>) {
+        let slot = self.required.entry(name.to_string()).or_default();
+        if fingerprint.is_some() {
+            *slot = fingerprint.map(str::to_string);
+        }
+    }
+
+    /// The sudo passwords that come from the vault, for these hosts.
+    pub fn sudo<'a>(&mut self, connections: impl IntoIterator<Item = &'a Connection>) {
+        for c in connections {
+            if let Some(Value::Secret(n)) = &c.sudo_password {
+                self.require(n, None);
+            }
+        }
+    }
+
+    /// The webhook URLs and headers that come from the vault.
+    pub fn notifiers(&mut self, notifiers: &[PlanNotifier]) {
+        for n in notifiers {
+            for v in std::iter::once(&n.url).chain(n.headers.values()) {
+                if let Value::Secret(name) = v {
+                    self.optional.insert(name.clone());
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.required.is_empty() && self.optional.is_empty()
+    }
+}
+
+/// Why the secrets a command needs could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("the command needs secrets, but {0}")]
+    Vault(SecretError),
+    #[error("secret {0:?} is not in the vault; add it with `nexus secret set {0}`")]
+    Missing(String),
+    #[error("the plan uses secrets but names no vault")]
+    NoVault,
+    /// A pinned secret changed (or disappeared) since planning: the plan is stale.
+    #[error("the plan is stale:\n  {}\nNothing was executed. Plan again.", .0.join("\n  "))]
+    Changed(Vec<String>),
+}
+
+impl SecretsError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            SecretsError::Vault(_) | SecretsError::Missing(_) => Exit::Failed,
+            SecretsError::NoVault => Exit::PlanRefused,
+            SecretsError::Changed(_) => Exit::PlanStale,
+        }
+    }
+}
+
+/// The vault of `source`, opened with the key or passphrase from the environment.
+pub fn open(
+    source: &Source<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vault, SecretsError> {
+    let settings = match source {
+        Source::Config(cfg) => Settings::from_config(cfg.vault.as_ref(), &cfg.base_dir),
+        Source::Plan { vault, base } => {
+            let v = vault.ok_or(SecretsError::NoVault)?;
+            Settings {
+                path: base.join(&v.path),
+                key_file: v.key_file.as_ref().map(|k| base.join(k)),
+                key_env: v.key_env.clone(),
+            }
+        }
+    };
+    Vault::open_at(&settings, &Unlock::env(env)).map_err(SecretsError::Vault)
+}
+
+/// Reads every secret in `needs` once. A required secret that is missing or changed since the
+/// plan pinned it is an error; an optional one is left out, and its user reports it.
+pub fn resolve(
+    source: &Source<'_>,
+    needs: &Needs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<Resolved>, SecretsError> {
+    if needs.is_empty() {
+        return Ok(Default::default());
+    }
+    let vault = match open(source, env) {
+        Ok(v) => v,
+        // Webhooks alone never stop a command: their deliveries say why they were not sent.
+        Err(SecretsError::Vault(_)) if needs.required.is_empty() => {
+            return Ok(Default::default());
+        }
+        Err(e) => return Err(e),
+    };
+    resolve_in(&vault, needs).map(Arc::new)
+}
+
+/// [`resolve`] from a vault already open.
+pub fn resolve_in(vault: &Vault, needs: &Needs) -> Result<Resolved, SecretsError> {
+    let optional = needs
+        .optional
+        .iter()
+        .filter(|n| !needs.required.contains_key(*n) && vault.get(n).is_some())
+        .map(|n| (n.as_str(), None));
+    let required = needs
+        .required
+        .iter()
+        .map(|(n, fp)| (n.as_str(), fp.as_deref()));
+    Resolved::from_vault(vault, required.chain(optional)).map_err(SecretsError::Changed)
+}
+
+/// At plan time: the fingerprint of every secret the configuration uses (what the plan records,
+/// never the values). A secret missing from the vault is an error here, before any host is
+/// contacted.
+pub fn fingerprints(
+    vault: &Vault,
+    names: &BTreeSet<String>,
+) -> Result<BTreeMap<String, String>, SecretsError> {
+    names
+        .iter()
+        .map(|n| {
+            vault
+                .fingerprint_of(n)
+                .map(|fp| (n.clone(), fp))
+                .ok_or_else(|| SecretsError::Missing(n.clone()))
+        })
+        .collect()
+}

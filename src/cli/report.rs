@@ -1,0 +1,107 @@
+//! Rendering a finished run (apply or run): the closing summary, or the JSON report, and the
+//! webhook deliveries.
+
+use serde_json::json;
+
+use super::{Ctx, Format, emit, emitln};
+use crate::app::apply::Applied;
+use crate::exec::{self, Status};
+use crate::exit::Exit;
+
+/// Prints the run's summary (or its JSON report) and returns the exit code it means.
+pub fn finished(ctx: &Ctx, a: &Applied, format: Format) -> Exit {
+    let report = &a.report;
+    let run = a.run;
+    let summary = serde_json::to_value(&a.summary).expect("summary serializes");
+    if let Some(p) = &a.pins_written
+        && !ctx.global.quiet
+    {
+        eprintln!("Updated {}", p.display());
+    }
+    if let Some(r) = &a.recovered
+        && !ctx.global.quiet
+    {
+        eprintln!(
+            "note: took over a stale apply lock of pid {} on {} ({})",
+            r.holder.pid, r.holder.hostname, r.reason
+        );
+    }
+    if format == Format::Json {
+        let v = json!({
+            "format_version": "1.0",
+            "run": run.0,
+            "summary": summary,
+            "tasks": report.tasks,
+            "resources": report.results,
+            "notifications": a.deliveries,
+        });
+        emitln(&serde_json::to_string_pretty(&v).expect("json"));
+    } else if !ctx.global.quiet || !report.ok {
+        let s = &a.summary;
+        let mut out = String::from("\n========================================\n");
+        out.push_str(&format!(
+            "Status: {}\n",
+            if report.ok { "SUCCESS" } else { "FAILED" }
+        ));
+        out.push_str(&format!(
+            "Duration: {}\n",
+            exec::human_ms(report.duration_ms)
+        ));
+        out.push_str(&format!(
+            "Tasks: {}/{} succeeded\n",
+            s.tasks.succeeded, s.tasks.total
+        ));
+        let unchanged = s.skipped
+            + report
+                .results
+                .iter()
+                .filter(|r| r.status == Status::Succeeded && !r.changed)
+                .count();
+        out.push_str(&format!(
+            "Resources: {} changed, {} failed, {unchanged} unchanged, {} not run\n",
+            s.changed, s.failed, s.not_run
+        ));
+        let mut parts = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for r in &report.results {
+            let h = r.host.as_str();
+            if seen.contains(&h) {
+                continue;
+            }
+            seen.push(h);
+            let failed = report.failed_hosts.iter().any(|f| f == h)
+                || report
+                    .results
+                    .iter()
+                    .any(|r| r.host == h && r.status == Status::Failed);
+            parts.push(format!("{h} ({})", if failed { "failed" } else { "ok" }));
+        }
+        out.push_str(&format!("Hosts: {}\n", parts.join(", ")));
+        if let Some(s) = &report.stopped {
+            out.push_str(&format!("Stopped: {s}\n"));
+        }
+        out.push_str(&format!("Run: {run} (nexus history {run})\n"));
+        emit(&out);
+    }
+    if format != Format::Json {
+        deliveries(ctx, &a.deliveries);
+    }
+    // A webhook that could not be reached is reported above; it never changes the result.
+    if report.ok { Exit::Ok } else { Exit::Failed }
+}
+
+/// Prints delivery results: every line normally, failures even with --quiet.
+pub fn deliveries(ctx: &Ctx, deliveries: &[crate::notify::Delivery]) {
+    for d in deliveries {
+        if !ctx.global.quiet || !d.ok {
+            eprintln!("{}", d.line());
+        }
+    }
+}
+
+/// Live progress for a plan about to execute: bars on a terminal, lines otherwise, nothing with
+/// `--quiet` or a machine format.
+pub fn progress(ctx: &Ctx, plan: &crate::plan::Plan, format: Format) -> super::progress::Progress {
+    let text = format == Format::Text && !ctx.global.quiet;
+    super::progress::Progress::new(plan, text, ctx.color_stdout(), ctx.global.verbose)
+}
