@@ -94,7 +94,8 @@ cargo build --all-targets --locked
 section "test: cargo test --all-targets"
 test_log="$(mktemp)"
 trap 'rm -f "$test_log"' EXIT
-cargo test --all-targets --locked 2>&1 | tee "$test_log"
+# --no-fail-fast: every test binary runs even after one fails, so the report shows all failures.
+cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$test_log"
 
 section "format: cargo fmt --check"
 cargo fmt --all --check

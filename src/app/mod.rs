@@ -6,6 +6,8 @@
 
 pub mod apply;
 mod error;
+pub mod facts;
+pub mod live;
 pub mod notify;
 pub mod plan;
 pub mod preflight;

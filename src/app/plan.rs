@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use super::Error;
 use super::secrets::{self, Needs, Source};
+use crate::app::live::{self, LiveRequest, PlanEvent};
 use crate::config::Loaded;
 use crate::inputs::Inputs;
 use crate::inventory::{Inventory, Overrides};
 use crate::notify::{Delivery, RunEvent};
-use crate::plan::live::{self, LiveRequest, PlanEvent};
 use crate::plan::{Plan, PlanNotifier, Selection, lockfile};
 use crate::secrets::Resolved;
 

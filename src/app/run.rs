@@ -7,9 +7,9 @@ use super::Error;
 use super::apply::Applied;
 use super::plan::{Live, Reads, Request};
 use super::record::Locked;
+use crate::app::live::PlanEvent;
 use crate::exec::{Event, Options};
 use crate::notify::{EventKind, RunEvent};
-use crate::plan::live::PlanEvent;
 use crate::plan::lockfile;
 use crate::state::RunKind;
 

@@ -5,9 +5,10 @@ use serde_json::json;
 
 use super::connect::{ConnectArgs, runtime};
 use super::{CmdResult, Ctx, Failure, Format, emit, emitln};
+use crate::app::facts::gather_many;
 use crate::config::{Config, LOCAL_HOST};
 use crate::exit::Exit;
-use crate::facts::{Facts, gather_many};
+use crate::facts::Facts;
 use crate::inventory::Inventory;
 
 #[derive(Debug, Args)]

@@ -7,8 +7,8 @@ use clap::Args;
 use super::connect::ConnectArgs;
 use super::{CmdResult, Ctx, Format, emit, emitln};
 use crate::app;
+use crate::app::live::PlanEvent;
 use crate::exit::Exit;
-use crate::plan::live::PlanEvent;
 use crate::plan::{Plan, Selection};
 
 #[derive(Debug, Args)]

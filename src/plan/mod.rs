@@ -2,7 +2,6 @@
 //! and (in `lockfile`) its canonical, hashed encoding.
 
 pub mod connection;
-pub mod live;
 pub mod lockfile;
 pub mod model;
 pub mod planner;

@@ -4,11 +4,11 @@
 
 use futures::StreamExt;
 
-use super::model::{Plan, Selection};
-use super::planner::{self, PlanError, Selected};
 use crate::config::Loaded;
 use crate::inputs::Inputs;
 use crate::inventory::Inventory;
+use crate::plan::planner::{self, PlanError, Selected};
+use crate::plan::{Plan, Selection};
 use crate::transport::CommandSpec;
 
 /// Progress of a live plan, in the order it happens for each host.
