@@ -13,6 +13,67 @@ use crate::config::Config;
 use crate::discovery::{self, Discovered, DiscoveredHost};
 
 pub const FILE_NAME: &str = "nexus.lock";
+
+/// Why nexus.lock could not be read, refreshed or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PinsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "tailscale group{} {} not in {FILE_NAME}: run `nexus lock` (or `nexus plan`) to discover {}",
+        if groups.len() == 1 { "" } else { "s" },
+        groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", "),
+        if groups.len() == 1 { "its hosts" } else { "their hosts" }
+    )]
+    NotDiscovered { groups: Vec<String> },
+    #[error("cannot start the HTTP client: {0}")]
+    Client(String),
+    /// `reason` is the whole chain of causes.
+    #[error("cannot fetch {url}: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error(transparent)]
+    Discovery(#[from] discovery::DiscoveryError),
+    #[error("blake3 mismatch for {url}: the configuration expects {want}, the content has {got}")]
+    Mismatch {
+        url: String,
+        want: String,
+        got: String,
+    },
+    #[error(
+        "content of {url} changed since {} pinned it (pinned blake3 {pinned}, now {got}); run `nexus lock` to accept the new content",
+        path.display()
+    )]
+    ContentChanged {
+        url: String,
+        path: PathBuf,
+        pinned: String,
+        got: String,
+    },
+    #[error("{} is missing and --locked forbids creating it; run `nexus lock` first", .0.display())]
+    LockedMissing(PathBuf),
+    #[error(
+        "{} is out of date and --locked forbids changing it:\n  {}\nrun `nexus lock` to update it",
+        path.display(),
+        differences.join("\n  ")
+    )]
+    LockedChanged {
+        path: PathBuf,
+        differences: Vec<String>,
+    },
+}
 pub const VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,19 +126,25 @@ pub fn path_for(config: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(FILE_NAME))
 }
 
-pub fn read(path: &Path) -> Result<Option<Pins>, String> {
+pub fn read(path: &Path) -> Result<Option<Pins>, PinsError> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| format!("cannot parse {}: {e}", path.display())),
+            .map_err(|source| PinsError::Parse {
+                path: path.to_path_buf(),
+                source,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(source) => Err(PinsError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 /// The hosts nexus.lock pins for tailscale groups, for commands that connect without planning
 /// (`facts`, `preflight`): they read the lock and never refresh it. A missing lock pins nothing.
-pub fn pinned_discovery(config: &Path) -> Result<Discovered, String> {
+pub fn pinned_discovery(config: &Path) -> Result<Discovered, PinsError> {
     Ok(read(&path_for(config))?
         .map(|p| p.discovery)
         .unwrap_or_default())
@@ -85,27 +152,14 @@ pub fn pinned_discovery(config: &Path) -> Result<Discovered, String> {
 
 /// Resolves tailscale group names against pinned discovery: the hosts of every pinned group, or
 /// an error naming the groups nexus.lock does not know.
-pub fn expand_pinned(groups: &[String], pinned: &Discovered) -> Result<Vec<String>, String> {
-    let missing: Vec<&str> = groups
+pub fn expand_pinned(groups: &[String], pinned: &Discovered) -> Result<Vec<String>, PinsError> {
+    let missing: Vec<String> = groups
         .iter()
         .filter(|g| !pinned.contains_key(*g))
-        .map(String::as_str)
+        .cloned()
         .collect();
     if !missing.is_empty() {
-        return Err(format!(
-            "tailscale group{} {} not in {FILE_NAME}: run `nexus lock` (or `nexus plan`) to discover {}",
-            if missing.len() == 1 { "" } else { "s" },
-            missing
-                .iter()
-                .map(|g| format!("`{g}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            if missing.len() == 1 {
-                "its hosts"
-            } else {
-                "their hosts"
-            },
-        ));
+        return Err(PinsError::NotDiscovered { groups: missing });
     }
     Ok(groups
         .iter()
@@ -118,35 +172,42 @@ pub fn to_text(pins: &Pins) -> String {
 }
 
 /// Writes atomically: a temporary file in the same directory, then rename.
-pub fn write(path: &Path, pins: &Pins) -> Result<(), String> {
+pub fn write(path: &Path, pins: &Pins) -> Result<(), PinsError> {
     let tmp = path.with_file_name(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
     let res = std::fs::write(&tmp, to_text(pins)).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = res {
+    if let Err(source) = res {
         let _ = std::fs::remove_file(&tmp);
-        return Err(format!("cannot write {}: {e}", path.display()));
+        return Err(PinsError::Write {
+            path: path.to_path_buf(),
+            source,
+        });
     }
     Ok(())
 }
 
 /// Fetches a URL's content (any 2xx response; redirects followed).
-pub async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+pub async fn fetch(url: &str) -> Result<Vec<u8>, PinsError> {
+    let failed = |reason: String| PinsError::Fetch {
+        url: url.to_string(),
+        reason,
+    };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
-        .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+        .map_err(|e| PinsError::Client(e.to_string()))?;
     let resp = client
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("cannot fetch {url}: {}", chain(&e)))?;
+        .map_err(|e| failed(chain(&e)))?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(format!("cannot fetch {url}: HTTP {status}"));
+        return Err(failed(format!("HTTP {status}")));
     }
     resp.bytes()
         .await
         .map(|b| b.to_vec())
-        .map_err(|e| format!("cannot fetch {url}: {}", chain(&e)))
+        .map_err(|e| failed(chain(&e)))
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -221,7 +282,7 @@ pub fn differences(old: &Pins, new: &Pins) -> Vec<String> {
 /// Resolves the configuration's external inputs against `nexus.lock` at `path`, writing it
 /// (unless `Locked`) when it changed. Nothing is written for a configuration without external
 /// inputs and no existing nexus.lock.
-pub async fn resolve(cfg: &Config, path: &Path, mode: Mode) -> Result<Resolved, String> {
+pub async fn resolve(cfg: &Config, path: &Path, mode: Mode) -> Result<Resolved, PinsError> {
     let existing = read(path)?;
     let groups = discovery::used_groups(cfg);
     let urls = crate::inputs::source_urls(cfg);
@@ -229,13 +290,10 @@ pub async fn resolve(cfg: &Config, path: &Path, mode: Mode) -> Result<Resolved, 
         return Ok(Resolved::default());
     }
     if mode == Mode::Locked && existing.is_none() {
-        return Err(format!(
-            "{} is missing and --locked forbids creating it; run `nexus lock` first",
-            path.display()
-        ));
+        return Err(PinsError::LockedMissing(path.to_path_buf()));
     }
     let base_dir = cfg.base_dir.clone();
-    let discovered = discovery::discover(cfg, &base_dir).map_err(|e| e.to_string())?;
+    let discovered = discovery::discover(cfg, &base_dir)?;
     let mut pins = Pins {
         version: VERSION,
         discovery: discovered,
@@ -248,18 +306,22 @@ pub async fn resolve(cfg: &Config, path: &Path, mode: Mode) -> Result<Resolved, 
         if let Some(want) = &expected
             && !want.eq_ignore_ascii_case(&got)
         {
-            return Err(format!(
-                "blake3 mismatch for {url}: the configuration expects {want}, the content has {got}"
-            ));
+            return Err(PinsError::Mismatch {
+                url,
+                want: want.clone(),
+                got,
+            });
         }
         if mode == Mode::Refresh
             && let Some(pinned) = existing.as_ref().and_then(|p| p.urls.get(&url))
             && *pinned != got
         {
-            return Err(format!(
-                "content of {url} changed since {} pinned it (pinned blake3 {pinned}, now {got}); run `nexus lock` to accept the new content",
-                path.display()
-            ));
+            return Err(PinsError::ContentChanged {
+                url,
+                path: path.to_path_buf(),
+                pinned: pinned.clone(),
+                got,
+            });
         }
         pins.urls.insert(url.clone(), got);
         content.insert(url, bytes);
@@ -267,12 +329,10 @@ pub async fn resolve(cfg: &Config, path: &Path, mode: Mode) -> Result<Resolved, 
     let changed = existing.as_ref() != Some(&pins);
     if changed && mode == Mode::Locked {
         let old = existing.expect("checked above");
-        let diff = differences(&old, &pins);
-        return Err(format!(
-            "{} is out of date and --locked forbids changing it:\n  {}\nrun `nexus lock` to update it",
-            path.display(),
-            diff.join("\n  ")
-        ));
+        return Err(PinsError::LockedChanged {
+            path: path.to_path_buf(),
+            differences: differences(&old, &pins),
+        });
     }
     if changed {
         write(path, &pins)?;

@@ -1,6 +1,8 @@
 //! What a use case can fail with, typed, and the exit code each failure means. The CLI renders
 //! these; it never decides an exit code of its own for them.
 
+use std::path::PathBuf;
+
 use crate::exit::Exit;
 use crate::plan::lockfile::LockfileError;
 use crate::state::StateError;
@@ -17,12 +19,72 @@ pub enum Error {
     #[error("unknown target `{0}` (--target takes a host or group)")]
     UnknownTarget(String),
 
+    #[error("unknown host or group `{name}`{hint}")]
+    UnknownHostOrGroup { name: String, hint: String },
+
+    #[error("this command does not support --format {format}; supported: {}", supported.join(", "))]
+    UnsupportedFormat {
+        format: String,
+        supported: Vec<String>,
+    },
+
+    #[error("{} already exists; pass --force to overwrite it", .0.display())]
+    ConfigExists(PathBuf),
+
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("cannot read stdin: {0}")]
+    Stdin(std::io::Error),
+
+    /// A vault operation (`nexus secret ...`) failed.
+    #[error("{0}")]
+    Vault(crate::secrets::SecretError),
+
+    #[error("no secret `{name}` in the vault {}{hint}", vault.display())]
+    NoSuchSecret {
+        name: String,
+        vault: PathBuf,
+        hint: String,
+    },
+
+    #[error("the value for `{name}` is larger than {max} bytes")]
+    SecretTooLarge { name: String, max: usize },
+
+    #[error(
+        "the `vault` node names the key file {}, which does not exist, and {env} holds a key: \
+         pass `--key-file {}` to write a new key to the file, or put the key from {env} in the \
+         file (mode 0600)",
+        file.display(),
+        file.display()
+    )]
+    VaultKeyAmbiguous { file: PathBuf, env: String },
+
+    #[error(
+        "choose where the vault key is kept: `nexus secret init --passphrase`, \
+         `nexus secret init --key-file FILE` (a new random key is written to FILE), \
+         key-file=\"FILE\" on the configuration's `vault` node, or a key in {env} \
+         (64 hex digits, e.g. from `openssl rand -hex 32`)"
+    )]
+    VaultKeyUnspecified { env: String },
+
+    #[error("no run {id} in {database}{hint}")]
+    NoSuchRun {
+        id: i64,
+        database: String,
+        hint: String,
+    },
+
     #[error("{0}")]
     Inputs(#[from] crate::inputs::InputError),
 
     /// nexus.lock could not be read, refreshed or (with `--locked`) would change.
     #[error("{0}")]
-    Pins(String),
+    Pins(#[from] crate::pins::PinsError),
 
     /// A secret the command needs could not be read.
     #[error("{0}")]
@@ -42,8 +104,13 @@ pub enum Error {
         asked_for_file: bool,
     },
 
+    /// A plan file that `apply` refused before executing anything.
     #[error("{source}\nNothing was executed.")]
     PlanFile { source: LockfileError },
+
+    /// A plan file that could not be read for showing.
+    #[error("{0}")]
+    ReadPlan(LockfileError),
 
     #[error("{0}")]
     WritePlan(LockfileError),
@@ -81,10 +148,17 @@ impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::Config(_) => Exit::InvalidConfig,
-            Error::UnknownTask { .. } | Error::UnknownTarget(_) => Exit::Usage,
+            Error::UnknownTask { .. }
+            | Error::UnknownTarget(_)
+            | Error::UnknownHostOrGroup { .. }
+            | Error::UnsupportedFormat { .. }
+            | Error::VaultKeyAmbiguous { .. }
+            | Error::VaultKeyUnspecified { .. }
+            | Error::Vault(crate::secrets::SecretError::InvalidName { .. }) => Exit::Usage,
             Error::Secrets(e) => e.exit(),
             Error::Transport(_) => Exit::Unreachable,
-            Error::PlanFile { source } => match source {
+            // Tampered or unreadable plan files are refused; a missing file is a plain failure.
+            Error::PlanFile { source } | Error::ReadPlan(source) => match source {
                 LockfileError::Read { .. } | LockfileError::Write { .. } => Exit::Failed,
                 _ => Exit::PlanRefused,
             },
@@ -99,7 +173,14 @@ impl Error {
             | Error::PlanFailed { .. }
             | Error::WritePlan(_)
             | Error::State(_)
-            | Error::Record(_) => Exit::Failed,
+            | Error::Record(_)
+            | Error::ConfigExists(_)
+            | Error::Io { .. }
+            | Error::Stdin(_)
+            | Error::Vault(_)
+            | Error::NoSuchSecret { .. }
+            | Error::SecretTooLarge { .. }
+            | Error::NoSuchRun { .. } => Exit::Failed,
         }
     }
 

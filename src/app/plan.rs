@@ -108,9 +108,7 @@ impl Live {
         } else {
             crate::pins::Mode::Refresh
         };
-        let resolved = runtime
-            .block_on(crate::pins::resolve(cfg, &path, mode))
-            .map_err(Error::Pins)?;
+        let resolved = runtime.block_on(crate::pins::resolve(cfg, &path, mode))?;
         let pins_written = resolved.written.then_some(path);
         inputs.set_pinned(resolved.pins.discovery, resolved.content);
         for t in &req.selection.targets {

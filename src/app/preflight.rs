@@ -77,7 +77,7 @@ pub fn preflight(req: &Request, loaded: &Loaded) -> Result<Preflight, Error> {
             cfg.hosts.len()
         ),
     }];
-    let pinned = crate::pins::pinned_discovery(&req.config).map_err(Error::Pins)?;
+    let pinned = crate::pins::pinned_discovery(&req.config)?;
     let (needs, missing) = crate::preflight::needs(cfg, &selected, &pinned);
     let connections = crate::plan::connection::all(cfg, &pinned);
     let mut wanted = Needs::default();

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::connect::ConnectArgs;
 use super::progress::Progress;
-use super::{CmdResult, Ctx, Failure, Format, emitln};
+use super::{CmdResult, Ctx, Format, emitln};
 use crate::app::{self, Error};
 
 #[derive(Debug, Args)]
@@ -51,8 +51,8 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> CmdResult {
                 let summary = serde_json::json!({ "status": "refused", "drift": check.drift, "unreachable": check.unreachable });
                 emitln(&serde_json::to_string_pretty(&summary).expect("json"));
             }
-            Err(Failure::App(Error::Stale { file, check }))
+            Err(Error::Stale { file, check })
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::connect::{ConnectArgs, runtime};
 use super::{CmdResult, Ctx, Failure, Format, emit, emitln};
+use crate::app::Error;
 use crate::app::facts::gather_many;
 use crate::config::{Config, LOCAL_HOST};
 use crate::exit::Exit;
@@ -46,15 +47,14 @@ pub fn expand_cli_targets(
                 Some(s) => format!("; did you mean `{s}`?"),
                 None => format!("; hosts and groups: {}", known.join(", ")),
             };
-            return Err(Failure::new(
-                Exit::Usage,
-                format!("error: unknown host or group `{n}`{hint}"),
-            ));
+            return Err(Error::UnknownHostOrGroup {
+                name: n.clone(),
+                hint,
+            });
         }
     }
     let t = cfg.expand_targets(names.iter().map(|s| s.as_str()));
-    let found = crate::pins::expand_pinned(&t.discovered, pinned)
-        .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}")))?;
+    let found = crate::pins::expand_pinned(&t.discovered, pinned).map_err(Error::from)?;
     let mut hosts = t.hosts;
     for h in found {
         if !hosts.contains(&h) {
@@ -66,8 +66,7 @@ pub fn expand_cli_targets(
 
 /// nexus.lock's discovery pins, as an error the commands report.
 pub fn pinned(ctx: &Ctx) -> Result<crate::discovery::Discovered, Failure> {
-    crate::pins::pinned_discovery(&ctx.global.config)
-        .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}")))
+    crate::pins::pinned_discovery(&ctx.global.config).map_err(Error::from)
 }
 
 fn describe(f: &Facts) -> String {
@@ -131,8 +130,8 @@ pub fn run(ctx: &Ctx, args: FactsArgs) -> CmdResult {
     let hosts = expand_cli_targets(cfg, &args.targets, &pinned)?;
     let rt = runtime()?;
     let results = rt.block_on(async {
-        let inv = Inventory::for_config(cfg, &pinned, &args.connect.overrides())
-            .map_err(|e| Failure::new(Exit::Unreachable, format!("error: {e}")))?;
+        let inv =
+            Inventory::for_config(cfg, &pinned, &args.connect.overrides()).map_err(Error::from)?;
         let r = gather_many(&inv, &hosts, args.connect.parallel).await;
         inv.close().await;
         Ok::<_, Failure>(r)

@@ -45,11 +45,7 @@ pub(super) fn open_existing(path: &std::path::Path) -> Result<Option<SqliteStore
 }
 
 pub(super) fn failure(e: StateError) -> Failure {
-    let exit = match e {
-        StateError::Locked { .. } => Exit::Locked,
-        _ => Exit::Failed,
-    };
-    Failure::new(exit, format!("error: {e}"))
+    crate::app::Error::from(e)
 }
 
 /// Left-aligned columns separated by two spaces; no trailing spaces.
@@ -213,10 +209,11 @@ fn show_run(
             Some(n) => format!("; the newest is {n} (`nexus history` lists them)"),
             None => "; no runs are recorded there yet".to_string(),
         };
-        return Err(Failure::new(
-            Exit::Failed,
-            format!("error: no run {id} in {db}{hint}"),
-        ));
+        return Err(crate::app::Error::NoSuchRun {
+            id: id.0,
+            database: db.to_string(),
+            hint,
+        });
     };
     let actions = store.run_actions(id).map_err(failure)?;
     if format == Format::Json {

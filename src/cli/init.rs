@@ -2,7 +2,8 @@
 
 use clap::Args;
 
-use super::{CmdResult, Ctx, Failure, emitln};
+use super::{CmdResult, Ctx, emitln};
+use crate::app::Error;
 use crate::exit::Exit;
 
 #[derive(Debug, Args)]
@@ -18,32 +19,26 @@ pub const STARTER: &str = include_str!("starter.kdl");
 pub fn run(ctx: &Ctx, args: InitArgs) -> CmdResult {
     let path = &ctx.global.config;
     if path.exists() && !args.force {
-        return Err(Failure::new(
-            Exit::Failed,
-            format!(
-                "error: {} already exists; pass --force to overwrite it",
-                path.display()
-            ),
-        ));
+        return Err(Error::ConfigExists(path.clone()));
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Failure::new(
-                Exit::Failed,
-                format!("error: cannot create {}: {e}", dir.display()),
-            )
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            action: "create",
+            path: dir.to_path_buf(),
+            source,
         })?;
     }
     // Write to a temporary file and rename so an interrupted init never leaves half a config.
     let tmp = path.with_extension("kdl.tmp");
     std::fs::write(&tmp, STARTER)
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
+        .map_err(|source| {
             let _ = std::fs::remove_file(&tmp);
-            Failure::new(
-                Exit::Failed,
-                format!("error: cannot write {}: {e}", path.display()),
-            )
+            Error::Io {
+                action: "write",
+                path: path.clone(),
+                source,
+            }
         })?;
     if !ctx.global.quiet {
         emitln(&format!("Created {}", path.display()));

@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::connect::runtime;
-use super::{CmdResult, Ctx, Failure, Format, emit};
+use super::{CmdResult, Ctx, Format, emit};
 use crate::exit::Exit;
 use crate::pins::{self, Mode};
 
@@ -19,7 +19,7 @@ pub fn run(ctx: &Ctx, _args: LockArgs) -> CmdResult {
     let rt = runtime()?;
     let resolved = rt
         .block_on(pins::resolve(cfg, &path, Mode::Update))
-        .map_err(|e| Failure::new(Exit::Failed, format!("error: {e}")))?;
+        .map_err(crate::app::Error::from)?;
     if format == Format::Json {
         emit(&pins::to_text(&resolved.pins));
         return Ok(Exit::Ok);

@@ -115,28 +115,8 @@ pub enum Command {
     Completions(completions::CompletionArgs),
 }
 
-/// A command's failure: a use case's typed error, or (for the commands not yet moved into the
-/// application layer) a message and its exit code.
-#[derive(Debug)]
-pub enum Failure {
-    App(crate::app::Error),
-    Message { exit: Exit, message: String },
-}
-
-impl Failure {
-    pub fn new(exit: Exit, message: impl Into<String>) -> Failure {
-        Failure::Message {
-            exit,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<crate::app::Error> for Failure {
-    fn from(e: crate::app::Error) -> Failure {
-        Failure::App(e)
-    }
-}
+/// A command's failure: a typed error of the application layer, which decides its exit code.
+pub type Failure = crate::app::Error;
 
 pub type CmdResult = Result<Exit, Failure>;
 
@@ -174,42 +154,30 @@ impl Ctx {
                         .to_string()
                 })
                 .collect();
-            Err(Failure::new(
-                Exit::Usage,
-                format!(
-                    "error: this command does not support --format {}; supported: {}",
-                    f.to_possible_value()
-                        .expect("no skipped variants")
-                        .get_name(),
-                    names.join(", ")
-                ),
-            ))
+            Err(crate::app::Error::UnsupportedFormat {
+                format: f
+                    .to_possible_value()
+                    .expect("no skipped variants")
+                    .get_name()
+                    .to_string(),
+                supported: names,
+            })
         }
     }
 
     /// Loads the configuration; on errors fails with every diagnostic.
     pub fn load(&self) -> Result<Loaded, Failure> {
-        config::load(&self.global.config).map_err(|e| Failure::App(crate::app::Error::Config(e)))
+        config::load(&self.global.config).map_err(crate::app::Error::Config)
     }
 
     /// Prints a failure (diagnostics as text or JSON, other errors after `error: `) and returns
     /// its exit code.
     fn report(&self, f: Failure) -> i32 {
-        match f {
-            Failure::App(e) => {
-                match &e {
-                    crate::app::Error::Config(c) => self.config_errors(c),
-                    e => eprintln!("error: {e}"),
-                }
-                e.exit_code()
-            }
-            Failure::Message { exit, message } => {
-                if !message.is_empty() {
-                    eprintln!("{message}");
-                }
-                exit.code()
-            }
+        match &f {
+            crate::app::Error::Config(c) => self.config_errors(c),
+            e => eprintln!("error: {e}"),
         }
+        f.exit_code()
     }
 
     fn config_errors(&self, e: &ConfigErrors) {
@@ -276,5 +244,5 @@ pub fn main() -> i32 {
 
 /// Resolves task names given on the command line, with a suggestion for typos.
 pub fn resolve_tasks(cfg: &config::Config, names: &[String]) -> Result<Vec<usize>, Failure> {
-    Ok(crate::app::plan::check_tasks(cfg, names)?)
+    crate::app::plan::check_tasks(cfg, names)
 }

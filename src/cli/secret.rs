@@ -9,6 +9,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{CmdResult, Ctx, Failure, Format, emit, emitln};
+use crate::app::Error;
 use crate::exit::Exit;
 use crate::secrets::{
     self, KeySource, NewKey, PASSPHRASE_ENV, Prompt, SecretError, Settings, Unlock, Vault,
@@ -102,28 +103,18 @@ fn init(ctx: &Ctx, settings: &Settings, unlock: &Unlock<'_>, args: InitArgs) -> 
         // Opening prefers an existing key file and otherwise uses the variable; generating a new
         // key file while the variable holds another key would leave the two disagreeing.
         if !file.exists() && env_has_key {
-            return Err(Failure::new(
-                Exit::Usage,
-                format!(
-                    "error: the `vault` node names the key file {}, which does not exist, and                      {key_env} holds a key: pass `--key-file {}` to write a new key to the file,                      or put the key from {key_env} in the file (mode 0600)",
-                    file.display(),
-                    file.display()
-                ),
-            ));
+            return Err(Error::VaultKeyAmbiguous {
+                file,
+                env: key_env.to_string(),
+            });
         }
         NewKey::KeyFile(file)
     } else if env_has_key {
         NewKey::Env
     } else {
-        return Err(Failure::new(
-            Exit::Usage,
-            format!(
-                "error: choose where the vault key is kept: `nexus secret init --passphrase`, \
-                 `nexus secret init --key-file FILE` (a new random key is written to FILE), \
-                 key-file=\"FILE\" on the configuration's `vault` node, or a key in {key_env} \
-                 (64 hex digits, e.g. from `openssl rand -hex 32`)"
-            ),
-        ));
+        return Err(Error::VaultKeyUnspecified {
+            env: key_env.to_string(),
+        });
     };
     let generated = match &new_key {
         NewKey::KeyFile(f) => !f.exists(),
@@ -282,12 +273,12 @@ fn read_value(name: &str, keep_newline: bool) -> Result<Zeroizing<String>, Failu
         .lock()
         .take(MAX_VALUE_BYTES as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| Failure::new(Exit::Failed, format!("error: cannot read stdin: {e}")))?;
+        .map_err(Error::Stdin)?;
     if buf.len() > MAX_VALUE_BYTES {
-        return Err(Failure::new(
-            Exit::Failed,
-            format!("error: the value for `{name}` is larger than {MAX_VALUE_BYTES} bytes"),
-        ));
+        return Err(Error::SecretTooLarge {
+            name: name.to_string(),
+            max: MAX_VALUE_BYTES,
+        });
     }
     // `echo TOKEN | nexus secret set NAME` means TOKEN, not TOKEN and a newline.
     if !keep_newline && buf.last() == Some(&b'\n') {
@@ -336,19 +327,13 @@ fn missing(vault: &Vault, name: &str) -> Failure {
         Some(s) => format!("; did you mean `{s}`?"),
         None => String::new(),
     };
-    Failure::new(
-        Exit::Failed,
-        format!(
-            "error: no secret `{name}` in the vault {}{hint}",
-            vault.path().display()
-        ),
-    )
+    Error::NoSuchSecret {
+        name: name.to_string(),
+        vault: vault.path().to_path_buf(),
+        hint,
+    }
 }
 
 fn fail(e: SecretError) -> Failure {
-    let exit = match e {
-        SecretError::InvalidName { .. } => Exit::Usage,
-        _ => Exit::Failed,
-    };
-    Failure::new(exit, format!("error: {e}"))
+    Error::Vault(e)
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CmdResult, Ctx, Failure, Format, emit};
+use super::{CmdResult, Ctx, Format, emit};
 use crate::exit::Exit;
 use crate::plan::lockfile;
 
@@ -19,18 +19,7 @@ pub fn run(ctx: &Ctx, args: ShowArgs) -> CmdResult {
         Format::Text,
         &[Format::Text, Format::Json, Format::Markdown],
     )?;
-    let plan = lockfile::read(&args.file)
-        .map_err(|e| Failure::new(lockfile_exit(&e), format!("error: {e}")))?;
+    let plan = lockfile::read(&args.file).map_err(crate::app::Error::ReadPlan)?;
     emit(&super::plan::render(ctx, &plan, format, Some(&args.file)));
     Ok(Exit::Ok)
-}
-
-/// Tampered or unreadable plan files are refused with exit 5; a missing file is a plain failure.
-pub fn lockfile_exit(e: &lockfile::LockfileError) -> Exit {
-    match e {
-        lockfile::LockfileError::Read { .. } | lockfile::LockfileError::Write { .. } => {
-            Exit::Failed
-        }
-        _ => Exit::PlanRefused,
-    }
 }
