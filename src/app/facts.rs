@@ -6,7 +6,7 @@ use crate::inventory::Inventory;
 #[derive(Debug)]
 pub struct HostFacts {
     pub host: String,
-    pub result: Result<crate::facts::Facts, String>,
+    pub result: Result<crate::facts::Facts, crate::facts::FactsError>,
     /// Commands sent to the host while gathering (the design promises exactly one).
     pub round_trips: u64,
 }
@@ -24,14 +24,12 @@ pub async fn gather_many(
             match inventory.transport(&host) {
                 Err(e) => HostFacts {
                     host,
-                    result: Err(e.to_string()),
+                    result: Err(e.into()),
                     round_trips: 0,
                 },
                 Ok(t) => {
                     let before = t.commands_run();
-                    let result = crate::facts::gather_facts(&*t)
-                        .await
-                        .map_err(|e| e.to_string());
+                    let result = crate::facts::gather_facts(&*t).await;
                     let round_trips = t.commands_run() - before;
                     HostFacts {
                         host,

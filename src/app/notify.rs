@@ -3,7 +3,7 @@
 //! reached is reported as a delivery; it never changes the command's result.
 
 use crate::config::Value;
-use crate::notify::{Delivery, ResolvedNotifier, RunEvent};
+use crate::notify::{Delivery, LookupError, ResolvedNotifier, RunEvent};
 use crate::plan::PlanNotifier;
 use crate::secrets::Resolved;
 
@@ -16,22 +16,18 @@ pub async fn send(
     let mut resolved = Vec::new();
     let mut failed = Vec::new();
     for n in notifiers {
-        let lookup = |v: &Value| -> Result<String, String> {
-            match v {
-                Value::Literal(s) => Ok(s.clone()),
-                Value::Env(var) => {
-                    std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
-                }
-                Value::Secret(name) => secrets
-                    .get(name)
-                    .map(str::to_string)
-                    .ok_or_else(|| format!("secret {name:?} could not be read from the vault")),
-            }
+        let lookup = |v: &Value| match v {
+            Value::Literal(s) => Ok(s.clone()),
+            Value::Env(var) => std::env::var(var).map_err(|_| LookupError::EnvUnset(var.clone())),
+            Value::Secret(name) => secrets
+                .get(name)
+                .map(str::to_string)
+                .ok_or_else(|| LookupError::SecretUnavailable(name.clone())),
         };
         match ResolvedNotifier::resolve(&n.to_config(), lookup) {
             Ok(r) => resolved.push(r),
             Err(e) if crate::notify::wants(&n.on, event.outcome) => {
-                failed.push(Delivery::not_sent(&n.name, n.template, None, e));
+                failed.push(Delivery::not_sent(&n.name, n.template, None, e.to_string()));
             }
             Err(_) => {}
         }

@@ -145,7 +145,7 @@ pub fn run(ctx: &Ctx, args: FactsArgs) -> CmdResult {
                     json!({ "host": r.host, "ok": true, "round_trips": r.round_trips, "facts": f })
                 }
                 Err(e) => {
-                    json!({ "host": r.host, "ok": false, "round_trips": r.round_trips, "error": e })
+                    json!({ "host": r.host, "ok": false, "round_trips": r.round_trips, "error": e.to_string() })
                 }
             })
             .collect();

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// A parse failure: what was wrong and a hint showing the accepted form.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} ({help})")]
 pub struct ValueError {
     pub message: String,
     pub help: String,

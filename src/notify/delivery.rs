@@ -38,17 +38,44 @@ pub struct ResolvedNotifier {
     pub retries: u32,
 }
 
+/// Why an `(env)` or `(secret)` value of a notifier could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("environment variable {0} is not set")]
+    EnvUnset(String),
+    #[error("secret {0:?} could not be read from the vault")]
+    SecretUnavailable(String),
+}
+
+/// Why a notification could not be sent at all. Never contains the URL or a header value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyError {
+    /// `what` is `url` or `header NAME`.
+    #[error("{what}: {source}")]
+    Unresolved { what: String, source: LookupError },
+    /// `reason` is the whole chain of causes.
+    #[error("cannot start the HTTP client: {0}")]
+    Client(String),
+    #[error("invalid header name {0:?}")]
+    HeaderName(String),
+    #[error("invalid value for header {0}")]
+    HeaderValue(String),
+}
+
 impl ResolvedNotifier {
     /// Resolves a configured notifier. `lookup` reads an `(env)` or `(secret)` value (the
     /// caller's environment and vault access); literals are used as written. The error names
     /// what could not be resolved and never contains a value.
     pub fn resolve(
         n: &Notifier,
-        mut lookup: impl FnMut(&Value) -> Result<String, String>,
-    ) -> Result<ResolvedNotifier, String> {
+        mut lookup: impl FnMut(&Value) -> Result<String, LookupError>,
+    ) -> Result<ResolvedNotifier, NotifyError> {
         let mut get = |what: &str, v: &Value| match v {
             Value::Literal(s) => Ok(s.clone()),
-            _ => lookup(v).map_err(|e| format!("{what}: {e}")),
+            _ => lookup(v).map_err(|source| NotifyError::Unresolved {
+                what: what.to_string(),
+                source,
+            }),
         };
         let url = get("url", &n.url)?;
         let mut headers = Vec::with_capacity(n.headers.len());
@@ -213,7 +240,7 @@ pub async fn deliver(n: &ResolvedNotifier, ev: &RunEvent) -> Delivery {
 pub async fn deliver_with(n: &ResolvedNotifier, ev: &RunEvent, policy: &RetryPolicy) -> Delivery {
     match client() {
         Ok(c) => send(&c, n, ev, policy).await,
-        Err(e) => Delivery::not_sent(&n.name, n.template, Some(&n.url), e),
+        Err(e) => Delivery::not_sent(&n.name, n.template, Some(&n.url), e.to_string()),
     }
 }
 
@@ -238,7 +265,7 @@ pub async fn deliver_all_with(
         Err(e) => {
             return notifiers
                 .iter()
-                .map(|n| Delivery::not_sent(&n.name, n.template, Some(&n.url), e.clone()))
+                .map(|n| Delivery::not_sent(&n.name, n.template, Some(&n.url), e.to_string()))
                 .collect();
         }
     };
@@ -256,13 +283,13 @@ pub async fn notify(notifiers: &[ResolvedNotifier], ev: &RunEvent) -> Vec<Delive
     deliver_all(&chosen, ev).await
 }
 
-fn client() -> Result<Client, String> {
+fn client() -> Result<Client, NotifyError> {
     Client::builder()
         // A redirected POST may turn into a GET elsewhere and be dropped silently; a webhook
         // URL that redirects is misconfigured and reported as such.
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| format!("cannot start the HTTP client: {}", chain(&e.without_url())))
+        .map_err(|e| NotifyError::Client(chain(&e.without_url())))
 }
 
 /// How one attempt ended.
@@ -304,7 +331,7 @@ async fn send(c: &Client, n: &ResolvedNotifier, ev: &RunEvent, policy: &RetryPol
     let headers = match headers(n) {
         Ok(h) => h,
         Err(e) => {
-            d.error = Some(e);
+            d.error = Some(e.to_string());
             return d;
         }
     };
@@ -350,17 +377,17 @@ async fn send(c: &Client, n: &ResolvedNotifier, ev: &RunEvent, policy: &RetryPol
 }
 
 /// Content type and user agent first, then the configured headers, which may replace them.
-fn headers(n: &ResolvedNotifier) -> Result<HeaderMap, String> {
+fn headers(n: &ResolvedNotifier) -> Result<HeaderMap, NotifyError> {
     let mut h = HeaderMap::new();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let agent = concat!("nexus/", env!("CARGO_PKG_VERSION"));
     h.insert(USER_AGENT, HeaderValue::from_static(agent));
     for (k, v) in &n.headers {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| format!("invalid header name {k:?}"))?;
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| NotifyError::HeaderName(k.clone()))?;
         // The value may be a token: name the header, never show the value.
         let mut value =
-            HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k}"))?;
+            HeaderValue::from_str(v).map_err(|_| NotifyError::HeaderValue(k.clone()))?;
         value.set_sensitive(true);
         h.insert(name, value);
     }
@@ -700,7 +727,7 @@ mod tests {
         let r = ResolvedNotifier::resolve(&n, |v| match v {
             Value::Env(k) if k == "HOOK" => Ok("https://h.example/x".into()),
             Value::Secret(k) if k == "TOKEN" => Ok("Bearer t".into()),
-            _ => Err("unexpected".into()),
+            _ => Err(LookupError::EnvUnset("unexpected".into())),
         })
         .unwrap();
         assert_eq!(r.url, "https://h.example/x");
@@ -711,8 +738,9 @@ mod tests {
                 ("X-Source".to_string(), "nexus".to_string())
             ]
         );
-        let err = ResolvedNotifier::resolve(&n, |_| Err("HOOK is not set".into())).unwrap_err();
-        assert_eq!(err, "url: HOOK is not set");
+        let err = ResolvedNotifier::resolve(&n, |_| Err(LookupError::EnvUnset("HOOK".into())))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "url: environment variable HOOK is not set");
     }
 
     #[test]

@@ -23,8 +23,8 @@ use serde::Serialize;
 
 pub use crate::config::{NotifyEvent, NotifyTemplate};
 pub use delivery::{
-    Delivery, ResolvedNotifier, RetryPolicy, deliver, deliver_all, deliver_all_with, deliver_with,
-    notify, redact_url,
+    Delivery, LookupError, NotifyError, ResolvedNotifier, RetryPolicy, deliver, deliver_all,
+    deliver_all_with, deliver_with, notify, redact_url,
 };
 
 use crate::exec::{Report, Status, TaskStatus, human_ms};

@@ -245,11 +245,31 @@ struct Entry {
     location: String,
     notify: Vec<String>,
     retry: Retry,
-    /// `Err(reason)`: skipped by a `when` condition, not probed.
-    resource: Result<AnyResource, String>,
+    resource: Included,
     /// The resource's probe, built once: the script, the split and the plan all need it.
     probe: Option<probe::Owned>,
 }
+
+/// Whether a resource takes part on a host.
+enum Included {
+    Resource(AnyResource),
+    /// Skipped by a `when` condition (the reason says which), so not probed.
+    Skipped(String),
+}
+
+impl Included {
+    fn resource(&self) -> Option<&AnyResource> {
+        match self {
+            Included::Resource(r) => Some(r),
+            Included::Skipped(_) => None,
+        }
+    }
+}
+
+/// An `(env)` value the inputs do not hold.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {0} is not set")]
+struct EnvUnset(String);
 
 /// Whether `host` escalates by default (`become=#true` on it, else on `defaults`).
 pub fn host_becomes(cfg: &Config, host: &str) -> bool {
@@ -296,12 +316,10 @@ pub fn prepare_host(
         vars: &vars,
         host_tags: &tags,
     };
-    let when = |expr: &str| -> Result<bool, String> {
+    let when = |expr: &str| -> Result<bool, minijinja::Error> {
         let env = minijinja::Environment::new();
-        let e = env.compile_expression(expr).map_err(|e| e.to_string())?;
-        e.eval(base.template_context())
-            .map(|v| v.is_true())
-            .map_err(|e| e.to_string())
+        let e = env.compile_expression(expr)?;
+        e.eval(base.template_context()).map(|v| v.is_true())
     };
     let d = &cfg.defaults;
     let mut entries = Vec::new();
@@ -355,11 +373,11 @@ pub fn prepare_host(
         });
         let sudo = r.common.sudo.unwrap_or(becomes);
         let resource = match skip {
-            Some(reason) => Err(reason),
+            Some(reason) => Included::Skipped(reason),
             None => {
                 let ctx = ResolveCtx { sudo, ..base };
                 match resources::resolve(&r.kind, &ctx) {
-                    Ok(res) => Ok(res),
+                    Ok(res) => Included::Resource(res),
                     Err(e) => {
                         errors.push(err(
                             Some(format!("{} ({location})", r.kind.type_name())),
@@ -381,7 +399,7 @@ pub fn prepare_host(
             location,
             notify: r.common.notify.iter().map(|n| n.value.clone()).collect(),
             retry,
-            probe: resource.as_ref().ok().map(|r| probe::Owned::of(r.as_ref())),
+            probe: resource.resource().map(|r| probe::Owned::of(r.as_ref())),
             resource,
         });
     };
@@ -458,7 +476,7 @@ pub fn prepare_host(
     // Two resources managing the same thing on one host would fight; refuse the plan.
     let mut seen: BTreeMap<String, &str> = BTreeMap::new();
     for e in &entries {
-        if let Ok(r) = &e.resource {
+        if let Some(r) = e.resource.resource() {
             let id = r.id();
             if e.role == Role::Handler
                 || !(id.starts_with("file:")
@@ -485,7 +503,10 @@ pub fn prepare_host(
         return Err(errors);
     }
     // Probes read what the steps will change; where steps need root, so may the probe.
-    let probe_sudo = facts.uid != 0 && entries.iter().any(|e| e.resource.is_ok() && e.sudo);
+    let probe_sudo = facts.uid != 0
+        && entries
+            .iter()
+            .any(|e| e.resource.resource().is_some() && e.sudo);
     Ok(PreparedHost {
         name: host.to_string(),
         connection: match inputs.discovered_host(host) {
@@ -529,13 +550,13 @@ fn config_label(kind: &crate::config::ResourceKind) -> String {
     format!("{} {what}", kind.type_name())
 }
 
-fn resolve_value(inputs: &Inputs, v: &Value) -> Result<String, String> {
+fn resolve_value(inputs: &Inputs, v: &Value) -> Result<String, EnvUnset> {
     match v {
         Value::Literal(s) => Ok(s.clone()),
         Value::Env(n) => inputs
             .env_value(n)
             .map(str::to_string)
-            .ok_or_else(|| format!("environment variable {n} is not set")),
+            .ok_or_else(|| EnvUnset(n.clone())),
         // Templates see a placeholder; the file resource renders the real content only to hash
         // it, and the executor substitutes the value at apply (docs/secrets.md).
         Value::Secret(n) => Ok(crate::secrets::placeholder::placeholder(n)),
@@ -564,7 +585,7 @@ impl PreparedHost {
     pub fn probe_keys(&self) -> Vec<String> {
         self.entries
             .iter()
-            .filter(|e| e.resource.is_ok())
+            .filter(|e| e.resource.resource().is_some())
             .map(|e| e.key.clone())
             .collect()
     }
@@ -602,7 +623,7 @@ impl PreparedHost {
         let mut blobs = BTreeMap::new();
         for e in self.entries {
             let (id, label, change, probe, fingerprint) = match e.resource {
-                Err(reason) => {
+                Included::Skipped(reason) => {
                     let label = e.label.clone().unwrap_or_else(|| e.config_label.clone());
                     (
                         String::new(),
@@ -612,7 +633,7 @@ impl PreparedHost {
                         String::new(),
                     )
                 }
-                Ok(r) => {
+                Included::Resource(r) => {
                     let section = sections.next().expect("one section per probed resource");
                     let name = format!("{} ({})", r.label(), e.location);
                     if section.status != 0 {
