@@ -157,7 +157,7 @@ fn record_of(r: &exec::ResourceResult) -> ActionRecord {
         key: r.key.clone(),
         task: r.task.clone(),
         resource_id: r.id.clone(),
-        kind: r.kind.clone(),
+        kind: r.kind.to_string(),
         label: r.label.clone(),
         action: r.action,
         status: action_status(r.status),

@@ -226,18 +226,61 @@ pub enum ResourceKind {
 
 impl ResourceKind {
     pub fn type_name(&self) -> &'static str {
+        self.resource_type().as_str()
+    }
+
+    pub fn resource_type(&self) -> ResourceType {
         match self {
-            ResourceKind::Package(_) => "package",
-            ResourceKind::Service(_) => "service",
-            ResourceKind::File(_) => "file",
-            ResourceKind::Directory(_) => "directory",
-            ResourceKind::User(_) => "user",
-            ResourceKind::Group(_) => "group",
-            ResourceKind::Command(_) => "command",
-            ResourceKind::Upload(_) => "upload",
-            ResourceKind::Download(_) => "download",
-            ResourceKind::WaitFor(_) => "wait-for",
+            ResourceKind::Package(_) => ResourceType::Package,
+            ResourceKind::Service(_) => ResourceType::Service,
+            ResourceKind::File(_) => ResourceType::File,
+            ResourceKind::Directory(_) => ResourceType::Directory,
+            ResourceKind::User(_) => ResourceType::User,
+            ResourceKind::Group(_) => ResourceType::Group,
+            ResourceKind::Command(_) => ResourceType::Command,
+            ResourceKind::Upload(_) => ResourceType::Upload,
+            ResourceKind::Download(_) => ResourceType::Download,
+            ResourceKind::WaitFor(_) => ResourceType::WaitFor,
         }
+    }
+}
+
+/// The resource types, as the configuration, plan files and the state name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceType {
+    Package,
+    Service,
+    File,
+    Directory,
+    User,
+    Group,
+    Command,
+    Upload,
+    Download,
+    WaitFor,
+}
+
+impl ResourceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceType::Package => "package",
+            ResourceType::Service => "service",
+            ResourceType::File => "file",
+            ResourceType::Directory => "directory",
+            ResourceType::User => "user",
+            ResourceType::Group => "group",
+            ResourceType::Command => "command",
+            ResourceType::Upload => "upload",
+            ResourceType::Download => "download",
+            ResourceType::WaitFor => "wait-for",
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -395,7 +395,7 @@ pub(crate) mod test_support {
             task: task.into(),
             role: Role::Task,
             id: format!("file:/etc/{task}{n}"),
-            kind: "file".into(),
+            kind: crate::config::ResourceType::File,
             label: format!("file /etc/{task}{n}"),
             action,
             status,

@@ -225,7 +225,7 @@ pub struct PlannedResource {
     /// Resource identity (`file:/etc/motd`).
     pub id: String,
     /// Resource type (`file`).
-    pub kind: String,
+    pub kind: crate::config::ResourceType,
     pub label: String,
     pub action: Action,
     pub reason: String,

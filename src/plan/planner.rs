@@ -9,7 +9,9 @@ use base64::Engine;
 
 use super::model::*;
 use super::probe;
-use crate::config::{Config, LOCAL_HOST, Loaded, Resource as ConfigResource, Task, Value};
+use crate::config::{
+    Config, LOCAL_HOST, Loaded, Resource as ConfigResource, ResourceType, Task, Value,
+};
 use crate::dag::Deps;
 use crate::facts::Facts;
 use crate::inputs::Inputs;
@@ -235,7 +237,7 @@ struct Entry {
     key: String,
     task: String,
     role: Role,
-    kind: String,
+    kind: crate::config::ResourceType,
     /// Steps run with sudo (the resource's `sudo`, else the host's `become`).
     sudo: bool,
     /// The resource's `label` option, shown instead of the generated label.
@@ -392,7 +394,7 @@ pub fn prepare_host(
             key,
             task: task.to_string(),
             role,
-            kind: r.kind.type_name().to_string(),
+            kind: r.kind.resource_type(),
             sudo,
             label: r.common.label.clone(),
             config_label: config_label(&r.kind),
@@ -663,7 +665,13 @@ impl PreparedHost {
                     // yet; plan it as new rather than fail.
                     let creates_earlier = resources.iter().any(|p: &PlannedResource| {
                         p.action != crate::resources::Action::NoOp
-                            && matches!(p.kind.as_str(), "package" | "file" | "upload" | "command")
+                            && matches!(
+                                p.kind,
+                                ResourceType::Package
+                                    | ResourceType::File
+                                    | ResourceType::Upload
+                                    | ResourceType::Command
+                            )
                     });
                     let planned = match r.plan(&observed) {
                         Err(resources::ResourceError::Invalid(m)) if creates_earlier => r
