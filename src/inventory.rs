@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{HostKeyChecking, LOCAL_HOST, Value};
+use crate::config::{LOCAL_HOST, Value};
 use crate::plan::{Connection, SshSettings, TransportKind};
 use crate::transport::ssh_config::SshConfigSource;
 use crate::transport::{
@@ -70,10 +70,7 @@ impl Inventory {
         if ov.accept_new_host_keys {
             opts.host_key_policy = Some(HostKeyPolicy::AcceptNew);
         } else if let Some(h) = settings.host_key_checking {
-            opts.host_key_policy = Some(match h {
-                HostKeyChecking::Strict => HostKeyPolicy::Strict,
-                HostKeyChecking::AcceptNew => HostKeyPolicy::AcceptNew,
-            });
+            opts.host_key_policy = Some(h);
         }
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let resolve = |p: &str| {

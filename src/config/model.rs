@@ -73,14 +73,9 @@ pub struct Defaults {
     pub host_key_checking: Option<HostKeyChecking>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyChecking {
-    /// Unknown and changed keys are refused (the default).
-    Strict,
-    /// Unknown keys are recorded; changed keys are still refused.
-    AcceptNew,
-}
+/// `host-key-checking` of `defaults`: the transport's own policy, so the configuration, the
+/// plan file and the SSH client name one set of values.
+pub use crate::transport::HostKeyPolicy as HostKeyChecking;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Host {
