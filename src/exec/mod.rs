@@ -312,6 +312,8 @@ async fn run_task(ctx: &Ctx<'_>, task: &TaskPlan) -> TaskOutcome {
         .max(1);
     let mut status = TaskStatus::Succeeded;
     let n = batches.len();
+    // max-fail is a share of the task's hosts, counted over every batch so far.
+    let mut failed_so_far = 0;
     for (bi, batch) in batches.iter().enumerate() {
         (ctx.events)(Event::BatchStarted {
             task: task.name.clone(),
@@ -342,11 +344,12 @@ async fn run_task(ctx: &Ctx<'_>, task: &TaskPlan) -> TaskOutcome {
         if failed_in_batch > 0 {
             status = TaskStatus::Failed;
         }
+        failed_so_far += failed_in_batch;
         // A parallel task has no later batch to protect: its failed hosts just drop out. Batched
         // rollouts stop when failures exceed max-fail (any failure, without a limit).
         let batched = task.strategy != Strategy::Parallel || task.max_fail.is_some();
         if batched
-            && strategy::exceeds_max_fail(failed_in_batch, batch.len(), task.max_fail)
+            && strategy::exceeds_max_fail(failed_so_far, task.hosts.len(), task.max_fail)
             && !task.continue_on_error
         {
             let reason = format!(
@@ -354,8 +357,8 @@ async fn run_task(ctx: &Ctx<'_>, task: &TaskPlan) -> TaskOutcome {
                 task.name,
                 bi + 1,
                 n,
-                failed_in_batch,
-                batch.len(),
+                failed_so_far,
+                task.hosts.len(),
                 task.max_fail
                     .map(|m| format!(" (max-fail {m})"))
                     .unwrap_or_default()

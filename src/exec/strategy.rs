@@ -58,15 +58,15 @@ pub fn batches(
     }
 }
 
-/// Whether a batch's failures stop the rollout: the failed share must exceed `max_fail`
-/// (Ansible's rule); without a limit, any failure stops it.
-pub fn exceeds_max_fail(failed: usize, batch: usize, max_fail: Option<Percent>) -> bool {
+/// Whether failures stop the rollout: the share of the task's hosts that failed so far must
+/// exceed `max_fail`; without a limit, any failure stops it.
+pub fn exceeds_max_fail(failed: usize, hosts: usize, max_fail: Option<Percent>) -> bool {
     if failed == 0 {
         return false;
     }
     match max_fail {
         None => true,
-        Some(Percent(p)) => failed * 100 > batch * p as usize,
+        Some(Percent(p)) => failed * 100 > hosts * p as usize,
     }
 }
 
