@@ -537,7 +537,7 @@ fn free_port(ip: Ipv4Addr) -> u16 {
 }
 
 /// All processes below `root` in the process tree (from /proc).
-fn descendants(root: u32) -> Vec<u32> {
+pub fn descendants(root: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
