@@ -2,10 +2,9 @@
 //! fresh temporary directory. Pinned outputs of `list`, `graph` and `validate` are in
 //! tests/golden.rs; these check behaviour.
 
-use std::path::Path;
-use std::process::Command;
+mod harness;
 
-use tempfile::TempDir;
+use harness::project::Project;
 
 /// Exit codes from src/exit.rs (documented in docs/cli.md).
 const OK: i32 = 0;
@@ -13,54 +12,9 @@ const FAILED: i32 = 1;
 const INVALID_CONFIG: i32 = 3;
 const USAGE: i32 = 64;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("NEXUS_CONFIG")
-        .env_remove("NO_COLOR");
-    cmd
-}
-
-fn output(mut cmd: Command) -> Run {
-    let out = cmd.output().expect("run nexus");
-    Run {
-        code: out.status.code().expect("exited normally"),
-        stdout: String::from_utf8(out.stdout).expect("UTF-8 stdout"),
-        stderr: String::from_utf8(out.stderr).expect("UTF-8 stderr"),
-    }
-}
-
-fn nexus(dir: &Path, args: &[&str]) -> Run {
-    output(command(dir, args))
-}
-
-fn tmp() -> TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    let path = dir.join(name);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).expect("mkdir");
-    }
-    std::fs::write(path, text).expect("write file");
+/// An empty project where nexus runs without `-c` and without `NO_COLOR`, as a user would.
+fn tmp() -> Project {
+    Project::new().no_config_arg().env_remove("NO_COLOR")
 }
 
 fn json(s: &str) -> serde_json::Value {
@@ -92,23 +46,23 @@ task "deploy" on="webb" {
 }
 "#;
 
-fn valid_dir() -> TempDir {
+fn valid_dir() -> Project {
     let d = tmp();
-    write(d.path(), "nexus.kdl", VALID);
+    d.write("nexus.kdl", VALID);
     d
 }
 
 #[test]
 fn version_and_help() {
     let d = tmp();
-    let r = nexus(d.path(), &["--version"]);
+    let r = d.nexus(&["--version"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert_eq!(
         r.stdout.trim(),
         format!("nexus {}", env!("CARGO_PKG_VERSION")),
         "{r:?}"
     );
-    let r = nexus(d.path(), &["--help"]);
+    let r = d.nexus(&["--help"]);
     assert_eq!(r.code, OK, "{r:?}");
     for cmd in ["init", "validate", "list", "graph", "completions"] {
         assert!(r.stdout.contains(cmd), "help lists {cmd}: {r:?}");
@@ -118,23 +72,23 @@ fn version_and_help() {
 #[test]
 fn init_writes_a_config_that_validates() {
     let d = tmp();
-    let r = nexus(d.path(), &["init"]);
+    let r = d.nexus(&["init"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert!(r.stdout.contains("Created nexus.kdl"), "{r:?}");
-    assert!(d.path().join("nexus.kdl").is_file());
+    assert!(d.path("nexus.kdl").is_file());
     assert!(
-        !d.path().join("nexus.kdl.tmp").exists(),
+        !d.path("nexus.kdl.tmp").exists(),
         "no temporary file is left behind"
     );
 
-    let r = nexus(d.path(), &["validate"]);
+    let r = d.nexus(&["validate"]);
     assert_eq!(r.code, OK, "the starter config validates: {r:?}");
     assert!(
         r.stdout.starts_with("Configuration valid: nexus.kdl\n"),
         "{r:?}"
     );
     // The starter's task is listed and graphed too.
-    let r = nexus(d.path(), &["list"]);
+    let r = d.nexus(&["list"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert!(r.stdout.contains("Tasks (1):"), "{r:?}");
 }
@@ -142,11 +96,11 @@ fn init_writes_a_config_that_validates() {
 #[test]
 fn init_refuses_to_overwrite_without_force() {
     let d = tmp();
-    let path = d.path().join("nexus.kdl");
+    let path = d.path("nexus.kdl");
     let mine = "// my own config\ntask \"mine\" {\n    command \"true\"\n}\n";
-    write(d.path(), "nexus.kdl", mine);
+    d.write("nexus.kdl", mine);
 
-    let r = nexus(d.path(), &["init"]);
+    let r = d.nexus(&["init"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(r.stderr.contains("already exists"), "{r:?}");
     assert!(
@@ -159,24 +113,24 @@ fn init_refuses_to_overwrite_without_force() {
         "file unchanged"
     );
 
-    let r = nexus(d.path(), &["init", "--force"]);
+    let r = d.nexus(&["init", "--force"]);
     assert_eq!(r.code, OK, "{r:?}");
     let written = std::fs::read_to_string(&path).unwrap();
     assert_ne!(written, mine, "--force overwrites");
-    assert_eq!(nexus(d.path(), &["validate"]).code, OK);
+    assert_eq!(d.nexus(&["validate"]).code, OK);
 }
 
 #[test]
 fn init_honours_config_path_and_quiet() {
     let d = tmp();
-    let r = nexus(d.path(), &["-q", "init", "-c", "deploy/site.kdl"]);
+    let r = d.nexus(&["-q", "init", "-c", "deploy/site.kdl"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert_eq!(r.stdout, "", "-q prints nothing: {r:?}");
     assert!(
-        d.path().join("deploy/site.kdl").is_file(),
+        d.path("deploy/site.kdl").is_file(),
         "parent directories are created"
     );
-    let r = nexus(d.path(), &["validate", "-c", "deploy/site.kdl"]);
+    let r = d.nexus(&["validate", "-c", "deploy/site.kdl"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert!(
         r.stdout.contains("Configuration valid: deploy/site.kdl"),
@@ -187,7 +141,7 @@ fn init_honours_config_path_and_quiet() {
 #[test]
 fn validate_prints_file_and_summary() {
     let d = valid_dir();
-    let r = nexus(d.path(), &["validate"]);
+    let r = d.nexus(&["validate"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert_eq!(
         r.stdout,
@@ -199,17 +153,15 @@ fn validate_prints_file_and_summary() {
 #[test]
 fn config_comes_from_flag_or_environment() {
     let d = tmp();
-    write(d.path(), "conf/site.kdl", VALID);
-    let r = nexus(d.path(), &["validate", "--config", "conf/site.kdl"]);
+    d.write("conf/site.kdl", VALID);
+    let r = d.nexus(&["validate", "--config", "conf/site.kdl"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert!(
         r.stdout.contains("Configuration valid: conf/site.kdl"),
         "{r:?}"
     );
 
-    let mut cmd = command(d.path(), &["validate"]);
-    cmd.env("NEXUS_CONFIG", "conf/site.kdl");
-    let r = output(cmd);
+    let r = d.nexus_with(&["validate"], "", &[("NEXUS_CONFIG", "conf/site.kdl")]);
     assert_eq!(r.code, OK, "{r:?}");
     assert!(
         r.stdout.contains("Configuration valid: conf/site.kdl"),
@@ -220,13 +172,13 @@ fn config_comes_from_flag_or_environment() {
 #[test]
 fn quiet_suppresses_validate_output() {
     let d = valid_dir();
-    let r = nexus(d.path(), &["-q", "validate"]);
+    let r = d.nexus(&["-q", "validate"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert_eq!(r.stdout, "", "{r:?}");
     assert_eq!(r.stderr, "", "{r:?}");
     // Errors are still reported under -q.
-    write(d.path(), "bad.kdl", INVALID);
-    let r = nexus(d.path(), &["validate", "-q", "-c", "bad.kdl"]);
+    d.write("bad.kdl", INVALID);
+    let r = d.nexus(&["validate", "-q", "-c", "bad.kdl"]);
     assert_eq!(r.code, INVALID_CONFIG, "{r:?}");
     assert!(r.stderr.contains("configuration is invalid"), "{r:?}");
 }
@@ -234,7 +186,7 @@ fn quiet_suppresses_validate_output() {
 #[test]
 fn missing_config_file_is_a_clear_error() {
     let d = tmp();
-    let r = nexus(d.path(), &["validate", "--no-color"]);
+    let r = d.nexus(&["validate", "--no-color"]);
     assert_eq!(r.code, INVALID_CONFIG, "{r:?}");
     assert_eq!(r.stdout, "", "{r:?}");
     assert!(
@@ -248,7 +200,7 @@ fn missing_config_file_is_a_clear_error() {
     );
 
     for cmd in ["list", "graph"] {
-        let r = nexus(d.path(), &[cmd, "-c", "nope.kdl"]);
+        let r = d.nexus(&[cmd, "-c", "nope.kdl"]);
         assert_eq!(r.code, INVALID_CONFIG, "{cmd}: {r:?}");
         assert!(r.stderr.contains("nope.kdl"), "{cmd}: {r:?}");
     }
@@ -257,8 +209,8 @@ fn missing_config_file_is_a_clear_error() {
 #[test]
 fn invalid_config_reports_every_error_with_location() {
     let d = tmp();
-    write(d.path(), "nexus.kdl", INVALID);
-    let r = nexus(d.path(), &["validate", "--no-color"]);
+    d.write("nexus.kdl", INVALID);
+    let r = d.nexus(&["validate", "--no-color"]);
     assert_eq!(r.code, INVALID_CONFIG, "{r:?}");
     assert_eq!(r.stdout, "", "{r:?}");
     assert!(r.stderr.contains("nexus.kdl:1:26"), "{r:?}");
@@ -272,7 +224,7 @@ fn invalid_config_reports_every_error_with_location() {
     );
     // list and graph refuse an invalid config the same way.
     for cmd in ["list", "graph"] {
-        let r = nexus(d.path(), &[cmd]);
+        let r = d.nexus(&[cmd]);
         assert_eq!(r.code, INVALID_CONFIG, "{cmd}: {r:?}");
         assert!(r.stderr.contains("2 errors"), "{cmd}: {r:?}");
     }
@@ -281,7 +233,7 @@ fn invalid_config_reports_every_error_with_location() {
 #[test]
 fn validate_json_on_a_valid_config() {
     let d = valid_dir();
-    let r = nexus(d.path(), &["validate", "--format", "json"]);
+    let r = d.nexus(&["validate", "--format", "json"]);
     assert_eq!(r.code, OK, "{r:?}");
     let v = json(&r.stdout);
     assert_eq!(v["valid"], true);
@@ -295,8 +247,8 @@ fn validate_json_on_a_valid_config() {
 #[test]
 fn validate_json_on_an_invalid_config() {
     let d = tmp();
-    write(d.path(), "nexus.kdl", INVALID);
-    let r = nexus(d.path(), &["validate", "--format", "json"]);
+    d.write("nexus.kdl", INVALID);
+    let r = d.nexus(&["validate", "--format", "json"]);
     assert_eq!(r.code, INVALID_CONFIG, "{r:?}");
     assert_eq!(r.stderr, "", "JSON mode keeps stderr clean: {r:?}");
     let v = json(&r.stdout);
@@ -315,10 +267,7 @@ fn validate_json_on_an_invalid_config() {
     }
 
     // A missing file is JSON too, without a location.
-    let r = nexus(
-        d.path(),
-        &["validate", "--format", "json", "-c", "nope.kdl"],
-    );
+    let r = d.nexus(&["validate", "--format", "json", "-c", "nope.kdl"]);
     assert_eq!(r.code, INVALID_CONFIG, "{r:?}");
     let v = json(&r.stdout);
     assert_eq!(v["errors"][0]["code"], "config::not-found");
@@ -328,7 +277,7 @@ fn validate_json_on_an_invalid_config() {
 #[test]
 fn unsupported_format_is_a_usage_error() {
     let d = valid_dir();
-    let r = nexus(d.path(), &["validate", "--format", "markdown"]);
+    let r = d.nexus(&["validate", "--format", "markdown"]);
     assert_eq!(r.code, USAGE, "{r:?}");
     assert_eq!(r.stdout, "", "{r:?}");
     assert!(r.stderr.contains("--format markdown"), "{r:?}");
@@ -337,30 +286,30 @@ fn unsupported_format_is_a_usage_error() {
         "names the supported formats: {r:?}"
     );
 
-    let r = nexus(d.path(), &["list", "--format", "dot"]);
+    let r = d.nexus(&["list", "--format", "dot"]);
     assert_eq!(r.code, USAGE, "{r:?}");
-    let r = nexus(d.path(), &["graph", "--format", "yaml"]);
+    let r = d.nexus(&["graph", "--format", "yaml"]);
     assert_eq!(r.code, USAGE, "unknown format value: {r:?}");
 }
 
 #[test]
 fn unknown_flag_or_command_is_a_usage_error() {
     let d = valid_dir();
-    let r = nexus(d.path(), &["validate", "--bogus"]);
+    let r = d.nexus(&["validate", "--bogus"]);
     assert_eq!(r.code, USAGE, "{r:?}");
     assert!(r.stderr.contains("--bogus"), "{r:?}");
-    let r = nexus(d.path(), &["frobnicate"]);
+    let r = d.nexus(&["frobnicate"]);
     assert_eq!(r.code, USAGE, "{r:?}");
-    let r = nexus(d.path(), &[]);
+    let r = d.nexus(&[]);
     assert_eq!(r.code, USAGE, "no command: {r:?}");
-    let r = nexus(d.path(), &["-q", "-v", "validate"]);
+    let r = d.nexus(&["-q", "-v", "validate"]);
     assert_eq!(r.code, USAGE, "-q and -v conflict: {r:?}");
 }
 
 #[test]
 fn list_text_and_json() {
     let d = valid_dir();
-    let r = nexus(d.path(), &["list"]);
+    let r = d.nexus(&["list"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert!(r.stdout.starts_with("Tasks (3):\n"), "{r:?}");
     assert!(
@@ -375,7 +324,7 @@ fn list_text_and_json() {
     assert!(r.stdout.contains("Hosts (2):"), "{r:?}");
     assert!(r.stdout.contains("Groups (1):"), "{r:?}");
 
-    let r = nexus(d.path(), &["list", "--format", "json"]);
+    let r = d.nexus(&["list", "--format", "json"]);
     assert_eq!(r.code, OK, "{r:?}");
     let v = json(&r.stdout);
     let names: Vec<&str> = v["tasks"]
@@ -397,7 +346,7 @@ fn list_text_and_json() {
 #[test]
 fn graph_dot_text_json_and_subset() {
     let d = valid_dir();
-    let r = nexus(d.path(), &["graph"]);
+    let r = d.nexus(&["graph"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert!(
         r.stdout.starts_with("digraph nexus {"),
@@ -407,14 +356,14 @@ fn graph_dot_text_json_and_subset() {
     assert!(r.stdout.contains("\"deploy\" -> \"smoke\";"), "{r:?}");
     assert!(r.stdout.trim_end().ends_with('}'), "{r:?}");
 
-    let r = nexus(d.path(), &["graph", "--format", "text"]);
+    let r = d.nexus(&["graph", "--format", "text"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert_eq!(
         r.stdout,
         "Phase 1: build\nPhase 2: deploy\nPhase 3: smoke\n"
     );
 
-    let r = nexus(d.path(), &["graph", "--format", "json"]);
+    let r = d.nexus(&["graph", "--format", "json"]);
     assert_eq!(r.code, OK, "{r:?}");
     let v = json(&r.stdout);
     assert_eq!(
@@ -423,23 +372,23 @@ fn graph_dot_text_json_and_subset() {
     );
 
     // A subset: the named tasks and what they depend on, nothing downstream.
-    let r = nexus(d.path(), &["graph", "--format", "text", "deploy"]);
+    let r = d.nexus(&["graph", "--format", "text", "deploy"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert_eq!(r.stdout, "Phase 1: build\nPhase 2: deploy\n");
-    let r = nexus(d.path(), &["graph", "deploy"]);
+    let r = d.nexus(&["graph", "deploy"]);
     assert!(!r.stdout.contains("smoke"), "{r:?}");
 }
 
 #[test]
 fn graph_unknown_task_is_a_usage_error_with_suggestion() {
     let d = valid_dir();
-    let r = nexus(d.path(), &["graph", "deplyo"]);
+    let r = d.nexus(&["graph", "deplyo"]);
     assert_eq!(r.code, USAGE, "{r:?}");
     assert_eq!(r.stdout, "", "{r:?}");
     assert!(r.stderr.contains("unknown task `deplyo`"), "{r:?}");
     assert!(r.stderr.contains("did you mean `deploy`?"), "{r:?}");
 
-    let r = nexus(d.path(), &["graph", "nosuchtask"]);
+    let r = d.nexus(&["graph", "nosuchtask"]);
     assert_eq!(r.code, USAGE, "{r:?}");
     assert!(
         r.stderr.contains("build, deploy, smoke"),
@@ -450,65 +399,57 @@ fn graph_unknown_task_is_a_usage_error_with_suggestion() {
 #[test]
 fn completions_print_a_script() {
     let d = tmp();
-    let r = nexus(d.path(), &["completions", "bash"]);
+    let r = d.nexus(&["completions", "bash"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert!(r.stdout.contains("_nexus()"), "{r:?}");
     assert!(r.stdout.contains("complete -F _nexus"), "{r:?}");
     for shell in ["zsh", "fish"] {
-        let r = nexus(d.path(), &["completions", shell]);
+        let r = d.nexus(&["completions", shell]);
         assert_eq!(r.code, OK, "{shell}: {r:?}");
         assert!(r.stdout.contains("nexus"), "{shell}: {r:?}");
     }
-    let r = nexus(d.path(), &["completions", "cmd.exe"]);
+    let r = d.nexus(&["completions", "cmd.exe"]);
     assert_eq!(r.code, USAGE, "{r:?}");
 }
 
 #[test]
 fn no_color_output_has_no_ansi_escapes() {
     let d = tmp();
-    write(d.path(), "nexus.kdl", INVALID);
-    let r = nexus(d.path(), &["validate", "--no-color"]);
+    d.write("nexus.kdl", INVALID);
+    let r = d.nexus(&["validate", "--no-color"]);
     assert_eq!(r.code, INVALID_CONFIG, "{r:?}");
     assert!(!r.stderr.contains('\u{1b}'), "--no-color: {r:?}");
 
-    let mut cmd = command(d.path(), &["validate"]);
-    cmd.env("NO_COLOR", "1");
-    let r = output(cmd);
+    let r = d.nexus_with(&["validate"], "", &[("NO_COLOR", "1")]);
     assert_eq!(r.code, INVALID_CONFIG, "{r:?}");
     assert!(!r.stderr.contains('\u{1b}'), "NO_COLOR: {r:?}");
     // The same diagnostics either way.
     assert!(r.stderr.contains("nexus.kdl:1:26"), "{r:?}");
 
-    let mut cmd = command(d.path(), &["validate", "--bogus"]);
-    cmd.env("NO_COLOR", "1");
-    let r = output(cmd);
+    let r = d.nexus_with(&["validate", "--bogus"], "", &[("NO_COLOR", "1")]);
     assert!(!r.stderr.contains('\u{1b}'), "usage errors too: {r:?}");
 }
 
 #[test]
 fn imports_are_validated_and_reported_in_their_own_file() {
     let d = tmp();
-    write(
-        d.path(),
+    d.write(
         "nexus.kdl",
         "import \"hosts/web.kdl\"\ntask \"deploy\" on=\"web\" {\n    command \"./deploy.sh\"\n}\n",
     );
-    write(
-        d.path(),
+    d.write(
         "hosts/web.kdl",
         "host \"web1\" \"192.0.2.10\"\ngroup \"web\" \"web1\" \"web2\"\n",
     );
-    let r = nexus(d.path(), &["validate", "--no-color"]);
+    let r = d.nexus(&["validate", "--no-color"]);
     assert_eq!(r.code, INVALID_CONFIG, "{r:?}");
     assert!(r.stderr.contains("hosts/web.kdl:2:20"), "{r:?}");
     assert!(r.stderr.contains("unknown member `web2`"), "{r:?}");
 
-    write(
-        d.path(),
-        "hosts/web.kdl",
+    d.write("hosts/web.kdl",
         "host \"web1\" \"192.0.2.10\"\nhost \"web2\" \"192.0.2.11\"\ngroup \"web\" \"web1\" \"web2\"\n",
     );
-    let r = nexus(d.path(), &["validate", "--format", "json"]);
+    let r = d.nexus(&["validate", "--format", "json"]);
     assert_eq!(r.code, OK, "{r:?}");
     assert_eq!(
         json(&r.stdout)["files"],

@@ -3,11 +3,12 @@
 //! that prints it, `nexus lock`, `nexus plan --locked`, and `source-url` content served from a
 //! local HTTP server on 127.0.0.1. No tailnet is needed.
 
+mod harness;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use nexus::discovery::tailscale::{parse_status, select};
@@ -17,6 +18,8 @@ use nexus::inputs::Inputs;
 use nexus::plan::Selection;
 use nexus::plan::planner::plan_offline;
 
+use harness::project::Project;
+
 const FAILED: i32 = 1;
 
 fn fixture() -> String {
@@ -24,38 +27,6 @@ fn fixture() -> String {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tailscale-status.json"),
     )
     .expect("fixture")
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn nexus(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("NEXUS_CONFIG")
-        .env_remove("NEXUS_STATE")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run nexus");
-    Run {
-        code: out.status.code().expect("exited normally"),
-        stdout: String::from_utf8(out.stdout).expect("UTF-8"),
-        stderr: String::from_utf8(out.stderr).expect("UTF-8"),
-    }
 }
 
 fn load(dir: &Path, text: &str) -> nexus::config::Loaded {
@@ -109,29 +80,31 @@ tailscale "any"
     assert_eq!(names(&any), ["alices-macbook-pro", "db-1", "web-1"]);
 }
 
-/// A directory with a fake `tailscale` (a shell script printing `status.json`) and a config.
-fn project(config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
+/// A project with a fake `tailscale` (a shell script printing `status.json`) and a config, where
+/// nexus runs without `-c`.
+fn project(config: &str) -> Project {
+    let p = Project::new().no_config_arg();
+    let dir = p.dir();
+    let bin = dir.join("bin");
     std::fs::create_dir(&bin).unwrap();
     let script = bin.join("tailscale");
     std::fs::write(
         &script,
         format!(
             "#!/bin/sh\n[ \"$1 $2\" = \"status --json\" ] || {{ echo \"unexpected: $*\" >&2; exit 2; }}\nexec cat '{}'\n",
-            dir.path().join("status.json").display()
+            dir.join("status.json").display()
         ),
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(dir.path().join("status.json"), fixture()).unwrap();
+    std::fs::write(dir.join("status.json"), fixture()).unwrap();
     std::fs::write(
-        dir.path().join("nexus.kdl"),
-        config.replace("DIR", &dir.path().display().to_string()),
+        dir.join("nexus.kdl"),
+        config.replace("DIR", &dir.display().to_string()),
     )
     .unwrap();
-    dir
+    p
 }
 
 const TAILSCALE_CONFIG: &str = r#"
@@ -161,15 +134,15 @@ fn add_peer(dir: &Path, name: &str, ip: &str) {
 
 #[test]
 fn lock_pins_discovery_and_locked_plan_refuses_changes() {
-    let dir = project(TAILSCALE_CONFIG);
-    let d = dir.path();
+    let p = project(TAILSCALE_CONFIG);
+    let d = p.dir();
     // --locked without nexus.lock fails.
-    let r = nexus(d, &["plan", "--locked", "--target", "local"]);
+    let r = p.nexus(&["plan", "--locked", "--target", "local"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(r.stderr.contains("nexus.lock is missing"), "{r:?}");
     assert!(!d.join("nexus.lock").exists());
 
-    let r = nexus(d, &["lock"]);
+    let r = p.nexus(&["lock"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stdout.contains("tailscale web: 1 host(s) (web-1)"),
@@ -188,15 +161,12 @@ fn lock_pins_discovery_and_locked_plan_refuses_changes() {
         }])
     );
     // Deterministic: locking again changes nothing.
-    let r = nexus(d, &["lock"]);
+    let r = p.nexus(&["lock"]);
     assert!(r.stdout.contains("is up to date"), "{r:?}");
     assert_eq!(std::fs::read_to_string(d.join("nexus.lock")).unwrap(), lock);
 
     // A locked plan works while discovery agrees with the lock; it records the discovery digest.
-    let r = nexus(
-        d,
-        &["plan", "--locked", "--target", "local", "-o", "plan.lock"],
-    );
+    let r = p.nexus(&["plan", "--locked", "--target", "local", "-o", "plan.lock"]);
     assert_eq!(r.code, 0, "{r:?}");
     let plan = plan_json(d);
     let digest = plan["inputs"]["discovery"]["web"].as_str().expect("digest");
@@ -204,7 +174,7 @@ fn lock_pins_discovery_and_locked_plan_refuses_changes() {
 
     // A new peer: --locked fails naming it and leaves nexus.lock alone.
     add_peer(d, "web-3", "100.101.102.13");
-    let r = nexus(d, &["plan", "--locked", "--target", "local"]);
+    let r = p.nexus(&["plan", "--locked", "--target", "local"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(r.stderr.contains("nexus.lock is out of date"), "{r:?}");
     assert!(
@@ -215,35 +185,32 @@ fn lock_pins_discovery_and_locked_plan_refuses_changes() {
     assert_eq!(std::fs::read_to_string(d.join("nexus.lock")).unwrap(), lock);
 
     // Without --locked, plan refreshes discovery and rewrites the lock.
-    let r = nexus(d, &["plan", "--target", "local"]);
+    let r = p.nexus(&["plan", "--target", "local"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains("Updated nexus.lock"), "{r:?}");
     let lock2 = std::fs::read_to_string(d.join("nexus.lock")).unwrap();
     assert!(lock2.contains("100.101.102.13"), "{lock2}");
-    let r = nexus(d, &["plan", "--locked", "--target", "local"]);
+    let r = p.nexus(&["plan", "--locked", "--target", "local"]);
     assert_eq!(r.code, 0, "{r:?}");
     // A discovered host is a valid --target (the lock knows it).
-    let r = nexus(
-        d,
-        &[
-            "plan",
-            "--locked",
-            "--target",
-            "web-3",
-            "--format",
-            "json",
-            "--connect-timeout",
-            "1",
-        ],
-    );
+    let r = p.nexus(&[
+        "plan",
+        "--locked",
+        "--target",
+        "web-3",
+        "--format",
+        "json",
+        "--connect-timeout",
+        "1",
+    ]);
     assert!(!r.stderr.contains("unknown target"), "{r:?}");
 }
 
 #[test]
 fn failing_tailscale_is_a_clear_error() {
-    let dir = project(TAILSCALE_CONFIG);
-    std::fs::write(dir.path().join("status.json"), "not json").unwrap();
-    let r = nexus(dir.path(), &["lock"]);
+    let p = project(TAILSCALE_CONFIG);
+    std::fs::write(p.path("status.json"), "not json").unwrap();
+    let r = p.nexus(&["lock"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(
         r.stderr
@@ -346,7 +313,7 @@ fn serve(body: Arc<Mutex<Vec<u8>>>) -> String {
     format!("http://{addr}/tool.txt")
 }
 
-fn url_project(url: &str, blake3: Option<&str>) -> tempfile::TempDir {
+fn url_project(url: &str, blake3: Option<&str>) -> Project {
     let hash = blake3
         .map(|h| format!("        blake3 \"{h}\"\n"))
         .unwrap_or_default();
@@ -359,42 +326,42 @@ fn url_project(url: &str, blake3: Option<&str>) -> tempfile::TempDir {
 fn source_url_is_pinned_and_applied() {
     let body = Arc::new(Mutex::new(b"tool v1\n".to_vec()));
     let url = serve(body.clone());
-    let dir = url_project(&url, None);
-    let d = dir.path();
+    let p = url_project(&url, None);
+    let d = p.dir();
     std::fs::create_dir(d.join("out")).unwrap();
-    let r = nexus(d, &["lock"]);
+    let r = p.nexus(&["lock"]);
     assert_eq!(r.code, 0, "{r:?}");
     let v1 = blake3::hash(b"tool v1\n").to_hex().to_string();
     let lock: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("nexus.lock")).unwrap()).unwrap();
     assert_eq!(lock["urls"][&url], serde_json::json!(v1));
 
-    let r = nexus(d, &["plan", "--locked", "-o", "plan.lock"]);
+    let r = p.nexus(&["plan", "--locked", "-o", "plan.lock"]);
     assert_eq!(r.code, 0, "{r:?}");
     let plan = plan_json(d);
     assert_eq!(plan["inputs"]["urls"][&url], serde_json::json!(v1));
-    let r = nexus(d, &["run", "--locked"]);
+    let r = p.nexus(&["run", "--locked"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(std::fs::read(d.join("out/tool.txt")).unwrap(), b"tool v1\n");
 
     // The remote file changes: --locked fails naming the URL; so does a plain plan (the pin
     // stands until `nexus lock` accepts the new content).
     *body.lock().unwrap() = b"tool v2\n".to_vec();
-    let r = nexus(d, &["plan", "--locked"]);
+    let r = p.nexus(&["plan", "--locked"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(
         r.stderr.contains(&url) && r.stderr.contains("changed"),
         "{r:?}"
     );
-    let r = nexus(d, &["plan"]);
+    let r = p.nexus(&["plan"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(
         r.stderr.contains(&format!("content of {url} changed")),
         "{r:?}"
     );
-    let r = nexus(d, &["lock"]);
+    let r = p.nexus(&["lock"]);
     assert_eq!(r.code, 0, "{r:?}");
-    let r = nexus(d, &["run", "--locked"]);
+    let r = p.nexus(&["run", "--locked"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(std::fs::read(d.join("out/tool.txt")).unwrap(), b"tool v2\n");
 }
@@ -404,20 +371,20 @@ fn configured_blake3_mismatch_names_the_url() {
     let body = Arc::new(Mutex::new(b"payload\n".to_vec()));
     let url = serve(body);
     let wrong = "0".repeat(64);
-    let dir = url_project(&url, Some(&wrong));
-    let r = nexus(dir.path(), &["lock"]);
+    let p = url_project(&url, Some(&wrong));
+    let r = p.nexus(&["lock"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(
         r.stderr.contains(&format!("blake3 mismatch for {url}")),
         "{r:?}"
     );
-    assert!(!dir.path().join("nexus.lock").exists());
+    assert!(!p.path("nexus.lock").exists());
     // The right hash is accepted.
     let right = blake3::hash(b"payload\n").to_hex().to_string();
     let body = Arc::new(Mutex::new(b"payload\n".to_vec()));
     let url = serve(body);
-    let dir = url_project(&url, Some(&right));
-    let r = nexus(dir.path(), &["plan"]);
+    let p = url_project(&url, Some(&right));
+    let r = p.nexus(&["plan"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(dir.path().join("nexus.lock").exists());
+    assert!(p.path("nexus.lock").exists());
 }

@@ -19,9 +19,12 @@
 //! - `golden/cli/`: a fixture `nexus.kdl` and, for each `NAME.args` (the arguments, on one line),
 //!   `NAME.out`: `exit: N`, then stdout, then `--- stderr` and stderr when there is any.
 
+mod harness;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use harness::project::{Project, Run};
 
 /// Shown under output mismatches (not under failures that blessing cannot fix).
 fn bless_hint(failures: &[String]) -> &'static str {
@@ -43,27 +46,13 @@ fn blessing() -> bool {
     std::env::var_os("NEXUS_BLESS").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary in `dir` with a clean, deterministic environment.
+/// Runs the binary in `dir` (without `-c` unless `args` has it) with a clean, deterministic
+/// environment.
 fn nexus(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("NEXUS_CONFIG")
-        .env("NO_COLOR", "1")
+    Project::at(dir)
+        .no_config_arg()
         .env("COLUMNS", "100")
-        .output()
-        .expect("run nexus");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
-    }
+        .nexus(args)
 }
 
 /// A minimal line diff (longest common subsequence) with a few lines of context around changes.

@@ -3,67 +3,25 @@
 
 mod harness;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+use harness::project::Project;
 use harness::{SUDO_PW, SUDO_PW_USER, SshHost, TEST_USER};
 
-struct Setup {
-    dir: tempfile::TempDir,
+/// A config with `hosts` (as `user`), `extra` nodes, and a known_hosts file trusting `trusted`;
+/// nexus runs from this test's working directory with the config's absolute path, so paths in it
+/// must resolve against the config file.
+fn setup(hosts: &[(&SshHost, &str)], trusted: &[&SshHost], extra: &str) -> Project {
+    let p = Project::over_logins(hosts, trusted, " connect-timeout=\"5s\"", extra);
+    let config = p.path("nexus.kdl");
+    p.config_arg(config)
+        .run_in(std::env::current_dir().expect("working directory"))
 }
 
-impl Setup {
-    /// A config with `hosts` (as `user`), `extra` nodes, and a known_hosts file trusting `trusted`.
-    fn new(hosts: &[(&SshHost, &str)], trusted: &[&SshHost], extra: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        harness::write_known_hosts(&dir.path().join("known_hosts"), trusted);
-        std::fs::write(dir.path().join("ssh_config"), "").unwrap();
-        let mut text = String::from(
-            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\" connect-timeout=\"5s\"\n",
-        );
-        for (h, user) in hosts {
-            text.push_str(&format!(
-                "host \"{}\" \"{user}@{}:{}\" identity=\"{}\"\n",
-                h.name,
-                h.ip,
-                h.port,
-                h.user_key.private.display()
-            ));
-        }
-        text.push_str(extra);
-        std::fs::write(dir.path().join("nexus.kdl"), text).unwrap();
-        Setup { dir }
-    }
-
-    /// Adds properties to the `defaults` node.
-    fn edit_defaults(&self, props: &str) {
-        let p = self.path("nexus.kdl");
-        let cfg = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(
-            &p,
-            cfg.replacen("defaults ", &format!("defaults {props} "), 1),
-        )
-        .unwrap();
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn nexus(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_nexus"))
-            .arg("-c")
-            .arg(self.path("nexus.kdl"))
-            .args(args)
-            .env_remove("SSH_AUTH_SOCK")
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// Adds properties to the `defaults` node.
+fn edit_defaults(p: &Project, props: &str) {
+    let cfg = std::fs::read_to_string(p.path("nexus.kdl")).unwrap();
+    p.config(&cfg.replacen("defaults ", &format!("defaults {props} "), 1));
 }
 
 fn known_hosts_lines(p: &Path) -> usize {
@@ -78,10 +36,10 @@ fn known_hosts_lines(p: &Path) -> usize {
 fn facts_from_two_hosts_in_one_round_trip_each() {
     let a = SshHost::start("fa");
     let b = SshHost::start("fb");
-    let s = Setup::new(&[(&a, TEST_USER), (&b, TEST_USER)], &[&a, &b], "");
+    let s = setup(&[(&a, TEST_USER), (&b, TEST_USER)], &[&a, &b], "");
     let out = s.nexus(&["facts", "--format", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let hosts = v["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 2);
     for (h, name) in hosts.iter().zip(["fa", "fb"]) {
@@ -92,8 +50,8 @@ fn facts_from_two_hosts_in_one_round_trip_each() {
         assert_eq!(h["facts"]["os"], "linux");
     }
     let out = s.nexus(&["facts", "fb"]);
-    assert_eq!(out.status.code(), Some(0));
-    let stdout = text(&out.stdout);
+    assert_eq!(out.code, 0);
+    let stdout = &out.stdout;
     assert!(stdout.starts_with("fb\n"), "{stdout}");
     assert!(
         stdout.contains(&format!("user          {TEST_USER}")),
@@ -104,10 +62,10 @@ fn facts_from_two_hosts_in_one_round_trip_each() {
 #[test]
 fn unknown_host_key_is_refused_until_accepted() {
     let a = SshHost::start("uk");
-    let s = Setup::new(&[(&a, TEST_USER)], &[], "");
+    let s = setup(&[(&a, TEST_USER)], &[], "");
     let out = s.nexus(&["facts"]);
-    assert_eq!(out.status.code(), Some(4));
-    let err = text(&out.stderr);
+    assert_eq!(out.code, 4);
+    let err = &out.stderr;
     assert!(err.contains("uk"), "{err}");
     assert!(
         err.contains(&a.host_key.fingerprint()),
@@ -121,28 +79,28 @@ fn unknown_host_key_is_refused_until_accepted() {
     );
 
     let out = s.nexus(&["facts", "--accept-new-host-keys"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         known_hosts_lines(&s.path("known_hosts")),
         1,
         "the accepted key is recorded"
     );
     // Now known: plain strict mode works.
-    assert_eq!(s.nexus(&["facts"]).status.code(), Some(0));
+    assert_eq!(s.nexus(&["facts"]).code, 0);
 }
 
 #[test]
 fn preflight_reports_each_check_and_carries_on_past_a_dead_host() {
     let a = SshHost::start("pa");
     let mut b = SshHost::start("pb");
-    let s = Setup::new(
+    let s = setup(
         &[(&a, TEST_USER), (&b, TEST_USER)],
         &[&a, &b],
         "group \"web\" \"pa\" \"pb\"\ntask \"setup\" on=\"web\" { package \"curl\" }\n",
     );
     let out = s.nexus(&["preflight"]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let stdout = &out.stdout;
+    assert_eq!(out.code, 0, "{stdout}{}", out.stderr);
     for line in [
         "[ok]   config: configuration is valid",
         "[ok]   pa: reachable",
@@ -158,8 +116,8 @@ fn preflight_reports_each_check_and_carries_on_past_a_dead_host() {
 
     b.kill();
     let out = s.nexus(&["preflight", "--format", "json"]);
-    assert_eq!(out.status.code(), Some(4));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.code, 4);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["ok"], false);
     let checks = v["checks"].as_array().unwrap();
     let find = |host: &str, check: &str| {
@@ -181,26 +139,19 @@ fn preflight_checks_sudo_passwords() {
     let a = SshHost::start("sp");
     let task = "task \"t\" on=\"sp\" { command \"id\" sudo=#true }\n";
     // nexus-test-pw may become nexus-test, and only with its password.
-    let s = Setup::new(&[(&a, SUDO_PW_USER)], &[&a], task);
-    s.edit_defaults(&format!("become-user=\"{TEST_USER}\""));
+    let s = setup(&[(&a, SUDO_PW_USER)], &[&a], task);
+    edit_defaults(&s, &format!("become-user=\"{TEST_USER}\""));
     let out = s.nexus(&["preflight"]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    let stdout = &out.stdout;
+    assert_eq!(out.code, 4, "{stdout}");
     assert!(stdout.contains("[fail] sp: sudo:"), "{stdout}");
     assert!(stdout.contains("password"), "{stdout}");
 
     // The password comes from the environment, never from argv.
-    s.edit_defaults("sudo-password=(env)\"NEXUS_TEST_SUDO\"");
-    let out = Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .arg("-c")
-        .arg(s.path("nexus.kdl"))
-        .arg("preflight")
-        .env_remove("SSH_AUTH_SOCK")
-        .env("NEXUS_TEST_SUDO", SUDO_PW)
-        .output()
-        .unwrap();
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    edit_defaults(&s, "sudo-password=(env)\"NEXUS_TEST_SUDO\"");
+    let out = s.nexus_with(&["preflight"], "", &[("NEXUS_TEST_SUDO", SUDO_PW)]);
+    let stdout = &out.stdout;
+    assert_eq!(out.code, 0, "{stdout}{}", out.stderr);
     assert!(
         stdout.contains(&format!("[ok]   sp: sudo: can run commands as {TEST_USER}")),
         "{stdout}"
@@ -209,14 +160,14 @@ fn preflight_checks_sudo_passwords() {
 
 #[test]
 fn unknown_target_is_a_usage_error() {
-    let s = Setup::new(&[], &[], "task \"t\" { command \"true\" }\n");
+    let s = setup(&[], &[], "task \"t\" { command \"true\" }\n");
     let out = s.nexus(&["facts", "nosuch"]);
-    assert_eq!(out.status.code(), Some(64));
-    assert!(text(&out.stderr).contains("unknown host or group `nosuch`"));
+    assert_eq!(out.code, 64);
+    assert!(out.stderr.contains("unknown host or group `nosuch`"));
     // With no hosts configured, facts reads the local machine.
     let out = s.nexus(&["facts", "--format", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["hosts"][0]["host"], "local");
     assert_eq!(v["hosts"][0]["round_trips"], 1);
 }
@@ -226,7 +177,7 @@ fn unknown_target_is_a_usage_error() {
 #[test]
 fn facts_and_preflight_use_the_hosts_nexus_lock_pins() {
     let h = SshHost::start("tsl");
-    let s = Setup::new(
+    let s = setup(
         &[],
         &[&h],
         "tailscale \"web\" tag=\"web\" binary=\"./no-tailscale-here\"\n\
@@ -234,18 +185,22 @@ fn facts_and_preflight_use_the_hosts_nexus_lock_pins() {
          task \"uptime\" on=\"web\" {\n    command \"uptime\"\n}\n\
          task \"dump\" on=\"db\" {\n    command \"true\"\n}\n",
     );
-    s.edit_defaults(&format!(
-        "port={} user=\"{TEST_USER}\" identity=\"{}\"",
-        h.port,
-        h.user_key.private.display()
-    ));
+    edit_defaults(
+        &s,
+        &format!(
+            "port={} user=\"{TEST_USER}\" identity=\"{}\"",
+            h.port,
+            h.user_key.private.display()
+        ),
+    );
     // Before any lock: nothing to connect to, and the error says how to get one.
     let out = s.nexus(&["facts", "web"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
-        text(&out.stderr).contains("tailscale group `web` not in nexus.lock: run `nexus lock`"),
+        out.stderr
+            .contains("tailscale group `web` not in nexus.lock: run `nexus lock`"),
         "{}",
-        text(&out.stderr)
+        out.stderr
     );
     std::fs::write(
         s.path("nexus.lock"),
@@ -256,19 +211,19 @@ fn facts_and_preflight_use_the_hosts_nexus_lock_pins() {
     )
     .unwrap();
     let out = s.nexus(&["facts", "web", "--format", "json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.success(), "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["hosts"][0]["host"], "web-1");
     assert_eq!(v["hosts"][0]["ok"], true, "{v}");
     assert_eq!(v["hosts"][0]["facts"]["user"], TEST_USER);
     let out = s.nexus(&["preflight", "uptime"]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let stdout = &out.stdout;
+    assert!(out.success(), "{stdout}{}", out.stderr);
     assert!(stdout.contains("[ok]   web-1"), "{stdout}");
     // `db` is still unknown to the lock: preflight fails on it and names the fix.
     let out = s.nexus(&["preflight"]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(4), "{stdout}{}", text(&out.stderr));
+    let stdout = &out.stdout;
+    assert_eq!(out.code, 4, "{stdout}{}", out.stderr);
     assert!(
         stdout.contains("db") && stdout.contains("run `nexus lock`"),
         "{stdout}"

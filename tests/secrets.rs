@@ -3,11 +3,13 @@
 //! keys and passphrases, corrupted and tampered files (never overwritten), key file permissions,
 //! salts created at `init`, and values never shown where only names belong.
 
+mod harness;
+
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use harness::project::{Project, Run};
 
 use nexus::config;
 use nexus::secrets::{self, Key, KeySource, NewKey, SecretError, Settings, Unlock, Vault};
@@ -497,95 +499,22 @@ fn damaged(good: &str) -> Vec<(&'static str, String, &'static str)> {
 // ---------------------------------------------------------------------------------------------
 // The `nexus secret` command
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+/// A project with a nexus.kdl (a trivial task, then `config_extra`), where nexus runs as a user
+/// runs `nexus secret`: without `-c` and without `NO_COLOR`.
+fn project(config_extra: &str) -> Project {
+    let p = Project::new().no_config_arg().env_remove("NO_COLOR");
+    p.config(&format!(
+        "task \"t\" {{\n    command \"true\"\n}}\n{config_extra}"
+    ));
+    p
 }
 
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
+fn vault(p: &Project) -> PathBuf {
+    p.path(".nexus/secrets.vault")
 }
 
-/// A project directory with a nexus.kdl and the environment `nexus secret` runs with.
-struct Project {
-    dir: TempDir,
-    env: Vec<(String, String)>,
-}
-
-impl Project {
-    fn new(config_extra: &str) -> Project {
-        let dir = tmp();
-        std::fs::write(
-            dir.path().join("nexus.kdl"),
-            format!("task \"t\" {{\n    command \"true\"\n}}\n{config_extra}"),
-        )
-        .unwrap();
-        Project {
-            dir,
-            env: Vec::new(),
-        }
-    }
-
-    fn with_env(mut self, k: &str, v: &str) -> Project {
-        self.env.push((k.into(), v.into()));
-        self
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn vault(&self) -> PathBuf {
-        self.path(".nexus/secrets.vault")
-    }
-
-    /// Runs nexus with stdin from `input` (a pipe, never a terminal), extra env on top of the project's.
-    fn run_with(&self, args: &[&str], input: &str, extra_env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env_remove("NEXUS_CONFIG")
-            .env_remove("NEXUS_VAULT_KEY")
-            .env_remove("NEXUS_VAULT_PASSPHRASE")
-            .env_remove("NO_COLOR")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("run nexus");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().expect("exited normally"),
-            stdout: String::from_utf8(out.stdout).expect("UTF-8 stdout"),
-            stderr: String::from_utf8(out.stderr).expect("UTF-8 stderr"),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        self.run_with(args, "", &[])
-    }
-
-    fn set(&self, name: &str, value: &str) -> Run {
-        self.run_with(&["secret", "set", name], value, &[])
-    }
+fn set(p: &Project, name: &str, value: &str) -> Run {
+    p.nexus_with_stdin(&["secret", "set", name], value)
 }
 
 fn ok(r: &Run) {
@@ -594,16 +523,16 @@ fn ok(r: &Run) {
 
 /// set / get / list / rm through the binary, values from stdin (not a terminal).
 fn round_trip(p: &Project) {
-    ok(&p.set("DB_PASSWORD", "pa55-word-one\n"));
-    ok(&p.set("api.token", "tok-abcdef"));
-    let r = p.run(&["secret", "get", "DB_PASSWORD"]);
+    ok(&set(p, "DB_PASSWORD", "pa55-word-one\n"));
+    ok(&set(p, "api.token", "tok-abcdef"));
+    let r = p.nexus(&["secret", "get", "DB_PASSWORD"]);
     ok(&r);
     assert_eq!(
         r.stdout, "pa55-word-one",
         "one trailing newline is removed, none added"
     );
     // Replace, keeping the newline this time.
-    let r = p.run_with(
+    let r = p.nexus_with(
         &["secret", "set", "--keep-newline", "DB_PASSWORD"],
         "pa55-word-two\n",
         &[],
@@ -611,14 +540,14 @@ fn round_trip(p: &Project) {
     ok(&r);
     assert!(r.stdout.contains("Updated"), "{r:?}");
     assert_eq!(
-        p.run(&["secret", "get", "DB_PASSWORD"]).stdout,
+        p.nexus(&["secret", "get", "DB_PASSWORD"]).stdout,
         "pa55-word-two\n"
     );
 
-    let r = p.run(&["secret", "list"]);
+    let r = p.nexus(&["secret", "list"]);
     ok(&r);
     assert_eq!(r.stdout, "DB_PASSWORD\napi.token\n");
-    let r = p.run(&["secret", "list", "--format", "json"]);
+    let r = p.nexus(&["secret", "list", "--format", "json"]);
     ok(&r);
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(
@@ -632,21 +561,21 @@ fn round_trip(p: &Project) {
         );
     }
 
-    ok(&p.run(&["secret", "rm", "DB_PASSWORD"]));
-    assert_eq!(p.run(&["secret", "list"]).stdout, "api.token\n");
-    let r = p.run(&["secret", "get", "DB_PASSWORD"]);
+    ok(&p.nexus(&["secret", "rm", "DB_PASSWORD"]));
+    assert_eq!(p.nexus(&["secret", "list"]).stdout, "api.token\n");
+    let r = p.nexus(&["secret", "get", "DB_PASSWORD"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(r.stderr.contains("no secret `DB_PASSWORD`"), "{r:?}");
-    let r = p.run(&["secret", "rm", "api.tokn"]);
+    let r = p.nexus(&["secret", "rm", "api.tokn"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(r.stderr.contains("did you mean `api.token`?"), "{r:?}");
-    assert_eq!(mode(&p.vault()), 0o600);
+    assert_eq!(mode(&vault(p)), 0o600);
 }
 
 #[test]
 fn cli_round_trip_with_a_key_file() {
-    let p = Project::new("vault key-file=\"vault.key\"\n");
-    let r = p.run(&["secret", "init"]);
+    let p = project("vault key-file=\"vault.key\"\n");
+    let r = p.nexus(&["secret", "init"]);
     ok(&r);
     assert!(r.stdout.contains("Wrote a new random key"), "{r:?}");
     assert!(
@@ -654,48 +583,47 @@ fn cli_round_trip_with_a_key_file() {
         "already configured: {r:?}"
     );
     assert_eq!(mode(&p.path("vault.key")), 0o600);
-    assert_eq!(mode(&p.vault()), 0o600);
+    assert_eq!(mode(&vault(&p)), 0o600);
     round_trip(&p);
 }
 
 #[test]
 fn cli_init_with_a_key_file_flag_tells_how_to_configure_it() {
-    let p = Project::new("");
-    let r = p.run(&["secret", "init", "--key-file", "my.key"]);
+    let p = project("");
+    let r = p.nexus(&["secret", "init", "--key-file", "my.key"]);
     ok(&r);
     assert!(r.stdout.contains("Add key-file=\"my.key\""), "{r:?}");
     // Without the configuration naming it, the key is found through the environment instead.
     let key = std::fs::read_to_string(p.path("my.key")).unwrap();
-    let p = p.with_env("NEXUS_VAULT_KEY", key.trim());
+    let p = p.env("NEXUS_VAULT_KEY", key.trim());
     round_trip(&p);
 }
 
 #[test]
 fn cli_round_trip_with_an_environment_key() {
-    let p = Project::new("").with_env("NEXUS_VAULT_KEY", KEY_HEX);
-    ok(&p.run(&["secret", "init"]));
-    assert!(lines(&p.vault())[1].contains("\"kdf\":{\"name\":\"none\"}"));
+    let p = project("").env("NEXUS_VAULT_KEY", KEY_HEX);
+    ok(&p.nexus(&["secret", "init"]));
+    assert!(lines(&vault(&p))[1].contains("\"kdf\":{\"name\":\"none\"}"));
     round_trip(&p);
     // `key-env` names another variable.
-    let q =
-        Project::new("vault key-env=\"DEPLOY_VAULT_KEY\"\n").with_env("DEPLOY_VAULT_KEY", KEY_HEX);
-    ok(&q.run(&["secret", "init"]));
-    ok(&q.set("X", "value-x"));
-    assert_eq!(q.run(&["secret", "get", "X"]).stdout, "value-x");
+    let q = project("vault key-env=\"DEPLOY_VAULT_KEY\"\n").env("DEPLOY_VAULT_KEY", KEY_HEX);
+    ok(&q.nexus(&["secret", "init"]));
+    ok(&set(&q, "X", "value-x"));
+    assert_eq!(q.nexus(&["secret", "get", "X"]).stdout, "value-x");
 }
 
 #[test]
 fn cli_round_trip_with_a_passphrase() {
-    let p = Project::new("vault path=\"secrets/prod.vault\"\n")
-        .with_env("NEXUS_VAULT_PASSPHRASE", PASSPHRASE);
-    let r = p.run(&["secret", "init", "--passphrase"]);
+    let p =
+        project("vault path=\"secrets/prod.vault\"\n").env("NEXUS_VAULT_PASSPHRASE", PASSPHRASE);
+    let r = p.nexus(&["secret", "init", "--passphrase"]);
     ok(&r);
     let vault = p.path("secrets/prod.vault");
     let header = &lines(&vault)[1];
     assert!(header.contains("\"name\":\"argon2id\""), "{header}");
     assert!(header.contains("\"salt\":\""), "{header}");
-    ok(&p.set("K", "passphrase-value"));
-    assert_eq!(p.run(&["secret", "get", "K"]).stdout, "passphrase-value");
+    ok(&set(&p, "K", "passphrase-value"));
+    assert_eq!(p.nexus(&["secret", "get", "K"]).stdout, "passphrase-value");
 
     // Wrong passphrase: a clear error, exit 1, and the file is byte for byte the same.
     let before = read(&vault);
@@ -705,7 +633,7 @@ fn cli_round_trip_with_a_passphrase() {
         &["secret", "rm", "K"],
         &["secret", "set", "K"],
     ] {
-        let r = p.run_with(
+        let r = p.nexus_with(
             args,
             "new-value",
             &[("NEXUS_VAULT_PASSPHRASE", "not the passphrase")],
@@ -720,7 +648,7 @@ fn cli_round_trip_with_a_passphrase() {
         assert_eq!(read(&vault), before, "{args:?} changed the vault");
     }
     // No passphrase and no terminal: says what to do instead of waiting on a prompt.
-    let r = p.run_with(
+    let r = p.nexus_with(
         &["secret", "get", "K"],
         "",
         &[("NEXUS_VAULT_PASSPHRASE", "")],
@@ -731,12 +659,12 @@ fn cli_round_trip_with_a_passphrase() {
 
 #[test]
 fn cli_passphrase_init_creates_a_new_salt_every_time() {
-    let a = Project::new("").with_env("NEXUS_VAULT_PASSPHRASE", PASSPHRASE);
-    let b = Project::new("").with_env("NEXUS_VAULT_PASSPHRASE", PASSPHRASE);
-    ok(&a.run(&["secret", "init", "--passphrase"]));
-    ok(&b.run(&["secret", "init", "--passphrase"]));
-    let ha: serde_json::Value = serde_json::from_str(&lines(&a.vault())[1]).unwrap();
-    let hb: serde_json::Value = serde_json::from_str(&lines(&b.vault())[1]).unwrap();
+    let a = project("").env("NEXUS_VAULT_PASSPHRASE", PASSPHRASE);
+    let b = project("").env("NEXUS_VAULT_PASSPHRASE", PASSPHRASE);
+    ok(&a.nexus(&["secret", "init", "--passphrase"]));
+    ok(&b.nexus(&["secret", "init", "--passphrase"]));
+    let ha: serde_json::Value = serde_json::from_str(&lines(&vault(&a))[1]).unwrap();
+    let hb: serde_json::Value = serde_json::from_str(&lines(&vault(&b))[1]).unwrap();
     let salt = |h: &serde_json::Value| h["kdf"]["salt"].as_str().unwrap().to_string();
     assert!(!salt(&ha).is_empty());
     assert_ne!(salt(&ha), salt(&hb), "a fresh salt per vault");
@@ -745,8 +673,8 @@ fn cli_passphrase_init_creates_a_new_salt_every_time() {
         "same passphrase, different keys"
     );
     // Too short a passphrase is refused.
-    let c = Project::new("").with_env("NEXUS_VAULT_PASSPHRASE", "short");
-    let r = c.run(&["secret", "init", "--passphrase"]);
+    let c = project("").env("NEXUS_VAULT_PASSPHRASE", "short");
+    let r = c.nexus(&["secret", "init", "--passphrase"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(r.stderr.contains("at least 8 characters"), "{r:?}");
     assert!(
@@ -757,28 +685,28 @@ fn cli_passphrase_init_creates_a_new_salt_every_time() {
 
 #[test]
 fn cli_every_write_has_a_fresh_nonce() {
-    let p = Project::new("").with_env("NEXUS_VAULT_KEY", KEY_HEX);
-    ok(&p.run(&["secret", "init"]));
-    ok(&p.set("A", "same"));
-    let first = read(&p.vault());
-    ok(&p.set("A", "same"));
-    let second = read(&p.vault());
+    let p = project("").env("NEXUS_VAULT_KEY", KEY_HEX);
+    ok(&p.nexus(&["secret", "init"]));
+    ok(&set(&p, "A", "same"));
+    let first = read(&vault(&p));
+    ok(&set(&p, "A", "same"));
+    let second = read(&vault(&p));
     assert_ne!(first, second, "the same contents encrypt differently");
-    assert_eq!(p.run(&["secret", "get", "A"]).stdout, "same");
+    assert_eq!(p.nexus(&["secret", "get", "A"]).stdout, "same");
 }
 
 #[test]
 fn cli_wrong_key_changes_nothing() {
-    let p = Project::new("").with_env("NEXUS_VAULT_KEY", KEY_HEX);
-    ok(&p.run(&["secret", "init"]));
-    ok(&p.set("A", "value-a"));
-    let before = read(&p.vault());
+    let p = project("").env("NEXUS_VAULT_KEY", KEY_HEX);
+    ok(&p.nexus(&["secret", "init"]));
+    ok(&set(&p, "A", "value-a"));
+    let before = read(&vault(&p));
     for args in [
         &["secret", "set", "B"][..],
         &["secret", "rm", "A"],
         &["secret", "get", "A"],
     ] {
-        let r = p.run_with(args, "value-b", &[("NEXUS_VAULT_KEY", OTHER_KEY_HEX)]);
+        let r = p.nexus_with(args, "value-b", &[("NEXUS_VAULT_KEY", OTHER_KEY_HEX)]);
         assert_eq!(r.code, FAILED, "{r:?}");
         assert!(
             r.stderr.contains("cannot decrypt the vault")
@@ -790,91 +718,91 @@ fn cli_wrong_key_changes_nothing() {
             "names the key source: {r:?}"
         );
         assert!(!r.stderr.contains(OTHER_KEY_HEX), "{r:?}");
-        assert_eq!(read(&p.vault()), before, "{args:?}");
+        assert_eq!(read(&vault(&p)), before, "{args:?}");
     }
     // No key at all.
-    let r = p.run_with(&["secret", "list"], "", &[("NEXUS_VAULT_KEY", "")]);
+    let r = p.nexus_with(&["secret", "list"], "", &[("NEXUS_VAULT_KEY", "")]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(r.stderr.contains("set NEXUS_VAULT_KEY"), "{r:?}");
 }
 
 #[test]
 fn cli_corrupted_vault_changes_nothing() {
-    let p = Project::new("").with_env("NEXUS_VAULT_KEY", KEY_HEX);
-    ok(&p.run(&["secret", "init"]));
-    ok(&p.set("A", "value-of-a"));
-    let good = String::from_utf8(read(&p.vault())).unwrap();
+    let p = project("").env("NEXUS_VAULT_KEY", KEY_HEX);
+    ok(&p.nexus(&["secret", "init"]));
+    ok(&set(&p, "A", "value-of-a"));
+    let good = String::from_utf8(read(&vault(&p))).unwrap();
     for (what, bad, expect) in damaged(&good) {
-        std::fs::write(p.vault(), &bad).unwrap();
+        std::fs::write(vault(&p), &bad).unwrap();
         for args in [&["secret", "set", "B"][..], &["secret", "list"]] {
-            let r = p.run_with(args, "value-b", &[]);
+            let r = p.nexus_with(args, "value-b", &[]);
             assert_eq!(r.code, FAILED, "{what}: {r:?}");
             assert!(r.stderr.contains(expect), "{what}: {r:?}");
             assert!(r.stderr.contains("not changed"), "{what}: {r:?}");
-            assert_eq!(read(&p.vault()), bad.as_bytes(), "{what}: {args:?}");
+            assert_eq!(read(&vault(&p)), bad.as_bytes(), "{what}: {args:?}");
         }
     }
     // `init` does not replace a damaged vault either.
-    let r = p.run(&["secret", "init"]);
+    let r = p.nexus(&["secret", "init"]);
     assert_eq!(r.code, FAILED, "{r:?}");
 }
 
 #[test]
 fn cli_key_file_with_open_permissions_is_refused() {
-    let p = Project::new("vault key-file=\"vault.key\"\n");
-    ok(&p.run(&["secret", "init"]));
-    ok(&p.set("A", "value-a"));
-    let before = read(&p.vault());
+    let p = project("vault key-file=\"vault.key\"\n");
+    ok(&p.nexus(&["secret", "init"]));
+    ok(&set(&p, "A", "value-a"));
+    let before = read(&vault(&p));
     std::fs::set_permissions(p.path("vault.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
     for args in [&["secret", "get", "A"][..], &["secret", "set", "A"]] {
-        let r = p.run_with(args, "other", &[]);
+        let r = p.nexus_with(args, "other", &[]);
         assert_eq!(r.code, FAILED, "{r:?}");
         assert!(r.stderr.contains("has mode 0644"), "{r:?}");
         assert!(r.stderr.contains("chmod 600"), "{r:?}");
-        assert_eq!(read(&p.vault()), before);
+        assert_eq!(read(&vault(&p)), before);
     }
     // init with an existing unsafe key file is refused too, and creates no vault.
-    let q = Project::new("vault key-file=\"vault.key\"\n");
+    let q = project("vault key-file=\"vault.key\"\n");
     std::fs::write(q.path("vault.key"), KEY_HEX).unwrap();
     std::fs::set_permissions(q.path("vault.key"), std::fs::Permissions::from_mode(0o640)).unwrap();
-    let r = q.run(&["secret", "init"]);
+    let r = q.nexus(&["secret", "init"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(r.stderr.contains("has mode 0640"), "{r:?}");
-    assert!(!q.vault().exists());
+    assert!(!vault(&q).exists());
     std::fs::set_permissions(q.path("vault.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    ok(&q.run(&["secret", "init"]));
+    ok(&q.nexus(&["secret", "init"]));
 }
 
 #[test]
 fn cli_init_twice_is_refused() {
-    let p = Project::new("").with_env("NEXUS_VAULT_KEY", KEY_HEX);
-    ok(&p.run(&["secret", "init"]));
-    ok(&p.set("A", "value-a"));
-    let before = read(&p.vault());
+    let p = project("").env("NEXUS_VAULT_KEY", KEY_HEX);
+    ok(&p.nexus(&["secret", "init"]));
+    ok(&set(&p, "A", "value-a"));
+    let before = read(&vault(&p));
     for args in [
         &["secret", "init"][..],
         &["secret", "init", "--passphrase"],
         &["secret", "init", "--key-file", "k.key"],
     ] {
-        let r = p.run_with(args, "", &[("NEXUS_VAULT_PASSPHRASE", PASSPHRASE)]);
+        let r = p.nexus_with(args, "", &[("NEXUS_VAULT_PASSPHRASE", PASSPHRASE)]);
         assert_eq!(r.code, FAILED, "{r:?}");
         assert!(r.stderr.contains("already exists"), "{r:?}");
-        assert_eq!(read(&p.vault()), before);
+        assert_eq!(read(&vault(&p)), before);
     }
     assert!(!p.path("k.key").exists(), "no key file for a refused init");
 }
 
 #[test]
 fn cli_init_refuses_to_guess_between_a_missing_key_file_and_the_environment() {
-    let p = Project::new("vault key-file=\"vault.key\"\n").with_env("NEXUS_VAULT_KEY", KEY_HEX);
-    let r = p.run(&["secret", "init"]);
+    let p = project("vault key-file=\"vault.key\"\n").env("NEXUS_VAULT_KEY", KEY_HEX);
+    let r = p.nexus(&["secret", "init"]);
     assert_eq!(r.code, USAGE, "{r:?}");
     assert!(r.stderr.contains("--key-file"), "{r:?}");
-    assert!(!p.path("vault.key").exists() && !p.vault().exists());
+    assert!(!p.path("vault.key").exists() && !vault(&p).exists());
     // Explicitly: a new key file, which then wins over the variable.
-    ok(&p.run(&["secret", "init", "--key-file", "vault.key"]));
-    ok(&p.set("A", "value-a"));
-    let r = p.run_with(
+    ok(&p.nexus(&["secret", "init", "--key-file", "vault.key"]));
+    ok(&set(&p, "A", "value-a"));
+    let r = p.nexus_with(
         &["secret", "get", "A"],
         "",
         &[("NEXUS_VAULT_KEY", OTHER_KEY_HEX)],
@@ -884,31 +812,31 @@ fn cli_init_refuses_to_guess_between_a_missing_key_file_and_the_environment() {
 
 #[test]
 fn cli_usage_errors() {
-    let p = Project::new("");
+    let p = project("");
     // No key source chosen.
-    let r = p.run(&["secret", "init"]);
+    let r = p.nexus(&["secret", "init"]);
     assert_eq!(r.code, USAGE, "{r:?}");
     assert!(
         r.stderr.contains("--passphrase") && r.stderr.contains("--key-file"),
         "{r:?}"
     );
-    assert!(!p.vault().exists());
-    let p = p.with_env("NEXUS_VAULT_KEY", KEY_HEX);
+    assert!(!vault(&p).exists());
+    let p = p.env("NEXUS_VAULT_KEY", KEY_HEX);
     // No vault yet.
-    let r = p.run(&["secret", "list"]);
+    let r = p.nexus(&["secret", "list"]);
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(r.stderr.contains("nexus secret init"), "{r:?}");
-    ok(&p.run(&["secret", "init"]));
-    let r = p.set("bad name", "v");
+    ok(&p.nexus(&["secret", "init"]));
+    let r = set(&p, "bad name", "v");
     assert_eq!(r.code, USAGE, "{r:?}");
     assert!(r.stderr.contains("invalid secret name"), "{r:?}");
-    let r = p.set("EMPTY", "\n");
+    let r = set(&p, "EMPTY", "\n");
     assert_eq!(r.code, FAILED, "{r:?}");
     assert!(r.stderr.contains("empty value"), "{r:?}");
-    let r = p.run(&["secret", "get", "A", "--format", "json"]);
+    let r = p.nexus(&["secret", "get", "A", "--format", "json"]);
     assert_eq!(r.code, USAGE, "{r:?}");
     // An empty vault lists nothing.
-    let r = p.run(&["secret", "list"]);
+    let r = p.nexus(&["secret", "list"]);
     ok(&r);
     assert_eq!(r.stdout, "");
 }

@@ -6,40 +6,17 @@
 mod harness;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
+use harness::project::{Project, Run};
 use harness::{SUDO_PW, SUDO_PW_USER, SshHost, TEST_USER};
 
 const KEY: &str = "6a1f3c0e9b7d2a4c8e5f1b3d7a9c2e4f6b8d0a1c3e5f7b9d1a3c5e7f9b1d3a5c";
 const API_KEY: &str = "sk-live-51HxQwErTy-uniq-8842";
 const API_KEY_2: &str = "sk-live-rotated-value-7731";
 
-fn nexus(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
-    c.current_dir(dir)
-        .args(["-c", "nexus.kdl"])
-        .args(args)
-        .env_remove("SSH_AUTH_SOCK")
-        .env("NEXUS_VAULT_KEY", KEY)
-        .env("NO_COLOR", "1")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
+/// A project whose runs get the vault key [`KEY`].
+fn project() -> Project {
+    Project::new().env("NEXUS_VAULT_KEY", KEY)
 }
 
 fn text(b: &[u8]) -> String {
@@ -48,13 +25,15 @@ fn text(b: &[u8]) -> String {
 
 /// Runs nexus in one project directory and keeps every output for the leak search.
 struct Recorder<'a> {
-    dir: &'a Path,
-    outputs: Vec<Output>,
+    project: &'a Project,
+    outputs: Vec<Run>,
 }
 
 impl Recorder<'_> {
-    fn run(&mut self, args: &[&str], stdin: Option<&str>) -> Output {
-        let o = nexus(self.dir, args, stdin);
+    fn run(&mut self, args: &[&str], stdin: Option<&str>) -> Run {
+        let o = self
+            .project
+            .nexus_with_stdin(args, stdin.unwrap_or_default());
         self.outputs.push(o.clone());
         o
     }
@@ -63,7 +42,7 @@ impl Recorder<'_> {
     /// `in_output`.
     fn assert_nothing_holds(&self, in_files: &[&str], in_output: &[&str]) {
         let mut files = Vec::new();
-        all_files_under(self.dir, &mut files);
+        all_files_under(self.project.dir(), &mut files);
         for f in files.iter().filter(|f| !f.ends_with("secrets.vault")) {
             let bytes = std::fs::read(f).unwrap();
             for needle in in_files {
@@ -75,8 +54,7 @@ impl Recorder<'_> {
             }
         }
         for o in &self.outputs {
-            for stream in [&o.stdout, &o.stderr] {
-                let s = text(stream);
+            for s in [&o.stdout, &o.stderr] {
                 for needle in in_output {
                     assert!(!s.contains(needle), "output leaks a secret: {s}");
                 }
@@ -86,10 +64,10 @@ impl Recorder<'_> {
 
     /// `secret init`, then `secret set` for each pair.
     fn vault(&mut self, secrets: &[(&str, &str)]) {
-        assert!(self.run(&["secret", "init"], None).status.success());
+        assert!(self.run(&["secret", "init"], None).success());
         for (name, value) in secrets {
             let o = self.run(&["secret", "set", name], Some(value));
-            assert!(o.status.success(), "{}", text(&o.stderr));
+            assert!(o.success(), "{}", o.stderr);
         }
     }
 }
@@ -108,9 +86,9 @@ fn all_files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn secret_values_never_leave_the_vault_except_to_the_host() {
     let h = SshHost::builder("sec1").private_srv().start();
-    let dir = tempfile::tempdir().unwrap();
-    harness::write_known_hosts(&dir.path().join("known_hosts"), &[&h]);
-    std::fs::write(dir.path().join("ssh_config"), "").unwrap();
+    let p = project();
+    harness::write_known_hosts(&p.path("known_hosts"), &[&h]);
+    p.write("ssh_config", "");
     let config = format!(
         r#"defaults known-hosts="known_hosts" ssh-config="ssh_config"
 host "sec1" "{SUDO_PW_USER}@{ip}:{port}" identity="{key}" become-user="{TEST_USER}" sudo-password=(secret)"SUDO_PW"
@@ -127,32 +105,26 @@ task "deploy" on="sec1" {{
         port = h.port,
         key = h.user_key.private.display()
     );
-    std::fs::write(dir.path().join("nexus.kdl"), config).unwrap();
-    let d = dir.path();
+    p.config(&config);
+    let d = p.dir();
     let mut rec = Recorder {
-        dir: d,
+        project: &p,
         outputs: Vec::new(),
     };
     rec.vault(&[("API_KEY", API_KEY), ("SUDO_PW", SUDO_PW)]);
     let mut run = |args: &[&str], stdin: Option<&str>| rec.run(args, stdin);
 
     let plan = run(&["plan", "-o", "plan.lock"], None);
-    assert!(plan.status.success(), "{}", text(&plan.stderr));
+    assert!(plan.success(), "{}", plan.stderr);
     let plan_json = run(&["show", "plan.lock", "--format", "json"], None);
-    assert!(plan_json.status.success());
+    assert!(plan_json.success());
     // The failing command fails the apply; its output is reported, redacted.
     let apply = run(&["apply", "plan.lock", "--format", "json"], None);
-    assert_eq!(
-        apply.status.code(),
-        Some(1),
-        "{}{}",
-        text(&apply.stdout),
-        text(&apply.stderr)
-    );
-    let report = text(&apply.stdout);
+    assert_eq!(apply.code, 1, "{}{}", apply.stdout, apply.stderr);
+    let report = &apply.stdout;
     assert!(report.contains("[redacted:API_KEY]"), "{report}");
     let apply_text = run(&["run", "-v"], None);
-    assert_eq!(apply_text.status.code(), Some(1));
+    assert_eq!(apply_text.code, 1);
     for args in [
         &["history", "--format", "json"][..],
         &["history", "1", "--format", "json"],
@@ -160,7 +132,7 @@ task "deploy" on="sec1" {{
         &["state"],
     ] {
         let o = run(args, None);
-        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        assert!(o.success(), "{args:?}: {}", o.stderr);
     }
 
     // The host received the value, through sudo with the vault's password.
@@ -176,21 +148,20 @@ task "deploy" on="sec1" {{
 
     // A rotated secret changes the plan (its fingerprint), and makes an older plan stale.
     let before = std::fs::read(d.join("plan.lock")).unwrap();
-    assert!(nexus(d, &["plan", "-o", "old.lock"], None).status.success());
+    assert!(p.nexus(&["plan", "-o", "old.lock"]).success());
     assert!(
-        nexus(d, &["secret", "set", "API_KEY"], Some(API_KEY_2))
-            .status
+        p.nexus_with_stdin(&["secret", "set", "API_KEY"], API_KEY_2)
             .success()
     );
-    assert!(nexus(d, &["plan", "-o", "new.lock"], None).status.success());
+    assert!(p.nexus(&["plan", "-o", "new.lock"]).success());
     let header = |b: &[u8]| text(b).lines().next().unwrap().to_string();
     assert_ne!(
         header(&std::fs::read(d.join("new.lock")).unwrap()),
         header(&before)
     );
-    let stale = nexus(d, &["apply", "old.lock"], None);
-    assert_eq!(stale.status.code(), Some(6), "{}", text(&stale.stderr));
-    assert!(text(&stale.stderr).contains("API_KEY"));
+    let stale = p.nexus(&["apply", "old.lock"]);
+    assert_eq!(stale.code, 6, "{}", stale.stderr);
+    assert!(stale.stderr.contains("API_KEY"));
     let _ = std::fs::remove_file(format!(
         "/tmp/nexus-leak-{}.out",
         harness::uid_of(TEST_USER).unwrap()
@@ -206,10 +177,10 @@ const DB_PW: &str = "correct horse 42 staple";
 #[test]
 fn secret_file_contents_reach_the_host_and_nothing_else() {
     let h = SshHost::builder("sec2").private_srv().start();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    harness::write_known_hosts(&d.join("known_hosts"), &[&h]);
-    std::fs::write(d.join("ssh_config"), "").unwrap();
+    let p = project();
+    let d = p.dir();
+    harness::write_known_hosts(&p.path("known_hosts"), &[&h]);
+    p.write("ssh_config", "");
     std::fs::write(
         d.join("db.conf.j2"),
         "user=app\npassword={{ vars.pw }}\napi={{ vars.api }}\nhost={{ host.name }}\n",
@@ -231,32 +202,23 @@ task "files" on="sec2" {{
         port = h.port,
         key = h.user_key.private.display()
     );
-    std::fs::write(d.join("nexus.kdl"), config).unwrap();
+    p.config(&config);
     let mut rec = Recorder {
-        dir: d,
+        project: &p,
         outputs: Vec::new(),
     };
     rec.vault(&[("API_KEY", API_KEY), ("DB_PW", DB_PW)]);
     let mut run = |args: &[&str], stdin: Option<&str>| rec.run(args, stdin);
 
     let plan = run(&["plan", "-o", "plan.lock"], None);
-    assert!(plan.status.success(), "{}", text(&plan.stderr));
-    let shown = text(&plan.stdout);
+    assert!(plan.success(), "{}", plan.stderr);
+    let shown = &plan.stdout;
     assert!(shown.contains("(holds secrets)"), "{shown}");
     for format in ["json", "markdown", "text"] {
-        assert!(
-            run(&["show", "plan.lock", "--format", format], None)
-                .status
-                .success()
-        );
+        assert!(run(&["show", "plan.lock", "--format", format], None).success());
     }
     let apply = run(&["apply", "plan.lock"], None);
-    assert!(
-        apply.status.success(),
-        "{}{}",
-        text(&apply.stdout),
-        text(&apply.stderr)
-    );
+    assert!(apply.success(), "{}{}", apply.stdout, apply.stderr);
     let db_conf = format!("user=app\npassword={DB_PW}\napi={API_KEY}\nhost=sec2\n");
     assert_eq!(
         std::fs::read_to_string(h.srv().join("app/token")).unwrap(),
@@ -269,13 +231,13 @@ task "files" on="sec2" {{
 
     // Converged: a new plan is a no-op (compared by sealed hashes), detailed exit code 0.
     let again = run(&["plan", "--detailed-exitcode"], None);
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stdout));
+    assert_eq!(again.code, 0, "{}", again.stdout);
 
     // Someone edits the file on the host: an update, without a diff.
     std::fs::write(h.srv().join("app/db.conf"), "user=app\npassword=guess\n").unwrap();
     let drift = run(&["plan", "--detailed-exitcode"], None);
-    assert_eq!(drift.status.code(), Some(2), "{}", text(&drift.stdout));
-    let drift_text = text(&drift.stdout);
+    assert_eq!(drift.code, 2, "{}", drift.stdout);
+    let drift_text = &drift.stdout;
     assert!(
         drift_text.contains("it holds secrets: no diff"),
         "{drift_text}"
@@ -284,34 +246,26 @@ task "files" on="sec2" {{
         !drift_text.contains("guess"),
         "no diff of secret content: {drift_text}"
     );
-    assert!(run(&["run"], None).status.success());
+    assert!(run(&["run"], None).success());
     assert_eq!(
         std::fs::read_to_string(h.srv().join("app/db.conf")).unwrap(),
         db_conf
     );
 
     // A saved plan whose host file changes before apply is stale, by its sealed hash.
-    assert!(
-        run(&["plan", "-o", "before-edit.lock"], None)
-            .status
-            .success()
-    );
+    assert!(run(&["plan", "-o", "before-edit.lock"], None).success());
     std::fs::write(h.srv().join("app/token"), "tampered").unwrap();
     let stale = run(&["apply", "before-edit.lock"], None);
-    assert_eq!(stale.status.code(), Some(6), "{}", text(&stale.stderr));
-    assert!(run(&["run"], None).status.success());
+    assert_eq!(stale.code, 6, "{}", stale.stderr);
+    assert!(run(&["run"], None).success());
 
     // Rotating a secret plans an update of the file that holds it.
-    assert!(
-        run(&["secret", "set", "DB_PW"], Some("rotated-db-pw-991"))
-            .status
-            .success()
-    );
+    assert!(run(&["secret", "set", "DB_PW"], Some("rotated-db-pw-991")).success());
     let rotated = run(&["plan", "--detailed-exitcode"], None);
-    assert_eq!(rotated.status.code(), Some(2), "{}", text(&rotated.stdout));
-    assert!(text(&rotated.stdout).contains("/srv/app/db.conf"));
-    assert!(!text(&rotated.stdout).contains("/srv/app/token"));
-    assert!(run(&["run"], None).status.success());
+    assert_eq!(rotated.code, 2, "{}", rotated.stdout);
+    assert!(rotated.stdout.contains("/srv/app/db.conf"));
+    assert!(!rotated.stdout.contains("/srv/app/token"));
+    assert!(run(&["run"], None).success());
     assert!(
         std::fs::read_to_string(h.srv().join("app/db.conf"))
             .unwrap()

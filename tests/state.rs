@@ -7,6 +7,8 @@
 //! binary again with `NEXUS_STATE_TEST_ROLE` set, which turns `child_process_helper` into that
 //! process (it does nothing in a normal test run).
 
+mod harness;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -18,6 +20,8 @@ use nexus::state::{
     SCHEMA_VERSION, StateError, StateStore,
 };
 use tempfile::TempDir;
+
+use harness::project::{Project, Run};
 
 fn db_in(dir: &TempDir) -> PathBuf {
     dir.path().join(".nexus").join("state.db")
@@ -797,29 +801,12 @@ fn a_writer_killed_mid_apply_leaves_a_consistent_database_and_a_recoverable_lock
 
 // --- The commands -------------------------------------------------------------------------
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
+/// A project directory where nexus runs without `-c` (none is written unless a test does).
+fn project() -> Project {
+    Project::new().no_config_arg()
 }
 
-fn nexus(dir: &Path, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("NEXUS_CONFIG")
-        .env_remove("NEXUS_STATE")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run nexus");
-    Out {
-        code: out.status.code().expect("exited"),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
-
-fn json(out: &Out) -> serde_json::Value {
+fn json(out: &Run) -> serde_json::Value {
     assert_eq!(
         out.code, 0,
         "stdout:\n{}\nstderr:\n{}",
@@ -851,8 +838,8 @@ fn populated(path: &Path) -> state::SqliteStore {
 
 #[test]
 fn cli_on_a_missing_or_empty_database_is_friendly() {
-    let dir = TempDir::new().unwrap();
-    let out = nexus(dir.path(), &["history"]);
+    let p = project();
+    let out = p.nexus(&["history"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout.contains("No runs recorded yet"),
@@ -860,47 +847,47 @@ fn cli_on_a_missing_or_empty_database_is_friendly() {
         out.stdout
     );
     assert!(
-        !dir.path().join(".nexus").exists(),
+        !p.path(".nexus").exists(),
         "reading does not create the database"
     );
     assert_eq!(
-        json(&nexus(dir.path(), &["history", "--format", "json"]))["runs"],
+        json(&p.nexus(&["history", "--format", "json"]))["runs"],
         serde_json::json!([])
     );
-    let out = nexus(dir.path(), &["state"]);
+    let out = p.nexus(&["state"]);
     assert_eq!(out.code, 0);
     assert!(
         out.stdout.contains("No state recorded yet"),
         "{}",
         out.stdout
     );
-    let v = json(&nexus(dir.path(), &["state", "--format", "json"]));
+    let v = json(&p.nexus(&["state", "--format", "json"]));
     assert_eq!(
         (v["resources"].clone(), v["lock"].clone()),
         (serde_json::json!([]), serde_json::Value::Null)
     );
 
-    drop(state::open(&dir.path().join(".nexus/state.db")).unwrap());
-    let out = nexus(dir.path(), &["history"]);
+    drop(state::open(&p.path(".nexus/state.db")).unwrap());
+    let out = p.nexus(&["history"]);
     assert!(
         out.stdout
             .contains("No runs recorded yet in .nexus/state.db."),
         "{}",
         out.stdout
     );
-    let out = nexus(dir.path(), &["history", "3"]);
+    let out = p.nexus(&["history", "3"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("no run 3"), "{}", out.stderr);
 }
 
 #[test]
 fn cli_history_lists_runs_and_shows_one() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("custom.db");
+    let p = project();
+    let path = p.path("custom.db");
     populated(&path);
     let db = path.to_str().unwrap();
 
-    let out = nexus(dir.path(), &["history", "--state", db]);
+    let out = p.nexus(&["history", "--state", db]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert!(
@@ -919,10 +906,7 @@ fn cli_history_lists_runs_and_shows_one() {
             && lines[2].contains("web1, web2")
     );
 
-    let v = json(&nexus(
-        dir.path(),
-        &["--state", db, "history", "--format", "json"],
-    ));
+    let v = json(&p.nexus(&["--state", db, "history", "--format", "json"]));
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(
@@ -930,13 +914,10 @@ fn cli_history_lists_runs_and_shows_one() {
         (Some(2), Some("succeeded"))
     );
     assert_eq!(runs[1]["counts"]["failed"], 1);
-    let v = json(&nexus(
-        dir.path(),
-        &["--state", db, "history", "--limit", "1", "--format", "json"],
-    ));
+    let v = json(&p.nexus(&["--state", db, "history", "--limit", "1", "--format", "json"]));
     assert_eq!(v["runs"].as_array().unwrap().len(), 1);
 
-    let out = nexus(dir.path(), &["--state", db, "history", "1"]);
+    let out = p.nexus(&["--state", db, "history", "1"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout.starts_with("Run 1: apply failed"),
@@ -962,21 +943,18 @@ fn cli_history_lists_runs_and_shows_one() {
         "succeeded output only with -v"
     );
     assert!(
-        nexus(dir.path(), &["--state", db, "-v", "history", "1"])
+        p.nexus(&["--state", db, "-v", "history", "1"])
             .stdout
             .contains("| output of 1")
     );
 
-    let v = json(&nexus(
-        dir.path(),
-        &["--state", db, "history", "1", "--format", "json"],
-    ));
+    let v = json(&p.nexus(&["--state", db, "history", "1", "--format", "json"]));
     assert_eq!(v["run"]["id"], 1);
     assert_eq!(v["actions"].as_array().unwrap().len(), 2);
     assert_eq!(v["actions"][1]["status"], "failed");
     assert_eq!(v["actions"][1]["exit_code"], 2);
 
-    let out = nexus(dir.path(), &["--state", db, "history", "9"]);
+    let out = p.nexus(&["--state", db, "history", "9"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains("no run 9") && out.stderr.contains("the newest is 2"),
@@ -984,12 +962,9 @@ fn cli_history_lists_runs_and_shows_one() {
         out.stderr
     );
 
-    let v = json(&nexus(
-        dir.path(),
-        &["--state", db, "history", "--prune", "1", "--format", "json"],
-    ));
+    let v = json(&p.nexus(&["--state", db, "history", "--prune", "1", "--format", "json"]));
     assert_eq!(v["pruned_actions"], 2);
-    let out = nexus(dir.path(), &["--state", db, "history", "1"]);
+    let out = p.nexus(&["--state", db, "history", "1"]);
     assert!(
         out.stdout.contains("deleted by retention"),
         "{}",
@@ -999,13 +974,13 @@ fn cli_history_lists_runs_and_shows_one() {
 
 #[test]
 fn cli_state_shows_last_applied_and_the_lock() {
-    let dir = TempDir::new().unwrap();
-    std::fs::create_dir(dir.path().join("infra")).unwrap();
+    let p = project();
+    std::fs::create_dir(p.path("infra")).unwrap();
     // The default database is next to the config file, wherever nexus runs from.
-    let path = dir.path().join("infra/.nexus/state.db");
+    let path = p.path("infra/.nexus/state.db");
     let store = populated(&path);
 
-    let out = nexus(dir.path(), &["-c", "infra/nexus.kdl", "state"]);
+    let out = p.nexus(&["-c", "infra/nexus.kdl", "state"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("web1 (1 resource)"), "{}", out.stdout);
     assert!(out.stdout.contains("web2 (1 resource)"), "{}", out.stdout);
@@ -1016,17 +991,14 @@ fn cli_state_shows_last_applied_and_the_lock() {
     );
     assert!(out.stdout.contains("Apply lock: free"), "{}", out.stdout);
 
-    let v = json(&nexus(
-        dir.path(),
-        &["-c", "infra/nexus.kdl", "state", "web1", "--format", "json"],
-    ));
+    let v = json(&p.nexus(&["-c", "infra/nexus.kdl", "state", "web1", "--format", "json"]));
     let resources = v["resources"].as_array().unwrap();
     assert_eq!(resources.len(), 1);
     assert_eq!(resources[0]["host"], "web1");
     assert_eq!(resources[0]["fingerprint"], "fp-web1-1");
     assert_eq!(resources[0]["action"], "create");
 
-    let out = nexus(dir.path(), &["-c", "infra/nexus.kdl", "state", "web3"]);
+    let out = p.nexus(&["-c", "infra/nexus.kdl", "state", "web3"]);
     assert_eq!(out.code, 0);
     assert!(
         out.stdout
@@ -1043,24 +1015,18 @@ fn cli_state_shows_last_applied_and_the_lock() {
     let guard = store
         .lock(&LockHolder::current("nexus apply plan.lock"))
         .unwrap();
-    let out = nexus(dir.path(), &["-c", "infra/nexus.kdl", "state"]);
+    let out = p.nexus(&["-c", "infra/nexus.kdl", "state"]);
     assert!(
         out.stdout
             .contains(&format!("Apply lock: held by pid {}", std::process::id())),
         "{}",
         out.stdout
     );
-    let v = json(&nexus(
-        dir.path(),
-        &["-c", "infra/nexus.kdl", "state", "--format", "json"],
-    ));
+    let v = json(&p.nexus(&["-c", "infra/nexus.kdl", "state", "--format", "json"]));
     assert_eq!(v["lock"]["command"], "nexus apply plan.lock");
     assert_eq!(v["lock"]["stale"], serde_json::Value::Null);
 
-    let out = nexus(
-        dir.path(),
-        &["-c", "infra/nexus.kdl", "state", "--force-unlock"],
-    );
+    let out = p.nexus(&["-c", "infra/nexus.kdl", "state", "--force-unlock"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout.contains("Removed the apply lock of pid"),

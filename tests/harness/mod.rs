@@ -398,13 +398,25 @@ pub fn write_known_hosts(path: &Path, hosts: &[&SshHost]) {
 /// ssh config; returns the start of its configuration, a `defaults` node naming both (with
 /// `extra_defaults` appended) and one `host` node per host, logging in as [`TEST_USER`].
 pub fn project_config(dir: &Path, hosts: &[&SshHost], extra_defaults: &str) -> String {
-    write_known_hosts(&dir.join("known_hosts"), hosts);
+    let logins: Vec<(&SshHost, &str)> = hosts.iter().map(|h| (*h, TEST_USER)).collect();
+    project_config_logins(dir, &logins, hosts, extra_defaults)
+}
+
+/// Like [`project_config`], with each host's login user given, and known_hosts trusting only
+/// `trusted`.
+pub fn project_config_logins(
+    dir: &Path,
+    logins: &[(&SshHost, &str)],
+    trusted: &[&SshHost],
+    extra_defaults: &str,
+) -> String {
+    write_known_hosts(&dir.join("known_hosts"), trusted);
     std::fs::write(dir.join("ssh_config"), "").expect("write ssh_config");
     let mut text =
         format!("defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"{extra_defaults}\n");
-    for h in hosts {
+    for (h, user) in logins {
         text.push_str(&format!(
-            "host \"{}\" \"{TEST_USER}@{}:{}\" identity=\"{}\"\n",
+            "host \"{}\" \"{user}@{}:{}\" identity=\"{}\"\n",
             h.name,
             h.ip,
             h.port,
@@ -537,7 +549,7 @@ fn free_port(ip: Ipv4Addr) -> u16 {
 }
 
 /// All processes below `root` in the process tree (from /proc).
-fn descendants(root: u32) -> Vec<u32> {
+pub fn descendants(root: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {

@@ -1,5 +1,7 @@
-//! A nexus project in a temporary directory and the real binary run against it: the one CLI
-//! runner the integration tests share.
+//! A nexus project (a temporary directory, or an existing one) and the real binary run against
+//! it: the one CLI runner the integration tests share. By default nexus runs in the project with
+//! `-c nexus.kdl`, an empty stdin and a clean environment; a project can change the `-c`
+//! argument, the working directory and the environment.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,11 +12,19 @@ use super::{SshHost, TEST_USER};
 /// A vault key (hex) for tests that keep secrets; never a real key.
 pub const VAULT_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-/// What one run of `nexus` gave.
+/// What one run of `nexus` gave. Its output must be UTF-8; a run ended by a signal has code -1.
+#[derive(Clone)]
 pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl Run {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
 }
 
 impl std::fmt::Debug for Run {
@@ -27,10 +37,21 @@ impl std::fmt::Debug for Run {
     }
 }
 
-/// A project directory holding `nexus.kdl`, and the environment nexus runs with there.
+/// A project directory, and how nexus runs there: the `-c` argument, the working directory and
+/// the environment.
 pub struct Project {
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
+    dir: ProjectDir,
+    /// Set (`Some`) or removed (`None`) for every run, after the defaults.
+    env: Vec<(String, Option<String>)>,
+    /// Passed as `-c` before the arguments, unless `None`.
+    config_arg: Option<PathBuf>,
+    /// Where nexus runs; the project directory unless set.
+    workdir: Option<PathBuf>,
+}
+
+enum ProjectDir {
+    Temporary(tempfile::TempDir),
+    Existing(PathBuf),
 }
 
 impl Default for Project {
@@ -40,26 +61,76 @@ impl Default for Project {
 }
 
 impl Project {
-    /// An empty project (write its `nexus.kdl` with [`Project::config`]).
+    /// An empty project in a new temporary directory (write its `nexus.kdl` with
+    /// [`Project::config`]).
     pub fn new() -> Project {
+        Project::in_dir(ProjectDir::Temporary(
+            tempfile::tempdir().expect("project dir"),
+        ))
+    }
+
+    /// A project in an existing directory, which is left in place afterwards.
+    pub fn at(dir: &Path) -> Project {
+        Project::in_dir(ProjectDir::Existing(dir.to_path_buf()))
+    }
+
+    fn in_dir(dir: ProjectDir) -> Project {
         Project {
-            dir: tempfile::tempdir().expect("project dir"),
+            dir,
             env: Vec::new(),
+            config_arg: Some("nexus.kdl".into()),
+            workdir: None,
         }
     }
 
     /// A project whose config trusts `hosts` (known_hosts, an empty ssh config) and names each as
     /// a host logging in as [`TEST_USER`], followed by `rest`.
     pub fn over(hosts: &[&SshHost], extra_defaults: &str, rest: &str) -> Project {
+        let logins: Vec<(&SshHost, &str)> = hosts.iter().map(|h| (*h, TEST_USER)).collect();
+        Project::over_logins(&logins, hosts, extra_defaults, rest)
+    }
+
+    /// Like [`Project::over`], with each host's login user given, and known_hosts trusting only
+    /// `trusted`.
+    pub fn over_logins(
+        logins: &[(&SshHost, &str)],
+        trusted: &[&SshHost],
+        extra_defaults: &str,
+        rest: &str,
+    ) -> Project {
         let p = Project::new();
-        let head = super::project_config(p.dir.path(), hosts, extra_defaults);
+        let head = super::project_config_logins(p.dir(), logins, trusted, extra_defaults);
         p.config(&format!("{head}{rest}"));
         p
     }
 
     /// Sets an environment variable for every later run.
     pub fn env(mut self, key: &str, value: &str) -> Project {
-        self.env.push((key.into(), value.into()));
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Removes an environment variable for every later run (one the runner would set, too).
+    pub fn env_remove(mut self, key: &str) -> Project {
+        self.env.push((key.into(), None));
+        self
+    }
+
+    /// Runs with `-c path` instead of `-c nexus.kdl`.
+    pub fn config_arg(mut self, path: impl Into<PathBuf>) -> Project {
+        self.config_arg = Some(path.into());
+        self
+    }
+
+    /// Runs without `-c`: nexus finds its config itself, or the arguments name it.
+    pub fn no_config_arg(mut self) -> Project {
+        self.config_arg = None;
+        self
+    }
+
+    /// Runs nexus in `dir` instead of the project directory.
+    pub fn run_in(mut self, dir: impl Into<PathBuf>) -> Project {
+        self.workdir = Some(dir.into());
         self
     }
 
@@ -78,25 +149,36 @@ impl Project {
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.dir().join(rel)
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        match &self.dir {
+            ProjectDir::Temporary(t) => t.path(),
+            ProjectDir::Existing(p) => p,
+        }
     }
 
-    /// Runs `nexus -c nexus.kdl ARGS` in the project, stdin empty.
+    /// Runs `nexus -c nexus.kdl ARGS` in the project (or as configured), stdin empty.
     pub fn nexus(&self, args: &[&str]) -> Run {
-        self.nexus_with_stdin(args, "")
+        self.nexus_with(args, "", &[])
     }
 
-    /// Runs nexus with `input` on stdin (a pipe, never a terminal). The machine's agent, vault
-    /// key and colours are left out; the project's own environment is added.
+    /// Runs nexus with `input` on stdin.
     pub fn nexus_with_stdin(&self, args: &[&str], input: &str) -> Run {
+        self.nexus_with(args, input, &[])
+    }
+
+    /// Runs nexus with `input` on stdin (a pipe, never a terminal) and `env` on top of the
+    /// project's environment. The machine's agent, config and state paths, vault key and colours
+    /// are left out unless the project or `env` sets them.
+    pub fn nexus_with(&self, args: &[&str], input: &str, env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
-        cmd.current_dir(self.dir.path())
-            .args(["-c", "nexus.kdl"])
-            .args(args)
+        cmd.current_dir(self.workdir.as_deref().unwrap_or(self.dir()));
+        if let Some(config) = &self.config_arg {
+            cmd.arg("-c").arg(config);
+        }
+        cmd.args(args)
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("NEXUS_CONFIG")
             .env_remove("NEXUS_STATE")
@@ -107,6 +189,12 @@ impl Project {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("run nexus");
@@ -119,8 +207,8 @@ impl Project {
         let out = child.wait_with_output().expect("wait for nexus");
         Run {
             code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stdout: String::from_utf8(out.stdout).expect("nexus printed UTF-8 on stdout"),
+            stderr: String::from_utf8(out.stderr).expect("nexus printed UTF-8 on stderr"),
         }
     }
 
