@@ -9,33 +9,26 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::SshHost;
+use harness::project::Project;
 
 struct Env {
-    dir: tempfile::TempDir,
+    project: Project,
 }
 
 impl Env {
     /// Config with `hosts` (private /srv each), trusted known_hosts, an empty ssh config, `body`.
     fn new(hosts: &[&SshHost], body: &str) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let mut text = harness::project_config(dir.path(), hosts, " connect-timeout=\"5s\"");
-        text.push_str(body);
-        std::fs::write(dir.path().join("nexus.kdl"), text).unwrap();
-        Env { dir }
+        Env {
+            project: Project::over(hosts, " connect-timeout=\"5s\"", body),
+        }
     }
 
     fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+        self.project.path(p)
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
-        c.current_dir(self.dir.path())
-            .args(["-c", "nexus.kdl"])
-            .args(args)
-            .env_remove("SSH_AUTH_SOCK")
-            .env("NO_COLOR", "1");
-        c
+        self.project.command(args)
     }
 
     fn nexus(&self, args: &[&str]) -> Output {

@@ -4,24 +4,15 @@
 
 mod harness;
 
-use std::process::Command;
-
+use harness::project::Project;
 use harness::webhook::Webhook;
 
-fn nexus(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .current_dir(dir)
-        .args(["-c", "nexus.kdl"])
-        .args(args)
-        .env("HOOK_URL", url)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn config(dir: &std::path::Path, body: &str) {
-    let path = dir.join("target-file");
-    let text = format!(
+/// A project whose task writes `target-file` with `body`, notifying the webhook at `url`
+/// (through HOOK_URL) always and on drift.
+fn project(url: &str, body: &str) -> Project {
+    let p = Project::new().env("HOOK_URL", url);
+    let path = p.path("target-file");
+    p.config(&format!(
         r#"notify "events" url=(env)"HOOK_URL" template="generic" on="always" retries=0
 notify "drift" url=(env)"HOOK_URL" template="generic" on="drift" retries=0
 task "t" {{
@@ -29,28 +20,21 @@ task "t" {{
 }}
 "#,
         path.display()
-    );
-    std::fs::write(dir.join("nexus.kdl"), text).unwrap();
+    ));
+    p
 }
 
 #[test]
 fn run_and_drift_notify_the_webhooks_that_asked() {
     let hook = Webhook::start(200);
-    let url = hook.url.clone();
-    let dir = tempfile::tempdir().unwrap();
-    config(dir.path(), "one");
-    let out = nexus(dir.path(), &url, &["run"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let p = project(&hook.url, "one");
+    let out = p.nexus(&["run"]);
+    assert_eq!(out.code, 0, "{out:?}");
     let got = hook.bodies();
     assert_eq!(got.len(), 1, "only `always` fires on a run: {got:?}");
     assert_eq!(got[0]["event"], "success");
     assert_eq!(got[0]["kind"], "run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(stderr.contains("notify events"), "{stderr}");
     assert!(
         !stderr.contains("secret-path"),
@@ -58,12 +42,12 @@ fn run_and_drift_notify_the_webhooks_that_asked() {
     );
 
     // No drift: nothing is sent. Drift: only the `drift` webhook hears about it.
-    let out = nexus(dir.path(), &url, &["plan", "--detailed-exitcode"]);
-    assert_eq!(out.status.code(), Some(0));
+    let out = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(hook.bodies().len(), 1);
-    std::fs::write(dir.path().join("target-file"), "changed by hand").unwrap();
-    let out = nexus(dir.path(), &url, &["plan", "--detailed-exitcode"]);
-    assert_eq!(out.status.code(), Some(2));
+    p.write("target-file", "changed by hand");
+    let out = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.code, 2, "{out:?}");
     let got = hook.bodies();
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[1]["event"], "drift");
@@ -72,17 +56,10 @@ fn run_and_drift_notify_the_webhooks_that_asked() {
 #[test]
 fn a_failing_webhook_does_not_change_the_result() {
     let hook = Webhook::start(500);
-    let url = hook.url.clone();
-    let dir = tempfile::tempdir().unwrap();
-    config(dir.path(), "two");
-    let out = nexus(dir.path(), &url, &["run", "--format", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = project(&hook.url, "two");
+    let out = p.nexus(&["run", "--format", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let n = &report["notifications"][0];
     assert_eq!(n["ok"], false, "{report}");
     assert_eq!(n["status"], 500);

@@ -173,27 +173,10 @@ impl Project {
     /// project's environment. The machine's agent, config and state paths, vault key and colours
     /// are left out unless the project or `env` sets them.
     pub fn nexus_with(&self, args: &[&str], input: &str, env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
-        cmd.current_dir(self.workdir.as_deref().unwrap_or(self.dir()));
-        if let Some(config) = &self.config_arg {
-            cmd.arg("-c").arg(config);
-        }
-        cmd.args(args)
-            .env_remove("SSH_AUTH_SOCK")
-            .env_remove("NEXUS_CONFIG")
-            .env_remove("NEXUS_STATE")
-            .env_remove("NEXUS_VAULT_KEY")
-            .env_remove("NEXUS_VAULT_PASSPHRASE")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::piped())
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -210,6 +193,30 @@ impl Project {
             stdout: String::from_utf8(out.stdout).expect("nexus printed UTF-8 on stdout"),
             stderr: String::from_utf8(out.stderr).expect("nexus printed UTF-8 on stderr"),
         }
+    }
+
+    /// The `nexus ARGS` command as [`Project::nexus`] runs it, for tests that spawn it
+    /// themselves (to signal or kill it mid-run).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+        cmd.current_dir(self.workdir.as_deref().unwrap_or(self.dir()));
+        if let Some(config) = &self.config_arg {
+            cmd.arg("-c").arg(config);
+        }
+        cmd.args(args)
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("NEXUS_CONFIG")
+            .env_remove("NEXUS_STATE")
+            .env_remove("NEXUS_VAULT_KEY")
+            .env_remove("NEXUS_VAULT_PASSPHRASE")
+            .env("NO_COLOR", "1");
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd
     }
 
     /// Creates the vault (key [`VAULT_KEY`], which later runs get too) and stores `secrets`.
