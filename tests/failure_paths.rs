@@ -120,3 +120,68 @@ fn max_fail_stops_once_the_failures_add_up() {
         "{stopped}"
     );
 }
+
+/// A rollout that stops reports the hosts it never started as "not run" (not "ok"), once, not
+/// each of their resources; their no-op resources count as unchanged, their changes as not run.
+#[test]
+fn a_stopped_rollout_reports_the_hosts_it_never_started() {
+    let hosts = fleet("sr", &[1]);
+    for h in &hosts {
+        std::fs::write(h.srv().join("same"), "x").unwrap();
+    }
+    let refs: Vec<&SshHost> = hosts.iter().collect();
+    let body = "group \"fleet\" \"sr1\" \"sr2\" \"sr3\" \"sr4\"\n\
+         task \"deploy\" on=\"fleet\" strategy=\"rolling\" batch=1 {\n\
+             file \"/srv/same\" content=\"x\"\n\
+             command \"test -e /srv/healthy && touch /srv/deployed\"\n\
+         }\n";
+    let p = Project::over(&refs, " connect-timeout=\"10s\"", body);
+    let r = p.nexus(&["run"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("Hosts: sr1 (failed), sr2 (not run), sr3 (not run), sr4 (not run)"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .contains("Resources: 0 changed, 1 failed, 4 unchanged, 3 not run"),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("not run: sr2, sr3, sr4"), "{r:?}");
+    for h in ["sr2", "sr3", "sr4"] {
+        assert!(!r.stdout.contains(&format!("{h}: ")), "{h} listed: {r:?}");
+    }
+}
+
+/// `wait-for` is a check: when it passes it changed nothing, and the summary says so.
+#[test]
+fn wait_for_counts_as_a_check_not_a_change() {
+    let h = SshHost::start("wf");
+    let body = format!(
+        "task \"t\" on=\"wf\" {{\n\
+             wait-for tcp=\"{}:{}\" timeout=\"10s\" interval=\"100ms\"\n\
+             command \"true\"\n\
+         }}\n",
+        h.ip, h.port
+    );
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", &body);
+    let r = p.nexus(&["run"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("Resources: 1 changed, 0 failed, 0 unchanged, 0 not run, 1 check passed"),
+        "{r:?}"
+    );
+    let r = p.nexus(&["run", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["summary"]["changed"], 1, "{v}");
+    assert_eq!(v["summary"]["checks"], 1, "{v}");
+    let wait = v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["kind"] == "wait-for")
+        .unwrap();
+    assert_eq!(wait["changed"], false, "{wait}");
+}

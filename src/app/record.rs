@@ -102,6 +102,10 @@ pub struct RunSummary {
     pub duration_ms: u64,
     pub tasks: TaskCount,
     pub changed: usize,
+    /// Checks (`wait-for`, health checks) that passed; they are not changes.
+    pub checks: usize,
+    /// Resources that succeeded or had nothing to do, without changing anything.
+    pub unchanged: usize,
     pub failed: usize,
     pub skipped: usize,
     pub not_run: usize,
@@ -132,6 +136,19 @@ impl RunSummary {
                 total: report.tasks.len(),
             },
             changed: report.results.iter().filter(|r| r.changed).count(),
+            checks: report
+                .results
+                .iter()
+                .filter(|r| r.is_check() && r.status == Status::Succeeded)
+                .count(),
+            unchanged: report
+                .results
+                .iter()
+                .filter(|r| {
+                    r.status == Status::Skipped
+                        || (r.status == Status::Succeeded && !r.changed && !r.is_check())
+                })
+                .count(),
             failed: count(Status::Failed),
             skipped: count(Status::Skipped),
             not_run: count(Status::NotRun),

@@ -113,6 +113,11 @@ pub fn line(e: &Event, verbose: u8) -> Option<String> {
         Event::BatchStarted {
             batch, of, hosts, ..
         } if *of > 1 => Some(format!("  batch {batch}/{of}: {}", hosts.join(", "))),
+        // Hosts that never started are named once, by HostsNotRun.
+        Event::Resource(r) if !r.host_started => None,
+        Event::HostsNotRun { hosts, reason, .. } => {
+            Some(format!("  not run: {} ({reason})", hosts.join(", ")))
+        }
         Event::Resource(r) => {
             let tag = match r.status {
                 Status::Succeeded => "[ok]  ",

@@ -51,16 +51,18 @@ pub fn finished(ctx: &Ctx, a: &Applied, format: Format) -> Exit {
             "Tasks: {}/{} succeeded\n",
             s.tasks.succeeded, s.tasks.total
         ));
-        let unchanged = s.skipped
-            + report
-                .results
-                .iter()
-                .filter(|r| r.status == Status::Succeeded && !r.changed)
-                .count();
-        out.push_str(&format!(
-            "Resources: {} changed, {} failed, {unchanged} unchanged, {} not run\n",
-            s.changed, s.failed, s.not_run
-        ));
+        let mut resources = format!(
+            "Resources: {} changed, {} failed, {} unchanged, {} not run",
+            s.changed, s.failed, s.unchanged, s.not_run
+        );
+        if s.checks > 0 {
+            resources.push_str(&format!(
+                ", {} check{} passed",
+                s.checks,
+                if s.checks == 1 { "" } else { "s" }
+            ));
+        }
+        out.push_str(&format!("{resources}\n"));
         let mut parts = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
         for r in &report.results {
@@ -69,12 +71,17 @@ pub fn finished(ctx: &Ctx, a: &Applied, format: Format) -> Exit {
                 continue;
             }
             seen.push(h);
-            let failed = report.failed_hosts.iter().any(|f| f == h)
-                || report
-                    .results
-                    .iter()
-                    .any(|r| r.host == h && r.status == Status::Failed);
-            parts.push(format!("{h} ({})", if failed { "failed" } else { "ok" }));
+            let mine = || report.results.iter().filter(|r| r.host == h);
+            let state = if report.failed_hosts.iter().any(|f| f == h)
+                || mine().any(|r| r.status == Status::Failed)
+            {
+                "failed"
+            } else if !mine().any(|r| r.host_started) {
+                "not run"
+            } else {
+                "ok"
+            };
+            parts.push(format!("{h} ({state})"));
         }
         out.push_str(&format!("Hosts: {}\n", parts.join(", ")));
         if let Some(s) = &report.stopped {

@@ -45,8 +45,11 @@ pub struct ResourceResult {
     pub label: String,
     pub action: Action,
     pub status: Status,
-    /// Whether the resource changed the host (and so notifies its handlers).
+    /// Whether the resource changed the host. Checks (`wait-for`, health checks) never do.
     pub changed: bool,
+    /// Whether its host started the task at all; resources of hosts a stopped rollout never
+    /// reached are reported once per host, not one by one.
+    pub host_started: bool,
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
     pub attempts: u32,
@@ -87,6 +90,12 @@ pub enum Event {
     Resource(ResourceResult),
     RolloutStopped {
         task: String,
+        reason: String,
+    },
+    /// Hosts of a task that never started it (a stopped rollout or run), with the reason.
+    HostsNotRun {
+        task: String,
+        hosts: Vec<String>,
         reason: String,
     },
     TaskFinished(TaskOutcome),
@@ -165,6 +174,32 @@ impl Ctx<'_> {
             Some(why.to_string()),
         ));
     }
+
+    /// Reports hosts that never start `task`: one event naming them, then each resource,
+    /// marked as of a host that never started. What had nothing to do is unchanged (skipped),
+    /// not "not run".
+    fn hosts_not_run(&self, task: &TaskPlan, hosts: &[String], why: &str) {
+        if hosts.is_empty() {
+            return;
+        }
+        (self.events)(Event::HostsNotRun {
+            task: task.name.clone(),
+            hosts: hosts.to_vec(),
+            reason: why.to_string(),
+        });
+        for h in hosts {
+            for r in self.host_resources(h, |r| r.task == task.name && r.role != Role::Handler) {
+                let status = if r.action == Action::NoOp {
+                    Status::Skipped
+                } else {
+                    Status::NotRun
+                };
+                let mut res = result(h, r, status, false, None, Some(format!("not run: {why}")));
+                res.host_started = false;
+                self.emit_result(res);
+            }
+        }
+    }
 }
 
 fn result(
@@ -185,12 +220,30 @@ fn result(
         label: r.label.clone(),
         action: r.action,
         status,
-        changed,
+        // A check that passed verified the host; it changed nothing.
+        changed: changed && !is_check(r),
+        host_started: true,
         exit_code: o.and_then(|o| o.exit_code),
         duration_ms: o.map_or(0, |o| o.duration.as_millis() as u64),
         attempts: o.map_or(0, |o| o.attempts),
         output_tail: o.map(|o| o.output_tail.clone()).unwrap_or_default(),
         error: error.or_else(|| o.and_then(|o| o.error.clone())),
+    }
+}
+
+/// `wait-for` and health checks verify a host; they are never changes.
+fn is_check(r: &PlannedResource) -> bool {
+    check_kind(r.role, r.kind)
+}
+
+fn check_kind(role: Role, kind: crate::config::ResourceType) -> bool {
+    role == Role::HealthCheck || kind == crate::config::ResourceType::WaitFor
+}
+
+impl ResourceResult {
+    /// Whether this is a check (`wait-for`, a health check) rather than a change.
+    pub fn is_check(&self) -> bool {
+        check_kind(self.role, self.kind)
     }
 }
 
@@ -292,11 +345,7 @@ async fn run_task(ctx: &Ctx<'_>, task: &TaskPlan) -> TaskOutcome {
     });
     let stop = ctx.shared.lock().expect("poisoned").stop.clone();
     if let Some(reason) = stop {
-        for h in &task.hosts {
-            for r in ctx.host_resources(h, |r| r.task == task.name && r.role != Role::Handler) {
-                ctx.not_run(h, r, &format!("not run: {reason}"));
-            }
-        }
+        ctx.hosts_not_run(task, &task.hosts, &reason);
         return TaskOutcome {
             name: task.name.clone(),
             status: TaskStatus::Stopped,
@@ -367,15 +416,8 @@ async fn run_task(ctx: &Ctx<'_>, task: &TaskPlan) -> TaskOutcome {
                 task: task.name.clone(),
                 reason: reason.clone(),
             });
-            for rest in &batches[bi + 1..] {
-                for h in rest {
-                    for r in
-                        ctx.host_resources(h, |r| r.task == task.name && r.role != Role::Handler)
-                    {
-                        ctx.not_run(h, r, "not run: rollout stopped");
-                    }
-                }
-            }
+            let rest: Vec<String> = batches[bi + 1..].iter().flatten().cloned().collect();
+            ctx.hosts_not_run(task, &rest, "rollout stopped");
             ctx.shared
                 .lock()
                 .expect("poisoned")

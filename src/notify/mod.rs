@@ -400,6 +400,7 @@ pub(crate) mod test_support {
             action,
             status,
             changed: status == Status::Succeeded && action != Action::NoOp,
+            host_started: true,
             exit_code: None,
             duration_ms: 5,
             attempts: 1,
