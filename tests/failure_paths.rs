@@ -185,3 +185,30 @@ fn wait_for_counts_as_a_check_not_a_change() {
         .unwrap();
     assert_eq!(wait["changed"], false, "{wait}");
 }
+
+/// `upload` compares content hashes: an unchanged file is not sent again, and a hand edit of the
+/// uploaded file is drift, as for `file`.
+#[test]
+fn upload_is_idempotent_and_a_hand_edit_is_drift() {
+    let h = SshHost::builder("up").private_srv().start();
+    let body = "task \"t\" on=\"up\" {\n    upload \"files/app.bin\" \"/srv/app.bin\"\n}\n";
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", body);
+    p.write("files/app.bin", "\u{1}binary\u{0}payload\n");
+    let r = p.nexus(&["run"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Resources: 1 changed"), "{r:?}");
+    assert_eq!(
+        std::fs::read(h.srv().join("app.bin")).unwrap(),
+        b"\x01binary\x00payload\n"
+    );
+    let r = p.nexus(&["run"]);
+    assert!(
+        r.stdout.contains("Resources: 0 changed"),
+        "sent again: {r:?}"
+    );
+    assert_eq!(p.nexus(&["plan", "--detailed-exitcode"]).code, 0);
+    std::fs::write(h.srv().join("app.bin"), "edited by hand").unwrap();
+    let r = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "a hand edit is drift: {r:?}");
+    assert!(r.stdout.contains("upload files/app.bin"), "{r:?}");
+}

@@ -591,7 +591,7 @@ async fn upload_then_download_round_trips_bytes() {
     let c = b.plan(&res[0]).await;
     assert_eq!(
         (c.action, c.reason.as_str()),
-        (Action::Run, "uploads 200000 bytes")
+        (Action::Create, "does not exist")
     );
     b.apply_ok(&c).await;
     assert_eq!(b.cat(&dest).await, bytes);
@@ -601,8 +601,8 @@ async fn upload_then_download_round_trips_bytes() {
             .stdout_str(),
         "600\n"
     );
-    // Uploads run on every apply (use `file source=` for a compared copy).
-    assert_eq!(b.plan(&res[0]).await.action, Action::Run);
+    // An upload is compared by hash: the same bytes are not sent again.
+    assert_eq!(b.plan(&res[0]).await.action, Action::NoOp);
 
     let c = b.plan(&res[1]).await;
     assert_eq!(c.action, Action::Run);
@@ -616,15 +616,10 @@ async fn upload_then_download_round_trips_bytes() {
         bytes
     );
 
-    // An upload onto a directory fails and leaves nothing behind.
-    let c = b.plan(&res[2]).await;
-    let out = b.apply(&c).await.pop().unwrap().unwrap();
-    assert!(!out.success());
-    assert!(
-        out.stderr_str().contains("nexus: /srv is a directory"),
-        "{}",
-        out.stderr_str()
-    );
+    // An upload onto a directory is refused when planning, so nothing is left behind.
+    let o = b.probe(&res[2]).await;
+    let e = res[2].r.plan(&o).unwrap_err();
+    assert!(e.to_string().contains("/srv is a directory"), "{e}");
     assert_eq!(b.ls("/srv").await, sorted(&[&format!("{NASTY}.bin")]));
     b.assert_no_injection().await;
     b.pool.close_all().await;
@@ -758,7 +753,7 @@ async fn probes_batch_into_one_round_trip_without_reading_stdin() {
             (Action::Create, "does not exist".to_string()),
             (Action::NoOp, "absent".to_string()),
             (Action::NoOp, "creates /srv/made exists".to_string()),
-            (Action::Run, "uploads 2 bytes".to_string()),
+            (Action::Create, "does not exist".to_string()),
             (
                 Action::Run,
                 "waits up to 1m for tcp 127.0.0.1:9".to_string()

@@ -1,8 +1,9 @@
-//! `upload`: copies a local file to the host with owner, group and mode. Like the issue asks, an
-//! upload plans as a run on every apply (use `file source=...` for a compared, idempotent copy);
-//! its content is pinned in the plan by blake3 and written atomically, as `file` writes.
+//! `upload`: copies a local file to the host with owner, group and mode. It is a `file` whose
+//! content comes from a local file: the host's copy is compared by sha256, nothing is sent when
+//! it matches, and a hand edit is drift. Its content is pinned in the plan by blake3 and written
+//! atomically, as `file` writes it.
 
-use super::file::write_step;
+use super::file::File;
 use super::*;
 use crate::config;
 
@@ -10,58 +11,53 @@ use crate::config;
 pub struct Upload {
     /// The local path as plans show it (relative to the config's directory).
     pub source: String,
-    pub dest: String,
-    pub content: Vec<u8>,
-    pub owner: Option<String>,
-    pub group: Option<String>,
-    pub mode: Option<Mode>,
-    pub sudo: bool,
+    /// The destination as a `file` with the local content: probe, compare and write are its.
+    pub file: File,
 }
 
 pub fn resolve(u: &config::Upload, ctx: &ResolveCtx<'_>) -> Result<Upload, ResourceError> {
     let content = super::file::local_file(ctx, &u.source, "upload")?.to_vec();
     Ok(Upload {
         source: ctx.inputs.relative(&u.source),
-        dest: u.dest.clone(),
-        content,
-        owner: u.owner.clone(),
-        group: u.group.clone(),
-        mode: u.mode,
-        sudo: ctx.sudo,
+        file: File {
+            path: u.dest.clone(),
+            state: config::Presence::Present,
+            content_sha256: super::file::sha256_hex(&content),
+            content: Some(content),
+            owner: u.owner.clone(),
+            group: u.group.clone(),
+            mode: u.mode,
+            backup: false,
+            sudo: ctx.sudo,
+            // Taken byte for byte, as `file source=` is: never a template of secrets.
+            secret: None,
+        },
     })
 }
 
 impl Resource for Upload {
     fn id(&self) -> String {
-        format!("upload:{}", self.dest)
+        format!("upload:{}", self.file.path)
     }
 
     fn label(&self) -> String {
-        format!("upload {} → {}", self.source, self.dest)
+        format!("upload {} → {}", self.source, self.file.path)
     }
 
-    /// Nothing to compare: an upload always runs.
     fn probe(&self) -> String {
-        String::new()
+        self.file.probe()
     }
 
-    fn plan(&self, _observed: &Observed) -> Result<Change, ResourceError> {
-        let step = write_step(
-            &self.dest,
-            super::file::WriteContent::Bytes(&self.content),
-            self.owner.as_deref(),
-            self.group.as_deref(),
-            self.mode,
-            None,
-            self.sudo,
-        );
-        let mut c = Change::new(
-            Action::Run,
-            format!("uploads {} bytes", self.content.len()),
-            vec![step],
-        );
-        c.blobs.push(self.content.clone());
-        Ok(c)
+    fn probe_batch(&self) -> Option<ProbeBatch> {
+        self.file.probe_batch()
+    }
+
+    fn probe_inline(&self) -> bool {
+        self.file.probe_inline()
+    }
+
+    fn plan(&self, observed: &Observed) -> Result<Change, ResourceError> {
+        self.file.plan(observed)
     }
 }
 
@@ -74,7 +70,7 @@ mod tests {
     use crate::inputs::Inputs;
 
     #[test]
-    fn always_runs_with_an_atomic_write() {
+    fn compares_like_a_file_and_writes_atomically() {
         let facts = crate::facts::Facts::parse("format=1\nkernel_name=Linux\n").unwrap();
         let inputs = Inputs::from_parts(
             PathBuf::from("/cfg"),
@@ -103,10 +99,9 @@ mod tests {
         let u = resolve(&cfg, &ctx).unwrap();
         assert_eq!(u.id(), "upload:/opt/app.tar.gz");
         assert_eq!(u.label(), "upload dist/app.tar.gz → /opt/app.tar.gz");
-        assert_eq!(u.probe(), "");
-        let c = u.plan(&Observed::default()).unwrap();
-        assert_eq!(c.action, Action::Run);
-        assert_eq!(c.reason, "uploads 6 bytes");
+        assert_eq!(u.probe_batch(), u.file.probe_batch());
+        let c = u.plan(&Observed::parse("exists=false\n").unwrap()).unwrap();
+        assert_eq!(c.action, Action::Create);
         assert_eq!(c.blobs, vec![b"\x1f\x8bdata".to_vec()]);
         assert_eq!(c.steps.len(), 1);
         let s = &c.steps[0];
