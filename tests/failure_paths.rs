@@ -212,3 +212,30 @@ fn upload_is_idempotent_and_a_hand_edit_is_drift() {
     assert_eq!(r.code, 2, "a hand edit is drift: {r:?}");
     assert!(r.stdout.contains("upload files/app.bin"), "{r:?}");
 }
+
+/// A task's `timeout` bounds the whole task on a host: two commands of 1.5 s each do not fit in
+/// `timeout="2s"`, though each alone would.
+#[test]
+fn a_task_timeout_bounds_the_whole_task_on_a_host() {
+    let h = SshHost::builder("tt").private_srv().start();
+    let body = "task \"t\" on=\"tt\" timeout=\"2s\" {\n\
+                    command \"sleep 1.5; touch /srv/a\"\n\
+                    command \"sleep 1.5; touch /srv/b\"\n\
+                    command \"touch /srv/c\"\n\
+                }\n";
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", body);
+    let r = p.nexus(&["run", "--format", "json"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let res = v["resources"].as_array().unwrap();
+    let status = |i: usize| res[i]["status"].as_str().unwrap().to_string();
+    assert_eq!(
+        [status(0), status(1), status(2)],
+        ["succeeded", "failed", "not-run"],
+        "{r:?}"
+    );
+    let err = res[1]["error"].as_str().unwrap();
+    assert!(err.contains("task t timed out after 2s"), "{err}");
+    assert!(h.srv().join("a").exists());
+    assert!(!h.srv().join("c").exists());
+}

@@ -483,15 +483,63 @@ async fn run_host(ctx: &Ctx<'_>, task: &TaskPlan, host: &str) -> bool {
         ok: true,
         lost: None,
         notified: Vec::new(),
+        share_commands: task.timeout.is_none(),
     };
-    run.run_list(&resources).await;
-    // Handlers in definition order, once for this task, only where a change notified them.
-    let notified = run.notified.clone();
-    let handlers = ctx.host_resources(host, |r| {
-        r.role == Role::Handler && notified.contains(&r.task)
-    });
-    run.run_list(&handlers).await;
-    run.run_list(&checks).await;
+    let reported_before = ctx.shared.lock().expect("poisoned").results.len();
+    let work = async {
+        run.run_list(&resources).await;
+        // Handlers in definition order, once for this task, only where a change notified them.
+        let notified = run.notified.clone();
+        let handlers = ctx.host_resources(host, |r| {
+            r.role == Role::Handler && notified.contains(&r.task)
+        });
+        run.run_list(&handlers).await;
+        run.run_list(&checks).await;
+    };
+    // The task's timeout bounds all of its work on this host; what is in flight then is
+    // abandoned and reported failed, the rest not run.
+    let timed_out = match task.timeout {
+        Some(limit) => tokio::time::timeout(limit, work).await.err().map(|_| limit),
+        None => {
+            work.await;
+            None
+        }
+    };
+    if let Some(limit) = timed_out {
+        run.ok = false;
+        let why = format!(
+            "task {} timed out after {}",
+            task.name,
+            humantime::format_duration(limit)
+        );
+        let handlers = ctx.host_resources(host, |r| {
+            r.role == Role::Handler && run.notified.contains(&r.task)
+        });
+        let reported: Vec<String> = ctx.shared.lock().expect("poisoned").results[reported_before..]
+            .iter()
+            .filter(|r| r.host == host)
+            .map(|r| r.key.clone())
+            .collect();
+        let pending = resources
+            .iter()
+            .chain(&handlers)
+            .chain(&checks)
+            .filter(|r| !reported.contains(&r.key));
+        for (i, r) in pending.enumerate() {
+            if i == 0 {
+                ctx.emit_result(result(
+                    host,
+                    r,
+                    Status::Failed,
+                    false,
+                    None,
+                    Some(why.clone()),
+                ));
+            } else {
+                ctx.not_run(host, r, &format!("not run: {why}"));
+            }
+        }
+    }
     let ok = run.ok;
     if !ok {
         mark_failed(ctx, task, host);
@@ -511,6 +559,9 @@ struct HostRun<'a, 'c> {
     lost: Option<String>,
     /// Handlers notified by resources that changed.
     notified: Vec<String>,
+    /// Whether resources may share one command. Not under a task timeout: a command cut off
+    /// by it would take the outcomes of every resource it carried with it.
+    share_commands: bool,
 }
 
 impl HostRun<'_, '_> {
@@ -556,6 +607,9 @@ impl HostRun<'_, '_> {
     /// among them), as one command, and reports them; returns how many of `list` it dealt with,
     /// or `None` when fewer than two would share it. The resources after a failure are left.
     async fn run_batch(&mut self, list: &[&PlannedResource]) -> Option<usize> {
+        if !self.share_commands {
+            return None;
+        }
         let (ctx, host) = (self.ctx, self.host);
         let blobs = &ctx.plan.blobs;
         let mut units: Vec<(crate::resources::Step, bool)> = Vec::new();

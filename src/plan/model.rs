@@ -66,6 +66,13 @@ pub struct TaskPlan {
     pub parallel: Option<u32>,
     #[serde(default)]
     pub continue_on_error: bool,
+    /// The task's `timeout`: a limit on the whole task on each host (format 1.1).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::resources::opt_secs"
+    )]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Connection settings shared by all hosts. Paths are as written in the config, relative to the

@@ -187,6 +187,7 @@ pub fn select(
                 max_fail: t.max_fail,
                 parallel: t.parallel,
                 continue_on_error: t.continue_on_error,
+                timeout: t.timeout,
             });
             indices.push(i);
         }
@@ -344,10 +345,9 @@ pub fn prepare_host(
             _ => None,
         };
         let retry = Retry {
-            timeout: wait_deadline
-                .or(r.common.timeout)
-                .or(task_cfg.and_then(|t| t.timeout))
-                .or(d.command_timeout),
+            // The task's own timeout bounds the whole task on a host (the executor); a
+            // resource's bounds its own action, and the earlier deadline wins.
+            timeout: wait_deadline.or(r.common.timeout).or(d.command_timeout),
             retries: r
                 .common
                 .retries
