@@ -195,7 +195,7 @@ pub async fn run(
                 let lookup = |n: &str| secrets.get(n).map(str::to_string);
                 let real = match crate::secrets::placeholder::substitute(&bytes, &lookup) {
                     Ok(r) => r,
-                    Err(e) => return fail(out, start, e),
+                    Err(e) => return fail(out, start, e.to_string()),
                 };
                 cmd = cmd
                     .env(
