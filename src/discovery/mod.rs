@@ -47,7 +47,10 @@ pub enum DiscoveryError {
         stderr: String,
     },
     #[error("tailscale group `{group}`: cannot parse `tailscale status --json` output: {reason}")]
-    Parse { group: String, reason: String },
+    Parse {
+        group: String,
+        reason: serde_json::Error,
+    },
     #[error(
         "tailscale group `{group}`: discovered host `{host}` has the name of a configured host or group"
     )]

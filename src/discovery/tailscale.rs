@@ -39,8 +39,8 @@ pub struct Node {
 }
 
 /// Parses `tailscale status --json` output.
-pub fn parse_status(json: &str) -> Result<Status, String> {
-    serde_json::from_str(json).map_err(|e| e.to_string())
+pub fn parse_status(json: &str) -> Result<Status, serde_json::Error> {
+    serde_json::from_str(json)
 }
 
 /// A name usable in nexus: lowercase letters, digits, `-`, `_`; other characters become `-`.

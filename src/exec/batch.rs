@@ -237,7 +237,7 @@ pub async fn run(
             None => None,
             Some(hash) => match step::content(blobs, hash) {
                 Ok(bytes) => Some(bytes),
-                Err(e) => return Some(fail_first(e, false, false)),
+                Err(e) => return Some(fail_first(e.to_string(), false, false)),
             },
         };
         members.push(Member {
@@ -249,7 +249,7 @@ pub async fn run(
     let token = token(&members);
     let mut cmd = match step::spec(&units[0].0, script(&members, &token), esc, secrets) {
         Ok(c) => c,
-        Err(e) => return Some(fail_first(e, false, false)),
+        Err(e) => return Some(fail_first(e.to_string(), false, false)),
     };
     let stdin: Vec<u8> = members
         .iter()

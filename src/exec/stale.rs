@@ -63,8 +63,8 @@ pub async fn check(
                 if !out.success() {
                     return Err(fail(format!("probe failed: {}", out.failure_summary())));
                 }
-                let sections =
-                    probe::split(&specs, &out.stdout_str(), secrets.seal_key()).map_err(fail)?;
+                let sections = probe::split(&specs, &out.stdout_str(), secrets.seal_key())
+                    .map_err(|e| fail(e.to_string()))?;
                 let mut drift = Vec::new();
                 for (r, s) in probed.iter().zip(sections) {
                     let now = match Observed::parse(&s.output) {

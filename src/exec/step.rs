@@ -34,6 +34,22 @@ pub struct StepsOutcome {
     pub connection_lost: bool,
 }
 
+/// Why a step could not be started; the outcome records its text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("secret {name:?} was not read from the vault")]
+    SecretNotRead { name: String },
+    /// Text because [`Escalation::error`] is resolved, and worded, before execution.
+    #[error("{0}")]
+    Escalation(String),
+    #[error("plan has no content {hash}")]
+    NoContent { hash: String },
+    #[error("content {hash} is not valid base64")]
+    ContentEncoding { hash: String },
+    #[error("content {hash} does not match its hash")]
+    ContentHash { hash: String },
+}
+
 const TAIL: usize = 4096;
 
 pub(super) fn tail(bytes: &[u8]) -> String {
@@ -50,7 +66,7 @@ pub(super) fn spec(
     script: String,
     esc: &Escalation,
     secrets: &crate::secrets::Resolved,
-) -> Result<CommandSpec, String> {
+) -> Result<CommandSpec, StepError> {
     let script = match &step.cwd {
         Some(dir) => format!("cd -- {} || exit 1\n{script}", q(dir)),
         None => script,
@@ -62,7 +78,7 @@ pub(super) fn spec(
             // Secrets travel like every env value: over stdin, never on the command line.
             EnvValue::Secret { name, .. } => match secrets.get(name) {
                 Some(v) => cmd = cmd.env(k.clone(), v.to_string()),
-                None => return Err(format!("secret {name:?} was not read from the vault")),
+                None => return Err(StepError::SecretNotRead { name: name.clone() }),
             },
         }
     }
@@ -74,7 +90,7 @@ pub(super) fn spec(
         cmd = cmd.sudo(b);
     } else if step.sudo {
         match (&esc.become_, &esc.error) {
-            (_, Some(e)) => return Err(e.clone()),
+            (_, Some(e)) => return Err(StepError::Escalation(e.clone())),
             (Some(b), None) => cmd = cmd.sudo(b.clone()),
             (None, None) => cmd = cmd.sudo(Become::root()),
         }
@@ -167,7 +183,7 @@ pub async fn run(
             // step would see.
             let check = match spec(step, cond.clone(), esc, secrets) {
                 Ok(c) => c,
-                Err(e) => return fail(out, start, e),
+                Err(e) => return fail(out, start, e.to_string()),
             };
             match t.run(&check).await {
                 Ok(o) if o.success() => continue,
@@ -180,12 +196,12 @@ pub async fn run(
         }
         let mut cmd = match spec(step, step.script.clone(), esc, secrets) {
             Ok(c) => c,
-            Err(e) => return fail(out, start, e),
+            Err(e) => return fail(out, start, e.to_string()),
         };
         if let Some(hash) = &step.stdin {
             let bytes = match content(blobs, hash) {
                 Ok(b) => b,
-                Err(e) => return fail(out, start, e),
+                Err(e) => return fail(out, start, e.to_string()),
             };
             if step.stdin_secrets.is_empty() {
                 cmd = cmd.stdin(bytes);
@@ -195,7 +211,7 @@ pub async fn run(
                 let lookup = |n: &str| secrets.get(n).map(str::to_string);
                 let real = match crate::secrets::placeholder::substitute(&bytes, &lookup) {
                     Ok(r) => r,
-                    Err(e) => return fail(out, start, e),
+                    Err(e) => return fail(out, start, e.to_string()),
                 };
                 cmd = cmd
                     .env(
@@ -267,15 +283,15 @@ fn fail(mut out: StepsOutcome, start: Instant, error: String) -> StepsOutcome {
 
 /// A content blob of the plan, checked against its hash once more: the plan was verified on
 /// load, but a corrupted blob must never land.
-pub(super) fn content(blobs: &BTreeMap<String, String>, hash: &str) -> Result<Vec<u8>, String> {
+pub(super) fn content(blobs: &BTreeMap<String, String>, hash: &str) -> Result<Vec<u8>, StepError> {
     let b64 = blobs
         .get(hash)
-        .ok_or_else(|| format!("plan has no content {hash}"))?;
+        .ok_or_else(|| StepError::NoContent { hash: hash.into() })?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|_| format!("content {hash} is not valid base64"))?;
+        .map_err(|_| StepError::ContentEncoding { hash: hash.into() })?;
     if blake3::hash(&bytes).to_hex().as_str() != hash {
-        return Err(format!("content {hash} does not match its hash"));
+        return Err(StepError::ContentHash { hash: hash.into() });
     }
     Ok(bytes)
 }

@@ -121,8 +121,24 @@ pub enum FactsError {
         /// Host label.
         host: String,
         /// What was wrong.
-        reason: String,
+        reason: ParseError,
     },
+}
+
+/// What is wrong with an output of the facts script. A separate type because [`Facts::parse`]
+/// does not know the host that [`FactsError`] names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("no `format=` line in the script output")]
+    NoFormat,
+    #[error("unsupported facts format {found:?}")]
+    UnsupportedFormat { found: String },
+    #[error("no kernel name (uname -s) in the script output")]
+    NoKernelName,
+    #[error("{key} is not a number: {value:?}")]
+    NotANumber { key: &'static str, value: String },
+    #[error("{what} out of range")]
+    OutOfRange { what: &'static str },
 }
 
 /// Gathers the facts of the host behind `transport`: one command, one channel.
@@ -153,7 +169,7 @@ pub fn from_output(label: &str, out: &crate::transport::Output) -> Result<Facts,
 
 impl Facts {
     /// Parses the output of [`FACTS_SCRIPT`].
-    pub fn parse(output: &str) -> Result<Facts, String> {
+    pub fn parse(output: &str) -> Result<Facts, ParseError> {
         let mut kv: BTreeMap<&str, &str> = BTreeMap::new();
         let mut os_release: BTreeMap<String, String> = BTreeMap::new();
         for line in output.lines() {
@@ -170,24 +186,30 @@ impl Facts {
         }
         match kv.get("format") {
             Some(&FORMAT) => {}
-            Some(other) => return Err(format!("unsupported facts format {other:?}")),
-            None => return Err("no `format=` line in the script output".into()),
+            Some(other) => {
+                return Err(ParseError::UnsupportedFormat {
+                    found: other.to_string(),
+                });
+            }
+            None => return Err(ParseError::NoFormat),
         }
         let get = |k: &str| kv.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
         let opt = |k: &str| Some(get(k)).filter(|v| !v.is_empty());
-        let number = |k: &str| -> Result<u64, String> {
-            let v = get(k);
-            if v.is_empty() {
+        let number = |key: &'static str| -> Result<u64, ParseError> {
+            let value = get(key);
+            if value.is_empty() {
                 return Ok(0);
             }
-            v.parse::<u64>()
-                .map_err(|_| format!("{k} is not a number: {v:?}"))
+            value
+                .parse::<u64>()
+                .map_err(|_| ParseError::NotANumber { key, value })
         };
+        let out_of_range = |what| ParseError::OutOfRange { what };
         let os_rel = |k: &str| os_release.get(k).cloned().filter(|v| !v.is_empty());
 
         let os = get("kernel_name").to_ascii_lowercase();
         if os.is_empty() {
-            return Err("no kernel name (uname -s) in the script output".into());
+            return Err(ParseError::NoKernelName);
         }
         let distribution = Distribution {
             id: os_rel("ID").unwrap_or_default().to_ascii_lowercase(),
@@ -211,7 +233,7 @@ impl Facts {
             architecture: get("arch"),
             fqdn: opt("fqdn").unwrap_or_else(|| hostname.clone()),
             hostname,
-            cpu_count: u32::try_from(number("cpus")?).map_err(|_| "cpu count out of range")?,
+            cpu_count: u32::try_from(number("cpus")?).map_err(|_| out_of_range("cpu count"))?,
             memory_total_bytes: number("mem_kb")?.saturating_mul(1024),
             package_manager: match get("pkg").as_str() {
                 "apt-get" | "apt" => Some(PackageManager::Apt),
@@ -228,8 +250,8 @@ impl Facts {
                 _ => InitSystem::Other,
             },
             user: get("user"),
-            uid: u32::try_from(uid).map_err(|_| "uid out of range")?,
-            gid: u32::try_from(gid).map_err(|_| "gid out of range")?,
+            uid: u32::try_from(uid).map_err(|_| out_of_range("uid"))?,
+            gid: u32::try_from(gid).map_err(|_| out_of_range("gid"))?,
             home: get("home"),
             shell: get("shell"),
             default_ipv4: opt("ipv4").and_then(|v| v.parse().ok()),
@@ -405,16 +427,20 @@ os_release.PRETTY_NAME='Alpine Linux v3.19'
 
     #[test]
     fn rejects_foreign_output() {
-        assert!(Facts::parse("hello\n").unwrap_err().contains("format"));
-        assert!(
-            Facts::parse("format=2\n")
-                .unwrap_err()
-                .contains("unsupported")
+        assert_eq!(Facts::parse("hello\n").unwrap_err(), ParseError::NoFormat);
+        assert_eq!(
+            Facts::parse("format=2\n").unwrap_err().to_string(),
+            "unsupported facts format \"2\""
         );
-        assert!(
+        assert_eq!(
             Facts::parse("format=1\nkernel_name=Linux\ncpus=two\n")
                 .unwrap_err()
-                .contains("cpus")
+                .to_string(),
+            "cpus is not a number: \"two\""
+        );
+        assert_eq!(
+            Facts::parse("format=1\nkernel_name=Linux\nuid=4294967296\n").unwrap_err(),
+            ParseError::OutOfRange { what: "uid" }
         );
     }
 

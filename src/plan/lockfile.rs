@@ -177,48 +177,59 @@ pub fn decode_named(bytes: &[u8], file: &str) -> Result<Plan, LockfileError> {
             actual,
         });
     }
-    let invalid = |reason: String| LockfileError::Invalid {
-        file: file.into(),
-        reason,
-    };
     // The body is exactly one JSON document and its newline; anything after it would be bytes
     // the hash vouches for but nobody reads.
     let json = rest
         .strip_suffix(b"\n")
-        .ok_or_else(|| invalid("the body does not end with a newline".into()))?;
+        .ok_or_else(|| invalid(file, "the body does not end with a newline".into()))?;
     // Unknown fields are ignored (serde's default): minor versions only add fields.
-    let plan: Plan =
-        serde_json::from_slice(json).map_err(|e| invalid(format!("cannot parse the plan: {e}")))?;
+    let plan: Plan = serde_json::from_slice(json)
+        .map_err(|e| invalid(file, format!("cannot parse the plan: {e}")))?;
     if major(&plan.format_version) != Some(ours) {
-        return Err(invalid(format!(
-            "the body's format version {:?} disagrees with the header's {:?}",
-            plan.format_version, header.format_version
-        )));
+        return Err(invalid(
+            file,
+            format!(
+                "the body's format version {:?} disagrees with the header's {:?}",
+                plan.format_version, header.format_version
+            ),
+        ));
     }
-    validate(&plan).map_err(invalid)?;
+    validate(file, &plan)?;
     Ok(plan)
 }
 
-/// Decodes a blob: base64, and its blake3 must be its key.
-fn decode_blob(key: &str, b64: &str) -> Result<Vec<u8>, String> {
+/// The body is intact but not a usable plan; `file` names it.
+fn invalid(file: &str, reason: String) -> LockfileError {
+    LockfileError::Invalid {
+        file: file.into(),
+        reason,
+    }
+}
+
+/// Decodes a blob of plan `file`: base64, and its blake3 must be its key.
+fn decode_blob(file: &str, key: &str, b64: &str) -> Result<Vec<u8>, LockfileError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|e| format!("blob {key} is not valid base64: {e}"))?;
+        .map_err(|e| invalid(file, format!("blob {key} is not valid base64: {e}")))?;
     let actual = hex(&bytes);
     if actual != key {
-        return Err(format!("blob {key} holds content whose blake3 is {actual}"));
+        return Err(invalid(
+            file,
+            format!("blob {key} holds content whose blake3 is {actual}"),
+        ));
     }
     Ok(bytes)
 }
 
 /// Checks what the types cannot: references between parts of the plan resolve, names are unique,
 /// blobs are what their keys say, and the summary counts what is there.
-fn validate(plan: &Plan) -> Result<(), String> {
+fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
+    let fail = |reason: String| Err(invalid(file, reason));
     let mut tasks: BTreeSet<&str> = BTreeSet::new();
     for t in &plan.tasks {
         for d in &t.deps {
             if !tasks.contains(d.as_str()) {
-                return Err(if plan.tasks.iter().any(|x| &x.name == d) {
+                return fail(if plan.tasks.iter().any(|x| &x.name == d) {
                     format!("task {:?} comes before its dependency {d:?}", t.name)
                 } else {
                     format!(
@@ -229,18 +240,18 @@ fn validate(plan: &Plan) -> Result<(), String> {
             }
         }
         if !tasks.insert(&t.name) {
-            return Err(format!("task {:?} appears twice", t.name));
+            return fail(format!("task {:?} appears twice", t.name));
         }
     }
     let mut hosts: BTreeSet<&str> = BTreeSet::new();
     for h in &plan.hosts {
         if !hosts.insert(&h.name) {
-            return Err(format!("host {:?} appears twice", h.name));
+            return fail(format!("host {:?} appears twice", h.name));
         }
     }
     for t in &plan.tasks {
         if let Some(h) = t.hosts.iter().find(|h| !hosts.contains(h.as_str())) {
-            return Err(format!(
+            return fail(format!(
                 "task {:?} runs on host {h:?}, which has no plan",
                 t.name
             ));
@@ -248,7 +259,7 @@ fn validate(plan: &Plan) -> Result<(), String> {
     }
     let mut verified: BTreeSet<&str> = BTreeSet::new();
     for (key, b64) in &plan.blobs {
-        decode_blob(key, b64)?;
+        decode_blob(file, key, b64)?;
         verified.insert(key);
     }
     let mut summary = Summary::default();
@@ -256,10 +267,10 @@ fn validate(plan: &Plan) -> Result<(), String> {
         let mut keys: BTreeSet<&str> = BTreeSet::new();
         for r in &h.resources {
             if !keys.insert(&r.key) {
-                return Err(format!("host {:?} has resource {:?} twice", h.name, r.key));
+                return fail(format!("host {:?} has resource {:?} twice", h.name, r.key));
             }
             if r.role != Role::Handler && !tasks.contains(r.task.as_str()) {
-                return Err(format!(
+                return fail(format!(
                     "resource {:?} on host {:?} belongs to task {:?}, which is not in the plan",
                     r.key, h.name, r.task
                 ));
@@ -271,7 +282,7 @@ fn validate(plan: &Plan) -> Result<(), String> {
                 if let Some(b) = &s.stdin
                     && !verified.contains(b.as_str())
                 {
-                    return Err(format!(
+                    return fail(format!(
                         "resource {:?} on host {:?} reads blob {b}, which the plan does not contain",
                         r.key, h.name
                     ));
@@ -280,7 +291,7 @@ fn validate(plan: &Plan) -> Result<(), String> {
         }
     }
     if summary != plan.summary {
-        return Err(format!(
+        return fail(format!(
             "the summary ({:?}) does not count the planned resources ({:?})",
             plan.summary, summary
         ));
@@ -290,7 +301,9 @@ fn validate(plan: &Plan) -> Result<(), String> {
 
 /// The content of blob `hash`, verified against its hash; `None` if absent or corrupt.
 pub fn blob(plan: &Plan, hash: &str) -> Option<Vec<u8>> {
-    plan.blobs.get(hash).and_then(|b| decode_blob(hash, b).ok())
+    plan.blobs
+        .get(hash)
+        .and_then(|b| decode_blob(UNNAMED, hash, b).ok())
 }
 
 /// Reads and decodes a plan file.

@@ -267,6 +267,33 @@ fn token(specs: &[Spec<'_>]) -> String {
     format!("NEXUS{}", &h.finalize().to_hex()[..16])
 }
 
+/// Why a probe's output cannot be split into sections.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("unexpected {tool} output {line:?}")]
+    PathLine { tool: &'static str, line: String },
+    #[error("malformed probe marker {line:?}")]
+    Marker { line: String },
+    #[error("probe section {label} began inside another")]
+    Nested { label: String },
+    #[error("probe section {label} ended without beginning")]
+    NotBegun { label: String },
+    #[error("probe section {open} ended as {label}")]
+    Mismatched { open: String, label: String },
+    #[error("probe section {label} out of order")]
+    OutOfOrder { label: String },
+    #[error("probe output ended after {done} of {of} sections (was the probe interrupted?)")]
+    Cut { done: usize, of: usize },
+    #[error("unexpected old content line in the probe output: {line:.40}")]
+    OldContentLine { line: String },
+    #[error("old content for path {index} of {of}")]
+    OldContentIndex { index: usize, of: usize },
+    #[error(
+        "{path} holds secrets: its hash can only be recorded sealed, and the vault is not open"
+    )]
+    NotSealed { path: String },
+}
+
 /// One resource's section of the probe output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Section {
@@ -287,12 +314,15 @@ struct Stat<'a> {
 /// Splits the paths section: `find` stat lines (a leading `=`), `sha256sum` lines (64 hex digits
 /// and two spaces) and, from the fallback, `stat` lines (raw mode in hex).
 #[allow(clippy::type_complexity)]
-fn parse_paths(text: &str) -> Result<(BTreeMap<&str, Stat<'_>>, BTreeMap<&str, &str>), String> {
+fn parse_paths(text: &str) -> Result<(BTreeMap<&str, Stat<'_>>, BTreeMap<&str, &str>), ProbeError> {
     let (mut stats, mut sums) = (BTreeMap::new(), BTreeMap::new());
+    let unexpected = |tool, line: &str| ProbeError::PathLine {
+        tool,
+        line: line.to_string(),
+    };
     for line in text.lines().filter(|l| !l.is_empty()) {
         if let Some(find) = line.strip_prefix('=') {
-            let (name, stat) =
-                parse_find_line(find).ok_or_else(|| format!("unexpected find output {line:?}"))?;
+            let (name, stat) = parse_find_line(find).ok_or_else(|| unexpected("find", line))?;
             stats.insert(name, stat);
         } else if let Some((hash, name)) = line.split_once("  ")
             && hash.len() == 64
@@ -302,8 +332,7 @@ fn parse_paths(text: &str) -> Result<(BTreeMap<&str, Stat<'_>>, BTreeMap<&str, &
         } else if line.starts_with('\\') {
             // An escaped sha256sum name is never one of ours: such paths are not batched.
         } else {
-            let (name, stat) =
-                parse_stat_line(line).ok_or_else(|| format!("unexpected stat output {line:?}"))?;
+            let (name, stat) = parse_stat_line(line).ok_or_else(|| unexpected("stat", line))?;
             stats.insert(name, stat);
         }
     }
@@ -361,7 +390,7 @@ fn batch_lines(
     stats: &BTreeMap<&str, Stat<'_>>,
     sums: &BTreeMap<&str, &str>,
     seal: Option<&SealKey>,
-) -> Result<String, String> {
+) -> Result<String, ProbeError> {
     let Some(st) = stats.get(b.path.as_str()) else {
         return Ok("exists=false\n".into());
     };
@@ -383,11 +412,8 @@ fn batch_lines(
         match (sums.get(b.path.as_str()), b.sealed) {
             (Some(hash), false) => out.push_str(&format!("size={}\nsha256={hash}\n", st.size)),
             (Some(hash), true) => {
-                let key = seal.ok_or_else(|| {
-                    format!(
-                        "{} holds secrets: its hash can only be recorded sealed, and the vault is not open",
-                        b.path
-                    )
+                let key = seal.ok_or_else(|| ProbeError::NotSealed {
+                    path: b.path.clone(),
                 })?;
                 out.push_str(&format!("sha256={}\n", key.seal(hash)));
             }
@@ -404,7 +430,7 @@ pub fn split(
     specs: &[Spec<'_>],
     output: &str,
     seal: Option<&SealKey>,
-) -> Result<Vec<Section>, String> {
+) -> Result<Vec<Section>, ProbeError> {
     let token = token(specs);
     let prefix = format!("@@{token} ");
     let mut frames: Vec<(String, Section)> = Vec::with_capacity(specs.len() + 2);
@@ -412,29 +438,39 @@ pub fn split(
     for line in output.split('\n') {
         if let Some(rest) = line.strip_prefix(&prefix) {
             let mut parts = rest.split(' ');
+            let malformed = || ProbeError::Marker {
+                line: line.to_string(),
+            };
             let (Some(label), Some(what)) = (parts.next(), parts.next()) else {
-                return Err(format!("malformed probe marker {line:?}"));
+                return Err(malformed());
             };
             match what {
                 "begin" => {
                     if current.is_some() {
-                        return Err(format!("probe section {label} began inside another"));
+                        return Err(ProbeError::Nested {
+                            label: label.into(),
+                        });
                     }
                     current = Some((label.to_string(), String::new()));
                 }
                 "end" => {
                     let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
                     let Some((open, text)) = current.take() else {
-                        return Err(format!("probe section {label} ended without beginning"));
+                        return Err(ProbeError::NotBegun {
+                            label: label.into(),
+                        });
                     };
                     if open != label {
-                        return Err(format!("probe section {open} ended as {label}"));
+                        return Err(ProbeError::Mismatched {
+                            open,
+                            label: label.into(),
+                        });
                     }
                     // The framing printf adds a newline before each marker.
                     let output = text.strip_suffix('\n').unwrap_or(&text).to_string();
                     frames.push((open, Section { output, status }));
                 }
-                _ => return Err(format!("malformed probe marker {line:?}")),
+                _ => return Err(malformed()),
             }
         } else if let Some((_, text)) = current.as_mut() {
             text.push_str(line);
@@ -448,7 +484,12 @@ pub fn split(
         for (label, text) in [("paths", &mut paths_text), ("olds", &mut olds_text)] {
             match frames.next() {
                 Some((l, s)) if l == label => *text = s.output,
-                _ => return Err(probe_cut(0, specs.len())),
+                _ => {
+                    return Err(ProbeError::Cut {
+                        done: 0,
+                        of: specs.len(),
+                    });
+                }
             }
         }
     }
@@ -459,15 +500,13 @@ pub fn split(
         let (i, b64) = line
             .split_once('=')
             .and_then(|(i, b)| Some((i.parse::<usize>().ok()?, b)))
-            .ok_or_else(|| {
-                format!(
-                    "unexpected old content line in the probe output: {:.40}",
-                    line
-                )
+            .ok_or_else(|| ProbeError::OldContentLine {
+                line: line.to_string(),
             })?;
-        let (path, _) = hashed
-            .get(i)
-            .ok_or_else(|| format!("old content for path {i} of {}", hashed.len()))?;
+        let (path, _) = hashed.get(i).ok_or(ProbeError::OldContentIndex {
+            index: i,
+            of: hashed.len(),
+        })?;
         olds.insert(path, b64);
     }
     let mut sections = Vec::with_capacity(specs.len());
@@ -479,10 +518,13 @@ pub fn split(
             }
         } else {
             let Some((label, section)) = frames.next() else {
-                return Err(probe_cut(i, specs.len()));
+                return Err(ProbeError::Cut {
+                    done: i,
+                    of: specs.len(),
+                });
             };
             if label != i.to_string() {
-                return Err(format!("probe section {label} out of order"));
+                return Err(ProbeError::OutOfOrder { label });
             }
             section
         };
@@ -535,10 +577,6 @@ fn run_sh_with_path(script: &str, first: Option<&std::path::Path>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn probe_cut(done: usize, of: usize) -> String {
-    format!("probe output ended after {done} of {of} sections (was the probe interrupted?)")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,7 +627,10 @@ mod tests {
         let specs = [spec("echo a=1"), spec("echo b=2")];
         let text = run_sh(&script(&specs));
         let cut = &text[..text.rfind("@@").unwrap()];
-        assert!(split(&specs, cut, None).is_err());
+        assert_eq!(
+            split(&specs, cut, None),
+            Err(ProbeError::Cut { done: 1, of: 2 })
+        );
     }
 
     /// Probes batches only (no snippets) through the local `sh`, with GNU find and with the

@@ -110,8 +110,8 @@ fn secret_content(
 ) -> Result<Option<SecretContent>, ResourceError> {
     let secrets = ctx.inputs.secret_values();
     let lookup = |n: &str| secrets.get(n).map(str::to_string);
-    let real =
-        placeholder::substitute(with_placeholders, &lookup).map_err(ResourceError::Invalid)?;
+    let real = placeholder::substitute(with_placeholders, &lookup)
+        .map_err(|e| ResourceError::Invalid(e.to_string()))?;
     if let Some(FileContent::Template { path }) = &f.content {
         let rendered = zeroize::Zeroizing::new(render_template(f, path, ctx, true)?.into_bytes());
         if *rendered != *real {
@@ -182,7 +182,7 @@ fn render_template(
         for v in vars.values_mut() {
             if placeholder::has_placeholders(v.as_bytes()) {
                 let real = placeholder::substitute(v.as_bytes(), &lookup)
-                    .map_err(ResourceError::Invalid)?;
+                    .map_err(|e| ResourceError::Invalid(e.to_string()))?;
                 *v = String::from_utf8_lossy(&real).into_owned();
             }
         }

@@ -98,7 +98,7 @@ impl Kdf {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ParseError> {
         if let Kdf::Argon2id {
             salt,
             m_cost,
@@ -108,17 +108,20 @@ impl Kdf {
         {
             let salt = base64::engine::general_purpose::STANDARD
                 .decode(salt)
-                .map_err(|_| "the header's salt is not base64".to_string())?;
+                .map_err(|_| ParseError::Corrupted("the header's salt is not base64".into()))?;
             if !(argon2::MIN_SALT_LEN..=MAX_SALT_LEN).contains(&salt.len()) {
-                return Err(format!("the header's salt has {} bytes", salt.len()));
+                return Err(ParseError::Corrupted(format!(
+                    "the header's salt has {} bytes",
+                    salt.len()
+                )));
             }
             if !(1..=MAX_P_COST).contains(p_cost)
                 || !(1..=MAX_T_COST).contains(t_cost)
                 || !(8 * p_cost..=MAX_M_COST).contains(m_cost)
             {
-                return Err(format!(
+                return Err(ParseError::Corrupted(format!(
                     "the header's argon2id costs are out of range (m={m_cost}, t={t_cost}, p={p_cost})"
-                ));
+                )));
             }
         }
         Ok(())
@@ -207,7 +210,7 @@ pub fn parse(bytes: &[u8]) -> Result<Sealed, ParseError> {
             "the header's key check value is not 64 hex digits",
         ));
     }
-    header.kdf.validate().map_err(ParseError::Corrupted)?;
+    header.kdf.validate()?;
     let body = lines
         .next()
         .filter(|l| !l.is_empty())

@@ -42,24 +42,33 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Why placeholders could not be replaced by values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubstituteError {
+    #[error("content holds an unterminated secret placeholder")]
+    Unterminated,
+    #[error("secret {name:?} was not read from the vault")]
+    NotRead { name: String },
+}
+
 /// `bytes` with every placeholder replaced by its value. A placeholder without a value is an
 /// error naming the secret; the result is wiped from memory when dropped.
 pub fn substitute(
     bytes: &[u8],
     value: &dyn Fn(&str) -> Option<String>,
-) -> Result<Zeroizing<Vec<u8>>, String> {
+) -> Result<Zeroizing<Vec<u8>>, SubstituteError> {
     let mut out = Zeroizing::new(Vec::with_capacity(bytes.len()));
     let mut rest = bytes;
     while let Some(at) = find(rest, OPEN.as_bytes()) {
         out.extend_from_slice(&rest[..at]);
         let tail = &rest[at + OPEN.len()..];
         let Some(end) = tail.iter().position(|b| *b == CLOSE as u8) else {
-            return Err("content holds an unterminated secret placeholder".into());
+            return Err(SubstituteError::Unterminated);
         };
         let name = String::from_utf8_lossy(&tail[..end]);
-        let v = Zeroizing::new(
-            value(&name).ok_or_else(|| format!("secret {name:?} was not read from the vault"))?,
-        );
+        let v = Zeroizing::new(value(&name).ok_or_else(|| SubstituteError::NotRead {
+            name: name.to_string(),
+        })?);
         out.extend_from_slice(v.as_bytes());
         rest = &tail[end + 1..];
     }
@@ -120,7 +129,15 @@ mod tests {
             "user=app\npassword=s3cr3t\ntoken=k-1s3cr3t\n"
         );
         let err = substitute(placeholder("NOPE").as_bytes(), &lookup).unwrap_err();
-        assert!(err.contains("\"NOPE\""), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "secret \"NOPE\" was not read from the vault"
+        );
+        let cut = placeholder("API");
+        assert_eq!(
+            substitute(&cut.as_bytes()[..cut.len() - 1], &lookup).unwrap_err(),
+            SubstituteError::Unterminated
+        );
     }
 
     #[test]

@@ -514,7 +514,7 @@ pub enum TransportError {
         /// Host label.
         host: String,
         /// Why.
-        reason: String,
+        reason: wrap::WrapError,
     },
     /// [`Transport::write_file`] failed on the host.
     #[error("{host}: cannot write {path}: {detail}")]

@@ -299,7 +299,7 @@ fn resolve_at(
     let jump = match (&target.jump, &hc.proxy_jump) {
         (Some(j), _) => Some(Box::new(resolve_at(j, opts, cfg, depth + 1)?)),
         (None, Some(hops)) if !hops.is_empty() => {
-            let chain = jump_chain(hops).map_err(config_err)?;
+            let chain = jump_chain(hops).map_err(|e| config_err(e.to_string()))?;
             Some(Box::new(resolve_at(&chain, opts, cfg, depth + 1)?))
         }
         _ => None,
@@ -320,29 +320,41 @@ fn resolve_at(
     })
 }
 
+/// Why a jump host (`ProxyJump`, `-J`) cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JumpError {
+    #[error("invalid jump host {spec:?}")]
+    Invalid { spec: String },
+    #[error("invalid port in jump host {spec:?}")]
+    Port { spec: String },
+    #[error("empty ProxyJump")]
+    Empty,
+}
+
 /// `ProxyJump a,b` reaches the target through b, itself reached through a. Only the first hop
 /// may use its own ssh_config ProxyJump, as with OpenSSH's `-J`.
-fn jump_chain(hops: &[String]) -> Result<SshTarget, String> {
+fn jump_chain(hops: &[String]) -> Result<SshTarget, JumpError> {
     let mut chain: Option<SshTarget> = None;
     for hop in hops {
         let mut t = parse_jump_spec(hop)?;
         t.jump = chain.take().map(Box::new);
         chain = Some(t);
     }
-    chain.ok_or_else(|| "empty ProxyJump".to_string())
+    chain.ok_or(JumpError::Empty)
 }
 
 /// Parses `[user@]host[:port]` or `ssh://[user@]host[:port]`.
-pub fn parse_jump_spec(spec: &str) -> Result<SshTarget, String> {
+pub fn parse_jump_spec(spec: &str) -> Result<SshTarget, JumpError> {
     let s = spec.strip_prefix("ssh://").unwrap_or(spec);
+    let invalid = || JumpError::Invalid {
+        spec: spec.to_string(),
+    };
     let (user, rest) = match s.rsplit_once('@') {
         Some((u, r)) => (Some(u.to_string()), r),
         None => (None, s),
     };
     let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-        let (h, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| format!("invalid jump host {spec:?}"))?;
+        let (h, after) = bracketed.split_once(']').ok_or_else(invalid)?;
         (h, after.strip_prefix(':'))
     } else {
         match rest.rsplit_once(':') {
@@ -351,12 +363,13 @@ pub fn parse_jump_spec(spec: &str) -> Result<SshTarget, String> {
         }
     };
     if host.is_empty() || user.as_deref() == Some("") {
-        return Err(format!("invalid jump host {spec:?}"));
+        return Err(invalid());
     }
     let port = port
         .map(|p| {
-            p.parse::<u16>()
-                .map_err(|_| format!("invalid port in jump host {spec:?}"))
+            p.parse::<u16>().map_err(|_| JumpError::Port {
+                spec: spec.to_string(),
+            })
         })
         .transpose()?;
     Ok(SshTarget {
@@ -390,8 +403,17 @@ mod tests {
         let t = parse_jump_spec("ssh://[::1]:22").unwrap();
         assert_eq!((t.name.as_str(), t.port), ("::1", Some(22)));
         assert_eq!(parse_jump_spec("b").unwrap().port, None);
-        assert!(parse_jump_spec("@x").is_err());
-        assert!(parse_jump_spec("x:notaport").is_err());
+        assert_eq!(
+            parse_jump_spec("@x").unwrap_err().to_string(),
+            "invalid jump host \"@x\""
+        );
+        assert_eq!(
+            parse_jump_spec("x:notaport").unwrap_err(),
+            JumpError::Port {
+                spec: "x:notaport".into()
+            }
+        );
+        assert_eq!(jump_chain(&[]).unwrap_err(), JumpError::Empty);
         let chain = jump_chain(&["a".into(), "b".into()]).unwrap();
         assert_eq!(chain.name, "b");
         assert_eq!(chain.jump.unwrap().name, "a");

@@ -6,6 +6,23 @@
 
 use super::{CommandSpec, WriteOptions};
 
+/// Why a [`CommandSpec`] cannot be sent as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WrapError {
+    #[error(
+        "a script of {len} bytes is too long for a command line and cannot share stdin with the command's input"
+    )]
+    ScriptTooLong { len: usize },
+    #[error("environment variable name {name:?} is not a valid shell identifier")]
+    EnvName { name: String },
+    #[error("environment variable {name} contains a NUL byte")]
+    EnvNul { name: String },
+    #[error("become user is empty")]
+    EmptyBecomeUser,
+    #[error("sudo password contains a newline or NUL byte")]
+    SudoPassword,
+}
+
 /// What to hand to `sh -c` and what to write to its stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wrapped {
@@ -48,7 +65,7 @@ pub const COMMAND_LINE_MAX: usize = 120 * 1024;
 /// (twice under sudo). Such scripts travel on stdin, after the env prelude, and the command line
 /// only loads them; shorter ones stay on the command line, which saves the host a `head` and an
 /// `eval` of the whole text.
-pub fn wrap(cmd: &CommandSpec) -> Result<Wrapped, String> {
+pub fn wrap(cmd: &CommandSpec) -> Result<Wrapped, WrapError> {
     let inline = wrap_with(cmd, false)?;
     if inline.ssh_command_line().len() <= COMMAND_LINE_MAX {
         return Ok(inline);
@@ -56,17 +73,16 @@ pub fn wrap(cmd: &CommandSpec) -> Result<Wrapped, String> {
     wrap_with(cmd, true)
 }
 
-fn wrap_with(cmd: &CommandSpec, script_on_stdin: bool) -> Result<Wrapped, String> {
+fn wrap_with(cmd: &CommandSpec, script_on_stdin: bool) -> Result<Wrapped, WrapError> {
     let mut stdin = Vec::new();
 
     // `head -c` may read past the script, so a loaded script needs a command that reads nothing
     // else from stdin.
     let (script_text, script_on_stdin) = if script_on_stdin {
         if cmd.stdin.is_some() {
-            return Err(format!(
-                "a script of {} bytes is too long for a command line and cannot share stdin with the command's input",
-                cmd.script.len()
-            ));
+            return Err(WrapError::ScriptTooLong {
+                len: cmd.script.len(),
+            });
         }
         let loader = format!(
             "_nx_s=$(head -c {}) || exit 125\neval \"$_nx_s\"",
@@ -83,12 +99,10 @@ fn wrap_with(cmd: &CommandSpec, script_on_stdin: bool) -> Result<Wrapped, String
         let mut prelude = Vec::new();
         for (name, value) in &cmd.env {
             if !is_identifier(name) {
-                return Err(format!(
-                    "environment variable name {name:?} is not a valid shell identifier"
-                ));
+                return Err(WrapError::EnvName { name: name.clone() });
             }
             if value.contains('\0') {
-                return Err(format!("environment variable {name} contains a NUL byte"));
+                return Err(WrapError::EnvNul { name: name.clone() });
             }
             prelude.extend_from_slice(name.as_bytes());
             prelude.push(b'=');
@@ -107,7 +121,7 @@ fn wrap_with(cmd: &CommandSpec, script_on_stdin: bool) -> Result<Wrapped, String
         None => inner,
         Some(b) => {
             if b.user.is_empty() {
-                return Err("become user is empty".into());
+                return Err(WrapError::EmptyBecomeUser);
             }
             let user = quote(&b.user);
             let run = format!("-H -u {user} -- sh -c {}", quote(&inner));
@@ -115,7 +129,7 @@ fn wrap_with(cmd: &CommandSpec, script_on_stdin: bool) -> Result<Wrapped, String
                 None => format!("exec sudo -n {run}"),
                 Some(pw) => {
                     if pw.contains('\n') || pw.contains('\0') {
-                        return Err("sudo password contains a newline or NUL byte".into());
+                        return Err(WrapError::SudoPassword);
                     }
                     // The password line goes first on stdin. If sudo turns out not to need it
                     // (NOPASSWD or a cached timestamp), the shell consumes the line itself so the
