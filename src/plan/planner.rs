@@ -656,7 +656,7 @@ impl PreparedHost {
                             errors.push(PlanError {
                                 host: Some(host.clone()),
                                 resource: Some(name),
-                                message: m,
+                                message: m.to_string(),
                             });
                             continue;
                         }

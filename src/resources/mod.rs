@@ -37,16 +37,21 @@ pub fn q(s: &str) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed(pub BTreeMap<String, String>);
 
+/// A probe printed a line that is not `key=value`: the snippet misbehaved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unexpected probe output line {0:?}")]
+pub struct UnexpectedLine(pub String);
+
 impl Observed {
     /// Parses probe output. Lines without `=` are an error: they mean the snippet misbehaved.
-    pub fn parse(text: &str) -> Result<Observed, String> {
+    pub fn parse(text: &str) -> Result<Observed, UnexpectedLine> {
         let mut map = BTreeMap::new();
         for line in text.lines() {
             if line.is_empty() {
                 continue;
             }
             let Some((k, v)) = line.split_once('=') else {
-                return Err(format!("unexpected probe output line {line:?}"));
+                return Err(UnexpectedLine(line.to_string()));
             };
             map.insert(k.to_string(), v.to_string());
         }
