@@ -25,6 +25,8 @@ pub struct Inputs {
     /// Values of the secrets file contents use, read at plan time to compare rendered contents
     /// with the hosts' (never recorded: the plan gets placeholders and sealed hashes).
     secret_values: std::sync::Arc<crate::secrets::Resolved>,
+    /// Handlers still pending per host, from the state (recorded in the plan's hosts).
+    pending_handlers: BTreeMap<String, Vec<crate::plan::PendingHandler>>,
 }
 
 /// What the plan records about its inputs: enough to tell that any of them changed.
@@ -223,7 +225,21 @@ impl Inputs {
             discovered: Default::default(),
             urls: BTreeMap::new(),
             secret_values: Default::default(),
+            pending_handlers: BTreeMap::new(),
         }
+    }
+
+    /// Hands the planner the handlers still pending on each host (from the state).
+    pub fn set_pending_handlers(
+        &mut self,
+        pending: BTreeMap<String, Vec<crate::plan::PendingHandler>>,
+    ) {
+        self.pending_handlers = pending;
+    }
+
+    /// The handlers still pending on `host`.
+    pub fn pending_handlers(&self, host: &str) -> &[crate::plan::PendingHandler] {
+        self.pending_handlers.get(host).map_or(&[], Vec::as_slice)
     }
 
     /// Hands the planner the secret values (and seal key) for contents that hold secrets.

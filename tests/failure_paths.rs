@@ -239,3 +239,38 @@ fn a_task_timeout_bounds_the_whole_task_on_a_host() {
     assert!(h.srv().join("a").exists());
     assert!(!h.srv().join("c").exists());
 }
+
+/// A handler whose run failed stays pending: once its problem is fixed, the next plan shows it
+/// (and `--detailed-exitcode` says so), the next apply runs it, and only its success clears it.
+#[test]
+fn a_failed_handlers_notification_is_kept_until_it_succeeds() {
+    let h = SshHost::builder("ph").private_srv().start();
+    let body = "task \"site\" on=\"ph\" {\n\
+                    file \"/srv/site.conf\" content=\"v1\" notify=\"reload\"\n\
+                }\n\
+                handler \"reload\" {\n\
+                    command \"test -e /srv/reload-works && touch /srv/reloaded\"\n\
+                }\n";
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", body);
+    let r = p.nexus(&["run"]);
+    assert_eq!(r.code, 1, "the handler fails: {r:?}");
+    assert!(h.srv().join("site.conf").exists());
+
+    // The handler's problem is fixed by hand; the config did not change.
+    std::fs::write(h.srv().join("reload-works"), "").unwrap();
+    let r = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "a pending handler is a change to make: {r:?}");
+    assert!(r.stdout.contains("pending since run 1"), "{r:?}");
+    assert!(
+        r.stdout.contains("notified by file /srv/site.conf"),
+        "{r:?}"
+    );
+    let r = p.nexus(&["state"]);
+    assert!(r.stdout.contains("reload"), "nexus state lists it: {r:?}");
+
+    let r = p.nexus(&["run"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(h.srv().join("reloaded").exists(), "the pending handler ran");
+    let r = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "cleared once it succeeded: {r:?}");
+}

@@ -26,6 +26,8 @@ pub struct Request {
     pub overrides: Overrides,
     /// `-j`: hosts at work at once.
     pub parallel: usize,
+    /// `--state`; default: .nexus/state.db next to the configuration.
+    pub state: Option<PathBuf>,
 }
 
 /// A loaded configuration with its inputs resolved and the secrets this command reads.
@@ -101,6 +103,10 @@ impl Live {
             .map(PlanNotifier::from_config)
             .collect();
         let secrets = plan_secrets(cfg, &mut inputs, &notifiers, reads)?;
+        inputs.set_pending_handlers(pending_handlers(&super::apply::state_path(
+            req.state.as_deref(),
+            &req.config,
+        ))?);
         let runtime = runtime()?;
         let path = crate::pins::path_for(&req.config);
         let mode = if req.locked {
@@ -161,6 +167,29 @@ impl Live {
         };
         live::plan(live, inv, &env, events).await
     }
+}
+
+/// The handlers still pending per host, from the state database when there is one (planning
+/// never creates it).
+fn pending_handlers(
+    db: &Path,
+) -> Result<std::collections::BTreeMap<String, Vec<crate::plan::PendingHandler>>, Error> {
+    use crate::state::StateStore;
+    let mut out: std::collections::BTreeMap<String, Vec<crate::plan::PendingHandler>> =
+        Default::default();
+    if !db.exists() {
+        return Ok(out);
+    }
+    for p in crate::state::open(db)?.pending_handlers()? {
+        out.entry(p.host)
+            .or_default()
+            .push(crate::plan::PendingHandler {
+                handler: p.handler,
+                since_run: p.since_run,
+                notified_by: p.notified_by,
+            });
+    }
+    Ok(out)
 }
 
 /// Records the fingerprint of every secret the configuration uses into `inputs` (so the plan

@@ -188,24 +188,55 @@ fn record_of(r: &exec::ResourceResult) -> ActionRecord {
     }
 }
 
-/// Writes the actions it receives, one transaction per action that did something; no-ops are
-/// written together before the next such action (or at the end). Returns the first failure.
+/// What the recorder writes.
+enum Record {
+    Action(ActionRecord),
+    /// A change notified a handler on a host: pending until it succeeds there.
+    Notified {
+        host: String,
+        handler: String,
+        by: String,
+    },
+    /// A handler succeeded on a host.
+    HandlerSucceeded {
+        host: String,
+        handler: String,
+    },
+}
+
+/// Writes what it receives: one transaction per action that did something; no-ops are written
+/// together before the next such action (or at the end). Returns the first failure.
 fn record(
     store: &SqliteStore,
     run: RunId,
-    events: mpsc::Receiver<ActionRecord>,
+    events: mpsc::Receiver<Record>,
 ) -> Result<(), crate::state::StateError> {
     let mut first_error = None;
     let mut pending: Vec<ActionRecord> = Vec::new();
     for rec in events {
-        if rec.action == crate::resources::Action::NoOp && rec.status == ActionStatus::Skipped {
-            pending.push(rec);
-            continue;
+        let rec = match rec {
+            Record::Action(a)
+                if a.action == crate::resources::Action::NoOp
+                    && a.status == ActionStatus::Skipped =>
+            {
+                pending.push(a);
+                continue;
+            }
+            other => other,
+        };
+        if !pending.is_empty() {
+            if let Err(e) = store.record_actions(run, &pending) {
+                first_error.get_or_insert(e);
+            }
+            pending.clear();
         }
-        let result = store
-            .record_actions(run, &pending)
-            .and_then(|()| store.record_action(run, &rec));
-        pending.clear();
+        let result = match rec {
+            Record::Action(a) => store.record_action(run, &a),
+            Record::Notified { host, handler, by } => {
+                store.notify_handler(run, &host, &handler, &by)
+            }
+            Record::HandlerSucceeded { host, handler } => store.handler_succeeded(&host, &handler),
+        };
         if let Err(e) = result {
             first_error.get_or_insert(e);
         }
@@ -226,13 +257,30 @@ pub async fn execute(
     run: RunId,
     observer: &(dyn Fn(&Event) + Sync),
 ) -> Result<Report, Error> {
-    let (tx, rx) = mpsc::channel::<ActionRecord>();
+    let (tx, rx) = mpsc::channel::<Record>();
     let store = state.store.clone();
     let recorder = tokio::task::spawn_blocking(move || record(&store, run, rx));
     let events = |e: Event| {
-        if let Event::Resource(r) = &e {
+        let rec = match &e {
+            Event::Resource(r) => Some(Record::Action(record_of(r))),
+            Event::HandlerNotified { host, handler, by } => Some(Record::Notified {
+                host: host.clone(),
+                handler: handler.clone(),
+                by: by.clone(),
+            }),
+            Event::HandlerFinished {
+                host,
+                handler,
+                ok: true,
+            } => Some(Record::HandlerSucceeded {
+                host: host.clone(),
+                handler: handler.clone(),
+            }),
+            _ => None,
+        };
+        if let Some(rec) = rec {
             // The recorder only stops after this sender is dropped, so sending cannot fail.
-            let _ = tx.send(record_of(r));
+            let _ = tx.send(rec);
         }
         observer(&e);
     };

@@ -1,8 +1,6 @@
 //! `run TASK...`: plan and apply in one step, under the apply lock, with every secret read once
 //! at the start.
 
-use std::path::PathBuf;
-
 use super::Error;
 use super::apply::Applied;
 use super::plan::{Live, Reads, Request};
@@ -16,13 +14,12 @@ use crate::state::RunKind;
 /// Plans, then executes the plan at once. `planned` sees the plan before it runs (`-v` prints it).
 pub fn run(
     req: &Request,
-    state: Option<PathBuf>,
     continue_on_error: bool,
     planned: &dyn Fn(&crate::plan::Plan),
     observer: &(dyn Fn(&Event) + Sync),
 ) -> Result<Applied, Error> {
     let live = Live::prepare(req, Reads::All)?;
-    let db = super::apply::state_path(state.as_deref(), &req.config);
+    let db = super::apply::state_path(req.state.as_deref(), &req.config);
     let state = Locked::take(&db, &format!("nexus run {}", req.selection.tasks.join(" ")))?;
     let secrets = live.secrets.clone();
     let (plan, run, report, deliveries) = live.runtime().block_on(async {

@@ -50,6 +50,7 @@ pub fn request(ctx: &Ctx, args: &PlanArgs) -> app::plan::Request {
         locked: args.locked,
         overrides: args.connect.overrides(),
         parallel: args.connect.parallel,
+        state: ctx.global.state.clone(),
     }
 }
 

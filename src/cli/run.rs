@@ -39,13 +39,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> CmdResult {
             p.event(e);
         }
     };
-    let result = app::run::run(
-        &req,
-        ctx.global.state.clone(),
-        args.continue_on_error,
-        &planned,
-        &observer,
-    );
+    let result = app::run::run(&req, args.continue_on_error, &planned, &observer);
     if let Some(p) = progress.get() {
         p.finish();
     }

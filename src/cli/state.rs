@@ -41,13 +41,17 @@ pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
         return Ok(Exit::Ok);
     }
 
-    let (resources, holder) = match &store {
+    let (resources, holder, mut pending) = match &store {
         Some(store) => (
             store.last_applied(args.host.as_deref()).map_err(failure)?,
             store.lock_holder().map_err(failure)?,
+            store.pending_handlers().map_err(failure)?,
         ),
-        None => (Vec::new(), None),
+        None => (Vec::new(), None, Vec::new()),
     };
+    if let Some(h) = &args.host {
+        pending.retain(|p| &p.host == h);
+    }
     if format == Format::Json {
         let lock = holder.as_ref().map(|h| {
             let mut v = serde_json::to_value(h).expect("json");
@@ -55,7 +59,7 @@ pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
             v
         });
         emitln(&pretty(
-            &json!({ "database": db, "lock": lock, "resources": resources }),
+            &json!({ "database": db, "lock": lock, "resources": resources, "pending_handlers": pending }),
         ));
         return Ok(Exit::Ok);
     }
@@ -80,6 +84,7 @@ pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
     } else {
         out.push_str(&hosts_text(&resources));
     }
+    out.push_str(&pending_text(&pending));
     out.push_str(&lock_text(holder.as_ref()));
     emit(&out);
     Ok(Exit::Ok)
@@ -113,6 +118,29 @@ fn hosts_text(resources: &[LastApplied]) -> String {
         for line in table(&["RESOURCE", "LAST ACTION", "KEY", "RUN", "APPLIED"], &rows).lines() {
             out.push_str(&format!("  {line}\n"));
         }
+    }
+    out
+}
+
+/// Handlers notified by a change that have not succeeded since: the next apply runs them.
+fn pending_text(pending: &[crate::state::PendingHandler]) -> String {
+    if pending.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = pending
+        .iter()
+        .map(|p| {
+            vec![
+                p.host.clone(),
+                p.handler.clone(),
+                p.since_run.to_string(),
+                p.notified_by.clone(),
+            ]
+        })
+        .collect();
+    let mut out = String::from("\nPending handlers (the next apply runs them)\n");
+    for line in table(&["HOST", "HANDLER", "SINCE RUN", "NOTIFIED BY"], &rows).lines() {
+        out.push_str(&format!("  {line}\n"));
     }
     out
 }

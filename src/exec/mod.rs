@@ -92,6 +92,19 @@ pub enum Event {
         task: String,
         reason: String,
     },
+    /// A change notified a handler on a host: it is pending there until it succeeds.
+    HandlerNotified {
+        host: String,
+        handler: String,
+        /// The label of the change.
+        by: String,
+    },
+    /// A handler ran on a host; `ok` when all of its resources succeeded.
+    HandlerFinished {
+        host: String,
+        handler: String,
+        ok: bool,
+    },
     /// Hosts of a task that never started it (a stopped rollout or run), with the reason.
     HostsNotRun {
         task: String,
@@ -130,6 +143,8 @@ struct Shared {
     stop: Option<String>,
     results: Vec<ResourceResult>,
     escalation: HashMap<String, Escalation>,
+    /// Hosts whose pending handlers (from earlier runs) were handed to a task already.
+    pending_taken: BTreeSet<String>,
 }
 
 struct Ctx<'a> {
@@ -281,6 +296,7 @@ pub async fn execute(
             stop: None,
             results: Vec::new(),
             escalation,
+            pending_taken: BTreeSet::new(),
         }),
         hosts_in_flight: tokio::sync::Semaphore::new(opts.parallel.max(1)),
     };
@@ -482,7 +498,7 @@ async fn run_host(ctx: &Ctx<'_>, task: &TaskPlan, host: &str) -> bool {
         seed: retry::seed(host),
         ok: true,
         lost: None,
-        notified: Vec::new(),
+        notified: pending_for(ctx, host),
         share_commands: task.timeout.is_none(),
     };
     let reported_before = ctx.shared.lock().expect("poisoned").results.len();
@@ -493,7 +509,9 @@ async fn run_host(ctx: &Ctx<'_>, task: &TaskPlan, host: &str) -> bool {
         let handlers = ctx.host_resources(host, |r| {
             r.role == Role::Handler && notified.contains(&r.task)
         });
+        let before = ctx.shared.lock().expect("poisoned").results.len();
         run.run_list(&handlers).await;
+        handlers_finished(ctx, host, &notified, before);
         run.run_list(&checks).await;
     };
     // The task's timeout bounds all of its work on this host; what is in flight then is
@@ -686,6 +704,11 @@ impl HostRun<'_, '_> {
             let changed = o.ran;
             if changed {
                 for n in &r.notify {
+                    (ctx.events)(Event::HandlerNotified {
+                        host: host.to_string(),
+                        handler: n.clone(),
+                        by: r.label.clone(),
+                    });
                     if !self.notified.contains(n) {
                         self.notified.push(n.clone());
                     }
@@ -707,6 +730,60 @@ impl HostRun<'_, '_> {
             }
             ctx.emit_result(result(host, r, Status::Failed, false, Some(o), None));
         }
+    }
+}
+
+/// The handlers still pending on `host` from earlier runs, handed to the first task that runs
+/// there, so they run after it even when nothing new notifies them.
+fn pending_for(ctx: &Ctx<'_>, host: &str) -> Vec<String> {
+    if !ctx
+        .shared
+        .lock()
+        .expect("poisoned")
+        .pending_taken
+        .insert(host.to_string())
+    {
+        return Vec::new();
+    }
+    ctx.plan
+        .hosts
+        .iter()
+        .find(|h| h.name == host)
+        .map(|h| {
+            h.pending_handlers
+                .iter()
+                .map(|p| p.handler.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reports how each handler in `names` that ran on `host` (results after index `from`) ended.
+fn handlers_finished(ctx: &Ctx<'_>, host: &str, names: &[String], from: usize) {
+    let outcomes: Vec<(String, bool)> = {
+        let shared = ctx.shared.lock().expect("poisoned");
+        names
+            .iter()
+            .filter_map(|n| {
+                let mine: Vec<&ResourceResult> = shared.results[from..]
+                    .iter()
+                    .filter(|r| r.host == host && r.role == Role::Handler && r.task == *n)
+                    .collect();
+                (!mine.is_empty()).then(|| {
+                    let ok = mine
+                        .iter()
+                        .all(|r| matches!(r.status, Status::Succeeded | Status::Skipped));
+                    (n.clone(), ok)
+                })
+            })
+            .collect()
+    };
+    for (handler, ok) in outcomes {
+        (ctx.events)(Event::HandlerFinished {
+            host: host.to_string(),
+            handler,
+            ok,
+        });
     }
 }
 

@@ -207,7 +207,21 @@ pub struct HostPlan {
     pub facts_digest: String,
     /// Whether the probe runs with sudo.
     pub probe_sudo: bool,
+    /// Handlers notified on this host by an earlier run that have not succeeded since (format
+    /// 1.1): apply runs them after the host's first task even when nothing new notifies them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_handlers: Vec<PendingHandler>,
     pub resources: Vec<PlannedResource>,
+}
+
+/// A handler still pending on a host, as the state recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingHandler {
+    pub handler: String,
+    /// The run whose change first notified it.
+    pub since_run: i64,
+    /// The label of that change.
+    pub notified_by: String,
 }
 
 /// Why a resource is in a host's plan.
@@ -302,6 +316,6 @@ impl Plan {
     /// Whether applying would change anything on any host (drift, for `--detailed-exitcode`).
     /// Handler resources count only through the changes that notify them.
     pub fn has_changes(&self) -> bool {
-        self.summary.changes() > 0
+        self.summary.changes() > 0 || self.hosts.iter().any(|h| !h.pending_handlers.is_empty())
     }
 }

@@ -229,6 +229,7 @@ pub struct PreparedHost {
     pub connection: Connection,
     pub facts_digest: String,
     pub probe_sudo: bool,
+    pending_handlers: Vec<PendingHandler>,
     entries: Vec<Entry>,
     /// Seals the probed hashes of contents that hold secrets.
     seal: Option<crate::secrets::SealKey>,
@@ -326,7 +327,14 @@ pub fn prepare_host(
     };
     let d = &cfg.defaults;
     let mut entries = Vec::new();
-    let mut notified: Vec<String> = Vec::new();
+    // Handlers still pending from earlier runs are planned as if notified again.
+    let pending: Vec<PendingHandler> = inputs
+        .pending_handlers(host)
+        .iter()
+        .filter(|p| cfg.handlers.iter().any(|h| h.name.value == p.handler))
+        .cloned()
+        .collect();
+    let mut notified: Vec<String> = pending.iter().map(|p| p.handler.clone()).collect();
     let add = |entries: &mut Vec<Entry>,
                errors: &mut Vec<PlanError>,
                r: &ConfigResource,
@@ -517,6 +525,7 @@ pub fn prepare_host(
         },
         facts_digest: digest_facts(facts),
         probe_sudo,
+        pending_handlers: pending,
         entries,
         seal: inputs.secret_values().seal_key().cloned(),
     })
@@ -729,6 +738,7 @@ impl PreparedHost {
                 connection: self.connection,
                 facts_digest: self.facts_digest,
                 probe_sudo: self.probe_sudo,
+                pending_handlers: self.pending_handlers,
                 resources,
             },
             blobs,

@@ -21,11 +21,20 @@ pub fn summary_line(plan: &Plan) -> String {
     if plan.hosts.is_empty() {
         return "No changes. The selection runs no task on any host.".into();
     }
-    if s.changes() == 0 && s.run == 0 {
+    let pending: usize = plan.hosts.iter().map(|h| h.pending_handlers.len()).sum();
+    if s.changes() == 0 && s.run == 0 && pending == 0 {
         return "No changes. Hosts match the configuration.".into();
     }
+    let pending = if pending > 0 {
+        format!(
+            "; {} from an earlier run",
+            count(pending, "pending handler", "pending handlers")
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "Plan: {} to create, {} to update, {} to delete, {} to run; {} unchanged on {}.",
+        "Plan: {} to create, {} to update, {} to delete, {} to run; {} unchanged on {}{pending}.",
         s.create,
         s.update,
         s.delete,
@@ -129,7 +138,13 @@ fn place<'a>(slots: &mut Slots<'a>, host: &'a str, r: &'a PlannedResource) {
 /// Labels of the changes on `host` that notify handler `name`. Anything that acts (including a
 /// command that runs) counts as a change for notification.
 pub fn notifiers(host: &HostPlan, name: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+    // A handler still pending from an earlier run runs whatever this plan changes.
+    let mut out: Vec<String> = host
+        .pending_handlers
+        .iter()
+        .filter(|p| p.handler == name)
+        .map(|p| format!("{} (pending since run {})", p.notified_by, p.since_run))
+        .collect();
     for r in &host.resources {
         if r.role != Role::Handler
             && r.action != Action::NoOp

@@ -86,6 +86,22 @@ pub trait StateStore: Send + Sync {
     /// must not be applied twice.
     fn applied(&self, plan_hash: &str) -> Result<Option<RunSummary>, StateError>;
 
+    /// Notes that a change of `run` notified `handler` on `host`. A handler already pending
+    /// there keeps its first run and notifier.
+    fn notify_handler(
+        &self,
+        run: RunId,
+        host: &str,
+        handler: &str,
+        notified_by: &str,
+    ) -> Result<(), StateError>;
+
+    /// The handler succeeded on the host: it is no longer pending.
+    fn handler_succeeded(&self, host: &str, handler: &str) -> Result<(), StateError>;
+
+    /// Every pending handler, by host then handler.
+    fn pending_handlers(&self) -> Result<Vec<PendingHandler>, StateError>;
+
     /// Runs, newest first, at most `limit`.
     fn history(&self, limit: usize) -> Result<Vec<RunSummary>, StateError>;
 
@@ -382,4 +398,16 @@ mod tests {
             Path::new("/srv/x/.nexus/state.db")
         );
     }
+}
+
+/// A handler notified by a change on a host that has not yet succeeded there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingHandler {
+    pub host: String,
+    pub handler: String,
+    /// The run whose change first notified it.
+    pub since_run: i64,
+    /// The label of that change (`file /etc/nginx/sites-enabled/site`).
+    pub notified_by: String,
+    pub notified_at: i64,
 }

@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use super::lock::{Identity, Liveness, liveness, new_token};
 use super::{
     ActionCounts, ActionRecord, ActionStatus, LastApplied, LockGuard, LockHolder, NewRun,
-    OUTPUT_TAIL_MAX, Recovered, RunId, RunStatus, RunSummary, StateError, StateStore, cap_head,
-    cap_tail, format_duration, now_ms,
+    OUTPUT_TAIL_MAX, PendingHandler, Recovered, RunId, RunStatus, RunSummary, StateError,
+    StateStore, cap_head, cap_tail, format_duration, now_ms,
 };
 use crate::resources::Action;
 
@@ -28,7 +28,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migrations in order; migration N (1-based) brings the schema from version N-1 to N.
 /// Append only: a released migration is never edited.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_pending_handlers.sql"),
+];
 
 /// How old a lock must be before it is taken over when its holder cannot be checked (it runs on
 /// another host). Long, because applies with rolling batches and waits can take hours.
@@ -675,6 +678,61 @@ impl StateStore for SqliteStore {
                     error: r.get(12)?,
                     fingerprint_after: r.get(13)?,
                     finished_at: r.get(14)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    fn notify_handler(
+        &self,
+        run: RunId,
+        host: &str,
+        handler: &str,
+        notified_by: &str,
+    ) -> Result<(), StateError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO pending_handlers (host, handler, since_run, notified_by, notified_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (host, handler) DO NOTHING",
+            )
+            .and_then(|mut st| {
+                st.execute(rusqlite::params![
+                    host,
+                    handler,
+                    run.0,
+                    notified_by,
+                    now_ms()
+                ])
+            })
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn handler_succeeded(&self, host: &str, handler: &str) -> Result<(), StateError> {
+        self.conn()
+            .prepare_cached("DELETE FROM pending_handlers WHERE host = ?1 AND handler = ?2")
+            .and_then(|mut st| st.execute([host, handler]))
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn pending_handlers(&self) -> Result<Vec<PendingHandler>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT host, handler, since_run, notified_by, notified_at FROM pending_handlers \
+                 ORDER BY host, handler",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PendingHandler {
+                    host: r.get(0)?,
+                    handler: r.get(1)?,
+                    since_run: r.get(2)?,
+                    notified_by: r.get(3)?,
+                    notified_at: r.get(4)?,
                 })
             })
             .map_err(self.err())?;
