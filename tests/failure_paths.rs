@@ -274,3 +274,36 @@ fn a_failed_handlers_notification_is_kept_until_it_succeeds() {
     let r = p.nexus(&["plan", "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "cleared once it succeeded: {r:?}");
 }
+
+/// Processes anywhere on this machine (all test hosts share it) running `sleep SECONDS`.
+fn sleeping(seconds: &str) -> usize {
+    let want = format!("sleep\0{seconds}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
+        .count()
+}
+
+/// A command that times out on an SSH host is killed there, with everything it started (here a
+/// subshell, which outlives its parent shell): nothing it would have done later happens, and no
+/// process of it is left, counted on the host.
+#[test]
+fn a_timed_out_command_is_killed_on_the_host() {
+    let h = SshHost::builder("to").private_srv().start();
+    let body = "task \"t\" on=\"to\" {\n\
+                    command \"(sleep 3.21; echo late > /srv/late); true\" timeout=\"1s\" sudo=#true\n\
+                }\n";
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", body);
+    let r = p.nexus(&["run"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("timed out after 1s"), "{r:?}");
+    // The kill has a grace period; give it that long, no more.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(sleeping("3.21"), 0, "a process of the command is left");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(
+        !h.srv().join("late").exists(),
+        "the timed-out command went on running"
+    );
+}

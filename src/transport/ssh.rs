@@ -484,9 +484,14 @@ impl SshTransport {
         cmd: &CommandSpec,
         sink: Option<OutputSender>,
     ) -> Result<Output, TransportError> {
-        let wrapped = wrap::wrap(cmd).map_err(|reason| TransportError::InvalidCommand {
-            host: self.label.clone(),
-            reason,
+        // A command that may time out is tagged, so that what it started can be found and
+        // killed on the host then.
+        let tag = cmd.timeout.map(|_| kill_tag());
+        let wrapped = wrap::wrap_tagged(cmd, tag.as_deref()).map_err(|reason| {
+            TransportError::InvalidCommand {
+                host: self.label.clone(),
+                reason,
+            }
         })?;
         let line = wrapped.ssh_command_line();
         let started = Instant::now();
@@ -500,9 +505,20 @@ impl SshTransport {
                 Ok(r) => r,
                 Err(_) => {
                     if let Some(channel) = slot.take() {
-                        // Best effort: OpenSSH delivers the signal to the process it started.
+                        // OpenSSH signals the process group it started; that misses what sudo
+                        // runs in a session of its own, so the tagged sessions are killed too.
                         let _ = channel.signal(Sig::KILL).await;
                         let _ = channel.close().await;
+                    }
+                    if let Some(tag) = &tag {
+                        let kill = CommandSpec {
+                            script: wrap::kill_tagged(tag, KILL_GRACE_SECS),
+                            sudo: cmd.sudo.clone(),
+                            timeout: Some(Duration::from_secs(u64::from(KILL_GRACE_SECS) + 10)),
+                            ..CommandSpec::default()
+                        };
+                        // Best effort: the timeout is what the caller must hear about.
+                        let _ = Box::pin(self.run_inner(&kill, None)).await;
                     }
                     return Err(TransportError::CommandTimeout {
                         host: self.label.clone(),
@@ -944,6 +960,22 @@ impl client::Handler for Client {
             }
         }
     }
+}
+
+/// Seconds between TERM and KILL when a timed-out command is killed on its host.
+const KILL_GRACE_SECS: u32 = 1;
+
+/// A word no other command line on the host carries: the `$0` of a command's shells.
+fn kill_tag() -> String {
+    let mut bytes = [0u8; 8];
+    // The OS RNG failing is not worth failing a command over; the clock still separates tags.
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            .to_le_bytes();
+    }
+    format!("nexus-{}", u64::from_le_bytes(bytes))
 }
 
 #[cfg(test)]

@@ -30,13 +30,19 @@ pub struct Wrapped {
     pub script: String,
     /// Bytes for stdin: sudo password line, env prelude, then the command's own stdin.
     pub stdin: Vec<u8>,
+    /// A word that names the command's shells on the host (their `$0`), so that what it
+    /// started can be found and killed when it times out ([`kill_tagged`]).
+    pub tag: Option<String>,
 }
 
 impl Wrapped {
     /// The exec request for an SSH server, whose login shell may not be POSIX: start `sh`.
     /// `exec` makes it the process sshd watches, so a signal death is reported as such.
     pub fn ssh_command_line(&self) -> String {
-        format!("exec sh -c {}", quote(&self.script))
+        match &self.tag {
+            Some(tag) => format!("exec sh -c {} {tag}", quote(&self.script)),
+            None => format!("exec sh -c {}", quote(&self.script)),
+        }
     }
 }
 
@@ -66,14 +72,48 @@ pub const COMMAND_LINE_MAX: usize = 120 * 1024;
 /// only loads them; shorter ones stay on the command line, which saves the host a `head` and an
 /// `eval` of the whole text.
 pub fn wrap(cmd: &CommandSpec) -> Result<Wrapped, WrapError> {
-    let inline = wrap_with(cmd, false)?;
+    wrap_tagged(cmd, None)
+}
+
+/// [`wrap`], with `tag` as the `$0` of the command's shells (the one sshd starts and, under
+/// sudo, the one sudo starts, which may be in a session of its own). `tag` must be a plain word.
+pub fn wrap_tagged(cmd: &CommandSpec, tag: Option<&str>) -> Result<Wrapped, WrapError> {
+    let inline = wrap_with(cmd, false, tag)?;
     if inline.ssh_command_line().len() <= COMMAND_LINE_MAX {
         return Ok(inline);
     }
-    wrap_with(cmd, true)
+    wrap_with(cmd, true, tag)
 }
 
-fn wrap_with(cmd: &CommandSpec, script_on_stdin: bool) -> Result<Wrapped, WrapError> {
+/// A script that kills, TERM and then after `grace_secs` KILL, every process in the sessions of
+/// the processes whose last argument is `tag`: a timed-out command and all it started, even
+/// what sudo runs in a session of its own. It never names `tag` whole, so it does not find
+/// itself.
+pub fn kill_tagged(tag: &str, grace_secs: u32) -> String {
+    let (head, rest) = tag.split_at(tag.len() / 2);
+    format!(
+        r#"_nx_t={head}; _nx_t="$_nx_t"{rest}; _nx_ss=
+for _nx_d in /proc/[0-9]*; do
+  [ "$(tr '\0' '\n' < "$_nx_d/cmdline" 2>/dev/null | tail -n 1)" = "$_nx_t" ] || continue
+  set -- $(cut -d')' -f2- "$_nx_d/stat" 2>/dev/null)
+  [ -n "${{4:-}}" ] && _nx_ss="$_nx_ss $4"
+done
+[ -n "$_nx_ss" ] || exit 0
+_nx_kill() {{
+  for _nx_d in /proc/[0-9]*; do
+    set -- $(cut -d')' -f2- "$_nx_d/stat" 2>/dev/null)
+    for _nx_s in $_nx_ss; do [ "${{4:-}}" = "$_nx_s" ] && kill -"$_nx_sig" "${{_nx_d#/proc/}}" 2>/dev/null; done
+  done
+}}
+_nx_sig=TERM; _nx_kill; sleep {grace_secs}; _nx_sig=KILL; _nx_kill; exit 0"#
+    )
+}
+
+fn wrap_with(
+    cmd: &CommandSpec,
+    script_on_stdin: bool,
+    tag: Option<&str>,
+) -> Result<Wrapped, WrapError> {
     let mut stdin = Vec::new();
 
     // `head -c` may read past the script, so a loaded script needs a command that reads nothing
@@ -124,7 +164,10 @@ fn wrap_with(cmd: &CommandSpec, script_on_stdin: bool) -> Result<Wrapped, WrapEr
                 return Err(WrapError::EmptyBecomeUser);
             }
             let user = quote(&b.user);
-            let run = format!("-H -u {user} -- sh -c {}", quote(&inner));
+            let run = match tag {
+                Some(tag) => format!("-H -u {user} -- sh -c {} {tag}", quote(&inner)),
+                None => format!("-H -u {user} -- sh -c {}", quote(&inner)),
+            };
             match &b.password {
                 None => format!("exec sudo -n {run}"),
                 Some(pw) => {
@@ -149,7 +192,11 @@ fn wrap_with(cmd: &CommandSpec, script_on_stdin: bool) -> Result<Wrapped, WrapEr
     if let Some(own) = &cmd.stdin {
         stdin.extend_from_slice(own);
     }
-    Ok(Wrapped { script, stdin })
+    Ok(Wrapped {
+        script,
+        stdin,
+        tag: tag.map(str::to_string),
+    })
 }
 
 /// The host side of [`super::Transport::run_chained`] over one session: `first` (a plain script:
@@ -238,6 +285,24 @@ fn escape_printf(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_tag_names_the_shells_and_the_kill_script_never_names_it_whole() {
+        let mut cmd = CommandSpec::new("sleep 9");
+        let w = wrap_tagged(&cmd, Some("nexus-42")).unwrap();
+        assert_eq!(w.ssh_command_line(), "exec sh -c 'sleep 9' nexus-42");
+        cmd.sudo = Some(super::super::Become::user("root"));
+        let w = wrap_tagged(&cmd, Some("nexus-42")).unwrap();
+        assert_eq!(
+            w.script,
+            "exec sudo -n -H -u root -- sh -c 'sleep 9' nexus-42"
+        );
+        assert_eq!(wrap(&cmd).unwrap().tag, None);
+        let k = kill_tagged("nexus-42", 1);
+        assert!(!k.contains("nexus-42"), "{k}");
+        assert!(k.contains("_nx_t=nexu; _nx_t=\"$_nx_t\"s-42"), "{k}");
+    }
+
     use super::*;
 
     #[test]
