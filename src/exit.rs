@@ -21,8 +21,10 @@ pub enum Exit {
     Locked = 7,
     /// Wrong command-line usage (unknown flag, unknown task name).
     Usage = 64,
-    /// Interrupted by a signal.
+    /// Interrupted by Ctrl-C (SIGINT): what was in flight finished, nothing new started.
     Interrupted = 130,
+    /// Stopped by SIGTERM, likewise.
+    Terminated = 143,
 }
 
 impl Exit {

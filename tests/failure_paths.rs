@@ -307,3 +307,54 @@ fn a_timed_out_command_is_killed_on_the_host() {
         "the timed-out command went on running"
     );
 }
+
+/// Ctrl-C (SIGINT) or SIGTERM during an apply: nexus starts nothing new, lets the command in
+/// flight finish, records every outcome and the run as interrupted, releases the apply lock and
+/// exits 130 (SIGINT) or 143 (SIGTERM).
+#[test]
+fn an_interrupted_run_stops_cleanly_and_says_so() {
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let h = SshHost::builder(&format!("ir{code}")).private_srv().start();
+        let body = "task \"t\" on=\"HOST\" {\n\
+                        command \"sleep 1.5 && touch /srv/first\" timeout=\"30s\"\n\
+                        command \"touch /srv/second\"\n\
+                    }\n"
+        .replace("HOST", &h.name);
+        let p = Project::over(&[&h], " connect-timeout=\"10s\"", &body);
+        let child = p
+            .command(&["run"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while h.running("sleep") == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the command never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        harness::run(
+            std::process::Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string()),
+        );
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{signal}: {stdout}{stderr}");
+        assert!(
+            h.srv().join("first").exists(),
+            "the command in flight finished"
+        );
+        assert!(!h.srv().join("second").exists(), "nothing new started");
+        let r = p.nexus(&["history", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(v["runs"][0]["status"], "interrupted", "{v}");
+        // The lock is free: the next run goes ahead and finishes the work.
+        let r = p.nexus(&["run"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(h.srv().join("second").exists());
+    }
+}

@@ -34,6 +34,8 @@ pub struct Applied {
     pub recovered: Option<crate::state::Recovered>,
     /// nexus.lock, when this command (`run`) wrote it.
     pub pins_written: Option<PathBuf>,
+    /// The signal that stopped the run early, as the exit it means (130 or 143).
+    pub interrupted: Option<crate::exit::Exit>,
 }
 
 /// The directory the plan's relative paths (known_hosts, identities, the vault) are relative to.
@@ -121,6 +123,7 @@ pub fn apply(
             continue_on_error: req.continue_on_error,
             base_dir: base.clone(),
             secrets: secrets.clone(),
+            stop: Default::default(),
         };
         let report = super::record::execute(&plan, &inv, &opts, &state, run, observer).await;
         inv.close().await;

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::Error;
 use crate::exec::{self, Event, Options, Report, Status, TaskStatus};
+use crate::exit::Exit;
 use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::state::{
@@ -78,7 +79,15 @@ impl Locked {
         deliveries: Vec<crate::notify::Delivery>,
     ) -> Result<super::apply::Applied, Error> {
         let summary = RunSummary::of(&report, &deliveries);
-        self.finish(run, &summary)?;
+        let interrupted = report.interrupted;
+        match interrupted {
+            None => self.finish(run, &summary)?,
+            Some(_) => {
+                let json = serde_json::to_value(&summary).expect("summary serializes");
+                self.store
+                    .finish_run(run, RunStatus::Interrupted, &json.to_string())?;
+            }
+        }
         let recovered = self.recovered().cloned();
         self.guard.release()?;
         Ok(super::apply::Applied {
@@ -89,6 +98,7 @@ impl Locked {
             deliveries,
             recovered,
             pins_written: None,
+            interrupted,
         })
     }
 }
@@ -247,6 +257,46 @@ fn record(
     first_error.map_or(Ok(()), Err)
 }
 
+/// SIGINT and SIGTERM, while a run executes: the first asks it to stop, a second ends nexus.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Without handlers (which only fails outside a runtime) signals act as they always do.
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// The next signal, as the exit code it means.
+    async fn next(&mut self) -> Exit {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(&mut self.int) => Exit::Interrupted,
+            () = recv(&mut self.term) => Exit::Terminated,
+        }
+    }
+}
+
+fn signal_name(exit: Exit) -> &'static str {
+    match exit {
+        Exit::Terminated => "SIGTERM",
+        _ => "SIGINT",
+    }
+}
+
 /// Executes `plan` under the recorded run `run`: the executor's events go to the recorder (over a
 /// channel, to its own thread) and to `observer` (progress rendering).
 pub async fn execute(
@@ -285,7 +335,29 @@ pub async fn execute(
         observer(&e);
     };
     let env = |k: &str| std::env::var(k).ok();
-    let report = exec::execute(plan, inv, opts, &env, &events).await;
+    let mut first: Option<Exit> = None;
+    let mut report = {
+        let work = exec::execute(plan, inv, opts, &env, &events);
+        tokio::pin!(work);
+        let mut signals = Signals::new();
+        loop {
+            tokio::select! {
+                report = &mut work => break report,
+                exit = signals.next() => match first {
+                    // A second signal: stop now. The run stays 'running' in the state until the
+                    // next command finds its process gone and records it interrupted.
+                    Some(first) => std::process::exit(first.code()),
+                    None => {
+                        first = Some(exit);
+                        let reason = format!("interrupted by {}", signal_name(exit));
+                        opts.stop.request(reason.clone());
+                        observer(&Event::StopRequested { reason });
+                    }
+                },
+            }
+        }
+    };
+    report.interrupted = first;
     drop(tx);
     match recorder.await {
         Ok(Ok(())) => Ok(report),

@@ -43,6 +43,7 @@ pub fn run(
             continue_on_error,
             base_dir: super::apply::plan_base_dir(&req.config.display().to_string()),
             secrets: secrets.clone(),
+            stop: Default::default(),
         };
         let report = super::record::execute(&plan, &inv, &opts, &state, run, observer).await;
         inv.close().await;

@@ -83,8 +83,10 @@ impl Progress {
                     bar.set_message(format!("{}: {}", r.task, r.label));
                 }
                 // Problems must stay visible after the bars are gone.
-                let important = matches!(e, Event::RolloutStopped { .. })
-                    || matches!(e, Event::Resource(r) if r.status == Status::Failed);
+                let important = matches!(
+                    e,
+                    Event::RolloutStopped { .. } | Event::StopRequested { .. }
+                ) || matches!(e, Event::Resource(r) if r.status == Status::Failed);
                 if (important || *verbose > 0)
                     && let Some(l) = line(e, *verbose)
                 {
@@ -153,6 +155,9 @@ pub fn line(e: &Event, verbose: u8) -> Option<String> {
             Some(line)
         }
         Event::RolloutStopped { reason, .. } => Some(format!("  stopped: {reason}")),
+        Event::StopRequested { reason } => Some(format!(
+            "{reason}: finishing what is running, starting nothing new (again to stop at once)"
+        )),
         _ => None,
     }
 }

@@ -94,7 +94,11 @@ pub fn finished(ctx: &Ctx, a: &Applied, format: Format) -> Exit {
         deliveries(ctx, &a.deliveries);
     }
     // A webhook that could not be reached is reported above; it never changes the result.
-    if report.ok { Exit::Ok } else { Exit::Failed }
+    match a.interrupted {
+        Some(exit) => exit,
+        None if report.ok => Exit::Ok,
+        None => Exit::Failed,
+    }
 }
 
 /// Prints delivery results: every line normally, failures even with --quiet.

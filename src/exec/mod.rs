@@ -105,6 +105,10 @@ pub enum Event {
         handler: String,
         ok: bool,
     },
+    /// The run was asked to stop (Ctrl-C, SIGTERM): nothing new starts, what runs finishes.
+    StopRequested {
+        reason: String,
+    },
     /// Hosts of a task that never started it (a stopped rollout or run), with the reason.
     HostsNotRun {
         task: String,
@@ -112,6 +116,22 @@ pub enum Event {
         reason: String,
     },
     TaskFinished(TaskOutcome),
+}
+
+/// A request to stop the run (Ctrl-C, SIGTERM), shared with whoever receives the signal.
+/// Nothing new starts once it is set; commands in flight finish and are reported.
+#[derive(Debug, Clone, Default)]
+pub struct StopRequest(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl StopRequest {
+    /// Asks the run to stop, with the reason its unstarted work is reported with.
+    pub fn request(&self, reason: impl Into<String>) {
+        let _ = self.0.set(reason.into());
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +144,8 @@ pub struct Options {
     /// Secret values the plan refers to, read from the vault for this run; also what is
     /// redacted from every output and error the run reports.
     pub secrets: std::sync::Arc<crate::secrets::Resolved>,
+    /// Set by the caller to stop the run early.
+    pub stop: StopRequest,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,6 +156,9 @@ pub struct Report {
     pub failed_hosts: Vec<String>,
     /// Why the run stopped early, if it did.
     pub stopped: Option<String>,
+    /// Set by the caller when a signal stopped the run: the exit it means (130, 143).
+    #[serde(skip)]
+    pub interrupted: Option<crate::exit::Exit>,
     pub duration_ms: u64,
 }
 
@@ -164,6 +189,16 @@ impl Ctx<'_> {
         r.error = r.error.map(|e| self.opts.secrets.redact(&e));
         (self.events)(Event::Resource(r.clone()));
         self.shared.lock().expect("poisoned").results.push(r);
+    }
+
+    /// Why the run must start nothing more: a stopped rollout, or a stop request.
+    fn stop_reason(&self) -> Option<String> {
+        self.shared
+            .lock()
+            .expect("poisoned")
+            .stop
+            .clone()
+            .or_else(|| self.opts.stop.reason().map(str::to_string))
     }
 
     fn host_resources<'p>(
@@ -332,13 +367,19 @@ pub async fn execute(
         .results
         .iter()
         .any(|r| r.status == Status::Failed && !task_continues(plan, &r.task));
-    let ok = shared.stop.is_none() && !failed_results && shared.failed_hosts.is_empty();
+    let ok = shared.stop.is_none()
+        && opts.stop.reason().is_none()
+        && !failed_results
+        && shared.failed_hosts.is_empty();
     Report {
         ok,
         tasks,
         results: shared.results,
         failed_hosts: shared.failed_hosts.into_iter().collect(),
-        stopped: shared.stop,
+        stopped: shared
+            .stop
+            .or_else(|| opts.stop.reason().map(str::to_string)),
+        interrupted: None,
         duration_ms: start.elapsed().as_millis() as u64,
     }
 }
@@ -359,8 +400,7 @@ async fn run_task(ctx: &Ctx<'_>, task: &TaskPlan) -> TaskOutcome {
         task: task.name.clone(),
         hosts: task.hosts.len(),
     });
-    let stop = ctx.shared.lock().expect("poisoned").stop.clone();
-    if let Some(reason) = stop {
+    if let Some(reason) = ctx.stop_reason() {
         ctx.hosts_not_run(task, &task.hosts, &reason);
         return TaskOutcome {
             name: task.name.clone(),
@@ -380,6 +420,12 @@ async fn run_task(ctx: &Ctx<'_>, task: &TaskPlan) -> TaskOutcome {
     // max-fail is a share of the task's hosts, counted over every batch so far.
     let mut failed_so_far = 0;
     for (bi, batch) in batches.iter().enumerate() {
+        if let Some(reason) = ctx.opts.stop.reason() {
+            let rest: Vec<String> = batches[bi..].iter().flatten().cloned().collect();
+            ctx.hosts_not_run(task, &rest, reason);
+            status = TaskStatus::Stopped;
+            break;
+        }
         (ctx.events)(Event::BatchStarted {
             task: task.name.clone(),
             batch: bi + 1,
@@ -595,6 +641,11 @@ impl HostRun<'_, '_> {
             }
             if !self.ok && !ctx.opts.continue_on_error {
                 ctx.not_run(host, r, "not run: an earlier resource on this host failed");
+                i += 1;
+                continue;
+            }
+            if let Some(why) = ctx.opts.stop.reason() {
+                ctx.not_run(host, r, &format!("not run: {why}"));
                 i += 1;
                 continue;
             }

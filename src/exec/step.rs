@@ -334,6 +334,7 @@ mod tests {
             continue_on_error: false,
             base_dir: std::env::temp_dir(),
             secrets: Default::default(),
+            stop: Default::default(),
         }
     }
 

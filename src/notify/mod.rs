@@ -438,6 +438,7 @@ pub(crate) mod test_support {
             ],
             failed_hosts: vec!["web2".into()],
             stopped: None,
+            interrupted: None,
             duration_ms: 12_300,
         };
         RunEvent::from_report(
@@ -463,6 +464,7 @@ pub(crate) mod test_support {
             )],
             failed_hosts: vec![],
             stopped: None,
+            interrupted: None,
             duration_ms: 850,
         };
         RunEvent::from_report(EventKind::Run, "nexus.kdl", &report, Some(7), None)
@@ -537,6 +539,7 @@ mod tests {
             results: vec![],
             failed_hosts: (1..=7).map(|i| format!("web{i}")).collect(),
             stopped: Some("max-fail exceeded\nin deploy".into()),
+            interrupted: None,
             duration_ms: 61_000,
         };
         let ev = RunEvent::from_report(EventKind::Apply, "n.kdl", &report, None, None);
