@@ -7,7 +7,9 @@
 //! where the plan needs it, `candidate.NAME=VERSION`: the version the manager would install
 //! (empty when none is known). It never refreshes package lists: probing does not change the
 //! host, so `latest` compares with the lists the host already has, and `update-cache=#true`
-//! refreshes them just before installing.
+//! refreshes them just before installing. A package to install that has no candidate is in none
+//! of the host's repositories (as its lists know them): a plan error, unless `update-cache=#true`
+//! may still bring it.
 
 use super::*;
 use crate::config::{self, PackageState};
@@ -126,16 +128,22 @@ fn probe_functions(m: Manager) -> &'static str {
             "nx_inst() { dpkg-query -W -f='${Status} ${Version}\\n' -- \"$1\" 2>/dev/null | while read -r _w _e s v; do if [ \"$s\" = installed ]; then printf '%s\\n' \"$v\"; break; fi; done; }\n",
             "nx_cand() { apt-cache policy \"$1\" 2>/dev/null | sed -n 's/^  Candidate: //p' | sed 's/^(none)$//' | head -n 1; }\n",
         ),
-        // check-update exits 100 when an update is listed, 0 when there is none.
+        // check-update exits 100 when an update is listed, 0 when there is none; it lists only
+        // installed packages, so a missing one is looked up among the available ones
+        // (`$nx_avail`: `--available` for dnf, `available` for yum). Both print
+        // `NAME.ARCH VERSION REPO`, wrapped after the name when it is long.
         Manager::Dnf | Manager::Yum => concat!(
             "nx_inst() { if o=$(rpm -q --qf '%{VERSION}-%{RELEASE}\\n' \"$1\" 2>/dev/null); then printf '%s\\n' \"$o\" | tail -n 1; fi; }\n",
-            "nx_cand() { o=$(\"$nx_pm\" -q check-update \"$1\" 2>/dev/null); case $? in 0) printf '%s\\n' \"$2\";; 100) printf '%s\\n' \"$o\" | awk -v p=\"$1.\" 'f { print $1; exit } index($1, p) == 1 { if (NF >= 2) { print $2; exit } f = 1 }';; esac; }\n",
+            "nx_nevr() { awk -v p=\"$1.\" 'f { print $1; exit } index($1, p) == 1 { if (NF >= 2) { print $2; exit } f = 1 }'; }\n",
+            "nx_cand() { if [ -z \"$2\" ]; then \"$nx_pm\" -q list $nx_avail \"$1\" 2>/dev/null | nx_nevr \"$1\"; return; fi; o=$(\"$nx_pm\" -q check-update \"$1\" 2>/dev/null); case $? in 0) printf '%s\\n' \"$2\";; 100) printf '%s\\n' \"$o\" | nx_nevr \"$1\";; esac; }\n",
         ),
-        // `apk list` prints `NAME-VERSION ARCH {ORIGIN} (LICENSE) [STATUS]`.
+        // `apk list` prints `NAME-VERSION ARCH {ORIGIN} (LICENSE) [STATUS]`; `-u` lists the
+        // upgrades of an installed package, `-a` what the repositories hold of a missing one
+        // (the first listed: a branch's repositories carry one version of a package).
         Manager::Apk => concat!(
             "nx_ver() { awk -v p=\"$1-\" 'index($1, p) == 1 { v = substr($1, length(p) + 1); if (v ~ /^[0-9]/) { print v; exit } }'; }\n",
             "nx_inst() { apk list -I \"$1\" 2>/dev/null | nx_ver \"$1\"; }\n",
-            "nx_cand() { u=$(apk list -u \"$1\" 2>/dev/null | nx_ver \"$1\"); printf '%s\\n' \"${u:-$2}\"; }\n",
+            "nx_cand() { if [ -z \"$2\" ]; then apk list -a \"$1\" 2>/dev/null | nx_ver \"$1\"; return; fi; u=$(apk list -u \"$1\" 2>/dev/null | nx_ver \"$1\"); printf '%s\\n' \"${u:-$2}\"; }\n",
         ),
         Manager::Pacman => concat!(
             "nx_inst() { pacman -Q -- \"$1\" 2>/dev/null | awk '{ print $2; exit }'; }\n",
@@ -270,20 +278,22 @@ impl Resource for Package {
              echo tool=true\n",
             tool = m.query_tool()
         );
-        if matches!(m, Manager::Dnf | Manager::Yum) {
-            s.push_str(&format!("nx_pm={}\n", m.name()));
+        match m {
+            Manager::Dnf => s.push_str("nx_pm=dnf nx_avail=--available\n"),
+            Manager::Yum => s.push_str("nx_pm=yum nx_avail=available\n"),
+            _ => {}
         }
         s.push_str(probe_functions(m));
-        // Candidates cost a query each: only `latest` needs them for installed packages, and
-        // apt needs them for missing ones (none means the package lists must be refreshed).
-        let cand = match (self.state, m) {
-            (PackageState::Latest, _) => {
+        // Candidates cost a query each: only `latest` needs them for installed packages; every
+        // missing package needs one (none means no repository the host knows has it).
+        let cand = match self.state {
+            PackageState::Latest => {
                 "printf 'candidate.%s=%s\\n' \"$n\" \"$(nx_cand \"$n\" \"$v\")\""
             }
-            (PackageState::Present, Manager::Apt) => {
+            PackageState::Present => {
                 "[ -n \"$v\" ] || printf 'candidate.%s=%s\\n' \"$n\" \"$(nx_cand \"$n\" \"$v\")\""
             }
-            _ => ":",
+            PackageState::Absent => ":",
         };
         s.push_str(&format!(
             "for n in {names}; do\n  v=$(nx_inst \"$n\")\n  printf 'installed.%s=%s\\n' \"$n\" \"$v\"\n  {cand}\ndone",
@@ -306,7 +316,8 @@ impl Resource for Package {
         let mut outdated: Vec<&str> = Vec::new();
         let mut removed: Vec<&str> = Vec::new();
         let mut fields = Vec::new();
-        let mut lists_stale = false;
+        // Missing names no repository has, as far as the host's current lists know.
+        let mut unknown: Vec<&str> = Vec::new();
         for name in &self.names {
             let installed = o.require(&format!("installed.{name}"))?;
             let candidate = o
@@ -321,10 +332,14 @@ impl Resource for Package {
                 }
                 PackageState::Present | PackageState::Latest if installed.is_empty() => {
                     missing.push(name);
-                    // Only apt's candidates are probed for missing packages; none means the
-                    // package lists are missing or out of date.
-                    lists_stale |= self.manager == Manager::Apt && candidate.is_none();
-                    let to = self.version.as_deref().or(candidate).unwrap_or("present");
+                    if candidate.is_none() {
+                        unknown.push(name);
+                    }
+                    let to = self
+                        .version
+                        .as_deref()
+                        .or(candidate)
+                        .unwrap_or("candidate after refresh");
                     fields.push(FieldChange::new(name, None, Some(to)));
                 }
                 PackageState::Present => {
@@ -363,6 +378,16 @@ impl Resource for Package {
                 PackageState::Latest => "up to date",
             }));
         }
+        // Installing what no repository has fails at apply ("Unable to locate package"): say so
+        // now, unless the refresh that apply runs first may bring it.
+        if !unknown.is_empty() && !self.update_cache {
+            return Err(ResourceError::Invalid(format!(
+                "{}: no installation candidate for {} in the package lists on {} (not in the configured repositories, or the lists are out of date: update-cache=#true refreshes them before installing)",
+                self.label(),
+                unknown.join(", "),
+                self.host
+            )));
+        }
         let mut reasons = Vec::new();
         if !missing.is_empty() {
             reasons.push(format!("not installed: {}", missing.join(", ")));
@@ -375,8 +400,14 @@ impl Resource for Package {
             };
             reasons.push(format!("{what}: {}", outdated.join(", ")));
         }
+        if !unknown.is_empty() {
+            reasons.push(format!(
+                "note: no candidate for {} in the host's current package lists, apply refreshes them first",
+                unknown.join(", ")
+            ));
+        }
         let mut steps = Vec::new();
-        if self.update_cache || lists_stale {
+        if self.update_cache {
             steps.push(self.update_cache_step());
         }
         steps.extend(self.install_steps(&missing, &outdated));
@@ -452,11 +483,59 @@ mod tests {
     }
 
     #[test]
-    fn apt_refreshes_lists_when_asked_or_when_a_candidate_is_missing() {
+    fn a_missing_candidate_is_a_plan_error_unless_the_lists_are_refreshed() {
         let mut p = pkg(Manager::Apt, &["hello"], PackageState::Present, None);
-        let c = p
-            .plan(&obs("tool=true\ninstalled.hello=\ncandidate.hello="))
-            .unwrap();
+        let none = obs("tool=true\ninstalled.hello=\ncandidate.hello=");
+        assert_eq!(
+            p.plan(&none),
+            Err(ResourceError::Invalid(
+                "package hello: no installation candidate for hello in the package lists on web1 (not in the configured repositories, or the lists are out of date: update-cache=#true refreshes them before installing)".into()
+            ))
+        );
+        // Every manager, every state that installs, a pinned version too; only the names
+        // without a candidate are named.
+        for m in [Manager::Dnf, Manager::Yum, Manager::Apk, Manager::Pacman] {
+            for (state, version) in [
+                (PackageState::Present, None),
+                (PackageState::Present, Some("1.0")),
+                (PackageState::Latest, None),
+            ] {
+                let p = pkg(m, &["a", "b", "c"], state, version);
+                let e = p
+                    .plan(&obs("tool=true\ninstalled.a=\ncandidate.a=\ninstalled.b=\ncandidate.b=1\ninstalled.c=\ncandidate.c="))
+                    .unwrap_err();
+                assert!(
+                    e.to_string()
+                        .starts_with("package a, b, c: no installation candidate for a, c in "),
+                    "{e}"
+                );
+            }
+        }
+        // An installed package without a candidate (installed from a file) is left alone.
+        let l = pkg(Manager::Apt, &["x"], PackageState::Latest, None);
+        assert_eq!(
+            l.plan(&obs("tool=true\ninstalled.x=1.0\ncandidate.x="))
+                .unwrap()
+                .action,
+            Action::NoOp
+        );
+
+        // The refresh apply runs first may bring it: planned, with a note.
+        p.update_cache = true;
+        let c = p.plan(&none).unwrap();
+        assert_eq!(c.action, Action::Create);
+        assert_eq!(
+            c.reason,
+            "not installed: hello; note: no candidate for hello in the host's current package lists, apply refreshes them first"
+        );
+        assert_eq!(
+            c.fields,
+            vec![FieldChange::new(
+                "hello",
+                None,
+                Some("candidate after refresh")
+            )]
+        );
         assert_eq!(
             scripts(&c),
             [
@@ -464,7 +543,6 @@ mod tests {
                 format!("{APT_INSTALL} -- hello")
             ]
         );
-        p.update_cache = true;
         let c = p
             .plan(&obs("tool=true\ninstalled.hello=\ncandidate.hello=2.10-3"))
             .unwrap();
@@ -564,7 +642,9 @@ mod tests {
             PackageState::Present,
             Some("8.5.0-1"),
         );
-        let c = pm.plan(&obs("tool=true\ninstalled.curl=")).unwrap();
+        let c = pm
+            .plan(&obs("tool=true\ninstalled.curl=\ncandidate.curl=8.5.0-1"))
+            .unwrap();
         assert_eq!(
             scripts(&c),
             ["pacman -S --noconfirm --needed -- 'curl=8.5.0-1'"]
@@ -593,7 +673,7 @@ mod tests {
         );
         assert_eq!(p.plan(&up).unwrap(), Change::no_op("up to date"));
 
-        let o = obs("tool=true\ninstalled.x=1-1\ncandidate.x=2-1\ninstalled.y=\ncandidate.y=");
+        let o = obs("tool=true\ninstalled.x=1-1\ncandidate.x=2-1\ninstalled.y=\ncandidate.y=3-1");
         let d = pkg(Manager::Dnf, &["x", "y"], PackageState::Latest, None);
         assert_eq!(
             scripts(&d.plan(&o).unwrap()),
@@ -637,7 +717,7 @@ mod tests {
 
     #[test]
     fn install_and_refresh_commands_per_manager() {
-        let o = obs("tool=true\ninstalled.a=\ninstalled.b=");
+        let o = obs("tool=true\ninstalled.a=\ncandidate.a=1.0\ninstalled.b=\ncandidate.b=2.0");
         let cases = [
             (Manager::Dnf, ["dnf -y makecache", "dnf -y install -- a b"]),
             (Manager::Yum, ["yum -y makecache", "yum -y install -- a b"]),
@@ -655,7 +735,7 @@ mod tests {
             let c = p.plan(&o).unwrap();
             assert_eq!(c.action, Action::Create);
             assert_eq!(scripts(&c), want[1..]);
-            assert_eq!(c.fields[0], FieldChange::new("a", None, Some("present")));
+            assert_eq!(c.fields[0], FieldChange::new("a", None, Some("1.0")));
             p.update_cache = true;
             assert_eq!(scripts(&p.plan(&o).unwrap()), want);
         }
@@ -688,7 +768,7 @@ mod tests {
         let d = pkg(Manager::Dnf, &["x"], PackageState::Latest, None).probe();
         assert!(
             d.contains("command -v rpm ")
-                && d.contains("nx_pm=dnf\n")
+                && d.contains("nx_pm=dnf nx_avail=--available\n")
                 && d.contains("\"$nx_pm\" -q check-update")
         );
         assert!(
@@ -702,14 +782,11 @@ mod tests {
         );
     }
 
-    /// The apt probe's parsing, run by the local sh against stand-in dpkg-query and apt-cache.
-    #[test]
-    fn apt_probe_parses_tool_output() {
+    /// Runs `script` with the local sh, with stand-in tools (name, sh script) first on PATH.
+    fn run_with_tools(script: &str, tools: &[(&str, &str)]) -> std::process::Output {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path();
-        let dpkg = "#!/bin/sh\nfor a; do case $a in hello) echo 'install ok installed 2.10-3';; old) echo 'deinstall ok config-files 1.0';; -*|*'$'*) ;; *) echo \"dpkg-query: no packages found matching $a\" >&2; exit 1;; esac; done\n";
-        let apt = "#!/bin/sh\necho \"$2:\"\necho '  Installed: (none)'\ncase $2 in new) echo '  Candidate: 3.1-1';; *) echo '  Candidate: (none)';; esac\n";
-        for (name, text) in [("dpkg-query", dpkg), ("apt-cache", apt)] {
+        for (name, text) in tools {
             std::fs::write(bin.join(name), text).unwrap();
             std::process::Command::new("chmod")
                 .arg("+x")
@@ -717,21 +794,72 @@ mod tests {
                 .status()
                 .unwrap();
         }
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap()
+    }
+
+    fn probe_with_tools(p: &Package, tools: &[(&str, &str)]) -> Observed {
+        let out = run_with_tools(&format!("( {} )", p.probe()), tools);
+        Observed::parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    }
+
+    /// The apt probe's parsing, run by the local sh against stand-in dpkg-query and apt-cache.
+    #[test]
+    fn apt_probe_parses_tool_output() {
+        let dpkg = "#!/bin/sh\nfor a; do case $a in hello) echo 'install ok installed 2.10-3';; old) echo 'deinstall ok config-files 1.0';; -*|*'$'*) ;; *) echo \"dpkg-query: no packages found matching $a\" >&2; exit 1;; esac; done\n";
+        let apt = "#!/bin/sh\necho \"$2:\"\necho '  Installed: (none)'\ncase $2 in new) echo '  Candidate: 3.1-1';; *) echo '  Candidate: (none)';; esac\n";
         let p = pkg(
             Manager::Apt,
             &["hello", "old", "new", "gone"],
             PackageState::Present,
             None,
         );
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("( {} )", p.probe()))
-            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-            .output()
-            .unwrap();
-        let o = Observed::parse(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let o = probe_with_tools(&p, &[("dpkg-query", dpkg), ("apt-cache", apt)]);
         let want = "tool=true\ninstalled.hello=2.10-3\ninstalled.old=\ncandidate.old=\ninstalled.new=\ncandidate.new=3.1-1\ninstalled.gone=\ncandidate.gone=";
         assert_eq!(o, obs(want));
+    }
+
+    /// Candidates of missing packages on dnf and yum (`list available`, whose lines wrap after a
+    /// long name) and apk (`list -a`), next to those of installed ones.
+    #[test]
+    fn rpm_and_apk_probes_find_candidates_of_missing_packages() {
+        let rpm = "#!/bin/sh\ncase $4 in curl) echo 7.76.1-26.el9;; zlib) echo 1.2.11-40.el9;; *) echo \"package $4 is not installed\"; exit 1;; esac\n";
+        let dnf = "#!/bin/sh\ncase $2 in\n  list) case $4 in\n    nginx) printf 'Available Packages\\nnginx.x86_64   1:1.20.1-14.el9   appstream\\n';;\n    a-very-long-package-name) printf 'Available Packages\\na-very-long-package-name.noarch\\n      2.0-1.el9    appstream\\n';;\n    *) echo 'Error: No matching Packages to list' >&2; exit 1;;\n  esac;;\n  check-update) case $3 in curl) printf '\\ncurl.x86_64  7.76.1-29.el9  baseos\\n'; exit 100;; *) exit 0;; esac;;\nesac\n";
+        for (m, flag) in [(Manager::Dnf, "--available"), (Manager::Yum, "available")] {
+            // The stand-in answers only the form of `list` its manager takes.
+            let pm = dnf.replace(
+                "  list)",
+                &format!("  list) [ \"$3\" = {flag} ] || exit 1;"),
+            );
+            let p = pkg(
+                m,
+                &["nginx", "a-very-long-package-name", "curl", "zlib", "gone"],
+                PackageState::Latest,
+                None,
+            );
+            let o = probe_with_tools(&p, &[("rpm", rpm), (m.name(), &pm)]);
+            let want = "tool=true\ninstalled.nginx=\ncandidate.nginx=1:1.20.1-14.el9\ninstalled.a-very-long-package-name=\ncandidate.a-very-long-package-name=2.0-1.el9\ninstalled.curl=7.76.1-26.el9\ncandidate.curl=7.76.1-29.el9\ninstalled.zlib=1.2.11-40.el9\ncandidate.zlib=1.2.11-40.el9\ninstalled.gone=\ncandidate.gone=";
+            assert_eq!(o, obs(want), "{m:?}");
+        }
+        let apk = "#!/bin/sh\ncase \"$2 $3\" in\n  '-I curl') echo 'curl-8.4.0-r0 x86_64 {curl} (curl) [installed]';;\n  '-u curl') echo 'curl-8.5.0-r0 x86_64 {curl} (curl) [upgradable from: curl-8.4.0-r0]';;\n  '-a haproxy') echo 'haproxy-2.8.9-r0 x86_64 {haproxy} (GPL-2.0-or-later)';;\nesac\n";
+        let p = pkg(
+            Manager::Apk,
+            &["curl", "haproxy", "gone"],
+            PackageState::Present,
+            None,
+        );
+        let o = probe_with_tools(&p, &[("apk", apk)]);
+        let want = "tool=true\ninstalled.curl=8.4.0-r0\ninstalled.haproxy=\ncandidate.haproxy=2.8.9-r0\ninstalled.gone=\ncandidate.gone=";
+        assert_eq!(o, obs(want));
+        let latest = pkg(Manager::Apk, &["curl"], PackageState::Latest, None);
+        assert_eq!(
+            probe_with_tools(&latest, &[("apk", apk)]),
+            obs("tool=true\ninstalled.curl=8.4.0-r0\ncandidate.curl=8.5.0-r0")
+        );
     }
 
     #[test]
