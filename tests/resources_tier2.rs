@@ -352,6 +352,62 @@ async fn packages_without_a_candidate() {
     );
 }
 
+/// Apply installs the version the plan showed, not whatever the host's lists offer by then; a
+/// plan whose candidate moved is stale; with `update-cache=#true`, apply stops when the refresh
+/// moved the candidate away from the planned version (issue 13, item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_install_the_planned_version() {
+    let h = Host::boot("pinned").await;
+    h.sh(LOCAL_SOURCES_ONLY).await;
+    let version = || h.sh("cat /usr/share/nexus-demo-pkg/version");
+    h.sh(&publish(&[("nexus-demo-pkg", "1.0")], true)).await;
+
+    // Planned while 1.0 is the candidate; 2.0 is published before the plan is applied.
+    let r = h.one("package \"nexus-demo-pkg\"");
+    let planned = h.probe(&r).await;
+    let c = r.plan(&planned).unwrap();
+    assert_eq!(c.action, Action::Create);
+    assert_eq!(c.fields[0].to.as_deref(), Some("1.0"));
+    h.sh(&publish(&[("nexus-demo-pkg", "2.0")], true)).await;
+    // The candidate is part of the observed state: apply's re-probe refuses the plan as stale.
+    assert_ne!(h.probe(&r).await.fingerprint(), planned.fingerprint());
+    // And the plan's steps install exactly what it showed.
+    h.apply(&c).await;
+    assert_eq!(version().await, "1.0\n");
+
+    // latest: planned as 1.0 → 2.0; 3.0 appears before apply.
+    let r = h.one("package \"nexus-demo-pkg\" state=\"latest\"");
+    let c = h.plan(&r).await.unwrap();
+    assert_eq!(c.action, Action::Update);
+    assert_eq!(c.fields[0].from.as_deref(), Some("1.0"));
+    assert_eq!(c.fields[0].to.as_deref(), Some("2.0"));
+    h.sh(&publish(&[("nexus-demo-pkg", "3.0")], true)).await;
+    h.apply(&c).await;
+    assert_eq!(version().await, "2.0\n");
+
+    // update-cache: the refresh at apply finds 4.0 where the plan said 3.0. Apply stops before
+    // installing anything, naming both versions.
+    h.sh("apt-get remove -y -q nexus-demo-pkg >/dev/null").await;
+    h.sh(&publish(&[("nexus-demo-pkg", "4.0")], false)).await;
+    let body = "package \"nexus-demo-pkg\" update-cache=#true";
+    let c = h.plan(&h.one(body)).await.unwrap();
+    assert_eq!(c.fields[0].to.as_deref(), Some("3.0"));
+    let err = h.try_apply(&c).await.unwrap_err();
+    assert!(
+        err.contains("nexus: nexus-demo-pkg: the plan installs 3.0, but after refreshing the package lists the candidate is 4.0; plan again"),
+        "{err}"
+    );
+    assert_eq!(
+        h.sh("test -e /usr/share/nexus-demo-pkg/version || echo absent")
+            .await,
+        "absent\n"
+    );
+    // Planned again, the candidate stays through the refresh: installed as planned.
+    let c = h.converge(body, Action::Create).await;
+    assert_eq!(c.fields[0].to.as_deref(), Some("4.0"));
+    assert_eq!(version().await, "4.0\n");
+}
+
 const DEMO_UNIT: &str = "[Unit]\nDescription=nexus tier-2 demo\n[Service]\nExecStart=/bin/sleep infinity\nExecReload=/bin/true\n[Install]\nWantedBy=multi-user.target\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

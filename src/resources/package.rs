@@ -10,6 +10,13 @@
 //! refreshes them just before installing. A package to install that has no candidate is in none
 //! of the host's repositories (as its lists know them): a plan error, unless `update-cache=#true`
 //! may still bring it.
+//!
+//! Apply installs exactly the version the plan shows: the configured `version`, else the
+//! candidate, written into the install command (`name=VERSION`, `name-VERSION`). The candidates
+//! are part of the observed state, so a plan whose candidates moved before apply is refused as
+//! stale. With `update-cache=#true` the refresh runs inside apply, after that check: a step
+//! between the refresh and the install compares the candidates again and stops, naming both
+//! versions, when one is no longer what the plan showed.
 
 use super::*;
 use crate::config::{self, PackageState};
@@ -47,6 +54,15 @@ impl Manager {
         }
     }
 
+    /// Variables the probe functions of dnf and yum read.
+    fn shell_vars(self) -> &'static str {
+        match self {
+            Manager::Dnf => "nx_pm=dnf nx_avail=--available\n",
+            Manager::Yum => "nx_pm=yum nx_avail=available\n",
+            Manager::Apt | Manager::Apk | Manager::Pacman => "",
+        }
+    }
+
     /// How a pinned version is written in an install command.
     fn target(self, name: &str, version: Option<&str>) -> String {
         match (self, version) {
@@ -55,6 +71,14 @@ impl Manager {
             (Manager::Apt | Manager::Apk | Manager::Pacman, Some(v)) => q(&format!("{name}={v}")),
         }
     }
+}
+
+/// A name to install or upgrade, with the version apply installs: the configured `version`, else
+/// the candidate (none only for a name without one, planned because update-cache may bring it).
+#[derive(Debug, Clone, Copy)]
+struct Target<'a> {
+    name: &'a str,
+    version: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,21 +215,55 @@ impl Package {
         Step::new(script, self.sudo)
     }
 
-    /// Steps that install `missing` and bring `outdated` to the wanted version.
-    fn install_steps(&self, missing: &[&str], outdated: &[&str]) -> Vec<Step> {
-        let pin = self.version.as_deref();
-        let words = |names: &[&str]| {
-            names
+    /// After update-cache's refresh: fails, naming both versions, unless every `(name, installed,
+    /// planned)` still has the planned version as its candidate. Installing the planned version
+    /// anyway could mean an outdated one the refresh was asked to get past, or one gone from the
+    /// repositories; installing the new candidate would not be what the plan showed.
+    fn candidate_check_step(&self, checks: &[(&str, &str, &str)]) -> Step {
+        let mut s = format!("LC_ALL=C; export LC_ALL\n{}", self.manager.shell_vars());
+        for l in probe_functions(self.manager).lines() {
+            if !l.starts_with("nx_inst()") {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s.push_str("nx_ok=0\nnx_want() { c=$(nx_cand \"$1\" \"$2\"); [ \"$c\" = \"$3\" ] || { printf 'nexus: %s: the plan installs %s, but after refreshing the package lists the candidate is %s; plan again\\n' \"$1\" \"$3\" \"${c:-(none)}\" >&2; nx_ok=1; }; }\n");
+        for (name, installed, planned) in checks {
+            s.push_str(&format!(
+                "nx_want {} {} {}\n",
+                q(name),
+                q(installed),
+                q(planned)
+            ));
+        }
+        s.push_str("exit $nx_ok");
+        Step::new(s, self.sudo)
+    }
+
+    /// Steps that install `missing` and bring `outdated` to their targets' versions.
+    fn install_steps(&self, missing: &[Target<'_>], outdated: &[Target<'_>]) -> Vec<Step> {
+        let words = |targets: &[Target<'_>]| {
+            targets
                 .iter()
-                .map(|n| self.manager.target(n, pin))
+                .map(|t| {
+                    // pacman's sync databases hold one version of a package, which `-S` installs:
+                    // there is no older or newer one to pin to, so a candidate is not written
+                    // into the command. The candidate is in the probe's fingerprint (a plan whose
+                    // sync databases moved is stale) and update-cache's check step compares it.
+                    let pin = match self.manager {
+                        Manager::Pacman if self.version.is_none() => None,
+                        _ => t.version,
+                    };
+                    self.manager.target(t.name, pin)
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let all: Vec<&str> = missing.iter().chain(outdated).copied().collect();
+        let all: Vec<Target<'_>> = missing.iter().chain(outdated).copied().collect();
         let mut steps = Vec::new();
         match self.manager {
             Manager::Apt => {
-                let downgrade = if pin.is_some() && !outdated.is_empty() {
+                let downgrade = if self.version.is_some() && !outdated.is_empty() {
                     " --allow-downgrades"
                 } else {
                     ""
@@ -221,7 +279,7 @@ impl Package {
                     steps.push(format!("{pm} -y install -- {}", words(missing)));
                 }
                 if !outdated.is_empty() {
-                    steps.push(match (self.manager, pin) {
+                    steps.push(match (self.manager, &self.version) {
                         (_, None) => format!("{pm} -y upgrade -- {}", words(outdated)),
                         // dnf installs a given version whichever way it lies from the current one.
                         (Manager::Dnf, Some(_)) => format!("dnf -y install -- {}", words(outdated)),
@@ -278,11 +336,7 @@ impl Resource for Package {
              echo tool=true\n",
             tool = m.query_tool()
         );
-        match m {
-            Manager::Dnf => s.push_str("nx_pm=dnf nx_avail=--available\n"),
-            Manager::Yum => s.push_str("nx_pm=yum nx_avail=available\n"),
-            _ => {}
-        }
+        s.push_str(m.shell_vars());
         s.push_str(probe_functions(m));
         // Candidates cost a query each: only `latest` needs them for installed packages; every
         // missing package needs one (none means no repository the host knows has it).
@@ -312,12 +366,14 @@ impl Resource for Package {
                 self.manager.query_tool()
             )));
         }
-        let mut missing: Vec<&str> = Vec::new();
-        let mut outdated: Vec<&str> = Vec::new();
+        let mut missing: Vec<Target<'_>> = Vec::new();
+        let mut outdated: Vec<Target<'_>> = Vec::new();
         let mut removed: Vec<&str> = Vec::new();
         let mut fields = Vec::new();
         // Missing names no repository has, as far as the host's current lists know.
         let mut unknown: Vec<&str> = Vec::new();
+        // (name, installed, candidate) to compare again after update-cache's refresh.
+        let mut checks: Vec<(&str, &str, &str)> = Vec::new();
         for name in &self.names {
             let installed = o.require(&format!("installed.{name}"))?;
             let candidate = o
@@ -331,22 +387,25 @@ impl Resource for Package {
                     }
                 }
                 PackageState::Present | PackageState::Latest if installed.is_empty() => {
-                    missing.push(name);
                     if candidate.is_none() {
                         unknown.push(name);
                     }
-                    let to = self
-                        .version
-                        .as_deref()
-                        .or(candidate)
-                        .unwrap_or("candidate after refresh");
+                    let version = self.version.as_deref().or(candidate);
+                    if let (None, Some(c)) = (&self.version, candidate) {
+                        checks.push((name, installed, c));
+                    }
+                    missing.push(Target { name, version });
+                    let to = version.unwrap_or("candidate after refresh");
                     fields.push(FieldChange::new(name, None, Some(to)));
                 }
                 PackageState::Present => {
                     if let Some(want) = &self.version
                         && !self.version_matches(installed, want)
                     {
-                        outdated.push(name);
+                        outdated.push(Target {
+                            name,
+                            version: Some(want),
+                        });
                         fields.push(FieldChange::new(name, Some(installed), Some(want)));
                     }
                 }
@@ -356,7 +415,11 @@ impl Resource for Package {
                     if let Some(c) = candidate
                         && c != installed
                     {
-                        outdated.push(name);
+                        checks.push((name, installed, c));
+                        outdated.push(Target {
+                            name,
+                            version: Some(c),
+                        });
                         fields.push(FieldChange::new(name, Some(installed), Some(c)));
                     }
                 }
@@ -388,9 +451,16 @@ impl Resource for Package {
                 self.host
             )));
         }
+        let names = |targets: &[Target<'_>]| {
+            targets
+                .iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut reasons = Vec::new();
         if !missing.is_empty() {
-            reasons.push(format!("not installed: {}", missing.join(", ")));
+            reasons.push(format!("not installed: {}", names(&missing)));
         }
         if !outdated.is_empty() {
             let what = if self.version.is_some() {
@@ -398,7 +468,7 @@ impl Resource for Package {
             } else {
                 "newer version available"
             };
-            reasons.push(format!("{what}: {}", outdated.join(", ")));
+            reasons.push(format!("{what}: {}", names(&outdated)));
         }
         if !unknown.is_empty() {
             reasons.push(format!(
@@ -409,6 +479,9 @@ impl Resource for Package {
         let mut steps = Vec::new();
         if self.update_cache {
             steps.push(self.update_cache_step());
+            if !checks.is_empty() {
+                steps.push(self.candidate_check_step(&checks));
+            }
         }
         steps.extend(self.install_steps(&missing, &outdated));
         let action = if missing.is_empty() {
@@ -468,7 +541,8 @@ mod tests {
             .unwrap();
         assert_eq!(c.action, Action::Create);
         assert_eq!(c.reason, "not installed: nginx");
-        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- nginx")]);
+        // The version the plan shows is the one apply installs.
+        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- 'nginx=1.22.1-9'")]);
         assert!(c.steps.iter().all(|s| s.sudo));
         assert_eq!(
             c.fields,
@@ -661,7 +735,7 @@ mod tests {
         assert_eq!(c.action, Action::Update);
         assert_eq!(c.reason, "newer version available: a");
         assert_eq!(c.fields, vec![FieldChange::new("a", Some("1"), Some("2"))]);
-        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- a")]);
+        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- 'a=2'")]);
         let o = obs(
             "tool=true\ninstalled.a=2\ncandidate.a=2\ninstalled.b=5\ncandidate.b=5\ninstalled.c=\ncandidate.c=9",
         );
@@ -677,10 +751,19 @@ mod tests {
         let d = pkg(Manager::Dnf, &["x", "y"], PackageState::Latest, None);
         assert_eq!(
             scripts(&d.plan(&o).unwrap()),
-            ["dnf -y install -- y", "dnf -y upgrade -- x"]
+            ["dnf -y install -- y-3-1", "dnf -y upgrade -- x-2-1"]
+        );
+        let y = pkg(Manager::Yum, &["x", "y"], PackageState::Latest, None);
+        assert_eq!(
+            scripts(&y.plan(&o).unwrap()),
+            ["yum -y install -- y-3-1", "yum -y upgrade -- x-2-1"]
         );
         let a = pkg(Manager::Apk, &["x", "y"], PackageState::Latest, None);
-        assert_eq!(scripts(&a.plan(&o).unwrap()), ["apk add -u -- y x"]);
+        assert_eq!(
+            scripts(&a.plan(&o).unwrap()),
+            ["apk add -u -- 'y=3-1' 'x=2-1'"]
+        );
+        // pacman cannot pin: its sync databases hold the one version it installs.
         let m = pkg(Manager::Pacman, &["x", "y"], PackageState::Latest, None);
         assert_eq!(
             scripts(&m.plan(&o).unwrap()),
@@ -719,9 +802,15 @@ mod tests {
     fn install_and_refresh_commands_per_manager() {
         let o = obs("tool=true\ninstalled.a=\ncandidate.a=1.0\ninstalled.b=\ncandidate.b=2.0");
         let cases = [
-            (Manager::Dnf, ["dnf -y makecache", "dnf -y install -- a b"]),
-            (Manager::Yum, ["yum -y makecache", "yum -y install -- a b"]),
-            (Manager::Apk, ["apk update", "apk add -- a b"]),
+            (
+                Manager::Dnf,
+                ["dnf -y makecache", "dnf -y install -- a-1.0 b-2.0"],
+            ),
+            (
+                Manager::Yum,
+                ["yum -y makecache", "yum -y install -- a-1.0 b-2.0"],
+            ),
+            (Manager::Apk, ["apk update", "apk add -- 'a=1.0' 'b=2.0'"]),
             (
                 Manager::Pacman,
                 [
@@ -730,14 +819,97 @@ mod tests {
                 ],
             ),
         ];
-        for (m, want) in cases {
+        for (m, [refresh, install]) in cases {
             let mut p = pkg(m, &["a", "b"], PackageState::Present, None);
             let c = p.plan(&o).unwrap();
             assert_eq!(c.action, Action::Create);
-            assert_eq!(scripts(&c), want[1..]);
+            assert_eq!(scripts(&c), [install]);
             assert_eq!(c.fields[0], FieldChange::new("a", None, Some("1.0")));
+            // The refresh, the check that it left the planned candidates, the install.
             p.update_cache = true;
-            assert_eq!(scripts(&p.plan(&o).unwrap()), want);
+            let c = p.plan(&o).unwrap();
+            let s = scripts(&c);
+            assert_eq!((s.len(), s[0], s[2]), (3, refresh, install), "{m:?}");
+            assert!(
+                s[1].ends_with("\nnx_want a '' 1.0\nnx_want b '' 2.0\nexit $nx_ok"),
+                "{}",
+                s[1]
+            );
+            assert!(s[1].starts_with("LC_ALL=C; export LC_ALL\n") && !s[1].contains("nx_inst"));
+            assert!(c.steps.iter().all(|s| s.sudo));
+        }
+    }
+
+    /// With update-cache, the step between refresh and install compares the candidates with
+    /// the planned versions: here run by the local sh against a stand-in apt-cache.
+    #[test]
+    fn update_cache_stops_when_the_refresh_moved_a_candidate() {
+        let mut p = pkg(Manager::Apt, &["a", "b"], PackageState::Latest, None);
+        p.update_cache = true;
+        let c = p
+            .plan(&obs(
+                "tool=true\ninstalled.a=1.0\ncandidate.a=1.1\ninstalled.b=\ncandidate.b=2.0~rc1",
+            ))
+            .unwrap();
+        let check = "LC_ALL=C; export LC_ALL
+nx_cand() { apt-cache policy \"$1\" 2>/dev/null | sed -n 's/^  Candidate: //p' | sed 's/^(none)$//' | head -n 1; }
+nx_ok=0
+nx_want() { c=$(nx_cand \"$1\" \"$2\"); [ \"$c\" = \"$3\" ] || { printf 'nexus: %s: the plan installs %s, but after refreshing the package lists the candidate is %s; plan again\\n' \"$1\" \"$3\" \"${c:-(none)}\" >&2; nx_ok=1; }; }
+nx_want a 1.0 1.1
+nx_want b '' '2.0~rc1'
+exit $nx_ok";
+        assert_eq!(
+            scripts(&c),
+            [
+                "apt-get update -q".to_string(),
+                check.to_string(),
+                format!("{APT_INSTALL} -- 'b=2.0~rc1' 'a=1.1'")
+            ]
+        );
+        let apt = |a: &str, b: &str| {
+            format!(
+                "#!/bin/sh\necho \"$2:\"\ncase $2 in a) echo '  Candidate: {a}';; b) echo '  Candidate: {b}';; esac\n"
+            )
+        };
+        let out = run_with_tools(check, &[("apt-cache", &apt("1.1", "2.0~rc1"))]);
+        assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+        let out = run_with_tools(check, &[("apt-cache", &apt("1.2", "(none)"))]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "nexus: a: the plan installs 1.1, but after refreshing the package lists the candidate is 1.2; plan again\n\
+             nexus: b: the plan installs 2.0~rc1, but after refreshing the package lists the candidate is (none); plan again\n"
+        );
+
+        // A configured version is installed as asked: nothing to compare.
+        let mut v = pkg(Manager::Apt, &["a"], PackageState::Present, Some("1.0"));
+        v.update_cache = true;
+        let c = v
+            .plan(&obs("tool=true\ninstalled.a=\ncandidate.a=1.1"))
+            .unwrap();
+        assert_eq!(
+            scripts(&c),
+            [
+                "apt-get update -q".to_string(),
+                format!("{APT_INSTALL} -- 'a=1.0'")
+            ]
+        );
+    }
+
+    /// The candidates the plan pins are part of the observed state's fingerprint, so apply's
+    /// re-probe refuses a plan whose candidates moved as stale.
+    #[test]
+    fn candidates_are_part_of_the_fingerprint() {
+        let planned = obs("tool=true\ninstalled.a=\ncandidate.a=1.0");
+        let moved = obs("tool=true\ninstalled.a=\ncandidate.a=1.1");
+        assert_ne!(planned.fingerprint(), moved.fingerprint());
+        // The probe prints them under that key, not as a diagnostic `_` one.
+        for state in [PackageState::Present, PackageState::Latest] {
+            assert!(
+                pkg(Manager::Apt, &["a"], state, None)
+                    .probe()
+                    .contains("printf 'candidate.%s=%s\\n'")
+            );
         }
     }
 
