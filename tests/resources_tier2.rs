@@ -107,6 +107,13 @@ impl Host {
 
     /// A tiny executor: every step in order, stopping at the first failure.
     async fn apply(&self, c: &Change) {
+        if let Err(e) = self.try_apply(c).await {
+            panic!("{e}");
+        }
+    }
+
+    /// [`Host::apply`], returning the failure (the step, its exit and its output) instead.
+    async fn try_apply(&self, c: &Change) -> Result<(), String> {
         for step in &c.steps {
             assert!(step.stdin.is_none() && step.env.is_empty() && step.user.is_none());
             if let Some(guard) = &step.skip_if {
@@ -125,15 +132,17 @@ impl Host {
                 .run(&CommandSpec::new(step.script.clone()))
                 .await
                 .unwrap();
-            assert!(
-                out.success(),
-                "step {:?} failed: {}\nstdout: {}\nstderr: {}",
-                step.script,
-                out.failure_summary(),
-                out.stdout_str(),
-                out.stderr_str()
-            );
+            if !out.success() {
+                return Err(format!(
+                    "step {:?} failed: {}\nstdout: {}\nstderr: {}",
+                    step.script,
+                    out.failure_summary(),
+                    out.stdout_str(),
+                    out.stderr_str()
+                ));
+            }
         }
+        Ok(())
     }
 
     /// Plans `body`, expects `action`, applies, and checks that a second plan is a no-op
@@ -161,29 +170,47 @@ fn scripts(c: &Change) -> Vec<&str> {
     c.steps.iter().map(|s| s.script.as_str()).collect()
 }
 
-/// Two versions of a small package in a local apt repository inside the host, so pinning,
-/// downgrades and `latest` are exercised deterministically.
-const LOCAL_REPO: &str = r#"set -e
-R=/srv/nexus-repo
-mkdir -p "$R"
-for v in 1.0 2.0; do
-  d=$(mktemp -d)
-  mkdir -p "$d/DEBIAN" "$d/usr/share/nexus-demo"
-  printf 'Package: nexus-demo-pkg\nVersion: %s\nArchitecture: all\nMaintainer: nexus tests <tests@example.invalid>\nDescription: nexus tier-2 test package\n' "$v" > "$d/DEBIAN/control"
-  echo "$v" > "$d/usr/share/nexus-demo/version"
-  dpkg-deb --root-owner-group -b "$d" "$R/nexus-demo-pkg_${v}_all.deb" >/dev/null
-  rm -rf "$d"
-done
-cd "$R"
+/// Publishes versions of small packages in a local apt repository inside the host, so pinning,
+/// downgrades and `latest` are exercised deterministically. Each `(name, version)` is built into
+/// `/srv/nexus-repo` next to what is there already; with `refresh`, the host's lists are then
+/// updated for that repository (only: the Debian archive is not contacted), otherwise the lists
+/// stay as they were, as on a host whose repositories moved since its last `apt-get update`
+/// (the source is a `copy:` one, so apt keeps copies of the index as for a remote repository,
+/// where `file:` would read the repository's own index).
+fn publish(packages: &[(&str, &str)], refresh: bool) -> String {
+    let mut s = String::from("set -e\nR=/srv/nexus-repo\nmkdir -p \"$R\"\n");
+    for (name, version) in packages {
+        s.push_str(&format!(
+            r#"d=$(mktemp -d)
+mkdir -p "$d/DEBIAN" "$d/usr/share/{name}"
+printf 'Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: nexus tests <tests@example.invalid>\nDescription: nexus tier-2 test package\n' > "$d/DEBIAN/control"
+echo '{version}' > "$d/usr/share/{name}/version"
+dpkg-deb --root-owner-group -b "$d" "$R/{name}_{version}_all.deb" >/dev/null
+rm -rf "$d"
+"#
+        ));
+    }
+    s.push_str(
+        r#"cd "$R"
 : > Packages
 for f in *.deb; do
   dpkg-deb -f "$f" >> Packages
   printf 'Filename: ./%s\nSize: %s\nSHA256: %s\n\n' "$f" "$(stat -c %s "$f")" "$(sha256sum "$f" | cut -d' ' -f1)" >> Packages
 done
 chmod -R a+rX "$R"
-echo 'deb [trusted=yes] file:/srv/nexus-repo ./' > /etc/apt/sources.list.d/nexus-test.list
-apt-get update -q -o Dir::Etc::sourcelist=sources.list.d/nexus-test.list -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0 >/dev/null
-"#;
+echo 'deb [trusted=yes] copy:/srv/nexus-repo ./' > /etc/apt/sources.list.d/nexus-test.list
+"#,
+    );
+    if refresh {
+        s.push_str("apt-get update -q -o Dir::Etc::sourcelist=sources.list.d/nexus-test.list -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0 >/dev/null\n");
+    }
+    s
+}
+
+/// The local repository as the only source: `apt-get update` (which `update-cache` runs) then
+/// reads nothing from the network.
+const LOCAL_SOURCES_ONLY: &str =
+    "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/debian.sources";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packages_with_apt() {
@@ -212,8 +239,12 @@ async fn packages_with_apt() {
     assert_eq!(h.sh("command -v hello || echo gone").await, "gone\n");
 
     // Pinned versions, up and down, from the local repository.
-    h.sh(LOCAL_REPO).await;
-    let version = || h.sh("cat /usr/share/nexus-demo/version");
+    h.sh(&publish(
+        &[("nexus-demo-pkg", "1.0"), ("nexus-demo-pkg", "2.0")],
+        true,
+    ))
+    .await;
+    let version = || h.sh("cat /usr/share/nexus-demo-pkg/version");
     let c = h
         .converge("package \"nexus-demo-pkg\" version=\"1.0\"", Action::Create)
         .await;
@@ -257,11 +288,124 @@ async fn packages_with_apt() {
         .converge("package \"hello\" \"nexus-demo-pkg\"", Action::Create)
         .await;
     assert_eq!(c.reason, "not installed: hello, nexus-demo-pkg");
+}
 
-    // Unknown to apt: the plan refreshes the lists first, and the install then fails loudly.
+/// A package no configured repository has is a plan error naming it, not a planned install
+/// that apply then fails with apt's "Unable to locate package". With `update-cache=#true` it is
+/// planned, with a note, since the refresh may bring it (issue 13, item 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_without_a_candidate() {
+    let h = Host::boot("nocand").await;
+    h.sh(LOCAL_SOURCES_ONLY).await;
+    h.sh(&publish(&[("nexus-demo-pkg", "1.0")], true)).await;
+    let host = &h.container.name;
+
     let r = h.one("package \"nexus-no-such-package\"");
-    let c = h.plan(&r).await.unwrap();
+    assert_eq!(
+        h.plan(&r).await,
+        Err(ResourceError::Invalid(format!(
+            "package nexus-no-such-package: no installation candidate for nexus-no-such-package in the package lists on {host} (not in the configured repositories, or the lists are out of date: update-cache=#true refreshes them before installing)"
+        )))
+    );
+    // Only the names without a candidate are named; a pinned version does not help.
+    let r = h.one("package \"nexus-demo-pkg\" \"nexus-no-such-package\" \"nexus-nope\"");
+    let err = h.plan(&r).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("package nexus-demo-pkg, nexus-no-such-package, nexus-nope: no installation candidate for nexus-no-such-package, nexus-nope in the package lists on "),
+        "{err}"
+    );
+    let r = h.one("package \"nexus-no-such-package\" version=\"1.0\"");
+    assert!(matches!(h.plan(&r).await, Err(ResourceError::Invalid(_))));
+    // latest is the same for a missing package.
+    let r = h.one("package \"nexus-no-such-package\" state=\"latest\"");
+    assert!(matches!(h.plan(&r).await, Err(ResourceError::Invalid(_))));
+
+    // Published after the host's lists were last refreshed: no candidate yet.
+    h.sh(&publish(&[("nexus-late-pkg", "1.0")], false)).await;
+    let r = h.one("package \"nexus-late-pkg\"");
+    assert!(matches!(h.plan(&r).await, Err(ResourceError::Invalid(_))));
+    // update-cache refreshes before installing: planned, with the reason saying so.
+    let c = h
+        .converge(
+            "package \"nexus-late-pkg\" update-cache=#true",
+            Action::Create,
+        )
+        .await;
+    assert_eq!(
+        c.reason,
+        "not installed: nexus-late-pkg; note: no candidate for nexus-late-pkg in the host's current package lists, apply refreshes them first"
+    );
+    assert_eq!(c.fields[0].to.as_deref(), Some("candidate after refresh"));
     assert_eq!(scripts(&c)[0], "apt-get update -q");
+    assert_eq!(h.sh("cat /usr/share/nexus-late-pkg/version").await, "1.0\n");
+
+    // Still in no repository after the refresh: apt's own error at apply.
+    let c = h
+        .plan(&h.one("package \"nexus-no-such-package\" update-cache=#true"))
+        .await
+        .unwrap();
+    assert_eq!(c.action, Action::Create);
+    let err = h.try_apply(&c).await.unwrap_err();
+    assert!(
+        err.contains("Unable to locate package nexus-no-such-package"),
+        "{err}"
+    );
+}
+
+/// Apply installs the version the plan showed, not whatever the host's lists offer by then; a
+/// plan whose candidate moved is stale; with `update-cache=#true`, apply stops when the refresh
+/// moved the candidate away from the planned version (issue 13, item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_install_the_planned_version() {
+    let h = Host::boot("pinned").await;
+    h.sh(LOCAL_SOURCES_ONLY).await;
+    let version = || h.sh("cat /usr/share/nexus-demo-pkg/version");
+    h.sh(&publish(&[("nexus-demo-pkg", "1.0")], true)).await;
+
+    // Planned while 1.0 is the candidate; 2.0 is published before the plan is applied.
+    let r = h.one("package \"nexus-demo-pkg\"");
+    let planned = h.probe(&r).await;
+    let c = r.plan(&planned).unwrap();
+    assert_eq!(c.action, Action::Create);
+    assert_eq!(c.fields[0].to.as_deref(), Some("1.0"));
+    h.sh(&publish(&[("nexus-demo-pkg", "2.0")], true)).await;
+    // The candidate is part of the observed state: apply's re-probe refuses the plan as stale.
+    assert_ne!(h.probe(&r).await.fingerprint(), planned.fingerprint());
+    // And the plan's steps install exactly what it showed.
+    h.apply(&c).await;
+    assert_eq!(version().await, "1.0\n");
+
+    // latest: planned as 1.0 → 2.0; 3.0 appears before apply.
+    let r = h.one("package \"nexus-demo-pkg\" state=\"latest\"");
+    let c = h.plan(&r).await.unwrap();
+    assert_eq!(c.action, Action::Update);
+    assert_eq!(c.fields[0].from.as_deref(), Some("1.0"));
+    assert_eq!(c.fields[0].to.as_deref(), Some("2.0"));
+    h.sh(&publish(&[("nexus-demo-pkg", "3.0")], true)).await;
+    h.apply(&c).await;
+    assert_eq!(version().await, "2.0\n");
+
+    // update-cache: the refresh at apply finds 4.0 where the plan said 3.0. Apply stops before
+    // installing anything, naming both versions.
+    h.sh("apt-get remove -y -q nexus-demo-pkg >/dev/null").await;
+    h.sh(&publish(&[("nexus-demo-pkg", "4.0")], false)).await;
+    let body = "package \"nexus-demo-pkg\" update-cache=#true";
+    let c = h.plan(&h.one(body)).await.unwrap();
+    assert_eq!(c.fields[0].to.as_deref(), Some("3.0"));
+    let err = h.try_apply(&c).await.unwrap_err();
+    assert!(
+        err.contains("nexus: nexus-demo-pkg: the plan installs 3.0, but after refreshing the package lists the candidate is 4.0; plan again"),
+        "{err}"
+    );
+    assert_eq!(
+        h.sh("test -e /usr/share/nexus-demo-pkg/version || echo absent")
+            .await,
+        "absent\n"
+    );
+    // Planned again, the candidate stays through the refresh: installed as planned.
+    let c = h.converge(body, Action::Create).await;
+    assert_eq!(c.fields[0].to.as_deref(), Some("4.0"));
+    assert_eq!(version().await, "4.0\n");
 }
 
 const DEMO_UNIT: &str = "[Unit]\nDescription=nexus tier-2 demo\n[Service]\nExecStart=/bin/sleep infinity\nExecReload=/bin/true\n[Install]\nWantedBy=multi-user.target\n";

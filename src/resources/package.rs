@@ -7,7 +7,16 @@
 //! where the plan needs it, `candidate.NAME=VERSION`: the version the manager would install
 //! (empty when none is known). It never refreshes package lists: probing does not change the
 //! host, so `latest` compares with the lists the host already has, and `update-cache=#true`
-//! refreshes them just before installing.
+//! refreshes them just before installing. A package to install that has no candidate is in none
+//! of the host's repositories (as its lists know them): a plan error, unless `update-cache=#true`
+//! may still bring it.
+//!
+//! Apply installs exactly the version the plan shows: the configured `version`, else the
+//! candidate, written into the install command (`name=VERSION`, `name-VERSION`). The candidates
+//! are part of the observed state, so a plan whose candidates moved before apply is refused as
+//! stale. With `update-cache=#true` the refresh runs inside apply, after that check: a step
+//! between the refresh and the install compares the candidates again and stops, naming both
+//! versions, when one is no longer what the plan showed.
 
 use super::*;
 use crate::config::{self, PackageState};
@@ -45,6 +54,15 @@ impl Manager {
         }
     }
 
+    /// Variables the probe functions of dnf and yum read.
+    fn shell_vars(self) -> &'static str {
+        match self {
+            Manager::Dnf => "nx_pm=dnf nx_avail=--available\n",
+            Manager::Yum => "nx_pm=yum nx_avail=available\n",
+            Manager::Apt | Manager::Apk | Manager::Pacman => "",
+        }
+    }
+
     /// How a pinned version is written in an install command.
     fn target(self, name: &str, version: Option<&str>) -> String {
         match (self, version) {
@@ -53,6 +71,14 @@ impl Manager {
             (Manager::Apt | Manager::Apk | Manager::Pacman, Some(v)) => q(&format!("{name}={v}")),
         }
     }
+}
+
+/// A name to install or upgrade, with the version apply installs: the configured `version`, else
+/// the candidate (none only for a name without one, planned because update-cache may bring it).
+#[derive(Debug, Clone, Copy)]
+struct Target<'a> {
+    name: &'a str,
+    version: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,16 +152,22 @@ fn probe_functions(m: Manager) -> &'static str {
             "nx_inst() { dpkg-query -W -f='${Status} ${Version}\\n' -- \"$1\" 2>/dev/null | while read -r _w _e s v; do if [ \"$s\" = installed ]; then printf '%s\\n' \"$v\"; break; fi; done; }\n",
             "nx_cand() { apt-cache policy \"$1\" 2>/dev/null | sed -n 's/^  Candidate: //p' | sed 's/^(none)$//' | head -n 1; }\n",
         ),
-        // check-update exits 100 when an update is listed, 0 when there is none.
+        // check-update exits 100 when an update is listed, 0 when there is none; it lists only
+        // installed packages, so a missing one is looked up among the available ones
+        // (`$nx_avail`: `--available` for dnf, `available` for yum). Both print
+        // `NAME.ARCH VERSION REPO`, wrapped after the name when it is long.
         Manager::Dnf | Manager::Yum => concat!(
             "nx_inst() { if o=$(rpm -q --qf '%{VERSION}-%{RELEASE}\\n' \"$1\" 2>/dev/null); then printf '%s\\n' \"$o\" | tail -n 1; fi; }\n",
-            "nx_cand() { o=$(\"$nx_pm\" -q check-update \"$1\" 2>/dev/null); case $? in 0) printf '%s\\n' \"$2\";; 100) printf '%s\\n' \"$o\" | awk -v p=\"$1.\" 'f { print $1; exit } index($1, p) == 1 { if (NF >= 2) { print $2; exit } f = 1 }';; esac; }\n",
+            "nx_nevr() { awk -v p=\"$1.\" 'f { print $1; exit } index($1, p) == 1 { if (NF >= 2) { print $2; exit } f = 1 }'; }\n",
+            "nx_cand() { if [ -z \"$2\" ]; then \"$nx_pm\" -q list $nx_avail \"$1\" 2>/dev/null | nx_nevr \"$1\"; return; fi; o=$(\"$nx_pm\" -q check-update \"$1\" 2>/dev/null); case $? in 0) printf '%s\\n' \"$2\";; 100) printf '%s\\n' \"$o\" | nx_nevr \"$1\";; esac; }\n",
         ),
-        // `apk list` prints `NAME-VERSION ARCH {ORIGIN} (LICENSE) [STATUS]`.
+        // `apk list` prints `NAME-VERSION ARCH {ORIGIN} (LICENSE) [STATUS]`; `-u` lists the
+        // upgrades of an installed package, `-a` what the repositories hold of a missing one
+        // (the first listed: a branch's repositories carry one version of a package).
         Manager::Apk => concat!(
             "nx_ver() { awk -v p=\"$1-\" 'index($1, p) == 1 { v = substr($1, length(p) + 1); if (v ~ /^[0-9]/) { print v; exit } }'; }\n",
             "nx_inst() { apk list -I \"$1\" 2>/dev/null | nx_ver \"$1\"; }\n",
-            "nx_cand() { u=$(apk list -u \"$1\" 2>/dev/null | nx_ver \"$1\"); printf '%s\\n' \"${u:-$2}\"; }\n",
+            "nx_cand() { if [ -z \"$2\" ]; then apk list -a \"$1\" 2>/dev/null | nx_ver \"$1\"; return; fi; u=$(apk list -u \"$1\" 2>/dev/null | nx_ver \"$1\"); printf '%s\\n' \"${u:-$2}\"; }\n",
         ),
         Manager::Pacman => concat!(
             "nx_inst() { pacman -Q -- \"$1\" 2>/dev/null | awk '{ print $2; exit }'; }\n",
@@ -183,21 +215,55 @@ impl Package {
         Step::new(script, self.sudo)
     }
 
-    /// Steps that install `missing` and bring `outdated` to the wanted version.
-    fn install_steps(&self, missing: &[&str], outdated: &[&str]) -> Vec<Step> {
-        let pin = self.version.as_deref();
-        let words = |names: &[&str]| {
-            names
+    /// After update-cache's refresh: fails, naming both versions, unless every `(name, installed,
+    /// planned)` still has the planned version as its candidate. Installing the planned version
+    /// anyway could mean an outdated one the refresh was asked to get past, or one gone from the
+    /// repositories; installing the new candidate would not be what the plan showed.
+    fn candidate_check_step(&self, checks: &[(&str, &str, &str)]) -> Step {
+        let mut s = format!("LC_ALL=C; export LC_ALL\n{}", self.manager.shell_vars());
+        for l in probe_functions(self.manager).lines() {
+            if !l.starts_with("nx_inst()") {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s.push_str("nx_ok=0\nnx_want() { c=$(nx_cand \"$1\" \"$2\"); [ \"$c\" = \"$3\" ] || { printf 'nexus: %s: the plan installs %s, but after refreshing the package lists the candidate is %s; plan again\\n' \"$1\" \"$3\" \"${c:-(none)}\" >&2; nx_ok=1; }; }\n");
+        for (name, installed, planned) in checks {
+            s.push_str(&format!(
+                "nx_want {} {} {}\n",
+                q(name),
+                q(installed),
+                q(planned)
+            ));
+        }
+        s.push_str("exit $nx_ok");
+        Step::new(s, self.sudo)
+    }
+
+    /// Steps that install `missing` and bring `outdated` to their targets' versions.
+    fn install_steps(&self, missing: &[Target<'_>], outdated: &[Target<'_>]) -> Vec<Step> {
+        let words = |targets: &[Target<'_>]| {
+            targets
                 .iter()
-                .map(|n| self.manager.target(n, pin))
+                .map(|t| {
+                    // pacman's sync databases hold one version of a package, which `-S` installs:
+                    // there is no older or newer one to pin to, so a candidate is not written
+                    // into the command. The candidate is in the probe's fingerprint (a plan whose
+                    // sync databases moved is stale) and update-cache's check step compares it.
+                    let pin = match self.manager {
+                        Manager::Pacman if self.version.is_none() => None,
+                        _ => t.version,
+                    };
+                    self.manager.target(t.name, pin)
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let all: Vec<&str> = missing.iter().chain(outdated).copied().collect();
+        let all: Vec<Target<'_>> = missing.iter().chain(outdated).copied().collect();
         let mut steps = Vec::new();
         match self.manager {
             Manager::Apt => {
-                let downgrade = if pin.is_some() && !outdated.is_empty() {
+                let downgrade = if self.version.is_some() && !outdated.is_empty() {
                     " --allow-downgrades"
                 } else {
                     ""
@@ -213,7 +279,7 @@ impl Package {
                     steps.push(format!("{pm} -y install -- {}", words(missing)));
                 }
                 if !outdated.is_empty() {
-                    steps.push(match (self.manager, pin) {
+                    steps.push(match (self.manager, &self.version) {
                         (_, None) => format!("{pm} -y upgrade -- {}", words(outdated)),
                         // dnf installs a given version whichever way it lies from the current one.
                         (Manager::Dnf, Some(_)) => format!("dnf -y install -- {}", words(outdated)),
@@ -270,20 +336,18 @@ impl Resource for Package {
              echo tool=true\n",
             tool = m.query_tool()
         );
-        if matches!(m, Manager::Dnf | Manager::Yum) {
-            s.push_str(&format!("nx_pm={}\n", m.name()));
-        }
+        s.push_str(m.shell_vars());
         s.push_str(probe_functions(m));
-        // Candidates cost a query each: only `latest` needs them for installed packages, and
-        // apt needs them for missing ones (none means the package lists must be refreshed).
-        let cand = match (self.state, m) {
-            (PackageState::Latest, _) => {
+        // Candidates cost a query each: only `latest` needs them for installed packages; every
+        // missing package needs one (none means no repository the host knows has it).
+        let cand = match self.state {
+            PackageState::Latest => {
                 "printf 'candidate.%s=%s\\n' \"$n\" \"$(nx_cand \"$n\" \"$v\")\""
             }
-            (PackageState::Present, Manager::Apt) => {
+            PackageState::Present => {
                 "[ -n \"$v\" ] || printf 'candidate.%s=%s\\n' \"$n\" \"$(nx_cand \"$n\" \"$v\")\""
             }
-            _ => ":",
+            PackageState::Absent => ":",
         };
         s.push_str(&format!(
             "for n in {names}; do\n  v=$(nx_inst \"$n\")\n  printf 'installed.%s=%s\\n' \"$n\" \"$v\"\n  {cand}\ndone",
@@ -302,11 +366,14 @@ impl Resource for Package {
                 self.manager.query_tool()
             )));
         }
-        let mut missing: Vec<&str> = Vec::new();
-        let mut outdated: Vec<&str> = Vec::new();
+        let mut missing: Vec<Target<'_>> = Vec::new();
+        let mut outdated: Vec<Target<'_>> = Vec::new();
         let mut removed: Vec<&str> = Vec::new();
         let mut fields = Vec::new();
-        let mut lists_stale = false;
+        // Missing names no repository has, as far as the host's current lists know.
+        let mut unknown: Vec<&str> = Vec::new();
+        // (name, installed, candidate) to compare again after update-cache's refresh.
+        let mut checks: Vec<(&str, &str, &str)> = Vec::new();
         for name in &self.names {
             let installed = o.require(&format!("installed.{name}"))?;
             let candidate = o
@@ -320,18 +387,25 @@ impl Resource for Package {
                     }
                 }
                 PackageState::Present | PackageState::Latest if installed.is_empty() => {
-                    missing.push(name);
-                    // Only apt's candidates are probed for missing packages; none means the
-                    // package lists are missing or out of date.
-                    lists_stale |= self.manager == Manager::Apt && candidate.is_none();
-                    let to = self.version.as_deref().or(candidate).unwrap_or("present");
+                    if candidate.is_none() {
+                        unknown.push(name);
+                    }
+                    let version = self.version.as_deref().or(candidate);
+                    if let (None, Some(c)) = (&self.version, candidate) {
+                        checks.push((name, installed, c));
+                    }
+                    missing.push(Target { name, version });
+                    let to = version.unwrap_or("candidate after refresh");
                     fields.push(FieldChange::new(name, None, Some(to)));
                 }
                 PackageState::Present => {
                     if let Some(want) = &self.version
                         && !self.version_matches(installed, want)
                     {
-                        outdated.push(name);
+                        outdated.push(Target {
+                            name,
+                            version: Some(want),
+                        });
                         fields.push(FieldChange::new(name, Some(installed), Some(want)));
                     }
                 }
@@ -341,7 +415,11 @@ impl Resource for Package {
                     if let Some(c) = candidate
                         && c != installed
                     {
-                        outdated.push(name);
+                        checks.push((name, installed, c));
+                        outdated.push(Target {
+                            name,
+                            version: Some(c),
+                        });
                         fields.push(FieldChange::new(name, Some(installed), Some(c)));
                     }
                 }
@@ -363,9 +441,26 @@ impl Resource for Package {
                 PackageState::Latest => "up to date",
             }));
         }
+        // Installing what no repository has fails at apply ("Unable to locate package"): say so
+        // now, unless the refresh that apply runs first may bring it.
+        if !unknown.is_empty() && !self.update_cache {
+            return Err(ResourceError::Invalid(format!(
+                "{}: no installation candidate for {} in the package lists on {} (not in the configured repositories, or the lists are out of date: update-cache=#true refreshes them before installing)",
+                self.label(),
+                unknown.join(", "),
+                self.host
+            )));
+        }
+        let names = |targets: &[Target<'_>]| {
+            targets
+                .iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut reasons = Vec::new();
         if !missing.is_empty() {
-            reasons.push(format!("not installed: {}", missing.join(", ")));
+            reasons.push(format!("not installed: {}", names(&missing)));
         }
         if !outdated.is_empty() {
             let what = if self.version.is_some() {
@@ -373,11 +468,20 @@ impl Resource for Package {
             } else {
                 "newer version available"
             };
-            reasons.push(format!("{what}: {}", outdated.join(", ")));
+            reasons.push(format!("{what}: {}", names(&outdated)));
+        }
+        if !unknown.is_empty() {
+            reasons.push(format!(
+                "note: no candidate for {} in the host's current package lists, apply refreshes them first",
+                unknown.join(", ")
+            ));
         }
         let mut steps = Vec::new();
-        if self.update_cache || lists_stale {
+        if self.update_cache {
             steps.push(self.update_cache_step());
+            if !checks.is_empty() {
+                steps.push(self.candidate_check_step(&checks));
+            }
         }
         steps.extend(self.install_steps(&missing, &outdated));
         let action = if missing.is_empty() {
@@ -437,7 +541,8 @@ mod tests {
             .unwrap();
         assert_eq!(c.action, Action::Create);
         assert_eq!(c.reason, "not installed: nginx");
-        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- nginx")]);
+        // The version the plan shows is the one apply installs.
+        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- 'nginx=1.22.1-9'")]);
         assert!(c.steps.iter().all(|s| s.sudo));
         assert_eq!(
             c.fields,
@@ -452,11 +557,59 @@ mod tests {
     }
 
     #[test]
-    fn apt_refreshes_lists_when_asked_or_when_a_candidate_is_missing() {
+    fn a_missing_candidate_is_a_plan_error_unless_the_lists_are_refreshed() {
         let mut p = pkg(Manager::Apt, &["hello"], PackageState::Present, None);
-        let c = p
-            .plan(&obs("tool=true\ninstalled.hello=\ncandidate.hello="))
-            .unwrap();
+        let none = obs("tool=true\ninstalled.hello=\ncandidate.hello=");
+        assert_eq!(
+            p.plan(&none),
+            Err(ResourceError::Invalid(
+                "package hello: no installation candidate for hello in the package lists on web1 (not in the configured repositories, or the lists are out of date: update-cache=#true refreshes them before installing)".into()
+            ))
+        );
+        // Every manager, every state that installs, a pinned version too; only the names
+        // without a candidate are named.
+        for m in [Manager::Dnf, Manager::Yum, Manager::Apk, Manager::Pacman] {
+            for (state, version) in [
+                (PackageState::Present, None),
+                (PackageState::Present, Some("1.0")),
+                (PackageState::Latest, None),
+            ] {
+                let p = pkg(m, &["a", "b", "c"], state, version);
+                let e = p
+                    .plan(&obs("tool=true\ninstalled.a=\ncandidate.a=\ninstalled.b=\ncandidate.b=1\ninstalled.c=\ncandidate.c="))
+                    .unwrap_err();
+                assert!(
+                    e.to_string()
+                        .starts_with("package a, b, c: no installation candidate for a, c in "),
+                    "{e}"
+                );
+            }
+        }
+        // An installed package without a candidate (installed from a file) is left alone.
+        let l = pkg(Manager::Apt, &["x"], PackageState::Latest, None);
+        assert_eq!(
+            l.plan(&obs("tool=true\ninstalled.x=1.0\ncandidate.x="))
+                .unwrap()
+                .action,
+            Action::NoOp
+        );
+
+        // The refresh apply runs first may bring it: planned, with a note.
+        p.update_cache = true;
+        let c = p.plan(&none).unwrap();
+        assert_eq!(c.action, Action::Create);
+        assert_eq!(
+            c.reason,
+            "not installed: hello; note: no candidate for hello in the host's current package lists, apply refreshes them first"
+        );
+        assert_eq!(
+            c.fields,
+            vec![FieldChange::new(
+                "hello",
+                None,
+                Some("candidate after refresh")
+            )]
+        );
         assert_eq!(
             scripts(&c),
             [
@@ -464,7 +617,6 @@ mod tests {
                 format!("{APT_INSTALL} -- hello")
             ]
         );
-        p.update_cache = true;
         let c = p
             .plan(&obs("tool=true\ninstalled.hello=\ncandidate.hello=2.10-3"))
             .unwrap();
@@ -564,7 +716,9 @@ mod tests {
             PackageState::Present,
             Some("8.5.0-1"),
         );
-        let c = pm.plan(&obs("tool=true\ninstalled.curl=")).unwrap();
+        let c = pm
+            .plan(&obs("tool=true\ninstalled.curl=\ncandidate.curl=8.5.0-1"))
+            .unwrap();
         assert_eq!(
             scripts(&c),
             ["pacman -S --noconfirm --needed -- 'curl=8.5.0-1'"]
@@ -581,7 +735,7 @@ mod tests {
         assert_eq!(c.action, Action::Update);
         assert_eq!(c.reason, "newer version available: a");
         assert_eq!(c.fields, vec![FieldChange::new("a", Some("1"), Some("2"))]);
-        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- a")]);
+        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- 'a=2'")]);
         let o = obs(
             "tool=true\ninstalled.a=2\ncandidate.a=2\ninstalled.b=5\ncandidate.b=5\ninstalled.c=\ncandidate.c=9",
         );
@@ -593,14 +747,23 @@ mod tests {
         );
         assert_eq!(p.plan(&up).unwrap(), Change::no_op("up to date"));
 
-        let o = obs("tool=true\ninstalled.x=1-1\ncandidate.x=2-1\ninstalled.y=\ncandidate.y=");
+        let o = obs("tool=true\ninstalled.x=1-1\ncandidate.x=2-1\ninstalled.y=\ncandidate.y=3-1");
         let d = pkg(Manager::Dnf, &["x", "y"], PackageState::Latest, None);
         assert_eq!(
             scripts(&d.plan(&o).unwrap()),
-            ["dnf -y install -- y", "dnf -y upgrade -- x"]
+            ["dnf -y install -- y-3-1", "dnf -y upgrade -- x-2-1"]
+        );
+        let y = pkg(Manager::Yum, &["x", "y"], PackageState::Latest, None);
+        assert_eq!(
+            scripts(&y.plan(&o).unwrap()),
+            ["yum -y install -- y-3-1", "yum -y upgrade -- x-2-1"]
         );
         let a = pkg(Manager::Apk, &["x", "y"], PackageState::Latest, None);
-        assert_eq!(scripts(&a.plan(&o).unwrap()), ["apk add -u -- y x"]);
+        assert_eq!(
+            scripts(&a.plan(&o).unwrap()),
+            ["apk add -u -- 'y=3-1' 'x=2-1'"]
+        );
+        // pacman cannot pin: its sync databases hold the one version it installs.
         let m = pkg(Manager::Pacman, &["x", "y"], PackageState::Latest, None);
         assert_eq!(
             scripts(&m.plan(&o).unwrap()),
@@ -637,11 +800,17 @@ mod tests {
 
     #[test]
     fn install_and_refresh_commands_per_manager() {
-        let o = obs("tool=true\ninstalled.a=\ninstalled.b=");
+        let o = obs("tool=true\ninstalled.a=\ncandidate.a=1.0\ninstalled.b=\ncandidate.b=2.0");
         let cases = [
-            (Manager::Dnf, ["dnf -y makecache", "dnf -y install -- a b"]),
-            (Manager::Yum, ["yum -y makecache", "yum -y install -- a b"]),
-            (Manager::Apk, ["apk update", "apk add -- a b"]),
+            (
+                Manager::Dnf,
+                ["dnf -y makecache", "dnf -y install -- a-1.0 b-2.0"],
+            ),
+            (
+                Manager::Yum,
+                ["yum -y makecache", "yum -y install -- a-1.0 b-2.0"],
+            ),
+            (Manager::Apk, ["apk update", "apk add -- 'a=1.0' 'b=2.0'"]),
             (
                 Manager::Pacman,
                 [
@@ -650,14 +819,97 @@ mod tests {
                 ],
             ),
         ];
-        for (m, want) in cases {
+        for (m, [refresh, install]) in cases {
             let mut p = pkg(m, &["a", "b"], PackageState::Present, None);
             let c = p.plan(&o).unwrap();
             assert_eq!(c.action, Action::Create);
-            assert_eq!(scripts(&c), want[1..]);
-            assert_eq!(c.fields[0], FieldChange::new("a", None, Some("present")));
+            assert_eq!(scripts(&c), [install]);
+            assert_eq!(c.fields[0], FieldChange::new("a", None, Some("1.0")));
+            // The refresh, the check that it left the planned candidates, the install.
             p.update_cache = true;
-            assert_eq!(scripts(&p.plan(&o).unwrap()), want);
+            let c = p.plan(&o).unwrap();
+            let s = scripts(&c);
+            assert_eq!((s.len(), s[0], s[2]), (3, refresh, install), "{m:?}");
+            assert!(
+                s[1].ends_with("\nnx_want a '' 1.0\nnx_want b '' 2.0\nexit $nx_ok"),
+                "{}",
+                s[1]
+            );
+            assert!(s[1].starts_with("LC_ALL=C; export LC_ALL\n") && !s[1].contains("nx_inst"));
+            assert!(c.steps.iter().all(|s| s.sudo));
+        }
+    }
+
+    /// With update-cache, the step between refresh and install compares the candidates with
+    /// the planned versions: here run by the local sh against a stand-in apt-cache.
+    #[test]
+    fn update_cache_stops_when_the_refresh_moved_a_candidate() {
+        let mut p = pkg(Manager::Apt, &["a", "b"], PackageState::Latest, None);
+        p.update_cache = true;
+        let c = p
+            .plan(&obs(
+                "tool=true\ninstalled.a=1.0\ncandidate.a=1.1\ninstalled.b=\ncandidate.b=2.0~rc1",
+            ))
+            .unwrap();
+        let check = "LC_ALL=C; export LC_ALL
+nx_cand() { apt-cache policy \"$1\" 2>/dev/null | sed -n 's/^  Candidate: //p' | sed 's/^(none)$//' | head -n 1; }
+nx_ok=0
+nx_want() { c=$(nx_cand \"$1\" \"$2\"); [ \"$c\" = \"$3\" ] || { printf 'nexus: %s: the plan installs %s, but after refreshing the package lists the candidate is %s; plan again\\n' \"$1\" \"$3\" \"${c:-(none)}\" >&2; nx_ok=1; }; }
+nx_want a 1.0 1.1
+nx_want b '' '2.0~rc1'
+exit $nx_ok";
+        assert_eq!(
+            scripts(&c),
+            [
+                "apt-get update -q".to_string(),
+                check.to_string(),
+                format!("{APT_INSTALL} -- 'b=2.0~rc1' 'a=1.1'")
+            ]
+        );
+        let apt = |a: &str, b: &str| {
+            format!(
+                "#!/bin/sh\necho \"$2:\"\ncase $2 in a) echo '  Candidate: {a}';; b) echo '  Candidate: {b}';; esac\n"
+            )
+        };
+        let out = run_with_tools(check, &[("apt-cache", &apt("1.1", "2.0~rc1"))]);
+        assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+        let out = run_with_tools(check, &[("apt-cache", &apt("1.2", "(none)"))]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "nexus: a: the plan installs 1.1, but after refreshing the package lists the candidate is 1.2; plan again\n\
+             nexus: b: the plan installs 2.0~rc1, but after refreshing the package lists the candidate is (none); plan again\n"
+        );
+
+        // A configured version is installed as asked: nothing to compare.
+        let mut v = pkg(Manager::Apt, &["a"], PackageState::Present, Some("1.0"));
+        v.update_cache = true;
+        let c = v
+            .plan(&obs("tool=true\ninstalled.a=\ncandidate.a=1.1"))
+            .unwrap();
+        assert_eq!(
+            scripts(&c),
+            [
+                "apt-get update -q".to_string(),
+                format!("{APT_INSTALL} -- 'a=1.0'")
+            ]
+        );
+    }
+
+    /// The candidates the plan pins are part of the observed state's fingerprint, so apply's
+    /// re-probe refuses a plan whose candidates moved as stale.
+    #[test]
+    fn candidates_are_part_of_the_fingerprint() {
+        let planned = obs("tool=true\ninstalled.a=\ncandidate.a=1.0");
+        let moved = obs("tool=true\ninstalled.a=\ncandidate.a=1.1");
+        assert_ne!(planned.fingerprint(), moved.fingerprint());
+        // The probe prints them under that key, not as a diagnostic `_` one.
+        for state in [PackageState::Present, PackageState::Latest] {
+            assert!(
+                pkg(Manager::Apt, &["a"], state, None)
+                    .probe()
+                    .contains("printf 'candidate.%s=%s\\n'")
+            );
         }
     }
 
@@ -688,7 +940,7 @@ mod tests {
         let d = pkg(Manager::Dnf, &["x"], PackageState::Latest, None).probe();
         assert!(
             d.contains("command -v rpm ")
-                && d.contains("nx_pm=dnf\n")
+                && d.contains("nx_pm=dnf nx_avail=--available\n")
                 && d.contains("\"$nx_pm\" -q check-update")
         );
         assert!(
@@ -702,14 +954,11 @@ mod tests {
         );
     }
 
-    /// The apt probe's parsing, run by the local sh against stand-in dpkg-query and apt-cache.
-    #[test]
-    fn apt_probe_parses_tool_output() {
+    /// Runs `script` with the local sh, with stand-in tools (name, sh script) first on PATH.
+    fn run_with_tools(script: &str, tools: &[(&str, &str)]) -> std::process::Output {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path();
-        let dpkg = "#!/bin/sh\nfor a; do case $a in hello) echo 'install ok installed 2.10-3';; old) echo 'deinstall ok config-files 1.0';; -*|*'$'*) ;; *) echo \"dpkg-query: no packages found matching $a\" >&2; exit 1;; esac; done\n";
-        let apt = "#!/bin/sh\necho \"$2:\"\necho '  Installed: (none)'\ncase $2 in new) echo '  Candidate: 3.1-1';; *) echo '  Candidate: (none)';; esac\n";
-        for (name, text) in [("dpkg-query", dpkg), ("apt-cache", apt)] {
+        for (name, text) in tools {
             std::fs::write(bin.join(name), text).unwrap();
             std::process::Command::new("chmod")
                 .arg("+x")
@@ -717,21 +966,72 @@ mod tests {
                 .status()
                 .unwrap();
         }
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap()
+    }
+
+    fn probe_with_tools(p: &Package, tools: &[(&str, &str)]) -> Observed {
+        let out = run_with_tools(&format!("( {} )", p.probe()), tools);
+        Observed::parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    }
+
+    /// The apt probe's parsing, run by the local sh against stand-in dpkg-query and apt-cache.
+    #[test]
+    fn apt_probe_parses_tool_output() {
+        let dpkg = "#!/bin/sh\nfor a; do case $a in hello) echo 'install ok installed 2.10-3';; old) echo 'deinstall ok config-files 1.0';; -*|*'$'*) ;; *) echo \"dpkg-query: no packages found matching $a\" >&2; exit 1;; esac; done\n";
+        let apt = "#!/bin/sh\necho \"$2:\"\necho '  Installed: (none)'\ncase $2 in new) echo '  Candidate: 3.1-1';; *) echo '  Candidate: (none)';; esac\n";
         let p = pkg(
             Manager::Apt,
             &["hello", "old", "new", "gone"],
             PackageState::Present,
             None,
         );
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("( {} )", p.probe()))
-            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-            .output()
-            .unwrap();
-        let o = Observed::parse(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let o = probe_with_tools(&p, &[("dpkg-query", dpkg), ("apt-cache", apt)]);
         let want = "tool=true\ninstalled.hello=2.10-3\ninstalled.old=\ncandidate.old=\ninstalled.new=\ncandidate.new=3.1-1\ninstalled.gone=\ncandidate.gone=";
         assert_eq!(o, obs(want));
+    }
+
+    /// Candidates of missing packages on dnf and yum (`list available`, whose lines wrap after a
+    /// long name) and apk (`list -a`), next to those of installed ones.
+    #[test]
+    fn rpm_and_apk_probes_find_candidates_of_missing_packages() {
+        let rpm = "#!/bin/sh\ncase $4 in curl) echo 7.76.1-26.el9;; zlib) echo 1.2.11-40.el9;; *) echo \"package $4 is not installed\"; exit 1;; esac\n";
+        let dnf = "#!/bin/sh\ncase $2 in\n  list) case $4 in\n    nginx) printf 'Available Packages\\nnginx.x86_64   1:1.20.1-14.el9   appstream\\n';;\n    a-very-long-package-name) printf 'Available Packages\\na-very-long-package-name.noarch\\n      2.0-1.el9    appstream\\n';;\n    *) echo 'Error: No matching Packages to list' >&2; exit 1;;\n  esac;;\n  check-update) case $3 in curl) printf '\\ncurl.x86_64  7.76.1-29.el9  baseos\\n'; exit 100;; *) exit 0;; esac;;\nesac\n";
+        for (m, flag) in [(Manager::Dnf, "--available"), (Manager::Yum, "available")] {
+            // The stand-in answers only the form of `list` its manager takes.
+            let pm = dnf.replace(
+                "  list)",
+                &format!("  list) [ \"$3\" = {flag} ] || exit 1;"),
+            );
+            let p = pkg(
+                m,
+                &["nginx", "a-very-long-package-name", "curl", "zlib", "gone"],
+                PackageState::Latest,
+                None,
+            );
+            let o = probe_with_tools(&p, &[("rpm", rpm), (m.name(), &pm)]);
+            let want = "tool=true\ninstalled.nginx=\ncandidate.nginx=1:1.20.1-14.el9\ninstalled.a-very-long-package-name=\ncandidate.a-very-long-package-name=2.0-1.el9\ninstalled.curl=7.76.1-26.el9\ncandidate.curl=7.76.1-29.el9\ninstalled.zlib=1.2.11-40.el9\ncandidate.zlib=1.2.11-40.el9\ninstalled.gone=\ncandidate.gone=";
+            assert_eq!(o, obs(want), "{m:?}");
+        }
+        let apk = "#!/bin/sh\ncase \"$2 $3\" in\n  '-I curl') echo 'curl-8.4.0-r0 x86_64 {curl} (curl) [installed]';;\n  '-u curl') echo 'curl-8.5.0-r0 x86_64 {curl} (curl) [upgradable from: curl-8.4.0-r0]';;\n  '-a haproxy') echo 'haproxy-2.8.9-r0 x86_64 {haproxy} (GPL-2.0-or-later)';;\nesac\n";
+        let p = pkg(
+            Manager::Apk,
+            &["curl", "haproxy", "gone"],
+            PackageState::Present,
+            None,
+        );
+        let o = probe_with_tools(&p, &[("apk", apk)]);
+        let want = "tool=true\ninstalled.curl=8.4.0-r0\ninstalled.haproxy=\ncandidate.haproxy=2.8.9-r0\ninstalled.gone=\ncandidate.gone=";
+        assert_eq!(o, obs(want));
+        let latest = pkg(Manager::Apk, &["curl"], PackageState::Latest, None);
+        assert_eq!(
+            probe_with_tools(&latest, &[("apk", apk)]),
+            obs("tool=true\ninstalled.curl=8.4.0-r0\ncandidate.curl=8.5.0-r0")
+        );
     }
 
     #[test]
