@@ -358,3 +358,26 @@ fn an_interrupted_run_stops_cleanly_and_says_so() {
         assert!(h.srv().join("second").exists());
     }
 }
+
+/// A file resource whose path became a symbolic link after planning (a package earlier in the
+/// same apply made it one) is not silently replaced by a regular file: the write refuses, and
+/// says why.
+#[test]
+fn a_path_that_became_a_symlink_is_not_replaced() {
+    let h = SshHost::builder("sl").private_srv().start();
+    std::fs::write(h.srv().join("target"), "the package's file\n").unwrap();
+    let body = "task \"t\" on=\"sl\" {\n\
+                    command \"ln -s /srv/target /srv/site\" creates=\"/srv/site\"\n\
+                    file \"/srv/site\" content=\"ours\"\n\
+                }\n";
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", body);
+    let r = p.nexus(&["run"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("became a symbolic link"), "{r:?}");
+    let meta = std::fs::symlink_metadata(h.srv().join("site")).unwrap();
+    assert!(meta.file_type().is_symlink(), "the link was replaced");
+    assert_eq!(
+        std::fs::read_to_string(h.srv().join("target")).unwrap(),
+        "the package's file\n"
+    );
+}

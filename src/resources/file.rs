@@ -273,6 +273,14 @@ pub fn write_step(
         "if [ -d {p} ]; then {}; fi\n",
         fail_with(&format!("nexus: {path} is a directory"))
     ));
+    // Planning refuses a path that is a symbolic link, so one here appeared since (a package
+    // earlier in this apply made it): replacing it would silently change what it pointed to.
+    s.push_str(&format!(
+        "if [ -L {p} ]; then {}; fi\n",
+        fail_with(&format!(
+            "nexus: {path} became a symbolic link since planning; nothing was replaced (plan again)"
+        ))
+    ));
     if let Some(b) = backup_to {
         s.push_str(&format!("if [ -e {p} ]; then cp -p -- {p} {}; fi\n", q(b)));
     }
@@ -665,6 +673,7 @@ mod tests {
     const WRITE_DEFAULT_MODE: &str = "set -e\n\
         [ -d /etc ] || { printf '%s\\n' 'nexus: directory /etc does not exist (add a directory resource for it)' >&2; exit 1; }\n\
         if [ -d '/etc/my app.conf' ]; then { printf '%s\\n' 'nexus: /etc/my app.conf is a directory' >&2; exit 1; }; fi\n\
+        if [ -L '/etc/my app.conf' ]; then { printf '%s\\n' 'nexus: /etc/my app.conf became a symbolic link since planning; nothing was replaced (plan again)' >&2; exit 1; }; fi\n\
         tmp=$(mktemp /etc/.nexus-XXXXXXXX)\n\
         trap 'rm -f \"$tmp\"' EXIT\n\
         cat > \"$tmp\"\n\

@@ -115,6 +115,7 @@ mod tests {
             "set -e\n\
              [ -d /opt ] || { printf '%s\\n' 'nexus: directory /opt does not exist (add a directory resource for it)' >&2; exit 1; }\n\
              if [ -d /opt/app.tar.gz ]; then { printf '%s\\n' 'nexus: /opt/app.tar.gz is a directory' >&2; exit 1; }; fi\n\
+             if [ -L /opt/app.tar.gz ]; then { printf '%s\\n' 'nexus: /opt/app.tar.gz became a symbolic link since planning; nothing was replaced (plan again)' >&2; exit 1; }; fi\n\
              tmp=$(mktemp /opt/.nexus-XXXXXXXX)\n\
              trap 'rm -f \"$tmp\"' EXIT\n\
              cat > \"$tmp\"\n\
