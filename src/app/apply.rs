@@ -9,7 +9,7 @@ use super::record::{Locked, RunSummary};
 use super::secrets::{self, Needs, Source};
 use crate::exec::{Event, Options, Report, stale};
 use crate::inventory::{Inventory, Overrides};
-use crate::notify::{Delivery, EventKind, RunEvent};
+use crate::notify::{Delivery, EventKind};
 use crate::plan::{Plan, lockfile};
 use crate::state::{RunId, RunKind, StateStore, format_time};
 
@@ -125,18 +125,13 @@ pub fn apply(
             secrets: secrets.clone(),
             stop: Default::default(),
         };
-        let report = super::record::execute(&plan, &inv, &opts, &state, run, observer).await;
-        inv.close().await;
-        let report = report?;
-        let event = RunEvent::from_report(
-            EventKind::Apply,
-            &plan.config,
-            &report,
-            Some(run.0),
-            Some(&hash),
-        );
-        let deliveries = super::notify::send(&plan.notify, &event, &secrets).await;
-        Ok((report, deliveries))
+        let execution = super::record::Execution {
+            plan: &plan,
+            hash: &hash,
+            kind: EventKind::Apply,
+            secrets: &secrets,
+        };
+        execution.run(inv, &opts, &state, run, observer).await
     })?;
     state.conclude(plan, run, report, deliveries)
 }

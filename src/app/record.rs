@@ -257,6 +257,40 @@ fn record(
     first_error.map_or(Ok(()), Err)
 }
 
+/// A plan about to execute under a recorded run, and what its notifications need.
+pub struct Execution<'a> {
+    pub plan: &'a Plan,
+    /// The plan's hash as the run records it.
+    pub hash: &'a str,
+    pub kind: crate::notify::EventKind,
+    pub secrets: &'a crate::secrets::Resolved,
+}
+
+impl Execution<'_> {
+    /// Executes (see [`execute`]), closes the hosts' connections, then notifies the webhooks.
+    pub async fn run(
+        &self,
+        inv: Inventory,
+        opts: &Options,
+        state: &Locked,
+        run: RunId,
+        observer: &(dyn Fn(&Event) + Sync),
+    ) -> Result<(Report, Vec<crate::notify::Delivery>), Error> {
+        let report = execute(self.plan, &inv, opts, state, run, observer).await;
+        inv.close().await;
+        let report = report?;
+        let event = crate::notify::RunEvent::from_report(
+            self.kind,
+            &self.plan.config,
+            &report,
+            Some(run.0),
+            Some(self.hash),
+        );
+        let deliveries = super::notify::send(&self.plan.notify, &event, self.secrets).await;
+        Ok((report, deliveries))
+    }
+}
+
 /// SIGINT and SIGTERM, while a run executes: the first asks it to stop, a second ends nexus.
 struct Signals {
     int: Option<tokio::signal::unix::Signal>,

@@ -7,7 +7,7 @@ use super::plan::{Live, Reads, Request};
 use super::record::Locked;
 use crate::app::live::PlanEvent;
 use crate::exec::{Event, Options};
-use crate::notify::{EventKind, RunEvent};
+use crate::notify::EventKind;
 use crate::plan::lockfile;
 use crate::state::RunKind;
 
@@ -45,17 +45,13 @@ pub fn run(
             secrets: secrets.clone(),
             stop: Default::default(),
         };
-        let report = super::record::execute(&plan, &inv, &opts, &state, run, observer).await;
-        inv.close().await;
-        let report = report?;
-        let event = RunEvent::from_report(
-            EventKind::Run,
-            &plan.config,
-            &report,
-            Some(run.0),
-            Some(&hash),
-        );
-        let deliveries = super::notify::send(&plan.notify, &event, &secrets).await;
+        let execution = super::record::Execution {
+            plan: &plan,
+            hash: &hash,
+            kind: EventKind::Run,
+            secrets: &secrets,
+        };
+        let (report, deliveries) = execution.run(inv, &opts, &state, run, observer).await?;
         Ok((plan, run, report, deliveries))
     })?;
     let mut applied = state.conclude(plan, run, report, deliveries)?;
