@@ -101,9 +101,18 @@ pub fn apply(
     };
     let rt = super::plan::runtime()?;
     let (report, deliveries) = rt.block_on(async {
+        // A signal while re-probing stops the apply before anything was executed.
+        let mut signals = super::record::Signals::new();
         let mut inv = Inventory::for_plan(&plan, &base, &req.overrides)?;
         inv.set_secrets(secrets.clone());
-        let check = stale::check(&plan, &inv, req.parallel, &env, &secrets).await;
+        let check = tokio::select! {
+            check = stale::check(&plan, &inv, req.parallel, &env, &secrets) => check,
+            exit = signals.next() => {
+                inv.close().await;
+                state.interrupt(run, exit);
+                return Err(Error::Interrupted(exit));
+            }
+        };
         if !check.is_fresh() {
             inv.close().await;
             let summary = serde_json::json!({
@@ -131,7 +140,9 @@ pub fn apply(
             kind: EventKind::Apply,
             secrets: &secrets,
         };
-        execution.run(inv, &opts, &state, run, observer).await
+        execution
+            .run(inv, &opts, &state, run, &mut signals, observer)
+            .await
     })?;
     state.conclude(plan, run, report, deliveries)
 }

@@ -141,6 +141,10 @@ pub enum Error {
 
     #[error("recording to the state database failed: {0}")]
     Record(StateError),
+
+    /// A signal stopped the command before it executed anything; the exit it means (130, 143).
+    #[error("interrupted before anything was executed; nothing was changed")]
+    Interrupted(Exit),
 }
 
 impl Error {
@@ -167,6 +171,7 @@ impl Error {
             Error::Stale { check, .. } if check.drift.is_empty() => Exit::Unreachable,
             Error::Stale { .. } => Exit::PlanStale,
             Error::Locked(_) => Exit::Locked,
+            Error::Interrupted(exit) => *exit,
             Error::Inputs(_)
             | Error::Pins(_)
             | Error::Runtime(_)

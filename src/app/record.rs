@@ -51,6 +51,18 @@ impl Locked {
         })?)
     }
 
+    /// Records that a signal stopped a run before anything was executed.
+    pub fn interrupt(&self, run: RunId, exit: Exit) {
+        let summary = serde_json::json!({
+            "status": "interrupted",
+            "reason": format!("interrupted by {} before anything was executed", signal_name(exit)),
+        });
+        // The interruption is what the user must see; a failure to record it is secondary.
+        let _ = self
+            .store
+            .finish_run(run, RunStatus::Interrupted, &summary.to_string());
+    }
+
     /// Records that a run was refused before anything was executed.
     pub fn refuse(&self, run: RunId, summary: &serde_json::Value) {
         // The refusal is what the user must see; a failure to record it is secondary.
@@ -274,9 +286,10 @@ impl Execution<'_> {
         opts: &Options,
         state: &Locked,
         run: RunId,
+        signals: &mut Signals,
         observer: &(dyn Fn(&Event) + Sync),
     ) -> Result<(Report, Vec<crate::notify::Delivery>), Error> {
-        let report = execute(self.plan, &inv, opts, state, run, observer).await;
+        let report = execute(self.plan, &inv, opts, state, run, signals, observer).await;
         inv.close().await;
         let report = report?;
         let event = crate::notify::RunEvent::from_report(
@@ -291,14 +304,16 @@ impl Execution<'_> {
     }
 }
 
-/// SIGINT and SIGTERM, while a run executes: the first asks it to stop, a second ends nexus.
-struct Signals {
+/// SIGINT and SIGTERM, from the moment an apply or run starts contacting hosts: the first asks
+/// it to stop, a second ends nexus. One per command: tokio keeps its handler installed once a
+/// stream was made, so a signal between two streams would be lost.
+pub struct Signals {
     int: Option<tokio::signal::unix::Signal>,
     term: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
-    fn new() -> Signals {
+    pub fn new() -> Signals {
         use tokio::signal::unix::{SignalKind, signal};
         // Without handlers (which only fails outside a runtime) signals act as they always do.
         Signals {
@@ -308,7 +323,7 @@ impl Signals {
     }
 
     /// The next signal, as the exit code it means.
-    async fn next(&mut self) -> Exit {
+    pub async fn next(&mut self) -> Exit {
         async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
             match s {
                 Some(s) => {
@@ -321,6 +336,12 @@ impl Signals {
             () = recv(&mut self.int) => Exit::Interrupted,
             () = recv(&mut self.term) => Exit::Terminated,
         }
+    }
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals::new()
     }
 }
 
@@ -339,6 +360,7 @@ pub async fn execute(
     opts: &Options,
     state: &Locked,
     run: RunId,
+    signals: &mut Signals,
     observer: &(dyn Fn(&Event) + Sync),
 ) -> Result<Report, Error> {
     let (tx, rx) = mpsc::channel::<Record>();
@@ -373,7 +395,6 @@ pub async fn execute(
     let mut report = {
         let work = exec::execute(plan, inv, opts, &env, &events);
         tokio::pin!(work);
-        let mut signals = Signals::new();
         loop {
             tokio::select! {
                 report = &mut work => break report,

@@ -25,7 +25,16 @@ pub fn run(
     let (plan, run, report, deliveries) = live.runtime().block_on(async {
         let inv = live.inventory(&req.overrides)?;
         let no_events = |_: PlanEvent| {};
-        let plan = match live.plan(req, &inv, &no_events).await {
+        // A signal while planning stops the run before anything was executed or recorded.
+        let mut signals = super::record::Signals::new();
+        let planned_or_failed = tokio::select! {
+            r = live.plan(req, &inv, &no_events) => r,
+            exit = signals.next() => {
+                inv.close().await;
+                return Err(Error::Interrupted(exit));
+            }
+        };
+        let plan = match planned_or_failed {
             Ok(p) => p,
             Err(errors) => {
                 inv.close().await;
@@ -51,7 +60,9 @@ pub fn run(
             kind: EventKind::Run,
             secrets: &secrets,
         };
-        let (report, deliveries) = execution.run(inv, &opts, &state, run, observer).await?;
+        let (report, deliveries) = execution
+            .run(inv, &opts, &state, run, &mut signals, observer)
+            .await?;
         Ok((plan, run, report, deliveries))
     })?;
     let mut applied = state.conclude(plan, run, report, deliveries)?;
