@@ -25,6 +25,8 @@ pub struct Inputs {
     /// Values of the secrets file contents use, read at plan time to compare rendered contents
     /// with the hosts' (never recorded: the plan gets placeholders and sealed hashes).
     secret_values: std::sync::Arc<crate::secrets::Resolved>,
+    /// Per host, the resources whose content held secrets when nexus last wrote it (state).
+    held_secrets: BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Handlers still pending per host, from the state (recorded in the plan's hosts).
     pending_handlers: BTreeMap<String, Vec<crate::plan::PendingHandler>>,
 }
@@ -225,6 +227,7 @@ impl Inputs {
             discovered: Default::default(),
             urls: BTreeMap::new(),
             secret_values: Default::default(),
+            held_secrets: BTreeMap::new(),
             pending_handlers: BTreeMap::new(),
         }
     }
@@ -249,6 +252,21 @@ impl Inputs {
 
     pub fn secret_values(&self) -> &crate::secrets::Resolved {
         &self.secret_values
+    }
+
+    /// The same values, shared with the planner of each host.
+    pub fn shared_secret_values(&self) -> std::sync::Arc<crate::secrets::Resolved> {
+        self.secret_values.clone()
+    }
+
+    /// Hands the planner, per host, the resources whose content held secrets when last written.
+    pub fn set_held_secrets(&mut self, held: BTreeMap<String, std::collections::BTreeSet<String>>) {
+        self.held_secrets = held;
+    }
+
+    /// Whether resource `id` on `host` held secrets when nexus last wrote it.
+    pub fn held_secrets(&self, host: &str, id: &str) -> bool {
+        self.held_secrets.get(host).is_some_and(|s| s.contains(id))
     }
 }
 

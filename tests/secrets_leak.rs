@@ -292,3 +292,181 @@ task "files" on="sec2" {{
 fn sha256_hex(b: &[u8]) -> String {
     nexus::resources::file::sha256_hex(b)
 }
+
+const S2: &str = "second-secret-value-X93kq";
+const S1_OLD: &str = "first-secret-before-rotation-Q7";
+
+/// Every way a secret can be found in an artifact: the value, its base64 at each of the three
+/// alignments it can have inside a longer base64 text, and its hex.
+fn leak_needles(values: &[&str]) -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    for v in values {
+        let v = v.as_bytes();
+        out.push(String::from_utf8_lossy(v).into_owned());
+        out.push(v.iter().map(|b| format!("{b:02x}")).collect());
+        for k in 0..3 {
+            let whole = (v.len() - k) / 3 * 3;
+            out.push(b64.encode(&v[k..k + whole]));
+        }
+    }
+    out
+}
+
+/// Samples the command line of every process on this machine (the sshd hosts run here) until
+/// dropped: a secret must never be an argument of a process on a host.
+struct CmdlineSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl CmdlineSampler {
+    fn start() -> CmdlineSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let (s, out) = (stop.clone(), seen.clone());
+        std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                    if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+                        out.lock().unwrap().insert(text(&c).replace('\0', " "));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        CmdlineSampler { stop, seen }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.seen.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+impl Drop for CmdlineSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A file goes through every transition a secret content can take (secret to plain, plain to
+/// secret, one secret to another, a rotated secret, secret to absent), and a host file holds a
+/// vault value that no configuration mentions. After plan, show (all formats), apply, run,
+/// history and state (text and JSON), no artifact holds any value, in clear, base64 or hex: not
+/// the project's files (plan files, state.db and its WAL), not any output, not a webhook body,
+/// not a process command line.
+#[test]
+fn no_transition_of_a_secret_content_leaks_it() {
+    let h = SshHost::builder("sec3").private_srv().start();
+    let hook = harness::webhook::Webhook::start(200);
+    let p = project().env("HOOK_URL", &hook.url);
+    harness::write_known_hosts(&p.path("known_hosts"), &[&h]);
+    p.write("ssh_config", "");
+    let sampler = CmdlineSampler::start();
+    std::fs::create_dir_all(h.srv().join("app")).unwrap();
+    // A host file that holds a vault value for a reason nexus does not know about.
+    std::fs::write(h.srv().join("app/stray"), format!("token = {S2}\n")).unwrap();
+    for (f, mode) in [("app", 0o777), ("app/stray", 0o666)] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(h.srv().join(f), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let config = |conf: &str| {
+        format!(
+            r#"defaults known-hosts="known_hosts" ssh-config="ssh_config"
+notify "events" url=(env)"HOOK_URL" template="generic" on="always" retries=0
+notify "drift" url=(env)"HOOK_URL" template="generic" on="drift" retries=0
+host "sec3" "{TEST_USER}@{ip}:{port}" identity="{key}"
+task "files" on="sec3" {{
+    file "/srv/app/conf" {conf}
+    file "/srv/app/stray" content="public stray\n"
+}}
+"#,
+            ip = h.ip,
+            port = h.port,
+            key = h.user_key.private.display()
+        )
+    };
+    let mut rec = Recorder {
+        project: &p,
+        outputs: Vec::new(),
+    };
+    p.config(&config(r#"content="x""#));
+    rec.vault(&[("S1", S1_OLD), ("S2", S2)]);
+    let mut n = 0;
+    let mut step = |rec: &mut Recorder<'_>, conf: &str, expect: Option<&str>| {
+        n += 1;
+        p.config(&config(conf));
+        let lock = format!("p{n}.lock");
+        let plan = rec.run(&["plan", "-o", &lock], None);
+        assert!(plan.success(), "{conf}: {}{}", plan.stdout, plan.stderr);
+        for format in ["json", "markdown", "text"] {
+            let o = rec.run(&["plan", "--format", format], None);
+            assert!(o.success(), "{}", o.stderr);
+            assert!(
+                rec.run(&["show", &lock, "--format", format], None)
+                    .success()
+            );
+        }
+        // Drift notifications carry the plan to the webhook.
+        rec.run(&["plan", "--detailed-exitcode"], None);
+        let apply = rec.run(&["apply", &lock, "--format", "json"], None);
+        assert!(
+            apply.success(),
+            "{conf}: {} {}{}",
+            apply.code,
+            apply.stdout,
+            apply.stderr
+        );
+        let again = rec.run(&["run", "-v"], None);
+        assert!(again.success(), "{}{}", again.stdout, again.stderr);
+        let on_host = std::fs::read_to_string(h.srv().join("app/conf")).ok();
+        assert_eq!(on_host.as_deref(), expect, "{conf}");
+    };
+    step(&mut rec, r#"content=(secret)"S1""#, Some(S1_OLD));
+    step(&mut rec, r#"content="public\n""#, Some("public\n"));
+    step(&mut rec, r#"content=(secret)"S2""#, Some(S2));
+    step(&mut rec, r#"content=(secret)"S1""#, Some(S1_OLD));
+    // Rotated: the host still holds the old value, which the vault no longer has.
+    assert!(rec.run(&["secret", "set", "S1"], Some(API_KEY)).success());
+    step(
+        &mut rec,
+        r#"content="public again\n""#,
+        Some("public again\n"),
+    );
+    step(&mut rec, r#"content=(secret)"S1""#, Some(API_KEY));
+    step(&mut rec, r#"state="absent" backup=#true"#, None);
+    for args in [
+        &["history", "--format", "json"][..],
+        &["history", "2", "--format", "json"],
+        &["history", "2", "-v"],
+        &["state"],
+        &["state", "--format", "json"],
+    ] {
+        let o = rec.run(args, None);
+        assert!(o.success(), "{args:?}: {}", o.stderr);
+    }
+
+    let needles = leak_needles(&[S1_OLD, S2, API_KEY]);
+    let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+    rec.assert_nothing_holds(&needles, &needles);
+    let bodies = serde_json::to_string(&hook.bodies()).unwrap();
+    assert!(!hook.bodies().is_empty(), "the webhook was called");
+    for needle in &needles {
+        assert!(
+            !bodies.contains(needle),
+            "a webhook body holds {needle:?}: {bodies}"
+        );
+        for line in sampler.lines() {
+            assert!(
+                !line.contains(needle),
+                "a command line holds {needle:?}: {line}"
+            );
+        }
+    }
+    // Plain hashes of contents that held a value are as good as the value for a short secret.
+    for content in [S1_OLD, S2, API_KEY, &format!("token = {S2}\n")] {
+        let sha = sha256_hex(content.as_bytes());
+        rec.assert_nothing_holds(&[&sha, &sha[..12]], &[&sha[..12]]);
+    }
+}

@@ -55,6 +55,7 @@ fn action(host: &str, n: usize, status: ActionStatus) -> ActionRecord {
         error: (status == ActionStatus::Failed).then(|| format!("step {n} failed")),
         fingerprint_after: (status == ActionStatus::Succeeded).then(|| format!("fp-{host}-{n}")),
         finished_at: state::now_ms(),
+        holds_secrets: false,
     }
 }
 
@@ -106,6 +107,7 @@ fn writer_action(i: usize) -> ActionRecord {
         error: None,
         fingerprint_after: Some(format!("fp-{i}")),
         finished_at: 1_700_000_000_000 + i as i64,
+        holds_secrets: false,
     }
 }
 

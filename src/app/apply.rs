@@ -84,6 +84,7 @@ pub fn apply(
     }
     needs.sudo(plan.hosts.iter().map(|h| &h.connection));
     needs.notifiers(&plan.notify);
+    needs.recognise_all();
     let env = |k: &str| std::env::var(k).ok();
     let source = Source::Plan {
         vault: plan.vault.as_ref(),

@@ -103,10 +103,9 @@ impl Live {
             .map(PlanNotifier::from_config)
             .collect();
         let secrets = plan_secrets(cfg, &mut inputs, &notifiers, reads)?;
-        inputs.set_pending_handlers(pending_handlers(&super::apply::state_path(
-            req.state.as_deref(),
-            &req.config,
-        ))?);
+        let db = super::apply::state_path(req.state.as_deref(), &req.config);
+        inputs.set_pending_handlers(pending_handlers(&db)?);
+        inputs.set_held_secrets(held_secrets(&db)?);
         let runtime = runtime()?;
         let path = crate::pins::path_for(&req.config);
         let mode = if req.locked {
@@ -169,6 +168,23 @@ impl Live {
     }
 }
 
+/// Per host, the resources whose content held vault values when nexus last wrote it.
+fn held_secrets(
+    db: &Path,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>, Error> {
+    use crate::state::StateStore;
+    let mut out: std::collections::BTreeMap<_, std::collections::BTreeSet<_>> = Default::default();
+    if !db.exists() {
+        return Ok(out);
+    }
+    for a in crate::state::open(db)?.last_applied(None)? {
+        if a.holds_secrets {
+            out.entry(a.host).or_default().insert(a.resource_id);
+        }
+    }
+    Ok(out)
+}
+
 /// The handlers still pending per host, from the state database when there is one (planning
 /// never creates it).
 fn pending_handlers(
@@ -202,6 +218,9 @@ fn plan_secrets(
 ) -> Result<Arc<Resolved>, Error> {
     let names = crate::inputs::secret_names(cfg);
     let mut needs = Needs::default();
+    // Host content that holds any vault value is never shown, whether the configuration uses
+    // the value or not (docs/secrets.md).
+    needs.recognise_all();
     let connections = crate::plan::connection::all(cfg, &Default::default());
     needs.sudo(connections.iter().map(|(_, c)| c));
     // File contents that hold secrets are compared by the hash of the real content, so planning

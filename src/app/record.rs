@@ -207,6 +207,7 @@ fn record_of(r: &exec::ResourceResult) -> ActionRecord {
         error: r.error.clone(),
         fingerprint_after: None,
         finished_at: now_ms(),
+        holds_secrets: r.holds_secrets,
     }
 }
 

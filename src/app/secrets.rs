@@ -30,6 +30,8 @@ pub struct Needs {
     required: BTreeMap<String, Option<String>>,
     /// Webhook credentials: a missing one is reported where it is used, never fatal.
     optional: BTreeSet<String>,
+    /// Read every value of the vault, if there is one, to recognise them on hosts and in output.
+    recognise: bool,
 }
 
 impl Needs {
@@ -61,8 +63,14 @@ impl Needs {
         }
     }
 
+    /// Asks for every value of the vault, when a vault exists: host content and output that
+    /// hold one are then hidden, whether or not the configuration uses it (docs/secrets.md).
+    pub fn recognise_all(&mut self) {
+        self.recognise = true;
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.required.is_empty() && self.optional.is_empty()
+        self.required.is_empty() && self.optional.is_empty() && !self.recognise
     }
 }
 
@@ -95,7 +103,12 @@ pub fn open(
     source: &Source<'_>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vault, SecretsError> {
-    let settings = match source {
+    Vault::open_at(&settings(source)?, &Unlock::env(env)).map_err(SecretsError::Vault)
+}
+
+/// Where the vault of `source` is and how it is unlocked.
+fn settings(source: &Source<'_>) -> Result<Settings, SecretsError> {
+    Ok(match source {
         Source::Config(cfg) => Settings::from_config(cfg.vault.as_ref(), &cfg.base_dir),
         Source::Plan { vault, base } => {
             let v = vault.ok_or(SecretsError::NoVault)?;
@@ -105,8 +118,7 @@ pub fn open(
                 key_env: v.key_env.clone(),
             }
         }
-    };
-    Vault::open_at(&settings, &Unlock::env(env)).map_err(SecretsError::Vault)
+    })
 }
 
 /// Reads every secret in `needs` once. A required secret that is missing or changed since the
@@ -119,11 +131,20 @@ pub fn resolve(
     if needs.is_empty() {
         return Ok(Default::default());
     }
+    let exists = settings(source).is_ok_and(|s| s.path.exists());
+    if needs.required.is_empty() && needs.optional.is_empty() && !exists {
+        return Ok(Default::default());
+    }
     let vault = match open(source, env) {
         Ok(v) => v,
-        // Webhooks alone never stop a command: their deliveries say why they were not sent.
-        Err(SecretsError::Vault(_)) if needs.required.is_empty() => {
-            return Ok(Default::default());
+        // Webhooks and recognition alone never stop a command: deliveries say why they were not
+        // sent, and a vault that cannot be read leaves nothing to recognise (docs/secrets.md).
+        Err(SecretsError::Vault(_) | SecretsError::NoVault) if needs.required.is_empty() => {
+            let mut blind = Resolved::default();
+            if exists {
+                blind.set_blind();
+            }
+            return Ok(Arc::new(blind));
         }
         Err(e) => return Err(e),
     };
@@ -141,7 +162,12 @@ pub fn resolve_in(vault: &Vault, needs: &Needs) -> Result<Resolved, SecretsError
         .required
         .iter()
         .map(|(n, fp)| (n.as_str(), fp.as_deref()));
-    Resolved::from_vault(vault, required.chain(optional)).map_err(SecretsError::Changed)
+    let mut resolved =
+        Resolved::from_vault(vault, required.chain(optional)).map_err(SecretsError::Changed)?;
+    if needs.recognise {
+        resolved.learn_all(vault);
+    }
+    Ok(resolved)
 }
 
 /// At plan time: the fingerprint of every secret the configuration uses (what the plan records,

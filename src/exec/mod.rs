@@ -55,6 +55,8 @@ pub struct ResourceResult {
     pub attempts: u32,
     pub output_tail: String,
     pub error: Option<String>,
+    /// The content this resource leaves on the host holds vault values.
+    pub holds_secrets: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -278,7 +280,19 @@ fn result(
         attempts: o.map_or(0, |o| o.attempts),
         output_tail: o.map(|o| o.output_tail.clone()).unwrap_or_default(),
         error: error.or_else(|| o.and_then(|o| o.error.clone())),
+        holds_secrets: holds_secrets(r),
     }
+}
+
+/// Whether the content `r` leaves on the host holds vault values: it writes one, or its desired
+/// content holds secrets (its hash is sealed and no old content is asked for; a batch sealed by
+/// the planner only because the old content held one still asks for it).
+fn holds_secrets(r: &PlannedResource) -> bool {
+    r.steps.iter().any(|s| !s.stdin_secrets.is_empty())
+        || (r.action != Action::Delete
+            && r.probe_batch
+                .as_ref()
+                .is_some_and(|b| b.sealed && b.old_unless.is_none()))
 }
 
 /// `wait-for` and health checks verify a host; they are never changes.

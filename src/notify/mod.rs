@@ -406,6 +406,7 @@ pub(crate) mod test_support {
             attempts: 1,
             output_tail: String::new(),
             error: None,
+            holds_secrets: false,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod lockfile;
 pub mod model;
 pub mod planner;
 pub mod probe;
+pub mod secret_guard;
 
 pub use model::*;
 pub use planner::{

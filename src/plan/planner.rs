@@ -207,6 +207,13 @@ fn uses_vault_for_notify(cfg: &Config) -> bool {
     })
 }
 
+/// A vault exists even if the configuration uses none of its values: apply then reads it too,
+/// to recognise its values on hosts (docs/secrets.md).
+fn vault_exists(cfg: &Config) -> bool {
+    let r = vault_ref(cfg);
+    cfg.base_dir.join(&r.path).exists()
+}
+
 /// Where the vault is, as the plan records it.
 fn vault_ref(cfg: &Config) -> VaultRef {
     let default = cfg.base_dir.join(".nexus/secrets.vault");
@@ -231,8 +238,10 @@ pub struct PreparedHost {
     pub probe_sudo: bool,
     pending_handlers: Vec<PendingHandler>,
     entries: Vec<Entry>,
-    /// Seals the probed hashes of contents that hold secrets.
-    seal: Option<crate::secrets::SealKey>,
+    /// Seals the probed hashes of contents that hold secrets, and recognises vault values.
+    secrets: std::sync::Arc<crate::secrets::Resolved>,
+    /// Resources whose content held secrets when nexus last wrote it (from the state).
+    held_secrets: std::collections::BTreeSet<String>,
 }
 
 struct Entry {
@@ -526,8 +535,16 @@ pub fn prepare_host(
         facts_digest: digest_facts(facts),
         probe_sudo,
         pending_handlers: pending,
+        held_secrets: entries
+            .iter()
+            .filter_map(|e| match &e.resource {
+                Included::Resource(r) => Some(r.id()),
+                Included::Skipped(_) => None,
+            })
+            .filter(|id| inputs.held_secrets(host, id))
+            .collect(),
         entries,
-        seal: inputs.secret_values().seal_key().cloned(),
+        secrets: inputs.shared_secret_values(),
     })
 }
 
@@ -604,7 +621,7 @@ impl PreparedHost {
     /// Compares desired with observed state; returns the host's plan and the blobs it uploads.
     pub fn finish(self, probe_output: &str) -> HostOutcome {
         let sections =
-            probe::split(&self.specs(), probe_output, self.seal.as_ref()).map_err(|m| {
+            probe::split(&self.specs(), probe_output, self.secrets.seal_key()).map_err(|m| {
                 vec![PlanError {
                     host: Some(self.name.clone()),
                     resource: None,
@@ -645,6 +662,7 @@ impl PreparedHost {
                     )
                 }
                 Included::Resource(r) => {
+                    let mut probe = e.probe;
                     let section = sections.next().expect("one section per probed resource");
                     let name = format!("{} ({})", r.label(), e.location);
                     if section.status != 0 {
@@ -659,7 +677,7 @@ impl PreparedHost {
                         });
                         continue;
                     }
-                    let observed = match Observed::parse(&section.output) {
+                    let mut observed = match Observed::parse(&section.output) {
                         Ok(o) => o,
                         Err(m) => {
                             errors.push(PlanError {
@@ -670,6 +688,12 @@ impl PreparedHost {
                             continue;
                         }
                     };
+                    super::secret_guard::guard(
+                        &mut observed,
+                        probe.as_mut().and_then(|p| p.batch.as_mut()),
+                        &self.secrets,
+                        self.held_secrets.contains(&r.id()),
+                    );
                     // A service whose unit a package earlier in this plan installs does not exist
                     // yet; plan it as new rather than fail.
                     let creates_earlier = resources.iter().any(|p: &PlannedResource| {
@@ -688,14 +712,19 @@ impl PreparedHost {
                             .ok_or(resources::ResourceError::Invalid(m)),
                         other => other,
                     };
-                    let label = e.label.clone().unwrap_or_else(|| r.label());
+                    let label = self
+                        .secrets
+                        .redact(&e.label.clone().unwrap_or_else(|| r.label()));
                     match planned {
-                        Ok(c) => (r.id(), label, c, e.probe, observed.fingerprint()),
+                        Ok(mut c) => {
+                            super::secret_guard::redact_change(&mut c, &self.secrets);
+                            (r.id(), label, c, probe, observed.fingerprint())
+                        }
                         Err(m) => {
                             errors.push(PlanError {
                                 host: Some(host.clone()),
-                                resource: Some(name),
-                                message: m.to_string(),
+                                resource: Some(self.secrets.redact(&name)),
+                                message: self.secrets.redact(&m.to_string()),
                             });
                             continue;
                         }
@@ -776,8 +805,10 @@ pub fn assemble(
         selection,
         inputs: inputs.manifest(),
         ssh: super::connection::ssh_settings(cfg),
-        vault: (!inputs.manifest().secrets.is_empty() || uses_vault_for_notify(cfg))
-            .then(|| vault_ref(cfg)),
+        vault: (!inputs.manifest().secrets.is_empty()
+            || uses_vault_for_notify(cfg)
+            || vault_exists(cfg))
+        .then(|| vault_ref(cfg)),
         notify: cfg
             .notifiers
             .iter()

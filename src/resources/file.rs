@@ -392,23 +392,30 @@ impl File {
         }
     }
 
-    fn content_field(&self, old: Option<(&str, u64)>) -> FieldChange {
+    /// `old` is the host's hash and size; no size when the old content may hold secrets.
+    fn content_field(&self, old: Option<(&str, Option<u64>)>) -> FieldChange {
+        // Sealed hashes tell versions apart; sizes would tell a secret's length.
+        let held = |sha: &str| match sha.starts_with("sealed:") {
+            true => format!("{} (holds secrets)", &sha[..sha.len().min(19)]),
+            // Planned without the vault key: no keyed hash to show (docs/secrets.md).
+            false => "hidden (may hold secrets)".to_string(),
+        };
+        let show = |sha: &str, n: Option<u64>| match n {
+            Some(n) => format!("sha256:{} ({})", &sha[..sha.len().min(12)], human_size(n)),
+            None => held(sha),
+        };
         if self.secret.is_some() {
-            // Sealed hashes tell versions apart; sizes would tell a secret's length.
-            let show = |sha: &str| format!("{} (holds secrets)", &sha[..sha.len().min(19)]);
             return FieldChange {
                 field: "content".into(),
-                from: old.map(|(sha, _)| show(sha)),
-                to: Some(show(&self.desired_sha256())),
+                from: old.map(|(sha, _)| held(sha)),
+                to: Some(held(&self.desired_sha256())),
             };
         }
-        let show =
-            |sha: &str, n: u64| format!("sha256:{} ({})", &sha[..sha.len().min(12)], human_size(n));
         let new = self.desired();
         FieldChange {
             field: "content".into(),
             from: old.map(|(sha, n)| show(sha, n)),
-            to: Some(show(&self.content_sha256, new.len() as u64)),
+            to: Some(show(&self.content_sha256, Some(new.len() as u64))),
         }
     }
 
@@ -579,7 +586,9 @@ impl Resource for File {
             c.fields = attrs;
             return Ok(c);
         }
-        let old_size: u64 = o.get("size").and_then(|s| s.parse().ok()).unwrap_or(0);
+        // No size means the planner hid the old content: it holds, or may hold, a secret
+        // (plan/secret_guard.rs).
+        let old_size: Option<u64> = o.get("size").and_then(|s| s.parse().ok());
         let old = o.get("_old_b64").and_then(|b| {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.decode(b).ok()
@@ -588,12 +597,13 @@ impl Resource for File {
             .as_deref()
             .filter(|_| !secret)
             .and_then(|old| text_diff(&self.path, old, new));
-        let reason = match diff {
-            Some(_) => "content differs".to_string(),
-            None if secret => "content differs (it holds secrets: no diff)".to_string(),
-            None => format!(
+        let reason = match (diff.as_ref(), old_size) {
+            (Some(_), _) => "content differs".to_string(),
+            _ if secret => "content differs (it holds secrets: no diff)".to_string(),
+            (None, None) => "content differs (the old content may hold secrets: no diff)".into(),
+            (None, Some(n)) => format!(
                 "content differs ({} → {})",
-                human_size(old_size),
+                human_size(n),
                 human_size(new.len() as u64)
             ),
         };

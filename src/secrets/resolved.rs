@@ -13,6 +13,11 @@ pub struct Resolved {
     values: BTreeMap<String, Zeroizing<String>>,
     /// Present when read from a vault: seals hashes of contents that hold secrets.
     seal_key: Option<super::SealKey>,
+    /// Every value of the vault, whether the command uses it or not, so that host content and
+    /// output that hold one are recognised and hidden (never used for anything else).
+    known: BTreeMap<String, Zeroizing<String>>,
+    /// A vault exists but could not be opened: nothing on a host can be checked for its values.
+    blind: bool,
 }
 
 impl std::fmt::Debug for Resolved {
@@ -47,6 +52,8 @@ impl Resolved {
             Ok(Resolved {
                 values,
                 seal_key: Some(vault.seal_key()),
+                known: BTreeMap::new(),
+                blind: false,
             })
         } else {
             Err(changed)
@@ -62,7 +69,52 @@ impl Resolved {
                 .map(|(k, v)| (k.to_string(), Zeroizing::new(v.to_string())))
                 .collect(),
             seal_key: Some(super::SealKey::derive(&key)),
+            known: BTreeMap::new(),
+            blind: false,
         }
+    }
+
+    /// Learns every value of `vault`, to recognise them (see [`Resolved::recognises`]).
+    pub fn learn_all(&mut self, vault: &Vault) {
+        for name in vault.names() {
+            if let Some(v) = vault.get(name) {
+                self.known
+                    .insert(name.to_string(), Zeroizing::new(v.to_string()));
+            }
+        }
+        self.seal_key.get_or_insert_with(|| vault.seal_key());
+    }
+
+    /// Marks that a vault exists whose values could not be read.
+    pub fn set_blind(&mut self) {
+        self.blind = true;
+    }
+
+    /// A vault exists that could not be opened: host content cannot be checked for its values.
+    pub fn is_blind(&self) -> bool {
+        self.blind
+    }
+
+    /// Whether any secret value is known at all.
+    pub fn knows_any(&self) -> bool {
+        !self.values.is_empty() || !self.known.is_empty()
+    }
+
+    /// Whether `bytes` hold any known secret value (trimmed, as [`super::redact`] matches it).
+    pub fn recognises(&self, bytes: &[u8]) -> bool {
+        self.pairs().iter().any(|(_, v)| {
+            let v = v.trim().as_bytes();
+            v.len() >= super::REDACT_MIN_LEN && bytes.windows(v.len()).any(|w| w == v)
+        })
+    }
+
+    /// Every known `(name, value)`: the values the command uses and the rest of the vault.
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.values
+            .iter()
+            .chain(self.known.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -77,16 +129,11 @@ impl Resolved {
         self.values.is_empty()
     }
 
-    /// `text` with every value replaced by `[redacted:NAME]`.
+    /// `text` with every known value replaced by `[redacted:NAME]`.
     pub fn redact(&self, text: &str) -> String {
-        if self.values.is_empty() {
+        if !self.knows_any() {
             return text.to_string();
         }
-        let pairs: Vec<(&str, &str)> = self
-            .values
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        super::redact(text, &pairs)
+        super::redact(text, &self.pairs())
     }
 }

@@ -204,6 +204,9 @@ pub struct ActionRecord {
     pub fingerprint_after: Option<String>,
     /// Unix milliseconds.
     pub finished_at: i64,
+    /// The content the action left on the host holds vault values.
+    #[serde(default)]
+    pub holds_secrets: bool,
 }
 
 /// Counters of a run's recorded actions. Kept on the run row, so they survive pruning.
@@ -256,6 +259,9 @@ pub struct LastApplied {
     pub run: RunId,
     /// Unix milliseconds.
     pub applied_at: i64,
+    /// The content last written holds vault values (planning never diffs it).
+    #[serde(default)]
+    pub holds_secrets: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_pending_handlers.sql"),
+    include_str!("migrations/0003_held_secrets.sql"),
 ];
 
 /// How old a lock must be before it is taken over when its holder cannot be checked (it runs on
@@ -543,8 +544,9 @@ impl StateStore for SqliteStore {
             let action = text_of(&a.action);
             tx.execute(
                 "INSERT INTO actions (run_id, host, key, task, resource_id, kind, label, action, status, \
-                 exit_code, duration_ms, attempts, output_tail, error, fingerprint_after, finished_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 exit_code, duration_ms, attempts, output_tail, error, fingerprint_after, finished_at, \
+                 holds_secrets) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params![
                     run.0,
                     a.host,
@@ -562,6 +564,7 @@ impl StateStore for SqliteStore {
                     a.error.as_deref().map(|e| cap_head(e, OUTPUT_TAIL_MAX)),
                     a.fingerprint_after,
                     a.finished_at,
+                    a.holds_secrets,
                 ],
             )
             .map_err(self.err())?;
@@ -580,11 +583,13 @@ impl StateStore for SqliteStore {
             if a.status == ActionStatus::Succeeded {
                 tx.execute(
                     "INSERT INTO last_applied (host, resource_id, kind, label, task, key, action, \
-                     fingerprint, run_id, applied_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                     fingerprint, run_id, applied_at, holds_secrets) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
                      ON CONFLICT (host, resource_id) DO UPDATE SET kind = excluded.kind, \
                      label = excluded.label, task = excluded.task, key = excluded.key, \
                      action = excluded.action, fingerprint = excluded.fingerprint, \
-                     run_id = excluded.run_id, applied_at = excluded.applied_at",
+                     run_id = excluded.run_id, applied_at = excluded.applied_at, \
+                     holds_secrets = excluded.holds_secrets",
                     params![
                         a.host,
                         a.resource_id,
@@ -596,6 +601,7 @@ impl StateStore for SqliteStore {
                         a.fingerprint_after,
                         run.0,
                         a.finished_at,
+                        a.holds_secrets,
                     ],
                 )
                 .map_err(self.err())?;
@@ -656,8 +662,8 @@ impl StateStore for SqliteStore {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT host, key, task, resource_id, kind, label, action, status, exit_code, \
-                 duration_ms, attempts, output_tail, error, fingerprint_after, finished_at \
-                 FROM actions WHERE run_id = ?1 ORDER BY id",
+                 duration_ms, attempts, output_tail, error, fingerprint_after, finished_at, \
+                 holds_secrets FROM actions WHERE run_id = ?1 ORDER BY id",
             )
             .map_err(self.err())?;
         let rows = stmt
@@ -678,6 +684,7 @@ impl StateStore for SqliteStore {
                     error: r.get(12)?,
                     fingerprint_after: r.get(13)?,
                     finished_at: r.get(14)?,
+                    holds_secrets: r.get(15)?,
                 })
             })
             .map_err(self.err())?;
@@ -744,7 +751,7 @@ impl StateStore for SqliteStore {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT host, resource_id, kind, label, task, key, action, fingerprint, run_id, \
-                 applied_at FROM last_applied WHERE ?1 IS NULL OR host = ?1 \
+                 applied_at, holds_secrets FROM last_applied WHERE ?1 IS NULL OR host = ?1 \
                  ORDER BY host, resource_id",
             )
             .map_err(self.err())?;
@@ -761,6 +768,7 @@ impl StateStore for SqliteStore {
                     fingerprint: r.get(7)?,
                     run: RunId(r.get(8)?),
                     applied_at: r.get(9)?,
+                    holds_secrets: r.get(10)?,
                 })
             })
             .map_err(self.err())?;
