@@ -1,4 +1,4 @@
-//! The state database (src/state/): real SQLite files in temporary directories. Migrations, the
+//! The SQLite state database (src/state/sqlite.rs): real files in temporary directories. Migrations, the
 //! apply lock (contention between threads and processes, stale lock recovery), recording and
 //! reading runs, replay protection, retention, a writer killed with SIGKILL, and the `nexus
 //! history` / `nexus state` commands.
@@ -11,52 +11,19 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use nexus::resources::Action;
 use nexus::state::{
-    self, ActionRecord, ActionStatus, LockHolder, NewRun, RunId, RunKind, RunStatus,
-    SCHEMA_VERSION, StateError, StateStore,
+    self, ActionRecord, ActionStatus, LockHolder, RunStatus, SCHEMA_VERSION, StateError, StateStore,
 };
 use tempfile::TempDir;
 
 use harness::project::{Project, Run};
+use harness::records::{action, new_run};
 
 fn db_in(dir: &TempDir) -> PathBuf {
     dir.path().join(".nexus").join("state.db")
-}
-
-fn new_run(hash: &str) -> NewRun {
-    NewRun {
-        plan_hash: hash.to_string(),
-        config: "nexus.kdl".to_string(),
-        kind: RunKind::Apply,
-        tasks: vec!["setup".to_string()],
-        hosts: vec!["web1".to_string(), "web2".to_string()],
-        started_at: state::now_ms(),
-    }
-}
-
-fn action(host: &str, n: usize, status: ActionStatus) -> ActionRecord {
-    ActionRecord {
-        host: host.to_string(),
-        key: format!("setup#{n}"),
-        task: "setup".to_string(),
-        resource_id: format!("file:/etc/app/{n}.conf"),
-        kind: "file".to_string(),
-        label: format!("/etc/app/{n}.conf"),
-        action: Action::Create,
-        status,
-        exit_code: Some(if status == ActionStatus::Failed { 2 } else { 0 }),
-        duration_ms: 10 * n as u64,
-        attempts: 1,
-        output_tail: format!("output of {n}\n"),
-        error: (status == ActionStatus::Failed).then(|| format!("step {n} failed")),
-        fingerprint_after: (status == ActionStatus::Succeeded).then(|| format!("fp-{host}-{n}")),
-        finished_at: state::now_ms(),
-        holds_secrets: false,
-    }
 }
 
 fn raw(path: &Path) -> rusqlite::Connection {
@@ -264,53 +231,6 @@ fn other_files_are_not_taken_for_a_state_database() {
 }
 
 #[test]
-fn a_held_lock_refuses_a_second_apply_naming_the_holder() {
-    let dir = TempDir::new().unwrap();
-    let store = state::open(&db_in(&dir)).unwrap();
-    let first = store
-        .lock(&LockHolder::current("nexus apply first.lock"))
-        .expect("free lock");
-    assert!(first.recovered().is_none());
-
-    let err = store
-        .lock(&LockHolder::current("nexus apply second.lock"))
-        .expect_err("held");
-    let StateError::Locked { holder, .. } = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(holder.pid, std::process::id());
-    assert_eq!(holder.command, "nexus apply first.lock");
-    let msg = err.to_string();
-    for part in [
-        &format!("pid {}", std::process::id()),
-        &holder.hostname,
-        "nexus apply first.lock",
-        "--force-unlock",
-    ] {
-        assert!(msg.contains(part), "{part:?} in {msg}");
-    }
-    assert_eq!(
-        store.lock_holder().unwrap().unwrap().command,
-        "nexus apply first.lock"
-    );
-
-    // Another connection (another process would use one) sees the same lock.
-    let other = state::open(&db_in(&dir)).unwrap();
-    assert!(matches!(
-        other.lock(&LockHolder::current("x")),
-        Err(StateError::Locked { .. })
-    ));
-
-    first.release().expect("release");
-    assert!(store.lock_holder().unwrap().is_none());
-    let again = other
-        .lock(&LockHolder::current("nexus apply second.lock"))
-        .expect("free again");
-    drop(again);
-    assert!(store.lock_holder().unwrap().is_none(), "drop releases");
-}
-
-#[test]
 fn a_lock_whose_holder_died_is_recovered() {
     let dir = TempDir::new().unwrap();
     let store = state::open(&db_in(&dir)).unwrap();
@@ -390,65 +310,6 @@ fn a_lock_from_another_host_is_recovered_only_when_old() {
 }
 
 #[test]
-fn force_unlock_removes_any_lock() {
-    let dir = TempDir::new().unwrap();
-    let store = state::open(&db_in(&dir)).unwrap();
-    assert_eq!(store.force_unlock().unwrap(), None);
-    let guard = store
-        .lock(&LockHolder::current("nexus apply hung.lock"))
-        .unwrap();
-    let removed = store.force_unlock().unwrap().expect("was locked");
-    assert_eq!(removed.command, "nexus apply hung.lock");
-    let next = store
-        .lock(&LockHolder::current("nexus apply next.lock"))
-        .expect("free");
-    // The old guard must not remove the lock taken after the force-unlock.
-    drop(guard);
-    assert_eq!(
-        store.lock_holder().unwrap().unwrap().command,
-        "nexus apply next.lock"
-    );
-    drop(next);
-}
-
-#[test]
-fn threads_racing_for_the_lock_on_a_fresh_database_one_wins() {
-    let dir = TempDir::new().unwrap();
-    let path = db_in(&dir);
-    let n = 8;
-    let barrier = Arc::new(Barrier::new(n));
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let (path, barrier) = (path.clone(), Arc::clone(&barrier));
-            std::thread::spawn(move || {
-                barrier.wait();
-                // Opening concurrently also races the migrations.
-                let store = state::open(&path).expect("open");
-                store
-                    .lock(&LockHolder::current(format!("thread {i}")))
-                    .map(|g| (store, g))
-            })
-        })
-        .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    assert_eq!(winners.len(), 1, "exactly one winner");
-    let winner = winners[0].1.holder().command.clone();
-    for r in &results {
-        if let Err(e) = r {
-            let StateError::Locked { holder, .. } = e else {
-                panic!("{e:?}")
-            };
-            assert_eq!(holder.command, winner);
-        }
-    }
-    let versions: i64 = raw(&path)
-        .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(versions, SCHEMA_VERSION);
-}
-
-#[test]
 fn processes_racing_for_the_lock_one_wins() {
     let dir = TempDir::new().unwrap();
     let path = db_in(&dir);
@@ -495,215 +356,6 @@ fn processes_racing_for_the_lock_one_wins() {
         state::open(&path).unwrap().lock_holder().unwrap().is_none(),
         "the winner released"
     );
-}
-
-#[test]
-fn runs_and_actions_are_recorded_and_read_back() {
-    let dir = TempDir::new().unwrap();
-    let store = state::open(&db_in(&dir)).unwrap();
-    assert!(store.history(10).unwrap().is_empty());
-    assert!(store.last_applied(None).unwrap().is_empty());
-
-    let first = store.begin_run(&new_run("hash-one")).unwrap();
-    let mut recorded = vec![
-        action("web1", 1, ActionStatus::Succeeded),
-        action("web1", 2, ActionStatus::Failed),
-        action("web1", 3, ActionStatus::NotRun),
-        ActionRecord {
-            action: Action::NoOp,
-            ..action("web2", 1, ActionStatus::Succeeded)
-        },
-        action("web2", 2, ActionStatus::Skipped),
-    ];
-    // Long output is capped to its end; long errors to their start.
-    recorded[1].output_tail = format!("{}\nthe last line\n", "noise ".repeat(2000));
-    recorded[1].error = Some(format!("the first line\n{}", "detail ".repeat(2000)));
-    for a in &recorded {
-        store.record_action(first, a).unwrap();
-    }
-    store
-        .finish_run(first, RunStatus::Failed, r#"{"changed": 1}"#)
-        .unwrap();
-
-    let back = store.run_actions(first).unwrap();
-    assert_eq!(back.len(), recorded.len());
-    assert!(back[1].output_tail.len() <= state::OUTPUT_TAIL_MAX);
-    assert!(back[1].output_tail.ends_with("the last line\n"));
-    assert!(
-        back[1]
-            .error
-            .as_ref()
-            .unwrap()
-            .starts_with("the first line")
-    );
-    assert!(back[1].error.as_ref().unwrap().len() <= state::OUTPUT_TAIL_MAX);
-    for (i, (b, a)) in back.iter().zip(&recorded).enumerate() {
-        if i != 1 {
-            assert_eq!(b, a, "action {i} round trips");
-        }
-    }
-
-    let runs = store.history(10).unwrap();
-    assert_eq!(runs.len(), 1);
-    let r = &runs[0];
-    assert_eq!(
-        (r.id, r.kind, r.status),
-        (first, RunKind::Apply, RunStatus::Failed)
-    );
-    assert_eq!(
-        (r.counts.succeeded, r.counts.changed, r.counts.failed),
-        (2, 1, 1)
-    );
-    assert_eq!((r.counts.skipped, r.counts.not_run), (1, 1));
-    assert_eq!(r.summary, serde_json::json!({"changed": 1}));
-    assert_eq!(r.hosts, ["web1", "web2"]);
-    assert!(r.duration_ms.is_some_and(|d| d >= 0));
-    assert_eq!(r.pid, std::process::id());
-
-    let web1 = store.last_applied(Some("web1")).unwrap();
-    assert_eq!(
-        web1.len(),
-        1,
-        "only succeeded actions update the last applied state"
-    );
-    assert_eq!(web1[0].resource_id, "file:/etc/app/1.conf");
-    assert_eq!(web1[0].fingerprint.as_deref(), Some("fp-web1-1"));
-    assert_eq!(web1[0].run, first);
-
-    // A later run overwrites the resources it applies and leaves the others.
-    let second = store.begin_run(&new_run("hash-two")).unwrap();
-    let mut again = action("web1", 1, ActionStatus::Succeeded);
-    again.action = Action::Update;
-    again.fingerprint_after = Some("fp-new".into());
-    store.record_action(second, &again).unwrap();
-    store
-        .record_action(second, &action("web1", 2, ActionStatus::Succeeded))
-        .unwrap();
-    store
-        .finish_run(second, RunStatus::Succeeded, "{}")
-        .unwrap();
-    let all = store.last_applied(None).unwrap();
-    let ids: Vec<(&str, &str)> = all
-        .iter()
-        .map(|l| (l.host.as_str(), l.resource_id.as_str()))
-        .collect();
-    assert_eq!(
-        ids,
-        [
-            ("web1", "file:/etc/app/1.conf"),
-            ("web1", "file:/etc/app/2.conf"),
-            ("web2", "file:/etc/app/1.conf")
-        ]
-    );
-    assert_eq!(
-        (all[0].action, all[0].fingerprint.as_deref(), all[0].run),
-        (Action::Update, Some("fp-new"), second)
-    );
-    assert_eq!(all[2].run, first);
-
-    let runs = store.history(10).unwrap();
-    assert_eq!(
-        runs.iter().map(|r| r.id).collect::<Vec<_>>(),
-        [second, first],
-        "newest first"
-    );
-    assert_eq!(store.history(1).unwrap().len(), 1);
-    assert_eq!(store.run(first).unwrap().unwrap().id, first);
-    assert!(store.run(RunId(99)).unwrap().is_none());
-}
-
-#[test]
-fn misuse_is_reported_with_the_database_path() {
-    let dir = TempDir::new().unwrap();
-    let path = db_in(&dir);
-    let store = state::open(&path).unwrap();
-    let err = store
-        .record_action(RunId(7), &action("web1", 1, ActionStatus::Succeeded))
-        .unwrap_err();
-    assert!(matches!(err, StateError::NoSuchRun { run: RunId(7), .. }));
-    assert!(
-        err.to_string().contains(&path.display().to_string()),
-        "{err}"
-    );
-    assert!(matches!(
-        store.finish_run(RunId(7), RunStatus::Succeeded, "{}"),
-        Err(StateError::NoSuchRun { .. })
-    ));
-    let run = store.begin_run(&new_run("h")).unwrap();
-    assert!(matches!(
-        store.finish_run(run, RunStatus::Running, "{}"),
-        Err(StateError::Invalid { .. })
-    ));
-}
-
-#[test]
-fn an_applied_plan_is_found_for_replay_protection() {
-    let dir = TempDir::new().unwrap();
-    let store = state::open(&db_in(&dir)).unwrap();
-    assert!(store.applied("plan-a").unwrap().is_none());
-
-    // Refused runs executed nothing: the plan may still be applied.
-    let refused = store.begin_run(&new_run("plan-a")).unwrap();
-    store
-        .finish_run(refused, RunStatus::Refused, r#"{"reason": "stale"}"#)
-        .unwrap();
-    assert!(store.applied("plan-a").unwrap().is_none());
-
-    // A run that started counts from its start, before it finishes.
-    let run = store.begin_run(&new_run("plan-a")).unwrap();
-    let found = store.applied("plan-a").unwrap().expect("started");
-    assert_eq!((found.id, found.status), (run, RunStatus::Running));
-    store.finish_run(run, RunStatus::Failed, "{}").unwrap();
-    assert_eq!(
-        store.applied("plan-a").unwrap().unwrap().status,
-        RunStatus::Failed
-    );
-    assert!(store.applied("plan-b").unwrap().is_none());
-
-    // Persisted: another connection agrees.
-    let other = state::open(store.path()).unwrap();
-    assert_eq!(other.applied("plan-a").unwrap().unwrap().id, run);
-}
-
-#[test]
-fn prune_keeps_runs_counts_and_last_applied() {
-    let dir = TempDir::new().unwrap();
-    let store = state::open(&db_in(&dir)).unwrap();
-    let mut ids = Vec::new();
-    for n in 0..3 {
-        let run = store.begin_run(&new_run(&format!("plan-{n}"))).unwrap();
-        store
-            .record_action(run, &action("web1", n, ActionStatus::Succeeded))
-            .unwrap();
-        store.finish_run(run, RunStatus::Succeeded, "{}").unwrap();
-        ids.push(run);
-    }
-    let running = store.begin_run(&new_run("plan-running")).unwrap();
-    store
-        .record_action(running, &action("web1", 9, ActionStatus::Succeeded))
-        .unwrap();
-
-    assert_eq!(
-        store.prune(1).unwrap(),
-        3,
-        "all finished runs but the newest lose their actions"
-    );
-    assert!(store.run_actions(ids[0]).unwrap().is_empty());
-    assert!(
-        store.run_actions(ids[2]).unwrap().is_empty(),
-        "the newest is the running one"
-    );
-    assert_eq!(
-        store.run_actions(running).unwrap().len(),
-        1,
-        "a running run is never pruned"
-    );
-    let old = store.run(ids[0]).unwrap().unwrap();
-    assert!(old.pruned);
-    assert_eq!(old.counts.succeeded, 1);
-    assert!(store.applied("plan-0").unwrap().is_some());
-    assert_eq!(store.last_applied(Some("web1")).unwrap().len(), 4);
-    assert_eq!(store.prune(1).unwrap(), 0);
 }
 
 #[test]
@@ -1037,35 +689,4 @@ fn cli_state_shows_last_applied_and_the_lock() {
     );
     assert!(store.lock_holder().unwrap().is_none());
     drop(guard);
-}
-
-#[test]
-fn a_batch_of_actions_is_recorded_whole_or_not_at_all() {
-    let dir = TempDir::new().unwrap();
-    let path = db_in(&dir);
-    let store = state::open(&path).unwrap();
-    let run = store.begin_run(&new_run("batch")).unwrap();
-    let noops = |range: std::ops::RangeInclusive<usize>| -> Vec<ActionRecord> {
-        range
-            .map(|n| ActionRecord {
-                action: Action::NoOp,
-                ..action("web1", n, ActionStatus::Skipped)
-            })
-            .collect()
-    };
-    store.record_actions(run, &noops(1..=3)).unwrap();
-    store.record_actions(run, &[]).unwrap();
-    assert_eq!(store.run_actions(run).unwrap().len(), 3);
-    assert_eq!(store.run(run).unwrap().unwrap().counts.skipped, 3);
-    // The fifth insert fails inside the transaction: the fourth must not stay behind.
-    raw(&path)
-        .execute_batch(
-            "CREATE TRIGGER refuse AFTER INSERT ON actions WHEN NEW.key = 'setup#5' \
-             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
-        )
-        .unwrap();
-    let err = store.record_actions(run, &noops(4..=6)).unwrap_err();
-    assert!(err.to_string().contains("refused by the test"), "{err}");
-    assert_eq!(store.run_actions(run).unwrap().len(), 3);
-    assert_eq!(store.run(run).unwrap().unwrap().counts.skipped, 3);
 }

@@ -4,12 +4,13 @@
 //! last applied state of every host+resource, and the apply lock that keeps two applies off the
 //! same state at once. See docs/state.md for the schema and the lock's semantics.
 //!
-//! Callers use the [`StateStore`] trait so that a PostgreSQL backend can be added later without
-//! touching the executor; [`open`] gives the SQLite one. Every write is its own transaction, so a
-//! process killed at any point leaves a database that opens and tells the truth about what was
-//! recorded up to then.
+//! Callers use the [`StateStore`] trait; [`Location::open`] gives the SQLite store (a file, the
+//! default) or the PostgreSQL one (a URL, shared by a team). Every write is its own transaction,
+//! so a process killed at any point leaves a database that opens and tells the truth about what
+//! was recorded up to then.
 
 mod lock;
+mod postgres;
 mod sqlite;
 
 use std::borrow::Cow;
@@ -21,7 +22,43 @@ use serde::{Deserialize, Serialize};
 use crate::resources::Action;
 
 pub use lock::{LockGuard, LockHolder, Recovered};
+pub use postgres::{PG_SCHEMA_VERSION, PgSettings, PostgresStore, redact_url};
 pub use sqlite::{DEFAULT_LOCK_MAX_AGE, SCHEMA_VERSION, SqliteStore};
+
+/// Where a project's state is: decided once per command (app/state.rs), opened here.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A SQLite file (default: `.nexus/state.db` beside the configuration).
+    Sqlite(PathBuf),
+    Postgres(PgSettings),
+}
+
+impl Location {
+    /// Opens the store, creating or migrating its schema.
+    pub fn open(&self) -> Result<std::sync::Arc<dyn StateStore>, StateError> {
+        Ok(match self {
+            Location::Sqlite(p) => std::sync::Arc::new(SqliteStore::open(p)?),
+            Location::Postgres(s) => std::sync::Arc::new(PostgresStore::open(s.clone())?),
+        })
+    }
+
+    /// Whether there is anything to read: a SQLite file that does not exist holds no state (and
+    /// reading must not create it); a database server always counts.
+    pub fn exists(&self) -> bool {
+        match self {
+            Location::Sqlite(p) => p.exists(),
+            Location::Postgres(_) => true,
+        }
+    }
+
+    /// For messages: the path, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(p) => p.display().to_string(),
+            Location::Postgres(s) => format!("{} (project {:?})", redact_url(&s.url), s.project),
+        }
+    }
+}
 
 /// The most output a recorded action keeps (the end of it: errors are usually last).
 pub const OUTPUT_TAIL_MAX: usize = 4096;

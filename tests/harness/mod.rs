@@ -6,7 +6,9 @@
 //! Include it with `mod harness;` from any integration test.
 #![allow(dead_code)]
 pub mod nspawn;
+pub mod postgres;
 pub mod project;
+pub mod records;
 pub mod webhook;
 
 use std::io::Write;
@@ -536,14 +538,14 @@ fn set_mode(path: &Path, mode: u32) {
 
 // Loopback addresses 127.0.0.10..=127.0.0.249, handed out in turn. The process id offsets the
 // start so that test binaries running at the same time rarely share an address.
-fn next_ip() -> Ipv4Addr {
+pub fn next_ip() -> Ipv4Addr {
     static NEXT: OnceLock<AtomicU8> = OnceLock::new();
     let next = NEXT.get_or_init(|| AtomicU8::new((std::process::id() % 240) as u8));
     let n = next.fetch_add(1, Ordering::Relaxed) % 240;
     Ipv4Addr::new(127, 0, 0, 10 + n)
 }
 
-fn free_port(ip: Ipv4Addr) -> u16 {
+pub fn free_port(ip: Ipv4Addr) -> u16 {
     let listener = TcpListener::bind((ip, 0)).expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }

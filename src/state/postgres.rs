@@ -1,0 +1,1141 @@
+//! The PostgreSQL [`StateStore`]: the same records and semantics as the SQLite store, shared by
+//! every machine that applies a project (CI runners, laptops).
+//!
+//! - Several projects share one database: every row carries its project, and each project sees
+//!   only its own runs, last applied state, pending handlers and lock.
+//! - The apply lock is a **session-level advisory lock** on a connection of its own, held for as
+//!   long as the guard lives. The server releases it the moment the holder's connection ends
+//!   (the process exited, was killed, or lost the network), so a dead holder never blocks the next
+//!   apply. A row in `nexus.apply_lock` names the holder for the "locked by …" message.
+//! - Every write is one transaction, as in SQLite.
+//!
+//! The `postgres` client blocks on a runtime of its own, which must not run inside nexus's tokio
+//! runtime: each connection lives on a thread of its own and the store sends it jobs.
+
+use std::sync::{Mutex, mpsc};
+use std::time::Duration;
+
+use postgres::{Client, Row};
+
+use super::lock::{Identity, Liveness, liveness, new_token};
+use super::{
+    ActionCounts, ActionRecord, LastApplied, LockGuard, LockHolder, NewRun, PendingHandler,
+    Recovered, RunId, RunStatus, RunSummary, StateError, StateStore, now_ms,
+};
+use crate::resources::Action;
+
+/// Migrations in order; migration N (1-based) brings the schema from version N-1 to N.
+/// Append only: a released migration is never edited.
+const MIGRATIONS: &[&str] = &[include_str!("migrations_pg/0001_init.sql")];
+
+/// The schema version this nexus writes.
+pub const PG_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Advisory lock key that serialises migrations across processes ("nexus" in ASCII).
+const MIGRATION_KEY: i64 = 0x006e_6578_7573;
+
+/// How long connecting may take before the database counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the database is and which project's records to use.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// `postgresql://USER@HOST:PORT/DB?sslmode=...`, libpq's URL form.
+    pub url: String,
+    /// Given separately (from the environment or the vault) rather than in the URL.
+    pub password: Option<String>,
+    /// The project key (docs/state.md).
+    pub project: String,
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &redact_url(&self.url))
+            .field("project", &self.project)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the connection is encrypted and checked, with libpq's `sslmode` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SslMode {
+    Disable,
+    /// TLS when the server offers it; the certificate is not checked (libpq's default).
+    Prefer,
+    /// TLS always; the certificate is not checked.
+    Require,
+    /// TLS; the certificate chains to a trusted root, whatever name it is for.
+    VerifyCa,
+    /// TLS; the certificate chains to a trusted root and names the host.
+    VerifyFull,
+}
+
+/// The URL without its password and query: safe for messages and the history.
+pub fn redact_url(url: &str) -> String {
+    let (rest, _) = url.split_once('?').unwrap_or((url, ""));
+    let Some((scheme, rest)) = rest.split_once("://") else {
+        return "invalid URL".into();
+    };
+    let rest = match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{user}@{host}")
+        }
+        None => rest.to_string(),
+    };
+    format!("{scheme}://{rest}")
+}
+
+/// Parses the URL into a client configuration, taking `sslmode` and `sslrootcert` out of the
+/// query (the client library knows neither verify mode nor root files).
+fn parse(s: &PgSettings) -> Result<(postgres::Config, SslMode, Option<String>), String> {
+    if !(s.url.starts_with("postgresql://") || s.url.starts_with("postgres://")) {
+        return Err("the state URL must start with postgresql:// (libpq's URL form)".into());
+    }
+    let (base, query) = s.url.split_once('?').unwrap_or((&s.url, ""));
+    let mut mode = SslMode::Prefer;
+    let mut root = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "sslmode" => {
+                mode = match v {
+                    "disable" => SslMode::Disable,
+                    "prefer" | "allow" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => return Err(format!("unknown sslmode {other:?}")),
+                }
+            }
+            "sslrootcert" => root = Some(v.to_string()),
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e: postgres::Error| format!("invalid state URL: {e}"))?;
+    if let Some(pw) = &s.password {
+        config.password(pw);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name("nexus");
+    config.ssl_mode(match mode {
+        SslMode::Disable => postgres::config::SslMode::Disable,
+        SslMode::Prefer => postgres::config::SslMode::Prefer,
+        _ => postgres::config::SslMode::Require,
+    });
+    Ok((config, mode, root))
+}
+
+/// rustls for `mode`: the system's roots (or `root`'s certificates) for the verify modes.
+fn tls(
+    mode: SslMode,
+    root: Option<&str>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::client::danger::ServerCertVerifier;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    match root {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read sslrootcert {path}: {e}"))?;
+            for c in certs {
+                let c = c.map_err(|e| format!("cannot read sslrootcert {path}: {e}"))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+            }
+        }
+        None if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+        None => {}
+    }
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider.clone(),
+    )
+    .build();
+    let verifier: std::sync::Arc<dyn ServerCertVerifier> = match (mode, webpki) {
+        (SslMode::VerifyFull, Ok(v)) => v,
+        (SslMode::VerifyCa, Ok(v)) => std::sync::Arc::new(verify::ChainOnly(v)),
+        (SslMode::VerifyFull | SslMode::VerifyCa, Err(e)) => {
+            return Err(format!("no trusted roots for sslmode verify: {e}"));
+        }
+        _ => std::sync::Arc::new(verify::Unchecked(provider)),
+    };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Certificate checks for the modes rustls has no ready verifier for.
+mod verify {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
+
+    /// `require` and `prefer`: encrypted, but any certificate (libpq's semantics). The handshake
+    /// signatures are still checked, so the peer holds the certificate's key.
+    #[derive(Debug)]
+    pub struct Unchecked(pub Arc<rustls::crypto::CryptoProvider>);
+
+    /// `verify-ca`: the chain must lead to a trusted root; the name is not checked.
+    #[derive(Debug)]
+    pub struct ChainOnly(pub Arc<rustls::client::WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for Unchecked {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    impl ServerCertVerifier for ChainOnly {
+        fn verify_server_cert(
+            &self,
+            end: &CertificateDer<'_>,
+            inter: &[CertificateDer<'_>],
+            name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            match self.0.verify_server_cert(end, inter, name, ocsp, now) {
+                Err(Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls12_signature(m, c, d)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls13_signature(m, c, d)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Client) + Send>;
+
+/// The server's own message for a database error (the client's Display says only "db error"),
+/// or the cause of a connection error.
+fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// One connection, on a thread of its own.
+struct Session {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    db: String,
+}
+
+impl Session {
+    fn connect(settings: &PgSettings, db: &str) -> Result<Session, StateError> {
+        let open_err = |m: String| StateError::Open {
+            db: db.to_string(),
+            source: m.into(),
+        };
+        let (config, mode, root) = parse(settings).map_err(open_err)?;
+        let tls = tls(mode, root.as_deref()).map_err(open_err)?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("nexus-postgres".into())
+            .spawn(move || match config.connect(tls) {
+                Ok(mut client) => {
+                    let _ = ready_tx.send(Ok(()));
+                    while let Ok(job) = rx.recv() {
+                        job(&mut client);
+                    }
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| open_err(e.to_string()))?;
+        match ready.recv() {
+            Ok(Ok(())) => Ok(Session {
+                jobs: Mutex::new(Some(jobs)),
+                db: db.to_string(),
+            }),
+            Ok(Err(e)) => Err(StateError::Open {
+                db: db.to_string(),
+                source: describe(&e).into(),
+            }),
+            Err(_) => Err(open_err("the connection thread ended".into())),
+        }
+    }
+
+    /// Runs `f` on the connection and waits for its result.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|jobs| {
+                jobs.send(Box::new(move |c: &mut Client| {
+                    let _ = tx.send(f(c));
+                }))
+            });
+        let closed = || StateError::Backend {
+            db: self.db.clone(),
+            source: "the connection to the database is closed".into(),
+        };
+        match sent {
+            Some(Ok(())) => {}
+            _ => return Err(closed()),
+        }
+        match rx.recv() {
+            Ok(r) => r.map_err(|e| StateError::Backend {
+                db: self.db.clone(),
+                source: describe(&e).into(),
+            }),
+            Err(_) => Err(closed()),
+        }
+    }
+
+    /// Ends the connection (the server then releases its session locks).
+    fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// The PostgreSQL store of one project.
+pub struct PostgresStore {
+    settings: PgSettings,
+    db: String,
+    session: Session,
+}
+
+impl PostgresStore {
+    /// Connects, and creates or migrates the `nexus` schema. A schema written by a newer nexus
+    /// is refused.
+    pub fn open(settings: PgSettings) -> Result<PostgresStore, StateError> {
+        if settings.project.is_empty() {
+            return Err(StateError::Open {
+                db: redact_url(&settings.url),
+                source: "the project name is empty".into(),
+            });
+        }
+        let db = format!(
+            "{} (project {:?})",
+            redact_url(&settings.url),
+            settings.project
+        );
+        let session = Session::connect(&settings, &db)?;
+        let store = PostgresStore {
+            settings,
+            db,
+            session,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn project(&self) -> &str {
+        &self.settings.project
+    }
+
+    fn migrate(&self) -> Result<(), StateError> {
+        let found = self.session.call(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_KEY])?;
+            tx.batch_execute(
+                "CREATE SCHEMA IF NOT EXISTS nexus;
+                 CREATE TABLE IF NOT EXISTS nexus.schema_version (
+                     version       BIGINT PRIMARY KEY,
+                     applied_at    BIGINT NOT NULL,
+                     nexus_version TEXT   NOT NULL
+                 );",
+            )?;
+            let current: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0) FROM nexus.schema_version",
+                    &[],
+                )?
+                .get(0);
+            if current > PG_SCHEMA_VERSION {
+                return Ok(Some(current));
+            }
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+                tx.batch_execute(sql)?;
+                tx.execute(
+                    "INSERT INTO nexus.schema_version (version, applied_at, nexus_version) \
+                     VALUES ($1, $2, $3)",
+                    &[&(i as i64 + 1), &now_ms(), &env!("CARGO_PKG_VERSION")],
+                )?;
+            }
+            tx.commit()?;
+            Ok(None)
+        })?;
+        match found {
+            Some(found) => Err(StateError::NewerSchema {
+                db: self.db.clone(),
+                found,
+                known: PG_SCHEMA_VERSION,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The advisory lock key of this project.
+    fn lock_key(&self) -> i64 {
+        lock_key(&self.settings.project)
+    }
+
+    fn summaries(
+        &self,
+        where_sql: &'static str,
+        arg: Option<String>,
+        limit: i64,
+    ) -> Result<Vec<RunSummary>, StateError> {
+        let project = self.settings.project.clone();
+        let key = self.lock_key();
+        self.session.call(move |c| {
+            // Runs still marked running while nobody holds the lock were cut off.
+            let held = lock_held(c, key)?;
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM nexus.runs WHERE project = $1 {where_sql} \
+                 ORDER BY id DESC LIMIT $3"
+            );
+            let arg = arg.unwrap_or_default();
+            let rows = c.query(&sql, &[&project, &arg, &limit])?;
+            Ok(rows.iter().map(|r| run_from_row(r, held)).collect())
+        })
+    }
+}
+
+/// A stable 64-bit key for the project's apply lock.
+fn lock_key(project: &str) -> i64 {
+    let h = blake3::hash(format!("nexus apply lock\0{project}").as_bytes());
+    i64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// The key of the transaction lock under which contenders take `key` and name its holder.
+fn naming_key(key: i64) -> i64 {
+    key ^ 0x5a5a_5a5a
+}
+
+/// Whether any session holds the advisory lock `key`.
+fn lock_held(c: &mut Client, key: i64) -> Result<bool, postgres::Error> {
+    // A bigint key shows in pg_locks as classid (high half) and objid (low half), objsubid 1.
+    let (high, low) = ((key >> 32) as u32, key as u32);
+    let row = c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1)",
+        &[&i64::from(high), &i64::from(low)],
+    )?;
+    Ok(row.get(0))
+}
+
+const RUN_COLUMNS: &str = "id, kind, status, plan_hash, config, tasks, hosts, started_at, \
+    finished_at, summary, nexus_version, pid, hostname, succeeded, changed, failed, skipped, \
+    not_run, pruned, boot_id, process_start";
+
+/// A stored enum from its serde name; an unknown one (a newer nexus) reads as its text.
+fn enum_of<T: serde::de::DeserializeOwned>(text: String) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(text)).ok()
+}
+
+/// The text form of an enum, as stored.
+fn text_of<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => unreachable!("unit enums serialize as strings, not {other:?}"),
+    }
+}
+
+fn list(text: String) -> Vec<String> {
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+fn run_from_row(r: &Row, lock_held: bool) -> RunSummary {
+    let mut status: RunStatus = enum_of(r.get(2)).unwrap_or(RunStatus::Interrupted);
+    let pid = u32::try_from(r.get::<_, i64>(11)).unwrap_or(0);
+    let hostname: String = r.get(12);
+    // Runs execute under the project's lock: one still marked running while nobody holds the
+    // lock was cut off, unless its process is seen running (it may not have locked yet).
+    if status == RunStatus::Running && !lock_held {
+        let start = r
+            .get::<_, Option<i64>>(20)
+            .and_then(|s| u64::try_from(s).ok());
+        let boot: Option<String> = r.get(19);
+        if !matches!(
+            liveness(pid, &hostname, boot.as_deref(), start),
+            Liveness::Alive
+        ) {
+            status = RunStatus::Interrupted;
+        }
+    }
+    let started_at: i64 = r.get(7);
+    let finished_at: Option<i64> = r.get(8);
+    let summary: Option<String> = r.get(9);
+    let n = |i: usize| r.get::<_, i64>(i).max(0) as u64;
+    RunSummary {
+        id: RunId(r.get(0)),
+        kind: enum_of(r.get(1)).unwrap_or(super::RunKind::Apply),
+        status,
+        plan_hash: r.get(3),
+        config: r.get(4),
+        tasks: list(r.get(5)),
+        hosts: list(r.get(6)),
+        started_at,
+        finished_at,
+        duration_ms: finished_at.map(|f| f - started_at),
+        counts: ActionCounts {
+            succeeded: n(13),
+            changed: n(14),
+            failed: n(15),
+            skipped: n(16),
+            not_run: n(17),
+        },
+        summary: match summary.as_deref() {
+            None | Some("") => serde_json::Value::Null,
+            Some(text) => serde_json::from_str(text)
+                .unwrap_or_else(|_| serde_json::Value::String(text.to_string())),
+        },
+        nexus_version: r.get(10),
+        pid,
+        hostname,
+        pruned: r.get(18),
+    }
+}
+
+fn holder_from_row(r: &Row) -> LockHolder {
+    LockHolder {
+        pid: u32::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+        hostname: r.get(1),
+        command: r.get(2),
+        since: r.get(3),
+        boot_id: r.get(4),
+        process_start: r
+            .get::<_, Option<i64>>(5)
+            .and_then(|s| u64::try_from(s).ok()),
+    }
+}
+
+const HOLDER_COLUMNS: &str = "pid, hostname, command, since, boot_id, process_start";
+
+fn read_holder(
+    c: &mut impl postgres::GenericClient,
+    project: &str,
+) -> Result<Option<LockHolder>, postgres::Error> {
+    Ok(c.query_opt(
+        &format!("SELECT {HOLDER_COLUMNS} FROM nexus.apply_lock WHERE project = $1"),
+        &[&project],
+    )?
+    .map(|r| holder_from_row(&r)))
+}
+
+/// Marks interrupted the project's runs still recorded as running: called by the new lock
+/// holder, no other process can be executing them.
+fn mark_interrupted(
+    tx: &mut impl postgres::GenericClient,
+    project: &str,
+) -> Result<Vec<RunId>, postgres::Error> {
+    Ok(tx
+        .query(
+            "UPDATE nexus.runs SET status = 'interrupted' WHERE project = $1 AND status = 'running' \
+             RETURNING id",
+            &[&project],
+        )?
+        .iter()
+        .map(|r| RunId(r.get(0)))
+        .collect())
+}
+
+impl StateStore for PostgresStore {
+    fn location(&self) -> String {
+        self.db.clone()
+    }
+
+    fn lock(&self, holder: &LockHolder) -> Result<LockGuard, StateError> {
+        // The lock lives as long as this session: a connection of its own, kept by the guard.
+        let session = Session::connect(&self.settings, &self.db)?;
+        let (key, project, token) = (self.lock_key(), self.settings.project.clone(), new_token());
+        let me = holder.clone();
+        let tok = token.clone();
+        let taken = session.call(move |c| {
+            let mut tx = c.transaction()?;
+            // Taking the lock and naming its holder are one step for every contender: a loser
+            // reads the holder only after the winner's row is committed.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&naming_key(key)])?;
+            // A session-level lock taken in a transaction outlives the transaction.
+            let got: bool = tx
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
+                .get(0);
+            let old = read_holder(&mut tx, &project)?;
+            if !got {
+                return Ok(Err(old));
+            }
+            tx.execute(
+                "DELETE FROM nexus.apply_lock WHERE project = $1",
+                &[&project],
+            )?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO nexus.apply_lock (project, token, {HOLDER_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ),
+                &[
+                    &project,
+                    &tok,
+                    &i64::from(me.pid),
+                    &me.hostname,
+                    &me.command,
+                    &me.since,
+                    &me.boot_id,
+                    &me.process_start.and_then(|s| i64::try_from(s).ok()),
+                ],
+            )?;
+            let interrupted = mark_interrupted(&mut tx, &project)?;
+            tx.commit()?;
+            Ok(Ok((old, interrupted)))
+        })?;
+        let (old, interrupted) = match taken {
+            Ok(t) => t,
+            Err(holder) => {
+                session.close();
+                return Err(StateError::Locked {
+                    db: self.db.clone(),
+                    holder: Box::new(holder.unwrap_or_else(|| LockHolder {
+                        pid: 0,
+                        hostname: "an unknown host".into(),
+                        command: "a nexus that has not named itself yet".into(),
+                        since: now_ms(),
+                        boot_id: None,
+                        process_start: None,
+                    })),
+                });
+            }
+        };
+        let recovered = old.map(|holder| Recovered {
+            holder,
+            reason: "its database session ended (the process exited, was killed, or lost its \
+                     connection), which released its lock"
+                .into(),
+        });
+        let project = self.settings.project.clone();
+        Ok(LockGuard::new(
+            holder.clone(),
+            recovered,
+            interrupted,
+            move || {
+                let r = session.call(move |c| {
+                    // Unlock first: a holder taken after a force-unlock keeps its own row, since
+                    // only the row with this lock's token is removed.
+                    c.execute("SELECT pg_advisory_unlock($1)", &[&key])?;
+                    c.execute(
+                        "DELETE FROM nexus.apply_lock WHERE project = $1 AND token = $2",
+                        &[&project, &token],
+                    )?;
+                    Ok(())
+                });
+                session.close();
+                r
+            },
+        ))
+    }
+
+    fn lock_holder(&self) -> Result<Option<LockHolder>, StateError> {
+        let (key, project) = (self.lock_key(), self.settings.project.clone());
+        self.session.call(move |c| {
+            if !lock_held(c, key)? {
+                return Ok(None);
+            }
+            read_holder(c, &project)
+        })
+    }
+
+    fn force_unlock(&self) -> Result<Option<LockHolder>, StateError> {
+        let (key, project) = (self.lock_key(), self.settings.project.clone());
+        self.session.call(move |c| {
+            let holder = read_holder(c, &project)?;
+            // Ends the holder's session, which releases its advisory lock.
+            let (high, low) = ((key >> 32) as u32, key as u32);
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+                 AND granted AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1",
+                &[&i64::from(high), &i64::from(low)],
+            )?;
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM nexus.apply_lock WHERE project = $1",
+                &[&project],
+            )?;
+            if holder.is_some() {
+                mark_interrupted(&mut tx, &project)?;
+            }
+            tx.commit()?;
+            Ok(holder)
+        })
+    }
+
+    fn begin_run(&self, run: &NewRun) -> Result<RunId, StateError> {
+        let me = Identity::current();
+        let (pid, hostname, boot_id, start) = (
+            i64::from(me.pid),
+            me.hostname.clone(),
+            me.boot_id.clone(),
+            me.process_start.and_then(|s| i64::try_from(s).ok()),
+        );
+        let project = self.settings.project.clone();
+        let run = run.clone();
+        self.session.call(move |c| {
+            let row = c.query_one(
+                "INSERT INTO nexus.runs (project, kind, status, plan_hash, config, tasks, hosts, \
+                 started_at, nexus_version, pid, hostname, boot_id, process_start) \
+                 VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                &[
+                    &project,
+                    &text_of(&run.kind),
+                    &run.plan_hash,
+                    &run.config,
+                    &serde_json::to_string(&run.tasks).expect("strings serialize"),
+                    &serde_json::to_string(&run.hosts).expect("strings serialize"),
+                    &run.started_at,
+                    &env!("CARGO_PKG_VERSION"),
+                    &pid,
+                    &hostname,
+                    &boot_id,
+                    &start,
+                ],
+            )?;
+            Ok(RunId(row.get(0)))
+        })
+    }
+
+    fn record_actions(&self, run: RunId, actions: &[ActionRecord]) -> Result<(), StateError> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let project = self.settings.project.clone();
+        let actions = actions.to_vec();
+        let found = self.session.call(move |c| {
+            let mut tx = c.transaction()?;
+            let exists = tx
+                .query_opt(
+                    "SELECT 1 FROM nexus.runs WHERE id = $1 AND project = $2 FOR UPDATE",
+                    &[&run.0, &project],
+                )?
+                .is_some();
+            if !exists {
+                return Ok(false);
+            }
+            for a in &actions {
+                let action = text_of(&a.action);
+                tx.execute(
+                    "INSERT INTO nexus.actions (run_id, host, key, task, resource_id, kind, label, \
+                     action, status, exit_code, duration_ms, attempts, output_tail, error, \
+                     fingerprint_after, finished_at, holds_secrets) VALUES ($1, $2, $3, $4, $5, \
+                     $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                    &[
+                        &run.0,
+                        &a.host,
+                        &a.key,
+                        &a.task,
+                        &a.resource_id,
+                        &a.kind,
+                        &a.label,
+                        &action,
+                        &text_of(&a.status),
+                        &a.exit_code,
+                        &i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
+                        &i64::from(a.attempts),
+                        &super::cap_tail(&a.output_tail, super::OUTPUT_TAIL_MAX).into_owned(),
+                        &a.error
+                            .as_deref()
+                            .map(|e| super::cap_head(e, super::OUTPUT_TAIL_MAX).into_owned()),
+                        &a.fingerprint_after,
+                        &a.finished_at,
+                        &a.holds_secrets,
+                    ],
+                )?;
+                // Column names come from this fixed match, never from input.
+                let counter = match a.status {
+                    super::ActionStatus::Succeeded if a.action != Action::NoOp => {
+                        "succeeded = succeeded + 1, changed = changed + 1"
+                    }
+                    super::ActionStatus::Succeeded => "succeeded = succeeded + 1",
+                    super::ActionStatus::Failed => "failed = failed + 1",
+                    super::ActionStatus::Skipped => "skipped = skipped + 1",
+                    super::ActionStatus::NotRun => "not_run = not_run + 1",
+                };
+                tx.execute(
+                    &format!("UPDATE nexus.runs SET {counter} WHERE id = $1"),
+                    &[&run.0],
+                )?;
+                if a.status == super::ActionStatus::Succeeded {
+                    tx.execute(
+                        "INSERT INTO nexus.last_applied (project, host, resource_id, kind, label, \
+                         task, key, action, fingerprint, run_id, applied_at, holds_secrets) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                         ON CONFLICT (project, host, resource_id) DO UPDATE SET \
+                         kind = excluded.kind, label = excluded.label, task = excluded.task, \
+                         key = excluded.key, action = excluded.action, \
+                         fingerprint = excluded.fingerprint, run_id = excluded.run_id, \
+                         applied_at = excluded.applied_at, holds_secrets = excluded.holds_secrets",
+                        &[
+                            &project,
+                            &a.host,
+                            &a.resource_id,
+                            &a.kind,
+                            &a.label,
+                            &a.task,
+                            &a.key,
+                            &action,
+                            &a.fingerprint_after,
+                            &run.0,
+                            &a.finished_at,
+                            &a.holds_secrets,
+                        ],
+                    )?;
+                }
+            }
+            tx.commit()?;
+            Ok(true)
+        })?;
+        if found {
+            Ok(())
+        } else {
+            Err(StateError::NoSuchRun {
+                db: self.db.clone(),
+                run,
+            })
+        }
+    }
+
+    fn finish_run(
+        &self,
+        run: RunId,
+        status: RunStatus,
+        summary_json: &str,
+    ) -> Result<(), StateError> {
+        if status == RunStatus::Running {
+            return Err(StateError::Invalid {
+                db: self.db.clone(),
+                message: format!("run {run} cannot finish as running"),
+            });
+        }
+        let (project, summary) = (self.settings.project.clone(), summary_json.to_string());
+        let changed = self.session.call(move |c| {
+            c.execute(
+                "UPDATE nexus.runs SET status = $3, finished_at = $4, summary = $5 \
+                 WHERE id = $1 AND project = $2",
+                &[&run.0, &project, &text_of(&status), &now_ms(), &summary],
+            )
+        })?;
+        if changed == 0 {
+            return Err(StateError::NoSuchRun {
+                db: self.db.clone(),
+                run,
+            });
+        }
+        Ok(())
+    }
+
+    fn applied(&self, plan_hash: &str) -> Result<Option<RunSummary>, StateError> {
+        Ok(self
+            .summaries(
+                "AND plan_hash = $2 AND status != 'refused'",
+                Some(plan_hash.to_string()),
+                1,
+            )?
+            .pop())
+    }
+
+    fn notify_handler(
+        &self,
+        run: RunId,
+        host: &str,
+        handler: &str,
+        notified_by: &str,
+    ) -> Result<(), StateError> {
+        let project = self.settings.project.clone();
+        let (host, handler, by) = (
+            host.to_string(),
+            handler.to_string(),
+            notified_by.to_string(),
+        );
+        self.session.call(move |c| {
+            c.execute(
+                "INSERT INTO nexus.pending_handlers (project, host, handler, since_run, \
+                 notified_by, notified_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (project, host, handler) DO NOTHING",
+                &[&project, &host, &handler, &run.0, &by, &now_ms()],
+            )
+            .map(drop)
+        })
+    }
+
+    fn handler_succeeded(&self, host: &str, handler: &str) -> Result<(), StateError> {
+        let project = self.settings.project.clone();
+        let (host, handler) = (host.to_string(), handler.to_string());
+        self.session.call(move |c| {
+            c.execute(
+                "DELETE FROM nexus.pending_handlers WHERE project = $1 AND host = $2 AND handler = $3",
+                &[&project, &host, &handler],
+            )
+            .map(drop)
+        })
+    }
+
+    fn pending_handlers(&self) -> Result<Vec<PendingHandler>, StateError> {
+        let project = self.settings.project.clone();
+        self.session.call(move |c| {
+            Ok(c.query(
+                "SELECT host, handler, since_run, notified_by, notified_at \
+                 FROM nexus.pending_handlers WHERE project = $1 ORDER BY host, handler",
+                &[&project],
+            )?
+            .iter()
+            .map(|r| PendingHandler {
+                host: r.get(0),
+                handler: r.get(1),
+                since_run: r.get(2),
+                notified_by: r.get(3),
+                notified_at: r.get(4),
+            })
+            .collect())
+        })
+    }
+
+    fn history(&self, limit: usize) -> Result<Vec<RunSummary>, StateError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.summaries("AND $2::text = $2::text", None, limit)
+    }
+
+    fn run(&self, run: RunId) -> Result<Option<RunSummary>, StateError> {
+        Ok(self
+            .summaries("AND id::text = $2", Some(run.0.to_string()), 1)?
+            .pop())
+    }
+
+    fn run_actions(&self, run: RunId) -> Result<Vec<ActionRecord>, StateError> {
+        let project = self.settings.project.clone();
+        self.session.call(move |c| {
+            Ok(c.query(
+                "SELECT a.host, a.key, a.task, a.resource_id, a.kind, a.label, a.action, a.status, \
+                 a.exit_code, a.duration_ms, a.attempts, a.output_tail, a.error, \
+                 a.fingerprint_after, a.finished_at, a.holds_secrets FROM nexus.actions a \
+                 JOIN nexus.runs r ON r.id = a.run_id WHERE a.run_id = $1 AND r.project = $2 \
+                 ORDER BY a.id",
+                &[&run.0, &project],
+            )?
+            .iter()
+            .filter_map(|r| {
+                Some(ActionRecord {
+                    host: r.get(0),
+                    key: r.get(1),
+                    task: r.get(2),
+                    resource_id: r.get(3),
+                    kind: r.get(4),
+                    label: r.get(5),
+                    action: enum_of(r.get(6))?,
+                    status: enum_of(r.get(7))?,
+                    exit_code: r.get(8),
+                    duration_ms: r.get::<_, i64>(9).max(0) as u64,
+                    attempts: u32::try_from(r.get::<_, i64>(10)).unwrap_or(u32::MAX),
+                    output_tail: r.get(11),
+                    error: r.get(12),
+                    fingerprint_after: r.get(13),
+                    finished_at: r.get(14),
+                    holds_secrets: r.get(15),
+                })
+            })
+            .collect())
+        })
+    }
+
+    fn last_applied(&self, host: Option<&str>) -> Result<Vec<LastApplied>, StateError> {
+        let project = self.settings.project.clone();
+        let host = host.map(str::to_string);
+        self.session.call(move |c| {
+            Ok(c.query(
+                "SELECT host, resource_id, kind, label, task, key, action, fingerprint, run_id, \
+                 applied_at, holds_secrets FROM nexus.last_applied \
+                 WHERE project = $1 AND ($2::text IS NULL OR host = $2) ORDER BY host, resource_id",
+                &[&project, &host],
+            )?
+            .iter()
+            .filter_map(|r| {
+                Some(LastApplied {
+                    host: r.get(0),
+                    resource_id: r.get(1),
+                    kind: r.get(2),
+                    label: r.get(3),
+                    task: r.get(4),
+                    key: r.get(5),
+                    action: enum_of(r.get(6))?,
+                    fingerprint: r.get(7),
+                    run: RunId(r.get(8)),
+                    applied_at: r.get(9),
+                    holds_secrets: r.get(10),
+                })
+            })
+            .collect())
+        })
+    }
+
+    fn prune(&self, keep_runs: usize) -> Result<u64, StateError> {
+        let keep = i64::try_from(keep_runs).unwrap_or(i64::MAX);
+        let project = self.settings.project.clone();
+        self.session.call(move |c| {
+            let mut tx = c.transaction()?;
+            // Runs still recorded as running keep their rows: they may be executing right now.
+            let ids: Vec<i64> = tx
+                .query(
+                    "SELECT id FROM nexus.runs WHERE project = $1 AND status != 'running' \
+                     AND NOT pruned AND id NOT IN (SELECT id FROM nexus.runs WHERE project = $1 \
+                     ORDER BY id DESC LIMIT $2)",
+                    &[&project, &keep],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let deleted =
+                tx.execute("DELETE FROM nexus.actions WHERE run_id = ANY($1)", &[&ids])?;
+            tx.execute(
+                "UPDATE nexus.runs SET pruned = TRUE WHERE id = ANY($1)",
+                &[&ids],
+            )?;
+            tx.commit()?;
+            Ok(deleted)
+        })
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.session.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password_and_query_in_messages() {
+        assert_eq!(
+            redact_url("postgresql://ci:s3cret@db.example:5432/nexus?sslmode=verify-full"),
+            "postgresql://ci@db.example:5432/nexus"
+        );
+        assert_eq!(redact_url("postgres://db/nexus"), "postgres://db/nexus");
+        assert_eq!(redact_url("not a url"), "invalid URL");
+    }
+
+    #[test]
+    fn sslmode_and_root_are_taken_out_of_the_url() {
+        let s = PgSettings {
+            url: "postgresql://ci@127.0.0.1:5432/nexus?sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=3".into(),
+            password: Some("pw".into()),
+            project: "web".into(),
+        };
+        let (config, mode, root) = parse(&s).unwrap();
+        assert_eq!(mode, SslMode::VerifyFull);
+        assert_eq!(root.as_deref(), Some("/ca.pem"));
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(config.get_password(), Some(&b"pw"[..]));
+        let bad = PgSettings {
+            url: "postgresql://h/db?sslmode=maybe".into(),
+            ..s.clone()
+        };
+        assert!(parse(&bad).unwrap_err().contains("maybe"));
+        let mysql = PgSettings {
+            url: "mysql://h/db".into(),
+            ..s
+        };
+        assert!(parse(&mysql).unwrap_err().contains("postgresql://"));
+    }
+
+    #[test]
+    fn projects_have_distinct_lock_keys() {
+        assert_ne!(lock_key("web"), lock_key("api"));
+        assert_eq!(lock_key("web"), lock_key("web"));
+    }
+}
