@@ -11,13 +11,14 @@ use crate::exec::{Event, Options, Report, stale};
 use crate::inventory::{Inventory, Overrides};
 use crate::notify::{Delivery, EventKind};
 use crate::plan::{Plan, lockfile};
-use crate::state::{RunId, RunKind, StateStore, format_time};
+use crate::state::{RunId, RunKind, format_time};
 
 #[derive(Debug, Clone)]
 pub struct Request {
     pub file: PathBuf,
-    /// `--state`; default: .nexus/state.db next to the plan's configuration.
-    pub state: Option<PathBuf>,
+    /// `--state`: a SQLite file or a `postgresql://` URL; default: the plan's `state`, else
+    /// .nexus/state.db next to the plan's configuration (app/state.rs).
+    pub state: Option<String>,
     pub overrides: Overrides,
     pub parallel: usize,
     pub continue_on_error: bool,
@@ -46,11 +47,6 @@ pub fn plan_base_dir(config: &str) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// Where a command's state database is: `--state`, else .nexus/state.db next to `config`.
-pub fn state_path(state: Option<&Path>, config: &Path) -> PathBuf {
-    state.map_or_else(|| crate::state::default_path(config), Path::to_path_buf)
-}
-
 /// Applies the plan file of `req`. `planned` sees the plan once it is verified and fresh;
 /// `observer` sees every executor event (progress rendering).
 pub fn apply(
@@ -67,8 +63,16 @@ pub fn apply(
         None => lockfile::hash(&plan),
     };
     let base = plan_base_dir(&plan.config);
-    let db = state_path(req.state.as_deref(), Path::new(&plan.config));
-    let state = Locked::take(&db, &format!("nexus apply {file}"))?;
+    let location = super::state::location(
+        req.state.as_deref(),
+        plan.state.as_ref(),
+        Path::new(&plan.config),
+        Some(&Source::Plan {
+            vault: plan.vault.as_ref(),
+            base: &base,
+        }),
+    )?;
+    let state = Locked::take(&location, &format!("nexus apply {file}"))?;
     if let Some(prev) = state.store.applied(&hash)? {
         return Err(Error::AlreadyApplied {
             file,

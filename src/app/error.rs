@@ -142,6 +142,9 @@ pub enum Error {
     #[error("recording to the state database failed: {0}")]
     Record(StateError),
 
+    #[error("{0}")]
+    StateSetting(#[from] super::state::StateSettingError),
+
     /// A signal stopped the command before it executed anything; the exit it means (130, 143).
     #[error("interrupted before anything was executed; nothing was changed")]
     Interrupted(Exit),
@@ -178,6 +181,7 @@ impl Error {
             | Error::PlanFailed { .. }
             | Error::WritePlan(_)
             | Error::State(_)
+            | Error::StateSetting(_)
             | Error::Record(_)
             | Error::ConfigExists(_)
             | Error::Io { .. }

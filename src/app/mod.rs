@@ -14,5 +14,6 @@ pub mod preflight;
 pub mod record;
 pub mod run;
 pub mod secrets;
+pub mod state;
 
 pub use error::Error;

@@ -26,8 +26,8 @@ pub struct Request {
     pub overrides: Overrides,
     /// `-j`: hosts at work at once.
     pub parallel: usize,
-    /// `--state`; default: .nexus/state.db next to the configuration.
-    pub state: Option<PathBuf>,
+    /// `--state`: a SQLite file or a `postgresql://` URL (app/state.rs).
+    pub state: Option<String>,
 }
 
 /// A loaded configuration with its inputs resolved and the secrets this command reads.
@@ -103,9 +103,13 @@ impl Live {
             .map(PlanNotifier::from_config)
             .collect();
         let secrets = plan_secrets(cfg, &mut inputs, &notifiers, reads)?;
-        let db = super::apply::state_path(req.state.as_deref(), &req.config);
-        inputs.set_pending_handlers(pending_handlers(&db)?);
-        inputs.set_held_secrets(held_secrets(&db)?);
+        let location = live_state(req, cfg)?;
+        let store = match location.exists() {
+            true => Some(location.open()?),
+            false => None,
+        };
+        inputs.set_pending_handlers(pending_handlers(store.as_deref())?);
+        inputs.set_held_secrets(held_secrets(store.as_deref())?);
         let runtime = runtime()?;
         let path = crate::pins::path_for(&req.config);
         let mode = if req.locked {
@@ -168,16 +172,28 @@ impl Live {
     }
 }
 
+/// Where this command's state is: `--state`, the configuration's `state`, or the default file.
+pub fn live_state(
+    req: &Request,
+    cfg: &crate::config::Config,
+) -> Result<crate::state::Location, Error> {
+    super::state::location(
+        req.state.as_deref(),
+        crate::plan::StateRef::of(cfg).as_ref(),
+        &req.config,
+        Some(&super::secrets::Source::Config(cfg)),
+    )
+}
+
 /// Per host, the resources whose content held vault values when nexus last wrote it.
 fn held_secrets(
-    db: &Path,
+    store: Option<&dyn crate::state::StateStore>,
 ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>, Error> {
-    use crate::state::StateStore;
     let mut out: std::collections::BTreeMap<_, std::collections::BTreeSet<_>> = Default::default();
-    if !db.exists() {
+    let Some(store) = store else {
         return Ok(out);
-    }
-    for a in crate::state::open(db)?.last_applied(None)? {
+    };
+    for a in store.last_applied(None)? {
         if a.holds_secrets {
             out.entry(a.host).or_default().insert(a.resource_id);
         }
@@ -188,15 +204,14 @@ fn held_secrets(
 /// The handlers still pending per host, from the state database when there is one (planning
 /// never creates it).
 fn pending_handlers(
-    db: &Path,
+    store: Option<&dyn crate::state::StateStore>,
 ) -> Result<std::collections::BTreeMap<String, Vec<crate::plan::PendingHandler>>, Error> {
-    use crate::state::StateStore;
     let mut out: std::collections::BTreeMap<String, Vec<crate::plan::PendingHandler>> =
         Default::default();
-    if !db.exists() {
+    let Some(store) = store else {
         return Ok(out);
-    }
-    for p in crate::state::open(db)?.pending_handlers()? {
+    };
+    for p in store.pending_handlers()? {
         out.entry(p.host)
             .or_default()
             .push(crate::plan::PendingHandler {

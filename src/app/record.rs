@@ -2,7 +2,6 @@
 //! executor reports, written by a consumer of its events on a blocking thread of its own, so that
 //! a slow database never stalls the hosts' work.
 
-use std::path::Path;
 use std::sync::{Arc, mpsc};
 
 use serde::Serialize;
@@ -14,24 +13,21 @@ use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::state::{
     ActionRecord, ActionStatus, LockGuard, LockHolder, NewRun, Recovered, RunId, RunKind,
-    RunStatus, SqliteStore, StateStore, now_ms,
+    RunStatus, StateStore, now_ms,
 };
 
 /// The state database, locked for this command.
 pub struct Locked {
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn StateStore>,
     pub guard: LockGuard,
 }
 
 impl Locked {
-    /// Opens the database at `path` and takes the apply lock for `command`.
-    pub fn take(path: &Path, command: &str) -> Result<Locked, Error> {
-        let store = crate::state::open(path)?;
+    /// Opens the state at `location` and takes the apply lock for `command`.
+    pub fn take(location: &crate::state::Location, command: &str) -> Result<Locked, Error> {
+        let store = location.open()?;
         let guard = store.lock(&LockHolder::current(command))?;
-        Ok(Locked {
-            store: Arc::new(store),
-            guard,
-        })
+        Ok(Locked { store, guard })
     }
 
     /// A stale lock of a dead process that this command took over, if it did.
@@ -230,7 +226,7 @@ enum Record {
 /// Writes what it receives: one transaction per action that did something; no-ops are written
 /// together before the next such action (or at the end). Returns the first failure.
 fn record(
-    store: &SqliteStore,
+    store: &dyn StateStore,
     run: RunId,
     events: mpsc::Receiver<Record>,
 ) -> Result<(), crate::state::StateError> {
@@ -366,7 +362,7 @@ pub async fn execute(
 ) -> Result<Report, Error> {
     let (tx, rx) = mpsc::channel::<Record>();
     let store = state.store.clone();
-    let recorder = tokio::task::spawn_blocking(move || record(&store, run, rx));
+    let recorder = tokio::task::spawn_blocking(move || record(&*store, run, rx));
     let events = |e: Event| {
         let rec = match &e {
             Event::Resource(r) => Some(Record::Action(record_of(r))),

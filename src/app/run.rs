@@ -19,8 +19,11 @@ pub fn run(
     observer: &(dyn Fn(&Event) + Sync),
 ) -> Result<Applied, Error> {
     let live = Live::prepare(req, Reads::All)?;
-    let db = super::apply::state_path(req.state.as_deref(), &req.config);
-    let state = Locked::take(&db, &format!("nexus run {}", req.selection.tasks.join(" ")))?;
+    let location = super::plan::live_state(req, &live.loaded.config)?;
+    let state = Locked::take(
+        &location,
+        &format!("nexus run {}", req.selection.tasks.join(" ")),
+    )?;
     let secrets = live.secrets.clone();
     let (plan, run, report, deliveries) = live.runtime().block_on(async {
         let inv = live.inventory(&req.overrides)?;

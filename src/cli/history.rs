@@ -1,16 +1,14 @@
 //! `nexus history [RUN_ID]`: past applies and runs from the state database, or one run's actions;
 //! `--prune KEEP` applies retention.
 
-use std::path::PathBuf;
-
 use clap::Args;
 use serde_json::json;
 
 use super::{CmdResult, Ctx, Failure, Format, emit, emitln};
 use crate::exit::Exit;
 use crate::state::{
-    self, ActionRecord, ActionStatus, RunId, RunStatus, RunSummary, SqliteStore, StateError,
-    StateStore, format_duration, format_time,
+    self, ActionRecord, ActionStatus, RunId, RunStatus, RunSummary, StateError, StateStore,
+    format_duration, format_time,
 };
 
 #[derive(Debug, Args)]
@@ -27,21 +25,21 @@ pub struct HistoryArgs {
     pub prune: Option<usize>,
 }
 
-/// The state database this invocation uses: `--state`, or `.nexus/state.db` next to the config.
-pub(super) fn state_path(ctx: &Ctx) -> PathBuf {
-    ctx.global
-        .state
-        .clone()
-        .unwrap_or_else(|| state::default_path(&ctx.global.config))
+/// The state this invocation uses: `--state`, the config's `state`, or `.nexus/state.db` next to
+/// the config (app/state.rs).
+pub(super) fn state_location(ctx: &Ctx) -> Result<state::Location, Failure> {
+    crate::app::state::of_config_file(ctx.global.state.as_deref(), &ctx.global.config)
 }
 
-/// Opens the state database for a reading command; `None` if it does not exist yet, since
-/// looking at history should not create files.
-pub(super) fn open_existing(path: &std::path::Path) -> Result<Option<SqliteStore>, Failure> {
-    if !path.exists() {
+/// Opens the state for a reading command; `None` if it does not exist yet, since looking at
+/// history should not create files.
+pub(super) fn open_existing(
+    location: &state::Location,
+) -> Result<Option<std::sync::Arc<dyn StateStore>>, Failure> {
+    if !location.exists() {
         return Ok(None);
     }
-    state::open(path).map(Some).map_err(failure)
+    location.open().map(Some).map_err(failure)
 }
 
 pub(super) fn failure(e: StateError) -> Failure {
@@ -102,9 +100,9 @@ fn duration_text(run: &RunSummary) -> String {
 
 pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
     let format = ctx.format(Format::Text, &[Format::Text, Format::Json])?;
-    let path = state_path(ctx);
-    let db = path.display().to_string();
-    let store = open_existing(&path)?;
+    let location = state_location(ctx)?;
+    let db = location.describe();
+    let store = open_existing(&location)?;
 
     if let Some(keep) = args.prune {
         let deleted = match &store {
@@ -125,7 +123,7 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
     }
 
     if let Some(id) = args.run {
-        return show_run(ctx, format, &db, store.as_ref(), RunId(id));
+        return show_run(ctx, format, &db, store.as_deref(), RunId(id));
     }
 
     let limit = if args.limit == 0 {
@@ -193,7 +191,7 @@ fn show_run(
     ctx: &Ctx,
     format: Format,
     db: &str,
-    store: Option<&SqliteStore>,
+    store: Option<&dyn StateStore>,
     id: RunId,
 ) -> CmdResult {
     let found = match store {

@@ -68,9 +68,10 @@ pub struct Global {
     /// Never use colors (also: the NO_COLOR environment variable)
     #[arg(long, global = true)]
     pub no_color: bool,
-    /// State database (default: .nexus/state.db next to the config file)
-    #[arg(long, global = true, value_name = "FILE", env = "NEXUS_STATE")]
-    pub state: Option<PathBuf>,
+    /// State: a SQLite file, or a postgresql:// URL shared by a team (default: the config's
+    /// `state` setting, else .nexus/state.db next to the config file)
+    #[arg(long, global = true, value_name = "FILE|URL", env = "NEXUS_STATE")]
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,10 +4,10 @@
 use clap::Args;
 use serde_json::json;
 
-use super::history::{failure, open_existing, state_path, table};
+use super::history::{failure, open_existing, state_location, table};
 use super::{CmdResult, Ctx, Format, emit, emitln};
 use crate::exit::Exit;
-use crate::state::{LastApplied, LockHolder, StateStore, format_time};
+use crate::state::{LastApplied, LockHolder, format_time};
 
 #[derive(Debug, Args)]
 pub struct StateArgs {
@@ -21,9 +21,9 @@ pub struct StateArgs {
 
 pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
     let format = ctx.format(Format::Text, &[Format::Text, Format::Json])?;
-    let path = state_path(ctx);
-    let db = path.display().to_string();
-    let store = open_existing(&path)?;
+    let location = state_location(ctx)?;
+    let db = location.describe();
+    let store = open_existing(&location)?;
 
     if args.force_unlock {
         let removed = match &store {

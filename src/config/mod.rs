@@ -367,6 +367,7 @@ impl Loader<'_> {
             tasks: b.tasks,
             handlers: b.handlers,
             vault: b.vault.map(|v| v.0),
+            state: b.state.map(|v| v.0),
             env_used: self.env_used,
         };
         Ok(Loaded {

@@ -47,6 +47,8 @@ pub struct Config {
     pub tasks: Vec<Task>,
     pub handlers: Vec<Handler>,
     pub vault: Option<Vault>,
+    /// Where the state is kept when not in the default SQLite file (`state url=...`).
+    pub state: Option<StateSetting>,
     /// Imports that were skipped because their `when` was false, with the env values that decided it.
     pub env_used: BTreeMap<String, Option<String>>,
 }
@@ -457,6 +459,18 @@ pub struct Vault {
     pub path: PathBuf,
     pub key_file: Option<PathBuf>,
     pub key_env: Option<String>,
+}
+
+/// `state url=(env)"NEXUS_STATE_URL" password=(secret)"PG_PASSWORD" project="web"`: shared state
+/// in PostgreSQL (docs/state.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateSetting {
+    /// A `postgresql://` URL, or where to read it.
+    pub url: Value,
+    /// From the environment or the vault, never literal.
+    pub password: Option<Value>,
+    /// The project's key in a shared database; default: the config directory's name.
+    pub project: Option<String>,
 }
 
 impl Config {

@@ -17,6 +17,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "defaults",
     "vars",
     "vault",
+    "state",
     "host",
     "group",
     "tailscale",
@@ -45,6 +46,7 @@ pub(super) struct Builder {
     pub defaults: Option<(Defaults, Span)>,
     pub vars: BTreeMap<String, Value>,
     pub vault: Option<(Vault, Span)>,
+    pub state: Option<(StateSetting, Span)>,
     pub hosts: Vec<Host>,
     pub groups: Vec<Group>,
     pub tailscale: Vec<Tailscale>,
@@ -90,12 +92,28 @@ fn name_arg(cx: &mut Cx, r: &NodeR<'_>) -> Option<Spanned<String>> {
 /// Sudo passwords are credentials: plans record where they come from, so a literal one would be
 /// written into every plan file. Only `(env)` and `(secret)` are accepted.
 fn sudo_password(cx: &mut Cx, v: Option<Spanned<Value>>) -> Option<Value> {
+    credential(cx, v, "a sudo password", "sudo-password", "SUDO_PASSWORD")
+}
+
+/// A password property (`key`), which only `(env)` and `(secret)` may give.
+fn credential(
+    cx: &mut Cx,
+    v: Option<Spanned<Value>>,
+    what: &str,
+    key: &str,
+    example: &str,
+) -> Option<Value> {
     let v = v?;
     if let Value::Literal(_) = v.value {
         cx.push(
-            Diag::new("config::literal-secret", "a sudo password cannot be written in the configuration")
-                .at(v.span, "a literal password")
-                .help("read it from the vault or the environment: sudo-password=(secret)\"SUDO_PASSWORD\" or (env)\"SUDO_PASSWORD\""),
+            Diag::new(
+                "config::literal-secret",
+                format!("{what} cannot be written in the configuration"),
+            )
+            .at(v.span, "a literal password")
+            .help(format!(
+                "read it from the vault or the environment: {key}=(secret)\"{example}\" or (env)\"{example}\""
+            )),
         );
         return None;
     }
@@ -222,6 +240,7 @@ impl Builder {
                 }
             }
             "vault" => self.vault(cx, fc, node),
+            "state" => self.state(cx, fc, node),
             "host" => {
                 if let Some(h) = host(cx, fc, node) {
                     self.hosts.push(h);
@@ -351,6 +370,72 @@ impl Builder {
             return;
         }
         self.vault = Some((v, span));
+    }
+
+    fn state(&mut self, cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) {
+        let mut r = NodeR::new(cx, node, fc.file, "`state`".into());
+        r.expect_args(
+            cx,
+            0,
+            0,
+            "state url=(env)\"NEXUS_STATE_URL\" password=(secret)\"PG_PASSWORD\" project=\"web\"",
+        );
+        let url = r.value(cx, "url");
+        let password = r.value(cx, "password");
+        let password = credential(
+            cx,
+            password,
+            "a database password",
+            "password",
+            "PG_PASSWORD",
+        );
+        let project = r.str(cx, "project");
+        let span = r.name_span();
+        r.finish(cx);
+        let Some(url) = url else {
+            cx.push(
+                Diag::new("config::missing-property", "`state` needs a `url`")
+                    .at(span, "no url")
+                    .help("state url=(env)\"NEXUS_STATE_URL\""),
+            );
+            return;
+        };
+        if let Value::Literal(text) = &url.value
+            && text
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        {
+            cx.push(
+                Diag::new(
+                    "config::literal-secret",
+                    "the state URL holds a password, which would be written into every plan",
+                )
+                .at(url.span, "a password in the URL")
+                .help("give it separately: password=(secret)\"PG_PASSWORD\" or (env)\"PGPASSWORD\", or read the whole URL from (env)"),
+            );
+            return;
+        }
+        if let Some(p) = &project
+            && let Err(e) = values::check_name(p)
+        {
+            cx.value_error(p.span, e, "config::invalid-name");
+            return;
+        }
+        let setting = StateSetting {
+            url: url.value,
+            password,
+            project: project.map(|p| p.value),
+        };
+        if let Some((_, first)) = &self.state {
+            cx.push(
+                Diag::new("config::duplicate-state", "`state` is given more than once")
+                    .at(span, "second `state`")
+                    .also(*first, "first `state`"),
+            );
+            return;
+        }
+        self.state = Some((setting, span));
     }
 }
 

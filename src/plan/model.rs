@@ -29,6 +29,10 @@ pub struct Plan {
     /// config's directory, as written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<VaultRef>,
+    /// Where apply keeps its state when not in the default SQLite file: references to env and
+    /// vault values, never the URL's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateRef>,
     /// Webhooks to notify after apply: references to env and vault values, never the URLs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<PlanNotifier>,
@@ -148,6 +152,38 @@ pub struct VaultRef {
     pub key_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_env: Option<String>,
+}
+
+/// The configuration's `state` setting, with its project resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRef {
+    pub url: crate::config::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<crate::config::Value>,
+    pub project: String,
+}
+
+impl StateRef {
+    pub fn of(cfg: &crate::config::Config) -> Option<StateRef> {
+        cfg.state.as_ref().map(|s| StateRef {
+            url: s.url.clone(),
+            password: s.password.clone(),
+            project: s
+                .project
+                .clone()
+                .unwrap_or_else(|| default_project(&cfg.base_dir)),
+        })
+    }
+}
+
+/// A project's default key: the name of its configuration's directory (a repository's name in
+/// a CI checkout), or `default`.
+pub fn default_project(base_dir: &std::path::Path) -> String {
+    std::fs::canonicalize(base_dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into())
 }
 
 /// How a host is reached.

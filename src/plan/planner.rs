@@ -809,6 +809,7 @@ pub fn assemble(
             || uses_vault_for_notify(cfg)
             || vault_exists(cfg))
         .then(|| vault_ref(cfg)),
+        state: super::model::StateRef::of(cfg),
         notify: cfg
             .notifiers
             .iter()

@@ -1,0 +1,108 @@
+//! Where a command keeps its state, decided once: `--state` (a file path or a `postgresql://`
+//! URL), else the configuration's `state` setting (which a plan carries to apply), else the
+//! SQLite file `.nexus/state.db` beside the configuration. Values from `(env)` and `(secret)` are
+//! read here, when the store is opened.
+
+use std::path::Path;
+
+use super::Error;
+use super::secrets::{self, Source};
+use crate::config::Value;
+use crate::plan::StateRef;
+use crate::state::{Location, PgSettings};
+
+/// Why the state's location could not be worked out.
+#[derive(Debug, thiserror::Error)]
+pub enum StateSettingError {
+    #[error("the state URL comes from the environment variable {0}, which is not set")]
+    UnsetEnv(String),
+    #[error("the state setting reads secret {name:?}: {source}")]
+    Secret {
+        name: String,
+        source: secrets::SecretsError,
+    },
+}
+
+/// Whether `--state` names a database server rather than a file.
+fn is_url(s: &str) -> bool {
+    s.starts_with("postgresql://") || s.starts_with("postgres://")
+}
+
+/// The location for a command over `config` (plan, run, history, state): `--state`, the
+/// configuration's `state` setting, or the default file.
+pub fn location(
+    flag: Option<&str>,
+    setting: Option<&StateRef>,
+    config: &Path,
+    secrets: Option<&Source<'_>>,
+) -> Result<Location, Error> {
+    let env = |k: &str| std::env::var(k).ok();
+    let project = || {
+        setting.map_or_else(
+            || crate::plan::default_project(config.parent().unwrap_or(Path::new("."))),
+            |s| s.project.clone(),
+        )
+    };
+    match (flag, setting) {
+        (Some(f), _) if is_url(f) => Ok(Location::Postgres(PgSettings {
+            url: f.to_string(),
+            password: match setting.and_then(|s| s.password.as_ref()) {
+                Some(v) => Some(value(v, secrets, &env)?),
+                None => env("PGPASSWORD"),
+            },
+            project: project(),
+        })),
+        (Some(f), _) => Ok(Location::Sqlite(f.into())),
+        (None, Some(s)) => Ok(Location::Postgres(PgSettings {
+            url: value(&s.url, secrets, &env)?,
+            password: match &s.password {
+                Some(v) => Some(value(v, secrets, &env)?),
+                None => env("PGPASSWORD"),
+            },
+            project: s.project.clone(),
+        })),
+        (None, None) => Ok(Location::Sqlite(crate::state::default_path(config))),
+    }
+}
+
+fn value(
+    v: &Value,
+    source: Option<&Source<'_>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Error> {
+    match v {
+        Value::Literal(s) => Ok(s.clone()),
+        Value::Env(name) => {
+            env(name).ok_or_else(|| StateSettingError::UnsetEnv(name.clone()).into())
+        }
+        Value::Secret(name) => {
+            let source = source.ok_or_else(|| StateSettingError::Secret {
+                name: name.clone(),
+                source: secrets::SecretsError::NoVault,
+            })?;
+            let vault = secrets::open(source, env).map_err(|source| StateSettingError::Secret {
+                name: name.clone(),
+                source,
+            })?;
+            vault.get(name).map(str::to_string).ok_or_else(|| {
+                StateSettingError::Secret {
+                    name: name.clone(),
+                    source: secrets::SecretsError::Missing(name.clone()),
+                }
+                .into()
+            })
+        }
+    }
+}
+
+/// The location named by the configuration file at `config`, for commands that do not load it
+/// otherwise (`history`, `state`): a configuration that does not load leaves the default.
+pub fn of_config_file(flag: Option<&str>, config: &Path) -> Result<Location, Error> {
+    if let Ok(loaded) = crate::config::load(config)
+        && let Some(setting) = StateRef::of(&loaded.config)
+    {
+        let source = Source::Config(&loaded.config);
+        return location(flag, Some(&setting), config, Some(&source));
+    }
+    location(flag, None, config, None)
+}
