@@ -75,18 +75,11 @@ impl SqliteStore {
     /// See [`super::open`].
     pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
         let db = path.display().to_string();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.is_dir()
-        {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+        if let Some(dir) = path.parent() {
+            crate::nexus_dir::create(dir).map_err(|source| StateError::CreateDir {
                 dir: dir.display().to_string(),
                 source,
             })?;
-            // The default directory holds only state (with command output tails): keep it out of
-            // version control without asking the user to edit their .gitignore.
-            if dir.file_name().is_some_and(|n| n == ".nexus") {
-                let _ = std::fs::write(dir.join(".gitignore"), "*\n");
-            }
         }
         let open_err = |e: rusqlite::Error| StateError::Open {
             db: db.clone(),
