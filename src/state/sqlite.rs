@@ -65,6 +65,18 @@ impl Drop for FullSync<'_> {
     }
 }
 
+/// Creates the database file, empty and 0600 (a umask can only narrow that), unless it exists. It holds the
+/// output of every command nexus ran; SQLite would create it 0644, and gives its `-wal`, `-shm` and
+/// journal files the database file's mode, so they follow. An existing file keeps its mode: its
+/// owner may share it on purpose.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    match crate::nexus_dir::new_private_file().open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn lock_conn(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic while holding the connection cannot leave a transaction open (dropping a rusqlite
     // Transaction rolls it back), so a poisoned mutex is still a usable connection.
@@ -81,6 +93,10 @@ impl SqliteStore {
                 source,
             })?;
         }
+        create_private(path).map_err(|e| StateError::Open {
+            db: db.clone(),
+            source: Box::new(e),
+        })?;
         let open_err = |e: rusqlite::Error| StateError::Open {
             db: db.clone(),
             source: Box::new(e),
