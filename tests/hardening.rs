@@ -1,6 +1,7 @@
-//! What nexus leaves behind, against hostile surroundings: `.nexus/` kept out of git whichever
-//! command creates it, and file modes under a permissive umask. The real binary runs in
-//! temporary projects.
+//! What nexus leaves behind and what it prints, against hostile surroundings: `.nexus/` kept out of
+//! git whichever command creates it, file modes under a permissive umask, and terminal escape
+//! sequences from hosts and configuration shown as text instead of reaching the terminal.
+//! The real binary runs in temporary projects; the escape tests use a real sshd host.
 
 mod harness;
 
@@ -8,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use harness::SshHost;
 use harness::project::{Project, Run, VAULT_KEY};
 
 const LOCAL_TASK: &str = "task \"hello\" {\n    command \"echo hello\"\n}\n";
@@ -168,4 +170,103 @@ fn vault_lock_and_generated_key_are_0600_under_umask_000() {
         assert_eq!(mode(&p.path(".nexus").join(f)), 0o600, "{f}");
     }
     assert_eq!(mode(&p.path(".nexus")), 0o700);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminal escapes
+
+/// Sets the terminal title and clears the screen, then fails so that its output is shown.
+const HOSTILE: &str = r"printf '\033]0;X\007\033[2J'; exit 3";
+const HOSTILE_OUTPUT: &str = "\u{1b}]0;X\u{7}\u{1b}[2J";
+const SHOWN_OUTPUT: &str = r"\x1b]0;X\x07\x1b[2J";
+
+fn no_raw_escape(what: &str, text: &str) {
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{what} printed a raw control character:\n{text:?}"
+    );
+}
+
+#[test]
+fn escapes_from_hosts_and_labels_are_shown_not_sent() {
+    let host = SshHost::builder("esc").private_srv().start();
+    let p = Project::over(
+        &[&host],
+        "",
+        &format!(
+            "task \"t\" on=\"esc\" {{\n    file \"/srv/esc.txt\" content=\"a\\u{{1b}}[2Jb\\n\"\n    command \"true\" {{\n        label \"blink\\u{{1b}}[5mlabel\"\n    }}\n    command \"{}\"\n}}\n",
+            HOSTILE.replace('\\', "\\\\").replace('"', "\\\"")
+        ),
+    );
+    let plan = p.nexus(&["plan", "-o", "plan.lock"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    no_raw_escape("plan", &plan.stdout);
+    assert!(plan.stdout.contains(r"blink\x1b[5mlabel"), "{plan:?}");
+
+    // With colours (a terminal), only the renderer's own sequences are raw.
+    let decoded = nexus::plan::lockfile::read(&p.path("plan.lock")).expect("plan.lock");
+    let coloured = nexus::render::text::plan(
+        &decoded,
+        &nexus::render::TextOptions {
+            color: true,
+            width: 100,
+            verbose: 2,
+        },
+    );
+    let mut ours_removed = coloured.clone();
+    for palette in ["[32m", "[33m", "[31m", "[36m", "[1m", "[2m", "[0m"] {
+        ours_removed = ours_removed.replace(&format!("\u{1b}{palette}"), "");
+    }
+    no_raw_escape("the coloured plan", &ours_removed);
+    assert!(coloured.contains(r"blink\x1b[5mlabel"), "{coloured}");
+    assert!(coloured.contains(r"a\x1b[2Jb"), "{coloured}");
+    assert!(coloured.contains("\u{1b}[0m"), "{coloured}");
+
+    let show = p.nexus(&["-v", "show", "plan.lock"]);
+    no_raw_escape("show", &show.stdout);
+    assert!(show.stdout.contains(r"blink\x1b[5mlabel"), "{show:?}");
+
+    let apply = p.nexus(&["apply", "plan.lock"]);
+    assert_eq!(apply.code, 1, "{apply:?}");
+    no_raw_escape("apply", &apply.stdout);
+    no_raw_escape("apply (stderr)", &apply.stderr);
+    assert!(apply.stdout.contains(SHOWN_OUTPUT), "{apply:?}");
+    assert!(apply.stdout.contains(r"blink\x1b[5mlabel"), "{apply:?}");
+
+    let run = p.nexus(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    no_raw_escape("run", &run.stdout);
+    assert!(run.stdout.contains(SHOWN_OUTPUT), "{run:?}");
+
+    let history = p.nexus(&["history", "1"]);
+    assert_eq!(history.code, 0, "{history:?}");
+    no_raw_escape("history", &history.stdout);
+    assert!(history.stdout.contains(SHOWN_OUTPUT), "{history:?}");
+
+    // JSON keeps the exact strings: serde escapes control characters itself.
+    let json = p.nexus(&["history", "1", "--format", "json"]);
+    assert_eq!(json.code, 0, "{json:?}");
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    let tails: Vec<&str> = v["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter_map(|a| a["output_tail"].as_str())
+        .collect();
+    assert!(
+        tails.iter().any(|t| t.contains(HOSTILE_OUTPUT)),
+        "{tails:?}"
+    );
+    let labels: Vec<&str> = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["label"].as_str())
+        .collect();
+    assert!(labels.contains(&"blink\u{1b}[5mlabel"), "{labels:?}");
+    let show_json = p.nexus(&["show", "plan.lock", "--format", "json"]);
+    assert!(
+        show_json.stdout.contains(r"blink\u001b[5mlabel"),
+        "{show_json:?}"
+    );
 }
