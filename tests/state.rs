@@ -409,26 +409,49 @@ fn force_unlock_removes_any_lock() {
     drop(next);
 }
 
+/// Runs `f(i)` on `n` threads released at the same moment, returning their results in order.
+fn at_once<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(n));
+    let f = Arc::new(f);
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (barrier, f) = (Arc::clone(&barrier), Arc::clone(&f));
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(i)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// Processes started together on a new project (a CI matrix, `nexus history` beside an apply)
+/// all open the database: none may fail because another is switching it to WAL at that moment.
+#[test]
+fn threads_opening_a_fresh_database_at_once_all_succeed() {
+    for round in 0..40 {
+        let dir = TempDir::new().unwrap();
+        let path = db_in(&dir);
+        for r in at_once(8, move |_| state::open(&path).map(|_| ())) {
+            if let Err(e) = r {
+                panic!("round {round}: {e:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn threads_racing_for_the_lock_on_a_fresh_database_one_wins() {
     let dir = TempDir::new().unwrap();
     let path = db_in(&dir);
-    let n = 8;
-    let barrier = Arc::new(Barrier::new(n));
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let (path, barrier) = (path.clone(), Arc::clone(&barrier));
-            std::thread::spawn(move || {
-                barrier.wait();
-                // Opening concurrently also races the migrations.
-                let store = state::open(&path).expect("open");
-                store
-                    .lock(&LockHolder::current(format!("thread {i}")))
-                    .map(|g| (store, g))
-            })
-        })
-        .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let opened = path.clone();
+    let results = at_once(8, move |i| {
+        // Opening concurrently also races the migrations.
+        let store = state::open(&opened).expect("open");
+        store
+            .lock(&LockHolder::current(format!("thread {i}")))
+            .map(|g| (store, g))
+    });
     let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(winners.len(), 1, "exactly one winner");
     let winner = winners[0].1.holder().command.clone();

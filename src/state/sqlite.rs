@@ -77,6 +77,25 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// `PRAGMA journal_mode = WAL`, returning the mode in effect. Connections switching a new database
+/// at the same moment can each hold the lock the other needs; SQLite then fails one of them with
+/// SQLITE_BUSY at once, without its busy handler (waiting could not help), so that one retries
+/// until the other is done, within [`BUSY_TIMEOUT`].
+fn switch_to_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let start = std::time::Instant::now();
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn lock_conn(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic while holding the connection cannot leave a transaction open (dropping a rusqlite
     // Transaction rolls it back), so a poisoned mutex is still a usable connection.
@@ -106,9 +125,7 @@ impl SqliteStore {
         // Only takes effect on a new database (before the first table): lets prune return space.
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
             .map_err(open_err)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(open_err)?;
+        let mode = switch_to_wal(&conn).map_err(open_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StateError::Open {
                 db,
