@@ -10,6 +10,7 @@ pub mod exit;
 pub mod facts;
 pub mod inputs;
 pub mod inventory;
+pub mod nexus_dir;
 pub mod notify;
 pub mod pins;
 pub mod plan;

@@ -807,7 +807,7 @@ fn verbose_levels() {
         "{v1}"
     );
     assert!(
-        v1.contains("      $ mkdir -p -- /opt/shop\n        [sudo]\n"),
+        v1.contains("      $ mkdir -p -m 0755 -- /opt/shop\n        [sudo]\n"),
         "{v1}"
     );
     assert!(!v1.contains("fingerprint"), "{v1}");

@@ -11,6 +11,7 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use nexus::resources::Action;
@@ -307,6 +308,37 @@ fn a_lock_from_another_host_is_recovered_only_when_old() {
     let recovered = guard.recovered().unwrap();
     assert_eq!(recovered.holder.hostname, "elsewhere.invalid");
     assert!(recovered.reason.contains("old"), "{}", recovered.reason);
+}
+
+/// Runs `f(i)` on `n` threads released at the same moment, returning their results in order.
+fn at_once<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(n));
+    let f = Arc::new(f);
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (barrier, f) = (Arc::clone(&barrier), Arc::clone(&f));
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(i)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// Processes started together on a new project (a CI matrix, `nexus history` beside an apply)
+/// all open the database: none may fail because another is switching it to WAL at that moment.
+#[test]
+fn threads_opening_a_fresh_database_at_once_all_succeed() {
+    for round in 0..40 {
+        let dir = TempDir::new().unwrap();
+        let path = db_in(&dir);
+        for r in at_once(8, move |_| state::open(&path).map(|_| ())) {
+            if let Err(e) = r {
+                panic!("round {round}: {e:?}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::connect::ConnectArgs;
 use super::progress::Progress;
-use super::{CmdResult, Ctx, Format, emitln};
+use super::{CmdResult, Ctx, Format, emit_json};
 use crate::app::{self, Error};
 
 #[derive(Debug, Args)]
@@ -49,7 +49,7 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> CmdResult {
         Err(Error::Stale { file, check }) => {
             if format == Format::Json {
                 let summary = serde_json::json!({ "status": "refused", "drift": check.drift, "unreachable": check.unreachable });
-                emitln(&serde_json::to_string_pretty(&summary).expect("json"));
+                emit_json(&summary);
             }
             Err(Error::Stale { file, check })
         }

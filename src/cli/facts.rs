@@ -4,7 +4,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::connect::{ConnectArgs, runtime};
-use super::{CmdResult, Ctx, Failure, Format, emit, emitln};
+use super::{CmdResult, Ctx, Failure, Format, emit, emit_json, note};
 use crate::app::Error;
 use crate::app::facts::gather_many;
 use crate::config::{Config, LOCAL_HOST};
@@ -149,20 +149,23 @@ pub fn run(ctx: &Ctx, args: FactsArgs) -> CmdResult {
                 }
             })
             .collect();
-        emitln(&serde_json::to_string_pretty(&json!({ "hosts": items })).expect("json"));
+        emit_json(&json!({ "hosts": items }));
     } else {
         let mut out = String::new();
         for r in &results {
             match &r.result {
                 Ok(f) => out.push_str(&format!("{}\n{}", r.host, describe(f))),
-                Err(e) => eprintln!("error: {e}"),
+                Err(e) => note(&format!("error: {e}")),
             }
         }
         emit(&out);
     }
     if failed > 0 {
         if format != Format::Json {
-            eprintln!("facts: {failed} of {} host(s) failed", results.len());
+            note(&format!(
+                "facts: {failed} of {} host(s) failed",
+                results.len()
+            ));
         }
         return Ok(Exit::Unreachable);
     }

@@ -3,7 +3,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{CmdResult, Ctx, Format, emit, emitln, resolve_tasks};
+use super::{CmdResult, Ctx, Format, emit, emit_json, emitln, resolve_tasks};
 use crate::dag::Deps;
 use crate::exit::Exit;
 
@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, args: GraphArgs) -> CmdResult {
                 })).collect::<Vec<_>>(),
                 "phases": phases.iter().map(|p| p.iter().map(|i| name(*i)).collect::<Vec<_>>()).collect::<Vec<_>>(),
             });
-            emitln(&serde_json::to_string_pretty(&v).expect("json"));
+            emit_json(&v);
         }
         _ => {
             // Edges point from a dependency to the task that waits for it: the direction work flows.

@@ -4,7 +4,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{CmdResult, Ctx, Failure, Format, emit, emitln};
+use super::{CmdResult, Ctx, Failure, Format, emit, emit_json, emitln};
 use crate::exit::Exit;
 use crate::state::{
     self, ActionRecord, ActionStatus, RunId, RunStatus, RunSummary, StateError, StateStore,
@@ -110,9 +110,7 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
             None => 0,
         };
         if format == Format::Json {
-            emitln(&pretty(
-                &json!({ "database": db, "pruned_actions": deleted }),
-            ));
+            emit_json(&json!({ "database": db, "pruned_actions": deleted }));
         } else {
             emitln(&format!(
                 "Deleted {deleted} recorded action{} of runs older than the newest {keep} ({db}).",
@@ -136,7 +134,7 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
         None => Vec::new(),
     };
     if format == Format::Json {
-        emitln(&pretty(&json!({ "database": db, "runs": runs })));
+        emit_json(&json!({ "database": db, "runs": runs }));
         return Ok(Exit::Ok);
     }
     if runs.is_empty() {
@@ -183,10 +181,6 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
     Ok(Exit::Ok)
 }
 
-fn pretty(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).expect("json")
-}
-
 fn show_run(
     ctx: &Ctx,
     format: Format,
@@ -215,9 +209,7 @@ fn show_run(
     };
     let actions = store.run_actions(id).map_err(failure)?;
     if format == Format::Json {
-        emitln(&pretty(
-            &json!({ "database": db, "run": run, "actions": actions }),
-        ));
+        emit_json(&json!({ "database": db, "run": run, "actions": actions }));
         return Ok(Exit::Ok);
     }
 

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{CmdResult, Ctx, Format, emit, emitln};
+use super::{CmdResult, Ctx, Format, emit, emit_json};
 use crate::config::{Config, Host, Task, strategy_name};
 use crate::exit::Exit;
 
@@ -98,7 +98,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
             json!({ "name": t.name.value, "tailscale": { "tags": t.tags, "user": t.user, "online_only": t.online_only } })
         }));
         let v = json!({ "tasks": tasks, "hosts": hosts, "groups": groups });
-        emitln(&serde_json::to_string_pretty(&v).expect("json"));
+        emit_json(&v);
         return Ok(Exit::Ok);
     }
 

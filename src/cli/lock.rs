@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::connect::runtime;
-use super::{CmdResult, Ctx, Format, emit};
+use super::{CmdResult, Ctx, Format, emit, emit_exact};
 use crate::exit::Exit;
 use crate::pins::{self, Mode};
 
@@ -21,7 +21,7 @@ pub fn run(ctx: &Ctx, _args: LockArgs) -> CmdResult {
         .block_on(pins::resolve(cfg, &path, Mode::Update))
         .map_err(crate::app::Error::from)?;
     if format == Format::Json {
-        emit(&pins::to_text(&resolved.pins));
+        emit_exact(&pins::to_text(&resolved.pins));
         return Ok(Exit::Ok);
     }
     if ctx.global.quiet {

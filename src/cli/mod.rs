@@ -176,14 +176,14 @@ impl Ctx {
     fn report(&self, f: Failure) -> i32 {
         match &f {
             crate::app::Error::Config(c) => self.config_errors(c),
-            e => eprintln!("error: {e}"),
+            e => note(&format!("error: {e}")),
         }
         f.exit_code()
     }
 
     fn config_errors(&self, e: &ConfigErrors) {
         if self.global.format == Some(Format::Json) {
-            emitln(&serde_json::to_string_pretty(&e.to_json()).expect("json"));
+            emit_json(&e.to_json());
         } else {
             let rendered = e.render(RenderOptions {
                 color: self.color(),
@@ -194,17 +194,37 @@ impl Ctx {
     }
 }
 
-/// Writes command output to stdout. A closed pipe (`nexus list | head`) is not an error worth a
-/// panic: the reader has what it wanted, so the rest is dropped.
+/// Writes text for people to stdout, with the control characters of what came from hosts or the
+/// configuration shown rather than sent ([`crate::render::terminal::escape`]).
 pub fn emit(text: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    emit_exact(&crate::render::terminal::escape(text));
 }
 
 /// [`emit`] with a trailing newline.
 pub fn emitln(text: &str) {
     emit(&format!("{text}\n"));
+}
+
+/// Writes `text` to stdout unchanged: a secret's value, a machine format, or a rendering that
+/// escaped outside text itself because it adds colours of its own. A closed pipe
+/// (`nexus list | head`) is not an error worth a panic: the reader has what it wanted.
+pub fn emit_exact(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Writes `value` as pretty JSON to stdout, exactly: serde escapes control characters itself, and
+/// consumers need the strings as they are.
+pub fn emit_json(value: &impl serde::Serialize) {
+    let mut text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    text.push('\n');
+    emit_exact(&text);
+}
+
+/// Writes a line for people to stderr (notes, progress of planning, errors), escaped as [`emit`].
+pub fn note(text: &str) {
+    eprintln!("{}", crate::render::terminal::escape(text));
 }
 
 /// Parses arguments, runs the command and returns the process exit code.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::connect::ConnectArgs;
-use super::{CmdResult, Ctx, Format, emit, emitln};
+use super::{CmdResult, Ctx, Format, emit, emit_exact, emit_json, emitln, note};
 use crate::app;
 use crate::app::live::PlanEvent;
 use crate::exit::Exit;
@@ -54,34 +54,27 @@ pub fn request(ctx: &Ctx, args: &PlanArgs) -> app::plan::Request {
     }
 }
 
-/// Renders a plan in the requested format; `plan_file` is named in Markdown's truncation note.
-pub fn render(
-    ctx: &Ctx,
-    plan: &Plan,
-    format: Format,
-    plan_file: Option<&std::path::Path>,
-) -> String {
+/// Prints a plan in the requested format; `plan_file` is named in Markdown's truncation note.
+pub fn print(ctx: &Ctx, plan: &Plan, format: Format, plan_file: Option<&std::path::Path>) {
     match format {
-        Format::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&crate::render::json::plan(plan)).expect("json")
-        ),
-        Format::Markdown => crate::render::markdown::plan_with(
+        Format::Json => emit_json(&crate::render::json::plan(plan)),
+        Format::Markdown => emit(&crate::render::markdown::plan_with(
             plan,
             &crate::render::markdown::MarkdownOptions {
                 plan_file: plan_file
                     .map_or_else(|| "plan.lock".to_string(), |p| p.display().to_string()),
                 limit: crate::render::markdown::LIMIT,
             },
-        ),
-        _ => crate::render::text::plan(
+        )),
+        // The text rendering escapes what it shows itself, since it adds colours.
+        _ => emit_exact(&crate::render::text::plan(
             plan,
             &crate::render::text::TextOptions {
                 color: ctx.color_stdout(),
                 width: 100,
                 verbose: ctx.global.verbose,
             },
-        ),
+        )),
     }
 }
 
@@ -94,11 +87,11 @@ pub fn run(ctx: &Ctx, args: PlanArgs) -> CmdResult {
     let events = |e: PlanEvent| {
         if verbose {
             match e {
-                PlanEvent::Facts { host } => eprintln!("{host}: facts gathered"),
+                PlanEvent::Facts { host } => note(&format!("{host}: facts gathered")),
                 PlanEvent::Probed { host, resources } => {
-                    eprintln!("{host}: probed {resources} resource(s)")
+                    note(&format!("{host}: probed {resources} resource(s)"))
                 }
-                PlanEvent::Failed { host } => eprintln!("{host}: failed"),
+                PlanEvent::Failed { host } => note(&format!("{host}: failed")),
             }
         }
     };
@@ -112,10 +105,10 @@ pub fn run(ctx: &Ctx, args: PlanArgs) -> CmdResult {
     if let Some(p) = &planned.pins_written
         && !ctx.global.quiet
     {
-        eprintln!("Updated {}", p.display());
+        note(&format!("Updated {}", p.display()));
     }
     if !ctx.global.quiet || format != Format::Text {
-        emit(&render(ctx, plan, format, args.out.as_deref()));
+        print(ctx, plan, format, args.out.as_deref());
     }
     if let Some(out) = &args.out
         && format == Format::Text

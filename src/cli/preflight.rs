@@ -4,7 +4,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::connect::ConnectArgs;
-use super::{CmdResult, Ctx, Format, emitln};
+use super::{CmdResult, Ctx, Format, emit_json, emitln};
 use crate::app;
 use crate::exit::Exit;
 use crate::preflight::{Check, Status};
@@ -52,7 +52,7 @@ pub fn run(ctx: &Ctx, args: PreflightArgs) -> CmdResult {
     let hosts = report.hosts();
     if json {
         let v = json!({ "ok": failed_hosts.is_empty(), "checks": report.checks });
-        emitln(&serde_json::to_string_pretty(&v).expect("json"));
+        emit_json(&v);
     } else {
         for c in &report.checks {
             emitln(&line(c));

@@ -8,6 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::emitln;
 use crate::exec::{self, Event, Status};
 use crate::plan::{Plan, Role};
+use crate::render::terminal::escape;
 
 pub enum Progress {
     /// Nothing while running (quiet, or a machine format on stdout).
@@ -51,7 +52,7 @@ impl Progress {
                 .count() as u64;
             let bar = multi.add(ProgressBar::new(total));
             bar.set_style(style.clone());
-            bar.set_prefix(format!("{:>width$}", h.name));
+            bar.set_prefix(escape(&format!("{:>width$}", h.name)).into_owned());
             bars.insert(h.name.clone(), bar);
         }
         Progress::Bars {
@@ -80,7 +81,7 @@ impl Progress {
                     if r.role != Role::Handler {
                         bar.inc(1);
                     }
-                    bar.set_message(format!("{}: {}", r.task, r.label));
+                    bar.set_message(escape(&format!("{}: {}", r.task, r.label)).into_owned());
                 }
                 // Problems must stay visible after the bars are gone.
                 let important = matches!(
@@ -90,7 +91,7 @@ impl Progress {
                 if (important || *verbose > 0)
                     && let Some(l) = line(e, *verbose)
                 {
-                    let _ = multi.println(l);
+                    let _ = multi.println(escape(&l));
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{Ctx, Format, emit, emitln};
+use super::{Ctx, Format, emit, emit_json, note};
 use crate::app::apply::Applied;
 use crate::exec::{self, Status};
 use crate::exit::Exit;
@@ -16,15 +16,15 @@ pub fn finished(ctx: &Ctx, a: &Applied, format: Format) -> Exit {
     if let Some(p) = &a.pins_written
         && !ctx.global.quiet
     {
-        eprintln!("Updated {}", p.display());
+        note(&format!("Updated {}", p.display()));
     }
     if let Some(r) = &a.recovered
         && !ctx.global.quiet
     {
-        eprintln!(
+        note(&format!(
             "note: took over a stale apply lock of pid {} on {} ({})",
             r.holder.pid, r.holder.hostname, r.reason
-        );
+        ));
     }
     if format == Format::Json {
         let v = json!({
@@ -35,7 +35,7 @@ pub fn finished(ctx: &Ctx, a: &Applied, format: Format) -> Exit {
             "resources": report.results,
             "notifications": a.deliveries,
         });
-        emitln(&serde_json::to_string_pretty(&v).expect("json"));
+        emit_json(&v);
     } else if !ctx.global.quiet || !report.ok {
         let s = &a.summary;
         let mut out = String::from("\n========================================\n");
@@ -105,7 +105,7 @@ pub fn finished(ctx: &Ctx, a: &Applied, format: Format) -> Exit {
 pub fn deliveries(ctx: &Ctx, deliveries: &[crate::notify::Delivery]) {
     for d in deliveries {
         if !ctx.global.quiet || !d.ok {
-            eprintln!("{}", d.line());
+            note(&d.line());
         }
     }
 }

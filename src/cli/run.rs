@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::plan::PlanArgs;
 use super::progress::Progress;
-use super::{CmdResult, Ctx, Format, emit};
+use super::{CmdResult, Ctx, Format};
 use crate::app;
 
 #[derive(Debug, Args)]
@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> CmdResult {
     let progress: OnceLock<Progress> = OnceLock::new();
     let planned = |plan: &crate::plan::Plan| {
         if format == Format::Text && ctx.global.verbose > 0 {
-            emit(&super::plan::render(ctx, plan, Format::Text, None));
+            super::plan::print(ctx, plan, Format::Text, None);
         }
         let _ = progress.set(super::report::progress(ctx, plan, format));
     };

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{CmdResult, Ctx, Failure, Format, emit, emitln};
+use super::{CmdResult, Ctx, Failure, Format, emit, emit_exact, emit_json, emitln};
 use crate::app::Error;
 use crate::exit::Exit;
 use crate::secrets::{
@@ -217,7 +217,7 @@ fn get(settings: &Settings, unlock: &Unlock<'_>, name: &str) -> CmdResult {
     let value = vault.get(name).ok_or_else(|| missing(&vault, name))?;
     // The value exactly as stored, so `get NAME > file` and `set --keep-newline NAME < file`
     // round-trip; a newline is added only for a person reading it on a terminal.
-    emit(value);
+    emit_exact(value);
     if std::io::stdout().is_terminal() && !value.ends_with('\n') {
         emit("\n");
     }
@@ -229,7 +229,7 @@ fn list(settings: &Settings, unlock: &Unlock<'_>, format: Format) -> CmdResult {
     let names = vault.names();
     if format == Format::Json {
         let v = json!({ "vault": vault.path(), "secrets": names });
-        emitln(&serde_json::to_string_pretty(&v).expect("json"));
+        emit_json(&v);
     } else {
         let mut out = String::new();
         for n in names {

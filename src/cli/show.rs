@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CmdResult, Ctx, Format, emit};
+use super::{CmdResult, Ctx, Format};
 use crate::exit::Exit;
 use crate::plan::lockfile;
 
@@ -20,6 +20,6 @@ pub fn run(ctx: &Ctx, args: ShowArgs) -> CmdResult {
         &[Format::Text, Format::Json, Format::Markdown],
     )?;
     let plan = lockfile::read(&args.file).map_err(crate::app::Error::ReadPlan)?;
-    emit(&super::plan::render(ctx, &plan, format, Some(&args.file)));
+    super::plan::print(ctx, &plan, format, Some(&args.file));
     Ok(Exit::Ok)
 }

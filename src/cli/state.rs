@@ -5,7 +5,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::history::{failure, open_existing, state_location, table};
-use super::{CmdResult, Ctx, Format, emit, emitln};
+use super::{CmdResult, Ctx, Format, emit, emit_json, emitln};
 use crate::exit::Exit;
 use crate::state::{LastApplied, LockHolder, format_time};
 
@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
             None => None,
         };
         if format == Format::Json {
-            emitln(&pretty(&json!({ "database": db, "removed": removed })));
+            emit_json(&json!({ "database": db, "removed": removed }));
         } else {
             match removed {
                 Some(h) => emitln(&format!("Removed the apply lock of {h}.")),
@@ -58,9 +58,9 @@ pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
             v["stale"] = json!(h.gone());
             v
         });
-        emitln(&pretty(
+        emit_json(
             &json!({ "database": db, "lock": lock, "resources": resources, "pending_handlers": pending }),
-        ));
+        );
         return Ok(Exit::Ok);
     }
 
@@ -155,8 +155,4 @@ fn lock_text(holder: Option<&LockHolder>) -> String {
             None => format!("\nApply lock: held by {h}\n"),
         },
     }
-}
-
-fn pretty(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).expect("json")
 }

@@ -1,6 +1,6 @@
 //! `nexus validate`: load the configuration, report every error, or summarize it.
 
-use super::{CmdResult, Ctx, Format, emitln};
+use super::{CmdResult, Ctx, Format, emit_json, emitln};
 use crate::exit::Exit;
 
 pub fn run(ctx: &Ctx) -> CmdResult {
@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx) -> CmdResult {
                 "handlers": cfg.handlers.len(),
                 "resources": resources,
             });
-            emitln(&serde_json::to_string_pretty(&v).expect("json"));
+            emit_json(&v);
         }
         _ => {
             if !ctx.global.quiet {

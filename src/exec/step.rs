@@ -296,15 +296,30 @@ pub(super) fn content(blobs: &BTreeMap<String, String>, hash: &str) -> Result<Ve
     Ok(bytes)
 }
 
-/// Writes a downloaded file atomically, creating its directory.
+/// Writes a downloaded file atomically, creating its directory. The file is 0600: nothing says
+/// who may read what it copied (often logs, dumps or keys), and the remote mode means nothing
+/// for local users. A new temporary file replaces the destination, so an existing file's wider
+/// mode does not carry over.
 fn write_local(dest: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let path = std::path::Path::new(dest);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("nexus-tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    // A leftover of an interrupted download may have any mode; create_new below must make it.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let written = crate::nexus_dir::new_private_file()
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Whether two units may share a command: the same escalation, directory and environment.

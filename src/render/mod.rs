@@ -8,6 +8,7 @@
 
 pub mod json;
 pub mod markdown;
+pub mod terminal;
 pub mod text;
 
 pub use text::TextOptions;

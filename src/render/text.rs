@@ -16,6 +16,7 @@
 //!   2 unchanged
 //! ```
 
+use super::terminal::escape;
 use super::{
     Counts, Entry, count, entry_hosts_phrase, field_values, hosts_phrase, task_notes, view,
 };
@@ -56,12 +57,16 @@ struct Out<'o> {
     o: &'o TextOptions,
 }
 
+/// Everything taken from the plan goes through [`escape`] on its way in: [`Out::paint`],
+/// [`Out::plain`] and [`Out::wrapped`] escape their text; [`Out::line`] takes text that is
+/// already escaped or painted, since the colours are this renderer's own escape sequences.
 impl Out<'_> {
     fn paint(&self, color: &str, text: &str) -> String {
+        let text = escape(text);
         if self.o.color && !text.is_empty() {
             format!("{color}{text}{RESET}")
         } else {
-            text.to_string()
+            text.into_owned()
         }
     }
 
@@ -70,9 +75,15 @@ impl Out<'_> {
         self.s.push('\n');
     }
 
-    /// Writes `words` after `lead` (already indented), wrapping at the width with continuation
-    /// lines indented by `hang` spaces.
+    /// A line with no colour, escaped.
+    fn plain(&mut self, text: &str) {
+        self.line(&escape(text));
+    }
+
+    /// Writes `words` (escaped) after `lead` (already indented and escaped), wrapping at the
+    /// width with continuation lines indented by `hang` spaces.
     fn wrapped(&mut self, lead: &str, words: &str, hang: usize) {
+        let words = escape(words);
         let width = self.o.width.max(40);
         let mut line = lead.to_string();
         let mut len = lead.chars().count();
@@ -203,7 +214,7 @@ pub fn plan(plan: &Plan, o: &TextOptions) -> String {
             } else {
                 ""
             };
-            out.line(&format!(
+            out.plain(&format!(
                 "  {}: {at}, becomes {}{sudo}, facts {}",
                 h.name, c.become_user, h.facts_digest
             ));
@@ -240,8 +251,10 @@ fn entry(
         out.paint(color, symbol),
         out.paint(color, &r.label)
     );
-    let phrase = entry_hosts_phrase(&e.hosts, task_hosts);
-    let visible = format!("{pad}{symbol} {}{check}", r.label).chars().count();
+    let phrase = escape(&entry_hosts_phrase(&e.hosts, task_hosts)).into_owned();
+    let visible = format!("{pad}{symbol} {}{check}", escape(&r.label))
+        .chars()
+        .count();
     if visible + 2 + phrase.chars().count() <= out.o.width.max(40) {
         out.line(&format!("{head}  {phrase}"));
     } else {
@@ -251,10 +264,10 @@ fn entry(
     out.wrapped(&detail, &r.reason, indent + 4);
     for f in &r.fields {
         let (from, to) = field_values(f);
-        out.line(&format!("{detail}{}: {from} → {to}", f.field));
+        out.plain(&format!("{detail}{}: {from} → {to}", f.field));
     }
     if r.role != Role::Handler && !r.notify.is_empty() && r.action != Action::NoOp {
-        out.line(&format!("{detail}notifies {}", r.notify.join(", ")));
+        out.plain(&format!("{detail}notifies {}", r.notify.join(", ")));
     }
     if let Some(d) = &r.diff {
         for l in d.lines() {
@@ -267,7 +280,7 @@ fn entry(
             } else if l.starts_with("@@") {
                 out.paint(CYAN, l)
             } else {
-                l.to_string()
+                escape(l).into_owned()
             };
             out.line(format!("{detail}  {painted}").trim_end());
         }
@@ -278,7 +291,7 @@ fn entry(
         }
     }
     if out.o.verbose >= 2 && !r.fingerprint.is_empty() {
-        out.line(&format!("{detail}observed fingerprint {}", r.fingerprint));
+        out.plain(&format!("{detail}observed fingerprint {}", r.fingerprint));
     }
 }
 
@@ -287,7 +300,7 @@ fn entry(
 fn step(out: &mut Out<'_>, plan: &Plan, s: &Step, detail: &str) {
     for (i, l) in s.script.lines().enumerate() {
         let lead = if i == 0 { "$ " } else { "  " };
-        out.line(format!("{detail}{lead}{l}").trim_end());
+        out.plain(format!("{detail}{lead}{l}").trim_end());
     }
     let mut notes = Vec::new();
     if s.sudo {

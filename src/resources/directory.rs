@@ -97,20 +97,27 @@ impl Resource for Directory {
                 vec![Step::new(format!("rm -rf -- {p}"), self.sudo)],
             )),
             (Presence::Present, false) => {
-                let mut steps = vec![Step::new(format!("mkdir -p -- {p}"), self.sudo)];
-                let mut fields = Vec::new();
-                // A new directory's owner and mode come from the umask and the login user, so set
-                // whatever was asked for explicitly.
+                // The mode is given to mkdir rather than set by a later chmod: a directory meant
+                // to be 0700 must never exist with the umask's wider mode, not even for a moment.
+                let mkdir = match self.mode {
+                    Some(m) => format!("mkdir -p -m {} -- {p}", q(&m.to_string())),
+                    None => format!("mkdir -p -- {p}"),
+                };
+                let mut steps = vec![Step::new(mkdir, self.sudo)];
+                // A new directory's owner comes from the login user, so set whatever was asked
+                // for explicitly, after the directory exists with its final mode.
                 let nothing = Observed::default();
-                let (f, s) = ownership_changes(
+                let (mut fields, s) = ownership_changes(
                     &self.path,
                     &nothing,
                     self.owner.as_deref(),
                     self.group.as_deref(),
-                    self.mode,
+                    None,
                     self.sudo,
                 );
-                fields.extend(f);
+                if let Some(m) = self.mode {
+                    fields.push(FieldChange::new("mode", None, Some(&m.to_string())));
+                }
                 steps.extend(s);
                 let mut c = Change::new(Action::Create, "does not exist", steps);
                 c.fields = fields;
@@ -184,12 +191,22 @@ mod tests {
         assert_eq!(
             scripts,
             [
-                "mkdir -p -- '/srv/my app'",
+                "mkdir -p -m 0755 -- '/srv/my app'",
                 "chown -- deploy '/srv/my app'",
-                "chmod -- 0755 '/srv/my app'"
             ]
         );
         assert!(c.steps.iter().all(|s| s.sudo));
+        assert_eq!(
+            c.fields,
+            vec![
+                FieldChange::new("owner", None, Some("deploy")),
+                FieldChange::new("mode", None, Some("0755")),
+            ]
+        );
+        let mut plain = dir(Presence::Present);
+        plain.mode = None;
+        let c = plain.plan(&obs("exists=false")).unwrap();
+        assert_eq!(c.steps[0].script, "mkdir -p -- '/srv/my app'");
     }
 
     #[test]

@@ -204,17 +204,12 @@ pub fn generate_key_file(path: &Path) -> Result<Key, SecretError> {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        crate::nexus_dir::create(dir).map_err(io)?;
     }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut file = opts.open(path).map_err(io)?;
+    let mut file = crate::nexus_dir::new_private_file()
+        .open(path)
+        .map_err(io)?;
     let mut text = key.to_hex();
     text.push('\n');
     let written = file

@@ -288,8 +288,8 @@ impl Vault {
                 (key, Kdf::None, KeySource::Env(var.to_string()))
             }
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| SecretError::Io {
+        if let Some(dir) = path.parent() {
+            crate::nexus_dir::create(dir).map_err(|source| SecretError::Io {
                 action: "create the directory",
                 path: dir.to_path_buf(),
                 source,
@@ -525,15 +525,8 @@ fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<(), SecretEr
         path.file_name().unwrap_or_default().to_string_lossy(),
         hex_encode(&suffix)
     ));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
     let result = (|| {
-        let mut f = opts.open(&tmp)?;
+        let mut f = crate::nexus_dir::new_private_file().open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);

@@ -75,7 +75,7 @@ pub fn default_path(config: &Path) -> PathBuf {
     config
         .parent()
         .unwrap_or(Path::new(""))
-        .join(".nexus")
+        .join(crate::nexus_dir::NAME)
         .join("state.db")
 }
 

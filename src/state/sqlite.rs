@@ -66,6 +66,37 @@ impl Drop for FullSync<'_> {
     }
 }
 
+/// Creates the database file, empty and 0600 (a umask can only narrow that), unless it exists. It holds the
+/// output of every command nexus ran; SQLite would create it 0644, and gives its `-wal`, `-shm` and
+/// journal files the database file's mode, so they follow. An existing file keeps its mode: its
+/// owner may share it on purpose.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    match crate::nexus_dir::new_private_file().open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `PRAGMA journal_mode = WAL`, returning the mode in effect. Connections switching a new database
+/// at the same moment can each hold the lock the other needs; SQLite then fails one of them with
+/// SQLITE_BUSY at once, without its busy handler (waiting could not help), so that one retries
+/// until the other is done, within [`BUSY_TIMEOUT`].
+fn switch_to_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let start = std::time::Instant::now();
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn lock_conn(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic while holding the connection cannot leave a transaction open (dropping a rusqlite
     // Transaction rolls it back), so a poisoned mutex is still a usable connection.
@@ -76,19 +107,16 @@ impl SqliteStore {
     /// See [`super::open`].
     pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
         let db = path.display().to_string();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.is_dir()
-        {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+        if let Some(dir) = path.parent() {
+            crate::nexus_dir::create(dir).map_err(|source| StateError::CreateDir {
                 dir: dir.display().to_string(),
                 source,
             })?;
-            // The default directory holds only state (with command output tails): keep it out of
-            // version control without asking the user to edit their .gitignore.
-            if dir.file_name().is_some_and(|n| n == ".nexus") {
-                let _ = std::fs::write(dir.join(".gitignore"), "*\n");
-            }
         }
+        create_private(path).map_err(|e| StateError::Open {
+            db: db.clone(),
+            source: Box::new(e),
+        })?;
         let open_err = |e: rusqlite::Error| StateError::Open {
             db: db.clone(),
             source: Box::new(e),
@@ -98,9 +126,7 @@ impl SqliteStore {
         // Only takes effect on a new database (before the first table): lets prune return space.
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
             .map_err(open_err)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(open_err)?;
+        let mode = switch_to_wal(&conn).map_err(open_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StateError::Open {
                 db,
