@@ -3,6 +3,8 @@
 # installs openssh-server and sudo when missing, and creates the dedicated
 # test users. Idempotent; needs root. The tests start their own sshd
 # processes on 127.0.0.x: no system ssh service is enabled or started here.
+# For the shared-state tests it installs postgresql (the tests run their own
+# servers; the package's own cluster is not used).
 # For the tier-2 tests (tests/resources_tier2.rs) it also installs debootstrap
 # and systemd-container (systemd-nspawn); the tests build and cache their
 # Debian root filesystem themselves, under /var/cache/nexus-tests.
@@ -19,6 +21,11 @@ command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v sudo >/dev/null 2>&1 || missing+=(sudo)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+# The shared-state tests start their own PostgreSQL servers (tests/harness/postgres.rs) from
+# Debian's programs, as the postgres user; openssl makes their throwaway TLS certificates.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # debootstrap only recommends the keyring it verifies the archive with.
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -6,7 +6,21 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The newest installed server's programs (`/usr/lib/postgresql/VERSION/bin`).
+fn bin() -> String {
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|v| Path::new(&format!("/usr/lib/postgresql/{v}/bin/initdb")).exists())
+        .collect();
+    versions.sort();
+    let v = versions
+        .pop()
+        .expect("PostgreSQL is not installed: run `bash tests/setup.sh` as root first");
+    format!("/usr/lib/postgresql/{v}/bin")
+}
 /// The database role every test server has (superuser of its own cluster).
 pub const ROLE: &str = "nexus";
 
@@ -41,10 +55,7 @@ impl Builder {
     }
 
     pub fn start(self) -> Postgres {
-        assert!(
-            Path::new(BIN).join("initdb").exists(),
-            "PostgreSQL 15 is not installed: run `bash tests/setup.sh` as root first"
-        );
+        let bin = bin();
         let dir = tempfile::Builder::new()
             .prefix("nexus-pg-")
             .tempdir()
@@ -60,7 +71,7 @@ impl Builder {
             None => "-A trust".into(),
         };
         as_postgres(&format!(
-            "{BIN}/initdb -D {data} {auth} -U {ROLE} --no-sync >/dev/null",
+            "{bin}/initdb -D {data} {auth} -U {ROLE} --no-sync >/dev/null",
             data = q(&d.join("data"))
         ));
         let ip = super::next_ip();
@@ -76,19 +87,15 @@ impl Builder {
             ));
             std::fs::write(&conf, text).unwrap();
         }
-        as_postgres(&format!(
-            "{BIN}/pg_ctl -D {data} -o \"-k {sock} -h {ip} -p {port} -c fsync=off\" -l {log} -w start >/dev/null",
-            data = q(&d.join("data")),
-            sock = d.display(),
-            log = q(&d.join("log")),
-        ));
-        Postgres {
+        let pg = Postgres {
             dir,
             ip,
             port,
             password: self.password,
             ca,
-        }
+        };
+        pg.restart();
+        pg
     }
 }
 
@@ -139,21 +146,23 @@ impl Postgres {
     /// Stops the server at once (in-flight sessions are cut off).
     pub fn stop(&self) {
         as_postgres(&format!(
-            "{BIN}/pg_ctl -D {} -m immediate stop >/dev/null 2>&1 || true",
+            "{}/pg_ctl -D {} -m immediate stop >/dev/null 2>&1 || true",
+            bin(),
             q(&self.dir.path().join("data"))
         ));
     }
 
-    /// Starts it again after [`Postgres::stop`], on the same address and port.
+    /// Starts it (again after [`Postgres::stop`]), on its address and port.
     pub fn restart(&self) {
         let d = self.dir.path();
         as_postgres(&format!(
-            "{BIN}/pg_ctl -D {data} -o \"-k {sock} -h {ip} -p {port} -c fsync=off\" -l {log} -w start >/dev/null",
+            "{bin}/pg_ctl -D {data} -o \"-k {sock} -h {ip} -p {port} -c fsync=off\" -l {log} -w start >/dev/null",
             data = q(&d.join("data")),
             sock = d.display(),
             ip = self.ip,
             port = self.port,
             log = q(&d.join("log")),
+            bin = bin(),
         ));
     }
 }
