@@ -200,3 +200,67 @@ fn tls_and_a_password_from_the_vault_connect_and_bad_settings_fail_clearly() {
         assert!(!o.stdout.contains(PW) && !o.stderr.contains(PW), "{o:?}");
     }
 }
+
+/// The database goes away mid-apply: nothing new starts, what could not be recorded is kept
+/// locally and reported, the next apply refuses until `nexus state --recover` has written it, and
+/// then the history tells the whole truth.
+#[test]
+fn postgres_stopped_mid_apply_stops_the_run_and_keeps_what_it_could_not_record() {
+    let pg = Postgres::start();
+    let h = SshHost::builder("shared4").private_srv().start();
+    let rest = tasks(&h).replace(
+        "task \"slow\"",
+        "task \"steps\" on=\"shared4\" {\n    command \"sleep 2; echo first >> /srv/steps\"\n}\n\
+         task \"more\" on=\"shared4\" deps=\"steps\" {\n    command \"echo second >> /srv/steps\"\n}\ntask \"slow\"",
+    );
+    let p = Project::over(&[&h], "", &rest)
+        .env("NEXUS_STATE_URL", &pg.url("sslmode=disable"))
+        .env_remove("PGPASSWORD");
+    let child = p
+        .command(&["run", "steps", "more"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg
+        .try_psql("SELECT COUNT(*) FROM nexus.runs WHERE status = 'running'")
+        .as_deref()
+        != Ok("1")
+    {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pg.stop();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The first command was in flight and finished; the second never started.
+    let steps = std::fs::read_to_string(h.srv().join("steps")).unwrap_or_default();
+    assert_eq!(steps, "first\n", "{stderr}");
+    for part in ["could not be recorded", "nexus state --recover"] {
+        assert!(stderr.contains(part), "{part:?} in {stderr}");
+    }
+
+    pg.restart();
+    let refused = p.nexus(&["run", "count"]);
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("nexus state --recover"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(count(&h), 0);
+    let recovered = p.nexus(&["state", "--recover"]);
+    assert!(
+        recovered.success(),
+        "{}{}",
+        recovered.stdout,
+        recovered.stderr
+    );
+    let shown = p.nexus(&["history", "1", "--format", "json"]);
+    assert!(shown.success(), "{}", shown.stderr);
+    assert!(shown.stdout.contains("echo first"), "{}", shown.stdout);
+    assert!(p.nexus(&["run", "count"]).success());
+    assert_eq!(count(&h), 1);
+}

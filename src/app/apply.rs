@@ -72,7 +72,7 @@ pub fn apply(
             base: &base,
         }),
     )?;
-    let state = Locked::take(&location, &format!("nexus apply {file}"))?;
+    let state = Locked::take(&location, &format!("nexus apply {file}"), &base)?;
     if let Some(prev) = state.store.applied(&hash)? {
         return Err(Error::AlreadyApplied {
             file,

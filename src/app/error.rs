@@ -142,6 +142,27 @@ pub enum Error {
     #[error("recording to the state database failed: {0}")]
     Record(StateError),
 
+    #[error(
+        "the state store became unreachable during run {run}: {error}\nNothing new was started \
+         after that. {count} result(s) could not be recorded; they are kept in {}.\nOnce the \
+         store is reachable again, run `nexus state --recover` to record them; apply and run \
+         refuse to start until then.",
+        journal.display()
+    )]
+    Unrecorded {
+        run: crate::state::RunId,
+        error: StateError,
+        count: usize,
+        journal: PathBuf,
+    },
+
+    #[error(
+        "results of an earlier run could not be recorded and are kept in {}; run `nexus state \
+         --recover` to write them into the state store first",
+        journals.iter().map(|j| j.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    UnrecordedPending { journals: Vec<PathBuf> },
+
     #[error("{0}")]
     StateSetting(#[from] super::state::StateSettingError),
 
@@ -183,6 +204,8 @@ impl Error {
             | Error::State(_)
             | Error::StateSetting(_)
             | Error::Record(_)
+            | Error::Unrecorded { .. }
+            | Error::UnrecordedPending { .. }
             | Error::ConfigExists(_)
             | Error::Io { .. }
             | Error::Stdin(_)

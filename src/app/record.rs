@@ -7,6 +7,7 @@ use std::sync::{Arc, mpsc};
 use serde::Serialize;
 
 use super::Error;
+use super::journal::Record;
 use crate::exec::{self, Event, Options, Report, Status, TaskStatus};
 use crate::exit::Exit;
 use crate::inventory::Inventory;
@@ -20,14 +21,27 @@ use crate::state::{
 pub struct Locked {
     pub store: Arc<dyn StateStore>,
     pub guard: LockGuard,
+    /// Where results that cannot be recorded are kept (app/journal.rs).
+    journal_dir: std::path::PathBuf,
 }
 
 impl Locked {
-    /// Opens the state at `location` and takes the apply lock for `command`.
-    pub fn take(location: &crate::state::Location, command: &str) -> Result<Locked, Error> {
+    /// Opens the state at `location` and takes the apply lock for `command`. Refuses while
+    /// results of an earlier run wait in the journal beside the configuration in `config_dir`.
+    pub fn take(
+        location: &crate::state::Location,
+        command: &str,
+        config_dir: &std::path::Path,
+    ) -> Result<Locked, Error> {
+        let journal_dir = super::journal::dir(config_dir);
+        super::journal::refuse_if_pending(&journal_dir)?;
         let store = location.open()?;
         let guard = store.lock(&LockHolder::current(command))?;
-        Ok(Locked { store, guard })
+        Ok(Locked {
+            store,
+            guard,
+            journal_dir,
+        })
     }
 
     /// A stale lock of a dead process that this command took over, if it did.
@@ -207,63 +221,79 @@ fn record_of(r: &exec::ResourceResult) -> ActionRecord {
     }
 }
 
-/// What the recorder writes.
-enum Record {
-    Action(ActionRecord),
-    /// A change notified a handler on a host: pending until it succeeds there.
-    Notified {
-        host: String,
-        handler: String,
-        by: String,
-    },
-    /// A handler succeeded on a host.
-    HandlerSucceeded {
-        host: String,
-        handler: String,
-    },
-}
-
 /// Writes what it receives: one transaction per action that did something; no-ops are written
-/// together before the next such action (or at the end). Returns the first failure.
+/// together before the next such action (or at the end). At the first failure it asks the run to
+/// stop (nothing may start that could not be recorded) and keeps everything it could not write;
+/// returns that failure with what is unrecorded.
 fn record(
     store: &dyn StateStore,
     run: RunId,
     events: mpsc::Receiver<Record>,
-) -> Result<(), crate::state::StateError> {
-    let mut first_error = None;
+    stop: &exec::StopRequest,
+) -> Result<(), (crate::state::StateError, Vec<Record>)> {
+    let mut first_error: Option<crate::state::StateError> = None;
+    let mut unrecorded: Vec<Record> = Vec::new();
     let mut pending: Vec<ActionRecord> = Vec::new();
+    // Writes `recs` (the pending no-ops as one batch, or one record) unless the store already
+    // failed; on a failure, asks the run to stop and keeps them.
+    let mut write = |recs: Vec<Record>, first_error: &mut Option<crate::state::StateError>| {
+        if first_error.is_none() {
+            let result = match recs.as_slice() {
+                [one] if !matches!(one, Record::Action(a) if is_batched(a)) => {
+                    one.write(store, run)
+                }
+                _ => {
+                    let actions: Vec<ActionRecord> = recs
+                        .iter()
+                        .filter_map(|r| match r {
+                            Record::Action(a) => Some(a.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    store.record_actions(run, &actions)
+                }
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    stop.request(format!("the state store is unreachable: {e}"));
+                    *first_error = Some(e);
+                }
+            }
+        }
+        // The store is gone: keep the rest rather than retry against it record by record.
+        unrecorded.extend(recs);
+    };
     for rec in events {
-        let rec = match rec {
-            Record::Action(a)
-                if a.action == crate::resources::Action::NoOp
-                    && a.status == ActionStatus::Skipped =>
-            {
-                pending.push(a);
-                continue;
-            }
-            other => other,
-        };
+        if let Record::Action(a) = &rec
+            && is_batched(a)
+        {
+            pending.push(a.clone());
+            continue;
+        }
         if !pending.is_empty() {
-            if let Err(e) = store.record_actions(run, &pending) {
-                first_error.get_or_insert(e);
-            }
-            pending.clear();
+            write(
+                pending.drain(..).map(Record::Action).collect(),
+                &mut first_error,
+            );
         }
-        let result = match rec {
-            Record::Action(a) => store.record_action(run, &a),
-            Record::Notified { host, handler, by } => {
-                store.notify_handler(run, &host, &handler, &by)
-            }
-            Record::HandlerSucceeded { host, handler } => store.handler_succeeded(&host, &handler),
-        };
-        if let Err(e) = result {
-            first_error.get_or_insert(e);
-        }
+        write(vec![rec], &mut first_error);
     }
-    if let Err(e) = store.record_actions(run, &pending) {
-        first_error.get_or_insert(e);
+    if !pending.is_empty() {
+        write(
+            pending.drain(..).map(Record::Action).collect(),
+            &mut first_error,
+        );
     }
-    first_error.map_or(Ok(()), Err)
+    match first_error {
+        None => Ok(()),
+        Some(e) => Err((e, unrecorded)),
+    }
+}
+
+/// Skipped no-ops did nothing on any host: they are written together, not one transaction each.
+fn is_batched(a: &ActionRecord) -> bool {
+    a.action == crate::resources::Action::NoOp && a.status == ActionStatus::Skipped
 }
 
 /// A plan about to execute under a recorded run, and what its notifications need.
@@ -362,7 +392,8 @@ pub async fn execute(
 ) -> Result<Report, Error> {
     let (tx, rx) = mpsc::channel::<Record>();
     let store = state.store.clone();
-    let recorder = tokio::task::spawn_blocking(move || record(&*store, run, rx));
+    let stop = opts.stop.clone();
+    let recorder = tokio::task::spawn_blocking(move || record(&*store, run, rx, &stop));
     let events = |e: Event| {
         let rec = match &e {
             Event::Resource(r) => Some(Record::Action(record_of(r))),
@@ -389,12 +420,23 @@ pub async fn execute(
     };
     let env = |k: &str| std::env::var(k).ok();
     let mut first: Option<Exit> = None;
+    // A lock held by a connection (PostgreSQL) is lost with it: stop starting work at once,
+    // since nothing could be recorded and another apply may now take the lock.
+    let mut lost = state.guard.loss_probe();
+    let mut watch = tokio::time::interval(std::time::Duration::from_millis(200));
     let mut report = {
         let work = exec::execute(plan, inv, opts, &env, &events);
         tokio::pin!(work);
         loop {
             tokio::select! {
                 report = &mut work => break report,
+                _ = watch.tick(), if lost.is_some() => {
+                    if let Some(reason) = lost.as_ref().and_then(|probe| probe()) {
+                        lost = None;
+                        opts.stop.request(reason.clone());
+                        observer(&Event::StopRequested { reason });
+                    }
+                },
                 exit = signals.next() => match first {
                     // A second signal: stop now. The run stays 'running' in the state until the
                     // next command finds its process gone and records it interrupted.
@@ -413,7 +455,25 @@ pub async fn execute(
     drop(tx);
     match recorder.await {
         Ok(Ok(())) => Ok(report),
-        Ok(Err(e)) => Err(Error::Record(e)),
+        Ok(Err((error, records))) => {
+            let journal = super::journal::Journal {
+                location: state.store.location(),
+                run,
+                error: error.to_string(),
+                records,
+            };
+            let count = journal.records.len();
+            match super::journal::write(&state.journal_dir, &journal) {
+                Ok(path) => Err(Error::Unrecorded {
+                    run,
+                    error,
+                    count,
+                    journal: path,
+                }),
+                // Nowhere to keep them either: say what was lost.
+                Err(_) => Err(Error::Record(error)),
+            }
+        }
         Err(join) => std::panic::resume_unwind(join.into_panic()),
     }
 }

@@ -23,6 +23,7 @@ pub fn run(
     let state = Locked::take(
         &location,
         &format!("nexus run {}", req.selection.tasks.join(" ")),
+        &live.loaded.config.base_dir,
     )?;
     let secrets = live.secrets.clone();
     let (plan, run, report, deliveries) = live.runtime().block_on(async {

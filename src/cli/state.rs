@@ -17,12 +17,40 @@ pub struct StateArgs {
     /// machine (a holder gone on this machine is recovered automatically by the next apply)
     #[arg(long, conflicts_with = "host")]
     pub force_unlock: bool,
+    /// Write the results a run could not record (its state store became unreachable), kept in
+    /// .nexus/unrecorded/, into the state store; apply and run refuse to start until then
+    #[arg(long, conflicts_with_all = ["host", "force_unlock"])]
+    pub recover: bool,
 }
 
 pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
     let format = ctx.format(Format::Text, &[Format::Text, Format::Json])?;
     let location = state_location(ctx)?;
     let db = location.describe();
+    if args.recover {
+        let config_dir = ctx
+            .global
+            .config
+            .parent()
+            .unwrap_or(std::path::Path::new(""));
+        let done = crate::app::journal::recover_at(&location, config_dir)?;
+        if format == Format::Json {
+            let runs: Vec<_> = done
+                .iter()
+                .map(|(run, n)| json!({ "run": run, "records": n }))
+                .collect();
+            emit_json(&json!({ "database": db, "recovered": runs }));
+        } else if done.is_empty() {
+            emitln("Nothing to recover: every result is recorded.");
+        } else {
+            for (run, n) in &done {
+                emitln(&format!(
+                    "Recorded {n} result(s) of run {run} into {db}; the run reads interrupted."
+                ));
+            }
+        }
+        return Ok(Exit::Ok);
+    }
     let store = open_existing(&location)?;
 
     if args.force_unlock {

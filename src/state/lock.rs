@@ -83,6 +83,7 @@ pub struct Recovered {
 }
 
 type Release = Box<dyn FnOnce() -> Result<(), StateError> + Send>;
+type Lost = std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// The apply lock, held until [`LockGuard::release`] or drop.
 pub struct LockGuard {
@@ -90,6 +91,7 @@ pub struct LockGuard {
     recovered: Option<Recovered>,
     interrupted: Vec<RunId>,
     release: Option<Release>,
+    lost: Option<Lost>,
 }
 
 impl LockGuard {
@@ -105,7 +107,24 @@ impl LockGuard {
             recovered,
             interrupted,
             release: Some(Box::new(release)),
+            lost: None,
         }
+    }
+
+    /// For backends whose lock lives in a connection: `lost` says why the lock is gone, once
+    /// it is (the connection dropped).
+    pub fn watched(
+        mut self,
+        lost: impl Fn() -> Option<String> + Send + Sync + 'static,
+    ) -> LockGuard {
+        self.lost = Some(std::sync::Arc::new(lost));
+        self
+    }
+
+    /// A probe that says why the lock was lost, for the run to stop on; `None` for a lock that
+    /// cannot be lost while this process lives (SQLite's).
+    pub fn loss_probe(&self) -> Option<Lost> {
+        self.lost.clone()
     }
 
     pub fn holder(&self) -> &LockHolder {

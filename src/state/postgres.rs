@@ -306,10 +306,25 @@ fn describe(e: &postgres::Error) -> String {
 struct Session {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     db: String,
+    /// Set when a watched session finds its connection gone (see [`Session::watched`]).
+    lost: std::sync::Arc<Mutex<Option<String>>>,
 }
+
+/// How often an idle watched session checks that its connection still works.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
 
 impl Session {
     fn connect(settings: &PgSettings, db: &str) -> Result<Session, StateError> {
+        Session::open(settings, db, false)
+    }
+
+    /// A session that, while idle, checks its connection every [`WATCH_EVERY`]: the one that
+    /// holds the apply lock, whose loss means the lock is gone too.
+    fn watched(settings: &PgSettings, db: &str) -> Result<Session, StateError> {
+        Session::open(settings, db, true)
+    }
+
+    fn open(settings: &PgSettings, db: &str, watch: bool) -> Result<Session, StateError> {
         let open_err = |m: String| StateError::Open {
             db: db.to_string(),
             source: m.into(),
@@ -318,13 +333,30 @@ impl Session {
         let tls = tls(mode, root.as_deref()).map_err(open_err)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready) = mpsc::sync_channel(1);
+        let lost = std::sync::Arc::new(Mutex::new(None));
+        let seen = lost.clone();
         std::thread::Builder::new()
             .name("nexus-postgres".into())
             .spawn(move || match config.connect(tls) {
                 Ok(mut client) => {
                     let _ = ready_tx.send(Ok(()));
-                    while let Ok(job) = rx.recv() {
-                        job(&mut client);
+                    loop {
+                        match rx.recv_timeout(WATCH_EVERY) {
+                            Ok(job) => job(&mut client),
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                            Err(mpsc::RecvTimeoutError::Timeout) if watch => {
+                                if let Err(e) = client.is_valid(WATCH_EVERY * 4) {
+                                    *seen.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        Some(describe(&e));
+                                    // Stays lost: a new connection would not hold the lock.
+                                    while let Ok(job) = rx.recv() {
+                                        job(&mut client);
+                                    }
+                                    break;
+                                }
+                            }
+                            Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        }
                     }
                 }
                 Err(e) => {
@@ -336,6 +368,7 @@ impl Session {
             Ok(Ok(())) => Ok(Session {
                 jobs: Mutex::new(Some(jobs)),
                 db: db.to_string(),
+                lost,
             }),
             Ok(Err(e)) => Err(StateError::Open {
                 db: db.to_string(),
@@ -634,8 +667,9 @@ impl StateStore for PostgresStore {
     }
 
     fn lock(&self, holder: &LockHolder) -> Result<LockGuard, StateError> {
-        // The lock lives as long as this session: a connection of its own, kept by the guard.
-        let session = Session::connect(&self.settings, &self.db)?;
+        // The lock lives as long as this session: a connection of its own, kept by the guard and
+        // watched, since losing it loses the lock.
+        let session = Session::watched(&self.settings, &self.db)?;
         let (key, project, token) = (self.lock_key(), self.settings.project.clone(), new_token());
         let me = holder.clone();
         let tok = token.clone();
@@ -700,11 +734,10 @@ impl StateStore for PostgresStore {
                 .into(),
         });
         let project = self.settings.project.clone();
-        Ok(LockGuard::new(
-            holder.clone(),
-            recovered,
-            interrupted,
-            move || {
+        let lost = session.lost.clone();
+        let db = self.db.clone();
+        Ok(
+            LockGuard::new(holder.clone(), recovered, interrupted, move || {
                 let r = session.call(move |c| {
                     // Unlock first: a holder taken after a force-unlock keeps its own row, since
                     // only the row with this lock's token is removed.
@@ -717,8 +750,16 @@ impl StateStore for PostgresStore {
                 });
                 session.close();
                 r
-            },
-        ))
+            })
+            .watched(move || {
+                lost.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|e| {
+                        format!("the connection to {db} that held the apply lock was lost: {e}")
+                    })
+            }),
+        )
     }
 
     fn lock_holder(&self) -> Result<Option<LockHolder>, StateError> {
