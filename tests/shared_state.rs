@@ -264,3 +264,41 @@ fn postgres_stopped_mid_apply_stops_the_run_and_keeps_what_it_could_not_record()
     assert!(p.nexus(&["run", "count"]).success());
     assert_eq!(count(&h), 1);
 }
+
+/// A scheduled drift job (`nexus plan --record`) leaves a trail both runners see.
+#[test]
+fn recorded_drift_checks_form_a_trail() {
+    let pg = Postgres::start();
+    let h = SshHost::builder("shared5").private_srv().start();
+    let rest = format!(
+        "{}task \"motd\" on=\"shared5\" {{\n    file \"/srv/motd\" content=\"hello\\n\"\n}}\n",
+        tasks(&h)
+    );
+    let a = Project::over(&[&h], "", &rest)
+        .env("NEXUS_STATE_URL", &pg.url("sslmode=disable"))
+        .env_remove("PGPASSWORD");
+    assert!(a.nexus(&["run", "motd"]).success());
+    let quiet = a.nexus(&["plan", "motd", "--record", "--detailed-exitcode"]);
+    assert_eq!(quiet.code, 0, "{}{}", quiet.stdout, quiet.stderr);
+    std::fs::write(h.srv().join("motd"), "edited by hand\n").unwrap();
+    let drift = a.nexus(&["plan", "motd", "--record", "--detailed-exitcode"]);
+    assert_eq!(drift.code, 2, "{}{}", drift.stdout, drift.stderr);
+
+    let b = runner(&h, &pg);
+    let o = b.nexus(&["history", "--drift", "--format", "json"]);
+    assert!(o.success(), "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let checks = v["drift_checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2, "{v}");
+    assert_eq!(checks[0]["drifted"], serde_json::json!(["shared5"]));
+    assert_eq!(checks[0]["changes"], 1);
+    assert_eq!(checks[1]["drifted"], serde_json::json!([]));
+    let text = b.nexus(&["history", "--drift"]);
+    assert!(
+        text.stdout.contains("shared5") && text.stdout.contains("none"),
+        "{}",
+        text.stdout
+    );
+    // Recording never touches the runs.
+    assert!(history(&b).len() == 1);
+}

@@ -127,7 +127,44 @@ on_both_backends!(
     a_batch_of_actions_is_recorded_whole_or_not_at_all,
     pending_handlers_keep_their_first_notifier_until_they_succeed,
     a_new_holder_marks_the_runs_of_a_dead_one_interrupted,
+    drift_checks_and_signers_are_recorded,
 );
+
+fn drift_checks_and_signers_are_recorded(b: &Backend) {
+    let store = b.open();
+    assert!(store.drift_checks(10).unwrap().is_empty());
+    for (n, drifted) in [(0, vec![]), (3, vec!["web2".to_string()])] {
+        store
+            .record_drift(&state::NewDriftCheck {
+                plan_hash: format!("hash-{n}"),
+                config: "nexus.kdl".into(),
+                hosts: vec!["web1".into(), "web2".into()],
+                drifted,
+                changes: n,
+                checked_at: state::now_ms(),
+            })
+            .unwrap();
+    }
+    let checks = b.open().drift_checks(10).unwrap();
+    assert_eq!(checks.len(), 2);
+    assert_eq!(
+        (checks[0].changes, checks[0].drifted.as_slice()),
+        (3, &["web2".to_string()][..])
+    );
+    assert_eq!(checks[1].plan_hash, "hash-0");
+    assert_eq!(store.drift_checks(1).unwrap().len(), 1);
+
+    let signed = store
+        .begin_run(&state::NewRun {
+            signer: Some("ci@example.com".into()),
+            ..new_run("signed")
+        })
+        .unwrap();
+    assert_eq!(
+        b.open().run(signed).unwrap().unwrap().signer.as_deref(),
+        Some("ci@example.com")
+    );
+}
 
 fn pending_handlers_keep_their_first_notifier_until_they_succeed(b: &Backend) {
     let store = b.open();

@@ -28,6 +28,8 @@ pub struct Request {
     pub parallel: usize,
     /// `--state`: a SQLite file or a `postgresql://` URL (app/state.rs).
     pub state: Option<String>,
+    /// `plan --record`: leave a drift-check row in the state (`nexus history --drift`).
+    pub record: bool,
 }
 
 /// A loaded configuration with its inputs resolved and the secrets this command reads.
@@ -274,6 +276,8 @@ pub struct Planned {
     pub pins_written: Option<PathBuf>,
     /// Drift notifications sent (with `--detailed-exitcode`).
     pub deliveries: Vec<Delivery>,
+    /// The drift check recorded (`--record`), by id.
+    pub drift_check: Option<i64>,
 }
 
 /// Plans; writes the plan file to `out` when given; with `notify_drift`, tells the webhooks that
@@ -303,6 +307,10 @@ pub fn plan(
         lockfile::write(out, &plan).map_err(Error::WritePlan)?;
     }
     let hash = lockfile::hash(&plan);
+    let drift_check = match req.record {
+        true => Some(record_drift(req, &live, &plan, &hash)?),
+        false => None,
+    };
     let mut deliveries = Vec::new();
     if notify_drift
         && let Some(event) = RunEvent::drift(&plan, Some(&hash))
@@ -317,5 +325,30 @@ pub fn plan(
         hash,
         pins_written: live.pins_written,
         deliveries,
+        drift_check,
     })
+}
+
+/// Writes the drift trail's row for `plan`: which hosts have changes, and the plan's hash.
+fn record_drift(req: &Request, live: &Live, plan: &Plan, hash: &str) -> Result<i64, Error> {
+    let store = live_state(req, &live.loaded.config)?.open()?;
+    let changed = |h: &crate::plan::HostPlan| {
+        h.resources
+            .iter()
+            .filter(|r| r.action != crate::resources::Action::NoOp)
+            .count() as u64
+    };
+    Ok(store.record_drift(&crate::state::NewDriftCheck {
+        plan_hash: hash.to_string(),
+        config: plan.config.clone(),
+        hosts: plan.hosts.iter().map(|h| h.name.clone()).collect(),
+        drifted: plan
+            .hosts
+            .iter()
+            .filter(|h| changed(h) > 0)
+            .map(|h| h.name.clone())
+            .collect(),
+        changes: plan.hosts.iter().map(changed).sum(),
+        checked_at: crate::state::now_ms(),
+    })?)
 }

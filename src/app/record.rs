@@ -58,6 +58,7 @@ impl Locked {
             tasks: plan.tasks.iter().map(|t| t.name.clone()).collect(),
             hosts: plan.hosts.iter().map(|h| h.name.clone()).collect(),
             started_at: now_ms(),
+            signer: None,
         })?)
     }
 

@@ -23,6 +23,9 @@ pub struct HistoryArgs {
     /// stay listed with their counts
     #[arg(long, value_name = "KEEP", conflicts_with = "run")]
     pub prune: Option<usize>,
+    /// List the drift checks that `nexus plan --record` left instead of runs
+    #[arg(long, conflicts_with_all = ["run", "prune"])]
+    pub drift: bool,
 }
 
 /// The state this invocation uses: `--state`, the config's `state`, or `.nexus/state.db` next to
@@ -129,6 +132,9 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
     } else {
         args.limit
     };
+    if args.drift {
+        return show_drift(format, &db, store.as_deref(), limit);
+    }
     let runs = match &store {
         Some(store) => store.history(limit).map_err(failure)?,
         None => Vec::new(),
@@ -176,6 +182,52 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
         "\n{} run{} from {db}; `nexus history ID` shows one run's actions.\n",
         runs.len(),
         if runs.len() == 1 { "" } else { "s" }
+    ));
+    emit(&out);
+    Ok(Exit::Ok)
+}
+
+/// `nexus history --drift`: the trail of scheduled drift checks, newest first.
+fn show_drift(format: Format, db: &str, store: Option<&dyn StateStore>, limit: usize) -> CmdResult {
+    let checks = match store {
+        Some(store) => store.drift_checks(limit).map_err(failure)?,
+        None => Vec::new(),
+    };
+    if format == Format::Json {
+        emit_json(&json!({ "database": db, "drift_checks": checks }));
+        return Ok(Exit::Ok);
+    }
+    if checks.is_empty() {
+        emitln(&format!(
+            "No drift checks recorded in {db}. `nexus plan --record` records one."
+        ));
+        return Ok(Exit::Ok);
+    }
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.to_string(),
+                format_time(c.checked_at),
+                short_hash(&c.plan_hash).to_string(),
+                c.changes.to_string(),
+                if c.drifted.is_empty() {
+                    "none".to_string()
+                } else {
+                    hosts_text(&c.drifted)
+                },
+                c.hostname.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["ID", "CHECKED", "PLAN", "CHANGES", "DRIFTED HOSTS", "FROM"],
+        &rows,
+    );
+    out.push_str(&format!(
+        "\n{} drift check{} from {db}.\n",
+        checks.len(),
+        if checks.len() == 1 { "" } else { "s" }
     ));
     emit(&out);
     Ok(Exit::Ok)

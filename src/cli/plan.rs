@@ -33,6 +33,10 @@ pub struct PlanArgs {
     /// Fail instead of creating or changing nexus.lock (discovery results, source-url hashes)
     #[arg(long)]
     pub locked: bool,
+    /// Record this check in the state's drift trail (`nexus history --drift`): when, which
+    /// hosts had changes, and the plan's hash. For scheduled drift jobs
+    #[arg(long)]
+    pub record: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -51,6 +55,7 @@ pub fn request(ctx: &Ctx, args: &PlanArgs) -> app::plan::Request {
         overrides: args.connect.overrides(),
         parallel: args.connect.parallel,
         state: ctx.global.state.clone(),
+        record: args.record,
     }
 }
 

@@ -155,6 +155,12 @@ pub trait StateStore: Send + Sync {
     /// newest `keep_runs`. Run rows stay, so history, replay protection and the last applied state
     /// are unaffected. Returns how many action rows were deleted.
     fn prune(&self, keep_runs: usize) -> Result<u64, StateError>;
+
+    /// Records a drift check (`nexus plan --record`); returns its id.
+    fn record_drift(&self, check: &NewDriftCheck) -> Result<i64, StateError>;
+
+    /// Drift checks, newest first, at most `limit`.
+    fn drift_checks(&self, limit: usize) -> Result<Vec<DriftCheck>, StateError>;
 }
 
 /// A run's id, increasing with every run recorded in one database.
@@ -213,6 +219,38 @@ pub struct NewRun {
     pub hosts: Vec<String>,
     /// Unix milliseconds.
     pub started_at: i64,
+    /// The principal whose signature on the plan apply verified (docs/ci.md).
+    pub signer: Option<String>,
+}
+
+/// What `nexus plan --record` writes: one scheduled drift check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDriftCheck {
+    pub plan_hash: String,
+    pub config: String,
+    /// Every host planned.
+    pub hosts: Vec<String>,
+    /// The hosts whose plan had changes.
+    pub drifted: Vec<String>,
+    /// How many resources would change.
+    pub changes: u64,
+    /// Unix milliseconds.
+    pub checked_at: i64,
+}
+
+/// A recorded drift check, as `nexus history --drift` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DriftCheck {
+    pub id: i64,
+    pub checked_at: i64,
+    pub plan_hash: String,
+    pub config: String,
+    pub hosts: Vec<String>,
+    pub drifted: Vec<String>,
+    pub changes: u64,
+    pub nexus_version: String,
+    /// The machine that ran the check.
+    pub hostname: String,
 }
 
 /// One executed (or skipped) resource of a run.
@@ -278,6 +316,9 @@ pub struct RunSummary {
     /// Who ran it.
     pub pid: u32,
     pub hostname: String,
+    /// The principal that signed the plan, when apply verified a signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
     /// The action rows were deleted by retention; counts remain.
     pub pruned: bool,
 }

@@ -19,14 +19,18 @@ use postgres::{Client, Row};
 
 use super::lock::{Identity, Liveness, liveness, new_token};
 use super::{
-    ActionCounts, ActionRecord, LastApplied, LockGuard, LockHolder, NewRun, PendingHandler,
-    Recovered, RunId, RunStatus, RunSummary, StateError, StateStore, now_ms,
+    ActionCounts, ActionRecord, DriftCheck, LastApplied, LockGuard, LockHolder, NewDriftCheck,
+    NewRun, PendingHandler, Recovered, RunId, RunStatus, RunSummary, StateError, StateStore,
+    now_ms,
 };
 use crate::resources::Action;
 
 /// Migrations in order; migration N (1-based) brings the schema from version N-1 to N.
 /// Append only: a released migration is never edited.
-const MIGRATIONS: &[&str] = &[include_str!("migrations_pg/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations_pg/0001_init.sql"),
+    include_str!("migrations_pg/0002_signer_and_drift.sql"),
+];
 
 /// The schema version this nexus writes.
 pub const PG_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -547,7 +551,7 @@ fn lock_held(c: &mut Client, key: i64) -> Result<bool, postgres::Error> {
 
 const RUN_COLUMNS: &str = "id, kind, status, plan_hash, config, tasks, hosts, started_at, \
     finished_at, summary, nexus_version, pid, hostname, succeeded, changed, failed, skipped, \
-    not_run, pruned, boot_id, process_start";
+    not_run, pruned, boot_id, process_start, signer";
 
 /// A stored enum from its serde name; an unknown one (a newer nexus) reads as its text.
 fn enum_of<T: serde::de::DeserializeOwned>(text: String) -> Option<T> {
@@ -615,6 +619,7 @@ fn run_from_row(r: &Row, lock_held: bool) -> RunSummary {
         pid,
         hostname,
         pruned: r.get(18),
+        signer: r.get(21),
     }
 }
 
@@ -809,8 +814,9 @@ impl StateStore for PostgresStore {
         self.session.call(move |c| {
             let row = c.query_one(
                 "INSERT INTO nexus.runs (project, kind, status, plan_hash, config, tasks, hosts, \
-                 started_at, nexus_version, pid, hostname, boot_id, process_start) \
-                 VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                 started_at, nexus_version, pid, hostname, boot_id, process_start, signer) \
+                 VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 RETURNING id",
                 &[
                     &project,
                     &text_of(&run.kind),
@@ -824,6 +830,7 @@ impl StateStore for PostgresStore {
                     &hostname,
                     &boot_id,
                     &start,
+                    &run.signer,
                 ],
             )?;
             Ok(RunId(row.get(0)))
@@ -1126,6 +1133,56 @@ impl StateStore for PostgresStore {
             )?;
             tx.commit()?;
             Ok(deleted)
+        })
+    }
+
+    fn record_drift(&self, c: &NewDriftCheck) -> Result<i64, StateError> {
+        let project = self.settings.project.clone();
+        let c = c.clone();
+        let hostname = Identity::current().hostname.clone();
+        self.session.call(move |db| {
+            let row = db.query_one(
+                "INSERT INTO nexus.drift_checks (project, checked_at, plan_hash, config, hosts, \
+                 drifted, changes, nexus_version, hostname) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                &[
+                    &project,
+                    &c.checked_at,
+                    &c.plan_hash,
+                    &c.config,
+                    &serde_json::to_string(&c.hosts).expect("strings serialize"),
+                    &serde_json::to_string(&c.drifted).expect("strings serialize"),
+                    &i64::try_from(c.changes).unwrap_or(i64::MAX),
+                    &env!("CARGO_PKG_VERSION"),
+                    &hostname,
+                ],
+            )?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn drift_checks(&self, limit: usize) -> Result<Vec<DriftCheck>, StateError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let project = self.settings.project.clone();
+        self.session.call(move |c| {
+            Ok(c.query(
+                "SELECT id, checked_at, plan_hash, config, hosts, drifted, changes, nexus_version, \
+                 hostname FROM nexus.drift_checks WHERE project = $1 ORDER BY id DESC LIMIT $2",
+                &[&project, &limit],
+            )?
+            .iter()
+            .map(|r| DriftCheck {
+                id: r.get(0),
+                checked_at: r.get(1),
+                plan_hash: r.get(2),
+                config: r.get(3),
+                hosts: list(r.get(4)),
+                drifted: list(r.get(5)),
+                changes: r.get::<_, i64>(6).max(0) as u64,
+                nexus_version: r.get(7),
+                hostname: r.get(8),
+            })
+            .collect())
         })
     }
 }

@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 
 use super::lock::{Identity, Liveness, liveness, new_token};
 use super::{
-    ActionCounts, ActionRecord, ActionStatus, LastApplied, LockGuard, LockHolder, NewRun,
-    OUTPUT_TAIL_MAX, PendingHandler, Recovered, RunId, RunStatus, RunSummary, StateError,
-    StateStore, cap_head, cap_tail, format_duration, now_ms,
+    ActionCounts, ActionRecord, ActionStatus, DriftCheck, LastApplied, LockGuard, LockHolder,
+    NewDriftCheck, NewRun, OUTPUT_TAIL_MAX, PendingHandler, Recovered, RunId, RunStatus,
+    RunSummary, StateError, StateStore, cap_head, cap_tail, format_duration, now_ms,
 };
 use crate::resources::Action;
 
@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_pending_handlers.sql"),
     include_str!("migrations/0003_held_secrets.sql"),
+    include_str!("migrations/0004_signer_and_drift.sql"),
 ];
 
 /// How old a lock must be before it is taken over when its holder cannot be checked (it runs on
@@ -268,7 +269,7 @@ fn migrate(conn: &mut Connection, db: &str) -> Result<(), StateError> {
 
 const RUN_COLUMNS: &str = "id, kind, status, plan_hash, config, tasks, hosts, started_at, \
     finished_at, summary, nexus_version, pid, hostname, boot_id, process_start, succeeded, \
-    changed, failed, skipped, not_run, pruned";
+    changed, failed, skipped, not_run, pruned, signer";
 
 /// Reads an enum stored as its serde name (`not-run`), or a JSON column, failing as a conversion
 /// error of column `idx` so that the message says what was wrong.
@@ -344,6 +345,7 @@ fn run_from_row(row: &Row) -> rusqlite::Result<RunSummary> {
         pid,
         hostname,
         pruned: row.get(20)?,
+        signer: row.get(21)?,
     })
 }
 
@@ -525,8 +527,8 @@ impl StateStore for SqliteStore {
         let _full = FullSync::new(&conn).map_err(self.err())?;
         conn.execute(
             "INSERT INTO runs (kind, status, plan_hash, config, tasks, hosts, started_at, \
-             nexus_version, pid, hostname, boot_id, process_start) \
-             VALUES (?1, 'running', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             nexus_version, pid, hostname, boot_id, process_start, signer) \
+             VALUES (?1, 'running', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 text_of(&run.kind),
                 run.plan_hash,
@@ -539,6 +541,7 @@ impl StateStore for SqliteStore {
                 me.hostname,
                 me.boot_id,
                 me.process_start.and_then(|s| i64::try_from(s).ok()),
+                run.signer,
             ],
         )
         .map_err(self.err())?;
@@ -837,5 +840,52 @@ impl StateStore for SqliteStore {
         conn.execute_batch("PRAGMA incremental_vacuum")
             .map_err(self.err())?;
         Ok(deleted as u64)
+    }
+
+    fn record_drift(&self, c: &NewDriftCheck) -> Result<i64, StateError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO drift_checks (checked_at, plan_hash, config, hosts, drifted, changes, \
+             nexus_version, hostname) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                c.checked_at,
+                c.plan_hash,
+                c.config,
+                serde_json::to_string(&c.hosts).expect("strings serialize"),
+                serde_json::to_string(&c.drifted).expect("strings serialize"),
+                i64::try_from(c.changes).unwrap_or(i64::MAX),
+                env!("CARGO_PKG_VERSION"),
+                Identity::current().hostname,
+            ],
+        )
+        .map_err(self.err())?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn drift_checks(&self, limit: usize) -> Result<Vec<DriftCheck>, StateError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, checked_at, plan_hash, config, hosts, drifted, changes, nexus_version, \
+                 hostname FROM drift_checks ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([limit], |r| {
+                Ok(DriftCheck {
+                    id: r.get(0)?,
+                    checked_at: r.get(1)?,
+                    plan_hash: r.get(2)?,
+                    config: r.get(3)?,
+                    hosts: json_list(r, 4)?,
+                    drifted: json_list(r, 5)?,
+                    changes: count(r, 6)?,
+                    nexus_version: r.get(7)?,
+                    hostname: r.get(8)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 }

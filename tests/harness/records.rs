@@ -11,6 +11,7 @@ pub fn new_run(hash: &str) -> NewRun {
         tasks: vec!["setup".to_string()],
         hosts: vec!["web1".to_string(), "web2".to_string()],
         started_at: state::now_ms(),
+        signer: None,
     }
 }
 
