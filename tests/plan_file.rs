@@ -2,59 +2,17 @@
 //! versioning, validation, atomic writes, and a decoder that never panics whatever it is fed.
 
 mod harness;
-
-use std::collections::BTreeMap;
+mod plan_fixture;
 
 use harness::SshHost;
 use harness::project::{Project, Run};
-use nexus::facts::Facts;
-use nexus::inputs::Inputs;
+use nexus::plan::Plan;
 use nexus::plan::lockfile::{self, LockfileError};
-use nexus::plan::{Plan, Selection, plan_offline};
 use proptest::prelude::*;
-
-const CONFIG: &str = r#"
-host "web1" "192.0.2.10"
-host "web2" "192.0.2.11"
-
-group "web" "web1" "web2"
-
-task "setup" on="web" {
-    directory "/srv/app" owner="deploy" mode="0755"
-    file "/srv/app/motd" content="hello from nexus\n" mode="0644"
-}
-"#;
-
-fn facts(host: &str) -> Facts {
-    serde_json::from_value(serde_json::json!({
-        "os": "linux", "os_family": "debian",
-        "distribution": {"id": "debian", "version": "12", "codename": "bookworm", "like": [], "pretty_name": "Debian GNU/Linux 12 (bookworm)"},
-        "kernel": "6.1.0-18-amd64", "architecture": "x86_64", "hostname": host, "fqdn": format!("{host}.example.com"),
-        "cpu_count": 2, "memory_total_bytes": 2_084_204_544u64, "package_manager": "apt", "init_system": "systemd",
-        "user": "root", "uid": 0, "gid": 0, "home": "/root", "shell": "/bin/bash",
-        "default_ipv4": "192.0.2.10", "machine_id": null
-    }))
-    .expect("facts")
-}
 
 /// A small real plan: two hosts, a directory and a file whose content travels as a blob.
 fn sample() -> Plan {
-    let dir = std::env::temp_dir();
-    let loaded = nexus::config::load_str(CONFIG, "nexus.kdl", &dir).expect("config is valid");
-    let inputs = Inputs::collect(&loaded, &|_| None).expect("inputs");
-    let facts: BTreeMap<String, Facts> = ["web1", "web2"]
-        .iter()
-        .map(|h| (h.to_string(), facts(h)))
-        .collect();
-    plan_offline(
-        &loaded,
-        "nexus.kdl",
-        Selection::default(),
-        &inputs,
-        &facts,
-        &|_, _| "exists=false".into(),
-    )
-    .expect("plan")
+    plan_fixture::plan(plan_fixture::CONFIG, &["web1", "web2"])
 }
 
 /// Splits a plan file into its header (without newline) and body.
@@ -918,6 +876,15 @@ fn header_edits_never_replay_an_applied_plan() {
                 ("id", other_id),
                 ("id", &id),
                 ("blake3", &hash),
+            ]),
+        ),
+        (
+            "hash in upper case",
+            line(&[
+                ("format", "nexus-plan"),
+                ("format_version", &version),
+                ("blake3", &hash.to_uppercase()),
+                ("id", &id),
             ]),
         ),
         (

@@ -322,7 +322,14 @@ pub fn decode_named(bytes: &[u8], file: &str) -> Result<PlanFile, LockfileError>
 /// plan, if it is not: a header with other fields, order or spacing, or a body with a field this
 /// nexus does not know (which it would have dropped) or other formatting.
 fn not_canonical(head: &[u8], header: &Header, body_bytes: &[u8], plan: &Plan) -> Option<String> {
-    let canonical_head = serde_json::to_vec(header).expect("the header always serializes");
+    // Re-serialized with the hash as computed, so an upper-case hash is not canonical either.
+    let canonical = Header {
+        format: FORMAT_NAME.into(),
+        format_version: header.format_version.clone(),
+        blake3: file_hash(header.id.as_deref(), body_bytes),
+        id: header.id.clone(),
+    };
+    let canonical_head = serde_json::to_vec(&canonical).expect("the header always serializes");
     if head != canonical_head.as_slice() {
         return Some(format!(
             "its header line is not `{}`",
@@ -332,9 +339,11 @@ fn not_canonical(head: &[u8], header: &Header, body_bytes: &[u8], plan: &Plan) -
     if body_bytes == body(plan).as_slice() {
         return None;
     }
-    let found: serde_json::Value = serde_json::from_slice(body_bytes).ok()?;
     let known = serde_json::to_value(plan).expect("a plan always serializes to JSON");
-    Some(match unknown_field(&found, &known, String::new()) {
+    let unknown = serde_json::from_slice::<serde_json::Value>(body_bytes)
+        .ok()
+        .and_then(|found| unknown_field(&found, &known, String::new()));
+    Some(match unknown {
         Some(path) => format!("it has a field this nexus does not know, {path}"),
         None => "its body is not in the canonical encoding".into(),
     })
