@@ -32,6 +32,15 @@ pub fn verify(
     new: &[u8],
     create: bool,
 ) -> Result<(), DiffMismatch> {
+    let differs = || DiffMismatch::Differs { blob: blob.into() };
+    if diff.is_empty() {
+        // What planning stores for a new empty file: the only content an empty diff can show.
+        return if create && new.is_empty() {
+            Ok(())
+        } else {
+            Err(differs())
+        };
+    }
     let path = diff
         .strip_prefix("--- ")
         .and_then(|d| d.split_once('\n'))
@@ -44,7 +53,6 @@ pub fn verify(
             id: id.into(),
         });
     }
-    let differs = || DiffMismatch::Differs { blob: blob.into() };
     let new_text = std::str::from_utf8(new).map_err(|_| differs())?;
     let old = old_side(diff, new_text).ok_or_else(differs)?;
     if create && !old.is_empty() {
@@ -138,6 +146,18 @@ mod tests {
         let edited = long.replace("line 3\n", "three\n").replace("line 30\n", "");
         check(&long, &edited);
         check(&edited, &long);
+    }
+
+    #[test]
+    fn an_empty_diff_only_creates_an_empty_file() {
+        assert_eq!(text_diff("/f", b"", b"").as_deref(), Some(""));
+        assert_eq!(verify("file:/f", "", "b", b"", true), Ok(()));
+        for (new, create) in [(&b"x\n"[..], true), (b"", false), (b"x\n", false)] {
+            assert!(matches!(
+                verify("file:/f", "", "b", new, create),
+                Err(DiffMismatch::Differs { .. })
+            ));
+        }
     }
 
     #[test]

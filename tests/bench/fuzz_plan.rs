@@ -21,10 +21,12 @@ use serde_json::Value;
 #[path = "../plan_fixture/mod.rs"]
 mod plan_fixture;
 
-/// Added to the fixture's configuration: a second file with a diff, and an unguarded command.
+/// Added to the fixture's configuration: a second file with a diff, an empty file (whose diff is
+/// empty), and an unguarded command.
 const MORE: &str = r#"
 task "more" on="web" {
     file "/srv/app/app.conf" content="port = 8080\nworkers = 4\n" mode="0640"
+    file "/srv/app/maintenance" content=""
     command "echo ran >> /srv/count"
 }
 "#;
