@@ -206,7 +206,7 @@ fn escapes_from_hosts_and_labels_are_shown_not_sent() {
     // With colours (a terminal), only the renderer's own sequences are raw.
     let decoded = nexus::plan::lockfile::read(&p.path("plan.lock")).expect("plan.lock");
     let coloured = nexus::render::text::plan(
-        &decoded,
+        &decoded.plan,
         &nexus::render::TextOptions {
             color: true,
             width: 100,

@@ -1,56 +1,18 @@
 //! The plan file encoding (`src/plan/lockfile.rs`): round trips, determinism, tamper detection,
 //! versioning, validation, atomic writes, and a decoder that never panics whatever it is fed.
 
-use std::collections::BTreeMap;
+mod harness;
+mod plan_fixture;
 
-use nexus::facts::Facts;
-use nexus::inputs::Inputs;
+use harness::SshHost;
+use harness::project::{Project, Run};
+use nexus::plan::Plan;
 use nexus::plan::lockfile::{self, LockfileError};
-use nexus::plan::{Plan, Selection, plan_offline};
 use proptest::prelude::*;
-
-const CONFIG: &str = r#"
-host "web1" "192.0.2.10"
-host "web2" "192.0.2.11"
-
-group "web" "web1" "web2"
-
-task "setup" on="web" {
-    directory "/srv/app" owner="deploy" mode="0755"
-    file "/srv/app/motd" content="hello from nexus\n" mode="0644"
-}
-"#;
-
-fn facts(host: &str) -> Facts {
-    serde_json::from_value(serde_json::json!({
-        "os": "linux", "os_family": "debian",
-        "distribution": {"id": "debian", "version": "12", "codename": "bookworm", "like": [], "pretty_name": "Debian GNU/Linux 12 (bookworm)"},
-        "kernel": "6.1.0-18-amd64", "architecture": "x86_64", "hostname": host, "fqdn": format!("{host}.example.com"),
-        "cpu_count": 2, "memory_total_bytes": 2_084_204_544u64, "package_manager": "apt", "init_system": "systemd",
-        "user": "root", "uid": 0, "gid": 0, "home": "/root", "shell": "/bin/bash",
-        "default_ipv4": "192.0.2.10", "machine_id": null
-    }))
-    .expect("facts")
-}
 
 /// A small real plan: two hosts, a directory and a file whose content travels as a blob.
 fn sample() -> Plan {
-    let dir = std::env::temp_dir();
-    let loaded = nexus::config::load_str(CONFIG, "nexus.kdl", &dir).expect("config is valid");
-    let inputs = Inputs::collect(&loaded, &|_| None).expect("inputs");
-    let facts: BTreeMap<String, Facts> = ["web1", "web2"]
-        .iter()
-        .map(|h| (h.to_string(), facts(h)))
-        .collect();
-    plan_offline(
-        &loaded,
-        "nexus.kdl",
-        Selection::default(),
-        &inputs,
-        &facts,
-        &|_, _| "exists=false".into(),
-    )
-    .expect("plan")
+    plan_fixture::plan(plan_fixture::CONFIG, &["web1", "web2"])
 }
 
 /// Splits a plan file into its header (without newline) and body.
@@ -89,10 +51,15 @@ fn layout_is_a_header_line_then_the_body() {
     let (header, body) = split(&bytes);
     let header = String::from_utf8(header).unwrap();
     let hash = lockfile::hash(&p);
+    // The id of `encode` is derived from the plan; the header's hash covers it and the body.
+    let id = &hash[..16];
+    let file_hash = blake3::hash(&[id.as_bytes(), b"\n", &body].concat())
+        .to_hex()
+        .to_string();
     assert_eq!(
         header,
         format!(
-            r#"{{"format":"nexus-plan","format_version":"{}","blake3":"{hash}"}}"#,
+            r#"{{"format":"nexus-plan","format_version":"{}","blake3":"{file_hash}","id":"{id}"}}"#,
             nexus::plan::FORMAT_VERSION
         )
     );
@@ -158,7 +125,7 @@ fn edited_body_is_tampered() {
             expected, actual, ..
         }) => {
             assert_ne!(expected, actual);
-            assert_eq!(expected, lockfile::hash(&sample()));
+            assert_eq!(expected, header_of(&bytes)["blake3"]);
         }
         other => panic!("expected Tampered, got {other:?}"),
     }
@@ -210,7 +177,7 @@ fn unknown_major_version_is_refused() {
 }
 
 #[test]
-fn unknown_fields_of_a_minor_version_are_ignored() {
+fn unknown_fields_of_a_newer_minor_version_are_shown_not_applied() {
     let p = sample();
     let bytes = lockfile::encode(&p);
     let body = edit_body(&bytes, |v| {
@@ -221,11 +188,18 @@ fn unknown_fields_of_a_minor_version_are_ignored() {
         v["tasks"][0]["future"] = serde_json::Value::Null;
         v["summary"]["future"] = 7.into();
     });
-    let file = with_body("1.3", &body);
+    let file = file_with("1.3", Some("0123456789abcdef"), &body);
     let mut expected = p.clone();
     expected.format_version = "1.3".into();
-    assert_eq!(lockfile::decode(&file).unwrap(), expected);
-    // Unknown header fields are ignored too.
+    let decoded = lockfile::decode_named(&file, "plan.lock").unwrap();
+    assert_eq!(decoded.plan, expected);
+    match decoded.applicable() {
+        Err(e @ LockfileError::NewerVersion { .. }) => {
+            assert!(e.to_string().contains("1.3"), "{e}")
+        }
+        other => panic!("expected NewerVersion, got {other:?}"),
+    }
+    // Unknown header fields are ignored too, for showing.
     let text = String::from_utf8(file).unwrap().replacen(
         "\"format\"",
         "\"written_by\":\"nexus 1.9\",\"format\"",
@@ -233,6 +207,33 @@ fn unknown_fields_of_a_minor_version_are_ignored() {
     );
     assert!(text.contains("written_by"));
     assert_eq!(lockfile::decode(text.as_bytes()).unwrap(), expected);
+}
+
+#[test]
+fn older_plans_are_shown_not_applied() {
+    let p = sample();
+    let (_, body) = split(&lockfile::encode(&p));
+    let body = String::from_utf8(body)
+        .unwrap()
+        .replacen(nexus::plan::FORMAT_VERSION, "1.1", 1);
+    let decoded = lockfile::decode_named(&with_body("1.1", body.as_bytes()), "plan.lock").unwrap();
+    assert_eq!(decoded.plan.hosts, p.hosts);
+    assert!(matches!(
+        decoded.applicable(),
+        Err(LockfileError::Unprotected { .. })
+    ));
+}
+
+#[test]
+fn a_plan_of_this_version_as_nexus_writes_it_applies_once_per_file() {
+    let p = sample();
+    let decoded = lockfile::decode(&lockfile::encode(&p)).unwrap();
+    assert_eq!(decoded, p);
+    let file = lockfile::decode_named(&lockfile::encode_with_id(&p, "abc"), "plan.lock").unwrap();
+    assert_eq!(file.id(), Some("abc"));
+    let (plan, key) = file.applicable().unwrap();
+    assert_eq!(plan, p);
+    assert_eq!(key, format!("{}#abc", lockfile::hash(&p)));
 }
 
 #[test]
@@ -345,15 +346,18 @@ fn write_is_atomic_and_readable() {
     lockfile::write(&path, &p).unwrap();
     // The written file differs from `encode` only by the plan-file id in its header.
     let written = std::fs::read(&path).unwrap();
-    let (plan, id) = lockfile::read_with_id(&path).unwrap();
-    assert_eq!(plan, p);
-    let id = id.expect("written plan files carry an id");
-    assert_eq!(written, lockfile::encode_with_id(&p, Some(&id)));
+    let read = lockfile::read(&path).unwrap();
+    assert_eq!(read.plan, p);
+    let id = read
+        .id()
+        .expect("written plan files carry an id")
+        .to_string();
+    assert_eq!(written, lockfile::encode_with_id(&p, &id));
     // Each write gets a new id; the body and its hash stay the same.
     lockfile::write(&path, &p).unwrap();
-    let (_, id2) = lockfile::read_with_id(&path).unwrap();
-    assert_ne!(Some(id), id2);
-    assert_eq!(lockfile::read(&path).unwrap(), p);
+    let again = lockfile::read(&path).unwrap();
+    assert_ne!(Some(id.as_str()), again.id());
+    assert_eq!(again.plan, p);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -584,4 +588,334 @@ proptest! {
 fn decoding_a_file_named_in_errors() {
     let e = lockfile::decode_named(b"", "ci/plan.lock").unwrap_err();
     assert!(e.to_string().contains("ci/plan.lock"), "{e}");
+}
+
+/// The header of plan file bytes as a JSON object.
+fn header_of(bytes: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+    let (header, _) = split(bytes);
+    serde_json::from_slice(&header).unwrap()
+}
+
+/// A header line with `fields` in this order (values as JSON strings).
+fn header_line(fields: &[(&str, &str)]) -> Vec<u8> {
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{}", serde_json::json!(k), serde_json::json!(v)))
+        .collect();
+    format!("{{{}}}", parts.join(",")).into_bytes()
+}
+
+/// A plan file as nexus would hash it: the hash covers the id (when there is one), a newline,
+/// and the body; the header's fields in nexus's order.
+fn file_with(version: &str, id: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let hashed = match id {
+        Some(id) => [id.as_bytes(), b"\n", body].concat(),
+        None => body.to_vec(),
+    };
+    let hash = blake3::hash(&hashed).to_hex().to_string();
+    let mut fields = vec![
+        ("format", "nexus-plan"),
+        ("format_version", version),
+        ("blake3", &hash),
+    ];
+    fields.extend(id.map(|id| ("id", id)));
+    [header_line(&fields), b"\n".to_vec(), body.to_vec()].concat()
+}
+
+/// The canonical body of the plan `v` describes (fields nexus does not know are dropped).
+fn canonical_body(v: &serde_json::Value) -> Vec<u8> {
+    let plan: nexus::plan::Plan = serde_json::from_value(v.clone()).unwrap();
+    split(&lockfile::encode(&plan)).1
+}
+
+/// The sample's body, edited by `edit`, with every host at 127.0.0.1 port 9, where nothing
+/// listens, so an apply that got past the plan file fails fast (exit 4) instead of hanging.
+fn unreachable_sample(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let bytes = lockfile::encode(&sample());
+    let (_, body) = split(&bytes);
+    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    for h in v["hosts"].as_array_mut().unwrap() {
+        h["connection"]["address"] = "127.0.0.1".into();
+        h["connection"]["port"] = 9.into();
+    }
+    edit(&mut v);
+    canonical_body(&v)
+}
+
+/// Runs `nexus ARGS` in a fresh directory holding `plan.lock` = `bytes`.
+fn nexus_on_plan(bytes: &[u8], args: &[&str]) -> Run {
+    let p = Project::new().no_config_arg();
+    std::fs::write(p.path("plan.lock"), bytes).unwrap();
+    p.nexus(args)
+}
+
+/// The sample's file resource on web1, its write step's blob key and the blob.
+fn file_blob(v: &serde_json::Value) -> (usize, String) {
+    let resources = v["hosts"][0]["resources"].as_array().unwrap();
+    let i = resources
+        .iter()
+        .position(|r| r["diff"].is_string())
+        .expect("the sample's file has a diff");
+    let key = resources[i]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| s["stdin"].as_str())
+        .unwrap()
+        .to_string();
+    (i, key)
+}
+
+/// Replaces the blob web1's file writes with `content`, keeping the diff that shows the old one.
+fn swap_blob(v: &mut serde_json::Value, content: &[u8]) {
+    use base64::Engine as _;
+    let (i, old_key) = file_blob(v);
+    let key = blake3::hash(content).to_hex().to_string();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(content);
+    for s in v["hosts"][0]["resources"][i]["steps"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if s["stdin"] == old_key.as_str() {
+            s["stdin"] = key.clone().into();
+        }
+    }
+    v["blobs"][&key] = b64.into();
+}
+
+#[test]
+fn a_diff_that_does_not_show_what_the_blob_writes_is_refused() {
+    let p = sample();
+    let bytes = lockfile::encode(&p);
+    // The shown diff adds "hello from nexus"; web1's write step now writes something else, and
+    // the hash is recomputed, so only a check of the diff against the blob can tell.
+    let body = edit_body(&bytes, |v| {
+        swap_blob(v, b"hello from nexus\nrm -rf /\n");
+    });
+    match lockfile::decode(&file_with(
+        nexus::plan::FORMAT_VERSION,
+        Some("0123456789abcdef"),
+        &body,
+    )) {
+        Err(e @ LockfileError::Invalid { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("diff") && msg.contains("web1"), "{msg}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    // A diff edited to show other content than the unchanged blob: refused as well.
+    let body = edit_body(&bytes, |v| {
+        let (i, _) = file_blob(v);
+        let r = &mut v["hosts"][0]["resources"][i];
+        let diff = r["diff"].as_str().unwrap().replace("+hello", "+harmless");
+        r["diff"] = diff.into();
+    });
+    assert!(matches!(
+        lockfile::decode(&file_with(
+            nexus::plan::FORMAT_VERSION,
+            Some("0123456789abcdef"),
+            &body
+        )),
+        Err(LockfileError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn show_and_apply_refuse_a_diff_that_hides_the_written_content() {
+    let body = unreachable_sample(|v| swap_blob(v, b"hello from nexus\nrm -rf /\n"));
+    let crafted = file_with(nexus::plan::FORMAT_VERSION, Some("0123456789abcdef"), &body);
+    for args in [&["show", "plan.lock"][..], &["apply", "plan.lock"]] {
+        let run = nexus_on_plan(&crafted, args);
+        assert_eq!(run.code, 5, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains("diff") && run.stderr.contains("not a valid plan"),
+            "{args:?}: {run:?}"
+        );
+        assert!(!run.stdout.contains("rm -rf"), "{run:?}");
+    }
+}
+
+/// The unreachable sample at `version`, with a field no nexus wrote in its first resource,
+/// hashed the way nexus hashes.
+fn sample_file_at(version: &str) -> Vec<u8> {
+    let body =
+        String::from_utf8(unreachable_sample(|v| v["format_version"] = version.into())).unwrap();
+    let body = body.replacen(
+        "\"key\":\"setup#1\"",
+        "\"key\":\"setup#1\",\"future_semantics\":\"only-if-safe\"",
+        1,
+    );
+    assert!(body.contains("future_semantics"));
+    file_with(version, Some("0123456789abcdef"), body.as_bytes())
+}
+
+#[test]
+fn apply_refuses_a_newer_minor_version_that_show_still_renders() {
+    let newer = sample_file_at("1.99");
+    let run = nexus_on_plan(&newer, &["apply", "plan.lock"]);
+    assert_eq!(run.code, 5, "{run:?}");
+    assert!(
+        run.stderr.contains("1.99")
+            && run.stderr.contains("newer")
+            && run.stderr.contains("Nothing was executed"),
+        "{run:?}"
+    );
+    let run = nexus_on_plan(&newer, &["show", "plan.lock"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("/srv/app/motd"), "{run:?}");
+    assert!(
+        run.stderr.contains("note:") && run.stderr.contains("cannot apply"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn apply_refuses_unknown_fields_in_a_plan_of_its_own_version() {
+    let unknown = sample_file_at(nexus::plan::FORMAT_VERSION);
+    let run = nexus_on_plan(&unknown, &["apply", "plan.lock"]);
+    assert_eq!(run.code, 5, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("hosts[0].resources[0].future_semantics"),
+        "{run:?}"
+    );
+}
+
+/// `nexus apply FILE` in `env`, and how many times the unguarded command has run on `host`.
+fn apply_count(env: &Project, host: &SshHost, file: &str) -> (Run, usize) {
+    let run = env.nexus(&["apply", file]);
+    let count = std::fs::read_to_string(host.srv().join("count"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    (run, count)
+}
+
+#[test]
+fn header_edits_never_replay_an_applied_plan() {
+    let h = SshHost::builder("pf1").private_srv().start();
+    let env = Project::over(
+        &[&h],
+        " connect-timeout=\"5s\"",
+        "task \"t\" on=\"pf1\" { command \"echo ran >> /srv/count\" }\n",
+    );
+    assert!(env.nexus(&["plan", "-o", "plan.lock"]).success());
+    let original = std::fs::read(env.path("plan.lock")).unwrap();
+    let (run, count) = apply_count(&env, &h, "plan.lock");
+    assert_eq!((run.code, count), (0, 1), "{run:?}");
+
+    let (head, body) = split(&original);
+    let header = header_of(&original);
+    let field = |k: &str| header[k].as_str().unwrap().to_string();
+    let (version, id, hash) = (field("format_version"), field("id"), field("blake3"));
+    let line =
+        |fields: &[(&str, &str)]| [header_line(fields), b"\n".to_vec(), body.clone()].concat();
+    let text = String::from_utf8(head.clone()).unwrap();
+    assert_eq!(
+        head,
+        header_line(&[
+            ("format", "nexus-plan"),
+            ("format_version", &version),
+            ("blake3", &hash),
+            ("id", &id)
+        ]),
+        "nexus writes its header fields in this order"
+    );
+    let other_id = "0123456789abcdef";
+    let longer_id = format!("{id}x");
+    let edits: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "id changed",
+            line(&[
+                ("format", "nexus-plan"),
+                ("format_version", &version),
+                ("id", other_id),
+                ("blake3", &hash),
+            ]),
+        ),
+        (
+            "id extended",
+            line(&[
+                ("format", "nexus-plan"),
+                ("format_version", &version),
+                ("id", &longer_id),
+                ("blake3", &hash),
+            ]),
+        ),
+        (
+            "id removed",
+            line(&[
+                ("format", "nexus-plan"),
+                ("format_version", &version),
+                ("blake3", &hash),
+            ]),
+        ),
+        (
+            "fields reordered",
+            line(&[
+                ("blake3", &hash),
+                ("id", &id),
+                ("format_version", &version),
+                ("format", "nexus-plan"),
+            ]),
+        ),
+        (
+            "field added",
+            line(&[
+                ("format", "nexus-plan"),
+                ("format_version", &version),
+                ("id", &id),
+                ("blake3", &hash),
+                ("rerun", "please"),
+            ]),
+        ),
+        (
+            "id duplicated",
+            line(&[
+                ("format", "nexus-plan"),
+                ("format_version", &version),
+                ("id", other_id),
+                ("id", &id),
+                ("blake3", &hash),
+            ]),
+        ),
+        (
+            "hash in upper case",
+            line(&[
+                ("format", "nexus-plan"),
+                ("format_version", &version),
+                ("blake3", &hash.to_uppercase()),
+                ("id", &id),
+            ]),
+        ),
+        (
+            "whitespace",
+            [text.replacen(',', ", ", 1).as_bytes(), b"\n", &body].concat(),
+        ),
+        (
+            "downgraded to 1.1 without an id, hash recomputed",
+            file_with("1.1", None, &body),
+        ),
+        ("downgraded to 1.1 with another id, hash recomputed", {
+            let b = file_with("1.1", None, &body);
+            let (head, _) = split(&b);
+            let head = String::from_utf8(head).unwrap();
+            let head = head.replacen('}', ",\"id\":\"0123456789abcdef\"}", 1);
+            [head.as_bytes(), b"\n", &body].concat()
+        }),
+    ];
+    for (what, bytes) in &edits {
+        std::fs::write(env.path("edited.lock"), bytes).unwrap();
+        let (run, count) = apply_count(&env, &h, "edited.lock");
+        assert!(
+            run.code == 5 || run.code == 6,
+            "{what}: refused or already applied, got {run:?}"
+        );
+        assert_eq!(count, 1, "{what}: the command ran again: {run:?}");
+    }
+    // The original file is recognised as applied, and a new plan of the same world applies.
+    let (run, count) = apply_count(&env, &h, "plan.lock");
+    assert_eq!((run.code, count), (6, 1), "{run:?}");
+    assert!(env.nexus(&["plan", "-o", "plan.lock"]).success());
+    let (run, count) = apply_count(&env, &h, "plan.lock");
+    assert_eq!((run.code, count), (0, 2), "{run:?}");
 }

@@ -55,13 +55,11 @@ pub fn apply(
     observer: &(dyn Fn(&Event) + Sync),
 ) -> Result<Applied, Error> {
     let file = req.file.display().to_string();
-    let (plan, file_id) =
-        lockfile::read_with_id(&req.file).map_err(|source| Error::PlanFile { source })?;
-    // Replay protection keys on the plan file: its hash plus the id `nexus plan -o` gave it.
-    let hash = match &file_id {
-        Some(id) => format!("{}#{id}", lockfile::hash(&plan)),
-        None => lockfile::hash(&plan),
-    };
+    // Replay protection keys on the plan file: its hash plus the id `nexus plan -o` gave it,
+    // both covered by the header's hash.
+    let (plan, hash) = lockfile::read(&req.file)
+        .and_then(lockfile::PlanFile::applicable)
+        .map_err(|source| Error::PlanFile { source })?;
     let base = plan_base_dir(&plan.config);
     let location = super::state::location(
         req.state.as_deref(),

@@ -19,7 +19,14 @@ pub fn run(ctx: &Ctx, args: ShowArgs) -> CmdResult {
         Format::Text,
         &[Format::Text, Format::Json, Format::Markdown],
     )?;
-    let plan = lockfile::read(&args.file).map_err(crate::app::Error::ReadPlan)?;
-    super::plan::print(ctx, &plan, format, Some(&args.file));
+    let file = lockfile::read(&args.file).map_err(crate::app::Error::ReadPlan)?;
+    // A plan apply would refuse can still be reviewed; say so where it does not mix with the
+    // rendering (stdout may be JSON for a program).
+    if let Some(reason) = file.refusal() {
+        super::note(&format!(
+            "note: this nexus cannot apply this plan, only show it: {reason}"
+        ));
+    }
+    super::plan::print(ctx, &file.plan, format, Some(&args.file));
     Ok(Exit::Ok)
 }

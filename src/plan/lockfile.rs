@@ -1,18 +1,21 @@
 //! The plan file (`plan.lock`): a one-line JSON header, then the plan as canonical JSON.
 //!
 //! ```text
-//! {"format":"nexus-plan","format_version":"1.0","blake3":"<hex>"}\n
+//! {"format":"nexus-plan","format_version":"1.2","blake3":"<hex>","id":"<plan-file id>"}\n
 //! <the Plan as compact JSON>\n
 //! ```
 //!
-//! The hash covers every byte after the header's newline (the JSON and its final newline), so a
-//! reader detects any edit or truncation before it trusts a single field. The body is
-//! `serde_json::to_vec` of [`Plan`]: struct fields in declaration order, maps are `BTreeMap`s,
-//! no timestamps, so the same plan always encodes to the same bytes. See docs/plan-format.md.
+//! From format 1.2 the hash covers the header's `id`, a newline, then every byte after the
+//! header's newline, so a reader detects any edit or truncation of the body or the id before it
+//! trusts a single field. The body is `serde_json::to_vec` of [`Plan`]: struct fields in
+//! declaration order, maps are `BTreeMap`s, no timestamps, so the same plan always encodes to the
+//! same bytes. See docs/plan-format.md.
 //!
 //! Decoding is meant for files that came from anywhere (a CI artifact, an edited copy): it never
-//! panics, refuses another major version, ignores fields it does not know (a newer minor version
-//! may add some), and checks that the plan is internally consistent before returning it.
+//! panics, refuses another major version, and checks that the plan is internally consistent
+//! before returning it. What it returns can always be shown; [`PlanFile::applicable`] says
+//! whether this nexus may apply it: only a plan of exactly its own version, whose header and body
+//! are byte for byte what this nexus writes (so no field was dropped unread).
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -21,10 +24,15 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::diff_check;
 use super::model::{FORMAT_VERSION, Plan, Role, Summary};
+use crate::resources::Action;
 
 /// The `format` value of the header line.
 pub const FORMAT_NAME: &str = "nexus-plan";
+
+/// The first minor version (of major 1) whose hash covers the header's `id`.
+const ID_HASHED_SINCE: u64 = 2;
 
 /// Name used in error messages when decoding bytes that did not come from a named file.
 const UNNAMED: &str = "plan";
@@ -48,7 +56,32 @@ pub enum LockfileError {
         found: String,
         supported: String,
     },
-    /// The body does not hash to what the header says: edited, truncated or corrupted.
+    /// A newer minor version: its fields this nexus does not know could change what applying
+    /// means, so it can show the plan but not apply it.
+    #[error(
+        "{file} has plan format version {found}, newer than this nexus's {supported}: it may hold \
+         fields this nexus does not understand; apply it with a nexus that reads {found}, or plan \
+         again with this one"
+    )]
+    NewerVersion {
+        file: String,
+        found: String,
+        supported: String,
+    },
+    /// An older minor version whose hash does not cover its id: a replay could not be told.
+    #[error(
+        "{file} has plan format version {found}, whose hash does not cover the plan file's id, so \
+         apply could not tell whether it already ran; plan again with this nexus (`nexus plan -o FILE`)"
+    )]
+    Unprotected { file: String, found: String },
+    /// The hash is consistent but the bytes are not what this nexus writes for that plan: a field
+    /// it does not know, or a header or body rewritten by another program.
+    #[error(
+        "{file} is not as nexus writes it: {reason}; make a new plan with `nexus plan -o FILE` \
+         instead of editing one"
+    )]
+    NotCanonical { file: String, reason: String },
+    /// The content does not hash to what the header says: edited, truncated or corrupted.
     #[error(
         "{file} was modified or truncated after it was written: its content hashes to {actual}, \
          the header records {expected}; make a new plan with `nexus plan -o FILE` instead of editing one"
@@ -63,20 +96,20 @@ pub enum LockfileError {
     Invalid { file: String, reason: String },
 }
 
-/// The header line. Unknown header fields are ignored, like unknown body fields.
+/// The header line, fields in the order nexus writes them.
 #[derive(Serialize, Deserialize)]
 struct Header {
     format: String,
     format_version: String,
     blake3: String,
-    /// Identifies one `nexus plan -o` invocation. Not part of the hashed body (planning is
-    /// deterministic, so the same world plans to the same hash); apply's replay protection keys
-    /// on it, so a plan file runs once while a fresh plan of an unchanged world can still apply.
+    /// Identifies one `nexus plan -o` invocation: apply's replay protection keys on the plan's
+    /// hash and this id, so a plan file runs once while a fresh plan of an unchanged world (same
+    /// body, new id) can still apply. The hash covers it (1.2), so editing it is tampering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<String>,
 }
 
-/// The body: canonical JSON of the plan followed by one newline. This is what the hash covers.
+/// The body: canonical JSON of the plan followed by one newline.
 fn body(plan: &Plan) -> Vec<u8> {
     // Serializing the model cannot fail: every map key is a string and no type has a fallible
     // Serialize impl. A failure would be a programming error, not something input can cause.
@@ -89,24 +122,35 @@ fn hex(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
-/// The plan's hash as the header records it: blake3 (hex) of the body.
+/// What the header's `blake3` records: from 1.2 the id, a newline and the body; before, the body.
+fn file_hash(id: Option<&str>, body: &[u8]) -> String {
+    let mut h = blake3::Hasher::new();
+    if let Some(id) = id {
+        h.update(id.as_bytes()).update(b"\n");
+    }
+    h.update(body).finalize().to_hex().to_string()
+}
+
+/// The plan's hash: blake3 (hex) of the body. The plan's identity (deterministic: the same world
+/// plans to the same hash), shown by `show` and recorded in the run history.
 pub fn hash(plan: &Plan) -> String {
     hex(&body(plan))
 }
 
-/// Encodes a plan as the bytes of a plan file.
+/// Encodes a plan as the bytes of a plan file, with an id derived from the plan (deterministic,
+/// for tests and golden files; `nexus plan -o` gives each file a fresh one, see [`write`]).
 pub fn encode(plan: &Plan) -> Vec<u8> {
-    encode_with_id(plan, None)
+    encode_with_id(plan, &hash(plan)[..16])
 }
 
-/// Encodes a plan with a plan-file id in its header (see `Header::id`).
-pub fn encode_with_id(plan: &Plan, id: Option<&str>) -> Vec<u8> {
+/// Encodes a plan with plan-file id `id` in its header (see `Header::id`).
+pub fn encode_with_id(plan: &Plan, id: &str) -> Vec<u8> {
     let body = body(plan);
     let header = Header {
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION.into(),
-        blake3: hex(&body),
-        id: id.map(str::to_string),
+        blake3: file_hash(Some(id), &body),
+        id: Some(id.to_string()),
     };
     let mut out = serde_json::to_vec(&header).expect("the header always serializes");
     out.push(b'\n');
@@ -114,23 +158,64 @@ pub fn encode_with_id(plan: &Plan, id: Option<&str>) -> Vec<u8> {
     out
 }
 
-/// Decodes plan file bytes; see [`decode_named`].
-pub fn decode(bytes: &[u8]) -> Result<Plan, LockfileError> {
-    decode_named(bytes, UNNAMED)
+/// A decoded plan file: a plan that can be shown, and whether this nexus may apply it.
+#[derive(Debug, Clone)]
+pub struct PlanFile {
+    pub plan: Plan,
+    /// The plan-file id, when its hash covers it.
+    id: Option<String>,
+    /// Why apply refuses a plan that can still be shown.
+    refusal: Option<LockfileError>,
 }
 
-/// Major part of a `MAJOR.MINOR` version, if it has that shape.
-fn major(version: &str) -> Option<u64> {
+impl PlanFile {
+    /// Why this nexus would refuse to apply the plan, if it would.
+    pub fn refusal(&self) -> Option<&LockfileError> {
+        self.refusal.as_ref()
+    }
+
+    /// The plan-file id from the header, covered by the hash.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The plan and its replay key (`HASH#ID`: bytes the header hash covers), if this nexus may
+    /// apply it.
+    pub fn applicable(self) -> Result<(Plan, String), LockfileError> {
+        if let Some(e) = self.refusal {
+            return Err(e);
+        }
+        let id = self
+            .id
+            .expect("a plan of this nexus's version without an id is refused when decoded");
+        let key = format!("{}#{id}", hash(&self.plan));
+        Ok((self.plan, key))
+    }
+}
+
+/// Decodes plan file bytes into the plan; see [`decode_named`].
+pub fn decode(bytes: &[u8]) -> Result<Plan, LockfileError> {
+    decode_named(bytes, UNNAMED).map(|f| f.plan)
+}
+
+/// `MAJOR.MINOR`, if `version` has that shape.
+fn version(version: &str) -> Option<(u64, u64)> {
     let (maj, min) = version.split_once('.')?;
     let digits = |s: &str| !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit());
     (digits(maj) && digits(min))
-        .then(|| maj.parse().ok())
+        .then(|| Some((maj.parse().ok()?, min.parse().ok()?)))
         .flatten()
 }
 
+/// Major part of a `MAJOR.MINOR` version, if it has that shape.
+fn major(v: &str) -> Option<u64> {
+    version(v).map(|(m, _)| m)
+}
+
 /// Decodes plan file bytes, naming `file` in errors: checks the header, the version, the hash,
-/// then parses and validates the plan.
-pub fn decode_named(bytes: &[u8], file: &str) -> Result<Plan, LockfileError> {
+/// then parses and validates the plan. A plan this nexus can show but not apply is returned with
+/// the reason ([`PlanFile::applicable`]).
+pub fn decode_named(bytes: &[u8], file: &str) -> Result<PlanFile, LockfileError> {
     let not_a_plan = |reason: String| LockfileError::NotAPlan {
         file: file.into(),
         reason,
@@ -152,24 +237,32 @@ pub fn decode_named(bytes: &[u8], file: &str) -> Result<Plan, LockfileError> {
             header.format
         )));
     }
-    let ours = major(FORMAT_VERSION).expect("FORMAT_VERSION is MAJOR.MINOR");
-    match major(&header.format_version) {
+    let ours = version(FORMAT_VERSION).expect("FORMAT_VERSION is MAJOR.MINOR");
+    let found = match version(&header.format_version) {
         None => {
             return Err(not_a_plan(format!(
                 "malformed format version {:?}",
                 header.format_version
             )));
         }
-        Some(m) if m != ours => {
+        Some(v) if v.0 != ours.0 => {
             return Err(LockfileError::UnsupportedVersion {
                 file: file.into(),
                 found: header.format_version,
                 supported: FORMAT_VERSION.into(),
             });
         }
-        Some(_) => {}
+        Some(v) => v,
+    };
+    let id_hashed = found.1 >= ID_HASHED_SINCE;
+    if id_hashed && header.id.as_deref().is_none_or(|id| id.is_empty()) {
+        return Err(not_a_plan(format!(
+            "the header of a version {} plan has no id",
+            header.format_version
+        )));
     }
-    let actual = hex(rest);
+    let id = header.id.as_deref().filter(|_| id_hashed);
+    let actual = file_hash(id, rest);
     if !actual.eq_ignore_ascii_case(&header.blake3) {
         return Err(LockfileError::Tampered {
             file: file.into(),
@@ -182,10 +275,16 @@ pub fn decode_named(bytes: &[u8], file: &str) -> Result<Plan, LockfileError> {
     let json = rest
         .strip_suffix(b"\n")
         .ok_or_else(|| invalid(file, "the body does not end with a newline".into()))?;
-    // Unknown fields are ignored (serde's default): minor versions only add fields.
+    // Unknown fields are ignored here (serde's default) so a newer minor version can be shown;
+    // apply refuses them below, through `refusal`.
     let plan: Plan = serde_json::from_slice(json)
         .map_err(|e| invalid(file, format!("cannot parse the plan: {e}")))?;
-    if major(&plan.format_version) != Some(ours) {
+    let agrees = if id_hashed {
+        plan.format_version == header.format_version
+    } else {
+        major(&plan.format_version) == Some(ours.0)
+    };
+    if !agrees {
         return Err(invalid(
             file,
             format!(
@@ -195,7 +294,87 @@ pub fn decode_named(bytes: &[u8], file: &str) -> Result<Plan, LockfileError> {
         ));
     }
     validate(file, &plan)?;
-    Ok(plan)
+    let refusal = if found.1 < ID_HASHED_SINCE {
+        Some(LockfileError::Unprotected {
+            file: file.into(),
+            found: header.format_version.clone(),
+        })
+    } else if found > ours {
+        Some(LockfileError::NewerVersion {
+            file: file.into(),
+            found: header.format_version.clone(),
+            supported: FORMAT_VERSION.into(),
+        })
+    } else {
+        not_canonical(head, &header, rest, &plan).map(|reason| LockfileError::NotCanonical {
+            file: file.into(),
+            reason,
+        })
+    };
+    Ok(PlanFile {
+        plan,
+        id: id.map(str::to_string),
+        refusal,
+    })
+}
+
+/// Why a plan file of this nexus's version is not byte for byte what this nexus writes for its
+/// plan, if it is not: a header with other fields, order or spacing, or a body with a field this
+/// nexus does not know (which it would have dropped) or other formatting.
+fn not_canonical(head: &[u8], header: &Header, body_bytes: &[u8], plan: &Plan) -> Option<String> {
+    // Re-serialized with the hash as computed, so an upper-case hash is not canonical either.
+    let canonical = Header {
+        format: FORMAT_NAME.into(),
+        format_version: header.format_version.clone(),
+        blake3: file_hash(header.id.as_deref(), body_bytes),
+        id: header.id.clone(),
+    };
+    let canonical_head = serde_json::to_vec(&canonical).expect("the header always serializes");
+    if head != canonical_head.as_slice() {
+        return Some(format!(
+            "its header line is not `{}`",
+            String::from_utf8_lossy(&canonical_head)
+        ));
+    }
+    if body_bytes == body(plan).as_slice() {
+        return None;
+    }
+    let known = serde_json::to_value(plan).expect("a plan always serializes to JSON");
+    let unknown = serde_json::from_slice::<serde_json::Value>(body_bytes)
+        .ok()
+        .and_then(|found| unknown_field(&found, &known, String::new()));
+    Some(match unknown {
+        Some(path) => format!("it has a field this nexus does not know, {path}"),
+        None => "its body is not in the canonical encoding".into(),
+    })
+}
+
+/// The path of the first field of `found` that `known` (the re-encoded plan) does not have.
+fn unknown_field(
+    found: &serde_json::Value,
+    known: &serde_json::Value,
+    at: String,
+) -> Option<String> {
+    use serde_json::Value;
+    match (found, known) {
+        (Value::Object(f), Value::Object(k)) => f.iter().find_map(|(name, v)| {
+            let path = if at.is_empty() {
+                name.clone()
+            } else {
+                format!("{at}.{name}")
+            };
+            match k.get(name) {
+                None => Some(path),
+                Some(kv) => unknown_field(v, kv, path),
+            }
+        }),
+        (Value::Array(f), Value::Array(k)) => f
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(i, (v, kv))| unknown_field(v, kv, format!("{at}[{i}]"))),
+        _ => None,
+    }
 }
 
 /// The body is intact but not a usable plan; `file` names it.
@@ -288,6 +467,11 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
                     ));
                 }
             }
+            if let Some(diff) = &r.diff
+                && let Err(e) = check_diff(plan, r, diff)
+            {
+                return fail(format!("resource {:?} on host {:?}: {e}", r.key, h.name));
+            }
         }
     }
     if summary != plan.summary {
@@ -299,6 +483,34 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
     Ok(())
 }
 
+/// Checks a resource's diff against the one content its steps send (docs/plan-format.md, "Diffs").
+fn check_diff(plan: &Plan, r: &super::PlannedResource, diff: &str) -> Result<(), DiffProblem> {
+    let mut sent = r
+        .steps
+        .iter()
+        .filter_map(|s| s.stdin.as_ref().map(|b| (s, b)));
+    let (Some((step, key)), None) = (sent.next(), sent.next()) else {
+        return Err(DiffProblem::NotOneBlob);
+    };
+    if !step.stdin_secrets.is_empty() {
+        return Err(DiffProblem::Secret);
+    }
+    let new = blob(plan, key).ok_or(DiffProblem::NotOneBlob)?;
+    diff_check::verify(&r.id, diff, key, &new, r.action == Action::Create)?;
+    Ok(())
+}
+
+/// Why a resource's diff cannot be trusted to show what apply writes.
+#[derive(Debug, thiserror::Error)]
+enum DiffProblem {
+    #[error("it has a diff but does not send exactly one content")]
+    NotOneBlob,
+    #[error("it has a diff but its content holds secrets, which are never diffed")]
+    Secret,
+    #[error(transparent)]
+    Mismatch(#[from] diff_check::DiffMismatch),
+}
+
 /// The content of blob `hash`, verified against its hash; `None` if absent or corrupt.
 pub fn blob(plan: &Plan, hash: &str) -> Option<Vec<u8>> {
     plan.blobs
@@ -307,27 +519,13 @@ pub fn blob(plan: &Plan, hash: &str) -> Option<Vec<u8>> {
 }
 
 /// Reads and decodes a plan file.
-pub fn read(path: &Path) -> Result<Plan, LockfileError> {
-    read_with_id(path).map(|(p, _)| p)
-}
-
-/// Reads a plan file with its plan-file id, if it has one.
-pub fn read_with_id(path: &Path) -> Result<(Plan, Option<String>), LockfileError> {
+pub fn read(path: &Path) -> Result<PlanFile, LockfileError> {
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| LockfileError::Read {
         file: file.clone(),
         reason: e.to_string(),
     })?;
-    let plan = decode_named(&bytes, &file)?;
-    // The header parsed in decode_named; read its id again here rather than widen that API.
-    let nl = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(bytes.len());
-    let id = serde_json::from_slice::<Header>(&bytes[..nl])
-        .ok()
-        .and_then(|h| h.id);
-    Ok((plan, id))
+    decode_named(&bytes, &file)
 }
 
 /// A fresh plan-file id: unique per write, meaningless otherwise.
@@ -356,7 +554,7 @@ pub fn write(path: &Path, plan: &Plan) -> Result<(), LockfileError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let bytes = encode_with_id(plan, Some(&new_id(plan)));
+    let bytes = encode_with_id(plan, &new_id(plan));
     // A name no other writer picks: our pid, plus a counter for writers within this process.
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

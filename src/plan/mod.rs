@@ -2,6 +2,7 @@
 //! and (in `lockfile`) its canonical, hashed encoding.
 
 pub mod connection;
+pub mod diff_check;
 pub mod lockfile;
 pub mod model;
 pub mod planner;

@@ -11,8 +11,9 @@ use crate::config::{HostKeyChecking, Strategy, Value};
 use crate::inputs::Manifest;
 use crate::resources::{Action, FieldChange, ProbeBatch, Retry, Step};
 
-/// Plan format version: a reader refuses another major version and ignores unknown fields.
-pub const FORMAT_VERSION: &str = "1.1";
+/// Plan format version. A reader refuses another major version; apply also refuses another
+/// minor version (docs/plan-format.md, "Versioning").
+pub const FORMAT_VERSION: &str = "1.2";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
