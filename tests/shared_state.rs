@@ -302,3 +302,69 @@ fn recorded_drift_checks_form_a_trail() {
     // Recording never touches the runs.
     assert!(history(&b).len() == 1);
 }
+
+/// A solo project grows into a team: its SQLite history is copied into PostgreSQL, twice without
+/// duplicates, and then reads the same from the server.
+#[test]
+fn state_migrate_copies_a_sqlite_history_idempotently() {
+    let pg = Postgres::start();
+    let h = SshHost::builder("shared6").private_srv().start();
+    let rest = format!(
+        "task \"count\" on=\"shared6\" {{\n    command \"echo run >> /srv/count\"\n}}\n\
+         task \"motd\" on=\"shared6\" {{\n    file \"/srv/motd\" content=\"hello\\n\"\n}}\n\
+         task \"broken\" on=\"shared6\" {{\n    command \"exit 3\"\n}}\n"
+    );
+    // No `state` setting yet: the default SQLite file.
+    let p = Project::over(&[&h], "", &rest).env_remove("PGPASSWORD");
+    assert!(p.nexus(&["run", "count", "motd"]).success());
+    assert_eq!(p.nexus(&["run", "broken"]).code, 1);
+    assert!(p.nexus(&["plan", "--record"]).success());
+    let url = pg.url("sslmode=disable");
+
+    let first = p.nexus(&["state", "migrate", "--to", &url, "--format", "json"]);
+    assert!(first.success(), "{}{}", first.stdout, first.stderr);
+    let v: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!(v["imported"]["runs"], 2, "{v}");
+    assert_eq!(v["imported"]["drift_checks"], 1, "{v}");
+    assert_eq!(v["imported"]["last_applied"], 2, "{v}");
+    let again = p.nexus(&["state", "migrate", "--to", &url, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(
+        (
+            v["imported"]["runs"].as_u64(),
+            v["imported"]["runs_skipped"].as_u64()
+        ),
+        (Some(0), Some(2)),
+        "{v}"
+    );
+    assert_eq!(v["imported"]["drift_checks"], 0, "{v}");
+
+    let local = p.nexus(&["history", "--format", "json"]);
+    let remote = p.nexus(&["history", "--format", "json", "--state", &url]);
+    let runs = |o: &Run| {
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["kind"].clone(),
+                    r["status"].clone(),
+                    r["counts"].clone(),
+                    r["plan_hash"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(runs(&local), runs(&remote));
+    let state = p.nexus(&["state", "--state", &url]);
+    assert!(state.stdout.contains("/srv/motd"), "{}", state.stdout);
+    assert!(
+        p.nexus(&["history", "--drift", "--state", &url])
+            .stdout
+            .contains("shared6")
+    );
+    // Refusals: nothing to copy, or not a server.
+    assert_ne!(p.nexus(&["state", "migrate", "--to", "/tmp/x.db"]).code, 0);
+}

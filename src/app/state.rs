@@ -16,6 +16,12 @@ use crate::state::{Location, PgSettings};
 pub enum StateSettingError {
     #[error("the state URL comes from the environment variable {0}, which is not set")]
     UnsetEnv(String),
+    #[error("`state migrate` copies a SQLite file; --state names a server ({0})")]
+    NotAFile(String),
+    #[error("there is no state to migrate: {} does not exist", .0.display())]
+    NoSource(std::path::PathBuf),
+    #[error("`state migrate --to` takes a postgresql:// URL, not {0:?}")]
+    NotAUrl(String),
     #[error("the state setting reads secret {name:?}: {source}")]
     Secret {
         name: String,
@@ -105,4 +111,46 @@ pub fn of_config_file(flag: Option<&str>, config: &Path) -> Result<Location, Err
         return location(flag, Some(&setting), config, Some(&source));
     }
     location(flag, None, config, None)
+}
+
+/// `nexus state migrate --to URL`: copies the SQLite state of the configuration at `config`
+/// (or `--state FILE`) into the PostgreSQL database at `to`, under both apply locks. Idempotent:
+/// runs copied before are skipped, so it can be repeated until the team switches over.
+pub fn migrate(
+    flag: Option<&str>,
+    config: &Path,
+    to: &str,
+) -> Result<crate::state::Imported, Error> {
+    let from = match flag {
+        Some(f) if is_url(f) => return Err(StateSettingError::NotAFile(f.to_string()).into()),
+        Some(f) => Location::Sqlite(f.into()),
+        None => Location::Sqlite(crate::state::default_path(config)),
+    };
+    let Location::Sqlite(path) = &from else {
+        unreachable!("a file location")
+    };
+    if !path.exists() {
+        return Err(StateSettingError::NoSource(path.clone()).into());
+    }
+    if !is_url(to) {
+        return Err(StateSettingError::NotAUrl(to.to_string()).into());
+    }
+    let to = match of_config_file(Some(to), config)? {
+        Location::Postgres(settings) => settings,
+        Location::Sqlite(_) => unreachable!("a URL gives a server"),
+    };
+    let source = from.open()?;
+    let _from_lock = source.lock(&crate::state::LockHolder::current("nexus state migrate"))?;
+    let dest = crate::state::PostgresStore::open(to)?;
+    let _to_lock = crate::state::StateStore::lock(
+        &dest,
+        &crate::state::LockHolder::current("nexus state migrate"),
+    )?;
+    let origin = format!(
+        "sqlite:{}",
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.clone())
+            .display()
+    );
+    Ok(dest.import(&*source, &origin)?)
 }

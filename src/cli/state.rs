@@ -10,7 +10,10 @@ use crate::exit::Exit;
 use crate::state::{LastApplied, LockHolder, format_time};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct StateArgs {
+    #[command(subcommand)]
+    pub action: Option<StateAction>,
     /// Only this host
     pub host: Option<String>,
     /// Remove the apply lock whoever holds it, for a holder that hangs or is gone on another
@@ -23,8 +26,39 @@ pub struct StateArgs {
     pub recover: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum StateAction {
+    /// Copy this project's SQLite state (.nexus/state.db, or --state FILE) into a PostgreSQL
+    /// database: runs with their actions, last applied state, pending handlers and the drift
+    /// trail. Repeatable: runs copied before are skipped
+    Migrate {
+        /// The postgresql:// URL to copy into (the project comes from the configuration)
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
+}
+
 pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
     let format = ctx.format(Format::Text, &[Format::Text, Format::Json])?;
+    if let Some(StateAction::Migrate { to }) = &args.action {
+        let done = crate::app::state::migrate(ctx.global.state.as_deref(), &ctx.global.config, to)?;
+        let target = crate::state::redact_url(to);
+        if format == Format::Json {
+            emit_json(&json!({ "to": target, "imported": done }));
+        } else {
+            emitln(&format!(
+                "Copied {} run(s) with {} action(s), {} last-applied record(s), {} pending \
+                 handler(s) and {} drift check(s) into {target}; {} run(s) were already there.",
+                done.runs,
+                done.actions,
+                done.last_applied,
+                done.pending_handlers,
+                done.drift_checks,
+                done.runs_skipped
+            ));
+        }
+        return Ok(Exit::Ok);
+    }
     let location = state_location(ctx)?;
     let db = location.describe();
     if args.recover {

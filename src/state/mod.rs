@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::resources::Action;
 
 pub use lock::{LockGuard, LockHolder, Recovered};
-pub use postgres::{PG_SCHEMA_VERSION, PgSettings, PostgresStore, redact_url};
+pub use postgres::{Imported, PG_SCHEMA_VERSION, PgSettings, PostgresStore, redact_url};
 pub use sqlite::{DEFAULT_LOCK_MAX_AGE, SCHEMA_VERSION, SqliteStore};
 
 /// Where a project's state is: decided once per command (app/state.rs), opened here.

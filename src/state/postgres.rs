@@ -526,6 +526,192 @@ impl PostgresStore {
     }
 }
 
+/// What [`PostgresStore::import`] copied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Imported {
+    pub runs: usize,
+    /// Runs found already copied by an earlier import.
+    pub runs_skipped: usize,
+    pub actions: usize,
+    pub last_applied: usize,
+    pub pending_handlers: usize,
+    pub drift_checks: usize,
+}
+
+impl PostgresStore {
+    /// Copies another store's records into this project, in one transaction: runs with their
+    /// actions (skipping runs an earlier import copied, by `origin_prefix` + run id), the last
+    /// applied state (a newer row here wins), pending handlers and drift checks. Run ids are
+    /// renumbered; references follow them.
+    pub fn import(
+        &self,
+        from: &dyn StateStore,
+        origin_prefix: &str,
+    ) -> Result<Imported, StateError> {
+        let runs = from.history(usize::MAX)?;
+        let mut with_actions = Vec::with_capacity(runs.len());
+        for r in runs.into_iter().rev() {
+            let actions = from.run_actions(r.id)?;
+            with_actions.push((r, actions));
+        }
+        let last = from.last_applied(None)?;
+        let pending = from.pending_handlers()?;
+        let drift = from.drift_checks(usize::MAX)?;
+        let project = self.settings.project.clone();
+        let prefix = origin_prefix.to_string();
+        self.session.call(move |c| {
+            let mut tx = c.transaction()?;
+            let mut done = Imported::default();
+            let mut ids = std::collections::HashMap::new();
+            for (r, actions) in &with_actions {
+                let origin = format!("{prefix}#{}", r.id);
+                if let Some(row) = tx.query_opt(
+                    "SELECT id FROM nexus.runs WHERE project = $1 AND origin = $2",
+                    &[&project, &origin],
+                )? {
+                    ids.insert(r.id, RunId(row.get(0)));
+                    done.runs_skipped += 1;
+                    continue;
+                }
+                let row = tx.query_one(
+                    "INSERT INTO nexus.runs (project, kind, status, plan_hash, config, tasks, \
+                     hosts, started_at, finished_at, summary, nexus_version, pid, hostname, \
+                     succeeded, changed, failed, skipped, not_run, pruned, signer, origin) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                     $16, $17, $18, $19, $20, $21) RETURNING id",
+                    &[
+                        &project,
+                        &text_of(&r.kind),
+                        // A run that was running in the old store will never finish there.
+                        &text_of(&match r.status {
+                            RunStatus::Running => RunStatus::Interrupted,
+                            s => s,
+                        }),
+                        &r.plan_hash,
+                        &r.config,
+                        &serde_json::to_string(&r.tasks).expect("strings serialize"),
+                        &serde_json::to_string(&r.hosts).expect("strings serialize"),
+                        &r.started_at,
+                        &r.finished_at,
+                        &(!r.summary.is_null()).then(|| r.summary.to_string()),
+                        &r.nexus_version,
+                        &i64::from(r.pid),
+                        &r.hostname,
+                        &(r.counts.succeeded as i64),
+                        &(r.counts.changed as i64),
+                        &(r.counts.failed as i64),
+                        &(r.counts.skipped as i64),
+                        &(r.counts.not_run as i64),
+                        &r.pruned,
+                        &r.signer,
+                        &origin,
+                    ],
+                )?;
+                let id = RunId(row.get(0));
+                ids.insert(r.id, id);
+                done.runs += 1;
+                for a in actions {
+                    tx.execute(
+                        "INSERT INTO nexus.actions (run_id, host, key, task, resource_id, kind, \
+                         label, action, status, exit_code, duration_ms, attempts, output_tail, \
+                         error, fingerprint_after, finished_at, holds_secrets) VALUES ($1, $2, \
+                         $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                        &[
+                            &id.0,
+                            &a.host,
+                            &a.key,
+                            &a.task,
+                            &a.resource_id,
+                            &a.kind,
+                            &a.label,
+                            &text_of(&a.action),
+                            &text_of(&a.status),
+                            &a.exit_code,
+                            &i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
+                            &i64::from(a.attempts),
+                            &a.output_tail,
+                            &a.error,
+                            &a.fingerprint_after,
+                            &a.finished_at,
+                            &a.holds_secrets,
+                        ],
+                    )?;
+                    done.actions += 1;
+                }
+            }
+            for l in &last {
+                let Some(run) = ids.get(&l.run) else { continue };
+                done.last_applied += tx.execute(
+                    "INSERT INTO nexus.last_applied (project, host, resource_id, kind, label, \
+                     task, key, action, fingerprint, run_id, applied_at, holds_secrets) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (project, host, resource_id) DO UPDATE SET \
+                     kind = excluded.kind, label = excluded.label, task = excluded.task, \
+                     key = excluded.key, action = excluded.action, \
+                     fingerprint = excluded.fingerprint, run_id = excluded.run_id, \
+                     applied_at = excluded.applied_at, holds_secrets = excluded.holds_secrets \
+                     WHERE nexus.last_applied.applied_at < excluded.applied_at",
+                    &[
+                        &project,
+                        &l.host,
+                        &l.resource_id,
+                        &l.kind,
+                        &l.label,
+                        &l.task,
+                        &l.key,
+                        &text_of(&l.action),
+                        &l.fingerprint,
+                        &run.0,
+                        &l.applied_at,
+                        &l.holds_secrets,
+                    ],
+                )? as usize;
+            }
+            for p in &pending {
+                let Some(run) = ids.get(&RunId(p.since_run)) else {
+                    continue;
+                };
+                done.pending_handlers += tx.execute(
+                    "INSERT INTO nexus.pending_handlers (project, host, handler, since_run, \
+                     notified_by, notified_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (project, host, handler) DO NOTHING",
+                    &[
+                        &project,
+                        &p.host,
+                        &p.handler,
+                        &run.0,
+                        &p.notified_by,
+                        &p.notified_at,
+                    ],
+                )? as usize;
+            }
+            for d in &drift {
+                let origin = format!("{prefix}#drift{}", d.id);
+                done.drift_checks += tx.execute(
+                    "INSERT INTO nexus.drift_checks (project, checked_at, plan_hash, config, \
+                     hosts, drifted, changes, nexus_version, hostname, origin) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                     ON CONFLICT (project, origin) DO NOTHING",
+                    &[
+                        &project,
+                        &d.checked_at,
+                        &d.plan_hash,
+                        &d.config,
+                        &serde_json::to_string(&d.hosts).expect("strings serialize"),
+                        &serde_json::to_string(&d.drifted).expect("strings serialize"),
+                        &(d.changes as i64),
+                        &d.nexus_version,
+                        &d.hostname,
+                        &origin,
+                    ],
+                )? as usize;
+            }
+            tx.commit()?;
+            Ok(done)
+        })
+    }
+}
+
 /// A stable 64-bit key for the project's apply lock.
 fn lock_key(project: &str) -> i64 {
     let h = blake3::hash(format!("nexus apply lock\0{project}").as_bytes());

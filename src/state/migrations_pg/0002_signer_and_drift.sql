@@ -12,6 +12,9 @@ CREATE TABLE nexus.drift_checks (
     drifted       TEXT    NOT NULL,
     changes       BIGINT  NOT NULL,
     nexus_version TEXT    NOT NULL,
-    hostname      TEXT    NOT NULL
+    hostname      TEXT    NOT NULL,
+    -- `sqlite:PATH#ID` for a check copied by `nexus state migrate`, so a second copy skips it.
+    origin        TEXT,
+    UNIQUE (project, origin)
 );
 CREATE INDEX drift_by_project ON nexus.drift_checks (project, id);
