@@ -459,6 +459,13 @@ impl PostgresStore {
 
     fn migrate(&self) -> Result<(), StateError> {
         let found = self.session.call(|c| {
+            // The common case, an up-to-date schema, takes one read and no lock; anything else
+            // (no schema yet) is met again under the lock below.
+            if let Ok(row) = c.query_one("SELECT MAX(version) FROM nexus.schema_version", &[])
+                && row.get::<_, Option<i64>>(0) == Some(PG_SCHEMA_VERSION)
+            {
+                return Ok(None);
+            }
             let mut tx = c.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_KEY])?;
             tx.batch_execute(
@@ -1029,6 +1036,8 @@ impl StateStore for PostgresStore {
         }
         let project = self.settings.project.clone();
         let actions = actions.to_vec();
+        // Every statement is a round trip to the server: a batch is written with three, whatever
+        // its size (arrays unnested server-side), not two or three per action.
         let found = self.session.call(move |c| {
             let mut tx = c.transaction()?;
             let exists = tx
@@ -1040,75 +1049,111 @@ impl StateStore for PostgresStore {
             if !exists {
                 return Ok(false);
             }
-            for a in &actions {
-                let action = text_of(&a.action);
-                tx.execute(
-                    "INSERT INTO nexus.actions (run_id, host, key, task, resource_id, kind, label, \
-                     action, status, exit_code, duration_ms, attempts, output_tail, error, \
-                     fingerprint_after, finished_at, holds_secrets) VALUES ($1, $2, $3, $4, $5, \
-                     $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-                    &[
-                        &run.0,
-                        &a.host,
-                        &a.key,
-                        &a.task,
-                        &a.resource_id,
-                        &a.kind,
-                        &a.label,
-                        &action,
-                        &text_of(&a.status),
-                        &a.exit_code,
-                        &i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
-                        &i64::from(a.attempts),
-                        &super::cap_tail(&a.output_tail, super::OUTPUT_TAIL_MAX).into_owned(),
-                        &a.error
-                            .as_deref()
-                            .map(|e| super::cap_head(e, super::OUTPUT_TAIL_MAX).into_owned()),
-                        &a.fingerprint_after,
-                        &a.finished_at,
-                        &a.holds_secrets,
-                    ],
-                )?;
-                // Column names come from this fixed match, never from input.
-                let counter = match a.status {
-                    super::ActionStatus::Succeeded if a.action != Action::NoOp => {
-                        "succeeded = succeeded + 1, changed = changed + 1"
-                    }
-                    super::ActionStatus::Succeeded => "succeeded = succeeded + 1",
-                    super::ActionStatus::Failed => "failed = failed + 1",
-                    super::ActionStatus::Skipped => "skipped = skipped + 1",
-                    super::ActionStatus::NotRun => "not_run = not_run + 1",
+            let col = |f: &dyn Fn(&ActionRecord) -> String| -> Vec<String> {
+                actions.iter().map(f).collect()
+            };
+            let tails: Vec<String> = actions
+                .iter()
+                .map(|a| super::cap_tail(&a.output_tail, super::OUTPUT_TAIL_MAX).into_owned())
+                .collect();
+            let errors: Vec<Option<String>> = actions
+                .iter()
+                .map(|a| {
+                    a.error
+                        .as_deref()
+                        .map(|e| super::cap_head(e, super::OUTPUT_TAIL_MAX).into_owned())
+                })
+                .collect();
+            tx.execute(
+                "INSERT INTO nexus.actions (run_id, host, key, task, resource_id, kind, label, \
+                 action, status, exit_code, duration_ms, attempts, output_tail, error, \
+                 fingerprint_after, finished_at, holds_secrets) \
+                 SELECT $1::int8, h, k, ta, r, ki, l, ac, st, ex, du, at, ou, er, fi, fin, hs \
+                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::int4[], $11::int8[], \
+                 $12::int8[], $13::text[], $14::text[], $15::text[], $16::int8[], $17::bool[]) \
+                 WITH ORDINALITY AS t(h, k, ta, r, ki, l, ac, st, ex, du, at, ou, er, fi, fin, hs, n) \
+                 ORDER BY n",
+                &[
+                    &run.0,
+                    &col(&|a| a.host.clone()),
+                    &col(&|a| a.key.clone()),
+                    &col(&|a| a.task.clone()),
+                    &col(&|a| a.resource_id.clone()),
+                    &col(&|a| a.kind.clone()),
+                    &col(&|a| a.label.clone()),
+                    &col(&|a| text_of(&a.action)),
+                    &col(&|a| text_of(&a.status)),
+                    &actions.iter().map(|a| a.exit_code).collect::<Vec<_>>(),
+                    &actions
+                        .iter()
+                        .map(|a| i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
+                        .collect::<Vec<_>>(),
+                    &actions
+                        .iter()
+                        .map(|a| i64::from(a.attempts))
+                        .collect::<Vec<_>>(),
+                    &tails,
+                    &errors,
+                    &actions
+                        .iter()
+                        .map(|a| a.fingerprint_after.clone())
+                        .collect::<Vec<_>>(),
+                    &actions.iter().map(|a| a.finished_at).collect::<Vec<_>>(),
+                    &actions.iter().map(|a| a.holds_secrets).collect::<Vec<_>>(),
+                ],
+            )?;
+            let n = |f: &dyn Fn(&ActionRecord) -> bool| actions.iter().filter(|a| f(a)).count() as i64;
+            let ok = |a: &ActionRecord| a.status == super::ActionStatus::Succeeded;
+            tx.execute(
+                "UPDATE nexus.runs SET succeeded = succeeded + $2, changed = changed + $3, \
+                 failed = failed + $4, skipped = skipped + $5, not_run = not_run + $6 WHERE id = $1",
+                &[
+                    &run.0,
+                    &n(&ok),
+                    &n(&|a| ok(a) && a.action != Action::NoOp),
+                    &n(&|a| a.status == super::ActionStatus::Failed),
+                    &n(&|a| a.status == super::ActionStatus::Skipped),
+                    &n(&|a| a.status == super::ActionStatus::NotRun),
+                ],
+            )?;
+            // The last success of each host+resource in the batch (one upsert may not touch a row
+            // twice).
+            let mut last: Vec<&ActionRecord> = Vec::new();
+            for a in actions.iter().filter(|a| ok(a)) {
+                last.retain(|b| (b.host.as_str(), b.resource_id.as_str()) != (a.host.as_str(), a.resource_id.as_str()));
+                last.push(a);
+            }
+            if !last.is_empty() {
+                let col = |f: &dyn Fn(&ActionRecord) -> String| -> Vec<String> {
+                    last.iter().map(|a| f(a)).collect()
                 };
                 tx.execute(
-                    &format!("UPDATE nexus.runs SET {counter} WHERE id = $1"),
-                    &[&run.0],
+                    "INSERT INTO nexus.last_applied (project, host, resource_id, kind, label, \
+                     task, key, action, fingerprint, run_id, applied_at, holds_secrets) \
+                     SELECT $1::text, h, r, ki, l, ta, k, ac, fi, $2::int8, fin, hs FROM UNNEST($3::text[], \
+                     $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+                     $10::text[], $11::int8[], $12::bool[]) AS t(h, r, ki, l, ta, k, ac, fi, fin, hs) \
+                     ON CONFLICT (project, host, resource_id) DO UPDATE SET \
+                     kind = excluded.kind, label = excluded.label, task = excluded.task, \
+                     key = excluded.key, action = excluded.action, \
+                     fingerprint = excluded.fingerprint, run_id = excluded.run_id, \
+                     applied_at = excluded.applied_at, holds_secrets = excluded.holds_secrets",
+                    &[
+                        &project,
+                        &run.0,
+                        &col(&|a| a.host.clone()),
+                        &col(&|a| a.resource_id.clone()),
+                        &col(&|a| a.kind.clone()),
+                        &col(&|a| a.label.clone()),
+                        &col(&|a| a.task.clone()),
+                        &col(&|a| a.key.clone()),
+                        &col(&|a| text_of(&a.action)),
+                        &last.iter().map(|a| a.fingerprint_after.clone()).collect::<Vec<_>>(),
+                        &last.iter().map(|a| a.finished_at).collect::<Vec<_>>(),
+                        &last.iter().map(|a| a.holds_secrets).collect::<Vec<_>>(),
+                    ],
                 )?;
-                if a.status == super::ActionStatus::Succeeded {
-                    tx.execute(
-                        "INSERT INTO nexus.last_applied (project, host, resource_id, kind, label, \
-                         task, key, action, fingerprint, run_id, applied_at, holds_secrets) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                         ON CONFLICT (project, host, resource_id) DO UPDATE SET \
-                         kind = excluded.kind, label = excluded.label, task = excluded.task, \
-                         key = excluded.key, action = excluded.action, \
-                         fingerprint = excluded.fingerprint, run_id = excluded.run_id, \
-                         applied_at = excluded.applied_at, holds_secrets = excluded.holds_secrets",
-                        &[
-                            &project,
-                            &a.host,
-                            &a.resource_id,
-                            &a.kind,
-                            &a.label,
-                            &a.task,
-                            &a.key,
-                            &action,
-                            &a.fingerprint_after,
-                            &run.0,
-                            &a.finished_at,
-                            &a.holds_secrets,
-                        ],
-                    )?;
-                }
             }
             tx.commit()?;
             Ok(true)
