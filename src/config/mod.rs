@@ -4,6 +4,7 @@
 //! line, column, snippet and hint. Nothing past this module sees a KDL type.
 
 mod diagnostic;
+pub mod expr;
 mod model;
 mod parse;
 mod reader;
@@ -303,7 +304,7 @@ impl Loader<'_> {
         if !parse::check_expression(&mut self.cx, w) {
             return None;
         }
-        let env = minijinja::Environment::new();
+        let env = expr::environment();
         let expr = env.compile_expression(&w.value).ok()?;
         let mut vars = BTreeMap::new();
         for name in expr.undeclared_variables(true) {

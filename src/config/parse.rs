@@ -165,7 +165,15 @@ fn when_expr(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spanned<String>> {
 
 /// `when` conditions are minijinja expressions; a syntax error is a config error, not a plan error.
 pub(super) fn check_expression(cx: &mut Cx, w: &Spanned<String>) -> bool {
-    let env = minijinja::Environment::new();
+    if let Err(e) = super::expr::check_expression(&w.value) {
+        cx.push(
+            Diag::new("config::expression-too-large", format!("`when` {e}"))
+                .at(w.span, "too large to evaluate safely")
+                .help("split the condition: compute a var, or use a group or tags to select hosts"),
+        );
+        return false;
+    }
+    let env = super::expr::environment();
     match env.compile_expression(&w.value) {
         Ok(_) => true,
         Err(e) => {
