@@ -96,3 +96,68 @@ fn template_with_40000_terms_is_an_error_not_a_crash() {
         "{r:?}"
     );
 }
+
+// --- 4. unbounded reads --------------------------------------------------------------------------
+
+#[test]
+fn config_from_dev_zero_or_a_directory_is_refused_at_once() {
+    let p = Project::new().no_config_arg();
+    std::fs::create_dir(p.path("dir")).unwrap();
+    for (c, what) in [("/dev/zero", "a device"), ("dir", "a directory")] {
+        let r = run_guarded(&p, &["-c", c, "validate"]);
+        assert_invalid(&r, &format!("{c} is {what}, not a regular file"));
+    }
+}
+
+#[test]
+fn import_of_a_fifo_dev_zero_or_directory_is_refused_at_once() {
+    let p = Project::new();
+    let fifo = p.path("pipe.kdl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::create_dir(p.path("dir")).unwrap();
+    p.config("import \"pipe.kdl\"\nimport \"/dev/zero\"\nimport \"dir\"\n");
+    let r = run_guarded(&p, &["validate"]);
+    assert_invalid(&r, "pipe.kdl is a FIFO, not a regular file");
+    assert!(r.stderr.contains("/dev/zero is a device"), "{r:?}");
+    assert!(r.stderr.contains("dir is a directory"), "{r:?}");
+    assert!(r.stderr.contains("nexus.kdl:1:8"), "{r:?}");
+    assert!(r.stderr.contains("3 errors"), "{r:?}");
+}
+
+#[test]
+fn config_larger_than_the_limit_is_refused_without_reading_it() {
+    let p = Project::new();
+    // Sparse: 64 MiB + 1 byte on disk costs nothing.
+    let f = std::fs::File::create(p.path("huge.kdl")).unwrap();
+    f.set_len(64 * 1024 * 1024 + 1).unwrap();
+    p.config("import \"huge.kdl\"\n");
+    let r = run_guarded(&p, &["validate"]);
+    assert_invalid(&r, "larger than the limit of 64 MiB");
+    let root = Project::at(p.dir()).no_config_arg();
+    let r = run_guarded(&root, &["-c", "huge.kdl", "validate"]);
+    assert_invalid(&r, "larger than the limit of 64 MiB");
+}
+
+#[test]
+fn template_or_source_that_is_not_a_regular_file_is_refused() {
+    let p = Project::new();
+    let made = std::process::Command::new("mkfifo")
+        .arg(p.path("t.j2"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    p.config(
+        "task \"t\" {\n    file \"/tmp/a\" template=\"t.j2\"\n    file \"/tmp/b\" source=\"/dev/zero\"\n}\n",
+    );
+    let r = run_guarded(&p, &["validate"]);
+    assert_invalid(&r, "template \"t.j2\" is a FIFO, not a regular file");
+    assert!(
+        r.stderr
+            .contains("source \"/dev/zero\" is a device, not a regular file"),
+        "{r:?}"
+    );
+}

@@ -5,6 +5,7 @@
 
 mod diagnostic;
 pub mod expr;
+pub mod files;
 mod model;
 mod parse;
 mod reader;
@@ -57,7 +58,7 @@ pub fn load_with_env(
                 format!(
                     "cannot read config file {}: {}",
                     path.display(),
-                    io_reason(&e)
+                    files::io_reason(&e)
                 ),
             )
             .help("pass another file with -c FILE, or create one with `nexus init`");
@@ -134,14 +135,6 @@ fn syntax_hint(
 const UNCLOSED_BLOCK: &str = "No closing '}' for child block";
 const CLOSING_NOT_FOUND: &str = "Closing '}' was not found after nodes";
 
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
-}
-
 struct Loader<'e> {
     cx: Cx,
     sources: Sources,
@@ -159,7 +152,7 @@ impl Loader<'_> {
         stack: &mut Vec<FileId>,
         import_span: Option<Span>,
     ) {
-        let text = match std::fs::read(path) {
+        let text = match files::read_regular(path, Some(files::MAX_TEXT_BYTES)) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(_) => {
@@ -173,15 +166,20 @@ impl Loader<'_> {
                 }
             },
             Err(e) => {
-                let d = Diag::new(
-                    "config::not-found",
-                    format!("cannot read {display}: {}", io_reason(&e)),
-                );
-                self.cx.push(match import_span {
-                    Some(s) => d
-                        .at(s, "imported here")
-                        .help("import paths are relative to the importing file"),
-                    None => d,
+                let help = match &e {
+                    files::ReadError::Io(_) => "import paths are relative to the importing file",
+                    files::ReadError::NotRegular(_) => {
+                        "configuration files must be regular files (not FIFOs, devices or directories)"
+                    }
+                    files::ReadError::TooLarge { .. } => {
+                        "split the configuration into files that import each other"
+                    }
+                };
+                let d = Diag::new(e.code(), e.about(&display));
+                self.cx.push(match (import_span, &e) {
+                    (Some(s), _) => d.at(s, "imported here").help(help),
+                    (None, files::ReadError::Io(_)) => d,
+                    (None, _) => d.help(help),
                 });
                 return;
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::syntax::KdlNode;
 
 use super::diagnostic::{Diag, FileId, Span, Spanned, suggest};
+use super::files;
 use super::model::*;
 use super::reader::{Cx, NodeR, check_choice, read_map, span_of};
 use super::values::{self, Address};
@@ -125,6 +126,27 @@ fn missing_file_help(p: &Path) -> String {
         "looked for {}; local paths are relative to the directory of the file that names them",
         super::display_path(p)
     )
+}
+
+/// A local `source`, `template` or upload file: it must exist and be a regular file (a FIFO would
+/// block the read, a device never end it), and a template at most the size of a configuration.
+fn local_file(cx: &mut Cx, fc: &FileCtx<'_>, s: &Spanned<String>, what: &str) -> PathBuf {
+    let p = local_path(fc, s);
+    let limit = (what == "template").then_some(files::MAX_TEXT_BYTES);
+    let d = match files::check_regular(&p, limit) {
+        Ok(_) => return p,
+        Err(e @ files::ReadError::Io(_)) => Diag::new(
+            "config::missing-file",
+            format!("{what} file {:?} not found", s.value),
+        )
+        .at(s.span, e.to_string())
+        .help(missing_file_help(&p)),
+        Err(e) => Diag::new(e.code(), e.about(&format!("{what} {:?}", s.value)))
+            .at(s.span, "here")
+            .help("local files are read whole when planning: name a regular file"),
+    };
+    cx.push(d);
+    p
 }
 
 fn remote_path(cx: &mut Cx, s: Option<Spanned<String>>) -> Option<String> {
@@ -1172,37 +1194,15 @@ fn file(cx: &mut Cx, fc: &FileCtx<'_>, r: &mut NodeR<'_>) -> Option<ResourceKind
             .help("add template=\"...\" or remove vars"),
         );
     }
-    let check_local = |cx: &mut Cx, s: &Spanned<String>, what: &str| -> PathBuf {
-        let p = local_path(fc, s);
-        if !p.is_file() {
-            let (message, label) = if p.is_dir() {
-                (
-                    format!("{what} {:?} is a directory, not a file", s.value),
-                    "a directory",
-                )
-            } else {
-                (
-                    format!("{what} file {:?} not found", s.value),
-                    "no such file",
-                )
-            };
-            cx.push(
-                Diag::new("config::missing-file", message)
-                    .at(s.span, label)
-                    .help(missing_file_help(&p)),
-            );
-        }
-        p
-    };
     let content = if let Some(c) = content {
         Some(FileContent::Inline { value: c.value })
     } else if let Some(s) = &source {
         Some(FileContent::Source {
-            path: check_local(cx, s, "source"),
+            path: local_file(cx, fc, s, "source"),
         })
     } else if let Some(t) = &template {
         Some(FileContent::Template {
-            path: check_local(cx, t, "template"),
+            path: local_file(cx, fc, t, "template"),
         })
     } else if let Some(u) = source_url {
         if !(u.starts_with("https://") || u.starts_with("http://")) {
@@ -1400,18 +1400,8 @@ fn upload(cx: &mut Cx, fc: &FileCtx<'_>, r: &mut NodeR<'_>) -> Option<ResourceKi
     };
     let (owner, group, mode) = ownership(cx, r);
     let source = source?;
-    let path = local_path(fc, &source);
     // Directories would need a recursive copy with its own semantics; uploads are single files.
-    if !path.is_file() {
-        cx.push(
-            Diag::new(
-                "config::missing-file",
-                format!("upload source {:?} not found", source.value),
-            )
-            .at(source.span, "no such file")
-            .help(missing_file_help(&path)),
-        );
-    }
+    let path = local_file(cx, fc, &source, "upload source");
     Some(ResourceKind::Upload(Upload {
         source: path,
         dest: dest?,
