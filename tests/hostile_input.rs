@@ -5,7 +5,7 @@
 mod harness;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::project::{Project, Run};
 
@@ -14,26 +14,26 @@ use harness::project::{Project, Run};
 const BLOCKED: Duration = Duration::from_secs(120);
 
 fn run_guarded(p: &Project, args: &[&str]) -> Run {
-    let mut child = p
+    let child = p
         .command(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run nexus");
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > BLOCKED {
-            child.kill().expect("kill");
-            let out = child.wait_with_output().expect("wait");
-            panic!(
-                "nexus {args:?} was still running after {BLOCKED:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+    let pid = child.id();
+    // Output is drained while waiting: a child blocked on a full pipe is not a blocked nexus.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = match rx.recv_timeout(BLOCKED) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("nexus {args:?} was still running after {BLOCKED:?}");
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("wait");
+    };
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8(out.stdout).expect("UTF-8 stdout"),
@@ -160,4 +160,43 @@ fn template_or_source_that_is_not_a_regular_file_is_refused() {
             .contains("source \"/dev/zero\" is a device, not a regular file"),
         "{r:?}"
     );
+}
+// --- 5. many errors ------------------------------------------------------------------------------
+
+#[test]
+fn twenty_thousand_errors_print_the_first_in_full_then_a_count() {
+    let p = Project::new();
+    let text: String = (0..20_000)
+        .map(|i| format!("task \"t{i}\" {{\n    package \"x\" bogus=1\n}}\n"))
+        .collect();
+    p.config(&text);
+    let r = run_guarded(&p, &["validate"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    let shown = r.stderr.matches("config::unknown-property").count();
+    assert_eq!(shown, 50, "{}", &r.stderr[r.stderr.len() - 300..]);
+    assert!(
+        r.stderr.ends_with(
+            "… and 19950 more errors (all of them: nexus validate --format json)\nerror: configuration is invalid: 20000 errors\n"
+        ),
+        "{}",
+        &r.stderr[r.stderr.len() - 300..]
+    );
+    let r = run_guarded(&p, &["validate", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["errors"].as_array().unwrap().len(), 20_000);
+}
+
+#[test]
+fn undefined_references_name_a_few_definitions_not_all() {
+    let p = Project::new();
+    let text: String = (0..400)
+        .map(|i| format!("task \"t{i}\" deps=\"missing-{i}\" {{\n    package \"x\"\n}}\n"))
+        .collect();
+    p.config(&text);
+    let r = run_guarded(&p, &["validate", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 400);
+    let help = errors[399]["help"].as_str().unwrap();
+    assert!(help.ends_with("t8, t9, … (400 in all)"), "{help}");
 }

@@ -274,6 +274,9 @@ impl Diagnostic for Rendered<'_> {
     }
 }
 
+/// Diagnostics drawn in full by [`ConfigErrors::render`]; past these, a count.
+pub const SHOWN_IN_FULL: usize = 50;
+
 /// How diagnostics are drawn.
 #[derive(Debug, Clone, Copy)]
 pub struct RenderOptions {
@@ -282,7 +285,9 @@ pub struct RenderOptions {
 }
 
 impl ConfigErrors {
-    /// Renders every diagnostic with its snippet, caret and hint, followed by a count.
+    /// Renders the first [`SHOWN_IN_FULL`] diagnostics with their snippet, caret and hint, then how
+    /// many more there are, then the count. miette scans a snippet's file from its start for every
+    /// diagnostic, so drawing all of 20,000 errors took minutes; JSON output has them all.
     pub fn render(&self, opts: RenderOptions) -> String {
         let theme = if opts.color {
             GraphicalTheme::unicode()
@@ -297,7 +302,7 @@ impl ConfigErrors {
         // the width less 2.
         let text_width = opts.width.saturating_sub(2);
         let mut out = String::new();
-        for diag in &self.diags {
+        for diag in self.diags.iter().take(SHOWN_IN_FULL) {
             let source = diag.primary.as_ref().map(|(span, _)| {
                 let file = self.sources.get(span.file);
                 NamedSource::new(file.display.clone(), file.text.clone()).with_language("kdl")
@@ -325,6 +330,17 @@ impl ConfigErrors {
             // Writing into a String cannot fail.
             let _ = handler.render_report(&mut out, &rendered);
             out.push('\n');
+        }
+        if let Some(more) = self
+            .diags
+            .len()
+            .checked_sub(SHOWN_IN_FULL)
+            .filter(|&n| n > 0)
+        {
+            out.push_str(&format!(
+                "… and {more} more error{} (all of them: nexus validate --format json)\n",
+                if more == 1 { "" } else { "s" }
+            ));
         }
         out.push_str(&format!("error: {self}\n"));
         out
