@@ -160,24 +160,22 @@ fn remote_path(cx: &mut Cx, s: Option<Spanned<String>>) -> Option<String> {
     }
 }
 
-/// Unix user and group names as useradd accepts them, so that nothing odd reaches a command line.
+/// User and group names (see [`values::check_account_name`]): nothing odd reaches a command line.
 fn account_name(cx: &mut Cx, s: Spanned<String>, what: &str) -> Option<String> {
-    let ok = !s.is_empty()
-        && s.len() <= 32
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        return Some(s.value);
+    match values::check_account_name(&s) {
+        Ok(()) => Some(s.value),
+        Err(e) => {
+            cx.push(
+                Diag::new(
+                    "config::invalid-name",
+                    format!("invalid {what} name {:?}", s.value),
+                )
+                .at(s.span, "invalid name")
+                .help(e.help),
+            );
+            None
+        }
     }
-    cx.push(
-        Diag::new("config::invalid-name", format!("invalid {what} name {:?}", s.value))
-            .at(s.span, "invalid name")
-            .help("user and group names start with a lowercase letter or '_' and use lowercase letters, digits, '_', '-' and '.'"),
-    );
-    None
 }
 
 fn when_expr(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spanned<String>> {
@@ -310,11 +308,13 @@ impl Builder {
         r.expect_args(cx, 0, 0, "defaults { user \"deploy\" ... }");
         let hkc = r.choice(cx, "host-key-checking", &["strict", "accept-new"]);
         let d = Defaults {
-            user: r.str(cx, "user").map(|s| s.value),
+            user: r.str(cx, "user").and_then(|s| account_name(cx, s, "user")),
             port: r.port(cx, "port"),
             identity: r.str(cx, "identity").map(|s| local_path(fc, &s)),
             become_: r.bool(cx, "become"),
-            become_user: r.str(cx, "become-user").map(|s| s.value),
+            become_user: r
+                .str(cx, "become-user")
+                .and_then(|s| account_name(cx, s, "become-user")),
             sudo_password: {
                 let v = r.value(cx, "sudo-password");
                 sudo_password(cx, v)
@@ -405,12 +405,17 @@ fn host(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Host> {
     r.expect_args(cx, 1, 2, usage);
     let positional = r.arg_str(cx, 1);
     let prop_address = r.str(cx, "address");
-    let user = r.str(cx, "user");
+    let user = r.str(cx, "user").and_then(|s| {
+        let span = s.span;
+        account_name(cx, s, "user").map(|v| Spanned::new(v, span))
+    });
     let port = r.port(cx, "port");
     let identity = r.str(cx, "identity").map(|s| local_path(fc, &s));
     let jump = r.str(cx, "jump");
     let become_ = r.bool(cx, "become");
-    let become_user = r.str(cx, "become-user").map(|s| s.value);
+    let become_user = r
+        .str(cx, "become-user")
+        .and_then(|s| account_name(cx, s, "become-user"));
     let sudo_password = {
         let v = r.value(cx, "sudo-password");
         sudo_password(cx, v)
@@ -555,7 +560,7 @@ fn tailscale(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Tailscale>
             tags.push(v);
         }
     }
-    let user = r.str(cx, "user").map(|s| s.value);
+    let user = r.str(cx, "user").and_then(|s| account_name(cx, s, "user"));
     let online_only = r.bool(cx, "online-only").unwrap_or(true);
     let binary = r
         .str(cx, "binary")
