@@ -200,3 +200,25 @@ fn undefined_references_name_a_few_definitions_not_all() {
     let help = errors[399]["help"].as_str().unwrap();
     assert!(help.ends_with("t8, t9, … (400 in all)"), "{help}");
 }
+
+/// Found by the hostile fuzz bench: minijinja 2.24 panics ("empty lexer stack") on a `}}` in the
+/// middle of a standalone expression.
+#[test]
+fn when_with_a_tag_close_is_an_error_not_a_panic() {
+    let p = Project::new();
+    p.config("host \"web\" \"10.0.0.1\"\ntask \"t\" on=\"web\" when=\"a }} b\" {\n    package \"x\"\n}\n");
+    let r = p.nexus(&["validate"]);
+    assert_invalid(&r, "expression contains `}}`");
+    assert!(r.stderr.contains("config::invalid-expression"), "{r:?}");
+}
+
+/// Found by the hostile fuzz bench (config case 90 of seed 14): the fast parser rejects the broken
+/// string, and the `kdl` crate, asked for the diagnostics, read the braces after it as 300 nested
+/// blocks and overflowed the stack (SIGABRT).
+#[test]
+fn broken_string_before_many_braces_is_an_error_not_a_crash() {
+    let p = Project::new();
+    p.config("host \"web1\" \"deploy@192.0.2.10\" become=#true sudo-password=\"hunter on=\"web1\" { comma{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{ntask \"e\"task \"x\" deps=\"nope\" { package \"p\" bogus=1; }\n { package \"x\" nope=1; }\ntask \"e\" { package \"x\" nope=1; }\ntask \"e\" { package \"x\" nope=1; }\nd \"true\" }\n");
+    let r = p.nexus(&["validate"]);
+    assert_invalid(&r, "too deep to diagnose");
+}

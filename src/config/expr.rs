@@ -35,6 +35,8 @@ pub fn environment() -> minijinja::Environment<'static> {
 pub struct LimitError {
     pub offset: usize,
     pub message: String,
+    /// A size limit (false: text minijinja cannot take as an expression at all).
+    pub too_large: bool,
 }
 
 impl fmt::Display for LimitError {
@@ -54,10 +56,39 @@ pub fn check_expression(text: &str) -> Result<(), LimitError> {
                 "expression is {} bytes long, more than the limit of {MAX_EXPRESSION_LEN}",
                 text.len()
             ),
+            too_large: true,
+        });
+    }
+    if let Some(at) = tag_close(text.as_bytes()) {
+        // minijinja 2.24 panics ("empty lexer stack") on `a }} b` as a standalone expression.
+        return Err(LimitError {
+            offset: at,
+            message: "expression contains `}}`, which ends a template tag (write `} }` to close nested maps)"
+                .into(),
+            too_large: false,
         });
     }
     let (_, ops) = scan_expression(text.as_bytes(), 0, None);
     too_many(ops, 0)
+}
+
+/// The offset of the first `}}` outside a string.
+fn tag_close(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'}' if b.get(i + 1) == Some(&b'}') => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Checks every tag of a template against the limits; the offset is that of the tag refused.
@@ -95,6 +126,7 @@ fn too_many(ops: usize, offset: usize) -> Result<(), LimitError> {
             message: format!(
                 "expression has {ops} operators, more than the limit of {MAX_OPERATORS}"
             ),
+            too_large: true,
         });
     }
     Ok(())
@@ -178,6 +210,9 @@ mod tests {
             3
         );
         assert!(check_expression("facts.os_family == 'debian' and vars.x").is_ok());
+        assert_eq!(check_expression("a }} b").unwrap_err().offset, 2);
+        assert!(check_expression("'}}' ~ \"}}\"").is_ok());
+        assert!(check_expression("{'a': {'b': 1} }").is_ok());
     }
 
     #[test]

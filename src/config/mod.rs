@@ -204,7 +204,24 @@ impl Loader<'_> {
             );
             return;
         }
-        let doc = match syntax::parse(&text) {
+        // The `kdl` crate diagnoses what the fast parser rejects, but after an error it may read a
+        // string's braces as blocks, and it recurses per block: 300 '{' in a broken string
+        // overflowed the stack. A rejected text that deep counting every brace is not handed to it.
+        let parsed = match syntax::parse_fast(&text) {
+            Ok(doc) => Ok(doc),
+            Err(syntax::Rejected) => {
+                if let Some(at) = too_deep_raw(&text, MAX_DEPTH) {
+                    self.cx.push(
+                        Diag::new("config::syntax", format!("KDL syntax error, and '{{' nested more than {MAX_DEPTH} levels deep counting those in strings"))
+                            .at(Span::new(id, at, 1), "too deep to diagnose")
+                            .help("fix the syntax error before this point (often an unclosed string); configurations need a few levels of blocks"),
+                    );
+                    return;
+                }
+                syntax::parse_with_kdl(&text)
+            }
+        };
+        let doc = match parsed {
             Ok(doc) => doc,
             Err(errors) => {
                 let unclosed = errors
@@ -442,6 +459,25 @@ fn too_deep(text: &str, max: usize) -> Option<usize> {
             _ => {}
         }
         i += 1;
+    }
+    None
+}
+
+/// The offset of the first '{' deeper than `max`, counting every brace, in strings and comments
+/// too: an upper bound on the depth any parser can reach, whatever it takes for a string.
+fn too_deep_raw(text: &str, max: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
     }
     None
 }

@@ -186,11 +186,18 @@ fn when_expr(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spanned<String>> {
 /// `when` conditions are minijinja expressions; a syntax error is a config error, not a plan error.
 pub(super) fn check_expression(cx: &mut Cx, w: &Spanned<String>) -> bool {
     if let Err(e) = super::expr::check_expression(&w.value) {
-        cx.push(
+        cx.push(if e.too_large {
             Diag::new("config::expression-too-large", format!("`when` {e}"))
                 .at(w.span, "too large to evaluate safely")
-                .help("split the condition: compute a var, or use a group or tags to select hosts"),
-        );
+                .help("split the condition: compute a var, or use a group or tags to select hosts")
+        } else {
+            Diag::new(
+                "config::invalid-expression",
+                format!("invalid `when` expression: {e}"),
+            )
+            .at(w.span, "cannot parse this expression")
+            .help("`when` takes a minijinja expression, not a template: no {{ }} or {% %}")
+        });
         return false;
     }
     let env = super::expr::environment();
