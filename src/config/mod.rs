@@ -449,37 +449,37 @@ fn too_deep(text: &str, max: usize) -> Option<usize> {
                 }
                 i += 1;
             }
-            b'{' => {
-                depth += 1;
-                if depth > max {
+            c => {
+                if brace(&mut depth, c, max) {
                     return Some(i);
                 }
             }
-            b'}' => depth = depth.saturating_sub(1),
-            _ => {}
         }
         i += 1;
     }
     None
 }
 
+/// Follows one byte's effect on the block depth; true when a '{' goes deeper than `max`.
+fn brace(depth: &mut usize, c: u8, max: usize) -> bool {
+    match c {
+        b'{' => {
+            *depth += 1;
+            *depth > max
+        }
+        b'}' => {
+            *depth = depth.saturating_sub(1);
+            false
+        }
+        _ => false,
+    }
+}
+
 /// The offset of the first '{' deeper than `max`, counting every brace, in strings and comments
 /// too: an upper bound on the depth any parser can reach, whatever it takes for a string.
 fn too_deep_raw(text: &str, max: usize) -> Option<usize> {
     let mut depth = 0usize;
-    for (i, b) in text.bytes().enumerate() {
-        match b {
-            b'{' => {
-                depth += 1;
-                if depth > max {
-                    return Some(i);
-                }
-            }
-            b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    None
+    text.bytes().position(|c| brace(&mut depth, c, max))
 }
 
 /// Shows a path relative to the working directory when it lies beneath it.
