@@ -222,3 +222,18 @@ fn broken_string_before_many_braces_is_an_error_not_a_crash() {
     let r = p.nexus(&["validate"]);
     assert_invalid(&r, "too deep to diagnose");
 }
+
+/// Found by the hostile fuzz bench (config case 240 of seed 14): miette panics ("Formatting
+/// argument out of range") drawing a label past column 65,535.
+#[test]
+fn error_past_column_65535_is_reported_not_a_panic() {
+    let p = Project::new();
+    p.config(&format!(
+        "host \"h\" \"10.0.0.1\"{} bogus=1\n",
+        " ".repeat(70_000)
+    ));
+    let r = p.nexus(&["validate"]);
+    assert_invalid(&r, "config::unknown-property");
+    assert!(r.stderr.contains("nexus.kdl:1:70021"), "{r:?}");
+    assert!(r.stderr.len() < 2_000, "the 70,000-column line was printed");
+}

@@ -116,6 +116,20 @@ impl Sources {
         (line, col)
     }
 
+    /// Whether the span starts or ends on a line longer than `max` bytes.
+    pub fn on_long_line(&self, span: Span, max: usize) -> bool {
+        let file = self.get(span.file);
+        let starts = file.line_starts();
+        let line_len = |offset: usize| {
+            let offset = offset.min(file.text.len());
+            let line = starts.partition_point(|&start| start <= offset);
+            let end = starts.get(line).copied().unwrap_or(file.text.len());
+            end - starts[line - 1]
+        };
+        let start = span.offset as usize;
+        line_len(start) > max || line_len(start + span.len as usize) > max
+    }
+
     /// `file:line:col` for a span.
     pub fn location(&self, span: Span) -> String {
         let (line, col) = self.line_col(span);
@@ -257,6 +271,7 @@ impl Diagnostic for Rendered<'_> {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        self.source.as_ref()?;
         let (primary, label) = self.diag.primary.as_ref()?;
         let mut spans = vec![LabeledSpan::new_primary_with_span(
             Some(label.clone()),
@@ -273,6 +288,9 @@ impl Diagnostic for Rendered<'_> {
         Some(Box::new(spans.into_iter()))
     }
 }
+
+/// Lines longer than this (in bytes) are not drawn in snippets.
+const MAX_SNIPPET_LINE: usize = 1_000;
 
 /// Diagnostics drawn in full by [`ConfigErrors::render`]; past these, a count.
 pub const SHOWN_IN_FULL: usize = 50;
@@ -303,16 +321,26 @@ impl ConfigErrors {
         let text_width = opts.width.saturating_sub(2);
         let mut out = String::new();
         for diag in self.diags.iter().take(SHOWN_IN_FULL) {
-            let source = diag.primary.as_ref().map(|(span, _)| {
+            // A snippet of a very long line is unreadable, and miette panics on a label past
+            // column 65,535: such a diagnostic is written with locations instead.
+            let drawn = diag.primary.as_ref().filter(|(primary, _)| {
+                std::iter::once(primary)
+                    .chain(diag.secondary.iter().map(|(s, _)| s))
+                    .filter(|s| s.file == primary.file)
+                    .all(|s| !self.sources.on_long_line(*s, MAX_SNIPPET_LINE))
+            });
+            let source = drawn.map(|(span, _)| {
                 let file = self.sources.get(span.file);
                 NamedSource::new(file.display.clone(), file.text.clone()).with_language("kdl")
             });
-            // Labels in another file than the snippet cannot be drawn: they become notes.
-            let primary_file = diag.primary.as_ref().map(|(s, _)| s.file);
-            let notes: Vec<String> = diag
-                .secondary
-                .iter()
-                .filter(|(s, _)| Some(s.file) != primary_file)
+            // Labels that cannot be drawn (in another file than the snippet, or no snippet)
+            // become notes.
+            let drawn_file = drawn.map(|(s, _)| s.file);
+            let undrawn_primary = diag.primary.as_ref().filter(|_| drawn.is_none());
+            let notes: Vec<String> = undrawn_primary
+                .into_iter()
+                .chain(&diag.secondary)
+                .filter(|(s, _)| Some(s.file) != drawn_file)
                 .map(|(s, l)| note(l, &self.sources.location(*s)))
                 .collect();
             let help = match (&diag.help, notes.is_empty()) {

@@ -7,6 +7,8 @@
 //!   refused, panics, crashes (stack overflows and other signals) and timeouts
 //!   (`NEXUS_HOSTILE_TIMEOUT_S` per case, default 10), then times 20,000 errors through load and
 //!   render. Findings are written to `target/hostile-findings/TARGET-SEED-CASE.txt`.
+//!   `NEXUS_HOSTILE_TARGETS=config,template` runs only those targets (config cases are the
+//!   slowest: about 0.25 s each in release, some of them megabytes with 100,000 errors).
 //! - `cargo bench --bench hostile_fuzz -- --case TARGET SEED CASE` prints one case's input.
 //! - Under `cargo test` (no `--bench`) it runs 50 cases per target.
 //!
@@ -212,7 +214,11 @@ fn main() {
     let timeout = Duration::from_secs(env_u64("NEXUS_HOSTILE_TIMEOUT_S", 10));
     println!("hostile fuzz: {n} cases per target, seed {seed}, {timeout:?} per case");
     let mut total_findings = 0;
+    let only = std::env::var("NEXUS_HOSTILE_TARGETS").unwrap_or_default();
     for target in cases::TARGETS {
+        if !only.is_empty() && !only.split(',').any(|t| t == target) {
+            continue;
+        }
         let start = Instant::now();
         let f = campaign(target, seed, n, timeout, &corpus);
         println!(
