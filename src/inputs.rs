@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, FileContent, Loaded, Resource, ResourceKind, Value};
+use crate::config::{self, Config, FileContent, Loaded, Resource, ResourceKind, Value};
 
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
@@ -98,12 +98,15 @@ impl Inputs {
             env_names(h.vars.values(), &mut names);
         }
         for r in all_resources(cfg) {
+            // Templates are text held whole while rendering; sources and uploads are copied as
+            // they are (their size is the user's business), but none may be a FIFO or a device.
             let path = match &r.kind {
                 ResourceKind::File(f) => {
                     env_names(f.vars.values(), &mut names);
                     match &f.content {
-                        Some(FileContent::Source { path } | FileContent::Template { path }) => {
-                            Some(path)
+                        Some(FileContent::Source { path }) => Some((path, None)),
+                        Some(FileContent::Template { path }) => {
+                            Some((path, Some(config::files::MAX_TEXT_BYTES)))
                         }
                         Some(FileContent::Inline { value }) => {
                             env_names(std::iter::once(value), &mut names);
@@ -112,21 +115,22 @@ impl Inputs {
                         _ => None,
                     }
                 }
-                ResourceKind::Upload(u) => Some(&u.source),
+                ResourceKind::Upload(u) => Some((&u.source, None)),
                 ResourceKind::Command(c) => {
                     env_names(c.env.values(), &mut names);
                     None
                 }
                 _ => None,
             };
-            if let Some(p) = path
+            if let Some((p, limit)) = path
                 && !inputs.files.contains_key(p)
             {
-                let bytes = std::fs::read(p).map_err(|e| InputError::Read {
-                    path: inputs.relative(p),
-                    reason: e.to_string(),
-                })?;
-                inputs.files.insert(p.clone(), bytes);
+                let bytes =
+                    config::files::read_regular(p, limit).map_err(|e| InputError::Read {
+                        path: inputs.relative(p),
+                        reason: e.to_string(),
+                    })?;
+                inputs.files.insert(p.to_path_buf(), bytes);
             }
         }
         for (k, v) in &cfg.env_used {

@@ -309,10 +309,10 @@ fn recorded_drift_checks_form_a_trail() {
 fn state_migrate_copies_a_sqlite_history_idempotently() {
     let pg = Postgres::start();
     let h = SshHost::builder("shared6").private_srv().start();
-    let rest = format!(
-        "task \"count\" on=\"shared6\" {{\n    command \"echo run >> /srv/count\"\n}}\n\
-         task \"motd\" on=\"shared6\" {{\n    file \"/srv/motd\" content=\"hello\\n\"\n}}\n\
-         task \"broken\" on=\"shared6\" {{\n    command \"exit 3\"\n}}\n"
+    let rest = String::from(
+        "task \"count\" on=\"shared6\" {\n    command \"echo run >> /srv/count\"\n}\n\
+         task \"motd\" on=\"shared6\" {\n    file \"/srv/motd\" content=\"hello\\n\"\n}\n\
+         task \"broken\" on=\"shared6\" {\n    command \"exit 3\"\n}\n",
     );
     // No `state` setting yet: the default SQLite file.
     let p = Project::over(&[&h], "", &rest).env_remove("PGPASSWORD");

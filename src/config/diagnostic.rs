@@ -116,6 +116,20 @@ impl Sources {
         (line, col)
     }
 
+    /// Whether the span starts or ends on a line longer than `max` bytes.
+    pub fn on_long_line(&self, span: Span, max: usize) -> bool {
+        let file = self.get(span.file);
+        let starts = file.line_starts();
+        let line_len = |offset: usize| {
+            let offset = offset.min(file.text.len());
+            let line = starts.partition_point(|&start| start <= offset);
+            let end = starts.get(line).copied().unwrap_or(file.text.len());
+            end - starts[line - 1]
+        };
+        let start = span.offset as usize;
+        line_len(start) > max || line_len(start + span.len as usize) > max
+    }
+
     /// `file:line:col` for a span.
     pub fn location(&self, span: Span) -> String {
         let (line, col) = self.line_col(span);
@@ -257,6 +271,7 @@ impl Diagnostic for Rendered<'_> {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        self.source.as_ref()?;
         let (primary, label) = self.diag.primary.as_ref()?;
         let mut spans = vec![LabeledSpan::new_primary_with_span(
             Some(label.clone()),
@@ -274,6 +289,12 @@ impl Diagnostic for Rendered<'_> {
     }
 }
 
+/// Lines longer than this (in bytes) are not drawn in snippets.
+const MAX_SNIPPET_LINE: usize = 1_000;
+
+/// Diagnostics drawn in full by [`ConfigErrors::render`]; past these, a count.
+pub const SHOWN_IN_FULL: usize = 50;
+
 /// How diagnostics are drawn.
 #[derive(Debug, Clone, Copy)]
 pub struct RenderOptions {
@@ -282,7 +303,9 @@ pub struct RenderOptions {
 }
 
 impl ConfigErrors {
-    /// Renders every diagnostic with its snippet, caret and hint, followed by a count.
+    /// Renders the first [`SHOWN_IN_FULL`] diagnostics with their snippet, caret and hint, then how
+    /// many more there are, then the count. miette scans a snippet's file from its start for every
+    /// diagnostic, so drawing all of 20,000 errors took minutes; JSON output has them all.
     pub fn render(&self, opts: RenderOptions) -> String {
         let theme = if opts.color {
             GraphicalTheme::unicode()
@@ -297,17 +320,27 @@ impl ConfigErrors {
         // the width less 2.
         let text_width = opts.width.saturating_sub(2);
         let mut out = String::new();
-        for diag in &self.diags {
-            let source = diag.primary.as_ref().map(|(span, _)| {
+        for diag in self.diags.iter().take(SHOWN_IN_FULL) {
+            // A snippet of a very long line is unreadable, and miette panics on a label past
+            // column 65,535: such a diagnostic is written with locations instead.
+            let drawn = diag.primary.as_ref().filter(|(primary, _)| {
+                std::iter::once(primary)
+                    .chain(diag.secondary.iter().map(|(s, _)| s))
+                    .filter(|s| s.file == primary.file)
+                    .all(|s| !self.sources.on_long_line(*s, MAX_SNIPPET_LINE))
+            });
+            let source = drawn.map(|(span, _)| {
                 let file = self.sources.get(span.file);
                 NamedSource::new(file.display.clone(), file.text.clone()).with_language("kdl")
             });
-            // Labels in another file than the snippet cannot be drawn: they become notes.
-            let primary_file = diag.primary.as_ref().map(|(s, _)| s.file);
-            let notes: Vec<String> = diag
-                .secondary
-                .iter()
-                .filter(|(s, _)| Some(s.file) != primary_file)
+            // Labels that cannot be drawn (in another file than the snippet, or no snippet)
+            // become notes.
+            let drawn_file = drawn.map(|(s, _)| s.file);
+            let undrawn_primary = diag.primary.as_ref().filter(|_| drawn.is_none());
+            let notes: Vec<String> = undrawn_primary
+                .into_iter()
+                .chain(&diag.secondary)
+                .filter(|(s, _)| Some(s.file) != drawn_file)
                 .map(|(s, l)| note(l, &self.sources.location(*s)))
                 .collect();
             let help = match (&diag.help, notes.is_empty()) {
@@ -325,6 +358,17 @@ impl ConfigErrors {
             // Writing into a String cannot fail.
             let _ = handler.render_report(&mut out, &rendered);
             out.push('\n');
+        }
+        if let Some(more) = self
+            .diags
+            .len()
+            .checked_sub(SHOWN_IN_FULL)
+            .filter(|&n| n > 0)
+        {
+            out.push_str(&format!(
+                "… and {more} more error{} (all of them: nexus validate --format json)\n",
+                if more == 1 { "" } else { "s" }
+            ));
         }
         out.push_str(&format!("error: {self}\n"));
         out

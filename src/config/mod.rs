@@ -4,6 +4,8 @@
 //! line, column, snippet and hint. Nothing past this module sees a KDL type.
 
 mod diagnostic;
+pub mod expr;
+pub mod files;
 mod model;
 mod parse;
 mod reader;
@@ -56,7 +58,7 @@ pub fn load_with_env(
                 format!(
                     "cannot read config file {}: {}",
                     path.display(),
-                    io_reason(&e)
+                    files::io_reason(&e)
                 ),
             )
             .help("pass another file with -c FILE, or create one with `nexus init`");
@@ -133,14 +135,6 @@ fn syntax_hint(
 const UNCLOSED_BLOCK: &str = "No closing '}' for child block";
 const CLOSING_NOT_FOUND: &str = "Closing '}' was not found after nodes";
 
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
-}
-
 struct Loader<'e> {
     cx: Cx,
     sources: Sources,
@@ -158,7 +152,7 @@ impl Loader<'_> {
         stack: &mut Vec<FileId>,
         import_span: Option<Span>,
     ) {
-        let text = match std::fs::read(path) {
+        let text = match files::read_regular(path, Some(files::MAX_TEXT_BYTES)) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(_) => {
@@ -172,15 +166,20 @@ impl Loader<'_> {
                 }
             },
             Err(e) => {
-                let d = Diag::new(
-                    "config::not-found",
-                    format!("cannot read {display}: {}", io_reason(&e)),
-                );
-                self.cx.push(match import_span {
-                    Some(s) => d
-                        .at(s, "imported here")
-                        .help("import paths are relative to the importing file"),
-                    None => d,
+                let help = match &e {
+                    files::ReadError::Io(_) => "import paths are relative to the importing file",
+                    files::ReadError::NotRegular(_) => {
+                        "configuration files must be regular files (not FIFOs, devices or directories)"
+                    }
+                    files::ReadError::TooLarge { .. } => {
+                        "split the configuration into files that import each other"
+                    }
+                };
+                let d = Diag::new(e.code(), e.about(&display));
+                self.cx.push(match (import_span, &e) {
+                    (Some(s), _) => d.at(s, "imported here").help(help),
+                    (None, files::ReadError::Io(_)) => d,
+                    (None, _) => d.help(help),
                 });
                 return;
             }
@@ -205,7 +204,24 @@ impl Loader<'_> {
             );
             return;
         }
-        let doc = match syntax::parse(&text) {
+        // The `kdl` crate diagnoses what the fast parser rejects, but after an error it may read a
+        // string's braces as blocks, and it recurses per block: 300 '{' in a broken string
+        // overflowed the stack. A rejected text that deep counting every brace is not handed to it.
+        let parsed = match syntax::parse_fast(&text) {
+            Ok(doc) => Ok(doc),
+            Err(syntax::Rejected) => {
+                if let Some(at) = too_deep_raw(&text, MAX_DEPTH) {
+                    self.cx.push(
+                        Diag::new("config::syntax", format!("KDL syntax error, and '{{' nested more than {MAX_DEPTH} levels deep counting those in strings"))
+                            .at(Span::new(id, at, 1), "too deep to diagnose")
+                            .help("fix the syntax error before this point (often an unclosed string); configurations need a few levels of blocks"),
+                    );
+                    return;
+                }
+                syntax::parse_with_kdl(&text)
+            }
+        };
+        let doc = match parsed {
             Ok(doc) => doc,
             Err(errors) => {
                 let unclosed = errors
@@ -303,7 +319,7 @@ impl Loader<'_> {
         if !parse::check_expression(&mut self.cx, w) {
             return None;
         }
-        let env = minijinja::Environment::new();
+        let env = expr::environment();
         let expr = env.compile_expression(&w.value).ok()?;
         let mut vars = BTreeMap::new();
         for name in expr.undeclared_variables(true) {
@@ -434,18 +450,37 @@ fn too_deep(text: &str, max: usize) -> Option<usize> {
                 }
                 i += 1;
             }
-            b'{' => {
-                depth += 1;
-                if depth > max {
+            c => {
+                if brace(&mut depth, c, max) {
                     return Some(i);
                 }
             }
-            b'}' => depth = depth.saturating_sub(1),
-            _ => {}
         }
         i += 1;
     }
     None
+}
+
+/// Follows one byte's effect on the block depth; true when a '{' goes deeper than `max`.
+fn brace(depth: &mut usize, c: u8, max: usize) -> bool {
+    match c {
+        b'{' => {
+            *depth += 1;
+            *depth > max
+        }
+        b'}' => {
+            *depth = depth.saturating_sub(1);
+            false
+        }
+        _ => false,
+    }
+}
+
+/// The offset of the first '{' deeper than `max`, counting every brace, in strings and comments
+/// too: an upper bound on the depth any parser can reach, whatever it takes for a string.
+fn too_deep_raw(text: &str, max: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    text.bytes().position(|c| brace(&mut depth, c, max))
 }
 
 /// Shows a path relative to the working directory when it lies beneath it.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::syntax::KdlNode;
 
 use super::diagnostic::{Diag, FileId, Span, Spanned, suggest};
+use super::files;
 use super::model::*;
 use super::reader::{Cx, NodeR, check_choice, read_map, span_of};
 use super::values::{self, Address};
@@ -145,6 +146,27 @@ fn missing_file_help(p: &Path) -> String {
     )
 }
 
+/// A local `source`, `template` or upload file: it must exist and be a regular file (a FIFO would
+/// block the read, a device never end it), and a template at most the size of a configuration.
+fn local_file(cx: &mut Cx, fc: &FileCtx<'_>, s: &Spanned<String>, what: &str) -> PathBuf {
+    let p = local_path(fc, s);
+    let limit = (what == "template").then_some(files::MAX_TEXT_BYTES);
+    let d = match files::check_regular(&p, limit) {
+        Ok(_) => return p,
+        Err(e @ files::ReadError::Io(_)) => Diag::new(
+            "config::missing-file",
+            format!("{what} file {:?} not found", s.value),
+        )
+        .at(s.span, e.to_string())
+        .help(missing_file_help(&p)),
+        Err(e) => Diag::new(e.code(), e.about(&format!("{what} {:?}", s.value)))
+            .at(s.span, "here")
+            .help("local files are read whole when planning: name a regular file"),
+    };
+    cx.push(d);
+    p
+}
+
 fn remote_path(cx: &mut Cx, s: Option<Spanned<String>>) -> Option<String> {
     let s = s?;
     match values::check_remote_path(&s) {
@@ -156,24 +178,22 @@ fn remote_path(cx: &mut Cx, s: Option<Spanned<String>>) -> Option<String> {
     }
 }
 
-/// Unix user and group names as useradd accepts them, so that nothing odd reaches a command line.
+/// User and group names (see [`values::check_account_name`]): nothing odd reaches a command line.
 fn account_name(cx: &mut Cx, s: Spanned<String>, what: &str) -> Option<String> {
-    let ok = !s.is_empty()
-        && s.len() <= 32
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        return Some(s.value);
+    match values::check_account_name(&s) {
+        Ok(()) => Some(s.value),
+        Err(e) => {
+            cx.push(
+                Diag::new(
+                    "config::invalid-name",
+                    format!("invalid {what} name {:?}", s.value),
+                )
+                .at(s.span, "invalid name")
+                .help(e.help),
+            );
+            None
+        }
     }
-    cx.push(
-        Diag::new("config::invalid-name", format!("invalid {what} name {:?}", s.value))
-            .at(s.span, "invalid name")
-            .help("user and group names start with a lowercase letter or '_' and use lowercase letters, digits, '_', '-' and '.'"),
-    );
-    None
 }
 
 fn when_expr(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spanned<String>> {
@@ -183,7 +203,22 @@ fn when_expr(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spanned<String>> {
 
 /// `when` conditions are minijinja expressions; a syntax error is a config error, not a plan error.
 pub(super) fn check_expression(cx: &mut Cx, w: &Spanned<String>) -> bool {
-    let env = minijinja::Environment::new();
+    if let Err(e) = super::expr::check_expression(&w.value) {
+        cx.push(if e.too_large {
+            Diag::new("config::expression-too-large", format!("`when` {e}"))
+                .at(w.span, "too large to evaluate safely")
+                .help("split the condition: compute a var, or use a group or tags to select hosts")
+        } else {
+            Diag::new(
+                "config::invalid-expression",
+                format!("invalid `when` expression: {e}"),
+            )
+            .at(w.span, "cannot parse this expression")
+            .help("`when` takes a minijinja expression, not a template: no {{ }} or {% %}")
+        });
+        return false;
+    }
+    let env = super::expr::environment();
     match env.compile_expression(&w.value) {
         Ok(_) => true,
         Err(e) => {
@@ -299,11 +334,13 @@ impl Builder {
         r.expect_args(cx, 0, 0, "defaults { user \"deploy\" ... }");
         let hkc = r.choice(cx, "host-key-checking", &["strict", "accept-new"]);
         let d = Defaults {
-            user: r.str(cx, "user").map(|s| s.value),
+            user: r.str(cx, "user").and_then(|s| account_name(cx, s, "user")),
             port: r.port(cx, "port"),
             identity: r.str(cx, "identity").map(|s| local_path(fc, &s)),
             become_: r.bool(cx, "become"),
-            become_user: r.str(cx, "become-user").map(|s| s.value),
+            become_user: r
+                .str(cx, "become-user")
+                .and_then(|s| account_name(cx, s, "become-user")),
             sudo_password: {
                 let v = r.value(cx, "sudo-password");
                 sudo_password(cx, v)
@@ -460,12 +497,17 @@ fn host(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Host> {
     r.expect_args(cx, 1, 2, usage);
     let positional = r.arg_str(cx, 1);
     let prop_address = r.str(cx, "address");
-    let user = r.str(cx, "user");
+    let user = r.str(cx, "user").and_then(|s| {
+        let span = s.span;
+        account_name(cx, s, "user").map(|v| Spanned::new(v, span))
+    });
     let port = r.port(cx, "port");
     let identity = r.str(cx, "identity").map(|s| local_path(fc, &s));
     let jump = r.str(cx, "jump");
     let become_ = r.bool(cx, "become");
-    let become_user = r.str(cx, "become-user").map(|s| s.value);
+    let become_user = r
+        .str(cx, "become-user")
+        .and_then(|s| account_name(cx, s, "become-user"));
     let sudo_password = {
         let v = r.value(cx, "sudo-password");
         sudo_password(cx, v)
@@ -610,7 +652,7 @@ fn tailscale(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Tailscale>
             tags.push(v);
         }
     }
-    let user = r.str(cx, "user").map(|s| s.value);
+    let user = r.str(cx, "user").and_then(|s| account_name(cx, s, "user"));
     let online_only = r.bool(cx, "online-only").unwrap_or(true);
     let binary = r
         .str(cx, "binary")
@@ -1249,37 +1291,15 @@ fn file(cx: &mut Cx, fc: &FileCtx<'_>, r: &mut NodeR<'_>) -> Option<ResourceKind
             .help("add template=\"...\" or remove vars"),
         );
     }
-    let check_local = |cx: &mut Cx, s: &Spanned<String>, what: &str| -> PathBuf {
-        let p = local_path(fc, s);
-        if !p.is_file() {
-            let (message, label) = if p.is_dir() {
-                (
-                    format!("{what} {:?} is a directory, not a file", s.value),
-                    "a directory",
-                )
-            } else {
-                (
-                    format!("{what} file {:?} not found", s.value),
-                    "no such file",
-                )
-            };
-            cx.push(
-                Diag::new("config::missing-file", message)
-                    .at(s.span, label)
-                    .help(missing_file_help(&p)),
-            );
-        }
-        p
-    };
     let content = if let Some(c) = content {
         Some(FileContent::Inline { value: c.value })
     } else if let Some(s) = &source {
         Some(FileContent::Source {
-            path: check_local(cx, s, "source"),
+            path: local_file(cx, fc, s, "source"),
         })
     } else if let Some(t) = &template {
         Some(FileContent::Template {
-            path: check_local(cx, t, "template"),
+            path: local_file(cx, fc, t, "template"),
         })
     } else if let Some(u) = source_url {
         if !(u.starts_with("https://") || u.starts_with("http://")) {
@@ -1477,18 +1497,8 @@ fn upload(cx: &mut Cx, fc: &FileCtx<'_>, r: &mut NodeR<'_>) -> Option<ResourceKi
     };
     let (owner, group, mode) = ownership(cx, r);
     let source = source?;
-    let path = local_path(fc, &source);
     // Directories would need a recursive copy with its own semantics; uploads are single files.
-    if !path.is_file() {
-        cx.push(
-            Diag::new(
-                "config::missing-file",
-                format!("upload source {:?} not found", source.value),
-            )
-            .at(source.span, "no such file")
-            .help(missing_file_help(&path)),
-        );
-    }
+    let path = local_file(cx, fc, &source, "upload source");
     Some(ResourceKind::Upload(Upload {
         source: path,
         dest: dest?,

@@ -17,9 +17,30 @@ use super::values::{self, BatchSize, Mode, Percent, ValueError};
 #[derive(Default)]
 pub(super) struct Cx {
     pub diags: Vec<Diag>,
+    /// Names compared so far by [`Cx::suggest_defined`].
+    compared: usize,
 }
 
+/// Suggesting a defined name compares the word with each of them: thousands of undefined
+/// references against thousands of names were quadratic. Past this many comparisons in one load,
+/// the remaining references go without a suggestion.
+const MAX_COMPARISONS: usize = 100_000;
+
 impl Cx {
+    /// The closest defined name to `word`, within the load's budget of comparisons.
+    pub fn suggest_defined<'a>(
+        &mut self,
+        word: &str,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        if self.compared >= MAX_COMPARISONS {
+            return None;
+        }
+        let candidates: Vec<&str> = candidates.into_iter().collect();
+        self.compared += candidates.len();
+        suggest(word, candidates)
+    }
+
     pub fn push(&mut self, d: Diag) {
         self.diags.push(d);
     }

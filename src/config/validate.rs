@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::diagnostic::{Diag, Span, Spanned, suggest};
+use super::diagnostic::{Diag, Span, Spanned};
 use super::model::*;
 use super::parse::Builder;
 use super::reader::Cx;
@@ -36,16 +36,27 @@ fn duplicates<'a>(
     }
 }
 
+/// Defined names listed in an undefined reference's help, at most.
+const LISTED: usize = 10;
+
 fn undefined(cx: &mut Cx, what: &str, name: &Spanned<String>, candidates: &[&str], help_all: &str) {
     let mut d = Diag::new(
         "config::undefined-reference",
         format!("{what} `{}` is not defined", name.value),
     )
     .at(name.span, format!("unknown {what}"));
-    d = match suggest(&name.value, candidates.iter().copied()) {
+    d = match cx.suggest_defined(&name.value, candidates.iter().copied()) {
         Some(s) => d.help(format!("did you mean `{s}`? {help_all}")),
         None if candidates.is_empty() => d.help(help_all.to_string()),
-        None => d.help(format!("{help_all}; defined: {}", candidates.join(", "))),
+        None if candidates.len() <= LISTED => {
+            d.help(format!("{help_all}; defined: {}", candidates.join(", ")))
+        }
+        // Listing every name in every such error made the output quadratic.
+        None => d.help(format!(
+            "{help_all}; defined: {}, … ({} in all)",
+            candidates[..LISTED].join(", "),
+            candidates.len()
+        )),
     };
     cx.push(d);
 }
@@ -101,7 +112,7 @@ pub(super) fn check(cx: &mut Cx, b: &Builder) {
                 .at(m.span, "not a host or group");
                 // A group cannot usefully contain itself, so never suggest its own name.
                 let others = targets.iter().copied().filter(|t| *t != g.name.value);
-                d = match suggest(&m.value, others) {
+                d = match cx.suggest_defined(&m.value, others) {
                     Some(s) => d.help(format!("did you mean `{s}`? members are hosts or groups")),
                     None => d.help("members are hosts or groups defined in this configuration"),
                 };

@@ -189,11 +189,16 @@ pub fn parse_address(s: &str) -> Result<Address, ValueError> {
     if host.is_empty() {
         return Err(err(format!("empty host in address {s:?}"), help));
     }
-    if host
-        .chars()
-        .any(|c| c.is_whitespace() || c == '/' || c == '\'' || c == '"')
-    {
-        return Err(err(format!("invalid host name {host:?}"), help));
+    let bracketed = rest.starts_with('[');
+    if !valid_host(host, bracketed) {
+        return Err(err(
+            format!("invalid host {host:?} in address {s:?}"),
+            "a host is a name or IPv4 address (letters, digits, '.', '-', '_', not starting with '-'), or an IPv6 address in brackets",
+        ));
+    }
+    if let Some(u) = &user {
+        check_account_name(u)
+            .map_err(|e| err(format!("invalid user {u:?} in address {s:?}"), e.help))?;
     }
     let port = match port {
         None => None,
@@ -206,6 +211,49 @@ pub fn parse_address(s: &str) -> Result<Address, ValueError> {
         host: host.to_string(),
         port,
     })
+}
+
+/// Host names and IPv4 addresses, or (in brackets) IPv6 addresses with an optional `%zone`:
+/// nothing a shell, ssh's option parser (a leading '-') or a URL would read differently.
+fn valid_host(host: &str, bracketed: bool) -> bool {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if bracketed {
+        let (addr, zone) = host.split_once('%').unwrap_or((host, "a"));
+        addr.contains(':')
+            && addr
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'))
+            && !zone.is_empty()
+            && zone.chars().all(name_char)
+    } else {
+        host.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && host.chars().all(name_char)
+    }
+}
+
+/// User and group names, POSIX-portable as useradd takes them by default: a lowercase letter or
+/// '_', then lowercase letters, digits, '_', '-' or '.', with an optional final '$' (Samba machine
+/// accounts), at most 32 characters. Dots are allowed as Debian and Red Hat allow them; upper case
+/// is not (useradd refuses it without --badname). Nothing else reaches a command line.
+pub fn check_account_name(s: &str) -> Result<(), ValueError> {
+    let body = s.strip_suffix('$').unwrap_or(s);
+    let ok = s.len() <= 32
+        && body
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && body
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        return Ok(());
+    }
+    Err(err(
+        format!("invalid user or group name {s:?}"),
+        "user and group names start with a lowercase letter or '_', then use lowercase letters, digits, '_', '-' and '.' (an optional final '$'), at most 32 characters",
+    ))
 }
 
 fn parse_port_str(p: &str) -> Result<u16, ValueError> {
@@ -248,7 +296,9 @@ pub fn check_name(s: &str) -> Result<(), ValueError> {
 }
 
 /// Remote paths must be absolute and must not contain characters that no shell quoting can carry
-/// through every tool we drive (NUL) or that break line-oriented probe output (newlines).
+/// through every tool we drive (NUL) or that break line-oriented probe output (newlines). They
+/// must also be normalised: `/tmp/..` is `/` to `rm -rf`, but not to a check for `/`, and two
+/// spellings of one path would be two resources that fight each other.
 pub fn check_remote_path(s: &str) -> Result<(), ValueError> {
     if !s.starts_with('/') {
         return Err(err(
@@ -262,7 +312,32 @@ pub fn check_remote_path(s: &str) -> Result<(), ValueError> {
             "remote paths may contain spaces, quotes and other characters, but not newlines or NUL",
         ));
     }
+    let normal = normalise(s);
+    if normal != s {
+        return Err(err(
+            format!("path {s:?} is not normalised"),
+            format!(
+                "write it as {normal:?}: remote paths have no empty, '.' or '..' components and no trailing '/'"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// `s` (absolute) with empty and `.` components dropped and `..` applied, as the kernel would
+/// resolve it without symlinks; `/` stays `/`.
+fn normalise(s: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in s.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 #[cfg(test)]
@@ -331,5 +406,45 @@ mod tests {
         assert!(check_remote_path("/opt/my app/it's").is_ok());
         assert!(check_remote_path("relative").is_err());
         assert!(check_remote_path("/a\nb").is_err());
+        assert!(check_remote_path("/").is_ok());
+        for bad in [
+            "/.",
+            "/tmp/..",
+            "//etc",
+            "/srv/app/",
+            "/a/./b",
+            "/a/../b",
+            "/a//b",
+        ] {
+            assert!(check_remote_path(bad).is_err(), "{bad}");
+        }
+        assert_eq!(normalise("/tmp/.."), "/");
+        assert_eq!(normalise("/a/./b//c/"), "/a/b/c");
+    }
+
+    #[test]
+    fn account_names_and_hosts() {
+        for ok in ["deploy", "_apt", "www-data", "first.last", "machine$", "a1"] {
+            assert!(check_account_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Root",
+            "root;id",
+            "$(id)",
+            "-x",
+            "1abc",
+            "a b",
+            "a$b",
+            &"a".repeat(33),
+        ] {
+            assert!(check_account_name(bad).is_err(), "{bad}");
+        }
+        assert!(parse_address("u@[::1;id]:22").is_err());
+        assert!(parse_address("$(touch x)@host").is_err());
+        assert!(parse_address("-oProxyCommand=x").is_err());
+        assert!(parse_address("h;id").is_err());
+        assert!(parse_address("[fe80::1%eth0]:22").is_ok());
+        assert!(parse_address("deploy@web-1.example.com").is_ok());
     }
 }

@@ -191,7 +191,7 @@ fn render_template(
         vars: &vars,
         ..*ctx
     };
-    let mut env = minijinja::Environment::new();
+    let mut env = crate::config::expr::environment();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     // Configuration files, not web pages: no HTML escaping whatever the extension, the final
     // newline kept, and block tags swallow their own line (as Ansible's templates do).
@@ -206,6 +206,12 @@ fn render_template(
         };
         ResourceError::Invalid(format!("template {name}{at}: {what}"))
     };
+    if let Err(e) = crate::config::expr::check_template(source) {
+        let line = source[..e.offset].matches('\n').count() + 1;
+        return Err(ResourceError::Invalid(format!(
+            "template {name} line {line}: {e}"
+        )));
+    }
     let template = env.template_from_named_str(&name, source).map_err(fail)?;
     template.render(merged.template_context()).map_err(fail)
 }

@@ -1,0 +1,148 @@
+//! Reading the local files a configuration names: the configuration itself, its imports, and the
+//! `source`, `template` and `upload` files. Only regular files are read, and configuration and
+//! template files only up to [`MAX_TEXT_BYTES`]: `/dev/zero` was read until memory ran out, and a
+//! FIFO blocked forever. The type is checked before opening (opening a FIFO for reading blocks
+//! until a writer comes) and again on the open handle, and the read stops one byte past the limit
+//! whatever the size claimed.
+
+use std::fmt;
+use std::fs::Metadata;
+use std::io::Read;
+use std::path::Path;
+
+/// Largest configuration, imported file or template: far beyond any real one, far below memory.
+pub const MAX_TEXT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Why a local file was not read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// A directory, FIFO, device or socket: what it is, with its article ("a FIFO").
+    NotRegular(&'static str),
+    TooLarge {
+        limit: u64,
+    },
+    Io(std::io::Error),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::NotRegular(kind) => write!(f, "it is {kind}, not a regular file"),
+            ReadError::TooLarge { limit } => write!(
+                f,
+                "it is larger than the limit of {} MiB",
+                limit / (1024 * 1024)
+            ),
+            ReadError::Io(e) => f.write_str(&io_reason(e)),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl ReadError {
+    /// A sentence about `what` (a path as shown to the user): "x.kdl is a FIFO, not a regular file".
+    pub fn about(&self, what: &str) -> String {
+        match self {
+            ReadError::Io(_) => format!("cannot read {what}: {self}"),
+            _ => format!("{what} {}", self.to_string().trim_start_matches("it ")),
+        }
+    }
+
+    /// The diagnostic code for this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReadError::NotRegular(_) => "config::not-a-file",
+            ReadError::TooLarge { .. } => "config::too-large",
+            ReadError::Io(_) => "config::not-found",
+        }
+    }
+}
+
+/// An I/O error in the words messages use.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// What a file that is not a regular file is, for messages; `None` for a regular file.
+pub fn irregular_kind(meta: &Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a file")
+    }
+}
+
+/// Checks that `path` (following symlinks) is a regular file no larger than `limit`, without
+/// opening it.
+pub fn check_regular(path: &Path, limit: Option<u64>) -> Result<Metadata, ReadError> {
+    let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
+    if let Some(kind) = irregular_kind(&meta) {
+        return Err(ReadError::NotRegular(kind));
+    }
+    match limit {
+        Some(limit) if meta.len() > limit => Err(ReadError::TooLarge { limit }),
+        _ => Ok(meta),
+    }
+}
+
+/// Reads a regular file, at most `limit` bytes of it when given.
+pub fn read_regular(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, ReadError> {
+    check_regular(path, limit)?;
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    // The path may have been replaced between the check and the open.
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if let Some(kind) = irregular_kind(&meta) {
+        return Err(ReadError::NotRegular(kind));
+    }
+    let mut bytes = Vec::new();
+    let cap = limit.map_or(u64::MAX, |l| l + 1);
+    file.take(cap)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    match limit {
+        Some(limit) if bytes.len() as u64 > limit => Err(ReadError::TooLarge { limit }),
+        _ => Ok(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_within_the_limit_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a");
+        std::fs::write(&f, "abc").unwrap();
+        assert_eq!(read_regular(&f, Some(3)).unwrap(), b"abc");
+        assert!(matches!(
+            read_regular(&f, Some(2)),
+            Err(ReadError::TooLarge { limit: 2 })
+        ));
+        assert!(matches!(
+            read_regular(dir.path(), None),
+            Err(ReadError::NotRegular("a directory"))
+        ));
+        assert!(matches!(
+            read_regular(Path::new("/dev/null"), None),
+            Err(ReadError::NotRegular("a device"))
+        ));
+        let e = read_regular(&dir.path().join("missing"), None).unwrap_err();
+        assert_eq!(e.to_string(), "no such file");
+    }
+}
