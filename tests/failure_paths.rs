@@ -381,3 +381,78 @@ fn a_path_that_became_a_symlink_is_not_replaced() {
         "the package's file\n"
     );
 }
+
+/// Processes on this machine whose command line contains `needle` (all test hosts share it).
+fn processes_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(needle).then_some(pid)
+        })
+        .filter(|&pid| pid != std::process::id())
+        .collect()
+}
+
+/// Waits until `f` holds, for at most `secs` seconds; whether it did.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    f()
+}
+
+/// `kill -9` of nexus while a command runs on a host (as the login user, and through sudo): the
+/// command must not outlive it. The host notices the SSH session is gone and kills what nexus
+/// started there; no process of it is left and the file it writes stops growing.
+#[test]
+fn a_killed_nexus_leaves_no_command_running_on_the_host() {
+    for sudo in [false, true] {
+        let name = if sudo { "k9s" } else { "k9" };
+        let h = SshHost::builder(name).private_srv().start();
+        // A marker word only this command's processes carry.
+        let marker = format!("nexus-k9-marker-{name}");
+        let body = format!(
+            "task \"t\" on=\"{name}\" {{\n\
+                 command \"i=0; while [ $i -lt 300 ]; do echo {marker} >> /srv/ticks; i=$((i+1)); sleep 0.1; done\" sudo=#{sudo}\n\
+             }}\n"
+        );
+        let p = Project::over(&[&h], " connect-timeout=\"10s\"", &body);
+        let r = p.nexus(&["plan", "-o", "plan.lock"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let mut child = p
+            .command(&["apply", "plan.lock"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ticks = h.srv().join("ticks");
+        let size = || std::fs::metadata(&ticks).map_or(0, |m| m.len());
+        assert!(
+            eventually(30, || size() > 0),
+            "sudo={sudo}: the command never started"
+        );
+        assert!(!processes_with(&marker).is_empty());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            eventually(5, || processes_with(&marker).is_empty()),
+            "sudo={sudo}: processes of the command outlived nexus: {:?}",
+            processes_with(&marker)
+        );
+        let stopped_at = size();
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        assert_eq!(
+            size(),
+            stopped_at,
+            "sudo={sudo}: the host was written to after nexus died"
+        );
+    }
+}
