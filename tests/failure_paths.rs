@@ -456,3 +456,26 @@ fn a_killed_nexus_leaves_no_command_running_on_the_host() {
         );
     }
 }
+
+/// A task's `timeout` abandons the command in flight: that command is killed on its host then,
+/// as one whose own `timeout` expired is, not when nexus exits (another task keeps it running).
+#[test]
+fn a_task_timeout_kills_the_command_in_flight_on_the_host() {
+    let h = SshHost::builder("ttk").private_srv().start();
+    let other = SshHost::start("ttk2");
+    let body = "task \"t\" on=\"ttk\" timeout=\"1s\" {\n\
+                    command \"sleep 2.73; touch /srv/late\"\n\
+                }\n\
+                task \"u\" on=\"ttk2\" {\n\
+                    command \"sleep 4.5\"\n\
+                }\n";
+    let p = Project::over(&[&h, &other], " connect-timeout=\"10s\"", body);
+    let r = p.nexus(&["run"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("task t timed out after 1s"), "{r:?}");
+    assert_eq!(sleeping("2.73"), 0, "a process of the command is left");
+    assert!(
+        !h.srv().join("late").exists(),
+        "the abandoned command went on running"
+    );
+}

@@ -498,14 +498,14 @@ impl SshTransport {
         let started = Instant::now();
         let (conn, _permit) = self.reserve().await?;
 
-        let mut slot = None;
-        let work = self.exec(&conn, &line, wrapped.stdin, sink, &mut slot);
+        let mut slot = Abandoned(None);
+        let work = self.exec(&conn, &line, wrapped.stdin, sink, &mut slot.0);
         let result = match cmd.timeout {
             None => work.await,
             Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(r) => r,
                 Err(_) => {
-                    if let Some(channel) = slot.take() {
+                    if let Some(channel) = slot.0.take() {
                         // OpenSSH signals the process group it started; that misses what sudo
                         // runs in a session of its own, so the tagged sessions are killed too.
                         let _ = channel.signal(Sig::KILL).await;
@@ -530,6 +530,8 @@ impl SshTransport {
                 }
             },
         };
+        // It ended (or failed) on its own: nothing to close.
+        slot.0 = None;
         let (exit, stdout, stderr) = result?;
         let output = Output {
             exit,
@@ -785,6 +787,21 @@ async fn feed_and_hold(mut writer: impl tokio::io::AsyncWrite + Unpin, input: Ve
     let _ = writer.write_all(&input).await;
     let _ = writer.flush().await;
     std::future::pending::<()>().await;
+}
+
+/// The channel of a command in flight. Dropped while it still holds one, the command was
+/// abandoned (a task timeout, an interrupted run dropped its future): the channel is closed so
+/// that the command's watchdog kills it on the host.
+struct Abandoned(Option<russh::Channel<client::Msg>>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let (Some(channel), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                let _ = channel.close().await;
+            });
+        }
+    }
 }
 
 /// A task feeding a command's stdin, stopped when the command's outcome is known.
