@@ -479,3 +479,62 @@ fn a_task_timeout_kills_the_command_in_flight_on_the_host() {
         "the abandoned command went on running"
     );
 }
+
+/// A second Ctrl-C does not wait for the command in flight: it is killed on its host now, its
+/// resource recorded failed ("killed"), what did not start recorded not run, the run recorded
+/// interrupted, and nexus exits 130.
+#[test]
+fn a_second_interrupt_kills_the_command_in_flight_and_records_it() {
+    let h = SshHost::builder("ir2").private_srv().start();
+    let body = "task \"t\" on=\"ir2\" {\n\
+                    command \"sleep 30.7 && touch /srv/first\"\n\
+                    command \"touch /srv/second\"\n\
+                }\n";
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", body);
+    let out_path = p.path("run.out");
+    let child = p
+        .command(&["run"])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(30, || sleeping("30.7") > 0),
+        "the command never started"
+    );
+    let int = || {
+        harness::run(
+            std::process::Command::new("kill")
+                .arg("-INT")
+                .arg(child.id().to_string()),
+        )
+    };
+    int();
+    // Signals sent close together may arrive as one: the second goes once the first was seen.
+    assert!(eventually(10, || std::fs::read_to_string(&out_path)
+        .is_ok_and(|s| s.contains("interrupted by SIGINT"))));
+    int();
+    let out = child.wait_with_output().unwrap();
+    let stdout = std::fs::read_to_string(&out_path).unwrap();
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(
+        eventually(3, || sleeping("30.7") == 0),
+        "the command in flight was not killed on the host"
+    );
+    assert!(!h.srv().join("second").exists(), "nothing new started");
+    let r = p.nexus(&["history", "1", "--format", "json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    assert_eq!(v["run"]["status"], "interrupted", "{v}");
+    let actions = v["actions"].as_array().unwrap();
+    let status: Vec<&str> = actions
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(status, ["failed", "not-run"], "{v}");
+    let err = actions[0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("second SIGINT") && err.contains("killed"),
+        "{err}"
+    );
+}

@@ -393,6 +393,7 @@ pub async fn execute(
     };
     let env = |k: &str| std::env::var(k).ok();
     let mut first: Option<Exit> = None;
+    let mut killing = false;
     let mut report = {
         let work = exec::execute(plan, inv, opts, &env, &events);
         tokio::pin!(work);
@@ -400,8 +401,18 @@ pub async fn execute(
             tokio::select! {
                 report = &mut work => break report,
                 exit = signals.next() => match first {
-                    // A second signal: stop now. The run stays 'running' in the state until the
-                    // next command finds its process gone and records it interrupted.
+                    // A second signal: the commands in flight are killed on their hosts and
+                    // recorded failed; the run ends as interrupted.
+                    Some(_) if !killing => {
+                        killing = true;
+                        opts.stop.kill(format!(
+                            "interrupted by a second {}: killed on the host",
+                            signal_name(exit)
+                        ));
+                    }
+                    // A third: stop now. The run stays 'running' in the state until the next
+                    // command finds its process gone and records it interrupted; the commands
+                    // die with their SSH sessions.
                     Some(first) => std::process::exit(first.code()),
                     None => {
                         first = Some(exit);
