@@ -538,3 +538,53 @@ fn a_second_interrupt_kills_the_command_in_flight_and_records_it() {
         "{err}"
     );
 }
+
+/// A write killed outright leaves its temp file beside the target; the next write into that
+/// directory removes such leftovers of writers that are gone, and keeps the temp file of a
+/// writer that still runs (another apply writing there now).
+#[test]
+fn stale_temp_files_are_swept_and_live_ones_kept() {
+    let h = SshHost::builder("sw").private_srv().start();
+    let mut live = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let srv = h.srv();
+    let dead = srv.join(".nexus-99999999-AbCdEfGh");
+    let alive = srv.join(format!(".nexus-{}-AbCdEfGh", live.id()));
+    let old = srv.join(".nexus-OldStal");
+    let recent = srv.join(".nexus-NewFrsh");
+    for f in [&dead, &alive, &old, &recent] {
+        std::fs::write(f, "partial").unwrap();
+    }
+    harness::run(
+        std::process::Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(&old),
+    );
+    let body = "task \"t\" on=\"sw\" {\n    file \"/srv/app.conf\" content=\"x\"\n}\n";
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", body);
+    let r = p.nexus(&["run"]);
+    let _ = live.kill();
+    let _ = live.wait();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read_to_string(srv.join("app.conf")).unwrap(), "x");
+    assert!(!dead.exists(), "the temp file of a dead writer was left");
+    assert!(
+        !old.exists(),
+        "an hour-old temp file without a pid was left"
+    );
+    assert!(alive.exists(), "the temp file of a live writer was removed");
+    assert!(
+        recent.exists(),
+        "a recent temp file without a pid was removed"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&srv)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".nexus-"))
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 2, "the write left its own temp file: {left:?}");
+}
