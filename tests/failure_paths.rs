@@ -381,3 +381,210 @@ fn a_path_that_became_a_symlink_is_not_replaced() {
         "the package's file\n"
     );
 }
+
+/// Processes on this machine whose command line contains `needle` (all test hosts share it).
+fn processes_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(needle).then_some(pid)
+        })
+        .filter(|&pid| pid != std::process::id())
+        .collect()
+}
+
+/// Waits until `f` holds, for at most `secs` seconds; whether it did.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    f()
+}
+
+/// `kill -9` of nexus while a command runs on a host (as the login user, and through sudo): the
+/// command must not outlive it. The host notices the SSH session is gone and kills what nexus
+/// started there; no process of it is left and the file it writes stops growing.
+#[test]
+fn a_killed_nexus_leaves_no_command_running_on_the_host() {
+    for sudo in [false, true] {
+        let name = if sudo { "k9s" } else { "k9" };
+        let h = SshHost::builder(name).private_srv().start();
+        // A marker word only this command's processes carry.
+        let marker = format!("nexus-k9-marker-{name}");
+        let body = format!(
+            "task \"t\" on=\"{name}\" {{\n\
+                 command \"i=0; while [ $i -lt 300 ]; do echo {marker} >> /srv/ticks; i=$((i+1)); sleep 0.1; done\" sudo=#{sudo}\n\
+             }}\n"
+        );
+        let p = Project::over(&[&h], " connect-timeout=\"10s\"", &body);
+        let r = p.nexus(&["plan", "-o", "plan.lock"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let mut child = p
+            .command(&["apply", "plan.lock"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ticks = h.srv().join("ticks");
+        let size = || std::fs::metadata(&ticks).map_or(0, |m| m.len());
+        assert!(
+            eventually(30, || size() > 0),
+            "sudo={sudo}: the command never started"
+        );
+        assert!(!processes_with(&marker).is_empty());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            eventually(5, || processes_with(&marker).is_empty()),
+            "sudo={sudo}: processes of the command outlived nexus: {:?}",
+            processes_with(&marker)
+        );
+        let stopped_at = size();
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        assert_eq!(
+            size(),
+            stopped_at,
+            "sudo={sudo}: the host was written to after nexus died"
+        );
+    }
+}
+
+/// A task's `timeout` abandons the command in flight: that command is killed on its host then,
+/// as one whose own `timeout` expired is, not when nexus exits (another task keeps it running).
+#[test]
+fn a_task_timeout_kills_the_command_in_flight_on_the_host() {
+    let h = SshHost::builder("ttk").private_srv().start();
+    let other = SshHost::start("ttk2");
+    let body = "task \"t\" on=\"ttk\" timeout=\"1s\" {\n\
+                    command \"sleep 2.73; touch /srv/late\"\n\
+                }\n\
+                task \"u\" on=\"ttk2\" {\n\
+                    command \"sleep 4.5\"\n\
+                }\n";
+    let p = Project::over(&[&h, &other], " connect-timeout=\"10s\"", body);
+    let r = p.nexus(&["run"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("task t timed out after 1s"), "{r:?}");
+    assert_eq!(sleeping("2.73"), 0, "a process of the command is left");
+    assert!(
+        !h.srv().join("late").exists(),
+        "the abandoned command went on running"
+    );
+}
+
+/// A second Ctrl-C does not wait for the command in flight: it is killed on its host now, its
+/// resource recorded failed ("killed"), what did not start recorded not run, the run recorded
+/// interrupted, and nexus exits 130.
+#[test]
+fn a_second_interrupt_kills_the_command_in_flight_and_records_it() {
+    let h = SshHost::builder("ir2").private_srv().start();
+    let body = "task \"t\" on=\"ir2\" {\n\
+                    command \"sleep 30.7 && touch /srv/first\"\n\
+                    command \"touch /srv/second\"\n\
+                }\n";
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", body);
+    let out_path = p.path("run.out");
+    let child = p
+        .command(&["run"])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(30, || sleeping("30.7") > 0),
+        "the command never started"
+    );
+    let int = || {
+        harness::run(
+            std::process::Command::new("kill")
+                .arg("-INT")
+                .arg(child.id().to_string()),
+        )
+    };
+    int();
+    // Signals sent close together may arrive as one: the second goes once the first was seen.
+    assert!(eventually(10, || std::fs::read_to_string(&out_path)
+        .is_ok_and(|s| s.contains("interrupted by SIGINT"))));
+    int();
+    let out = child.wait_with_output().unwrap();
+    let stdout = std::fs::read_to_string(&out_path).unwrap();
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(
+        eventually(3, || sleeping("30.7") == 0),
+        "the command in flight was not killed on the host"
+    );
+    assert!(!h.srv().join("second").exists(), "nothing new started");
+    let r = p.nexus(&["history", "1", "--format", "json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    assert_eq!(v["run"]["status"], "interrupted", "{v}");
+    let actions = v["actions"].as_array().unwrap();
+    let status: Vec<&str> = actions
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(status, ["failed", "not-run"], "{v}");
+    let err = actions[0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("second SIGINT") && err.contains("killed"),
+        "{err}"
+    );
+}
+
+/// A write killed outright leaves its temp file beside the target; the next write into that
+/// directory removes such leftovers of writers that are gone, and keeps the temp file of a
+/// writer that still runs (another apply writing there now).
+#[test]
+fn stale_temp_files_are_swept_and_live_ones_kept() {
+    let h = SshHost::builder("sw").private_srv().start();
+    let mut live = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let srv = h.srv();
+    let dead = srv.join(".nexus-99999999-AbCdEfGh");
+    let alive = srv.join(format!(".nexus-{}-AbCdEfGh", live.id()));
+    let old = srv.join(".nexus-OldStal");
+    let recent = srv.join(".nexus-NewFrsh");
+    for f in [&dead, &alive, &old, &recent] {
+        std::fs::write(f, "partial").unwrap();
+    }
+    harness::run(
+        std::process::Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(&old),
+    );
+    let body = "task \"t\" on=\"sw\" {\n    file \"/srv/app.conf\" content=\"x\"\n}\n";
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", body);
+    let r = p.nexus(&["run"]);
+    let _ = live.kill();
+    let _ = live.wait();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read_to_string(srv.join("app.conf")).unwrap(), "x");
+    assert!(!dead.exists(), "the temp file of a dead writer was left");
+    assert!(
+        !old.exists(),
+        "an hour-old temp file without a pid was left"
+    );
+    assert!(alive.exists(), "the temp file of a live writer was removed");
+    assert!(
+        recent.exists(),
+        "a recent temp file without a pid was removed"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&srv)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".nexus-"))
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 2, "the write left its own temp file: {left:?}");
+}

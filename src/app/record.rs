@@ -425,6 +425,7 @@ pub async fn execute(
     // since nothing could be recorded and another apply may now take the lock.
     let mut lost = state.guard.loss_probe();
     let mut watch = tokio::time::interval(std::time::Duration::from_millis(200));
+    let mut killing = false;
     let mut report = {
         let work = exec::execute(plan, inv, opts, &env, &events);
         tokio::pin!(work);
@@ -439,8 +440,18 @@ pub async fn execute(
                     }
                 },
                 exit = signals.next() => match first {
-                    // A second signal: stop now. The run stays 'running' in the state until the
-                    // next command finds its process gone and records it interrupted.
+                    // A second signal: the commands in flight are killed on their hosts and
+                    // recorded failed; the run ends as interrupted.
+                    Some(_) if !killing => {
+                        killing = true;
+                        opts.stop.kill(format!(
+                            "interrupted by a second {}: killed on the host",
+                            signal_name(exit)
+                        ));
+                    }
+                    // A third: stop now. The run stays 'running' in the state until the next
+                    // command finds its process gone and records it interrupted; the commands
+                    // die with their SSH sessions.
                     Some(first) => std::process::exit(first.code()),
                     None => {
                         first = Some(exit);

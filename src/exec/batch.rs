@@ -258,7 +258,8 @@ pub async fn run(
         .copied()
         .collect();
     cmd = cmd.stdin(stdin);
-    match crate::transport::wrap::wrap(&cmd) {
+    // As the SSH transport sends it, the longest form.
+    match crate::transport::wrap::wrap_watched(&cmd, None) {
         Ok(w) if w.ssh_command_line().len() <= crate::transport::wrap::COMMAND_LINE_MAX => {}
         _ => return None,
     }

@@ -121,18 +121,49 @@ pub enum Event {
 }
 
 /// A request to stop the run (Ctrl-C, SIGTERM), shared with whoever receives the signal.
-/// Nothing new starts once it is set; commands in flight finish and are reported.
+/// Nothing new starts once it is set; commands in flight finish and are reported, unless the
+/// run is also told to [`kill`](StopRequest::kill) them.
 #[derive(Debug, Clone, Default)]
-pub struct StopRequest(std::sync::Arc<std::sync::OnceLock<String>>);
+pub struct StopRequest(std::sync::Arc<Stop>);
+
+#[derive(Debug, Default)]
+struct Stop {
+    reason: std::sync::OnceLock<String>,
+    kill: std::sync::OnceLock<String>,
+    killing: tokio::sync::Notify,
+}
 
 impl StopRequest {
     /// Asks the run to stop, with the reason its unstarted work is reported with.
     pub fn request(&self, reason: impl Into<String>) {
-        let _ = self.0.set(reason.into());
+        let _ = self.0.reason.set(reason.into());
     }
 
     pub fn reason(&self) -> Option<&str> {
-        self.0.get().map(String::as_str)
+        self.0.reason.get().map(String::as_str)
+    }
+
+    /// Stops the run now: the commands in flight are abandoned, which kills them on their hosts
+    /// (see `transport::wrap::wrap_watched`), and reported failed with `reason`.
+    pub fn kill(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.request(reason.clone());
+        let _ = self.0.kill.set(reason);
+        self.0.killing.notify_waiters();
+    }
+
+    /// Resolves, with its reason, once [`StopRequest::kill`] was called.
+    pub async fn killed(&self) -> String {
+        loop {
+            let notified = self.0.killing.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a kill between the two is not missed.
+            notified.as_mut().enable();
+            if let Some(reason) = self.0.kill.get() {
+                return reason.clone();
+            }
+            notified.await;
+        }
     }
 }
 
@@ -574,22 +605,26 @@ async fn run_host(ctx: &Ctx<'_>, task: &TaskPlan, host: &str) -> bool {
         handlers_finished(ctx, host, &notified, before);
         run.run_list(&checks).await;
     };
-    // The task's timeout bounds all of its work on this host; what is in flight then is
-    // abandoned and reported failed, the rest not run.
-    let timed_out = match task.timeout {
-        Some(limit) => tokio::time::timeout(limit, work).await.err().map(|_| limit),
-        None => {
-            work.await;
-            None
+    // The task's timeout bounds all of its work on this host, and a kill request ends it at
+    // once: what is in flight then is abandoned (killed on the host) and reported failed, the
+    // rest not run.
+    let deadline = async {
+        match task.timeout {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
         }
     };
-    if let Some(limit) = timed_out {
-        run.ok = false;
-        let why = format!(
+    let cut = tokio::select! {
+        () = work => None,
+        () = deadline => task.timeout.map(|limit| format!(
             "task {} timed out after {}",
             task.name,
             humantime::format_duration(limit)
-        );
+        )),
+        why = ctx.opts.stop.killed() => Some(why),
+    };
+    if let Some(why) = cut {
+        run.ok = false;
         let handlers = ctx.host_resources(host, |r| {
             r.role == Role::Handler && run.notified.contains(&r.task)
         });

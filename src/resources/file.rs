@@ -290,13 +290,8 @@ pub fn write_step(
     if let Some(b) = backup_to {
         s.push_str(&format!("if [ -e {p} ]; then cp -p -- {p} {}; fi\n", q(b)));
     }
-    let template = if dir == "/" {
-        "/.nexus-XXXXXXXX".to_string()
-    } else {
-        format!("{dir}/.nexus-XXXXXXXX")
-    };
-    s.push_str(&format!("tmp=$(mktemp {})\n", q(&template)));
-    s.push_str("trap 'rm -f \"$tmp\"' EXIT\n");
+    let dir_word = if dir == "/" { String::new() } else { q(dir) };
+    s.push_str(&crate::transport::wrap::temp_beside(&dir_word, "tmp"));
     s.push_str("cat > \"$tmp\"\n");
     // Verify what landed before it replaces anything: a truncated transfer must not become the file.
     // `${h%% *}` rather than `| cut`: each program started costs the host about a millisecond.
@@ -690,8 +685,11 @@ mod tests {
         [ -d /etc ] || { printf '%s\\n' 'nexus: directory /etc does not exist (add a directory resource for it)' >&2; exit 1; }\n\
         if [ -d '/etc/my app.conf' ]; then { printf '%s\\n' 'nexus: /etc/my app.conf is a directory' >&2; exit 1; }; fi\n\
         if [ -L '/etc/my app.conf' ]; then { printf '%s\\n' 'nexus: /etc/my app.conf became a symbolic link since planning; nothing was replaced (plan again)' >&2; exit 1; }; fi\n\
-        tmp=$(mktemp /etc/.nexus-XXXXXXXX)\n\
+        for _nx_o in /etc/.nexus-*; do [ -f \"$_nx_o\" ] || continue; _nx_p=${_nx_o##*/.nexus-}; _nx_p=${_nx_p%%-*}\n\
+        case $_nx_p in '' | *[!0-9]*) find \"$_nx_o\" -mmin +60 -delete 2>/dev/null || : ;; *) [ -d \"/proc/$_nx_p\" ] || rm -f -- \"$_nx_o\" ;; esac; done\n\
+        tmp=$(mktemp /etc/.nexus-$$-XXXXXXXX)\n\
         trap 'rm -f \"$tmp\"' EXIT\n\
+        trap 'exit 143' TERM\n\
         cat > \"$tmp\"\n\
         if [ -e '/etc/my app.conf' ]; then chmod \"$(stat -c %a '/etc/my app.conf')\" \"$tmp\"; else chmod 0644 \"$tmp\"; fi\n\
         if [ -e '/etc/my app.conf' ]; then chown \"$(stat -c %u:%g '/etc/my app.conf')\" \"$tmp\" 2>/dev/null || :; fi\n\
@@ -758,7 +756,7 @@ mod tests {
         f.group = Some("adm".into());
         let s = f.write(None).script;
         assert!(s.contains("[ -d / ] ||"), "{s}");
-        assert!(s.contains("tmp=$(mktemp /.nexus-XXXXXXXX)\n"), "{s}");
+        assert!(s.contains("tmp=$(mktemp /.nexus-$$-XXXXXXXX)\n"), "{s}");
         assert!(s.contains("\nchgrp -- adm \"$tmp\"\n"), "{s}");
     }
 

@@ -116,8 +116,11 @@ mod tests {
              [ -d /opt ] || { printf '%s\\n' 'nexus: directory /opt does not exist (add a directory resource for it)' >&2; exit 1; }\n\
              if [ -d /opt/app.tar.gz ]; then { printf '%s\\n' 'nexus: /opt/app.tar.gz is a directory' >&2; exit 1; }; fi\n\
              if [ -L /opt/app.tar.gz ]; then { printf '%s\\n' 'nexus: /opt/app.tar.gz became a symbolic link since planning; nothing was replaced (plan again)' >&2; exit 1; }; fi\n\
-             tmp=$(mktemp /opt/.nexus-XXXXXXXX)\n\
+             for _nx_o in /opt/.nexus-*; do [ -f \"$_nx_o\" ] || continue; _nx_p=${_nx_o##*/.nexus-}; _nx_p=${_nx_p%%-*}\n\
+             case $_nx_p in '' | *[!0-9]*) find \"$_nx_o\" -mmin +60 -delete 2>/dev/null || : ;; *) [ -d \"/proc/$_nx_p\" ] || rm -f -- \"$_nx_o\" ;; esac; done\n\
+             tmp=$(mktemp /opt/.nexus-$$-XXXXXXXX)\n\
              trap 'rm -f \"$tmp\"' EXIT\n\
+             trap 'exit 143' TERM\n\
              cat > \"$tmp\"\n\
              sum=$(sha256sum < \"$tmp\") || sum=\n\
              [ \"${sum%% *}\" = d42c623275bd23a983f68ccc47e1ffa46155e3621998ac2f5f5edacabbb8f486 ] || { printf '%s\\n' 'nexus: the content written to /opt/app.tar.gz does not match the plan' >&2; exit 1; }\n\

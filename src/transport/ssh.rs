@@ -485,9 +485,10 @@ impl SshTransport {
         sink: Option<OutputSender>,
     ) -> Result<Output, TransportError> {
         // A command that may time out is tagged, so that what it started can be found and
-        // killed on the host then.
+        // killed on the host then. Every command runs under the watchdog, which kills it when
+        // the session is gone (see `exec`: stdin stays open until the command has ended).
         let tag = cmd.timeout.map(|_| kill_tag());
-        let wrapped = wrap::wrap_tagged(cmd, tag.as_deref()).map_err(|reason| {
+        let wrapped = wrap::wrap_watched(cmd, tag.as_deref()).map_err(|reason| {
             TransportError::InvalidCommand {
                 host: self.label.clone(),
                 reason,
@@ -497,14 +498,14 @@ impl SshTransport {
         let started = Instant::now();
         let (conn, _permit) = self.reserve().await?;
 
-        let mut slot = None;
-        let work = self.exec(&conn, &line, wrapped.stdin, sink, &mut slot);
+        let mut slot = Abandoned(None);
+        let work = self.exec(&conn, &line, wrapped.stdin, sink, &mut slot.0);
         let result = match cmd.timeout {
             None => work.await,
             Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(r) => r,
                 Err(_) => {
-                    if let Some(channel) = slot.take() {
+                    if let Some(channel) = slot.0.take() {
                         // OpenSSH signals the process group it started; that misses what sudo
                         // runs in a session of its own, so the tagged sessions are killed too.
                         let _ = channel.signal(Sig::KILL).await;
@@ -512,9 +513,11 @@ impl SshTransport {
                     }
                     if let Some(tag) = &tag {
                         let kill = CommandSpec {
-                            script: wrap::kill_tagged(tag, KILL_GRACE_SECS),
+                            script: wrap::kill_tagged(tag, wrap::KILL_GRACE_SECS),
                             sudo: cmd.sudo.clone(),
-                            timeout: Some(Duration::from_secs(u64::from(KILL_GRACE_SECS) + 10)),
+                            timeout: Some(Duration::from_secs(
+                                u64::from(wrap::KILL_GRACE_SECS) + 10,
+                            )),
                             ..CommandSpec::default()
                         };
                         // Best effort: the timeout is what the caller must hear about.
@@ -527,6 +530,8 @@ impl SshTransport {
                 }
             },
         };
+        // It ended (or failed) on its own: nothing to close.
+        slot.0 = None;
         let (exit, stdout, stderr) = result?;
         let output = Output {
             exit,
@@ -553,12 +558,8 @@ impl SshTransport {
             .await
             .map_err(|_| lost("while starting a command"))?;
 
-        let mut writer = channel.make_writer();
-        let feeder = tokio::spawn(async move {
-            // The command may exit without reading its stdin; that is its business.
-            let _ = writer.write_all(&stdin).await;
-            let _ = writer.shutdown().await;
-        });
+        // Stops feeding on every way out, also when a timeout drops this future.
+        let _feeder = Feeder(tokio::spawn(feed_and_hold(channel.make_writer(), stdin)));
 
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
@@ -577,13 +578,11 @@ impl SshTransport {
                 Flow::More => {}
                 Flow::Closed => break,
                 Flow::Refused => {
-                    feeder.abort();
                     let _ = channel.close().await;
                     return Err(self.refused());
                 }
             }
         }
-        feeder.abort();
         match exit {
             Some(exit) => Ok((exit, stdout, stderr)),
             None if conn.handle.is_closed() => Err(lost("while running a command")),
@@ -648,6 +647,8 @@ impl SshTransport {
         let mut sent = false;
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut then = Some(then);
+        // Dropped on every way out, which stops feeding the second command's stdin.
+        let mut _feeder: Option<Feeder> = None;
         loop {
             if first_out.is_none()
                 && let (Some((out, status, o)), Some((err, _, e))) = (
@@ -668,7 +669,7 @@ impl SshTransport {
                 let mut input = b"0\n".to_vec();
                 let mut bad = None;
                 if let Some(cmd) = then.take().and_then(|f| f(out)) {
-                    match wrap::wrap(&cmd) {
+                    match wrap::wrap_watched(&cmd, None) {
                         Ok(w) => {
                             let text = &w.script;
                             input = format!("{}\n{text}", text.len()).into_bytes();
@@ -679,11 +680,16 @@ impl SshTransport {
                         Err(reason) => bad = Some(reason),
                     }
                 }
-                let mut writer = channel.make_writer();
-                tokio::spawn(async move {
-                    let _ = writer.write_all(&input).await;
-                    let _ = writer.shutdown().await;
-                });
+                let writer = channel.make_writer();
+                _feeder = Some(Feeder(match second {
+                    // The second command runs under the watchdog: its stdin stays open.
+                    Some(_) => tokio::spawn(feed_and_hold(writer, input)),
+                    None => tokio::spawn(async move {
+                        let mut writer = writer;
+                        let _ = writer.write_all(&input).await;
+                        let _ = writer.shutdown().await;
+                    }),
+                }));
                 if let Some(reason) = bad {
                     return Err(TransportError::InvalidCommand {
                         host: self.label.clone(),
@@ -771,6 +777,39 @@ impl Transport for SshTransport {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.disconnect())
+    }
+}
+
+/// Writes a watched command's input (see [`wrap::wrap_watched`]) and then holds its stdin open
+/// until aborted: end of file tells the command's watchdog that nexus is gone.
+async fn feed_and_hold(mut writer: impl tokio::io::AsyncWrite + Unpin, input: Vec<u8>) {
+    // The command may exit without reading its stdin; that is its business.
+    let _ = writer.write_all(&input).await;
+    let _ = writer.flush().await;
+    std::future::pending::<()>().await;
+}
+
+/// The channel of a command in flight. Dropped while it still holds one, the command was
+/// abandoned (a task timeout, an interrupted run dropped its future): the channel is closed so
+/// that the command's watchdog kills it on the host.
+struct Abandoned(Option<russh::Channel<client::Msg>>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let (Some(channel), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                let _ = channel.close().await;
+            });
+        }
+    }
+}
+
+/// A task feeding a command's stdin, stopped when the command's outcome is known.
+struct Feeder(tokio::task::JoinHandle<()>);
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -961,9 +1000,6 @@ impl client::Handler for Client {
         }
     }
 }
-
-/// Seconds between TERM and KILL when a timed-out command is killed on its host.
-const KILL_GRACE_SECS: u32 = 1;
 
 /// A word no other command line on the host carries: the `$0` of a command's shells.
 fn kill_tag() -> String {

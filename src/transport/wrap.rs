@@ -78,11 +78,41 @@ pub fn wrap(cmd: &CommandSpec) -> Result<Wrapped, WrapError> {
 /// [`wrap`], with `tag` as the `$0` of the command's shells (the one sshd starts and, under
 /// sudo, the one sudo starts, which may be in a session of its own). `tag` must be a plain word.
 pub fn wrap_tagged(cmd: &CommandSpec, tag: Option<&str>) -> Result<Wrapped, WrapError> {
-    let inline = wrap_with(cmd, false, tag)?;
+    wrap_as(cmd, tag, false)
+}
+
+/// [`wrap_tagged`] under a watchdog (see [`watched`]): for a transport that keeps the command's
+/// stdin open until it has ended, so that the command dies with the connection.
+pub fn wrap_watched(cmd: &CommandSpec, tag: Option<&str>) -> Result<Wrapped, WrapError> {
+    wrap_as(cmd, tag, true)
+}
+
+fn wrap_as(cmd: &CommandSpec, tag: Option<&str>, watch: bool) -> Result<Wrapped, WrapError> {
+    let inline = wrap_with(cmd, false, tag, watch)?;
     if inline.ssh_command_line().len() <= COMMAND_LINE_MAX {
         return Ok(inline);
     }
-    wrap_with(cmd, true, tag)
+    wrap_with(cmd, true, tag, watch)
+}
+
+/// Seconds between TERM and KILL when a command is killed on its host.
+pub const KILL_GRACE_SECS: u32 = 1;
+
+// Defines `_nx_kill`: sends signal `$_nx_sig` to every process in the sessions `$_nx_ss`, except
+// `$_nx_me`. Builtins only (no fork per process): it runs on every host a watchdog fires on.
+const KILL_SESSIONS: &str = r#"_nx_kill() {
+  for _nx_d in /proc/[0-9]*; do
+    IFS= read -r _nx_st 2>/dev/null < "$_nx_d/stat" || continue
+    set -- ${_nx_st##*\)}
+    for _nx_s in $_nx_ss; do
+      [ "${4:-}" = "$_nx_s" ] && [ "${_nx_d#/proc/}" != "${_nx_me:-}" ] && kill -"$_nx_sig" "${_nx_d#/proc/}" 2>/dev/null
+    done
+  done
+}"#;
+
+/// TERM, a grace period, then KILL, to what [`KILL_SESSIONS`] selects.
+fn term_then_kill(grace_secs: u32) -> String {
+    format!("_nx_sig=TERM; _nx_kill; sleep {grace_secs}; _nx_sig=KILL; _nx_kill")
 }
 
 /// A script that kills, TERM and then after `grace_secs` KILL, every process in the sessions of
@@ -99,13 +129,36 @@ for _nx_d in /proc/[0-9]*; do
   [ -n "${{4:-}}" ] && _nx_ss="$_nx_ss $4"
 done
 [ -n "$_nx_ss" ] || exit 0
-_nx_kill() {{
-  for _nx_d in /proc/[0-9]*; do
-    set -- $(cut -d')' -f2- "$_nx_d/stat" 2>/dev/null)
-    for _nx_s in $_nx_ss; do [ "${{4:-}}" = "$_nx_s" ] && kill -"$_nx_sig" "${{_nx_d#/proc/}}" 2>/dev/null; done
-  done
-}}
-_nx_sig=TERM; _nx_kill; sleep {grace_secs}; _nx_sig=KILL; _nx_kill; exit 0"#
+{KILL_SESSIONS}
+{}; exit 0"#,
+        term_then_kill(grace_secs)
+    )
+}
+
+/// Wraps `inner` (a script reading its input from stdin) in a watchdog for a transport that
+/// keeps the command's stdin open until the command has ended. Stdin then carries a length
+/// line and that many bytes, which are `inner`'s whole input (it sees end of file after them);
+/// end of file on the rest means the client is gone (nexus was killed, the connection dropped,
+/// or nexus closed the channel), and the watchdog kills everything in its session, TERM then
+/// KILL. A dropped SSH connection does not stop a command without a terminal; this does.
+///
+/// The watchdog is the left side of a pipe into `inner`: it hands `inner` its bytes, then
+/// blocks on a read (no polling, no CPU). It sends its pid first, so that the right side stops
+/// it once `inner` has ended. Under sudo it runs as the target user, so it may kill all that
+/// `inner` started. Only `inner` writes to stderr: the shell's own notice that the watchdog
+/// was killed ("Killed") goes nowhere.
+fn watched(inner: &str) -> String {
+    format!(
+        "IFS= read -r _nx_n || exit 125\n\
+         case $_nx_n in '' | *[!0-9]*) exit 125 ;; esac\n\
+         {{ {{ IFS= read -r _nx_st < /proc/self/stat; _nx_me=${{_nx_st%% *}}; set -- ${{_nx_st##*\\)}}; _nx_ss=$4\n\
+         printf '%s\\n' \"$_nx_me\"; head -c \"$_nx_n\"; exec >&-\n\
+         while IFS= read -r _nx_x; do :; done\n\
+         trap '' TERM\n\
+         {KILL_SESSIONS}\n\
+         {}; }} | {{ IFS= read -r _nx_w; ( {inner}\n\
+         ) 2>&3 3>&-; _nx_rc=$?; kill -KILL \"$_nx_w\" 2>/dev/null; exit \"$_nx_rc\"; }}; }} 3>&2 2>/dev/null",
+        term_then_kill(KILL_GRACE_SECS)
     )
 }
 
@@ -113,6 +166,7 @@ fn wrap_with(
     cmd: &CommandSpec,
     script_on_stdin: bool,
     tag: Option<&str>,
+    watch: bool,
 ) -> Result<Wrapped, WrapError> {
     let mut stdin = Vec::new();
 
@@ -156,6 +210,17 @@ fn wrap_with(
     if let Some(text) = script_on_stdin {
         stdin.extend_from_slice(text);
     }
+    if let Some(own) = &cmd.stdin {
+        stdin.extend_from_slice(own);
+    }
+    let inner = if watch {
+        let mut framed = format!("{}\n", stdin.len()).into_bytes();
+        framed.extend_from_slice(&stdin);
+        stdin = framed;
+        watched(&inner)
+    } else {
+        inner
+    };
 
     let script = match &cmd.sudo {
         None => inner,
@@ -174,24 +239,30 @@ fn wrap_with(
                     if pw.contains('\n') || pw.contains('\0') {
                         return Err(WrapError::SudoPassword);
                     }
-                    // The password line goes first on stdin. If sudo turns out not to need it
-                    // (NOPASSWD or a cached timestamp), the shell consumes the line itself so the
-                    // command never sees it; otherwise `sudo -S -k` reads exactly that line.
-                    let mut with_pw = pw.as_bytes().to_vec();
-                    with_pw.push(b'\n');
+                    // The password line goes first on stdin, twice. If sudo turns out not to
+                    // need it (NOPASSWD or a cached timestamp), the shell consumes both lines so
+                    // the command never sees them. Otherwise the first copy is checked by a sudo
+                    // of its own, whose stdin ends after it: a wrong password must not make sudo
+                    // read more attempts from a stdin that stays open (see [`wrap_watched`]).
+                    // `sudo -S -k` then reads exactly the second line.
+                    let mut with_pw = Vec::new();
+                    for _ in 0..2 {
+                        with_pw.extend_from_slice(pw.as_bytes());
+                        with_pw.push(b'\n');
+                    }
                     with_pw.extend_from_slice(&stdin);
                     stdin = with_pw;
                     format!(
-                        "if sudo -n -u {user} true 2>/dev/null; then IFS= read -r _nx_pw; exec sudo -n {run}; fi; exec sudo -S -k -p '' {run}"
+                        "IFS= read -r _nx_pw || exit 125\n\
+                         if sudo -n -u {user} true 2>/dev/null; then IFS= read -r _nx_pw; exec sudo -n {run}; fi\n\
+                         printf '%s\\n' \"$_nx_pw\" | sudo -S -k -p '' -u {user} true || exit 1\n\
+                         exec sudo -S -k -p '' {run}"
                     )
                 }
             }
         }
     };
 
-    if let Some(own) = &cmd.stdin {
-        stdin.extend_from_slice(own);
-    }
     Ok(Wrapped {
         script,
         stdin,
@@ -231,14 +302,30 @@ pub fn chained_split<'a>(stream: &'a [u8], token: &str) -> Option<(&'a [u8], Opt
     Some((&stream[..at], status, eol + 1))
 }
 
+/// Shell text that sets `var` to a new temporary file in the directory `dir` (a shell word,
+/// quoted or expanded; empty for `/`), removed when the script exits or is sent TERM (what the
+/// watchdog sends first). The same directory as the target, so the final rename is atomic.
+///
+/// Its name carries the pid of the writing shell, `.nexus-PID-XXXXXXXX`: a writer killed
+/// outright (KILL, a reboot) leaves it behind, and the next write to that directory removes the
+/// `.nexus-*` files whose writer is gone. One whose writer lives (another apply writing now) is
+/// kept; names without a pid (from earlier versions of nexus) are removed once an hour old.
+pub fn temp_beside(dir: &str, var: &str) -> String {
+    format!(
+        "for _nx_o in {dir}/.nexus-*; do [ -f \"$_nx_o\" ] || continue; _nx_p=${{_nx_o##*/.nexus-}}; _nx_p=${{_nx_p%%-*}}\n\
+         case $_nx_p in '' | *[!0-9]*) find \"$_nx_o\" -mmin +60 -delete 2>/dev/null || : ;; *) [ -d \"/proc/$_nx_p\" ] || rm -f -- \"$_nx_o\" ;; esac; done\n\
+         {var}=$(mktemp {dir}/.nexus-$$-XXXXXXXX)\n\
+         trap 'rm -f \"${var}\"' EXIT\n\
+         trap 'exit 143' TERM\n"
+    )
+}
+
 /// The script behind [`super::Transport::write_file`]: contents arrive on stdin.
 pub fn write_file_script(path: &str, opts: &WriteOptions) -> String {
     let mut s = String::from("set -e\n");
     s.push_str(&format!("_nx_p={}\n", quote(path)));
     s.push_str("_nx_d=$(dirname -- \"$_nx_p\")\n");
-    // Same directory as the target, so the final rename is atomic (same filesystem).
-    s.push_str("_nx_t=$(mktemp \"$_nx_d/.nexus-XXXXXXXX\")\n");
-    s.push_str("trap 'rm -f \"$_nx_t\"' EXIT\n");
+    s.push_str(&temp_beside("\"$_nx_d\"", "_nx_t"));
     s.push_str("cat > \"$_nx_t\"\n");
     match opts.mode {
         Some(mode) => s.push_str(&format!("chmod {:04o} \"$_nx_t\"\n", mode & 0o7777)),
@@ -304,6 +391,74 @@ mod tests {
     }
 
     use super::*;
+
+    /// Starts `w` under `sh` in a session of its own (the watchdog kills its whole session), with
+    /// its stdin written and left open.
+    fn spawn_watched(w: &Wrapped) -> (std::process::Child, std::process::ChildStdin) {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("setsid")
+            .args(["sh", "-c", &w.script, "nexus-test-watch"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&w.stdin).unwrap();
+        (child, stdin)
+    }
+
+    #[test]
+    fn a_watched_command_gets_its_input_and_dies_with_the_client() {
+        use std::io::{BufRead as _, Read as _};
+        // While the client holds stdin open, the command reads exactly its own input and ends
+        // on its own, with its status.
+        let cmd = CommandSpec::new("cat; echo \"|$A\"; echo oops >&2; exit 3")
+            .env("A", "from env")
+            .stdin(b"input".to_vec());
+        let w = wrap_watched(&cmd, None).unwrap();
+        let (mut child, stdin) = spawn_watched(&w);
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "input|from env\n");
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(err, "oops\n", "only the command writes to stderr");
+        assert_eq!(child.wait().unwrap().code(), Some(3));
+        drop(stdin);
+
+        // End of file on stdin while it runs: everything it started is killed.
+        let dir = tempfile::tempdir().unwrap();
+        let late = dir.path().join("late");
+        let cmd = CommandSpec::new(format!(
+            "(sleep 3; touch {}) & echo started; sleep 3",
+            late.display()
+        ));
+        let (mut child, stdin) = spawn_watched(&wrap_watched(&cmd, None).unwrap());
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "started\n");
+        drop(stdin);
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{status:?}");
+        std::thread::sleep(std::time::Duration::from_millis(3500));
+        assert!(
+            !late.exists(),
+            "a process of the command outlived the client"
+        );
+    }
 
     #[test]
     fn long_scripts_travel_on_stdin_and_still_see_env() {
@@ -441,12 +596,12 @@ mod tests {
                 .sudo(Become::user("app").with_password("pw")),
         )
         .unwrap();
-        assert_eq!(w.stdin, b"pw\nK=v\n\ndata");
+        assert_eq!(w.stdin, b"pw\npw\nK=v\n\ndata");
         assert!(!w.script.contains("pw\n"));
-        assert!(w.script.starts_with("if sudo -n -u app true 2>/dev/null; then IFS= read -r _nx_pw; exec sudo -n -H -u app -- sh -c "));
+        assert!(w.script.contains("\nif sudo -n -u app true 2>/dev/null; then IFS= read -r _nx_pw; exec sudo -n -H -u app -- sh -c "));
         assert!(
             w.script
-                .contains("; exec sudo -S -k -p '' -H -u app -- sh -c ")
+                .contains("\nexec sudo -S -k -p '' -H -u app -- sh -c ")
         );
         assert!(wrap(&CommandSpec::new("x").sudo(Become::root().with_password("a\nb"))).is_err());
     }

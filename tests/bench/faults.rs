@@ -1,7 +1,7 @@
-//! Fault runs: `nexus apply` of a 5-host plan interrupted at random moments, by `kill -9` and by
-//! SIGINT, and one host's sshd killed mid-apply. For each it prints what history recorded against
-//! what happened on the hosts: SQLite integrity, remote processes left behind, and whether a new
-//! plan and apply converge. `cargo bench --bench faults` (as root, after tests/setup.sh);
+//! Fault runs: `nexus apply` of a 5-host plan interrupted at random moments, by `kill -9`, by
+//! SIGINT and by SIGINT twice, and one host's sshd killed mid-apply. For each it prints what
+//! history recorded against what happened on the hosts: SQLite integrity, remote processes left
+//! behind, whether a new plan and apply converge, and the temp files left after that. `cargo bench --bench faults` (as root, after tests/setup.sh);
 //! NEXUS_FAULT_TRIALS (20) per signal, NEXUS_FAULT_SEED to repeat a run's random moments. Under
 //! `cargo test --all-targets` (no `--bench`) it runs one trial of each as a smoke test.
 
@@ -77,6 +77,8 @@ struct Tally {
     /// Trials where a host's log grew after nexus had exited.
     wrote_after: usize,
     converged: usize,
+    /// `.nexus-*` temp files on the hosts once the converging run is done.
+    temp_left: usize,
     exit_codes: Vec<Option<i32>>,
 }
 
@@ -95,8 +97,16 @@ fn reset(hosts: &[SshHost], dir: &Path) {
     let _ = std::fs::remove_dir_all(dir.join(".nexus"));
 }
 
-/// One apply of a fresh plan, `signal` sent to nexus `after` it started; then the checks.
-fn trial(bin: &str, dir: &Path, hosts: &[SshHost], signal: &str, after: Duration, t: &mut Tally) {
+/// One apply of a fresh plan, `signal` sent to nexus `after` it started (twice, 0.2 s apart, when
+/// `twice`); then the checks.
+fn trial(
+    bin: &str,
+    dir: &Path,
+    hosts: &[SshHost],
+    (signal, twice): (&str, bool),
+    after: Duration,
+    t: &mut Tally,
+) {
     let plan = nexus(bin, dir, &["plan", "-o", "plan.lock"]);
     assert!(
         plan.status.success(),
@@ -113,11 +123,19 @@ fn trial(bin: &str, dir: &Path, hosts: &[SshHost], signal: &str, after: Duration
         .spawn()
         .expect("spawn nexus");
     std::thread::sleep(after);
-    harness::run(
-        Command::new("kill")
+    let send = || {
+        // The process may be gone by the second signal: `kill` then fails, which is fine.
+        let _ = Command::new("kill")
             .arg(format!("-{signal}"))
-            .arg(child.id().to_string()),
-    );
+            .arg(child.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+    };
+    send();
+    if twice {
+        std::thread::sleep(Duration::from_millis(200));
+        send();
+    }
     let out = child.wait_with_output().expect("wait");
     t.exit_codes.push(out.status.code());
     t.trials += 1;
@@ -147,6 +165,11 @@ fn trial(bin: &str, dir: &Path, hosts: &[SshHost], signal: &str, after: Duration
     if run.status.success() && check.status.code() == Some(0) {
         t.converged += 1;
     }
+    t.temp_left += hosts
+        .iter()
+        .flat_map(|h| std::fs::read_dir(h.srv()).unwrap().flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".nexus-"))
+        .count();
 }
 
 fn main() {
@@ -196,12 +219,12 @@ fn main() {
     println!("seed {seed} (NEXUS_FAULT_SEED), {trials} trial(s) per signal");
 
     let mut rng = Rng(seed);
-    for signal in ["KILL", "INT"] {
+    for (signal, twice) in [("KILL", false), ("INT", false), ("INT", true)] {
         let mut t = Tally::default();
         for _ in 0..trials {
             reset(&hosts, dir.path());
             let after = span.mul_f64(rng.next_f64());
-            trial(&bin, dir.path(), &hosts, signal, after, &mut t);
+            trial(&bin, dir.path(), &hosts, (signal, twice), after, &mut t);
         }
         let codes: std::collections::BTreeMap<String, usize> =
             t.exit_codes.iter().fold(Default::default(), |mut m, c| {
@@ -210,16 +233,18 @@ fn main() {
                 m
             });
         println!(
-            "SIG{signal}: DB integrity ok {}/{}; remote processes left {} (in {} trial(s)); \
+            "SIG{signal}{}: DB integrity ok {}/{}; remote processes left {} (in {} trial(s)); \
              hosts written to after nexus exited in {} trial(s); re-plan + apply converges {}/{}; \
-             exit codes {codes:?}",
+             temp files left after converging {}; exit codes {codes:?}",
+            if twice { " twice" } else { "" },
             t.integrity_ok,
             t.trials,
             t.left,
             t.trials_with_left,
             t.wrote_after,
             t.converged,
-            t.trials
+            t.trials,
+            t.temp_left
         );
     }
 
