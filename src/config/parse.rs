@@ -18,6 +18,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "vars",
     "vault",
     "state",
+    "trust",
     "host",
     "group",
     "tailscale",
@@ -47,6 +48,7 @@ pub(super) struct Builder {
     pub vars: BTreeMap<String, Value>,
     pub vault: Option<(Vault, Span)>,
     pub state: Option<(StateSetting, Span)>,
+    pub trust: Option<(Trust, Span)>,
     pub hosts: Vec<Host>,
     pub groups: Vec<Group>,
     pub tailscale: Vec<Tailscale>,
@@ -241,6 +243,7 @@ impl Builder {
             }
             "vault" => self.vault(cx, fc, node),
             "state" => self.state(cx, fc, node),
+            "trust" => self.trust(cx, fc, node),
             "host" => {
                 if let Some(h) = host(cx, fc, node) {
                     self.hosts.push(h);
@@ -370,6 +373,37 @@ impl Builder {
             return;
         }
         self.vault = Some((v, span));
+    }
+
+    fn trust(&mut self, cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) {
+        let mut r = NodeR::new(cx, node, fc.file, "`trust`".into());
+        r.expect_args(cx, 0, 0, "trust allowed-signers=\".nexus/allowed_signers\"");
+        let file = r.str(cx, "allowed-signers");
+        let span = r.name_span();
+        r.finish(cx);
+        let Some(file) = file else {
+            cx.push(
+                Diag::new(
+                    "config::missing-property",
+                    "`trust` needs `allowed-signers`",
+                )
+                .at(span, "no allowed-signers")
+                .help("trust allowed-signers=\".nexus/allowed_signers\""),
+            );
+            return;
+        };
+        if let Some((_, first)) = &self.trust {
+            cx.push(
+                Diag::new("config::duplicate-trust", "`trust` is given more than once")
+                    .at(span, "second `trust`")
+                    .also(*first, "first `trust`"),
+            );
+            return;
+        }
+        let trust = Trust {
+            allowed_signers: local_path(fc, &file),
+        };
+        self.trust = Some((trust, span));
     }
 
     fn state(&mut self, cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) {
