@@ -359,6 +359,13 @@ fn an_encrypted_key_reads_its_passphrase_from_the_environment() {
     let env = Env::new();
     let public = env.keygen("locked", "ed25519", "correct horse");
     env.allow(&format!("{PRINCIPAL} {public}"));
+    // No passphrase and no terminal to ask on (stdin and stderr are pipes here).
+    let r = env
+        .p
+        .nexus(&["plan", "-o", "plan.lock", "--sign", "locked"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("NEXUS_SIGN_PASSPHRASE"), "{r:?}");
+    assert!(!env.p.path("plan.lock").exists(), "a plan was written");
     let r = env.p.nexus_with(
         &["plan", "-o", "plan.lock", "--sign", "locked"],
         "",
@@ -391,9 +398,34 @@ fn a_key_held_by_ssh_agent_signs() {
     );
     assert_eq!(r.code, 0, "{r:?}");
     assert!(env.keygen_verifies(PRINCIPAL));
+    // The agent's only key, and a key named by its fingerprint.
+    let fingerprint = harness::run(
+        Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(env.p.path("deploy.pub")),
+    );
+    let fingerprint = fingerprint.split_whitespace().nth(1).unwrap().to_string();
+    for spec in ["agent:".to_string(), format!("agent:{fingerprint}")] {
+        std::fs::remove_file(env.p.path("plan.lock.sig")).unwrap();
+        let r = env.p.nexus_with(
+            &["plan", "-o", "plan.lock", "--sign", &spec],
+            "",
+            &[("SSH_AUTH_SOCK", sock)],
+        );
+        assert_eq!(r.code, 0, "{spec}: {r:?}");
+        assert!(env.keygen_verifies(PRINCIPAL), "{spec}");
+    }
     let r = env.apply();
     assert_eq!(r.code, 0, "{r:?}");
     assert!(env.ran());
+}
+
+#[test]
+fn sign_without_a_plan_file_is_a_usage_error() {
+    let env = Env::new();
+    let r = env.p.nexus(&["plan", "--sign", "deploy"]);
+    assert_eq!(r.code, 64, "{r:?}");
+    assert!(r.stderr.contains("--out"), "{r:?}");
 }
 
 #[test]

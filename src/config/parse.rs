@@ -383,12 +383,9 @@ impl Builder {
         r.finish(cx);
         let Some(file) = file else {
             cx.push(
-                Diag::new(
-                    "config::missing-property",
-                    "`trust` needs `allowed-signers`",
-                )
-                .at(span, "no allowed-signers")
-                .help("trust allowed-signers=\".nexus/allowed_signers\""),
+                Diag::new("config::missing-option", "`trust` needs `allowed-signers`")
+                    .at(span, "no allowed-signers")
+                    .help("trust allowed-signers=\".nexus/allowed_signers\""),
             );
             return;
         };

@@ -84,7 +84,12 @@ impl Key {
             let what = format!("the key {} ({spec})", fingerprint(&public));
             return Key::from_agent(|k| k.key_data() == public.key_data(), &what).await;
         }
-        let key = PrivateKey::from_openssh(&text).map_err(|e| read(e.to_string()))?;
+        let key = PrivateKey::from_openssh(&text).map_err(|e| {
+            read(format!(
+                "not an OpenSSH private or public key ({e}); `ssh-keygen -p -f KEY` rewrites a \
+                 PEM private key in OpenSSH's format"
+            ))
+        })?;
         if !key.is_encrypted() {
             return Ok(Key::Private(Box::new(key)));
         }
