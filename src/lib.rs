@@ -18,5 +18,6 @@ pub mod preflight;
 pub mod render;
 pub mod resources;
 pub mod secrets;
+pub mod signing;
 pub mod state;
 pub mod transport;

@@ -22,6 +22,10 @@ pub struct Request {
     pub overrides: Overrides,
     pub parallel: usize,
     pub continue_on_error: bool,
+    /// `-c`: the configuration apply is given, consulted for `trust` (app/signature.rs).
+    pub config: PathBuf,
+    /// `--allowed-signers`: require plans signed by a key of this file.
+    pub allowed_signers: Option<PathBuf>,
 }
 
 /// A finished run: what the executor reported and what the state recorded.
@@ -57,9 +61,22 @@ pub fn apply(
     let file = req.file.display().to_string();
     // Replay protection keys on the plan file: its hash plus the id `nexus plan -o` gave it,
     // both covered by the header's hash.
-    let (plan, hash) = lockfile::read(&req.file)
+    // Read once: the bytes whose signature is checked are the bytes that are applied.
+    let bytes = std::fs::read(&req.file).map_err(|e| Error::PlanFile {
+        source: lockfile::LockfileError::Read {
+            file: file.clone(),
+            reason: e.to_string(),
+        },
+    })?;
+    let (plan, hash) = lockfile::decode_named(&bytes, &file)
         .and_then(lockfile::PlanFile::applicable)
         .map_err(|source| Error::PlanFile { source })?;
+    let trust = super::signature::Trust {
+        flag: req.allowed_signers.as_deref(),
+        own_config: &req.config,
+        plan_config: Path::new(&plan.config),
+    };
+    let signer = super::signature::verify(&req.file, &bytes, &trust)?;
     let base = plan_base_dir(&plan.config);
     let location = super::state::location(
         req.state.as_deref(),
@@ -79,7 +96,7 @@ pub fn apply(
             status: format!("{:?}", prev.status),
         });
     }
-    let run = state.begin(&plan, &hash, RunKind::Apply)?;
+    let run = state.begin(&plan, &hash, RunKind::Apply, signer)?;
     let mut needs = Needs::default();
     for (name, fingerprint) in &plan.inputs.secrets {
         needs.require(name, Some(fingerprint));

@@ -108,6 +108,21 @@ pub enum Error {
     #[error("{source}\nNothing was executed.")]
     PlanFile { source: LockfileError },
 
+    /// A signature was required and this plan file's did not pass.
+    #[error("refusing {file}: {refusal}\nNothing was executed.")]
+    Unverified {
+        file: String,
+        refusal: crate::signing::Refusal,
+    },
+
+    /// Signatures are required, but the allowed_signers file cannot be read.
+    #[error("{reason}\nNothing was executed.")]
+    AllowedSigners { reason: String },
+
+    /// `plan --sign` could not load its key or sign.
+    #[error("{0}")]
+    Sign(crate::signing::SignError),
+
     /// A plan file that could not be read for showing.
     #[error("{0}")]
     ReadPlan(LockfileError),
@@ -190,6 +205,7 @@ impl Error {
                 LockfileError::Read { .. } | LockfileError::Write { .. } => Exit::Failed,
                 _ => Exit::PlanRefused,
             },
+            Error::Unverified { .. } | Error::AllowedSigners { .. } => Exit::PlanRefused,
             Error::AlreadyApplied { .. } => Exit::PlanStale,
             // Unreachable hosts are a connection problem, not drift; report them as such.
             Error::Stale { check, .. } if check.drift.is_empty() => Exit::Unreachable,
@@ -201,6 +217,7 @@ impl Error {
             | Error::Runtime(_)
             | Error::PlanFailed { .. }
             | Error::WritePlan(_)
+            | Error::Sign(_)
             | Error::State(_)
             | Error::StateSetting(_)
             | Error::Record(_)

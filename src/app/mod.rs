@@ -15,6 +15,7 @@ pub mod preflight;
 pub mod record;
 pub mod run;
 pub mod secrets;
+pub mod signature;
 pub mod state;
 
 pub use error::Error;

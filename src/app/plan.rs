@@ -278,13 +278,22 @@ pub struct Planned {
     pub deliveries: Vec<Delivery>,
     /// The drift check recorded (`--record`), by id.
     pub drift_check: Option<i64>,
+    /// The signature written beside the plan file (`--sign`).
+    pub signature: Option<PathBuf>,
 }
 
-/// Plans; writes the plan file to `out` when given; with `notify_drift`, tells the webhooks that
-/// asked for drift when the plan has changes.
+/// Where `plan -o` writes, and whether it signs what it wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    pub file: &'a Path,
+    pub sign: Option<&'a super::signature::SignRequest>,
+}
+
+/// Plans; writes the plan file to `out` when given (signed, if asked); with `notify_drift`,
+/// tells the webhooks that asked for drift when the plan has changes.
 pub fn plan(
     req: &Request,
-    out: Option<&Path>,
+    out: Option<Output<'_>>,
     notify_drift: bool,
     events: &(dyn Fn(PlanEvent) + Sync),
 ) -> Result<Planned, Error> {
@@ -294,6 +303,11 @@ pub fn plan(
         Reads::Probing
     };
     let live = Live::prepare(req, reads)?;
+    // A wrong key or passphrase fails before any host is contacted.
+    let mut key = match out.and_then(|o| o.sign) {
+        Some(sign) => Some(live.runtime().block_on(super::signature::load_key(sign))?),
+        None => None,
+    };
     let plan = live.runtime().block_on(async {
         let inv = live.inventory(&req.overrides)?;
         let r = live.plan(req, &inv, events).await;
@@ -303,8 +317,19 @@ pub fn plan(
             asked_for_file: out.is_some(),
         })
     })?;
+    let mut signature = None;
     if let Some(out) = out {
-        lockfile::write(out, &plan).map_err(Error::WritePlan)?;
+        lockfile::write(out.file, &plan).map_err(Error::WritePlan)?;
+        signature = match &mut key {
+            Some(key) => Some(
+                live.runtime()
+                    .block_on(super::signature::sign_file(key, out.file))?,
+            ),
+            None => {
+                super::signature::remove_stale_sig(out.file)?;
+                None
+            }
+        };
     }
     let hash = lockfile::hash(&plan);
     let drift_check = match req.record {
@@ -326,6 +351,7 @@ pub fn plan(
         pins_written: live.pins_written,
         deliveries,
         drift_check,
+        signature,
     })
 }
 

@@ -49,8 +49,14 @@ impl Locked {
         self.guard.recovered()
     }
 
-    /// Records the start of a run of `plan`.
-    pub fn begin(&self, plan: &Plan, hash: &str, kind: RunKind) -> Result<RunId, Error> {
+    /// Records the start of a run of `plan`, signed by `signer` when apply checked a signature.
+    pub fn begin(
+        &self,
+        plan: &Plan,
+        hash: &str,
+        kind: RunKind,
+        signer: Option<String>,
+    ) -> Result<RunId, Error> {
         Ok(self.store.begin_run(&NewRun {
             plan_hash: hash.to_string(),
             config: plan.config.clone(),
@@ -58,7 +64,7 @@ impl Locked {
             tasks: plan.tasks.iter().map(|t| t.name.clone()).collect(),
             hosts: plan.hosts.iter().map(|h| h.name.clone()).collect(),
             started_at: now_ms(),
-            signer: None,
+            signer,
         })?)
     }
 

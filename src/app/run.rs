@@ -50,7 +50,7 @@ pub fn run(
         };
         planned(&plan);
         let hash = lockfile::hash(&plan);
-        let run = state.begin(&plan, &hash, RunKind::Run)?;
+        let run = state.begin(&plan, &hash, RunKind::Run, None)?;
         let opts = Options {
             parallel: req.parallel,
             continue_on_error,

@@ -18,6 +18,10 @@ pub struct ApplyArgs {
     /// Keep going on a host after one of its resources failed (the apply still fails)
     #[arg(long)]
     pub continue_on_error: bool,
+    /// Require the plan to be signed (FILE.sig) by a key of this OpenSSH allowed_signers file
+    /// (default: NEXUS_ALLOWED_SIGNERS, else the configuration's `trust`)
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -30,6 +34,8 @@ pub fn run(ctx: &Ctx, args: ApplyArgs) -> CmdResult {
         overrides: args.connect.overrides(),
         parallel: args.connect.parallel,
         continue_on_error: args.continue_on_error,
+        config: ctx.global.config.clone(),
+        allowed_signers: args.allowed_signers,
     };
     let progress: OnceLock<Progress> = OnceLock::new();
     let planned = |plan: &crate::plan::Plan| {

@@ -274,6 +274,9 @@ fn show_run(
     );
     let mut field = |name: &str, value: String| out.push_str(&format!("  {name:9} {value}\n"));
     field("plan", format!("{} ({})", run.plan_hash, run.config));
+    if let Some(signer) = &run.signer {
+        field("signed by", signer.clone());
+    }
     field(
         "tasks",
         if run.tasks.is_empty() {

@@ -37,6 +37,10 @@ pub struct PlanArgs {
     /// hosts had changes, and the plan's hash. For scheduled drift jobs
     #[arg(long)]
     pub record: bool,
+    /// Sign the plan file with an SSH key into FILE.sig (SSHSIG, namespace nexus-plan): a private
+    /// key file, a public key file whose private half ssh-agent holds, or agent:[SHA256:...]
+    #[arg(long, value_name = "KEY", requires = "out")]
+    pub sign: Option<String>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -100,12 +104,15 @@ pub fn run(ctx: &Ctx, args: PlanArgs) -> CmdResult {
             }
         }
     };
-    let planned = app::plan::plan(
-        &request(ctx, &args),
-        args.out.as_deref(),
-        args.detailed_exitcode,
-        &events,
-    )?;
+    let sign = args.sign.clone().map(|key| app::signature::SignRequest {
+        key,
+        prompt: super::secret::passphrase_prompt(),
+    });
+    let out = args.out.as_deref().map(|file| app::plan::Output {
+        file,
+        sign: sign.as_ref(),
+    });
+    let planned = app::plan::plan(&request(ctx, &args), out, args.detailed_exitcode, &events)?;
     let plan = &planned.plan;
     if let Some(p) = &planned.pins_written
         && !ctx.global.quiet
@@ -125,6 +132,9 @@ pub fn run(ctx: &Ctx, args: PlanArgs) -> CmdResult {
             planned.hash,
             out.display()
         ));
+        if let Some(sig) = &planned.signature {
+            emitln(&format!("Signed it into {}.", sig.display()));
+        }
     }
     super::report::deliveries(ctx, &planned.deliveries);
     Ok(if args.detailed_exitcode && plan.has_changes() {

@@ -384,6 +384,7 @@ impl Loader<'_> {
             handlers: b.handlers,
             vault: b.vault.map(|v| v.0),
             state: b.state.map(|v| v.0),
+            trust: b.trust.map(|v| v.0),
             env_used: self.env_used,
         };
         Ok(Loaded {

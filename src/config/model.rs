@@ -49,6 +49,8 @@ pub struct Config {
     pub vault: Option<Vault>,
     /// Where the state is kept when not in the default SQLite file (`state url=...`).
     pub state: Option<StateSetting>,
+    /// Who may sign the plans apply accepts (`trust allowed-signers=...`; docs/plan-format.md).
+    pub trust: Option<Trust>,
     /// Imports that were skipped because their `when` was false, with the env values that decided it.
     pub env_used: BTreeMap<String, Option<String>>,
 }
@@ -471,6 +473,12 @@ pub struct StateSetting {
     pub password: Option<Value>,
     /// The project's key in a shared database; default: the config directory's name.
     pub project: Option<String>,
+}
+
+/// `trust`: plans must be signed by a key of this OpenSSH allowed_signers file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Trust {
+    pub allowed_signers: PathBuf,
 }
 
 impl Config {

@@ -19,6 +19,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "vars",
     "vault",
     "state",
+    "trust",
     "host",
     "group",
     "tailscale",
@@ -48,6 +49,7 @@ pub(super) struct Builder {
     pub vars: BTreeMap<String, Value>,
     pub vault: Option<(Vault, Span)>,
     pub state: Option<(StateSetting, Span)>,
+    pub trust: Option<(Trust, Span)>,
     pub hosts: Vec<Host>,
     pub groups: Vec<Group>,
     pub tailscale: Vec<Tailscale>,
@@ -276,6 +278,7 @@ impl Builder {
             }
             "vault" => self.vault(cx, fc, node),
             "state" => self.state(cx, fc, node),
+            "trust" => self.trust(cx, fc, node),
             "host" => {
                 if let Some(h) = host(cx, fc, node) {
                     self.hosts.push(h);
@@ -409,6 +412,34 @@ impl Builder {
         self.vault = Some((v, span));
     }
 
+    fn trust(&mut self, cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) {
+        let mut r = NodeR::new(cx, node, fc.file, "`trust`".into());
+        r.expect_args(cx, 0, 0, "trust allowed-signers=\".nexus/allowed_signers\"");
+        let file = r.str(cx, "allowed-signers");
+        let span = r.name_span();
+        r.finish(cx);
+        let Some(file) = file else {
+            cx.push(
+                Diag::new("config::missing-option", "`trust` needs `allowed-signers`")
+                    .at(span, "no allowed-signers")
+                    .help("trust allowed-signers=\".nexus/allowed_signers\""),
+            );
+            return;
+        };
+        if let Some((_, first)) = &self.trust {
+            cx.push(
+                Diag::new("config::duplicate-trust", "`trust` is given more than once")
+                    .at(span, "second `trust`")
+                    .also(*first, "first `trust`"),
+            );
+            return;
+        }
+        let trust = Trust {
+            allowed_signers: local_path(fc, &file),
+        };
+        self.trust = Some((trust, span));
+    }
+
     fn state(&mut self, cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) {
         let mut r = NodeR::new(cx, node, fc.file, "`state`".into());
         r.expect_args(
@@ -431,7 +462,7 @@ impl Builder {
         r.finish(cx);
         let Some(url) = url else {
             cx.push(
-                Diag::new("config::missing-property", "`state` needs a `url`")
+                Diag::new("config::missing-option", "`state` needs a `url`")
                     .at(span, "no url")
                     .help("state url=(env)\"NEXUS_STATE_URL\""),
             );
