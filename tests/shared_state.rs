@@ -33,6 +33,19 @@ fn runner(h: &SshHost, pg: &Postgres) -> Project {
         .env_remove("PGPASSWORD")
 }
 
+/// Waits until the server records a run as running (nexus holds the lock and executes).
+fn wait_for_a_running_run(pg: &Postgres) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg
+        .try_psql("SELECT COUNT(*) FROM nexus.runs WHERE status = 'running'")
+        .as_deref()
+        != Ok("1")
+    {
+        assert!(Instant::now() < deadline, "no run started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn count(h: &SshHost) -> usize {
     std::fs::read_to_string(h.srv().join("count"))
         .map(|s| s.lines().count())
@@ -96,18 +109,7 @@ fn one_of_two_concurrent_applies_runs_and_a_killed_holder_frees_the_lock_at_once
         .spawn()
         .unwrap();
     // Wait until it holds the lock and executes (its run is recorded as running).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pg
-        .try_psql("SELECT COUNT(*) FROM nexus.runs WHERE status = 'running'")
-        .as_deref()
-        != Ok("1")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the first run never took the lock"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_a_running_run(&pg);
     let refused = b.nexus(&["run", "count"]);
     assert_eq!(refused.code, 7, "{}{}", refused.stdout, refused.stderr);
     for part in [format!("pid {}", holder.id()), "nexus run slow".to_string()] {
@@ -222,15 +224,7 @@ fn postgres_stopped_mid_apply_stops_the_run_and_keeps_what_it_could_not_record()
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pg
-        .try_psql("SELECT COUNT(*) FROM nexus.runs WHERE status = 'running'")
-        .as_deref()
-        != Ok("1")
-    {
-        assert!(Instant::now() < deadline, "the run never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_a_running_run(&pg);
     pg.stop();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

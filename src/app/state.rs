@@ -29,11 +29,6 @@ pub enum StateSettingError {
     },
 }
 
-/// Whether `--state` names a database server rather than a file.
-fn is_url(s: &str) -> bool {
-    s.starts_with("postgresql://") || s.starts_with("postgres://")
-}
-
 /// The location for a command over `config` (plan, run, history, state): `--state`, the
 /// configuration's `state` setting, or the default file.
 pub fn location(
@@ -50,7 +45,7 @@ pub fn location(
         )
     };
     match (flag, setting) {
-        (Some(f), _) if is_url(f) => Ok(Location::Postgres(PgSettings {
+        (Some(f), _) if crate::state::is_postgres_url(f) => Ok(Location::Postgres(PgSettings {
             url: f.to_string(),
             password: match setting.and_then(|s| s.password.as_ref()) {
                 Some(v) => Some(value(v, secrets, &env)?),
@@ -122,7 +117,9 @@ pub fn migrate(
     to: &str,
 ) -> Result<crate::state::Imported, Error> {
     let from = match flag {
-        Some(f) if is_url(f) => return Err(StateSettingError::NotAFile(f.to_string()).into()),
+        Some(f) if crate::state::is_postgres_url(f) => {
+            return Err(StateSettingError::NotAFile(f.to_string()).into());
+        }
         Some(f) => Location::Sqlite(f.into()),
         None => Location::Sqlite(crate::state::default_path(config)),
     };
@@ -132,7 +129,7 @@ pub fn migrate(
     if !path.exists() {
         return Err(StateSettingError::NoSource(path.clone()).into());
     }
-    if !is_url(to) {
+    if !crate::state::is_postgres_url(to) {
         return Err(StateSettingError::NotAUrl(to.to_string()).into());
     }
     let to = match of_config_file(Some(to), config)? {

@@ -25,6 +25,19 @@ pub use lock::{LockGuard, LockHolder, Recovered};
 pub use postgres::{Imported, PG_SCHEMA_VERSION, PgSettings, PostgresStore, redact_url};
 pub use sqlite::{DEFAULT_LOCK_MAX_AGE, SCHEMA_VERSION, SqliteStore};
 
+/// The text form of an enum, as both backends store it.
+pub(crate) fn text_of<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => unreachable!("unit enums serialize as strings, not {other:?}"),
+    }
+}
+
+/// Whether `s` names a PostgreSQL server (libpq's URL form) rather than a SQLite file.
+pub fn is_postgres_url(s: &str) -> bool {
+    s.starts_with("postgresql://") || s.starts_with("postgres://")
+}
+
 /// Where a project's state is: decided once per command (app/state.rs), opened here.
 #[derive(Debug, Clone)]
 pub enum Location {

@@ -21,7 +21,7 @@ use super::lock::{Identity, Liveness, liveness, new_token};
 use super::{
     ActionCounts, ActionRecord, DriftCheck, LastApplied, LockGuard, LockHolder, NewDriftCheck,
     NewRun, PendingHandler, Recovered, RunId, RunStatus, RunSummary, StateError, StateStore,
-    now_ms,
+    now_ms, text_of,
 };
 use crate::resources::Action;
 
@@ -94,7 +94,7 @@ pub fn redact_url(url: &str) -> String {
 /// Parses the URL into a client configuration, taking `sslmode` and `sslrootcert` out of the
 /// query (the client library knows neither verify mode nor root files).
 fn parse(s: &PgSettings) -> Result<(postgres::Config, SslMode, Option<String>), String> {
-    if !(s.url.starts_with("postgresql://") || s.url.starts_with("postgres://")) {
+    if !super::is_postgres_url(&s.url) {
         return Err("the state URL must start with postgresql:// (libpq's URL form)".into());
     }
     let (base, query) = s.url.split_once('?').unwrap_or((&s.url, ""));
@@ -749,14 +749,6 @@ const RUN_COLUMNS: &str = "id, kind, status, plan_hash, config, tasks, hosts, st
 /// A stored enum from its serde name; an unknown one (a newer nexus) reads as its text.
 fn enum_of<T: serde::de::DeserializeOwned>(text: String) -> Option<T> {
     serde_json::from_value(serde_json::Value::String(text)).ok()
-}
-
-/// The text form of an enum, as stored.
-fn text_of<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        other => unreachable!("unit enums serialize as strings, not {other:?}"),
-    }
 }
 
 fn list(text: String) -> Vec<String> {

@@ -19,7 +19,7 @@ use super::lock::{Identity, Liveness, liveness, new_token};
 use super::{
     ActionCounts, ActionRecord, ActionStatus, DriftCheck, LastApplied, LockGuard, LockHolder,
     NewDriftCheck, NewRun, OUTPUT_TAIL_MAX, PendingHandler, Recovered, RunId, RunStatus,
-    RunSummary, StateError, StateStore, cap_head, cap_tail, format_duration, now_ms,
+    RunSummary, StateError, StateStore, cap_head, cap_tail, format_duration, now_ms, text_of,
 };
 use crate::resources::Action;
 
@@ -289,14 +289,6 @@ fn json_list(row: &Row, idx: usize) -> rusqlite::Result<Vec<String>> {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
     })?;
     decode(idx, value)
-}
-
-/// The text form of an enum, as stored.
-fn text_of<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        other => unreachable!("unit enums serialize as strings, not {other:?}"),
-    }
 }
 
 fn count(row: &Row, idx: usize) -> rusqlite::Result<u64> {
