@@ -41,7 +41,7 @@ fn nix_bin_installable() -> bool {
 /// when it could have been installed.
 fn nix_instantiate() -> Option<PathBuf> {
     if let Some(p) = on_path("nix-instantiate") {
-        return Some(p);
+        return Some(first_use(p));
     }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     if ci && nix_bin_installable() {
@@ -59,6 +59,63 @@ fn nix_instantiate() -> Option<PathBuf> {
         }
     );
     None
+}
+
+/// `bin` once the store's first-use set-up is done. Nix creates its state directories and
+/// symlinks on first use without tolerating a concurrent first use ("creating symlink ... File
+/// exists"), so the tests of this file, run in parallel, would race on a fresh machine: one
+/// evaluation of a constant does the set-up while the other tests wait.
+fn first_use(bin: PathBuf) -> PathBuf {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        // A failure here is reported by the test's own invocation, with its message.
+        let _ = Command::new(&bin).args(["--eval", "-E", "1"]).output();
+    });
+    bin
+}
+
+/// Runs the other tests of this file in a private mount namespace whose /nix is an empty tmpfs, as
+/// on a machine where Nix never ran, several times: their first use of the store must not race
+/// ("creating symlink from '/nix/var/nix/gcroots/profiles' ... File exists").
+#[test]
+fn first_use_of_an_empty_nix_store_does_not_race() {
+    if std::env::var_os("NEXUS_NIX_FRESH_CHILD").is_some() || nix_instantiate().is_none() {
+        return;
+    }
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    });
+    if !root || !Path::new("/nix").is_dir() || on_path("unshare").is_none() {
+        eprintln!("SKIPPED: needs root, an existing /nix to mount over, and unshare");
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    for round in 1..=8 {
+        let home = tempfile::tempdir().expect("temp home");
+        let script = format!(
+            "mount -t tmpfs tmpfs /nix && exec {} --exact nix_expression_parses \
+             nix_expression_evaluates_to_the_nexus_package --test-threads=2",
+            exe.display()
+        );
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .env("NEXUS_NIX_FRESH_CHILD", "1")
+            .env("HOME", home.path())
+            .output()
+            .expect("run unshare");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains("2 passed"),
+            "round {round} on an empty /nix failed:\n{text}"
+        );
+    }
 }
 
 #[test]

@@ -94,17 +94,21 @@ cargo build --all-targets --locked
 section "test: cargo test --all-targets"
 test_log="$(mktemp)"
 trap 'rm -f "$test_log"' EXIT
-# --no-fail-fast: every test binary runs even after one fails, so the report shows all failures.
-cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$test_log"
+# --no-fail-fast: every test binary runs even after one fails; format and lints run after failed
+# tests too, and the end of the output lists every failure, so one run reports everything.
+test_rc=0
+cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$test_log" || test_rc=$?
 
 section "format: cargo fmt --check"
-cargo fmt --all --check
+fmt_rc=0
+cargo fmt --all --check || fmt_rc=$?
 
 section "lint: cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+clippy_rc=0
+cargo clippy --all-targets --locked -- -D warnings || clippy_rc=$?
 
-section "done: build, tests, format and lints passed"
-# One closing line with the totals of every test binary.
+section "summary"
+# One line with the totals of every test binary, then each failed test and check.
 awk '/^test result:/ {
         for (i = 1; i <= NF; i++) {
             if ($(i) ~ /^passed/) p += $(i - 1)
@@ -113,3 +117,13 @@ awk '/^test result:/ {
         }
     }
     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$test_log"
+grep -E '^test .* \.\.\. FAILED$' "$test_log" | sed 's/^test /failed test: /; s/ \.\.\. FAILED$//' || true
+# A binary that did not build or crashed has no "test result" line: cargo names it.
+grep -E '^error: (test failed|could not compile|[0-9]+ targets? failed)' "$test_log" || true
+[ "$test_rc" -eq 0 ] || echo "FAILED: cargo test (exit $test_rc)"
+[ "$fmt_rc" -eq 0 ] || echo "FAILED: cargo fmt --check"
+[ "$clippy_rc" -eq 0 ] || echo "FAILED: cargo clippy"
+if [ "$test_rc" -ne 0 ] || [ "$fmt_rc" -ne 0 ] || [ "$clippy_rc" -ne 0 ]; then
+    exit 1
+fi
+echo "done: build, tests, format and lints passed"
