@@ -2,12 +2,17 @@
 #
 #   nix-build nix/                     # result/bin/nexus
 #   nix-build nix/ --arg pkgs 'import <nixpkgs> { }'
+#   nix-build nix/ --arg doCheck true  # also runs the unit tests (cargo test --lib)
+#
+# The root flake.nix uses this file for its packages, apps and checks.
 #
 # Dependencies come from Cargo.lock (no network access beyond fetching the locked crates).
 # The crate needs Rust 1.95 (edition 2024): use a nixpkgs whose rustc is at least that.
-# Tests are not run here: they start sshd servers and need root (tests/run.sh runs them).
+# Only the unit tests can run in the build sandbox: the integration tests start sshd servers and
+# need root (tests/run.sh runs them).
 {
   pkgs ? import <nixpkgs> { },
+  doCheck ? false,
 }:
 
 let
@@ -33,7 +38,10 @@ pkgs.rustPlatform.buildRustPackage {
 
   cargoLock.lockFile = ../Cargo.lock;
 
-  doCheck = false;
+  inherit doCheck;
+  cargoTestFlags = [ "--lib" ];
+  # A few unit tests start process groups with setsid (util-linux), which stdenv lacks.
+  nativeCheckInputs = lib.optionals pkgs.stdenv.hostPlatform.isLinux [ pkgs.util-linux ];
 
   meta = {
     description = manifest.package.description;

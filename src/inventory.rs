@@ -72,9 +72,9 @@ impl Inventory {
         } else if let Some(h) = settings.host_key_checking {
             opts.host_key_policy = Some(h);
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let home = crate::local_user::home_dir();
         let resolve = |p: &str| {
-            let e = crate::transport::ssh_config::expand_tilde(p, home.as_deref());
+            let e = crate::local_user::expand_tilde(p, home.as_deref());
             if e.is_absolute() { e } else { base_dir.join(e) }
         };
         if let Some(k) = &settings.known_hosts {
@@ -105,6 +105,9 @@ impl Inventory {
                 },
             );
         }
+        // One connection per SSH host and per jump host on its way, held for the whole run.
+        let jumps: u64 = targets.values().map(jump_hops).sum();
+        crate::fd_limit::ensure(targets.len() as u64 + jumps)?;
         Ok(Inventory {
             secrets: Default::default(),
             pool,
@@ -248,4 +251,16 @@ fn target(
         t = t.jump(target(&jname, j, default_timeout, resolve));
     }
     t
+}
+
+/// How many jump hosts stand before `t` (each is a connection of its own; shared ones are
+/// counted once per host, an upper bound).
+fn jump_hops(t: &SshTarget) -> u64 {
+    let mut n = 0;
+    let mut next = t.jump.as_deref();
+    while let Some(j) = next {
+        n += 1;
+        next = j.jump.as_deref();
+    }
+    n
 }

@@ -221,6 +221,7 @@ fn failed_stage(e: &TransportError) -> Stage {
         UnknownHostKey { .. }
         | ChangedHostKey { .. }
         | RevokedHostKey { .. }
+        | HostCertificate { .. }
         | KnownHosts { .. } => Stage::HostKey,
         AuthFailed { .. } | EncryptedKeyNoPassphrase { .. } | KeyLoad { .. } => Stage::Auth,
         _ => Stage::Reach,

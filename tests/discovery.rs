@@ -80,6 +80,28 @@ tailscale "any"
     assert_eq!(names(&any), ["alices-macbook-pro", "db-1", "web-1"]);
 }
 
+/// `tailscale status` is another program's output: an address that is not an IP address is never
+/// used, whatever else the peer lists.
+#[test]
+fn peer_addresses_that_are_not_ip_addresses_are_not_used() {
+    let mut v: serde_json::Value = serde_json::from_str(&fixture()).unwrap();
+    let peers = v["Peer"].as_object_mut().unwrap();
+    for (i, peer) in peers.values_mut().enumerate() {
+        peer["TailscaleIPs"] = match i {
+            0 => serde_json::json!(["$(touch /tmp/x)", "fd7a:115c:a1e0::9"]),
+            _ => serde_json::json!(["100.64.0.1;id", "-oProxyCommand=x"]),
+        };
+        peer["Online"] = serde_json::json!(true);
+        peer["Tags"] = serde_json::json!(["tag:web"]);
+    }
+    let status = parse_status(&serde_json::to_string(&v).unwrap()).expect("parse");
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load(dir.path(), "tailscale \"all\" tag=\"web\"\n");
+    let hosts = select(&status, loaded.config.tailscale_group("all").unwrap());
+    let addresses: Vec<&str> = hosts.iter().map(|h| h.address.as_str()).collect();
+    assert_eq!(addresses, ["fd7a:115c:a1e0::9"], "{hosts:?}");
+}
+
 /// A project with a fake `tailscale` (a shell script printing `status.json`) and a config, where
 /// nexus runs without `-c`.
 fn project(config: &str) -> Project {

@@ -425,36 +425,56 @@ fn a_killed_nexus_leaves_no_command_running_on_the_host() {
              }}\n"
         );
         let p = Project::over(&[&h], " connect-timeout=\"10s\"", &body);
-        let r = p.nexus(&["plan", "-o", "plan.lock"]);
-        assert_eq!(r.code, 0, "{r:?}");
-        let mut child = p
-            .command(&["apply", "plan.lock"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let ticks = h.srv().join("ticks");
-        let size = || std::fs::metadata(&ticks).map_or(0, |m| m.len());
-        assert!(
-            eventually(30, || size() > 0),
-            "sudo={sudo}: the command never started"
-        );
-        assert!(!processes_with(&marker).is_empty());
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(
-            eventually(5, || processes_with(&marker).is_empty()),
-            "sudo={sudo}: processes of the command outlived nexus: {:?}",
-            processes_with(&marker)
-        );
-        let stopped_at = size();
-        std::thread::sleep(std::time::Duration::from_millis(600));
-        assert_eq!(
-            size(),
-            stopped_at,
-            "sudo={sudo}: the host was written to after nexus died"
-        );
+        kill_nexus_mid_command(&p, &marker, &h.srv().join("ticks"), &format!("sudo={sudo}"));
     }
+}
+
+/// Applies `p`'s plan, whose one command appends `marker` lines to `ticks`; once it writes,
+/// kills nexus with SIGKILL and asserts that no process carrying `marker` is left and that
+/// `ticks` stops growing.
+fn kill_nexus_mid_command(p: &Project, marker: &str, ticks: &std::path::Path, case: &str) {
+    let r = p.nexus(&["plan", "-o", "plan.lock"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut child = p
+        .command(&["apply", "plan.lock"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let size = || std::fs::metadata(ticks).map_or(0, |m| m.len());
+    assert!(
+        eventually(30, || size() > 0),
+        "{case}: the command never started"
+    );
+    assert!(!processes_with(marker).is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        eventually(5, || processes_with(marker).is_empty()),
+        "{case}: processes of the command outlived nexus: {:?}",
+        processes_with(marker)
+    );
+    let stopped_at = size();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(size(), stopped_at, "{case}: written to after nexus died");
+}
+
+/// `kill -9` of nexus while a command runs on this machine (a task without `on`): the command
+/// must not outlive it either. The local transport runs commands under the same watchdog, in a
+/// session of their own, so the terminal's session is never what gets killed.
+#[test]
+fn a_killed_nexus_leaves_no_local_command_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let ticks = dir.path().join("ticks");
+    let marker = "nexus-k9-marker-local";
+    let p = Project::new();
+    p.config(&format!(
+        "task \"t\" {{\n\
+             command \"i=0; while [ $i -lt 300 ]; do echo {marker} >> {}; i=$((i+1)); sleep 0.1; done\"\n\
+         }}\n",
+        ticks.display()
+    ));
+    kill_nexus_mid_command(&p, marker, &ticks, "local");
 }
 
 /// A task's `timeout` abandons the command in flight: that command is killed on its host then,
@@ -517,6 +537,15 @@ fn a_second_interrupt_kills_the_command_in_flight_and_records_it() {
     let out = child.wait_with_output().unwrap();
     let stdout = std::fs::read_to_string(&out_path).unwrap();
     assert_eq!(out.status.code(), Some(130), "{stdout}");
+    // Each signal says what the next one does.
+    assert!(
+        stdout.contains("interrupted by SIGINT: finishing what is running, starting nothing new (again: kill what is running and stop)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("interrupted by a second SIGINT: killing the commands running on their hosts (once more: exit at once)"),
+        "{stdout}"
+    );
     assert!(
         eventually(3, || sleeping("30.7") == 0),
         "the command in flight was not killed on the host"

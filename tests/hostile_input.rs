@@ -97,6 +97,27 @@ fn template_with_40000_terms_is_an_error_not_a_crash() {
     );
 }
 
+/// A template's work is bounded (minijinja fuel): a loop over a loop of ranges would otherwise run
+/// for hours and fill memory with its output.
+#[test]
+fn template_with_a_loop_over_a_loop_is_an_error_not_a_hang() {
+    let p = Project::new();
+    p.write(
+        "loops.j2",
+        "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}\n",
+    );
+    p.config(
+        "task \"t\" {\n    file \"/tmp/nexus-hostile-never-written\" template=\"loops.j2\"\n}\n",
+    );
+    let r = run_guarded(&p, &["plan"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("template loops.j2") && r.stderr.contains("steps of work"),
+        "{r:?}"
+    );
+    assert!(!std::path::Path::new("/tmp/nexus-hostile-never-written").exists());
+}
+
 // --- 4. unbounded reads --------------------------------------------------------------------------
 
 #[test]
@@ -221,6 +242,39 @@ fn broken_string_before_many_braces_is_an_error_not_a_crash() {
     p.config("host \"web1\" \"deploy@192.0.2.10\" become=#true sudo-password=\"hunter on=\"web1\" { comma{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{ntask \"e\"task \"x\" deps=\"nope\" { package \"p\" bogus=1; }\n { package \"x\" nope=1; }\ntask \"e\" { package \"x\" nope=1; }\ntask \"e\" { package \"x\" nope=1; }\nd \"true\" }\n");
     let r = p.nexus(&["validate"]);
     assert_invalid(&r, "too deep to diagnose");
+}
+
+/// Found by the hostile fuzz bench (config cases 2647, 2926, 4374): after the fast parser
+/// rejects a file, the `kdl` crate's error recovery recurses once per syntax error, and thousands
+/// of errors overflowed the stack (SIGABRT). Here every `}` is an error of its own: 100,000 of
+/// them fit the diagnostics window and are all reported (as a count); 2,000,000 do not, and the
+/// report stops where checking stopped.
+#[test]
+fn a_hundred_thousand_syntax_errors_are_reported_not_a_crash() {
+    let p = Project::new();
+    p.config(&format!(
+        "host \"web\" \"10.0.0.1\"\n{}\n",
+        "}".repeat(100_000)
+    ));
+    let r = run_guarded(&p, &["validate"]);
+    assert_invalid(&r, "nexus.kdl:2:1");
+    assert!(!r.stderr.contains("not checked in detail"), "{r:?}");
+
+    p.config(&format!(
+        "host \"web\" \"10.0.0.1\"\n{}\n",
+        "}}}}}}}} x=\"\n".repeat(250_000)
+    ));
+    let r = run_guarded(&p, &["validate"]);
+    assert_invalid(&r, "nexus.kdl:2:1");
+    // The last diagnostic, past the ones printed in full: where detailed checking stopped.
+    let r = run_guarded(&p, &["validate", "--format", "json"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("not checked in detail past this point"),
+        "{}",
+        &all[all.len().saturating_sub(2000)..]
+    );
 }
 
 /// Found by the hostile fuzz bench (config case 240 of seed 14): miette panics ("Formatting

@@ -97,7 +97,8 @@ fn first_use_of_an_empty_nix_store_does_not_race() {
         let home = tempfile::tempdir().expect("temp home");
         let script = format!(
             "mount -t tmpfs tmpfs /nix && exec {} --exact nix_expression_parses \
-             nix_expression_evaluates_to_the_nexus_package --test-threads=2",
+             nix_expression_evaluates_to_the_nexus_package flake_outputs_are_the_package_its_app_and_its_unit_tests \
+             --test-threads=3",
             exe.display()
         );
         let out = Command::new("unshare")
@@ -112,7 +113,7 @@ fn first_use_of_an_empty_nix_store_does_not_race() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            out.status.success() && text.contains("2 passed"),
+            out.status.success() && text.contains("3 passed"),
             "round {round} on an empty /nix failed:\n{text}"
         );
     }
@@ -135,60 +136,112 @@ fn nix_expression_parses() {
     );
 }
 
-#[test]
-fn nix_expression_evaluates_to_the_nexus_package() {
-    let Some(bin) = nix_instantiate() else { return };
-    // A stub nixpkgs: buildRustPackage returns its arguments, fileset.toSource its inputs.
-    // Only strings leave the evaluation (no path is copied into the Nix store).
-    let expr = format!(
-        r#"
-let
-  stub = {{
-    lib = {{
-      fileset = {{
-        toSource = {{ root, fileset }}: {{ inherit root fileset; }};
-        unions = l: l;
-      }};
-      licenses.mit = "MIT";
-      platforms.unix = [ "x86_64-linux" ];
-    }};
-    rustPlatform.buildRustPackage = args: args;
-  }};
-  drv = import {path} {{ pkgs = stub; }};
-  files = drv.src.fileset;
-  names = map (p: baseNameOf (toString p)) files;
-in
-  builtins.concatStringsSep " " [
-    drv.pname
-    drv.version
-    "lock-exists=${{if builtins.pathExists drv.cargoLock.lockFile then "yes" else "no"}}"
-    "lock=${{baseNameOf (toString drv.cargoLock.lockFile)}}"
-    "src-exists=${{toString (builtins.length (builtins.filter builtins.pathExists files))}}/${{toString (builtins.length files)}}"
-    "src=${{builtins.concatStringsSep "," names}}"
-    "doCheck=${{if drv.doCheck then "true" else "false"}}"
-    "license=${{drv.meta.license}}"
-    "main=${{drv.meta.mainProgram}}"
-  ]
-"#,
-        path = repo().join("nix/default.nix").display()
-    );
+/// A stub nixpkgs, as Nix bindings: `lib` with what the expressions use, and `pkgsFor SYSTEM`,
+/// whose buildRustPackage returns its arguments (and a store path, for interpolation) and
+/// fileset.toSource its inputs. Only strings leave an evaluation: nothing is copied into the store.
+const STUB_NIXPKGS: &str = r#"
+  lib = {
+    fileset = {
+      toSource = { root, fileset }: { inherit root fileset; };
+      unions = l: l;
+    };
+    licenses.mit = "MIT";
+    platforms.unix = [ "x86_64-linux" ];
+    genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
+    optionals = cond: l: if cond then l else [ ];
+  };
+  pkgsFor = system: {
+    inherit lib;
+    stdenv.hostPlatform = { inherit system; isLinux = builtins.match ".*-linux" system != null; };
+    util-linux = "util-linux";
+    rustPlatform.buildRustPackage = args: args // { outPath = "/nix/store/stub-${args.pname}-${system}"; };
+  };
+  bool = b: if b then "true" else "false";
+"#;
+
+/// Evaluates `let STUB_NIXPKGS BINDINGS in BODY` strictly; returns what it printed.
+fn eval_with_stub(bin: &Path, bindings: &str, body: &str) -> String {
+    let expr = format!("let\n{STUB_NIXPKGS}{bindings}\nin\n{body}\n");
     let out = Command::new(bin)
         .args(["--eval", "--strict", "-E"])
         .arg(&expr)
         .output()
         .expect("run nix-instantiate");
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "nix-instantiate --eval failed:\n{}",
+        "nix-instantiate --eval failed:\n{}\n{expr}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn nix_expression_evaluates_to_the_nexus_package() {
+    let Some(bin) = nix_instantiate() else { return };
+    let bindings = format!(
+        r#"
+  drv = import {} {{ pkgs = pkgsFor "x86_64-linux"; }};
+  files = drv.src.fileset;
+  names = map (p: baseNameOf (toString p)) files;"#,
+        repo().join("nix/default.nix").display()
+    );
+    let body = r#"
+  builtins.concatStringsSep " " [
+    drv.pname
+    drv.version
+    "lock-exists=${if builtins.pathExists drv.cargoLock.lockFile then "yes" else "no"}"
+    "lock=${baseNameOf (toString drv.cargoLock.lockFile)}"
+    "src-exists=${toString (builtins.length (builtins.filter builtins.pathExists files))}/${toString (builtins.length files)}"
+    "src=${builtins.concatStringsSep "," names}"
+    "doCheck=${bool drv.doCheck}"
+    "tests=${builtins.concatStringsSep "," drv.cargoTestFlags}"
+    "license=${drv.meta.license}"
+    "main=${drv.meta.mainProgram}"
+  ]"#;
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(
-        stdout.trim(),
+        eval_with_stub(&bin, &bindings, body),
         format!(
             "\"nexus {version} lock-exists=yes lock=Cargo.lock src-exists=3/3 \
-             src=Cargo.toml,Cargo.lock,src doCheck=false license=MIT main=nexus\""
+             src=Cargo.toml,Cargo.lock,src doCheck=false tests=--lib license=MIT main=nexus\""
         )
+    );
+}
+
+/// flake.nix, evaluated with a stub nixpkgs (this machine cannot fetch nixpkgs): for every system
+/// it offers the package of nix/default.nix as `packages.default`, an app running its
+/// `bin/nexus`, and a check that builds it with the unit tests on; the overlay adds `nexus`.
+#[test]
+fn flake_outputs_are_the_package_its_app_and_its_unit_tests() {
+    let Some(bin) = nix_instantiate() else { return };
+    let bindings = format!(
+        r#"
+  flake = import {};
+  nixpkgs = {{
+    inherit lib;
+    legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ] pkgsFor;
+  }};
+  out = flake.outputs {{ self = out; inherit nixpkgs; }};
+  sys = "x86_64-linux";"#,
+        repo().join("flake.nix").display()
+    );
+    let body = r#"
+  builtins.concatStringsSep " " [
+    "url=${flake.inputs.nixpkgs.url}"
+    "systems=${builtins.concatStringsSep "," (builtins.attrNames out.packages)}"
+    "default=${out.packages.${sys}.default.pname}"
+    "doCheck=${bool out.packages.${sys}.default.doCheck}"
+    "app=${out.apps.${sys}.default.type}:${out.apps.${sys}.default.program}"
+    "check=${out.checks.${sys}.unit.pname}:${bool out.checks.${sys}.unit.doCheck}:${builtins.concatStringsSep "," out.checks.${sys}.unit.cargoTestFlags}"
+    "checkInputs-linux=${toString out.checks.${sys}.unit.nativeCheckInputs}"
+    "checkInputs-darwin=${toString (builtins.length out.checks.aarch64-darwin.unit.nativeCheckInputs)}"
+    "overlay=${(out.overlays.default (pkgsFor sys) { }).nexus.pname}"
+  ]"#;
+    assert_eq!(
+        eval_with_stub(&bin, &bindings, body),
+        "\"url=github:NixOS/nixpkgs/nixos-unstable \
+         systems=aarch64-darwin,aarch64-linux,x86_64-darwin,x86_64-linux default=nexus \
+         doCheck=false app=app:/nix/store/stub-nexus-x86_64-linux/bin/nexus \
+         check=nexus:true:--lib checkInputs-linux=util-linux checkInputs-darwin=0 overlay=nexus\""
     );
 }

@@ -919,3 +919,66 @@ fn header_edits_never_replay_an_applied_plan() {
     let (run, count) = apply_count(&env, &h, "plan.lock");
     assert_eq!((run.code, count), (0, 2), "{run:?}");
 }
+
+/// Someone who can edit the plan artifact re-hashes it with a diff whose old side is not what the
+/// host has (here: showing harmless content where the host has real data). The diff still
+/// describes the blob, so the file reads as valid; apply's re-probe must refuse it, write
+/// nothing, and say why. The honest plan applies.
+#[test]
+fn apply_refuses_a_diff_whose_old_side_is_not_on_the_host() {
+    let h = SshHost::builder("pf2").private_srv().start();
+    let target = h.srv().join("app.conf");
+    std::fs::write(&target, "password_auth yes\n").unwrap();
+    harness::run(
+        std::process::Command::new("chown")
+            .arg(format!("{0}:{0}", harness::TEST_USER))
+            .arg(&target),
+    );
+    let env = Project::over(
+        &[&h],
+        " connect-timeout=\"5s\"",
+        "task \"t\" on=\"pf2\" { file \"/srv/app.conf\" content=\"password_auth no\\n\" }\n",
+    );
+    assert!(env.nexus(&["plan", "-o", "plan.lock"]).success());
+    let original = std::fs::read(env.path("plan.lock")).unwrap();
+    let id = header_of(&original)["id"].as_str().unwrap().to_string();
+    let (_, body) = split(&original);
+    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    {
+        let r = &mut v["hosts"][0]["resources"][0];
+        assert!(r["diff"].as_str().unwrap().contains("-password_auth yes"));
+        r["diff"] = nexus::resources::file::text_diff(
+            "/srv/app.conf",
+            b"# nothing configured\n",
+            b"password_auth no\n",
+        )
+        .unwrap()
+        .into();
+    }
+    let forged = file_with(nexus::plan::FORMAT_VERSION, Some(&id), &canonical_body(&v));
+    std::fs::write(env.path("forged.lock"), &forged).unwrap();
+    // The file itself is consistent: show renders the forged old side.
+    let shown = env.nexus(&["show", "forged.lock"]);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    assert!(shown.stdout.contains("nothing configured"), "{shown:?}");
+
+    let run = env.nexus(&["apply", "forged.lock"]);
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the plan's diff shows an old content the host's file does not have")
+            && run.stderr.contains("Nothing was executed"),
+        "{run:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "password_auth yes\n"
+    );
+
+    let run = env.nexus(&["apply", "plan.lock"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "password_auth no\n"
+    );
+}

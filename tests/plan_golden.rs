@@ -220,7 +220,7 @@ fn renderings(plan: &Plan) -> Vec<(&'static str, Vec<u8>)> {
             verbose: 1,
         },
     );
-    let mut json = serde_json::to_string_pretty(&render::json::plan(plan)).expect("json");
+    let mut json = serde_json::to_string_pretty(&render::json::plan(plan, None)).expect("json");
     json.push('\n');
     vec![
         ("plan.txt", text.into_bytes()),
@@ -728,7 +728,7 @@ fn summary_lines() {
 #[test]
 fn json_rendering_schema() {
     let plan = plan_of(&plans_dir().join("handlers"));
-    let v = render::json::plan(&plan);
+    let v = render::json::plan(&plan, None);
     assert_eq!(v["format_version"], "1.0");
     assert_eq!(v["plan_hash"], lockfile::hash(&plan));
     assert_eq!(v["has_changes"], true);
@@ -818,4 +818,48 @@ fn verbose_levels() {
         ),
         "{v2}"
     );
+}
+
+/// docs/plan.schema.json is what schemars generates from the rendering's types: the documented
+/// contract cannot drift from the code. Regenerate with `NEXUS_BLESS=1 cargo test --test plan_golden`.
+#[test]
+fn json_schema_file_is_generated_from_the_rendering_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/plan.schema.json");
+    let mut generated = serde_json::to_string_pretty(&render::json::schema()).expect("schema");
+    generated.push('\n');
+    if blessing() {
+        std::fs::write(&path, &generated).expect("write schema");
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "docs/plan.schema.json differs from the types in src/render/json.rs; regenerate with \
+         `NEXUS_BLESS=1 cargo test --test plan_golden` and review the diff"
+    );
+}
+
+/// Every pinned `--format json` rendering reads back into the typed document and writes out
+/// unchanged (a field the types do not know would be dropped): the goldens and the schema
+/// describe the same shape.
+#[test]
+fn golden_json_renderings_match_the_schema_types() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(plans_dir()).expect("golden/plans") {
+        let path = entry.expect("entry").path().join("plan.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let doc: render::json::PlanDocument =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(doc.format_version, render::json::JSON_FORMAT_VERSION);
+        let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            serde_json::to_value(&doc).unwrap(),
+            golden,
+            "{} has fields the types do not describe",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked > 10, "only {checked} golden plan.json files");
 }

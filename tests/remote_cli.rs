@@ -235,3 +235,196 @@ fn facts_and_preflight_use_the_hosts_nexus_lock_pins() {
             .contains("web-1")
     );
 }
+
+/// An account only NSS knows, as an LDAP or SSSD user is: a systemd-userdb drop-in in /run/userdb
+/// (read by nss-systemd, `passwd: files systemd` in Debian's nsswitch.conf), removed on drop.
+struct NssOnlyUser {
+    uid: u32,
+    name: String,
+    home: tempfile::TempDir,
+    files: Vec<std::path::PathBuf>,
+}
+
+impl NssOnlyUser {
+    fn create(name: &str) -> NssOnlyUser {
+        // A uid nobody has, so /etc/passwd cannot be what answers.
+        let uid = (4200..4300)
+            .find(|u| {
+                !std::process::Command::new("getent")
+                    .args(["passwd", &u.to_string()])
+                    .status()
+                    .expect("getent")
+                    .success()
+            })
+            .expect("a free uid");
+        let home = tempfile::Builder::new()
+            .prefix("nexus-nss-home-")
+            .tempdir()
+            .expect("home");
+        let dir = Path::new("/run/userdb");
+        std::fs::create_dir_all(dir).expect("/run/userdb");
+        let record = dir.join(format!("{name}.user"));
+        std::fs::write(
+            &record,
+            format!(
+                r#"{{"userName":"{name}","uid":{uid},"gid":{uid},"homeDirectory":"{}","shell":"/bin/sh","disposition":"regular"}}"#,
+                home.path().display()
+            ),
+        )
+        .expect("userdb record");
+        let by_uid = dir.join(format!("{uid}.user"));
+        let _ = std::fs::remove_file(&by_uid);
+        std::os::unix::fs::symlink(format!("{name}.user"), &by_uid).expect("userdb uid link");
+        let user = NssOnlyUser {
+            uid,
+            name: name.to_string(),
+            home,
+            files: vec![record, by_uid],
+        };
+        let out = std::process::Command::new("getent")
+            .args(["passwd", &uid.to_string()])
+            .output()
+            .expect("getent");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with(&format!("{name}:")),
+            "nss-systemd does not resolve the userdb drop-in (libnss-systemd, `passwd: files systemd`)"
+        );
+        assert!(
+            !std::fs::read_to_string("/etc/passwd")
+                .unwrap()
+                .contains(&format!(":{uid}:")),
+            "uid {uid} must not be in /etc/passwd"
+        );
+        user
+    }
+
+    /// Writes a file in the home directory, owned by the user.
+    fn write(&self, rel: &str, content: &[u8], mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.home.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Runs nexus as this user with an environment that has neither HOME nor USER.
+    fn nexus(&self, args: &[&str]) -> std::process::Output {
+        let status = std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{0}:{0}", self.uid))
+            .arg(self.home.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::process::Command::new("setpriv")
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.uid))
+            .arg("--clear-groups")
+            .arg("env")
+            .arg("-i")
+            .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+            .arg(env!("CARGO_BIN_EXE_nexus"))
+            .args(args)
+            .current_dir(self.home.path())
+            .output()
+            .expect("run nexus as the NSS user")
+    }
+}
+
+impl Drop for NssOnlyUser {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+#[test]
+fn a_user_known_only_through_nss_gets_its_home_keys_and_login_name() {
+    let h = SshHost::start("nss");
+    let user = NssOnlyUser::create("nexus-nss");
+    // Only the defaults: ~/.ssh/id_ed25519 and ~/.ssh/known_hosts, which nexus finds only by
+    // asking the user database for the home directory.
+    user.write(
+        ".ssh/id_ed25519",
+        &std::fs::read(&h.user_key.private).unwrap(),
+        0o600,
+    );
+    user.write(
+        ".ssh/known_hosts",
+        format!("{}\n", h.known_hosts_line()).as_bytes(),
+        0o644,
+    );
+    user.write(
+        "nexus.kdl",
+        format!(
+            "host \"nss\" \"{TEST_USER}@{}:{}\"\nhost \"anon\" \"{}:{}\" connect-timeout=\"5s\"\n",
+            h.ip, h.port, h.ip, h.port
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let out = user.nexus(&["facts", "nss", "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hosts"][0]["ok"], true, "{v}");
+    assert_eq!(v["hosts"][0]["facts"]["user"], TEST_USER);
+
+    // Without a user in the config, the login name is the NSS user's, as with ssh.
+    let out = user.nexus(&["facts", "anon"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr.contains(&format!("{}@", user.name)),
+        "the error should name the NSS login: {stderr}"
+    );
+}
+
+/// nexus holds a connection per host for the whole run: with a soft open-file limit below what
+/// it needs it raises the soft limit to the hard one (its commands inherit it), and with a hard
+/// limit below that it refuses before running anything, saying what to do.
+#[test]
+fn the_open_file_limit_is_raised_when_needed_and_a_too_low_one_is_refused() {
+    let p = harness::project::Project::new();
+    let out = p.path("limits");
+    p.config(&format!(
+        "task \"t\" {{\n    command \"grep 'Max open files' /proc/self/limits > {}\"\n}}\n",
+        out.display()
+    ));
+    let nexus = |nofile: &str| {
+        std::process::Command::new("prlimit")
+            .arg(format!("--nofile={nofile}"))
+            .arg(env!("CARGO_BIN_EXE_nexus"))
+            .args(["-c", p.path("nexus.kdl").to_str().unwrap(), "run"])
+            .current_dir(p.dir())
+            .output()
+            .expect("run nexus under prlimit")
+    };
+    let r = nexus("20:4096");
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let limits = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        limits
+            .split_whitespace()
+            .skip(3)
+            .take(2)
+            .eq(["4096", "4096"]),
+        "{limits}"
+    );
+
+    std::fs::remove_file(&out).unwrap();
+    let r = nexus("20:20");
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("needs about 32 open files") && stderr.contains("ulimit -Hn"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a command ran");
+}

@@ -4,6 +4,8 @@
 #
 #   tests/run.sh              # as root on Debian: installs what the tests need, then tests
 #   NEXUS_SKIP_SETUP=1 tests/run.sh   # not root, machine already prepared: skip the set-up
+#   NEXUS_FRESH_CHECK=1 tests/run.sh  # also .ci/fresh-check (on by default when CI=true;
+#                                     # NEXUS_FRESH_CHECK=0 turns it off there)
 #
 # Set-up (root): tests/setup.sh (openssh-server, sudo, test users), a C compiler for the crypto
 # crates, and Debian's nix-bin for the Nix expression test when apt offers it. It never
@@ -107,6 +109,21 @@ section "lint: cargo clippy --all-targets -- -D warnings"
 clippy_rc=0
 cargo clippy --all-targets --locked -- -D warnings || clippy_rc=$?
 
+# The README's two commands on a fresh clone, empty target dir and no Nix store (.ci/fresh-check):
+# in CI (CI=true) or when NEXUS_FRESH_CHECK=1, never inside the check itself.
+fresh_rc=0
+fresh_ran=0
+if [ -z "${NEXUS_FRESH_CHILD:-}" ] && [ "${NEXUS_FRESH_CHECK:-}" != "0" ] &&
+    { [ "${CI:-}" = "true" ] || [ "${NEXUS_FRESH_CHECK:-}" = "1" ]; }; then
+    section "fresh machine: .ci/fresh-check"
+    if [ "$(id -u)" -ne 0 ] || ! unshare --mount true 2>/dev/null; then
+        echo "SKIPPED: .ci/fresh-check needs root and mount namespaces (unshare --mount)"
+    else
+        fresh_ran=1
+        NEXUS_FRESH_CHILD=1 .ci/fresh-check || fresh_rc=$?
+    fi
+fi
+
 section "summary"
 # One line with the totals of every test binary, then each failed test and check.
 awk '/^test result:/ {
@@ -123,7 +140,9 @@ grep -E '^error: (test failed|could not compile|[0-9]+ targets? failed)' "$test_
 [ "$test_rc" -eq 0 ] || echo "FAILED: cargo test (exit $test_rc)"
 [ "$fmt_rc" -eq 0 ] || echo "FAILED: cargo fmt --check"
 [ "$clippy_rc" -eq 0 ] || echo "FAILED: cargo clippy"
-if [ "$test_rc" -ne 0 ] || [ "$fmt_rc" -ne 0 ] || [ "$clippy_rc" -ne 0 ]; then
+[ "$fresh_rc" -eq 0 ] || echo "FAILED: .ci/fresh-check (the README's commands on a fresh clone)"
+[ "$fresh_ran" -eq 0 ] || [ "$fresh_rc" -ne 0 ] || echo "fresh-check: passed"
+if [ "$test_rc" -ne 0 ] || [ "$fmt_rc" -ne 0 ] || [ "$clippy_rc" -ne 0 ] || [ "$fresh_rc" -ne 0 ]; then
     exit 1
 fi
 echo "done: build, tests, format and lints passed"

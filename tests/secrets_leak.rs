@@ -5,8 +5,6 @@
 
 mod harness;
 
-use std::path::Path;
-
 use harness::project::{Project, Run};
 use harness::{SUDO_PW, SUDO_PW_USER, SshHost, TEST_USER};
 
@@ -42,7 +40,7 @@ impl Recorder<'_> {
     /// `in_output`.
     fn assert_nothing_holds(&self, in_files: &[&str], in_output: &[&str]) {
         let mut files = Vec::new();
-        all_files_under(self.project.dir(), &mut files);
+        harness::all_files_under(self.project.dir(), &mut files);
         for f in files.iter().filter(|f| !f.ends_with("secrets.vault")) {
             let bytes = std::fs::read(f).unwrap();
             for needle in in_files {
@@ -68,17 +66,6 @@ impl Recorder<'_> {
         for (name, value) in secrets {
             let o = self.run(&["secret", "set", name], Some(value));
             assert!(o.success(), "{}", o.stderr);
-        }
-    }
-}
-
-fn all_files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            all_files_under(&p, out);
-        } else {
-            out.push(p);
         }
     }
 }

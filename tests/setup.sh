@@ -26,6 +26,9 @@ command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The NSS test (tests/remote_cli.rs) makes a user only the user database knows, through a
+# systemd-userdb drop-in that nss-systemd reads; its postinst adds `systemd` to nsswitch.conf.
+compgen -G '/lib/*/libnss_systemd.so.2' >/dev/null || compgen -G '/usr/lib/*/libnss_systemd.so.2' >/dev/null || missing+=(libnss-systemd)
 # debootstrap only recommends the keyring it verifies the archive with.
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -36,6 +39,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # /run/sshd: sshd's privilege separation directory; /srv: where hosts get private mounts.
 mkdir -p /run/sshd /srv
+if ! grep -Eq '^passwd:.*\bsystemd\b' /etc/nsswitch.conf; then
+    sed -i -E 's/^(passwd:.*)$/\1 systemd/' /etc/nsswitch.conf
+fi
 
 # nexus-test: logs in with the harness's keys; a light /bin/sh keeps channel start-up fast.
 # '*' unlocks the account for key logins without giving it a usable password.

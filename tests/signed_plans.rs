@@ -240,6 +240,40 @@ fn an_unsigned_plan_is_refused_when_the_configuration_names_the_allowed_signers(
     assert_eq!(r.code, 0, "{r:?}");
 }
 
+/// `run` executes a plan no one signed: where plans must be signed (the configuration's `trust`,
+/// or NEXUS_ALLOWED_SIGNERS) it is refused before any host is contacted; `--dry-run` still plans.
+#[test]
+fn run_is_refused_where_plans_must_be_signed() {
+    let env = Env::new();
+    let config = std::fs::read_to_string(env.p.path("nexus.kdl")).unwrap();
+    env.p.config(&format!(
+        "trust allowed-signers=\"allowed_signers\"\n{config}"
+    ));
+    // Planning still works (and settles the host's log of connections).
+    env.plan(&[]);
+    let before = env.connections();
+    let r = env.p.nexus(&["run"]);
+    env.assert_refused(&r, before, "plans for this project must be signed");
+    assert!(r.stderr.contains("trust allowed-signers="), "{r:?}");
+
+    env.p.config(&config);
+    let path = env.p.path("allowed_signers");
+    let r = env.p.nexus_with(
+        &["run"],
+        "",
+        &[("NEXUS_ALLOWED_SIGNERS", path.to_str().unwrap())],
+    );
+    env.assert_refused(&r, before, "NEXUS_ALLOWED_SIGNERS=");
+
+    let r = env.p.nexus_with(
+        &["run", "--dry-run"],
+        "",
+        &[("NEXUS_ALLOWED_SIGNERS", path.to_str().unwrap())],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!env.ran(), "a dry run ran the plan");
+}
+
 #[test]
 fn a_plan_changed_after_signing_is_refused() {
     let env = Env::new();

@@ -722,3 +722,68 @@ fn cli_state_shows_last_applied_and_the_lock() {
     assert!(store.lock_holder().unwrap().is_none());
     drop(guard);
 }
+
+/// Pre-images: only resources a run changed (with a fingerprint after) are offered for a
+/// rollback, oldest run first in plan order; gc keeps each host's newest generations and the
+/// contents they refer to.
+#[test]
+fn preimages_are_offered_in_order_and_gc_keeps_each_hosts_newest_generations() {
+    use nexus::state::{Blob, Image, NewGeneration, Preimage, RunId};
+    let dir = TempDir::new().unwrap();
+    let store = state::open(&db_in(&dir)).unwrap();
+    let image = |run: RunId, host: &str, seq: i64, blob: Option<&Blob>| Preimage {
+        run,
+        host: host.into(),
+        key: format!("t#{seq}"),
+        seq,
+        resource_id: format!("file:/srv/{seq}"),
+        image: Image::Absent,
+        blob: blob.map(|b| b.hash.clone()),
+        fingerprint_after: None,
+    };
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let run = store.begin_run(&new_run(&format!("{i:016}"))).unwrap();
+        let blob = Blob::new(format!("content {i}").into_bytes(), false);
+        store
+            .record_generation(
+                run,
+                &NewGeneration {
+                    plan: "{}".into(),
+                    rollback_of: None,
+                    preimages: vec![
+                        image(run, "web1", 2, Some(&blob)),
+                        image(run, "web1", 1, None),
+                        image(run, "web2", 1, None),
+                    ],
+                    blobs: vec![blob],
+                },
+            )
+            .unwrap();
+        // web1's seq 2 and web2 changed; web1's seq 1 was planned but not changed.
+        let after = vec![
+            ("web1".to_string(), "t#2".to_string(), format!("fp{i}")),
+            ("web2".to_string(), "t#1".to_string(), format!("fp{i}")),
+        ];
+        store.record_fingerprints_after(run, &after).unwrap();
+        store.finish_run(run, RunStatus::Succeeded, "{}").unwrap();
+        runs.push(run);
+    }
+    let web1 = store.preimages("web1", RunId(0)).unwrap();
+    let order: Vec<(i64, &str)> = web1.iter().map(|p| (p.run.0, p.key.as_str())).collect();
+    assert_eq!(
+        order,
+        [(runs[0].0, "t#2"), (runs[1].0, "t#2"), (runs[2].0, "t#2")]
+    );
+    assert_eq!(store.preimages("web1", runs[1]).unwrap().len(), 1);
+    let first_blob = web1[0].blob.clone().unwrap();
+    assert_eq!(store.blob(&first_blob).unwrap().unwrap().data, b"content 0");
+
+    // Keep 2 generations per host: run 0's rows, plan and content go.
+    let deleted = store.gc_generations(2).unwrap();
+    assert_eq!(deleted, 3);
+    assert_eq!(store.preimages("web1", RunId(0)).unwrap().len(), 2);
+    assert!(store.run_plan(runs[0]).unwrap().is_none());
+    assert!(store.run_plan(runs[1]).unwrap().is_some());
+    assert!(store.blob(&first_blob).unwrap().is_none());
+}

@@ -126,7 +126,7 @@ pub fn apply(
         let mut inv = Inventory::for_plan(&plan, &base, &req.overrides)?;
         inv.set_secrets(secrets.clone());
         let check = tokio::select! {
-            check = stale::check(&plan, &inv, req.parallel, &env, &secrets) => check,
+            check = stale::check(&plan, &inv, req.parallel, &env, &secrets, run) => check,
             exit = signals.next() => {
                 inv.close().await;
                 state.interrupt(run, exit);
@@ -146,6 +146,27 @@ pub fn apply(
                 check,
             });
         }
+        // A rollback needs the plan's probes, connections and handlers, not its contents: the
+        // pre-images keep the contents that matter.
+        let recorded = crate::plan::Plan {
+            blobs: Default::default(),
+            ..plan.clone()
+        };
+        let generation = crate::state::NewGeneration {
+            plan: serde_json::to_string(&recorded).expect("plans serialize"),
+            rollback_of: plan.rollback.as_ref().map(|r| RunId(r.to)),
+            preimages: check.preimages,
+            blobs: check.blobs,
+        };
+        if let Err(e) = state.store.record_generation(run, &generation) {
+            // Nothing was executed: a change without its pre-image could not be undone.
+            inv.close().await;
+            state.refuse(
+                run,
+                &serde_json::json!({ "status": "refused", "reason": format!("error: {e}") }),
+            );
+            return Err(e.into());
+        }
         planned(&plan);
         let opts = Options {
             parallel: req.parallel,
@@ -159,6 +180,7 @@ pub fn apply(
             hash: &hash,
             kind: EventKind::Apply,
             secrets: &secrets,
+            generation: true,
         };
         execution
             .run(inv, &opts, &state, run, &mut signals, observer)

@@ -72,6 +72,9 @@ pub enum Error {
     )]
     VaultKeyUnspecified { env: String },
 
+    #[error("nothing to roll back: {reason}")]
+    NothingToRollBack { reason: String },
+
     #[error("no run {id} in {database}{hint}")]
     NoSuchRun {
         id: i64,
@@ -114,6 +117,14 @@ pub enum Error {
         file: String,
         refusal: crate::signing::Refusal,
     },
+
+    /// `run` where plans must be signed: it executes a plan nobody signed, so it is refused.
+    #[error(
+        "refusing to run: plans for this project must be signed ({by}); `nexus run` applies a \
+         plan no one signed.\nNothing was executed. Plan, sign and apply instead: nexus plan -o \
+         plan.lock --sign KEY, then nexus apply plan.lock (or nexus run --dry-run to only look)"
+    )]
+    SignedPlansRequired { by: String },
 
     /// Signatures are required, but the allowed_signers file cannot be read.
     #[error("{reason}\nNothing was executed.")]
@@ -205,7 +216,9 @@ impl Error {
                 LockfileError::Read { .. } | LockfileError::Write { .. } => Exit::Failed,
                 _ => Exit::PlanRefused,
             },
-            Error::Unverified { .. } | Error::AllowedSigners { .. } => Exit::PlanRefused,
+            Error::Unverified { .. }
+            | Error::AllowedSigners { .. }
+            | Error::SignedPlansRequired { .. } => Exit::PlanRefused,
             Error::AlreadyApplied { .. } => Exit::PlanStale,
             // Unreachable hosts are a connection problem, not drift; report them as such.
             Error::Stale { check, .. } if check.drift.is_empty() => Exit::Unreachable,
@@ -229,7 +242,8 @@ impl Error {
             | Error::Vault(_)
             | Error::NoSuchSecret { .. }
             | Error::SecretTooLarge { .. }
-            | Error::NoSuchRun { .. } => Exit::Failed,
+            | Error::NoSuchRun { .. }
+            | Error::NothingToRollBack { .. } => Exit::Failed,
         }
     }
 
@@ -275,7 +289,13 @@ fn stale(
 ) -> String {
     let mut msg = format!("{file} is stale: the hosts changed since it was planned.\n");
     for d in drift {
-        msg.push_str(&format!("  changed: {}: {} ({})\n", d.host, d.label, d.key));
+        match &d.why {
+            Some(why) => msg.push_str(&format!(
+                "  refused: {}: {} ({}): {why}\n",
+                d.host, d.label, d.key
+            )),
+            None => msg.push_str(&format!("  changed: {}: {} ({})\n", d.host, d.label, d.key)),
+        }
     }
     for (h, e) in unreachable {
         msg.push_str(&format!("  cannot check {h}: {e}\n"));

@@ -310,6 +310,8 @@ pub struct Execution<'a> {
     pub hash: &'a str,
     pub kind: crate::notify::EventKind,
     pub secrets: &'a crate::secrets::Resolved,
+    /// Pre-images were recorded for this run: re-probe what it changed (docs/rollback.md).
+    pub generation: bool,
 }
 
 impl Execution<'_> {
@@ -324,6 +326,9 @@ impl Execution<'_> {
         observer: &(dyn Fn(&Event) + Sync),
     ) -> Result<(Report, Vec<crate::notify::Delivery>), Error> {
         let report = execute(self.plan, &inv, opts, state, run, signals, observer).await;
+        if let (Ok(report), true) = (&report, self.generation) {
+            self.record_after(report, &inv, opts, state, run).await?;
+        }
         inv.close().await;
         let report = report?;
         let event = crate::notify::RunEvent::from_report(
@@ -335,6 +340,37 @@ impl Execution<'_> {
         );
         let deliveries = super::notify::send(&self.plan.notify, &event, self.secrets).await;
         Ok((report, deliveries))
+    }
+}
+
+impl Execution<'_> {
+    /// Records the fingerprint each changed resource shows now, in one round trip per host: a
+    /// rollback of this run is stale-checked against it.
+    async fn record_after(
+        &self,
+        report: &Report,
+        inv: &Inventory,
+        opts: &Options,
+        state: &Locked,
+        run: RunId,
+    ) -> Result<(), Error> {
+        let mut keys: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for r in &report.results {
+            if r.changed && r.status == Status::Succeeded && r.role == crate::plan::Role::Task {
+                keys.entry(r.host.clone())
+                    .or_default()
+                    .insert(r.key.clone());
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let env = |k: &str| std::env::var(k).ok();
+        let after =
+            exec::stale::fingerprints(self.plan, &keys, inv, opts.parallel, &env, self.secrets)
+                .await;
+        Ok(state.store.record_fingerprints_after(run, &after)?)
     }
 }
 
@@ -442,7 +478,7 @@ pub async fn execute(
                     if let Some(reason) = lost.as_ref().and_then(|probe| probe()) {
                         lost = None;
                         opts.stop.request(reason.clone());
-                        observer(&Event::StopRequested { reason });
+                        observer(&Event::StopRequested { reason, kill: false, by_signal: false });
                     }
                 },
                 exit = signals.next() => match first {
@@ -454,6 +490,11 @@ pub async fn execute(
                             "interrupted by a second {}: killed on the host",
                             signal_name(exit)
                         ));
+                        observer(&Event::StopRequested {
+                            reason: format!("interrupted by a second {}", signal_name(exit)),
+                            kill: true,
+                            by_signal: true,
+                        });
                     }
                     // A third: stop now. The run stays 'running' in the state until the next
                     // command finds its process gone and records it interrupted; the commands
@@ -463,7 +504,7 @@ pub async fn execute(
                         first = Some(exit);
                         let reason = format!("interrupted by {}", signal_name(exit));
                         opts.stop.request(reason.clone());
-                        observer(&Event::StopRequested { reason });
+                        observer(&Event::StopRequested { reason, kill: false, by_signal: true });
                     }
                 },
             }

@@ -19,6 +19,11 @@ pub fn run(
     observer: &(dyn Fn(&Event) + Sync),
 ) -> Result<Applied, Error> {
     let live = Live::prepare(req, Reads::All)?;
+    // Where plans must be signed, only a signed plan file may execute: the trust of `apply`,
+    // from the environment or this configuration, also binds `run`.
+    if let Some(by) = super::signature::required_by(&live.loaded.config) {
+        return Err(Error::SignedPlansRequired { by });
+    }
     let location = super::plan::live_state(req, &live.loaded.config)?;
     let state = Locked::take(
         &location,
@@ -63,6 +68,8 @@ pub fn run(
             hash: &hash,
             kind: EventKind::Run,
             secrets: &secrets,
+            // `run` probes while planning, not again before executing: no pre-images yet.
+            generation: false,
         };
         let (report, deliveries) = execution
             .run(inv, &opts, &state, run, &mut signals, observer)

@@ -90,8 +90,8 @@ impl Trust<'_> {
         if let Some(f) = self.flag {
             return Ok(Some(f.to_path_buf()));
         }
-        if let Some(f) = std::env::var_os(ALLOWED_SIGNERS_ENV).filter(|v| !v.is_empty()) {
-            return Ok(Some(PathBuf::from(f)));
+        if let Some(f) = env_signers() {
+            return Ok(Some(f));
         }
         for config in [self.own_config, self.plan_config] {
             // A configuration that is not there sets no trust; apply needs none to run.
@@ -105,6 +105,25 @@ impl Trust<'_> {
         }
         Ok(None)
     }
+}
+
+/// Whether plans must be signed for `config` (its `trust` node, or NEXUS_ALLOWED_SIGNERS), and
+/// which says so: `run`, which signs nothing, is refused then.
+pub fn required_by(config: &crate::config::Config) -> Option<String> {
+    if let Some(f) = env_signers() {
+        return Some(format!("{ALLOWED_SIGNERS_ENV}={}", f.display()));
+    }
+    config
+        .trust
+        .as_ref()
+        .map(|t| format!("trust allowed-signers={}", t.allowed_signers.display()))
+}
+
+/// The allowed_signers file NEXUS_ALLOWED_SIGNERS names, if set and not empty.
+fn env_signers() -> Option<PathBuf> {
+    std::env::var_os(ALLOWED_SIGNERS_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Checks the signature of the plan file `file`, whose bytes are `bytes`, when trust is
@@ -148,7 +167,9 @@ fn read_sig(sig: &Path) -> Result<String, signing::Refusal> {
 }
 
 /// What `show` says about a plan file's signature.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Status {
     /// No FILE.sig.

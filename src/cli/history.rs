@@ -26,6 +26,9 @@ pub struct HistoryArgs {
     /// List the drift checks that `nexus plan --record` left instead of runs
     #[arg(long, conflicts_with_all = ["run", "prune"])]
     pub drift: bool,
+    /// List this host's generations (the runs that succeeded on it) instead of all runs
+    #[arg(long, value_name = "HOST", conflicts_with_all = ["run", "prune", "drift"])]
+    pub host: Option<String>,
 }
 
 /// The state this invocation uses: `--state`, the config's `state`, or `.nexus/state.db` next to
@@ -135,6 +138,9 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
     if args.drift {
         return show_drift(format, &db, store.as_deref(), limit);
     }
+    if let Some(host) = &args.host {
+        return show_generations(format, &db, store.as_deref(), host, limit);
+    }
     let runs = match &store {
         Some(store) => store.history(limit).map_err(failure)?,
         None => Vec::new(),
@@ -182,6 +188,57 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
         "\n{} run{} from {db}; `nexus history ID` shows one run's actions.\n",
         runs.len(),
         if runs.len() == 1 { "" } else { "s" }
+    ));
+    emit(&out);
+    Ok(Exit::Ok)
+}
+
+/// `nexus history --host H`: the host's generations, newest first.
+fn show_generations(
+    format: Format,
+    db: &str,
+    store: Option<&dyn StateStore>,
+    host: &str,
+    limit: usize,
+) -> CmdResult {
+    let mut generations = match store {
+        Some(store) => crate::app::rollback::generations(store, host)?,
+        None => Vec::new(),
+    };
+    generations.truncate(limit);
+    if format == Format::Json {
+        emit_json(&json!({ "database": db, "host": host, "generations": generations }));
+        return Ok(Exit::Ok);
+    }
+    if generations.is_empty() {
+        emitln(&format!("No generations of {host} recorded in {db}."));
+        return Ok(Exit::Ok);
+    }
+    let rows: Vec<Vec<String>> = generations
+        .iter()
+        .map(|g| {
+            vec![
+                g.run.to_string(),
+                format_time(g.started_at),
+                match g.rollback_to {
+                    Some(to) => format!("rollback to {to}"),
+                    None => status_name(&g.kind),
+                },
+                short_hash(&g.plan_hash).to_string(),
+                g.signer.clone().unwrap_or_else(|| "-".into()),
+                if g.reversible { "yes" } else { "no" }.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["RUN", "STARTED", "KIND", "PLAN", "SIGNER", "UNDOABLE"],
+        &rows,
+    );
+    out.push_str(&format!(
+        "
+{} generation{} of {host}; `nexus rollback --to RUN --host {host}` restores one.\n",
+        generations.len(),
+        if generations.len() == 1 { "" } else { "s" }
     ));
     emit(&out);
     Ok(Exit::Ok)

@@ -14,6 +14,7 @@ mod plan;
 mod preflight;
 mod progress;
 mod report;
+mod rollback;
 mod run;
 mod secret;
 mod show;
@@ -104,8 +105,10 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Plan and apply in one step (--dry-run: only plan)
     Run(run::RunArgs),
-    /// Past runs, or one run's actions
+    /// Past runs, or one run's actions; --host H lists a host's generations
     History(history::HistoryArgs),
+    /// A plan restoring the hosts as they were before the last run (or after --to RUN)
+    Rollback(rollback::RollbackArgs),
     /// The last applied state per host and resource
     State(state::StateArgs),
     /// Manage the encrypted secrets vault (init, set, get, list, rm)
@@ -252,6 +255,7 @@ pub fn main() -> i32 {
         Command::Apply(args) => apply::run(&ctx, args),
         Command::Run(args) => run::run(&ctx, args),
         Command::History(args) => history::run(&ctx, args),
+        Command::Rollback(args) => rollback::run(&ctx, args),
         Command::State(args) => state::run(&ctx, args),
         Command::Secret(args) => secret::run(&ctx, args),
         Command::Lock(args) => lock::run(&ctx, args),

@@ -66,7 +66,7 @@ pub fn request(ctx: &Ctx, args: &PlanArgs) -> app::plan::Request {
 /// Prints a plan in the requested format; `plan_file` is named in Markdown's truncation note.
 pub fn print(ctx: &Ctx, plan: &Plan, format: Format, plan_file: Option<&std::path::Path>) {
     match format {
-        Format::Json => emit_json(&crate::render::json::plan(plan)),
+        Format::Json => emit_json(&crate::render::json::plan(plan, None)),
         Format::Markdown => emit(&crate::render::markdown::plan_with(
             plan,
             &crate::render::markdown::MarkdownOptions {

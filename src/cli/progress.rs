@@ -156,9 +156,20 @@ pub fn line(e: &Event, verbose: u8) -> Option<String> {
             Some(line)
         }
         Event::RolloutStopped { reason, .. } => Some(format!("  stopped: {reason}")),
-        Event::StopRequested { reason } => Some(format!(
-            "{reason}: finishing what is running, starting nothing new (again to stop at once)"
-        )),
+        Event::StopRequested {
+            reason,
+            kill,
+            by_signal,
+        } => Some(match (kill, by_signal) {
+            (true, _) => format!(
+                "{reason}: killing the commands running on their hosts (once more: exit at once)"
+            ),
+            (false, true) => format!(
+                "{reason}: finishing what is running, starting nothing new (again: kill what is \
+                 running and stop)"
+            ),
+            (false, false) => format!("{reason}: finishing what is running, starting nothing new"),
+        }),
         _ => None,
     }
 }

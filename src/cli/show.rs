@@ -54,9 +54,7 @@ pub fn run(ctx: &Ctx, args: ShowArgs) -> CmdResult {
     }
     match format {
         Format::Json => {
-            let mut value = crate::render::json::plan(&file.plan);
-            value["signature"] = serde_json::json!(signed);
-            super::emit_json(&value);
+            super::emit_json(&crate::render::json::plan(&file.plan, Some(signed)));
         }
         Format::Markdown => {
             super::plan::print(ctx, &file.plan, format, Some(&args.file));

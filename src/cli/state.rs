@@ -36,6 +36,13 @@ pub enum StateAction {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    /// Retention of rollback data: delete the pre-images, recorded plans and contents of each
+    /// host's generations but the newest KEEP (docs/rollback.md)
+    Gc {
+        /// Generations kept per host
+        #[arg(long, value_name = "KEEP", default_value_t = crate::app::rollback::KEEP_GENERATIONS)]
+        keep: usize,
+    },
 }
 
 pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
@@ -61,6 +68,18 @@ pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
     }
     let location = state_location(ctx)?;
     let db = location.describe();
+    if let Some(StateAction::Gc { keep }) = &args.action {
+        let deleted = crate::app::rollback::gc(&location, &ctx.global.config, *keep)?;
+        if format == Format::Json {
+            emit_json(&json!({ "database": db, "keep": keep, "deleted_preimages": deleted }));
+        } else {
+            emitln(&format!(
+                "Deleted {deleted} pre-image(s) older than each host's newest {keep} \
+                 generation(s) ({db})."
+            ));
+        }
+        return Ok(Exit::Ok);
+    }
     if args.recover {
         let config_dir = ctx
             .global

@@ -23,11 +23,32 @@ pub const MAX_EXPRESSION_LEN: usize = 4096;
 /// cannot hold for a macro calling itself).
 const MAX_RECURSION: usize = 100;
 
+/// Instructions one render or evaluation may execute. Templates of real configurations (a loop
+/// over ten thousand hosts included) use a few hundred thousand; a loop over a loop of ranges
+/// would otherwise run for hours and fill memory with its output.
+pub const MAX_FUEL: u64 = 5_000_000;
+
 /// An environment with nexus's limits; callers add their own settings.
 pub fn environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_recursion_limit(MAX_RECURSION);
+    env.set_fuel(Some(MAX_FUEL));
     env
+}
+
+/// What to say about a minijinja error: its kind and detail, with running out of fuel put in
+/// terms of the limit.
+pub fn describe(e: &minijinja::Error) -> String {
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        return format!(
+            "it does more than {MAX_FUEL} steps of work, the limit for one template or expression \
+             (a loop over a loop?)"
+        );
+    }
+    match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    }
 }
 
 /// Why an expression or template was refused, and where (a byte offset into the text checked).
@@ -242,6 +263,22 @@ mod tests {
         assert!(check_template(&comment).is_ok());
         // An unclosed tag is minijinja's error to report; the count still applies.
         assert!(check_template(&format!("{{{{ {}", chain("+", 300))).is_err());
+    }
+
+    #[test]
+    fn a_loop_over_a_loop_runs_out_of_fuel() {
+        let env = environment();
+        let t = "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}";
+        let err = env.render_str(t, ()).unwrap_err();
+        assert_eq!(err.kind(), minijinja::ErrorKind::OutOfFuel);
+        assert!(
+            describe(&err).contains("steps of work"),
+            "{}",
+            describe(&err)
+        );
+        // A loop over ten thousand items, as a template over a fleet does, is well within it.
+        let fleet = "{% for h in range(10000) %}{{ h }} {{ h ~ '.example' }}\n{% endfor %}";
+        assert!(env.render_str(fleet, ()).is_ok());
     }
 
     /// What the limits allow must compile, evaluate and drop on a 2 MiB thread (a tokio worker's

@@ -204,23 +204,9 @@ impl Loader<'_> {
             );
             return;
         }
-        // The `kdl` crate diagnoses what the fast parser rejects, but after an error it may read a
-        // string's braces as blocks, and it recurses per block: 300 '{' in a broken string
-        // overflowed the stack. A rejected text that deep counting every brace is not handed to it.
-        let parsed = match syntax::parse_fast(&text) {
-            Ok(doc) => Ok(doc),
-            Err(syntax::Rejected) => {
-                if let Some(at) = too_deep_raw(&text, MAX_DEPTH) {
-                    self.cx.push(
-                        Diag::new("config::syntax", format!("KDL syntax error, and '{{' nested more than {MAX_DEPTH} levels deep counting those in strings"))
-                            .at(Span::new(id, at, 1), "too deep to diagnose")
-                            .help("fix the syntax error before this point (often an unclosed string); configurations need a few levels of blocks"),
-                    );
-                    return;
-                }
-                syntax::parse_with_kdl(&text)
-            }
-        };
+        // The fast parser, else the `kdl` crate's diagnostics, bounded so that no text can
+        // exhaust the stack (syntax::parse).
+        let parsed = syntax::parse(&text);
         let doc = match parsed {
             Ok(doc) => doc,
             Err(errors) => {
@@ -479,7 +465,7 @@ fn brace(depth: &mut usize, c: u8, max: usize) -> bool {
 
 /// The offset of the first '{' deeper than `max`, counting every brace, in strings and comments
 /// too: an upper bound on the depth any parser can reach, whatever it takes for a string.
-fn too_deep_raw(text: &str, max: usize) -> Option<usize> {
+pub(crate) fn too_deep_raw(text: &str, max: usize) -> Option<usize> {
     let mut depth = 0usize;
     text.bytes().position(|c| brace(&mut depth, c, max))
 }

@@ -245,7 +245,19 @@ impl ResourceKind {
 }
 
 /// The resource types, as the configuration, plan files and the state name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResourceType {
     Package,
@@ -422,6 +434,8 @@ pub struct Command {
     pub user: Option<String>,
     pub cwd: Option<String>,
     pub env: BTreeMap<String, Value>,
+    /// What `nexus rollback` runs to undo the command (docs/rollback.md).
+    pub undo: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -127,9 +127,9 @@ fn local_path(fc: &FileCtx<'_>, p: &str) -> PathBuf {
     // `~/` means the invoking user's home, as in ssh and shells; everything else is relative to
     // the config file that names it.
     if let Some(rest) = p.strip_prefix("~/")
-        && let Some(home) = std::env::var_os("HOME")
+        && let Some(home) = crate::local_user::home_dir()
     {
-        return PathBuf::from(home).join(rest);
+        return home.join(rest);
     }
     let p = Path::new(p);
     if p.is_absolute() {
@@ -1464,7 +1464,7 @@ fn group_res(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<ResourceKind> {
 }
 
 fn command(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<ResourceKind> {
-    r.expect_args(cx, 1, 1, "command \"SHELL COMMAND\" [creates=PATH] [removes=PATH] [unless=CMD] [onlyif=CMD] [user=..] [cwd=..] { env NAME=\"value\" }");
+    r.expect_args(cx, 1, 1, "command \"SHELL COMMAND\" [creates=PATH] [removes=PATH] [unless=CMD] [onlyif=CMD] [user=..] [cwd=..] [undo=CMD] { env NAME=\"value\" }");
     let cmd = r.arg_str(cx, 0);
     let creates = {
         let v = r.str(cx, "creates");
@@ -1476,6 +1476,7 @@ fn command(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<ResourceKind> {
     };
     let unless = r.str(cx, "unless").map(|s| s.value);
     let onlyif = r.str(cx, "onlyif").map(|s| s.value);
+    let undo = r.str(cx, "undo").map(|s| s.value);
     let user = r.str(cx, "user").and_then(|s| account_name(cx, s, "user"));
     let cwd = {
         let v = r.str(cx, "cwd");
@@ -1511,6 +1512,7 @@ fn command(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<ResourceKind> {
         user,
         cwd,
         env,
+        undo,
     }))
 }
 

@@ -70,11 +70,14 @@ fn host_of(node: &Node, user: Option<&str>) -> Option<DiscoveredHost> {
         clean_name(label)
     };
     let ips = node.tailscale_ips.as_deref().unwrap_or(&[]);
-    let address = ips
+    // Only what parses as an IP address is used: the status comes from another program, and an
+    // address reaches the SSH connection and the plan (IPv4 preferred, as tailscale's own ssh does).
+    let parsed: Vec<std::net::IpAddr> = ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+    let address = parsed
         .iter()
-        .find(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
-        .or(ips.first())?
-        .clone();
+        .find(|ip| ip.is_ipv4())
+        .or(parsed.first())?
+        .to_string();
     if name.is_empty() {
         return None;
     }

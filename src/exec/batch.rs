@@ -40,8 +40,11 @@ pub fn unit(r: &PlannedResource) -> Option<(Step, bool)> {
         return None;
     }
     let (s, guarded) = units.pop()?;
-    (s.download_to.is_none() && s.stdin_secrets.is_empty() && s.skip_if.is_none())
-        .then_some((s, guarded))
+    (s.download_to.is_none()
+        && s.stdin_secrets.is_empty()
+        && !s.stdin_sealed
+        && s.skip_if.is_none())
+    .then_some((s, guarded))
 }
 
 /// One resource of a batch: its command, whether a guard may skip it, and its content.
@@ -498,7 +501,9 @@ mod tests {
     #[tokio::test]
     async fn a_command_too_long_beside_its_contents_runs_nothing() {
         let mut blobs = BTreeMap::new();
-        let mut with_content = Step::new(format!("cat >/dev/null # {}", "'".repeat(40_000)), false);
+        // Quoting doubles each backslash: 70,000 of them make a command line too long.
+        let mut with_content =
+            Step::new(format!("cat >/dev/null # {}", "\\".repeat(70_000)), false);
         with_content.stdin = Some(blob(&mut blobs, b"x"));
         let t = LocalTransport::new("local");
         let esc = Escalation {

@@ -4,6 +4,7 @@
 //! emits [`Event`]s; rendering and state recording consume them.
 
 pub mod batch;
+pub mod preimage;
 pub mod retry;
 pub mod stale;
 pub mod step;
@@ -107,9 +108,14 @@ pub enum Event {
         handler: String,
         ok: bool,
     },
-    /// The run was asked to stop (Ctrl-C, SIGTERM): nothing new starts, what runs finishes.
+    /// The run was asked to stop (Ctrl-C, SIGTERM, a lost state lock): nothing new starts, and
+    /// what runs finishes, or with `kill` (a second signal) is killed on its host.
     StopRequested {
         reason: String,
+        /// The commands in flight are being killed.
+        kill: bool,
+        /// A signal asked: another one escalates (kill, then exit at once).
+        by_signal: bool,
     },
     /// Hosts of a task that never started it (a stopped rollout or run), with the reason.
     HostsNotRun {
@@ -319,7 +325,9 @@ fn result(
 /// content holds secrets (its hash is sealed and no old content is asked for; a batch sealed by
 /// the planner only because the old content held one still asks for it).
 fn holds_secrets(r: &PlannedResource) -> bool {
-    r.steps.iter().any(|s| !s.stdin_secrets.is_empty())
+    r.steps
+        .iter()
+        .any(|s| !s.stdin_secrets.is_empty() || s.stdin_sealed)
         || (r.action != Action::Delete
             && r.probe_batch
                 .as_ref()

@@ -1,12 +1,17 @@
 //! Staleness: before executing anything, re-probe every host (one round trip each) and compare
-//! each resource's observed-state fingerprint with the one in the plan.
+//! each resource's observed-state fingerprint with the one in the plan. The same round trip
+//! captures the pre-images of the resources the plan changes (exec/preimage.rs).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::preimage;
 use crate::inventory::Inventory;
-use crate::plan::{Plan, probe};
+use crate::plan::{HostPlan, Plan, PlannedResource, lockfile, probe};
 use crate::resources::Observed;
+use crate::state::{Blob, Preimage, RunId};
 use crate::transport::CommandSpec;
 
 /// A resource whose state differs from when the plan was made.
@@ -17,6 +22,9 @@ pub struct Drift {
     pub label: String,
     pub planned: String,
     pub now: String,
+    /// What differs, when it is more than "its state changed".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// What the re-probe found.
@@ -25,6 +33,11 @@ pub struct Check {
     pub drift: Vec<Drift>,
     /// Hosts that could not be probed, with the reason.
     pub unreachable: Vec<(String, String)>,
+    /// The pre-images of the resources the plan changes, with their contents.
+    #[serde(skip)]
+    pub preimages: Vec<Preimage>,
+    #[serde(skip)]
+    pub blobs: Vec<Blob>,
 }
 
 impl Check {
@@ -33,55 +46,122 @@ impl Check {
     }
 }
 
-/// Re-probes all hosts of the plan concurrently.
+/// One host's probe of `resources`: each one's observed state (`Err` with the section's status
+/// when its snippet failed) and the contents the pre-image section sent back.
+type Probed = (Vec<Result<Observed, i32>>, BTreeMap<usize, Vec<u8>>);
+
+/// Probes `resources` of `h` in one round trip; with `capture`, also sends back the contents
+/// of the files among them that are about to change.
+async fn probe_host(
+    h: &HostPlan,
+    resources: &[&PlannedResource],
+    inv: &Inventory,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    secrets: &crate::secrets::Resolved,
+    capture: bool,
+) -> Result<Probed, String> {
+    let specs: Vec<_> = resources.iter().map(|r| r.probe_spec()).collect();
+    let t = inv.transport(&h.name).map_err(|e| e.to_string())?;
+    let mut script = probe::script(&specs);
+    let token = preimage::token(&script);
+    if capture {
+        script.push_str(&preimage::script(resources, &token));
+    }
+    let mut cmd = CommandSpec::new(script);
+    if h.probe_sudo {
+        cmd = cmd.sudo(inv.become_for(&h.name, env).map_err(|e| e.to_string())?);
+    }
+    let out = t.run(&cmd).await.map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(format!("probe failed: {}", out.failure_summary()));
+    }
+    let stdout = out.stdout_str();
+    let (own, contents) = preimage::split_off(&stdout, &token);
+    let sections = probe::split(&specs, own, secrets.seal_key()).map_err(|e| e.to_string())?;
+    let observed = sections
+        .into_iter()
+        .map(|s| match Observed::parse(&s.output) {
+            Ok(o) if s.status == 0 => Ok(o),
+            _ => Err(s.status),
+        })
+        .collect();
+    Ok((observed, contents))
+}
+
+/// Resources skipped by `when` at plan time were never probed and have no identity.
+fn probed(h: &HostPlan) -> Vec<&PlannedResource> {
+    h.resources.iter().filter(|r| !r.id.is_empty()).collect()
+}
+
+fn fingerprint_of(o: &Result<Observed, i32>) -> String {
+    match o {
+        Ok(o) => o.fingerprint(),
+        Err(status) => format!("probe failed (status {status})"),
+    }
+}
+
+/// Re-probes all hosts of the plan concurrently, capturing pre-images for `run`.
 pub async fn check(
     plan: &Plan,
     inv: &Inventory,
     parallel: usize,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     secrets: &crate::secrets::Resolved,
+    run: RunId,
 ) -> Check {
-    let per_host: Vec<Result<Vec<Drift>, (String, String)>> =
+    type HostCheck = (Vec<Drift>, Vec<Preimage>, Vec<Blob>);
+    let per_host: Vec<Result<HostCheck, (String, String)>> =
         futures::stream::iter(plan.hosts.iter())
             .map(|h| async move {
-                // Resources skipped by `when` at plan time were never probed and have no identity.
-                let probed: Vec<_> = h.resources.iter().filter(|r| !r.id.is_empty()).collect();
+                let probed = probed(h);
                 if probed.is_empty() {
-                    return Ok(Vec::new());
+                    return Ok(Default::default());
                 }
-                let fail = |e: String| (h.name.clone(), e);
-                let specs: Vec<_> = probed.iter().map(|r| r.probe_spec()).collect();
-                let t = inv.transport(&h.name).map_err(|e| fail(e.to_string()))?;
-                let mut cmd = CommandSpec::new(probe::script(&specs));
-                if h.probe_sudo {
-                    cmd = cmd.sudo(
-                        inv.become_for(&h.name, env)
-                            .map_err(|e| fail(e.to_string()))?,
-                    );
-                }
-                let out = t.run(&cmd).await.map_err(|e| fail(e.to_string()))?;
-                if !out.success() {
-                    return Err(fail(format!("probe failed: {}", out.failure_summary())));
-                }
-                let sections = probe::split(&specs, &out.stdout_str(), secrets.seal_key())
-                    .map_err(|e| fail(e.to_string()))?;
-                let mut drift = Vec::new();
-                for (r, s) in probed.iter().zip(sections) {
-                    let now = match Observed::parse(&s.output) {
-                        Ok(o) if s.status == 0 => o.fingerprint(),
-                        _ => format!("probe failed (status {})", s.status),
+                let capture = probed.iter().any(|r| preimage::wanted(r));
+                let (observed, mut contents) = probe_host(h, &probed, inv, env, secrets, capture)
+                    .await
+                    .map_err(|e| (h.name.clone(), e))?;
+                let (mut drift, mut images, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, (r, o)) in probed.iter().zip(&observed).enumerate() {
+                    let now = fingerprint_of(o);
+                    let drifted = |why: Option<String>| Drift {
+                        host: h.name.clone(),
+                        key: r.key.clone(),
+                        label: r.label.clone(),
+                        planned: r.fingerprint.clone(),
+                        now: now.clone(),
+                        why,
                     };
                     if now != r.fingerprint {
-                        drift.push(Drift {
-                            host: h.name.clone(),
-                            key: r.key.clone(),
-                            label: r.label.clone(),
-                            planned: r.fingerprint.clone(),
-                            now,
-                        });
+                        drift.push(drifted(None));
+                        continue;
+                    }
+                    // The fingerprint covers the host's content; the diff the plan shows must be
+                    // of that same content (a re-hashed plan could show another old side).
+                    if let Some(shown) = lockfile::shown_old_sha256(plan, r)
+                        && o.as_ref().ok().and_then(|o| o.get("sha256")) != Some(shown.as_str())
+                    {
+                        drift.push(drifted(Some(
+                            "the plan's diff shows an old content the host's file does not have"
+                                .into(),
+                        )));
+                        continue;
+                    }
+                    if preimage::wanted(r) {
+                        let (image, blob) = preimage::image(
+                            run,
+                            &h.name,
+                            i,
+                            r,
+                            o.as_ref().ok(),
+                            contents.remove(&i),
+                            secrets,
+                        );
+                        images.push(image);
+                        blobs.extend(blob);
                     }
                 }
-                Ok(drift)
+                Ok((drift, images, blobs))
             })
             .buffered(parallel.max(1))
             .collect()
@@ -89,9 +169,53 @@ pub async fn check(
     let mut check = Check::default();
     for r in per_host {
         match r {
-            Ok(d) => check.drift.extend(d),
+            Ok((d, p, b)) => {
+                check.drift.extend(d);
+                check.preimages.extend(p);
+                check.blobs.extend(b);
+            }
             Err(u) => check.unreachable.push(u),
         }
     }
     check
+}
+
+/// The fingerprints the hosts show now of the resources `keys` names per host: after a run
+/// (what a rollback is stale-checked against), or for `rollback --force`. Hosts that cannot be
+/// probed are left out; so are resources whose probe failed.
+pub async fn fingerprints(
+    plan: &Plan,
+    keys: &BTreeMap<String, BTreeSet<String>>,
+    inv: &Inventory,
+    parallel: usize,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    secrets: &crate::secrets::Resolved,
+) -> Vec<(String, String, String)> {
+    let per_host: Vec<Vec<(String, String, String)>> = futures::stream::iter(plan.hosts.iter())
+        .map(|h| async move {
+            let Some(wanted) = keys.get(&h.name) else {
+                return Vec::new();
+            };
+            let resources: Vec<_> = probed(h)
+                .into_iter()
+                .filter(|r| wanted.contains(&r.key))
+                .collect();
+            if resources.is_empty() {
+                return Vec::new();
+            }
+            let Ok((observed, _)) = probe_host(h, &resources, inv, env, secrets, false).await
+            else {
+                return Vec::new();
+            };
+            resources
+                .iter()
+                .zip(&observed)
+                .filter(|(_, o)| o.is_ok())
+                .map(|(r, o)| (h.name.clone(), r.key.clone(), fingerprint_of(o)))
+                .collect()
+        })
+        .buffered(parallel.max(1))
+        .collect()
+        .await;
+    per_host.into_iter().flatten().collect()
 }

@@ -48,6 +48,8 @@ pub enum StepError {
     ContentEncoding { hash: String },
     #[error("content {hash} does not match its hash")]
     ContentHash { hash: String },
+    #[error("content {hash} holds secrets and {reason}")]
+    Sealed { hash: String, reason: String },
 }
 
 const TAIL: usize = 4096;
@@ -203,23 +205,39 @@ pub async fn run(
                 Ok(b) => b,
                 Err(e) => return fail(out, start, e.to_string()),
             };
-            if step.stdin_secrets.is_empty() {
-                cmd = cmd.stdin(bytes);
+            let real = if step.stdin_sealed {
+                // A restored content that held secrets: decrypted only here, sent on stdin.
+                let sealed = |reason: &str| StepError::Sealed {
+                    hash: hash.clone(),
+                    reason: reason.to_string(),
+                };
+                match secrets.content_key() {
+                    None => Err(sealed("the vault is not open").to_string()),
+                    Some(key) => key
+                        .decrypt(&bytes)
+                        .map(|r| Some(r.to_vec()))
+                        .map_err(|e| sealed(&format!("cannot be decrypted: {e}")).to_string()),
+                }
+            } else if step.stdin_secrets.is_empty() {
+                Ok(None)
             } else {
                 // Content that holds secrets: the values go in here, at the last moment, and
                 // travel on stdin; the step checks the sha256 of what arrived against this one.
                 let lookup = |n: &str| secrets.get(n).map(str::to_string);
-                let real = match crate::secrets::placeholder::substitute(&bytes, &lookup) {
-                    Ok(r) => r,
-                    Err(e) => return fail(out, start, e.to_string()),
-                };
-                cmd = cmd
+                crate::secrets::placeholder::substitute(&bytes, &lookup)
+                    .map(|r| Some(r.to_vec()))
+                    .map_err(|e| e.to_string())
+            };
+            cmd = match real {
+                Err(e) => return fail(out, start, e),
+                Ok(None) => cmd.stdin(bytes),
+                Ok(Some(real)) => cmd
                     .env(
                         "NEXUS_CONTENT_SHA256".to_string(),
                         crate::resources::file::sha256_hex(&real),
                     )
-                    .stdin(real.to_vec());
-            }
+                    .stdin(real),
+            };
         }
         if let Some(t) = r.retry.timeout {
             cmd = cmd.timeout(t);

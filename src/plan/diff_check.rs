@@ -65,6 +65,15 @@ pub fn verify(
     }
 }
 
+/// The sha256 (hex) of the old content `diff` shows for new content `new`: what the file on the
+/// host must hold for the diff to be true. Apply compares it with the re-probe, so a plan cannot
+/// show one old content while the host has another (the plan's hash does not tell: anyone can
+/// re-hash an edited plan).
+pub fn old_side_sha256(diff: &str, new: &[u8]) -> Option<String> {
+    let new = std::str::from_utf8(new).ok()?;
+    old_side(diff, new).map(|old| crate::resources::file::sha256_hex(old.as_bytes()))
+}
+
 /// The old content a diff implies for new content `new`: the lines outside its hunks taken
 /// from `new`, each hunk's context from `new` and its removed lines from the diff. `None` when
 /// the hunks do not fit `new`. A wrong guess cannot pass [`verify`]: the diff is recomputed.
@@ -128,6 +137,10 @@ mod tests {
     fn check(old: &str, new: &str) {
         let diff = text_diff("/f", old.as_bytes(), new.as_bytes()).unwrap();
         assert_eq!(old_side(&diff, new).as_deref(), Some(old), "{diff}");
+        assert_eq!(
+            old_side_sha256(&diff, new.as_bytes()),
+            Some(crate::resources::file::sha256_hex(old.as_bytes()))
+        );
         assert_eq!(
             verify("file:/f", &diff, "b", new.as_bytes(), old.is_empty()),
             Ok(())

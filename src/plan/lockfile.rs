@@ -485,6 +485,16 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
 
 /// Checks a resource's diff against the one content its steps send (docs/plan-format.md, "Diffs").
 fn check_diff(plan: &Plan, r: &super::PlannedResource, diff: &str) -> Result<(), DiffProblem> {
+    let (key, new) = diffed_content(plan, r)?;
+    diff_check::verify(&r.id, diff, key, &new, r.action == Action::Create)?;
+    Ok(())
+}
+
+/// The blob key and content of the one content a resource with a diff sends.
+fn diffed_content<'p>(
+    plan: &'p Plan,
+    r: &'p super::PlannedResource,
+) -> Result<(&'p str, Vec<u8>), DiffProblem> {
     let mut sent = r
         .steps
         .iter()
@@ -496,8 +506,18 @@ fn check_diff(plan: &Plan, r: &super::PlannedResource, diff: &str) -> Result<(),
         return Err(DiffProblem::Secret);
     }
     let new = blob(plan, key).ok_or(DiffProblem::NotOneBlob)?;
-    diff_check::verify(&r.id, diff, key, &new, r.action == Action::Create)?;
-    Ok(())
+    Ok((key, new))
+}
+
+/// For a resource that updates a file and shows a diff, the sha256 of the old content the diff
+/// shows: apply requires the host's file to have exactly that content (exec/stale.rs).
+pub fn shown_old_sha256(plan: &Plan, r: &super::PlannedResource) -> Option<String> {
+    if r.action != Action::Update {
+        return None;
+    }
+    let diff = r.diff.as_deref()?;
+    let (_, new) = diffed_content(plan, r).ok()?;
+    diff_check::old_side_sha256(diff, &new)
 }
 
 /// Why a resource's diff cannot be trusted to show what apply writes.

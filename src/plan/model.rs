@@ -37,12 +37,33 @@ pub struct Plan {
     /// Webhooks to notify after apply: references to env and vault values, never the URLs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<PlanNotifier>,
+    /// Set on a plan made by `nexus rollback`: what it restores (docs/rollback.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
     /// Tasks in execution order: each after all of its dependencies.
     pub tasks: Vec<TaskPlan>,
     pub hosts: Vec<HostPlan>,
     /// Contents uploaded by steps, by blake3 hex, base64-encoded.
     pub blobs: BTreeMap<String, String>,
     pub summary: Summary,
+}
+
+/// What a rollback plan restores: every host as it was after run `to`, undoing `runs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    pub to: i64,
+    pub runs: Vec<i64>,
+    /// Changes that cannot be undone, by host: `label: reason`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub irreversible: Vec<Irreversible>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Irreversible {
+    pub host: String,
+    pub run: i64,
+    pub resource: String,
+    pub reason: String,
 }
 
 /// What the user asked to plan.
@@ -188,7 +209,7 @@ pub fn default_project(base_dir: &std::path::Path) -> String {
 }
 
 /// How a host is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     /// Commands run on this machine (the `local` host).
@@ -262,7 +283,7 @@ pub struct PendingHandler {
 }
 
 /// Why a resource is in a host's plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// A resource of a task: runs in order.
@@ -308,6 +329,9 @@ pub struct PlannedResource {
     /// Handlers this resource notifies when it changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<String>,
+    /// What `nexus rollback` runs to undo this resource's change (`command`'s `undo`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undo: Vec<Step>,
     #[serde(default)]
     pub retry: Retry,
 }

@@ -755,6 +755,7 @@ impl PreparedHost {
                 probe_inline,
                 fingerprint,
                 notify: e.notify,
+                undo: change.undo,
                 retry: e.retry,
             });
         }
@@ -810,6 +811,7 @@ pub fn assemble(
             || vault_exists(cfg))
         .then(|| vault_ref(cfg)),
         state: super::model::StateRef::of(cfg),
+        rollback: None,
         notify: cfg
             .notifiers
             .iter()

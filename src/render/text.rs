@@ -125,6 +125,20 @@ pub fn plan(plan: &Plan, o: &TextOptions) -> String {
     let summary = super::summary_line(plan);
     let painted = out.paint(BOLD, &summary);
     out.line(&painted);
+    if let Some(rb) = &plan.rollback {
+        let runs: Vec<String> = rb.runs.iter().map(i64::to_string).collect();
+        out.line(&format!(
+            "Rollback to the state after run {} (undoes run {})",
+            rb.to,
+            runs.join(", ")
+        ));
+        for i in &rb.irreversible {
+            out.line(&format!(
+                "  irreversible: {} on {} (run {}): {}",
+                i.resource, i.host, i.run, i.reason
+            ));
+        }
+    }
     let v = view(plan);
     for tv in &v.tasks {
         out.line("");

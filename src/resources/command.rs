@@ -18,6 +18,8 @@ pub struct Command {
     pub cwd: Option<String>,
     pub env: BTreeMap<String, EnvValue>,
     pub sudo: bool,
+    /// Shell text that undoes the command, run by `nexus rollback`.
+    pub undo: Option<String>,
 }
 
 pub fn resolve(c: &config::Command, ctx: &ResolveCtx<'_>) -> Result<Command, ResourceError> {
@@ -49,6 +51,7 @@ pub fn resolve(c: &config::Command, ctx: &ResolveCtx<'_>) -> Result<Command, Res
         cwd: c.cwd.clone(),
         env,
         sudo: ctx.sudo,
+        undo: c.undo.clone(),
     })
 }
 
@@ -182,7 +185,15 @@ impl Resource for Command {
         step.cwd = self.cwd.clone();
         step.env = self.env.clone();
         step.skip_if = self.skip_condition();
-        Ok(Change::new(Action::Run, reason, vec![step]))
+        // The undo runs in the command's context, unguarded: the guards say when to do, not undo.
+        let undo = self.undo.as_ref().map(|u| Step {
+            script: u.clone(),
+            skip_if: None,
+            ..step.clone()
+        });
+        let mut c = Change::new(Action::Run, reason, vec![step]);
+        c.undo = undo.into_iter().collect();
+        Ok(c)
     }
 }
 
@@ -204,6 +215,7 @@ mod tests {
             cwd: None,
             env: BTreeMap::new(),
             sudo: false,
+            undo: None,
         }
     }
 
@@ -408,6 +420,7 @@ mod tests {
             onlyif: None,
             user: Some("deploy".into()),
             cwd: Some("/opt/my app".into()),
+            undo: Some("./bin/migrate --down".into()),
             env: BTreeMap::from([
                 ("MIX_ENV".to_string(), Value::Literal("prod".into())),
                 ("TOKEN".to_string(), Value::Env("TOKEN".into())),
@@ -422,7 +435,10 @@ mod tests {
             ("MIX_ENV".to_string(), EnvValue::Literal("prod".into())),
             ("TOKEN".to_string(), EnvValue::Literal("t0k3n".into())),
         ]);
-        assert_eq!(ch.steps, vec![want]);
+        assert_eq!(ch.steps, vec![want.clone()]);
+        // The undo runs in the same context.
+        want.script = "./bin/migrate --down".into();
+        assert_eq!(ch.undo, vec![want]);
 
         // A secret not in the vault (no fingerprint among the inputs) cannot be planned.
         let mut secret = cfg.clone();

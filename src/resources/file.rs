@@ -200,10 +200,7 @@ fn render_template(
     env.set_trim_blocks(true);
     let fail = |e: minijinja::Error| {
         let at = e.line().map(|l| format!(" line {l}")).unwrap_or_default();
-        let what = match e.detail() {
-            Some(d) => format!("{}: {d}", e.kind()),
-            None => e.kind().to_string(),
-        };
+        let what = crate::config::expr::describe(&e);
         ResourceError::Invalid(format!("template {name}{at}: {what}"))
     };
     if let Err(e) = crate::config::expr::check_template(source) {

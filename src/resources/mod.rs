@@ -22,15 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::values::Mode;
 use crate::facts::Facts;
 
-/// Quotes one word for a POSIX shell. Config validation rejects NUL in every value that reaches
-/// a command line, so quoting cannot fail on validated input; a NUL still yields a refusal.
-pub fn q(s: &str) -> String {
-    match shlex::try_quote(s) {
-        Ok(w) => w.into_owned(),
-        // A word that cannot be quoted must not run: make the command fail loudly instead.
-        Err(_) => "\"$(echo 'nexus: refusing a value with a NUL byte' >&2; exit 1)\"".to_string(),
-    }
-}
+/// Resource snippets quote with the crate's one shell quoter, under a short name.
+pub use crate::shell::quote as q;
 
 /// What the probe found, as sorted key/value pairs. Probe snippets print `key=value` lines;
 /// values are single-line (binary or multi-line data is base64-encoded by the snippet).
@@ -86,7 +79,19 @@ impl Observed {
 }
 
 /// What applying a resource will do. Ordered by how much it changes, for summaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     NoOp,
@@ -167,6 +172,11 @@ pub struct Step {
     /// then passes the sha256 of what it sends as `NEXUS_CONTENT_SHA256` (docs/secrets.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stdin_secrets: Vec<String>,
+    /// The stdin blob is AES-256-GCM ciphertext under the vault's content key (a rollback
+    /// restoring a content that held secrets): the executor decrypts it at the last moment and
+    /// passes the sha256 of the plaintext as `NEXUS_CONTENT_SHA256`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_sealed: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, EnvValue>,
     /// Skip the step when this condition (POSIX sh) succeeds at apply time: guards are re-checked
@@ -189,6 +199,7 @@ impl Step {
             user: None,
             stdin: None,
             stdin_secrets: Vec::new(),
+            stdin_sealed: false,
             env: BTreeMap::new(),
             skip_if: None,
             download_to: None,
@@ -213,6 +224,10 @@ pub struct Change {
     /// Contents the steps read from stdin, by blake3; the plan stores them once.
     #[serde(skip)]
     pub blobs: Vec<Vec<u8>>,
+    /// Steps that undo the change, for a resource nexus keeps no pre-image of (`command`'s
+    /// `undo`): what `nexus rollback` runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undo: Vec<Step>,
 }
 
 impl Change {
@@ -224,6 +239,7 @@ impl Change {
             diff: None,
             steps: Vec::new(),
             blobs: Vec::new(),
+            undo: Vec::new(),
         }
     }
 
@@ -235,6 +251,7 @@ impl Change {
             diff: None,
             steps,
             blobs: Vec::new(),
+            undo: Vec::new(),
         }
     }
 }
@@ -518,41 +535,6 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting_round_trips_through_sh() {
-        assert_eq!(q("plain/path"), "plain/path");
-        let nasty = [
-            "a b",
-            "it's",
-            "$(rm -rf /)",
-            "`id`",
-            "*.conf",
-            "x\ny",
-            "\"q\"",
-            "$HOME",
-            "a;b|c&d",
-            "-n",
-            "",
-            "tab\there",
-            "back\\slash",
-            "!bang",
-            "é ü",
-        ];
-        for word in nasty {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!("printf '%s' {}", q(word)))
-                .output()
-                .unwrap();
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout),
-                word,
-                "quoted as {}",
-                q(word)
-            );
-        }
-    }
 
     #[test]
     fn observed_parse_and_fingerprint() {

@@ -99,6 +99,38 @@ fn enable_needed(word: &str, want: bool) -> Result<bool, &'static str> {
     }
 }
 
+/// The init system a service's probe output came from: only systemd's probe prints `load`.
+pub fn manager_of(observed: &Observed) -> Init {
+    match observed.get("load") {
+        Some(_) => Init::Systemd,
+        None => Init::Openrc,
+    }
+}
+
+/// Steps that bring `unit` to a recorded state whatever it is now (a rollback): enable or
+/// disable, then start or stop. Each is a no-op when already so.
+pub fn restore_steps(
+    unit: &str,
+    manager: Init,
+    running: bool,
+    enabled: bool,
+    sudo: bool,
+) -> Vec<Step> {
+    let s = Service {
+        host: String::new(),
+        name: unit.to_string(),
+        unit: unit.to_string(),
+        state: None,
+        enabled: None,
+        manager,
+        sudo,
+    };
+    vec![
+        Step::new(s.command(if enabled { "enable" } else { "disable" }), sudo),
+        Step::new(s.command(if running { "start" } else { "stop" }), sudo),
+    ]
+}
+
 impl Service {
     fn command(&self, verb: &str) -> String {
         let u = q(&self.unit);

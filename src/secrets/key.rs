@@ -17,6 +17,7 @@ pub const KEY_LEN: usize = 32;
 const CONTEXT_ENCRYPT: &str = "nexus vault 2025-01 aes-256-gcm encryption key v1";
 const CONTEXT_CHECK: &str = "nexus vault 2025-01 key check value v1";
 const CONTEXT_FINGERPRINT: &str = "nexus vault 2025-01 secret fingerprint key v1";
+const CONTEXT_CONTENT: &str = "nexus vault 2026-12 pre-image content aes-256-gcm key v1";
 
 /// A 256-bit vault key, wiped from memory when dropped.
 pub struct Key(Zeroizing<[u8; KEY_LEN]>);
@@ -104,6 +105,11 @@ impl Key {
     /// The key for [`super::Vault::fingerprint`].
     pub(crate) fn fingerprint_key(&self) -> Zeroizing<[u8; KEY_LEN]> {
         Zeroizing::new(blake3::derive_key(CONTEXT_FINGERPRINT, self.0.as_ref()))
+    }
+
+    /// The key that encrypts host contents kept at rest (pre-images).
+    pub(crate) fn content_key(&self) -> super::ContentKey {
+        super::ContentKey::new(blake3::derive_key(CONTEXT_CONTENT, self.0.as_ref()))
     }
 
     /// The key as 64 lowercase hex digits (what generated key files hold).

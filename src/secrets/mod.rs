@@ -9,6 +9,7 @@
 //!   file atomically.
 //! - [`Vault::fingerprint`] is the only form of a secret that may reach a plan file.
 
+mod content_key;
 mod format;
 mod key;
 pub mod placeholder;
@@ -17,6 +18,7 @@ mod vault;
 
 use std::path::PathBuf;
 
+pub use content_key::{ContentKey, Undecryptable};
 pub use key::{KEY_LEN, Key};
 pub use placeholder::SealKey;
 pub use resolved::Resolved;

@@ -13,6 +13,8 @@ pub struct Resolved {
     values: BTreeMap<String, Zeroizing<String>>,
     /// Present when read from a vault: seals hashes of contents that hold secrets.
     seal_key: Option<super::SealKey>,
+    /// Present when read from a vault: encrypts pre-images that hold secrets.
+    content_key: Option<std::sync::Arc<super::ContentKey>>,
     /// Every value of the vault, whether the command uses it or not, so that host content and
     /// output that hold one are recognised and hidden (never used for anything else).
     known: BTreeMap<String, Zeroizing<String>>,
@@ -52,6 +54,7 @@ impl Resolved {
             Ok(Resolved {
                 values,
                 seal_key: Some(vault.seal_key()),
+                content_key: Some(std::sync::Arc::new(vault.content_key())),
                 known: BTreeMap::new(),
                 blind: false,
             })
@@ -69,6 +72,9 @@ impl Resolved {
                 .map(|(k, v)| (k.to_string(), Zeroizing::new(v.to_string())))
                 .collect(),
             seal_key: Some(super::SealKey::derive(&key)),
+            content_key: Some(std::sync::Arc::new(super::ContentKey::new(
+                blake3::derive_key("nexus test content key", &key),
+            ))),
             known: BTreeMap::new(),
             blind: false,
         }
@@ -83,6 +89,8 @@ impl Resolved {
             }
         }
         self.seal_key.get_or_insert_with(|| vault.seal_key());
+        self.content_key
+            .get_or_insert_with(|| std::sync::Arc::new(vault.content_key()));
     }
 
     /// Marks that a vault exists whose values could not be read.
@@ -123,6 +131,10 @@ impl Resolved {
 
     pub fn seal_key(&self) -> Option<&super::SealKey> {
         self.seal_key.as_ref()
+    }
+
+    pub fn content_key(&self) -> Option<&super::ContentKey> {
+        self.content_key.as_deref()
     }
 
     pub fn is_empty(&self) -> bool {

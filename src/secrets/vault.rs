@@ -402,6 +402,11 @@ impl Vault {
         super::SealKey::derive(&self.fingerprint_key)
     }
 
+    /// The key that encrypts host contents holding this vault's secrets at rest.
+    pub fn content_key(&self) -> super::ContentKey {
+        self.key.content_key()
+    }
+
     /// [`Vault::fingerprint`] of the stored value of `name`.
     pub fn fingerprint_of(&self, name: &str) -> Option<String> {
         self.get(name).map(|v| self.fingerprint(name, v))

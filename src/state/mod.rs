@@ -11,6 +11,7 @@
 
 mod lock;
 mod postgres;
+mod preimage;
 mod sqlite;
 
 use std::borrow::Cow;
@@ -23,6 +24,7 @@ use crate::resources::Action;
 
 pub use lock::{LockGuard, LockHolder, Recovered};
 pub use postgres::{Imported, PG_SCHEMA_VERSION, PgSettings, PostgresStore, redact_url};
+pub use preimage::{Blob, Image, NewGeneration, Preimage, RunPlan};
 pub use sqlite::{DEFAULT_LOCK_MAX_AGE, SCHEMA_VERSION, SqliteStore};
 
 /// The text form of an enum, as both backends store it.
@@ -174,6 +176,32 @@ pub trait StateStore: Send + Sync {
 
     /// Drift checks, newest first, at most `limit`.
     fn drift_checks(&self, limit: usize) -> Result<Vec<DriftCheck>, StateError>;
+
+    /// Records, in one transaction, the plan `run` executes and the pre-images of the resources
+    /// it is about to change, with their contents (docs/rollback.md).
+    fn record_generation(&self, run: RunId, generation: &NewGeneration) -> Result<(), StateError>;
+
+    /// Marks the resources of `run` that it changed, with the fingerprint each host showed after:
+    /// `(host, key, fingerprint)`.
+    fn record_fingerprints_after(
+        &self,
+        run: RunId,
+        after: &[(String, String, String)],
+    ) -> Result<(), StateError>;
+
+    /// The pre-images of `host` that runs after `after` changed, oldest run first, then in plan
+    /// order.
+    fn preimages(&self, host: &str, after: RunId) -> Result<Vec<Preimage>, StateError>;
+
+    /// The plan a run executed, when it was recorded.
+    fn run_plan(&self, run: RunId) -> Result<Option<RunPlan>, StateError>;
+
+    /// A stored content.
+    fn blob(&self, hash: &str) -> Result<Option<Blob>, StateError>;
+
+    /// Retention: deletes the pre-images, recorded plans and unreferenced blobs of each host but
+    /// those of its newest `keep` generations. Returns how many pre-images were deleted.
+    fn gc_generations(&self, keep: usize) -> Result<u64, StateError>;
 }
 
 /// A run's id, increasing with every run recorded in one database.

@@ -19,9 +19,9 @@ use postgres::{Client, Row};
 
 use super::lock::{Identity, Liveness, liveness, new_token};
 use super::{
-    ActionCounts, ActionRecord, DriftCheck, LastApplied, LockGuard, LockHolder, NewDriftCheck,
-    NewRun, PendingHandler, Recovered, RunId, RunStatus, RunSummary, StateError, StateStore,
-    now_ms, text_of,
+    ActionCounts, ActionRecord, Blob, DriftCheck, LastApplied, LockGuard, LockHolder,
+    NewDriftCheck, NewGeneration, NewRun, PendingHandler, Preimage, Recovered, RunId, RunPlan,
+    RunStatus, RunSummary, StateError, StateStore, now_ms, text_of,
 };
 use crate::resources::Action;
 
@@ -30,6 +30,7 @@ use crate::resources::Action;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations_pg/0001_init.sql"),
     include_str!("migrations_pg/0002_signer_and_drift.sql"),
+    include_str!("migrations_pg/0003_generations.sql"),
 ];
 
 /// The schema version this nexus writes.
@@ -1406,6 +1407,163 @@ impl StateStore for PostgresStore {
                 hostname: r.get(8),
             })
             .collect())
+        })
+    }
+
+    fn record_generation(&self, run: RunId, g: &NewGeneration) -> Result<(), StateError> {
+        let project = self.settings.project.clone();
+        let g = g.clone();
+        self.session.call(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO nexus.run_plans (run_id, plan, rollback_of) VALUES ($1, $2, $3)",
+                &[&run.0, &g.plan, &g.rollback_of.map(|r| r.0)],
+            )?;
+            for b in &g.blobs {
+                tx.execute(
+                    "INSERT INTO nexus.blobs (project, hash, sealed, data) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (project, hash) DO NOTHING",
+                    &[&project, &b.hash, &b.sealed, &b.data],
+                )?;
+            }
+            for p in &g.preimages {
+                tx.execute(
+                    "INSERT INTO nexus.preimages (run_id, host, key, seq, resource_id, image, blob, \
+                     fingerprint_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[
+                        &run.0,
+                        &p.host,
+                        &p.key,
+                        &p.seq,
+                        &p.resource_id,
+                        &serde_json::to_string(&p.image).expect("images serialize"),
+                        &p.blob,
+                        &p.fingerprint_after,
+                    ],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    fn record_fingerprints_after(
+        &self,
+        run: RunId,
+        after: &[(String, String, String)],
+    ) -> Result<(), StateError> {
+        let after = after.to_vec();
+        self.session.call(move |c| {
+            let mut tx = c.transaction()?;
+            for (host, key, fp) in &after {
+                tx.execute(
+                    "UPDATE nexus.preimages SET fingerprint_after = $4 WHERE run_id = $1 \
+                     AND host = $2 AND key = $3",
+                    &[&run.0, host, key, fp],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    fn preimages(&self, host: &str, after: RunId) -> Result<Vec<Preimage>, StateError> {
+        let project = self.settings.project.clone();
+        let host = host.to_string();
+        let db = self.db.clone();
+        let rows = self.session.call(move |c| {
+            Ok(c.query(
+                "SELECT p.run_id, p.host, p.key, p.seq, p.resource_id, p.image, p.blob, \
+                 p.fingerprint_after FROM nexus.preimages p JOIN nexus.runs r ON r.id = p.run_id \
+                 WHERE r.project = $1 AND p.host = $2 AND p.run_id > $3 \
+                 AND p.fingerprint_after IS NOT NULL ORDER BY p.run_id, p.seq",
+                &[&project, &host, &after.0],
+            )?
+            .iter()
+            .map(|r| {
+                (
+                    Preimage {
+                        run: RunId(r.get(0)),
+                        host: r.get(1),
+                        key: r.get(2),
+                        seq: r.get(3),
+                        resource_id: r.get(4),
+                        image: super::Image::Absent,
+                        blob: r.get(6),
+                        fingerprint_after: r.get(7),
+                    },
+                    r.get::<_, String>(5),
+                )
+            })
+            .collect::<Vec<_>>())
+        })?;
+        rows.into_iter()
+            .map(|(p, image)| {
+                let image = serde_json::from_str(&image).map_err(|e| StateError::Invalid {
+                    db: db.clone(),
+                    message: format!("pre-image of {} on {}: {e}", p.key, p.host),
+                })?;
+                Ok(Preimage { image, ..p })
+            })
+            .collect()
+    }
+
+    fn run_plan(&self, run: RunId) -> Result<Option<RunPlan>, StateError> {
+        let project = self.settings.project.clone();
+        self.session.call(move |c| {
+            Ok(c.query_opt(
+                "SELECT p.plan, p.rollback_of FROM nexus.run_plans p JOIN nexus.runs r \
+                 ON r.id = p.run_id WHERE r.project = $1 AND p.run_id = $2",
+                &[&project, &run.0],
+            )?
+            .map(|r| RunPlan {
+                run,
+                plan: r.get(0),
+                rollback_of: r.get::<_, Option<i64>>(1).map(RunId),
+            }))
+        })
+    }
+
+    fn blob(&self, hash: &str) -> Result<Option<Blob>, StateError> {
+        let project = self.settings.project.clone();
+        let hash = hash.to_string();
+        self.session.call(move |c| {
+            Ok(c.query_opt(
+                "SELECT hash, sealed, data FROM nexus.blobs WHERE project = $1 AND hash = $2",
+                &[&project, &hash],
+            )?
+            .map(|r| Blob {
+                hash: r.get(0),
+                sealed: r.get(1),
+                data: r.get(2),
+            }))
+        })
+    }
+
+    fn gc_generations(&self, keep: usize) -> Result<u64, StateError> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let project = self.settings.project.clone();
+        self.session.call(move |c| {
+            let mut tx = c.transaction()?;
+            // A host's generations are the runs that changed something on it.
+            let deleted = tx.execute(
+                "DELETE FROM nexus.preimages p USING nexus.runs r WHERE r.id = p.run_id \
+                 AND r.project = $1 AND (SELECT COUNT(DISTINCT n.run_id) FROM nexus.preimages n \
+                 JOIN nexus.runs nr ON nr.id = n.run_id WHERE nr.project = $1 AND n.host = p.host \
+                 AND n.fingerprint_after IS NOT NULL AND n.run_id > p.run_id) >= $2",
+                &[&project, &keep],
+            )?;
+            tx.execute(
+                "DELETE FROM nexus.run_plans p USING nexus.runs r WHERE r.id = p.run_id \
+                 AND r.project = $1 AND p.run_id NOT IN (SELECT run_id FROM nexus.preimages)",
+                &[&project],
+            )?;
+            tx.execute(
+                "DELETE FROM nexus.blobs b WHERE b.project = $1 AND b.hash NOT IN \
+                 (SELECT p.blob FROM nexus.preimages p JOIN nexus.runs r ON r.id = p.run_id \
+                 WHERE r.project = $1 AND p.blob IS NOT NULL)",
+                &[&project],
+            )?;
+            tx.commit()?;
+            Ok(deleted)
         })
     }
 }

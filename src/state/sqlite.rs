@@ -17,9 +17,10 @@ use serde::de::DeserializeOwned;
 
 use super::lock::{Identity, Liveness, liveness, new_token};
 use super::{
-    ActionCounts, ActionRecord, ActionStatus, DriftCheck, LastApplied, LockGuard, LockHolder,
-    NewDriftCheck, NewRun, OUTPUT_TAIL_MAX, PendingHandler, Recovered, RunId, RunStatus,
-    RunSummary, StateError, StateStore, cap_head, cap_tail, format_duration, now_ms, text_of,
+    ActionCounts, ActionRecord, ActionStatus, Blob, DriftCheck, LastApplied, LockGuard, LockHolder,
+    NewDriftCheck, NewGeneration, NewRun, OUTPUT_TAIL_MAX, PendingHandler, Preimage, Recovered,
+    RunId, RunPlan, RunStatus, RunSummary, StateError, StateStore, cap_head, cap_tail,
+    format_duration, now_ms, text_of,
 };
 use crate::resources::Action;
 
@@ -33,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_pending_handlers.sql"),
     include_str!("migrations/0003_held_secrets.sql"),
     include_str!("migrations/0004_signer_and_drift.sql"),
+    include_str!("migrations/0005_generations.sql"),
 ];
 
 /// How old a lock must be before it is taken over when its holder cannot be checked (it runs on
@@ -284,6 +286,11 @@ fn name<T: DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<T> {
 }
 
 fn json_list(row: &Row, idx: usize) -> rusqlite::Result<Vec<String>> {
+    json_column(row, idx)
+}
+
+/// A column holding JSON text.
+fn json_column<T: DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
     let value = serde_json::from_str(&text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
@@ -879,5 +886,151 @@ impl StateStore for SqliteStore {
             })
             .map_err(self.err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    fn record_generation(&self, run: RunId, g: &NewGeneration) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.err())?;
+        tx.execute(
+            "INSERT INTO run_plans (run_id, plan, rollback_of) VALUES (?1, ?2, ?3)",
+            params![run.0, g.plan, g.rollback_of.map(|r| r.0)],
+        )
+        .map_err(self.err())?;
+        for b in &g.blobs {
+            tx.execute(
+                "INSERT OR IGNORE INTO blobs (hash, sealed, data) VALUES (?1, ?2, ?3)",
+                params![b.hash, b.sealed, b.data],
+            )
+            .map_err(self.err())?;
+        }
+        for p in &g.preimages {
+            tx.execute(
+                "INSERT INTO preimages (run_id, host, key, seq, resource_id, image, blob, \
+                 fingerprint_after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    run.0,
+                    p.host,
+                    p.key,
+                    p.seq,
+                    p.resource_id,
+                    serde_json::to_string(&p.image).expect("images serialize"),
+                    p.blob,
+                    p.fingerprint_after,
+                ],
+            )
+            .map_err(self.err())?;
+        }
+        tx.commit().map_err(self.err())
+    }
+
+    fn record_fingerprints_after(
+        &self,
+        run: RunId,
+        after: &[(String, String, String)],
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.err())?;
+        for (host, key, fp) in after {
+            tx.execute(
+                "UPDATE preimages SET fingerprint_after = ?4 WHERE run_id = ?1 AND host = ?2 \
+                 AND key = ?3",
+                params![run.0, host, key, fp],
+            )
+            .map_err(self.err())?;
+        }
+        tx.commit().map_err(self.err())
+    }
+
+    fn preimages(&self, host: &str, after: RunId) -> Result<Vec<Preimage>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT run_id, host, key, seq, resource_id, image, blob, fingerprint_after \
+                 FROM preimages WHERE host = ?1 AND run_id > ?2 AND fingerprint_after IS NOT NULL \
+                 ORDER BY run_id, seq",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![host, after.0], |r| {
+                Ok(Preimage {
+                    run: RunId(r.get(0)?),
+                    host: r.get(1)?,
+                    key: r.get(2)?,
+                    seq: r.get(3)?,
+                    resource_id: r.get(4)?,
+                    image: json_column(r, 5)?,
+                    blob: r.get(6)?,
+                    fingerprint_after: r.get(7)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    fn run_plan(&self, run: RunId) -> Result<Option<RunPlan>, StateError> {
+        self.conn()
+            .query_row(
+                "SELECT plan, rollback_of FROM run_plans WHERE run_id = ?1",
+                [run.0],
+                |r| {
+                    Ok(RunPlan {
+                        run,
+                        plan: r.get(0)?,
+                        rollback_of: r.get::<_, Option<i64>>(1)?.map(RunId),
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    fn blob(&self, hash: &str) -> Result<Option<Blob>, StateError> {
+        self.conn()
+            .query_row(
+                "SELECT hash, sealed, data FROM blobs WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok(Blob {
+                        hash: r.get(0)?,
+                        sealed: r.get(1)?,
+                        data: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    fn gc_generations(&self, keep: usize) -> Result<u64, StateError> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.err())?;
+        // A host's generations are the runs that changed something on it.
+        let deleted = tx
+            .execute(
+                "DELETE FROM preimages WHERE (SELECT COUNT(DISTINCT n.run_id) FROM preimages n \
+                 WHERE n.host = preimages.host AND n.fingerprint_after IS NOT NULL \
+                 AND n.run_id > preimages.run_id) >= ?1",
+                [keep],
+            )
+            .map_err(self.err())?;
+        tx.execute(
+            "DELETE FROM run_plans WHERE run_id NOT IN (SELECT run_id FROM preimages)",
+            [],
+        )
+        .map_err(self.err())?;
+        tx.execute(
+            "DELETE FROM blobs WHERE hash NOT IN (SELECT blob FROM preimages WHERE blob IS NOT NULL)",
+            [],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        conn.execute_batch("PRAGMA incremental_vacuum")
+            .map_err(self.err())?;
+        Ok(deleted as u64)
     }
 }

@@ -12,8 +12,10 @@ use std::sync::Mutex;
 
 use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::ssh_encoding::base64::{Base64, Encoding};
-use russh::keys::{Algorithm, HashAlg, PublicKey};
+use russh::keys::{Algorithm, Certificate, HashAlg, PublicKey};
 use sha1::Sha1;
+
+use super::certificate;
 
 /// The name a host's keys are recorded under: `host` for port 22, else `[host]:port`.
 pub fn lookup_name(host: &str, port: u16) -> String {
@@ -76,6 +78,17 @@ pub enum Verdict {
     Changed(Vec<Recorded>),
     /// The presented key is marked `@revoked` (location given).
     Revoked(String),
+}
+
+/// The outcome of checking a presented host certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertVerdict {
+    /// Signed by a CA that a matching `@cert-authority` line trusts, valid now, naming the host.
+    Trusted,
+    /// Its CA key or its certified key is marked `@revoked`: refused outright (why given).
+    Revoked(String),
+    /// Not trusted as a certificate (why given); the key inside may still be known plainly.
+    Untrusted(String),
 }
 
 /// All entries of a set of known_hosts files.
@@ -174,6 +187,66 @@ impl KnownHosts {
         )
     }
 
+    /// Checks the certificate presented by `host`:`port` at `now` (Unix seconds): a matching
+    /// `@cert-authority` line must hold its CA key, `@revoked` may name neither that CA key nor
+    /// the certified key, and the certificate must be a host certificate, valid now, with a
+    /// principal naming `host` (see [`certificate::host_problem`]), signed by that CA.
+    pub fn check_certificate(
+        &self,
+        host: &str,
+        port: u16,
+        cert: &Certificate,
+        now: u64,
+    ) -> CertVerdict {
+        let name = lookup_name(host, port);
+        let matching = || {
+            self.entries
+                .iter()
+                .filter(|e| host_matches(&e.patterns, &name))
+        };
+        let ca = cert.signature_key();
+        for e in matching().filter(|e| e.marker == Marker::Revoked) {
+            let what = if e.key.key_data() == ca {
+                "CA key"
+            } else if e.key.key_data() == cert.public_key() {
+                "certificate key"
+            } else {
+                continue;
+            };
+            return CertVerdict::Revoked(format!(
+                "its {what} {} is marked @revoked in {}",
+                fingerprint(&e.key),
+                e.location()
+            ));
+        }
+        if !matching().any(|e| e.marker == Marker::CertAuthority && e.key.key_data() == ca) {
+            return CertVerdict::Untrusted(format!(
+                "it is signed by the CA {}, which no @cert-authority line trusts for this host",
+                certificate::fingerprint(ca)
+            ));
+        }
+        if let Some(why) = certificate::host_problem(cert, host, now) {
+            return CertVerdict::Untrusted(why);
+        }
+        let ca_fingerprint = ca.fingerprint(HashAlg::Sha256);
+        // Checked above in words; what is left to fail here is the CA's signature.
+        if cert.validate_at(now, [&ca_fingerprint]).is_err() {
+            return CertVerdict::Untrusted(format!(
+                "its signature does not verify with the CA key {ca_fingerprint}"
+            ));
+        }
+        CertVerdict::Trusted
+    }
+
+    /// Whether a `@cert-authority` line applies to `host`:`port`: only then are host
+    /// certificates asked for, as OpenSSH does.
+    pub fn has_authority_for(&self, host: &str, port: u16) -> bool {
+        let name = lookup_name(host, port);
+        self.entries
+            .iter()
+            .any(|e| e.marker == Marker::CertAuthority && host_matches(&e.patterns, &name))
+    }
+
     /// Algorithms of the keys recorded for `host`:`port`, to ask the server for one of those
     /// first; otherwise a host known by its RSA key that also has an ed25519 key would present
     /// the latter and look changed.
@@ -226,7 +299,7 @@ fn hashed_matches(salt_and_hash: &str, name: &str) -> bool {
 }
 
 /// `*` and `?` wildcards, as in ssh_config and known_hosts patterns.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
         Some((b'*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
@@ -374,6 +447,63 @@ mod tests {
         );
         // A CA line does not make a plain key trusted.
         assert_eq!(kh.check("other", 22, &key(ED1)), Verdict::Unknown);
+    }
+
+    #[test]
+    fn certificates_need_a_ca_for_the_host_and_nothing_revoked() {
+        use crate::transport::certificate::tests::{key, signed};
+        use russh::keys::ssh_key::certificate::CertType;
+        let (host_key, ca, other_ca) = (key(1), key(2), key(3));
+        let b64 = |k: &russh::keys::PrivateKey| k.public_key().to_openssh().unwrap();
+        let text = format!("@cert-authority *.example.com {}\n", b64(&ca));
+        let kh = KnownHosts::parse(&text, Path::new("/kh"));
+        let cert = signed(
+            CertType::Host,
+            &["web1.example.com"],
+            0,
+            u64::MAX,
+            &host_key,
+            &ca,
+        );
+        assert!(kh.has_authority_for("web1.example.com", 22));
+        assert!(!kh.has_authority_for("web1.example.org", 22));
+        assert_eq!(
+            kh.check_certificate("web1.example.com", 22, &cert, 100),
+            CertVerdict::Trusted
+        );
+        // The CA line does not cover the host: as if it were absent.
+        assert!(matches!(
+            kh.check_certificate("web1.example.org", 22, &cert, 100),
+            CertVerdict::Untrusted(why) if why.contains("no @cert-authority line")
+        ));
+        let stranger = signed(
+            CertType::Host,
+            &["web1.example.com"],
+            0,
+            u64::MAX,
+            &host_key,
+            &other_ca,
+        );
+        assert!(matches!(
+            kh.check_certificate("web1.example.com", 22, &stranger, 100),
+            CertVerdict::Untrusted(_)
+        ));
+        assert!(matches!(
+            kh.check_certificate("web2.example.com", 22, &cert, 100),
+            CertVerdict::Untrusted(why) if why.contains("do not name the host")
+        ));
+
+        for (revoked, what) in [(&ca, "CA key"), (&host_key, "certificate key")] {
+            let text = format!("{text}@revoked * {}\n", b64(revoked));
+            let kh = KnownHosts::parse(&text, Path::new("/kh"));
+            assert_eq!(
+                kh.check_certificate("web1.example.com", 22, &cert, 100),
+                CertVerdict::Revoked(format!(
+                    "its {what} {} is marked @revoked in /kh:2",
+                    fingerprint(revoked.public_key())
+                ))
+            );
+        }
     }
 
     #[test]

@@ -4,8 +4,9 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::feed::Feeder;
 use super::{
     BoxFuture, CommandSpec, ExitStatus, Output, OutputChunk, OutputSender, OutputStream, Transport,
     TransportError, check_sudo_failure, wrap,
@@ -32,10 +33,13 @@ impl LocalTransport {
         cmd: &CommandSpec,
         sink: Option<OutputSender>,
     ) -> Result<Output, TransportError> {
-        let wrapped = wrap::wrap(cmd).map_err(|reason| TransportError::InvalidCommand {
-            host: self.label.clone(),
-            reason,
-        })?;
+        // Under the watchdog, as on SSH hosts: when nexus is killed, or drops this command (a
+        // task timeout, a second Ctrl-C), its stdin closes and everything it started is killed.
+        let wrapped =
+            wrap::wrap_watched_local(cmd).map_err(|reason| TransportError::InvalidCommand {
+                host: self.label.clone(),
+                reason,
+            })?;
         self.commands.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
 
@@ -45,7 +49,8 @@ impl LocalTransport {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // Its own process group, so a timeout can kill everything the script started.
+            // Its own process group (nexus's session and terminal stay out of reach): what the
+            // watchdog and a timeout kill.
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
@@ -55,13 +60,8 @@ impl LocalTransport {
             })?;
         let pid = child.id();
 
-        let mut stdin = child.stdin.take().expect("stdin was piped");
-        let input = wrapped.stdin;
-        let writer = tokio::spawn(async move {
-            // A command that exits without reading its input is not an error.
-            let _ = stdin.write_all(&input).await;
-            let _ = stdin.shutdown().await;
-        });
+        let stdin = child.stdin.take().expect("stdin was piped");
+        let writer = Feeder::start(stdin, wrapped.stdin);
         let stdout = child.stdout.take().expect("stdout was piped");
         let stderr = child.stderr.take().expect("stderr was piped");
 
@@ -77,7 +77,7 @@ impl LocalTransport {
             Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(r) => r,
                 Err(_) => {
-                    writer.abort();
+                    drop(writer);
                     if let Some(pid) = pid {
                         kill_group(pid);
                     }
@@ -90,7 +90,7 @@ impl LocalTransport {
             },
             None => work.await,
         };
-        writer.abort();
+        drop(writer);
         let (stdout, stderr, status) = result;
         let status = status.map_err(|e| TransportError::Spawn {
             host: self.label.clone(),
@@ -154,12 +154,13 @@ async fn pump(
 }
 
 fn kill_group(pid: u32) {
-    // `kill` with a negative id signals the whole group; std offers no way to do that.
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    // The command leads its own process group.
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 fn exit_status(status: std::process::ExitStatus) -> ExitStatus {

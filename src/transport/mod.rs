@@ -5,6 +5,8 @@
 //! russh connection per host. Both build the remote command line with the same pure functions
 //! in [`wrap`], so become/sudo and secret environment handling behave identically.
 
+pub mod certificate;
+mod feed;
 pub mod known_hosts;
 pub mod local;
 pub mod ssh;
@@ -438,6 +440,18 @@ pub enum TransportError {
         /// `file:line` of the revocation.
         location: String,
     },
+    /// The host presented a certificate that known_hosts does not let it vouch for (expired,
+    /// not naming the host, from an untrusted or revoked CA...), and its key is not recorded
+    /// plainly either. Refused under every host key policy.
+    #[error("{host}: host certificate for {lookup} refused: {reason}")]
+    HostCertificate {
+        /// Host label.
+        host: String,
+        /// Name looked up in known_hosts (`host` or `[host]:port`).
+        lookup: String,
+        /// Why, e.g. `it expired at 2026-01-01 00:00:00 UTC (now ...)`.
+        reason: String,
+    },
     /// A known_hosts file could not be read or the new key could not be recorded.
     #[error("{host}: known_hosts {path}: {reason}")]
     KnownHosts {
@@ -550,6 +564,9 @@ pub enum TransportError {
         /// Why.
         reason: String,
     },
+    /// Not enough file descriptors for one connection per host, even at the hard limit.
+    #[error(transparent)]
+    FileLimit(#[from] crate::fd_limit::TooFewFiles),
 }
 
 /// The file of the first `file:line` in a location list.
@@ -559,7 +576,8 @@ fn file_of(location: &str) -> &str {
 }
 
 impl TransportError {
-    /// The label of the host this error is about (`None` only for an unreadable ssh_config).
+    /// The label of the host this error is about (`None` for an unreadable ssh_config and for
+    /// the process's file limit).
     pub fn host(&self) -> Option<&str> {
         use TransportError::*;
         match self {
@@ -573,6 +591,7 @@ impl TransportError {
             | UnknownHostKey { host, .. }
             | ChangedHostKey { host, .. }
             | RevokedHostKey { host, .. }
+            | HostCertificate { host, .. }
             | KnownHosts { host, .. }
             | Jump { host, .. }
             | Disconnected { host, .. }
@@ -585,7 +604,7 @@ impl TransportError {
             | WriteFailed { host, .. }
             | Spawn { host, .. }
             | Config { host, .. } => Some(host),
-            SshConfig { .. } => None,
+            SshConfig { .. } | FileLimit(_) => None,
         }
     }
 
@@ -605,6 +624,7 @@ impl TransportError {
                 | UnknownHostKey { .. }
                 | ChangedHostKey { .. }
                 | RevokedHostKey { .. }
+                | HostCertificate { .. }
                 | KnownHosts { .. }
                 | Jump { .. }
                 | Disconnected { .. }

@@ -14,12 +14,16 @@ use std::time::{Duration, Instant};
 use russh::client::{self, Handle};
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
-use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{
+    Algorithm, Certificate, HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate,
+};
 use russh::{ChannelMsg, ChannelOpenFailure, Disconnect, Preferred, Sig};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
-use super::known_hosts::{self, KnownHosts, Verdict};
+use super::certificate;
+use super::feed::Feeder;
+use super::known_hosts::{self, CertVerdict, KnownHosts, Verdict};
 use super::ssh_config::SshConfigFile;
 use super::target::{AgentSource, HostKeyPolicy, ResolvedTarget, SshOptions, SshTarget, resolve};
 use super::{
@@ -204,12 +208,19 @@ impl SshTransport {
             reason: e.to_string(),
         })?;
         let preferred_keys = prefer_recorded(&known.recorded_algorithms(&t.host_name, t.port));
+        // Host certificates are asked for only where a CA could vouch for one.
+        let certificates = if known.has_authority_for(&t.host_name, t.port) {
+            preferred_keys.clone()
+        } else {
+            Vec::new()
+        };
         let config = Arc::new(client::Config {
             keepalive_interval: t.keepalive_interval,
             keepalive_max: self.opts.keepalive_max,
             nodelay: true,
             preferred: Preferred {
                 key: Cow::Owned(preferred_keys),
+                host_key_certificates: Cow::Owned(certificates),
                 ..Preferred::DEFAULT
             },
             ..client::Config::default()
@@ -324,10 +335,13 @@ impl SshTransport {
         let mut tried: Vec<String> = Vec::new();
         let mut encrypted: Option<PathBuf> = None;
         let mut offered: Vec<PublicKey> = Vec::new();
+        let mut offered_certs: Vec<Certificate> = Vec::new();
+        // CertificateFile certificates, each offered with the first key that it certifies.
+        let mut configured = self.configured_certificates(&mut tried);
 
         for path in &self.target.identity_files {
             let key = match self.load_key(path) {
-                Ok(k) => k,
+                Ok(k) => Arc::new(k),
                 Err(KeyProblem::Encrypted) => {
                     encrypted.get_or_insert_with(|| path.clone());
                     tried.push(format!("{} (encrypted, no passphrase)", path.display()));
@@ -339,7 +353,25 @@ impl SshTransport {
                 }
             };
             offered.push(key.public_key().clone());
-            let key = PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash);
+            // The certificate first, then the plain key, as OpenSSH does.
+            let certs = certificates_for(path, key.public_key(), &mut configured, &mut tried);
+            for (desc, cert) in certs {
+                if offered_certs.contains(&cert) {
+                    continue;
+                }
+                offered_certs.push(cert.clone());
+                match handle
+                    .authenticate_openssh_cert(&user, key.clone(), cert.clone())
+                    .await
+                {
+                    Ok(client::AuthResult::Success) => return Ok(()),
+                    Ok(client::AuthResult::Failure { .. }) => {
+                        tried.push(refused_certificate(&desc, &cert, &user))
+                    }
+                    Err(e) => return Err(self.session_ended(user, tried, &desc, &e)),
+                }
+            }
+            let key = PrivateKeyWithHashAlg::new(key, rsa_hash);
             match handle.authenticate_publickey(&user, key).await {
                 Ok(client::AuthResult::Success) => return Ok(()),
                 Ok(client::AuthResult::Failure { .. }) => {
@@ -348,16 +380,8 @@ impl SshTransport {
                 // Typically sshd's MaxAuthTries: report what was tried rather than a bare
                 // protocol error.
                 Err(e) => {
-                    tried.push(format!(
-                        "publickey {} (then the server ended the session: {})",
-                        path.display(),
-                        describe_ssh_error(&e)
-                    ));
-                    return Err(TransportError::AuthFailed {
-                        host: self.label.clone(),
-                        user,
-                        tried,
-                    });
+                    let desc = format!("publickey {}", path.display());
+                    return Err(self.session_ended(user, tried, &desc, &e));
                 }
             }
         }
@@ -380,7 +404,41 @@ impl SshTransport {
                     Ok(ids) if ids.is_empty() => tried.push("ssh-agent (no keys)".into()),
                     Ok(ids) => {
                         for id in ids {
-                            let AgentIdentity::PublicKey { key, .. } = id else {
+                            let (certs, key) = match id {
+                                AgentIdentity::Certificate { certificate, .. } => {
+                                    let desc = format!(
+                                        "ssh-agent certificate {:?} of key {}",
+                                        certificate.key_id(),
+                                        certificate::fingerprint(certificate.public_key())
+                                    );
+                                    (vec![(desc, certificate)], None)
+                                }
+                                AgentIdentity::PublicKey { key, .. } => {
+                                    (take_certified(&mut configured, &key), Some(key))
+                                }
+                            };
+                            for (desc, cert) in certs {
+                                if offered_certs.contains(&cert) {
+                                    continue;
+                                }
+                                offered_certs.push(cert.clone());
+                                match handle
+                                    .authenticate_certificate_with(
+                                        &user,
+                                        cert.clone(),
+                                        rsa_hash,
+                                        &mut agent,
+                                    )
+                                    .await
+                                {
+                                    Ok(client::AuthResult::Success) => return Ok(()),
+                                    Ok(client::AuthResult::Failure { .. }) => {
+                                        tried.push(refused_certificate(&desc, &cert, &user))
+                                    }
+                                    Err(e) => tried.push(format!("{desc} (agent error: {e})")),
+                                }
+                            }
+                            let Some(key) = key else {
                                 continue;
                             };
                             if offered.iter().any(|k| k.key_data() == key.key_data()) {
@@ -404,6 +462,13 @@ impl SshTransport {
                 },
             }
         }
+        for (path, cert) in configured {
+            tried.push(format!(
+                "certificate {} (not offered: it certifies the key {}, which is neither an identity nor in ssh-agent)",
+                path.display(),
+                certificate::fingerprint(cert.public_key())
+            ));
+        }
 
         if let Some(path) = encrypted {
             return Err(TransportError::EncryptedKeyNoPassphrase {
@@ -416,6 +481,38 @@ impl SshTransport {
             user,
             tried,
         })
+    }
+
+    /// Authentication failed because the server ended the session during `desc`.
+    fn session_ended(
+        &self,
+        user: String,
+        mut tried: Vec<String>,
+        desc: &str,
+        e: &russh::Error,
+    ) -> TransportError {
+        tried.push(format!(
+            "{desc} (then the server ended the session: {})",
+            describe_ssh_error(e)
+        ));
+        TransportError::AuthFailed {
+            host: self.label.clone(),
+            user,
+            tried,
+        }
+    }
+
+    /// The certificates of ssh_config's `CertificateFile` that can be read (the others are
+    /// reported in `tried`).
+    fn configured_certificates(&self, tried: &mut Vec<String>) -> Vec<(PathBuf, Certificate)> {
+        let mut found = Vec::new();
+        for path in &self.target.certificate_files {
+            match certificate::read(path) {
+                Ok(cert) => found.push((path.clone(), cert)),
+                Err(why) => tried.push(format!("certificate {} ({why})", path.display())),
+            }
+        }
+        found
     }
 
     fn load_key(&self, path: &Path) -> Result<russh::keys::PrivateKey, KeyProblem> {
@@ -559,7 +656,7 @@ impl SshTransport {
             .map_err(|_| lost("while starting a command"))?;
 
         // Stops feeding on every way out, also when a timeout drops this future.
-        let _feeder = Feeder(tokio::spawn(feed_and_hold(channel.make_writer(), stdin)));
+        let _feeder = Feeder::start(channel.make_writer(), stdin);
 
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
@@ -628,7 +725,7 @@ impl SshTransport {
         );
         let line = format!(
             "exec sh -c {}",
-            wrap::quote(&wrap::chained(&first.script, &token))
+            crate::shell::quote(&wrap::chained(&first.script, &token))
         );
         let started = Instant::now();
         let (conn, _permit) = self.reserve().await?;
@@ -681,15 +778,15 @@ impl SshTransport {
                     }
                 }
                 let writer = channel.make_writer();
-                _feeder = Some(Feeder(match second {
+                _feeder = Some(match second {
                     // The second command runs under the watchdog: its stdin stays open.
-                    Some(_) => tokio::spawn(feed_and_hold(writer, input)),
-                    None => tokio::spawn(async move {
+                    Some(_) => Feeder::start(writer, input),
+                    None => Feeder::wrap(tokio::spawn(async move {
                         let mut writer = writer;
                         let _ = writer.write_all(&input).await;
                         let _ = writer.shutdown().await;
-                    }),
-                }));
+                    })),
+                });
                 if let Some(reason) = bad {
                     return Err(TransportError::InvalidCommand {
                         host: self.label.clone(),
@@ -780,15 +877,6 @@ impl Transport for SshTransport {
     }
 }
 
-/// Writes a watched command's input (see [`wrap::wrap_watched`]) and then holds its stdin open
-/// until aborted: end of file tells the command's watchdog that nexus is gone.
-async fn feed_and_hold(mut writer: impl tokio::io::AsyncWrite + Unpin, input: Vec<u8>) {
-    // The command may exit without reading its stdin; that is its business.
-    let _ = writer.write_all(&input).await;
-    let _ = writer.flush().await;
-    std::future::pending::<()>().await;
-}
-
 /// The channel of a command in flight. Dropped while it still holds one, the command was
 /// abandoned (a task timeout, an interrupted run dropped its future): the channel is closed so
 /// that the command's watchdog kills it on the host.
@@ -801,15 +889,6 @@ impl Drop for Abandoned {
                 let _ = channel.close().await;
             });
         }
-    }
-}
-
-/// A task feeding a command's stdin, stopped when the command's outcome is known.
-struct Feeder(tokio::task::JoinHandle<()>);
-
-impl Drop for Feeder {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -854,6 +933,58 @@ fn take(
 enum KeyProblem {
     Encrypted,
     Other(String),
+}
+
+/// The certificates to offer with the identity at `path` (public key `key`): `NAME-cert.pub`
+/// beside it, then the configured ones (taken from `configured`) that certify the same key.
+/// A certificate beside it that certifies another key is reported in `tried`, not offered.
+fn certificates_for(
+    path: &Path,
+    key: &PublicKey,
+    configured: &mut Vec<(PathBuf, Certificate)>,
+    tried: &mut Vec<String>,
+) -> Vec<(String, Certificate)> {
+    let mut found = Vec::new();
+    let beside = certificate::beside(path);
+    if beside.exists() {
+        let desc = format!("certificate {}", beside.display());
+        match certificate::read(&beside) {
+            Err(why) => tried.push(format!("{desc} ({why})")),
+            Ok(cert) if cert.public_key() == key.key_data() => found.push((desc, cert)),
+            Ok(cert) => tried.push(format!(
+                "{desc} (not offered: it certifies the key {}, not the identity's key {})",
+                certificate::fingerprint(cert.public_key()),
+                known_hosts::fingerprint(key)
+            )),
+        }
+    }
+    found.extend(take_certified(configured, key));
+    found
+}
+
+/// Removes from `configured` the certificates of `key`, described for `tried`.
+fn take_certified(
+    configured: &mut Vec<(PathBuf, Certificate)>,
+    key: &PublicKey,
+) -> Vec<(String, Certificate)> {
+    let (mine, rest) = std::mem::take(configured)
+        .into_iter()
+        .partition(|(_, c)| c.public_key() == key.key_data());
+    *configured = rest;
+    mine.into_iter()
+        .map(|(path, cert)| (format!("certificate {}", path.display()), cert))
+        .collect()
+}
+
+/// The `tried` entry of a certificate the server refused, with what the client can see of why.
+fn refused_certificate(desc: &str, cert: &Certificate, user: &str) -> String {
+    match certificate::user_problem(cert, user, certificate::now()) {
+        Some(why) => format!("{desc} (refused: {why})"),
+        None => format!(
+            "{desc} (refused by the server: does its TrustedUserCAKeys hold the CA {}?)",
+            certificate::fingerprint(cert.signature_key())
+        ),
+    }
 }
 
 /// Asks the server for a key type already in known_hosts first.
@@ -917,6 +1048,31 @@ impl From<russh::Error> for HandlerError {
 }
 
 impl Client {
+    fn verify_certificate(&self, cert: &Certificate) -> Result<(), TransportError> {
+        let refuse = |reason| TransportError::HostCertificate {
+            host: self.label.clone(),
+            lookup: known_hosts::lookup_name(&self.host_name, self.port),
+            reason,
+        };
+        let now = certificate::now();
+        match self
+            .known
+            .check_certificate(&self.host_name, self.port, cert, now)
+        {
+            CertVerdict::Trusted => Ok(()),
+            CertVerdict::Revoked(why) => Err(refuse(why)),
+            // As with OpenSSH, the key inside may still be recorded by itself. A failed
+            // certificate is never recorded under accept-new: the CA was meant to vouch here.
+            CertVerdict::Untrusted(why) => {
+                let key = PublicKey::new(cert.public_key().clone(), "");
+                match self.known.check(&self.host_name, self.port, &key) {
+                    Verdict::Trusted => Ok(()),
+                    _ => Err(refuse(why)),
+                }
+            }
+        }
+    }
+
     fn verify(&self, key: &PublicKey) -> Result<(), TransportError> {
         let lookup = known_hosts::lookup_name(&self.host_name, self.port);
         let key_type = key.algorithm().as_str().to_string();
@@ -989,14 +1145,10 @@ impl client::Handler for Client {
                 .verify(key)
                 .map(|()| true)
                 .map_err(|e| HandlerError::HostKey(Box::new(e))),
-            // Certificate algorithms are never advertised, so a server cannot pick one.
-            PublicKeyOrCertificate::Certificate(_) => {
-                Err(HandlerError::HostKey(Box::new(TransportError::Handshake {
-                    host: self.label.clone(),
-                    reason: "the server presented a host certificate, which nexus does not verify"
-                        .into(),
-                })))
-            }
+            PublicKeyOrCertificate::Certificate(cert) => self
+                .verify_certificate(cert)
+                .map(|()| true)
+                .map_err(|e| HandlerError::HostKey(Box::new(e))),
         }
     }
 }

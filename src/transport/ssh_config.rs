@@ -43,6 +43,8 @@ pub struct HostConfig {
     pub user: Option<String>,
     /// `IdentityFile` (all matching blocks, in order).
     pub identity_files: Vec<PathBuf>,
+    /// `CertificateFile` (the parser keeps the first value only).
+    pub certificate_files: Vec<PathBuf>,
     /// `ProxyJump` hops; `Some(empty)` for `ProxyJump none`.
     pub proxy_jump: Option<Vec<String>>,
     /// `StrictHostKeyChecking`.
@@ -65,7 +67,7 @@ pub struct SshConfigFile {
 impl SshConfigFile {
     /// Reads the configuration named by `source`.
     pub fn load(source: &SshConfigSource) -> Result<Self, TransportError> {
-        let home = home_dir();
+        let home = crate::local_user::home_dir();
         let path = match source {
             SshConfigSource::Disabled => return Ok(SshConfigFile { config: None, home }),
             SshConfigSource::File(p) => p.clone(),
@@ -127,6 +129,7 @@ impl SshConfigFile {
             port: p.port,
             user: p.user.clone(),
             identity_files: p.identity_file.clone().unwrap_or_default(),
+            certificate_files: p.certificate_file.clone().into_iter().collect(),
             proxy_jump: p.proxy_jump.clone().map(|hops| {
                 if hops.len() == 1 && hops[0].eq_ignore_ascii_case("none") {
                     Vec::new()
@@ -140,7 +143,7 @@ impl SshConfigFile {
                 files
                     .iter()
                     .filter(|f| !f.eq_ignore_ascii_case("none"))
-                    .map(|f| expand_tilde(f, self.home.as_deref()))
+                    .map(|f| crate::local_user::expand_tilde(f, self.home.as_deref()))
                     .collect()
             }),
             connect_timeout: p.connect_timeout,
@@ -180,45 +183,6 @@ fn parse_strict(value: &str) -> Option<HostKeyPolicy> {
     }
 }
 
-pub(crate) fn expand_tilde(path: &str, home: Option<&Path>) -> PathBuf {
-    match (path.strip_prefix('~'), home) {
-        (Some(""), Some(h)) => h.to_path_buf(),
-        (Some(rest), Some(h)) if rest.starts_with('/') => h.join(rest.trim_start_matches('/')),
-        _ => PathBuf::from(path),
-    }
-}
-
-/// `$HOME`, or the home directory of the current user from /etc/passwd.
-pub(crate) fn home_dir() -> Option<PathBuf> {
-    match std::env::var_os("HOME") {
-        Some(h) if !h.is_empty() => Some(PathBuf::from(h)),
-        _ => passwd_entry().map(|(_, home)| PathBuf::from(home)),
-    }
-}
-
-/// The login name of the current user: `$USER`, else looked up by uid in /etc/passwd.
-pub(crate) fn current_user() -> Option<String> {
-    match std::env::var("USER") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => passwd_entry().map(|(name, _)| name),
-    }
-}
-
-fn passwd_entry() -> Option<(String, String)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .to_string();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 6 && f[2] == uid).then(|| (f[0].to_string(), f[5].to_string()))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +193,7 @@ Host web*
     User deploy
     Port 2222
     IdentityFile ~/.ssh/web_key
+    CertificateFile ~/.ssh/web_key-ca-cert.pub
     StrictHostKeyChecking accept-new
     UserKnownHostsFile ~/.ssh/kh_web /etc/kh_extra
 
@@ -262,6 +227,10 @@ Host *
                 PathBuf::from("/home/u/.ssh/web_key"),
                 PathBuf::from("/home/u/.ssh/id_all")
             ]
+        );
+        assert_eq!(
+            web.certificate_files,
+            vec![PathBuf::from("/home/u/.ssh/web_key-ca-cert.pub")]
         );
         assert_eq!(web.strict_host_key_checking, Some(HostKeyPolicy::AcceptNew));
         assert_eq!(
@@ -298,17 +267,5 @@ Host *
             err.to_string()
                 .starts_with("ssh config /nonexistent/ssh_config: ")
         );
-    }
-
-    #[test]
-    fn tilde_expansion() {
-        let home = Some(Path::new("/home/u"));
-        assert_eq!(
-            expand_tilde("~/.ssh/x", home),
-            PathBuf::from("/home/u/.ssh/x")
-        );
-        assert_eq!(expand_tilde("~", home), PathBuf::from("/home/u"));
-        assert_eq!(expand_tilde("/abs", home), PathBuf::from("/abs"));
-        assert_eq!(expand_tilde("~bob/x", home), PathBuf::from("~bob/x"));
     }
 }

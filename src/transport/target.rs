@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::TransportError;
 pub use super::ssh_config::HostKeyPolicy;
-use super::ssh_config::{self, SshConfigFile, SshConfigSource};
+use super::ssh_config::{SshConfigFile, SshConfigSource};
 
 /// Connect timeout when neither flags, config nor ssh_config set one.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -186,6 +186,9 @@ pub struct ResolvedTarget {
     pub user: String,
     /// Identity files, in the order tried.
     pub identity_files: Vec<PathBuf>,
+    /// Certificates named by ssh_config's `CertificateFile`, offered with the identity or agent
+    /// key they certify (a `NAME-cert.pub` beside an identity is found without this).
+    pub certificate_files: Vec<PathBuf>,
     /// Jump host, connected first.
     pub jump: Option<Box<ResolvedTarget>>,
     /// Policy for unknown host keys.
@@ -236,7 +239,7 @@ fn resolve_at(
     }
     let lookup = target.address.as_deref().unwrap_or(&target.name);
     let hc = cfg.query(lookup);
-    let home = ssh_config::home_dir();
+    let home = crate::local_user::home_dir();
 
     let host_name = hc.host_name.clone().unwrap_or_else(|| lookup.to_string());
     let port = target.port.or(hc.port).unwrap_or(22);
@@ -245,7 +248,7 @@ fn resolve_at(
     let user = flag_user
         .or_else(|| target.user.clone())
         .or_else(|| hc.user.clone())
-        .or_else(ssh_config::current_user)
+        .or_else(crate::local_user::name)
         .ok_or_else(|| config_err("no user configured and the current user is unknown".into()))?;
 
     let mut identity_files: Vec<PathBuf> = Vec::new();
@@ -255,7 +258,7 @@ fn resolve_at(
         .chain(&target.identity_files)
         .chain(&hc.identity_files)
     {
-        let p = ssh_config::expand_tilde(&p.to_string_lossy(), home.as_deref());
+        let p = crate::local_user::expand_tilde(&p.to_string_lossy(), home.as_deref());
         if !identity_files.contains(&p) {
             identity_files.push(p);
         }
@@ -271,6 +274,12 @@ fn resolve_at(
             }
         }
     }
+
+    let certificate_files = hc
+        .certificate_files
+        .iter()
+        .map(|p| crate::local_user::expand_tilde(&p.to_string_lossy(), home.as_deref()))
+        .collect();
 
     let host_key_policy = opts
         .host_key_policy
@@ -311,6 +320,7 @@ fn resolve_at(
         port,
         user,
         identity_files,
+        certificate_files,
         jump,
         host_key_policy,
         known_hosts_files,
@@ -323,10 +333,8 @@ fn resolve_at(
 /// Why a jump host (`ProxyJump`, `-J`) cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JumpError {
-    #[error("invalid jump host {spec:?}")]
-    Invalid { spec: String },
-    #[error("invalid port in jump host {spec:?}")]
-    Port { spec: String },
+    #[error("invalid jump host {spec:?}: {reason}")]
+    Invalid { spec: String, reason: String },
     #[error("empty ProxyJump")]
     Empty,
 }
@@ -343,39 +351,19 @@ fn jump_chain(hops: &[String]) -> Result<SshTarget, JumpError> {
     chain.ok_or(JumpError::Empty)
 }
 
-/// Parses `[user@]host[:port]` or `ssh://[user@]host[:port]`.
+/// Parses `[user@]host[:port]` or `ssh://[user@]host[:port]`, with the rules of a host's address
+/// in the configuration (one parser, so a jump host from ssh_config is held to the same checks:
+/// POSIX user names, no shell or URL metacharacters in the host).
 pub fn parse_jump_spec(spec: &str) -> Result<SshTarget, JumpError> {
     let s = spec.strip_prefix("ssh://").unwrap_or(spec);
-    let invalid = || JumpError::Invalid {
+    let a = crate::config::values::parse_address(s).map_err(|e| JumpError::Invalid {
         spec: spec.to_string(),
-    };
-    let (user, rest) = match s.rsplit_once('@') {
-        Some((u, r)) => (Some(u.to_string()), r),
-        None => (None, s),
-    };
-    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-        let (h, after) = bracketed.split_once(']').ok_or_else(invalid)?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match rest.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        }
-    };
-    if host.is_empty() || user.as_deref() == Some("") {
-        return Err(invalid());
-    }
-    let port = port
-        .map(|p| {
-            p.parse::<u16>().map_err(|_| JumpError::Port {
-                spec: spec.to_string(),
-            })
-        })
-        .transpose()?;
+        reason: e.message,
+    })?;
     Ok(SshTarget {
-        name: host.to_string(),
-        port,
-        user,
+        name: a.host,
+        port: a.port,
+        user: a.user,
         ..SshTarget::default()
     })
 }
@@ -405,14 +393,26 @@ mod tests {
         assert_eq!(parse_jump_spec("b").unwrap().port, None);
         assert_eq!(
             parse_jump_spec("@x").unwrap_err().to_string(),
-            "invalid jump host \"@x\""
+            "invalid jump host \"@x\": empty user in address \"@x\""
         );
-        assert_eq!(
-            parse_jump_spec("x:notaport").unwrap_err(),
-            JumpError::Port {
-                spec: "x:notaport".into()
-            }
+        assert!(
+            parse_jump_spec("x:notaport")
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid jump host \"x:notaport\": ")
         );
+        // The same checks as a configured address: no shell words in users or hosts.
+        for hostile in [
+            "$(touch x)@bastion",
+            "u@[::1;id]:22",
+            "bastion;id",
+            "-oProxyCommand=x",
+        ] {
+            assert!(
+                matches!(parse_jump_spec(hostile), Err(JumpError::Invalid { .. })),
+                "{hostile} was accepted"
+            );
+        }
         assert_eq!(jump_chain(&[]).unwrap_err(), JumpError::Empty);
         let chain = jump_chain(&["a".into(), "b".into()]).unwrap();
         assert_eq!(chain.name, "b");

@@ -5,6 +5,7 @@
 //! command's own stdin, and never into the command line, which other users can read in `ps`.
 
 use super::{CommandSpec, WriteOptions};
+use crate::shell::quote;
 
 /// Why a [`CommandSpec`] cannot be sent as it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,17 +47,6 @@ impl Wrapped {
     }
 }
 
-/// Quotes `s` as one POSIX shell word.
-pub fn quote(s: &str) -> String {
-    let safe = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-./:,+@%".contains(&b));
-    if safe {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r#"'\''"#))
-}
-
 // Reads `NAME=\ooo\ooo...` lines until an empty one. Values are octal-escaped printf formats
 // so any byte but NUL survives `read`; the trailing "." keeps `$(...)` from eating newlines.
 const ENV_READER: &str = r#"while IFS= read -r _nx_l && [ -n "$_nx_l" ]; do _nx_v=$(printf "${_nx_l#*=}."); export "${_nx_l%%=*}=${_nx_v%.}"; done; unset _nx_l _nx_v"#;
@@ -78,16 +68,36 @@ pub fn wrap(cmd: &CommandSpec) -> Result<Wrapped, WrapError> {
 /// [`wrap`], with `tag` as the `$0` of the command's shells (the one sshd starts and, under
 /// sudo, the one sudo starts, which may be in a session of its own). `tag` must be a plain word.
 pub fn wrap_tagged(cmd: &CommandSpec, tag: Option<&str>) -> Result<Wrapped, WrapError> {
-    wrap_as(cmd, tag, false)
+    wrap_as(cmd, tag, None)
+}
+
+/// What a watchdog kills when its client is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillScope {
+    /// Every process in the command's session: sshd starts each channel's command in a session
+    /// of its own, and this also reaches what sudo runs in a new process group.
+    Session,
+    /// The command's process group: a local command shares nexus's session (and terminal), so
+    /// the local transport starts it in a process group of its own and the watchdog kills that.
+    ProcessGroup,
 }
 
 /// [`wrap_tagged`] under a watchdog (see [`watched`]): for a transport that keeps the command's
 /// stdin open until it has ended, so that the command dies with the connection.
 pub fn wrap_watched(cmd: &CommandSpec, tag: Option<&str>) -> Result<Wrapped, WrapError> {
-    wrap_as(cmd, tag, true)
+    wrap_as(cmd, tag, Some(KillScope::Session))
 }
 
-fn wrap_as(cmd: &CommandSpec, tag: Option<&str>, watch: bool) -> Result<Wrapped, WrapError> {
+/// [`wrap_watched`] for a command run on this machine in a process group of its own.
+pub fn wrap_watched_local(cmd: &CommandSpec) -> Result<Wrapped, WrapError> {
+    wrap_as(cmd, None, Some(KillScope::ProcessGroup))
+}
+
+fn wrap_as(
+    cmd: &CommandSpec,
+    tag: Option<&str>,
+    watch: Option<KillScope>,
+) -> Result<Wrapped, WrapError> {
     let inline = wrap_with(cmd, false, tag, watch)?;
     if inline.ssh_command_line().len() <= COMMAND_LINE_MAX {
         return Ok(inline);
@@ -109,6 +119,15 @@ const KILL_SESSIONS: &str = r#"_nx_kill() {
     done
   done
 }"#;
+
+/// [`KILL_SESSIONS`], or for [`KillScope::ProcessGroup`] the same over process groups: `$_nx_ss`
+/// then holds process group ids, compared with field 3 of each process's stat instead of 4.
+fn kill_fn(scope: KillScope) -> String {
+    match scope {
+        KillScope::Session => KILL_SESSIONS.to_string(),
+        KillScope::ProcessGroup => KILL_SESSIONS.replace("${4:-}", "${3:-}"),
+    }
+}
 
 /// TERM, a grace period, then KILL, to what [`KILL_SESSIONS`] selects.
 fn term_then_kill(grace_secs: u32) -> String {
@@ -147,15 +166,21 @@ done
 /// it once `inner` has ended. Under sudo it runs as the target user, so it may kill all that
 /// `inner` started. Only `inner` writes to stderr: the shell's own notice that the watchdog
 /// was killed ("Killed") goes nowhere.
-fn watched(inner: &str) -> String {
+fn watched(inner: &str, scope: KillScope) -> String {
+    // Field 3 after the command name in /proc/PID/stat is the process group, 4 the session.
+    let field = match scope {
+        KillScope::Session => 4,
+        KillScope::ProcessGroup => 3,
+    };
+    let kill = kill_fn(scope);
     format!(
         "IFS= read -r _nx_n || exit 125\n\
          case $_nx_n in '' | *[!0-9]*) exit 125 ;; esac\n\
-         {{ {{ IFS= read -r _nx_st < /proc/self/stat; _nx_me=${{_nx_st%% *}}; set -- ${{_nx_st##*\\)}}; _nx_ss=$4\n\
+         {{ {{ IFS= read -r _nx_st < /proc/self/stat; _nx_me=${{_nx_st%% *}}; set -- ${{_nx_st##*\\)}}; _nx_ss=${field}\n\
          printf '%s\\n' \"$_nx_me\"; head -c \"$_nx_n\"; exec >&-\n\
          while IFS= read -r _nx_x; do :; done\n\
          trap '' TERM\n\
-         {KILL_SESSIONS}\n\
+         {kill}\n\
          {}; }} | {{ IFS= read -r _nx_w; ( {inner}\n\
          ) 2>&3 3>&-; _nx_rc=$?; kill -KILL \"$_nx_w\" 2>/dev/null; exit \"$_nx_rc\"; }}; }} 3>&2 2>/dev/null",
         term_then_kill(KILL_GRACE_SECS)
@@ -166,7 +191,7 @@ fn wrap_with(
     cmd: &CommandSpec,
     script_on_stdin: bool,
     tag: Option<&str>,
-    watch: bool,
+    watch: Option<KillScope>,
 ) -> Result<Wrapped, WrapError> {
     let mut stdin = Vec::new();
 
@@ -213,11 +238,11 @@ fn wrap_with(
     if let Some(own) = &cmd.stdin {
         stdin.extend_from_slice(own);
     }
-    let inner = if watch {
+    let inner = if let Some(scope) = watch {
         let mut framed = format!("{}\n", stdin.len()).into_bytes();
         framed.extend_from_slice(&stdin);
         stdin = framed;
-        watched(&inner)
+        watched(&inner, scope)
     } else {
         inner
     };
@@ -473,8 +498,8 @@ mod tests {
             w.script.len() < 4096,
             "the command line only loads the script"
         );
-        // A shorter script stays on the command line; one that only quoting (a quote becomes
-        // four characters) or sudo (quoted twice) makes too long does not.
+        // A shorter script stays on the command line; one that only quoting (a backslash
+        // becomes two characters) or sudo (quoted twice) makes too long does not.
         let short = script[..script.len() / 4].to_string();
         assert!(
             wrap(&CommandSpec::new(short.clone()))
@@ -482,13 +507,9 @@ mod tests {
                 .script
                 .contains("x1=1")
         );
-        let quotes = "'".repeat(COMMAND_LINE_MAX / 3);
-        assert!(
-            !wrap(&CommandSpec::new(quotes.clone()))
-                .unwrap()
-                .script
-                .contains("''")
-        );
+        let backslashes = format!("# {}", "\\".repeat(COMMAND_LINE_MAX * 2 / 3));
+        assert!(backslashes.len() < COMMAND_LINE_MAX);
+        assert!(wrap(&CommandSpec::new(backslashes)).unwrap().script.len() < 4096);
         let sudo = CommandSpec::new(short).sudo(Become::root());
         assert!(wrap(&sudo).unwrap().ssh_command_line().len() <= COMMAND_LINE_MAX);
         let mut child = std::process::Command::new("sh")
@@ -545,16 +566,6 @@ mod tests {
         assert_eq!(out.stdout.len(), rest);
         // Half a marker is not one yet.
         assert!(chained_split(b"x\n@@TOK 0", "TOK").is_none());
-    }
-
-    #[test]
-    fn quote_words() {
-        assert_eq!(quote("abc"), "abc");
-        assert_eq!(quote("/tmp/x.y"), "/tmp/x.y");
-        assert_eq!(quote(""), "''");
-        assert_eq!(quote("a b"), "'a b'");
-        assert_eq!(quote("it's"), r#"'it'\''s'"#);
-        assert_eq!(quote("$HOME"), "'$HOME'");
     }
 
     #[test]
@@ -617,7 +628,7 @@ mod tests {
                 ..WriteOptions::default()
             },
         );
-        assert!(s.contains(r#"_nx_p='/etc/app'\''s.conf'"#));
+        assert!(s.contains(&format!("_nx_p={}\n", quote("/etc/app's.conf"))));
         assert!(s.contains("chmod 0640 \"$_nx_t\""));
         assert!(s.contains("chown app:app \"$_nx_t\""));
         assert!(s.ends_with("mv -f -- \"$_nx_t\" \"$_nx_p\"\ntrap - EXIT\n"));

@@ -5,6 +5,7 @@
 //! Machine prerequisites (openssh-server, sudo, the test users) come from `tests/setup.sh`.
 //! Include it with `mod harness;` from any integration test.
 #![allow(dead_code)]
+pub mod ca;
 pub mod nspawn;
 pub mod postgres;
 pub mod project;
@@ -115,6 +116,18 @@ impl KeyPair {
 pub struct HostBuilder {
     name: String,
     private_srv: bool,
+    host_cert: Option<HostCert>,
+    user_ca: Option<PathBuf>,
+    no_authorized_keys: bool,
+}
+
+/// How a host's key is certified (sshd's `HostCertificate`).
+#[derive(Debug, Clone)]
+struct HostCert {
+    ca: ca::Ca,
+    /// `None`: the host's own address, which is only known once it is chosen.
+    principals: Option<Vec<String>>,
+    validity: String,
 }
 
 impl HostBuilder {
@@ -122,6 +135,44 @@ impl HostBuilder {
     /// for tests that need hosts with separate filesystems.
     pub fn private_srv(mut self) -> Self {
         self.private_srv = true;
+        self
+    }
+
+    /// Presents a host certificate signed by `ca`, naming the host's address as its principal,
+    /// valid for `validity` (ssh-keygen's `-V`).
+    pub fn host_certificate(mut self, ca: &ca::Ca, validity: &str) -> Self {
+        self.host_cert = Some(HostCert {
+            ca: ca.clone(),
+            principals: None,
+            validity: validity.to_string(),
+        });
+        self
+    }
+
+    /// Like [`HostBuilder::host_certificate`], naming `principals` instead of the address.
+    pub fn host_certificate_for(
+        mut self,
+        ca: &ca::Ca,
+        principals: &[&str],
+        validity: &str,
+    ) -> Self {
+        self.host_cert = Some(HostCert {
+            ca: ca.clone(),
+            principals: Some(principals.iter().map(|p| p.to_string()).collect()),
+            validity: validity.to_string(),
+        });
+        self
+    }
+
+    /// Accepts user certificates signed by `ca` (sshd's `TrustedUserCAKeys`).
+    pub fn trusted_user_ca(mut self, ca: &ca::Ca) -> Self {
+        self.user_ca = Some(ca.public_file());
+        self
+    }
+
+    /// Leaves authorized_keys empty: only a certificate can log in.
+    pub fn without_authorized_keys(mut self) -> Self {
+        self.no_authorized_keys = true;
         self
     }
 
@@ -146,6 +197,8 @@ pub struct SshHost {
     dir: tempfile::TempDir,
     child: Option<Child>,
     private_srv: bool,
+    host_cert: Option<HostCert>,
+    user_ca: Option<PathBuf>,
 }
 
 impl SshHost {
@@ -173,7 +226,12 @@ impl SshHost {
         let host_key = KeyPair::generate(&dir.path().join("ssh_host_ed25519_key"), "");
         let user_key = KeyPair::generate(&dir.path().join("id_ed25519"), "");
         let auth = dir.path().join("authorized_keys");
-        std::fs::write(&auth, format!("{}\n", user_key.public)).expect("authorized_keys");
+        let authorized = if b.no_authorized_keys {
+            String::new()
+        } else {
+            format!("{}\n", user_key.public)
+        };
+        std::fs::write(&auth, authorized).expect("authorized_keys");
         set_mode(&auth, 0o644);
         if b.private_srv {
             let srv = dir.path().join("srv");
@@ -192,12 +250,15 @@ impl SshHost {
             dir,
             child: None,
             private_srv: b.private_srv,
+            host_cert: b.host_cert.clone(),
+            user_ca: b.user_ca.clone(),
         };
         // A port found free may be taken again before sshd binds it: retry elsewhere.
         let mut last_log = String::new();
         for _attempt in 0..5 {
             host.ip = next_ip();
             host.port = free_port(host.ip);
+            host.certify_host_key();
             host.write_sshd_config();
             host.spawn();
             match host.wait_ready() {
@@ -211,8 +272,34 @@ impl SshHost {
         panic!("sshd for {} did not start; its log:\n{last_log}", b.name);
     }
 
+    fn certify_host_key(&self) {
+        let Some(hc) = &self.host_cert else {
+            return;
+        };
+        let ip = self.ip.to_string();
+        let principals: Vec<&str> = match &hc.principals {
+            Some(p) => p.iter().map(String::as_str).collect(),
+            None => vec![ip.as_str()],
+        };
+        hc.ca.sign_host(
+            &self.host_key.private.with_extension("pub"),
+            &principals,
+            &hc.validity,
+        );
+    }
+
     fn write_sshd_config(&self) {
         let d = self.dir.path();
+        let mut extra = String::new();
+        if self.host_cert.is_some() {
+            extra.push_str(&format!(
+                "HostCertificate {}/ssh_host_ed25519_key-cert.pub\n",
+                d.display()
+            ));
+        }
+        if let Some(ca) = &self.user_ca {
+            extra.push_str(&format!("TrustedUserCAKeys {}\n", ca.display()));
+        }
         let config = format!(
             "ListenAddress {ip}:{port}\n\
              HostKey {d}/ssh_host_ed25519_key\n\
@@ -226,7 +313,8 @@ impl SshHost {
              PermitRootLogin no\n\
              AllowUsers {TEST_USER} {SUDO_PW_USER}\n\
              LogLevel VERBOSE\n\
-             Subsystem sftp {SFTP_SERVER}\n",
+             Subsystem sftp {SFTP_SERVER}\n\
+             {extra}",
             ip = self.ip,
             port = self.port,
             d = d.display(),
@@ -585,4 +673,16 @@ pub fn descendants(root: u32) -> Vec<u32> {
         }
     }
     found
+}
+
+/// Every file under `dir`, recursively (for searches of everything a project left behind).
+pub fn all_files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            all_files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
 }

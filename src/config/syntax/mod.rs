@@ -151,9 +151,97 @@ pub struct SyntaxError {
 /// Parses `text` as a KDL v2 document: fast, falling back to the `kdl` crate (see the module
 /// documentation). Errors are the `kdl` crate's.
 pub fn parse(text: &str) -> Result<KdlDocument, Vec<SyntaxError>> {
-    match parse_fast(text) {
+    match parser::document_or_position(text) {
         Ok(doc) => Ok(doc),
-        Err(Rejected) => parse_with_kdl(text),
+        Err(at) => diagnose(text, at),
+    }
+}
+
+/// The most text after the fast parser's stopping point that the `kdl` crate is handed at once.
+/// Its error recovery recurses once per error, and each error consumes at least one character,
+/// so this bounds its recursion; before the stopping point there is no error to recover from.
+const KDL_WINDOW: usize = 128 * 1024;
+
+/// The stack the `kdl` crate runs on: room for [`KDL_WINDOW`] levels of its recursion with a wide
+/// margin (about 3.5 KiB a level in a debug build). Only the pages touched are ever allocated.
+const KDL_STACK: usize = 1 << 30;
+
+/// The `kdl` crate's diagnostics for a text the fast parser rejected at byte `at`, computed so that
+/// no input can overflow the stack: on a thread of its own with [`KDL_STACK`], over at most
+/// [`KDL_WINDOW`] bytes past `at`. Errors beyond the window are summed up in one diagnostic.
+fn diagnose(text: &str, at: usize) -> Result<KdlDocument, Vec<SyntaxError>> {
+    // After an error the crate may read a string's braces as blocks, and it recurses per block
+    // (300 '{' in a broken string overflowed the stack): a text that deep counting every brace
+    // is not handed to it.
+    let max = crate::config::MAX_DEPTH;
+    if let Some(deep) = crate::config::too_deep_raw(text, max) {
+        return Err(vec![SyntaxError {
+            message: Some(format!(
+                "'{{' nested more than {max} levels deep counting those in strings, past a \
+                 syntax error"
+            )),
+            span: SourceSpan::new(deep.into(), 1),
+            label: Some("too deep to diagnose".into()),
+            help: Some(
+                "fix the syntax error before this point (often an unclosed string); \
+                 configurations need a few levels of blocks"
+                    .into(),
+            ),
+        }]);
+    }
+    let limit = at.saturating_add(KDL_WINDOW);
+    // Cut after a newline (always a character boundary), so no token is split.
+    let end = if limit >= text.len() {
+        text.len()
+    } else {
+        text.as_bytes()[limit..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| limit + i + 1)
+    };
+    let window = &text[..end];
+    let result = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("kdl-diagnostics".into())
+            .stack_size(KDL_STACK)
+            .spawn_scoped(scope, || parse_with_kdl(window))
+            .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    });
+    let Ok(result) = result else {
+        // No thread (address space limits): say where parsing stopped rather than risk the stack.
+        return Err(vec![stopped_here(at, None)]);
+    };
+    if end == text.len() {
+        return result;
+    }
+    // The cut leaves unclosed blocks and strings at the window's end: those errors are not the
+    // file's. Keep the ones before the window's last line.
+    let last_line = window[..end - 1].rfind('\n').map_or(0, |i| i + 1);
+    let mut errors: Vec<SyntaxError> = result
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.span.offset() < last_line)
+        .collect();
+    errors.push(stopped_here(last_line, Some(text.len())));
+    Err(errors)
+}
+
+/// The diagnostic for where detailed syntax checking stopped.
+fn stopped_here(offset: usize, size: Option<usize>) -> SyntaxError {
+    SyntaxError {
+        message: Some(match size {
+            Some(size) => format!(
+                "KDL syntax not checked in detail past this point: nexus checks at most {1} KiB \
+                 after the first problem, and this {0} KiB file has a syntax error",
+                size / 1024,
+                KDL_WINDOW / 1024
+            ),
+            None => "KDL syntax error here or after this point".to_string(),
+        }),
+        span: SourceSpan::new(offset.into(), 0),
+        label: Some("checked up to here".into()),
+        help: Some("fix the errors reported before this point, then validate again".into()),
     }
 }
 

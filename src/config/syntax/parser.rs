@@ -33,6 +33,12 @@ struct Lines {
 const MAX_NESTING: usize = crate::config::MAX_DEPTH;
 
 pub(super) fn document(text: &str) -> R<KdlDocument> {
+    document_or_position(text).map_err(|_| Rejected)
+}
+
+/// [`document`], or the byte offset the parser had reached when it gave up: the first error is
+/// there or after it (a construct it leaves to the `kdl` crate may have started before).
+pub(super) fn document_or_position(text: &str) -> Result<KdlDocument, usize> {
     let mut p = P {
         s: text,
         b: text.as_bytes(),
@@ -43,9 +49,11 @@ pub(super) fn document(text: &str) -> R<KdlDocument> {
     if text.starts_with('\u{FEFF}') {
         p.pos = '\u{FEFF}'.len_utf8();
     }
-    let nodes = p.nodes()?;
+    let Ok(nodes) = p.nodes() else {
+        return Err(p.pos);
+    };
     if p.pos != p.b.len() {
-        return Err(Rejected);
+        return Err(p.pos);
     }
     Ok(KdlDocument { nodes })
 }

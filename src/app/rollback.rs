@@ -1,0 +1,570 @@
+//! `rollback [--to RUN] [--host H...]`: an ordinary plan that restores, on each host, the
+//! pre-images of the resources that the runs after RUN changed (docs/rollback.md). It is hashed,
+//! rendered by `show`, stale-checked by apply against the fingerprints the hosts showed right
+//! after those runs (a host that drifted since is refused), and recorded as a rollback.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use base64::Engine as _;
+
+use super::Error;
+use super::secrets::{self, Needs, Source};
+use crate::config::ResourceType;
+use crate::config::values::Mode;
+use crate::exec::stale;
+use crate::inventory::{Inventory, Overrides};
+use crate::plan::{
+    FORMAT_VERSION, HostPlan, Irreversible, Plan, PlannedResource, Role, Rollback, Selection,
+    Summary, TaskPlan,
+};
+use crate::resources::file::{WriteContent, write_step};
+use crate::resources::{Action, FieldChange, Step, q};
+use crate::state::{Image, Preimage, RunId, RunStatus, StateStore};
+
+/// Generations per host whose pre-images `nexus state gc` keeps by default.
+pub const KEEP_GENERATIONS: usize = 10;
+
+/// `nexus state gc`: under the apply lock (an apply may be recording pre-images), deletes the
+/// pre-images of each host's generations but the newest `keep`. Returns how many it deleted.
+pub fn gc(
+    location: &crate::state::Location,
+    config: &std::path::Path,
+    keep: usize,
+) -> Result<u64, Error> {
+    if !location.exists() {
+        return Ok(0);
+    }
+    let dir = config.parent().unwrap_or(std::path::Path::new(""));
+    let state = super::record::Locked::take(location, "nexus state gc", dir)?;
+    let deleted = state.store.gc_generations(keep)?;
+    state.guard.release()?;
+    Ok(deleted)
+}
+
+/// The task every rollback plan runs its restorations in.
+pub const TASK: &str = "rollback";
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `-c`: where the state is by default.
+    pub config: PathBuf,
+    /// `--state`.
+    pub state: Option<String>,
+    /// Restore what the hosts were right after this run; default: undo the last run.
+    pub to: Option<i64>,
+    /// Only these hosts; default: every host a run after `to` changed.
+    pub hosts: Vec<String>,
+    /// Take the hosts' current state as the plan's expected state, drifted or not.
+    pub force: bool,
+    pub overrides: Overrides,
+    pub parallel: usize,
+}
+
+/// A rollback plan and what it could not undo.
+pub struct RolledBack {
+    pub plan: Plan,
+    /// With `--force`: the resources whose current state differed from what the run left.
+    pub forced: Vec<stale::Drift>,
+}
+
+/// One generation of a host: a run that succeeded there.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Generation {
+    pub run: RunId,
+    pub plan_hash: String,
+    pub started_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The run was `nexus run` (no pre-images: it cannot be rolled back).
+    pub kind: crate::state::RunKind,
+    /// It was a rollback, to the state after this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_to: Option<RunId>,
+    /// Pre-images were recorded: a rollback can undo it.
+    pub reversible: bool,
+}
+
+/// The generations of `host`, newest first: the runs that succeeded on it.
+pub fn generations(store: &dyn StateStore, host: &str) -> Result<Vec<Generation>, Error> {
+    let mut out = Vec::new();
+    for run in store.history(usize::MAX)? {
+        if run.status != RunStatus::Succeeded || !run.hosts.iter().any(|h| h == host) {
+            continue;
+        }
+        let recorded = store.run_plan(run.id)?;
+        out.push(Generation {
+            run: run.id,
+            plan_hash: run.plan_hash,
+            started_at: run.started_at,
+            signer: run.signer,
+            kind: run.kind,
+            rollback_to: recorded.as_ref().and_then(|p| p.rollback_of),
+            reversible: recorded.is_some(),
+        });
+    }
+    Ok(out)
+}
+
+/// Builds the rollback plan of `req`.
+pub fn rollback(req: &Request) -> Result<RolledBack, Error> {
+    let location = super::state::of_config_file(req.state.as_deref(), &req.config)?;
+    if !location.exists() {
+        return Err(nothing(format!(
+            "no state at {}: nothing was applied yet",
+            location.describe()
+        )));
+    }
+    let store = location.open()?;
+    if let Some(to) = req.to
+        && to != 0
+        && store.run(RunId(to))?.is_none()
+    {
+        return Err(Error::NoSuchRun {
+            id: to,
+            database: location.describe(),
+            hint: String::new(),
+        });
+    }
+    let hosts: Vec<String> = match req.hosts.is_empty() {
+        false => req.hosts.clone(),
+        true => {
+            let mut all = BTreeSet::new();
+            for run in store.history(usize::MAX)? {
+                all.extend(run.hosts);
+            }
+            all.into_iter().collect()
+        }
+    };
+    let mut images: BTreeMap<String, Vec<Preimage>> = BTreeMap::new();
+    for h in &hosts {
+        images.insert(h.clone(), store.preimages(h, RunId(req.to.unwrap_or(0)))?);
+    }
+    // Without --to: undo the newest run that changed any of the hosts.
+    let to = match req.to {
+        Some(to) => to,
+        None => {
+            let last = images.values().flatten().map(|p| p.run.0).max();
+            let last = last.ok_or_else(|| {
+                nothing("no run recorded pre-images of a change on these hosts".into())
+            })?;
+            last - 1
+        }
+    };
+    for list in images.values_mut() {
+        list.retain(|p| p.run.0 > to);
+    }
+    // A change in the range whose pre-images are missing would be silently left in place.
+    for run in store.history(usize::MAX)? {
+        let touched = run.hosts.iter().any(|h| hosts.contains(h));
+        if run.id.0 <= to || !touched || run.counts.changed == 0 {
+            continue;
+        }
+        if store.run_plan(run.id)?.is_none() {
+            return Err(nothing(match run.kind {
+                crate::state::RunKind::Run => format!(
+                    "run {} (`nexus run`) changed these hosts and records no pre-images; \
+                     roll back to run {} or later",
+                    run.id, run.id
+                ),
+                crate::state::RunKind::Apply => format!(
+                    "the pre-images of run {} are no longer recorded (pruned by `nexus state \
+                     gc`, or made before nexus kept them); roll back to run {} or later",
+                    run.id, run.id
+                ),
+            }));
+        }
+    }
+    let runs: BTreeSet<i64> = images.values().flatten().map(|p| p.run.0).collect();
+    if runs.is_empty() {
+        return Err(nothing(format!(
+            "no run after run {to} changed {}",
+            hosts.join(", ")
+        )));
+    }
+    let mut plans: BTreeMap<i64, Plan> = BTreeMap::new();
+    for run in &runs {
+        let recorded = store.run_plan(RunId(*run))?.ok_or_else(|| {
+            nothing(format!(
+                "the plan of run {run} is no longer recorded (pruned by `nexus state gc`)"
+            ))
+        })?;
+        let plan: Plan = serde_json::from_str(&recorded.plan).map_err(|e| {
+            nothing(format!(
+                "the recorded plan of run {run} cannot be read: {e}"
+            ))
+        })?;
+        plans.insert(*run, plan);
+    }
+    let mut plan = build(&*store, to, &images, &plans)?;
+    let forced = match req.force {
+        true => force(&mut plan, req)?,
+        false => Vec::new(),
+    };
+    Ok(RolledBack { plan, forced })
+}
+
+fn nothing(reason: String) -> Error {
+    Error::NothingToRollBack { reason }
+}
+
+/// The plan restoring `images` (per host, oldest run first), from the plans of those runs.
+fn build(
+    store: &dyn StateStore,
+    to: i64,
+    images: &BTreeMap<String, Vec<Preimage>>,
+    plans: &BTreeMap<i64, Plan>,
+) -> Result<Plan, Error> {
+    let newest = plans.values().next_back().expect("at least one run");
+    let mut blobs = BTreeMap::new();
+    let mut host_plans = Vec::new();
+    let mut irreversible = Vec::new();
+    let mut summary = Summary::default();
+    for (host, list) in images {
+        // Per resource: the oldest pre-image is what to restore; the newest change says what the
+        // host should show now, and how to probe it.
+        let mut by_id: BTreeMap<&str, (&Preimage, &Preimage)> = BTreeMap::new();
+        for p in list {
+            by_id
+                .entry(p.resource_id.as_str())
+                .and_modify(|e| e.1 = p)
+                .or_insert((p, p));
+        }
+        // Reverse dependency order: the newest run's last change is undone first.
+        let mut order: Vec<_> = by_id.into_values().collect();
+        order.sort_by_key(|(_, last)| std::cmp::Reverse((last.run, last.seq)));
+        let Some(host_plan) = plans
+            .values()
+            .rev()
+            .find_map(|p| p.hosts.iter().find(|h| h.name == *host))
+        else {
+            continue;
+        };
+        let mut resources = Vec::new();
+        let mut handlers: BTreeSet<String> = BTreeSet::new();
+        for (first, last) in order {
+            let Some(changed) = plans
+                .get(&last.run.0)
+                .and_then(|p| p.hosts.iter().find(|h| h.name == *host))
+                .and_then(|h| h.resources.iter().find(|r| r.key == last.key))
+            else {
+                continue;
+            };
+            let restore = match restore(store, first, changed, &mut blobs)? {
+                Ok(r) => r,
+                Err(reason) => {
+                    irreversible.push(Irreversible {
+                        host: host.clone(),
+                        run: first.run.0,
+                        resource: changed.label.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let key = format!("{TASK}#{}", resources.len() + 1);
+            handlers.extend(changed.notify.iter().cloned());
+            summary.add(restore.action);
+            resources.push(PlannedResource {
+                key,
+                task: TASK.into(),
+                role: Role::Task,
+                action: restore.action,
+                reason: format!("restores its state before run {}", first.run),
+                fields: restore.fields,
+                diff: None,
+                steps: restore.steps,
+                fingerprint: last.fingerprint_after.clone().unwrap_or_default(),
+                // Undoing the undo is re-applying: a rollback of this rollback restores pre-images.
+                undo: Vec::new(),
+                retry: Default::default(),
+                ..changed.clone()
+            });
+        }
+        // Handlers are notified as for any change: the newest plan's handler resources.
+        resources.extend(
+            host_plan
+                .resources
+                .iter()
+                .filter(|r| r.role == Role::Handler && handlers.contains(&r.task))
+                .cloned(),
+        );
+        host_plans.push(HostPlan {
+            name: host.clone(),
+            pending_handlers: Vec::new(),
+            resources,
+            ..host_plan.clone()
+        });
+    }
+    host_plans.retain(|h| !h.resources.is_empty());
+    let runs: Vec<i64> = plans.keys().copied().collect();
+    if host_plans.is_empty() {
+        let why = irreversible
+            .iter()
+            .map(|i| format!("{} on {}: {}", i.resource, i.host, i.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(nothing(format!(
+            "nothing that runs {runs:?} changed can be restored ({why})"
+        )));
+    }
+    let task = TaskPlan {
+        name: TASK.into(),
+        deps: Vec::new(),
+        hosts: host_plans.iter().map(|h| h.name.clone()).collect(),
+        strategy: crate::config::Strategy::Parallel,
+        batches: Vec::new(),
+        canary: None,
+        max_fail: None,
+        parallel: None,
+        continue_on_error: false,
+        timeout: None,
+    };
+    Ok(Plan {
+        format_version: FORMAT_VERSION.into(),
+        nexus_version: env!("CARGO_PKG_VERSION").into(),
+        config: newest.config.clone(),
+        selection: Selection {
+            tasks: vec![TASK.into()],
+            targets: images.keys().cloned().collect(),
+            tags: Vec::new(),
+            skip_tags: Vec::new(),
+        },
+        inputs: Default::default(),
+        ssh: newest.ssh.clone(),
+        vault: newest.vault.clone(),
+        state: newest.state.clone(),
+        notify: newest.notify.clone(),
+        rollback: Some(Rollback {
+            to,
+            runs,
+            irreversible,
+        }),
+        tasks: vec![task],
+        hosts: host_plans,
+        blobs,
+        summary,
+    })
+}
+
+/// How one resource is restored.
+struct Restore {
+    action: Action,
+    fields: Vec<FieldChange>,
+    steps: Vec<Step>,
+}
+
+/// The restoration of `image` for the resource `changed` (as the newest run planned it); the
+/// reason it cannot be restored as `Err` inside.
+fn restore(
+    store: &dyn StateStore,
+    image: &Preimage,
+    changed: &PlannedResource,
+    blobs: &mut BTreeMap<String, String>,
+) -> Result<Result<Restore, String>, Error> {
+    let sudo = changed.steps.first().is_some_and(|s| s.sudo);
+    let path = match changed.kind {
+        ResourceType::File => changed.id.strip_prefix("file:"),
+        ResourceType::Directory => changed.id.strip_prefix("directory:"),
+        ResourceType::Service => changed.id.strip_prefix("service:"),
+        ResourceType::User => changed.id.strip_prefix("user:"),
+        ResourceType::Group => changed.id.strip_prefix("group:"),
+        _ => None,
+    };
+    if !changed.undo.is_empty() {
+        return Ok(Ok(Restore {
+            action: Action::Run,
+            fields: Vec::new(),
+            steps: changed.undo.clone(),
+        }));
+    }
+    let (Some(path), image_state) = (path, &image.image) else {
+        return Ok(Err(match &image.image {
+            Image::Irreversible { reason } => reason.clone(),
+            _ => format!("nexus keeps no pre-image of a {}", changed.kind.as_str()),
+        }));
+    };
+    let field = |name: &str, to: String| FieldChange::new(name, None, Some(&to));
+    let restore = match (changed.kind, image_state) {
+        (_, Image::Irreversible { reason }) => return Ok(Err(reason.clone())),
+        (
+            ResourceType::Service,
+            Image::Service {
+                manager,
+                running,
+                enabled,
+            },
+        ) => Restore {
+            action: Action::Update,
+            fields: vec![
+                field("running", running.to_string()),
+                field("enabled", enabled.to_string()),
+            ],
+            steps: crate::resources::service::restore_steps(
+                path, *manager, *running, *enabled, sudo,
+            ),
+        },
+        // The account is removed, not its home: files in it may be someone's work since.
+        (ResourceType::User, Image::Absent) => Restore {
+            action: Action::Delete,
+            fields: vec![field("exists", "false".into())],
+            steps: vec![Step::new(format!("userdel -- {}", q(path)), sudo)],
+        },
+        (ResourceType::Group, Image::Absent) => Restore {
+            action: Action::Delete,
+            fields: vec![field("exists", "false".into())],
+            steps: vec![Step::new(format!("groupdel -- {}", q(path)), sudo)],
+        },
+        (ResourceType::User | ResourceType::Group, Image::Existed) => {
+            return Ok(Err(format!(
+                "the {} existed before; nexus does not restore its attributes yet",
+                changed.kind.as_str()
+            )));
+        }
+        (ResourceType::File, Image::Absent) => Restore {
+            action: Action::Delete,
+            fields: vec![field("exists", "false".into())],
+            steps: vec![Step::new(format!("rm -f -- {}", q(path)), sudo)],
+        },
+        (ResourceType::Directory, Image::Absent) => Restore {
+            action: Action::Delete,
+            fields: vec![field("exists", "false".into())],
+            // Only an empty directory: whatever else is in it was not put there by the run.
+            steps: vec![Step::new(format!("rmdir -- {}", q(path)), sudo)],
+        },
+        (ResourceType::Directory, Image::Directory { owner, group, mode }) => Restore {
+            action: Action::Update,
+            fields: vec![
+                field("owner", owner.clone()),
+                field("group", group.clone()),
+                field("mode", mode.clone()),
+            ],
+            steps: vec![Step::new(
+                format!(
+                    "chown -- {} {p} && chmod -- {} {p}",
+                    q(&format!("{owner}:{group}")),
+                    q(mode),
+                    p = q(path)
+                ),
+                sudo,
+            )],
+        },
+        (ResourceType::File, Image::File { owner, group, mode }) => {
+            let Some(hash) = &image.blob else {
+                return Ok(Err("its content was not kept".into()));
+            };
+            let Some(blob) = store.blob(hash)? else {
+                return Ok(Err(
+                    "its content is no longer stored (pruned by `nexus state gc`)".into(),
+                ));
+            };
+            let Ok(mode) = u32::from_str_radix(mode, 8) else {
+                return Ok(Err(format!("its recorded mode {mode:?} is not octal")));
+            };
+            let content = match blob.sealed {
+                false => WriteContent::Bytes(&blob.data),
+                true => WriteContent::WithSecrets {
+                    blob: &blob.data,
+                    names: &[],
+                },
+            };
+            let mut step = write_step(
+                path,
+                content,
+                Some(owner),
+                Some(group),
+                Some(Mode(mode)),
+                None,
+                sudo,
+            );
+            step.stdin_sealed = blob.sealed;
+            blobs.insert(
+                blake3::hash(&blob.data).to_hex().to_string(),
+                base64::engine::general_purpose::STANDARD.encode(&blob.data),
+            );
+            let content = match blob.sealed {
+                true => "as before (holds secrets)".to_string(),
+                false => format!(
+                    "as before (sha256:{})",
+                    &crate::resources::file::sha256_hex(&blob.data)[..12]
+                ),
+            };
+            Restore {
+                action: Action::Update,
+                fields: vec![
+                    field("content", content),
+                    field("owner", owner.clone()),
+                    field("group", group.clone()),
+                    field("mode", Mode(mode).to_string()),
+                ],
+                steps: vec![step],
+            }
+        }
+        (_, other) => {
+            return Ok(Err(format!(
+                "its pre-image ({other:?}) does not fit a {}",
+                changed.kind.as_str()
+            )));
+        }
+    };
+    Ok(Ok(restore))
+}
+
+/// `--force`: probes the hosts now and expects what they show, drifted or not. Returns what
+/// differed from what the runs left.
+fn force(plan: &mut Plan, req: &Request) -> Result<Vec<stale::Drift>, Error> {
+    let base = super::apply::plan_base_dir(&plan.config);
+    let mut needs = Needs::default();
+    needs.sudo(plan.hosts.iter().map(|h| &h.connection));
+    needs.recognise_all();
+    let env = |k: &str| std::env::var(k).ok();
+    let source = Source::Plan {
+        vault: plan.vault.as_ref(),
+        base: &base,
+    };
+    let secrets = secrets::resolve(&source, &needs, &env)?;
+    let keys: BTreeMap<String, BTreeSet<String>> = plan
+        .hosts
+        .iter()
+        .map(|h| {
+            let keys = h
+                .resources
+                .iter()
+                .filter(|r| r.role == Role::Task)
+                .map(|r| r.key.clone());
+            (h.name.clone(), keys.collect())
+        })
+        .collect();
+    let rt = super::plan::runtime()?;
+    let now = rt.block_on(async {
+        let mut inv = Inventory::for_plan(plan, &base, &req.overrides)?;
+        inv.set_secrets(secrets.clone());
+        let now = stale::fingerprints(plan, &keys, &inv, req.parallel, &env, &secrets).await;
+        inv.close().await;
+        Ok::<_, Error>(now)
+    })?;
+    let now: BTreeMap<(&str, &str), &str> = now
+        .iter()
+        .map(|(h, k, f)| ((h.as_str(), k.as_str()), f.as_str()))
+        .collect();
+    let mut forced = Vec::new();
+    for h in &mut plan.hosts {
+        for r in &mut h.resources {
+            let Some(fp) = now.get(&(h.name.as_str(), r.key.as_str())) else {
+                continue;
+            };
+            if *fp != r.fingerprint {
+                forced.push(stale::Drift {
+                    host: h.name.clone(),
+                    key: r.key.clone(),
+                    label: r.label.clone(),
+                    planned: r.fingerprint.clone(),
+                    now: fp.to_string(),
+                    why: None,
+                });
+                r.fingerprint = fp.to_string();
+            }
+        }
+    }
+    Ok(forced)
+}

@@ -1,0 +1,375 @@
+//! Generations and rollback (docs/rollback.md) against a real sshd host: apply v1, apply v2, then
+//! `nexus rollback -o r.lock && nexus apply r.lock` restores v1 byte for byte with owner and mode;
+//! a host that drifted since the run is refused (unless --force); a file that held a secret is
+//! restored while the state only ever held its ciphertext.
+
+mod harness;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use harness::SshHost;
+use harness::postgres::Postgres;
+use harness::project::{Project, Run};
+
+const KEY: &str = "6a1f3c0e9b7d2a4c8e5f1b3d7a9c2e4f6b8d0a1c3e5f7b9d1a3c5e7f9b1d3a5c";
+const API_KEY: &str = "sk-live-rollback-uniq-5531";
+
+/// The task of version `v` of the deploy: the config file's content and mode change, v2 adds a
+/// file and a directory.
+fn task(h: &SshHost, v: u32, state: &str) -> String {
+    let (content, mode, extra) = match v {
+        1 => ("port=80\nname=v1\n", "0640", ""),
+        _ => (
+            "port=8080\nname=v2\n",
+            "0600",
+            "    directory \"/srv/app/cache\" mode=\"0700\"\n    file \"/srv/app/new.conf\" content=\"added in v2\"\n",
+        ),
+    };
+    format!(
+        "{state}task \"deploy\" on=\"{name}\" {{\n    directory \"/srv/app\" mode=\"0755\"\n    \
+         file \"/srv/app/app.conf\" content={content:?} mode=\"{mode}\"\n{extra}}}\n",
+        name = h.name
+    )
+}
+
+fn project(h: &SshHost, v: u32) -> Project {
+    Project::over(&[h], "", &task(h, v, ""))
+}
+
+fn use_version(p: &Project, h: &SshHost, v: u32, state: &str) {
+    let head = harness::project_config(p.dir(), &[h], "");
+    p.config(&format!("{head}{}", task(h, v, state)));
+}
+
+fn ok(r: Run) -> Run {
+    assert!(r.success(), "{r:?}");
+    r
+}
+
+fn apply_config(p: &Project, lock: &str) {
+    ok(p.nexus(&["plan", "-o", lock]));
+    ok(p.nexus(&["apply", lock]));
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn rollback_of_a_drifted_file_is_refused_unless_forced() {
+    let h = SshHost::builder("rb-drift").private_srv().start();
+    let p = project(&h, 1);
+    apply_config(&p, "v1.lock");
+    use_version(&p, &h, 2, "");
+    apply_config(&p, "v2.lock");
+    let conf = h.srv().join("app/app.conf");
+    // Someone edits the file after the run: restoring it would destroy that edit.
+    std::fs::write(&conf, "edited by hand\n").unwrap();
+    ok(p.nexus(&["rollback", "-o", "r.lock"]));
+    let refused = p.nexus(&["apply", "r.lock"]);
+    assert_eq!(refused.code, 6, "{refused:?}");
+    assert!(refused.stderr.contains("/srv/app/app.conf"), "{refused:?}");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "edited by hand\n");
+    assert!(
+        h.srv().join("app/new.conf").exists(),
+        "nothing was executed"
+    );
+
+    // --force contacts the host and takes what it shows now as expected.
+    let forced = ok(p.nexus(&["rollback", "--force", "-o", "forced.lock"]));
+    assert!(forced.stderr.contains("--force"), "{forced:?}");
+    ok(p.nexus(&["apply", "forced.lock"]));
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "port=80\nname=v1\n"
+    );
+}
+
+#[test]
+fn rollback_without_any_run_says_there_is_nothing_to_roll_back() {
+    let h = SshHost::builder("rb-none").private_srv().start();
+    let p = project(&h, 1);
+    let none = p.nexus(&["rollback", "-o", "r.lock"]);
+    assert_eq!(none.code, 1, "{none:?}");
+    assert!(none.stderr.contains("nothing to roll back"), "{none:?}");
+    assert!(!p.path("r.lock").exists());
+    let unknown = p.nexus(&["rollback", "--to", "99"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+}
+
+#[test]
+fn rollback_restores_v1_exactly_and_a_plan_of_v1_is_then_empty() {
+    let h = SshHost::builder("rb-cycle").private_srv().start();
+    cycle(&h, &Project::new(), "");
+}
+
+#[test]
+fn the_rollback_cycle_holds_with_the_state_in_postgresql() {
+    let pg = Postgres::start();
+    let h = SshHost::builder("rb-pg").private_srv().start();
+    let p = Project::new()
+        .env("NEXUS_STATE_URL", &pg.url("sslmode=disable"))
+        .env_remove("PGPASSWORD");
+    cycle(
+        &h,
+        &p,
+        "state url=(env)\"NEXUS_STATE_URL\" project=\"rb\"\n",
+    );
+    assert!(!p.path(".nexus/state.db").exists());
+    let kept = pg.psql("SELECT COUNT(*) FROM nexus.preimages WHERE fingerprint_after IS NOT NULL");
+    assert_ne!(kept, "0");
+    ok(p.nexus(&["state", "gc", "--keep", "1"]));
+    let runs = pg.psql("SELECT COUNT(DISTINCT run_id) FROM nexus.preimages");
+    assert_eq!(runs, "1");
+    let orphans = pg.psql(
+        "SELECT COUNT(*) FROM nexus.blobs WHERE hash NOT IN \
+         (SELECT blob FROM nexus.preimages WHERE blob IS NOT NULL)",
+    );
+    assert_eq!(orphans, "0");
+}
+
+/// v1, v2, rollback, apply: v1 exactly, and a plan of v1 has nothing to do.
+fn cycle(h: &SshHost, p: &Project, state: &str) {
+    use_version(p, h, 1, state);
+    apply_config(p, "v1.lock");
+    let conf = h.srv().join("app/app.conf");
+    let v1_bytes = std::fs::read(&conf).unwrap();
+    let v1_meta = std::fs::metadata(&conf).unwrap();
+    use_version(p, h, 2, state);
+    apply_config(p, "v2.lock");
+    assert_eq!(mode_of(&conf), 0o600);
+    assert!(h.srv().join("app/cache").is_dir());
+
+    let r = ok(p.nexus(&["rollback", "-o", "r.lock"]));
+    assert!(r.stdout.contains("/srv/app/app.conf"), "{r:?}");
+    // An ordinary plan file: `show` renders it.
+    let shown = ok(p.nexus(&["show", "r.lock"]));
+    assert!(
+        shown.stdout.contains("restores its state before run"),
+        "{shown:?}"
+    );
+    ok(p.nexus(&["apply", "r.lock"]));
+
+    assert_eq!(std::fs::read(&conf).unwrap(), v1_bytes);
+    let meta = std::fs::metadata(&conf).unwrap();
+    assert_eq!(mode_of(&conf), 0o640);
+    assert_eq!((meta.uid(), meta.gid()), (v1_meta.uid(), v1_meta.gid()));
+    assert!(!h.srv().join("app/new.conf").exists());
+    assert!(!h.srv().join("app/cache").exists());
+
+    use_version(p, h, 1, state);
+    let again = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "{again:?}");
+
+    // Applied twice it would not be the same plan: replay protection holds for rollbacks too.
+    assert_eq!(p.nexus(&["apply", "r.lock"]).code, 6);
+    let gens = ok(p.nexus(&["history", "--host", &h.name]));
+    assert!(gens.stdout.contains("rollback to 1"), "{gens:?}");
+    assert!(
+        gens.stdout
+            .contains(&format!("3 generations of {}", h.name)),
+        "{gens:?}"
+    );
+}
+
+#[test]
+fn rollback_of_a_file_holding_a_secret_keeps_only_ciphertext() {
+    let h = SshHost::builder("rb-secret").private_srv().start();
+    let p = Project::new().env("NEXUS_VAULT_KEY", KEY);
+    let head = harness::project_config(p.dir(), &[&h], "");
+    let version = |content: &str| {
+        format!(
+            "{head}task \"deploy\" on=\"rb-secret\" {{\n    file \"/srv/token\" content={content} mode=\"0600\"\n}}\n"
+        )
+    };
+    p.config(&version("(secret)\"API_KEY\""));
+    ok(p.nexus(&["secret", "init"]));
+    ok(p.nexus_with_stdin(&["secret", "set", "API_KEY"], API_KEY));
+    apply_config(&p, "v1.lock");
+    let token = h.srv().join("token");
+    assert_eq!(std::fs::read_to_string(&token).unwrap(), API_KEY);
+    p.config(&version("\"public\""));
+    apply_config(&p, "v2.lock");
+    assert_eq!(std::fs::read_to_string(&token).unwrap(), "public");
+
+    ok(p.nexus(&["rollback", "-o", "r.lock"]));
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert_eq!(std::fs::read_to_string(&token).unwrap(), API_KEY);
+    assert_eq!(mode_of(&token), 0o600);
+
+    // The state (and every plan file) holds the secret only encrypted.
+    let mut files = Vec::new();
+    harness::all_files_under(p.dir(), &mut files);
+    assert!(files.iter().any(|f| f.ends_with("state.db")));
+    for f in files.iter().filter(|f| !f.ends_with("secrets.vault")) {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(
+            !bytes
+                .windows(API_KEY.len())
+                .any(|w| w == API_KEY.as_bytes()),
+            "{} holds the secret",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn gc_keeps_the_newest_generations_and_rollback_refuses_past_them() {
+    let h = SshHost::builder("rb-gc").private_srv().start();
+    let p = project(&h, 1);
+    apply_config(&p, "v1.lock");
+    use_version(&p, &h, 2, "");
+    apply_config(&p, "v2.lock");
+    let gc = ok(p.nexus(&["state", "gc", "--keep", "1"]));
+    assert!(gc.stdout.contains("Deleted 2 pre-image(s)"), "{gc:?}");
+    // Back to before run 1 needs run 1's pre-images: refused, nothing written.
+    let refused = p.nexus(&["rollback", "--to", "0", "-o", "r0.lock"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("state gc"), "{refused:?}");
+    assert!(!p.path("r0.lock").exists());
+    // The newest generation can still be undone.
+    ok(p.nexus(&["rollback", "-o", "r.lock"]));
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert_eq!(
+        std::fs::read_to_string(h.srv().join("app/app.conf")).unwrap(),
+        "port=80\nname=v1\n"
+    );
+}
+
+const DEMO_UNIT: &str = "[Unit]\nDescription=nexus rollback demo\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n";
+
+/// Tier 2 (a booted systemd host): v2 stops and disables a service and adds a user; the
+/// rollback starts and enables it again and removes the user, and a plan of v1 is then empty.
+#[test]
+fn rollback_restores_a_service_and_removes_a_user_on_a_systemd_host() {
+    harness::nspawn::require_prerequisites();
+    let c = harness::nspawn::Container::boot("rb-svc");
+    c.exec(&format!(
+        "printf '%s' '{DEMO_UNIT}' > /etc/systemd/system/nexus-demo.service && systemctl daemon-reload"
+    ));
+    let p = Project::new();
+    harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[&c]);
+    p.write("ssh_config", "");
+    let version = |v2: bool| {
+        let (state, enabled, user) = match v2 {
+            false => ("running", "#true", ""),
+            true => ("stopped", "#false", "    user \"rbuser\"\n"),
+        };
+        format!(
+            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n\
+             host \"rb-svc\" \"root@{ip}:{port}\" identity=\"{key}\"\n\
+             task \"deploy\" on=\"rb-svc\" {{\n    \
+             service \"nexus-demo\" state=\"{state}\" enabled={enabled}\n{user}}}\n",
+            ip = c.ip,
+            port = c.port,
+            key = c.user_key.private.display()
+        )
+    };
+    let svc = || {
+        c.exec("systemctl is-active nexus-demo.service || true; systemctl is-enabled nexus-demo.service || true")
+    };
+    p.config(&version(false));
+    apply_config(&p, "v1.lock");
+    assert_eq!(svc(), "active\nenabled\n");
+    p.config(&version(true));
+    apply_config(&p, "v2.lock");
+    assert_eq!(svc(), "inactive\ndisabled\n");
+    assert_eq!(
+        c.exec("getent passwd rbuser >/dev/null && echo yes || echo no"),
+        "yes\n"
+    );
+
+    ok(p.nexus(&["rollback", "-o", "r.lock"]));
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert_eq!(svc(), "active\nenabled\n");
+    assert_eq!(
+        c.exec("getent passwd rbuser >/dev/null && echo yes || echo no"),
+        "no\n"
+    );
+    p.config(&version(false));
+    let again = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "{again:?}");
+}
+
+/// A restored resource notifies its handlers as any change does, and a command the run executed
+/// is listed as irreversible.
+#[test]
+fn a_rollback_notifies_handlers_and_lists_what_it_cannot_undo() {
+    let h = SshHost::builder("rb-hand").private_srv().start();
+    let version = |content: &str| {
+        format!(
+            "task \"site\" on=\"rb-hand\" {{\n    \
+             file \"/srv/site.conf\" content=\"{content}\" notify=\"reload\"\n    \
+             command \"echo {content} >> /srv/log\" creates=\"/srv/{content}.done\"\n}}\n\
+             handler \"reload\" {{\n    command \"echo reload >> /srv/reloads\"\n}}\n"
+        )
+    };
+    let p = Project::over(&[&h], "", &version("v1"));
+    apply_config(&p, "v1.lock");
+    let head = harness::project_config(p.dir(), &[&h], "");
+    p.config(&format!("{head}{}", version("v2")));
+    apply_config(&p, "v2.lock");
+    let reloads = || std::fs::read_to_string(h.srv().join("reloads")).unwrap();
+    assert_eq!(reloads(), "reload\nreload\n");
+
+    let r = ok(p.nexus(&["rollback", "-o", "r.lock"]));
+    assert!(
+        r.stderr.contains("irreversible: command"),
+        "the command is listed: {r:?}"
+    );
+    let shown = ok(p.nexus(&["show", "r.lock"]));
+    assert!(
+        shown
+            .stdout
+            .contains("Rollback to the state after run 1 (undoes run 2)"),
+        "{shown:?}"
+    );
+    assert!(shown.stdout.contains("irreversible: command"), "{shown:?}");
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert_eq!(
+        std::fs::read_to_string(h.srv().join("site.conf")).unwrap(),
+        "v1"
+    );
+    assert_eq!(reloads(), "reload\nreload\nreload\n", "the handler ran");
+}
+
+/// `nexus run` keeps no pre-images: a rollback across its changes is refused, not silently partial.
+#[test]
+fn a_rollback_across_a_nexus_run_is_refused() {
+    let h = SshHost::builder("rb-run").private_srv().start();
+    let p = project(&h, 1);
+    apply_config(&p, "v1.lock");
+    use_version(&p, &h, 2, "");
+    ok(p.nexus(&["run"]));
+    let refused = p.nexus(&["rollback", "--to", "0", "-o", "r.lock"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("`nexus run`"), "{refused:?}");
+    assert!(!p.path("r.lock").exists());
+}
+
+/// A command that declares `undo` is undone by running it.
+#[test]
+fn a_command_with_undo_is_undone() {
+    let h = SshHost::builder("rb-undo").private_srv().start();
+    let version = |with: bool| {
+        let cmd = match with {
+            true => {
+                "    command \"echo made > /srv/made\" creates=\"/srv/made\" undo=\"rm /srv/made\"\n"
+            }
+            false => "",
+        };
+        format!("task \"t\" on=\"rb-undo\" {{\n    file \"/srv/keep\" content=\"k\"\n{cmd}}}\n")
+    };
+    let p = Project::over(&[&h], "", &version(false));
+    apply_config(&p, "v1.lock");
+    let head = harness::project_config(p.dir(), &[&h], "");
+    p.config(&format!("{head}{}", version(true)));
+    apply_config(&p, "v2.lock");
+    assert!(h.srv().join("made").exists());
+    let r = ok(p.nexus(&["rollback", "-o", "r.lock"]));
+    assert!(!r.stderr.contains("irreversible"), "{r:?}");
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert!(!h.srv().join("made").exists());
+    assert!(h.srv().join("keep").exists(), "run 1 is not undone");
+}
