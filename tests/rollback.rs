@@ -373,3 +373,115 @@ fn a_command_with_undo_is_undone() {
     assert!(!h.srv().join("made").exists());
     assert!(h.srv().join("keep").exists(), "run 1 is not undone");
 }
+
+/// The deploy of `content` to three hosts in a canary rollout that rolls back when the health
+/// check (the file holds v1) fails.
+fn canary(hosts: &[&SshHost], content: &str, on_failure: &str) -> String {
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    format!(
+        "group \"web\" {names}\n\
+         task \"deploy\" on=\"web\" strategy=\"canary\" canary=1 {on_failure} {{\n    \
+         file \"/srv/site.conf\" content=\"{content}\" notify=\"reload\"\n    \
+         health-check {{\n        command \"grep -qx v1 /srv/site.conf\"\n    }}\n}}\n\
+         handler \"reload\" {{\n    command \"echo reload >> /srv/reloads\"\n}}\n",
+        names = names
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// A canary whose health check fails on v2 is put back on v1 (bytes and handler) by the same
+/// apply; the other hosts are never touched, both runs are recorded, and a plan of v1 is empty.
+#[test]
+fn a_failed_canary_is_rolled_back_automatically() {
+    let hs: Vec<SshHost> = ["rb-auto1", "rb-auto2", "rb-auto3"]
+        .iter()
+        .map(|n| SshHost::builder(n).private_srv().start())
+        .collect();
+    let hosts: Vec<&SshHost> = hs.iter().collect();
+    let rollback = "on-failure=\"rollback\"";
+    let p = Project::over(&hosts, "", &canary(&hosts, "v1", rollback));
+    apply_config(&p, "v1.lock");
+    let head = harness::project_config(p.dir(), &hosts, "");
+    p.config(&format!("{head}{}", canary(&hosts, "v2", rollback)));
+    ok(p.nexus(&["plan", "-o", "v2.lock"]));
+    let failed = p.nexus(&["apply", "v2.lock"]);
+    assert_eq!(failed.code, 1, "the run still failed: {failed:?}");
+    assert!(
+        failed
+            .stdout
+            .contains("Rollback of task deploy: SUCCESS (run 3"),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .stdout
+            .contains("health check after the rollback: 1 of 1 passed"),
+        "{failed:?}"
+    );
+    let site = |h: &SshHost| std::fs::read_to_string(h.srv().join("site.conf")).unwrap();
+    let reloads = |h: &SshHost| std::fs::read_to_string(h.srv().join("reloads")).unwrap();
+    assert_eq!(site(&hs[0]), "v1", "the canary is back on v1");
+    assert_eq!(
+        reloads(&hs[0]),
+        "reload\nreload\nreload\n",
+        "v1, v2, rollback"
+    );
+    for h in &hs[1..] {
+        assert_eq!(site(h), "v1");
+        assert_eq!(reloads(h), "reload\n", "{} was never touched by v2", h.name);
+    }
+    let history = ok(p.nexus(&["history", "--format", "json"]));
+    assert!(
+        history.stdout.contains("\"rolled_back_by\": 3"),
+        "{history:?}"
+    );
+    let generations = ok(p.nexus(&["history", "--host", "rb-auto1"]));
+    assert!(
+        generations.stdout.contains("rollback to 1"),
+        "{generations:?}"
+    );
+    p.config(&format!("{head}{}", canary(&hosts, "v1", rollback)));
+    let again = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "{again:?}");
+}
+
+/// Without `on-failure="rollback"` the canary stays as the failed run left it; with it, a task
+/// that cannot stop a rollout is refused, and `nexus run` says why it cannot roll back.
+#[test]
+fn automatic_rollback_is_only_what_was_asked_for() {
+    let h = SshHost::builder("rb-ask").private_srv().start();
+    let p = Project::over(&[&h], "", &canary(&[&h], "v1", ""));
+    apply_config(&p, "v1.lock");
+    let head = harness::project_config(p.dir(), &[&h], "");
+    p.config(&format!("{head}{}", canary(&[&h], "v2", "")));
+    ok(p.nexus(&["plan", "-o", "v2.lock"]));
+    let failed = p.nexus(&["apply", "v2.lock"]);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(!failed.stdout.contains("Rollback"), "{failed:?}");
+    assert_eq!(
+        std::fs::read_to_string(h.srv().join("site.conf")).unwrap(),
+        "v2"
+    );
+
+    p.config(&format!(
+        "{head}task \"t\" on=\"{}\" on-failure=\"rollback\" {{\n    command \"true\"\n}}\n",
+        h.name
+    ));
+    let refused = p.nexus(&["plan"]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(refused.stderr.contains("on-failure"), "{refused:?}");
+
+    p.config(&format!(
+        "{head}{}",
+        canary(&[&h], "v3", "on-failure=\"rollback\"")
+    ));
+    let run = p.nexus(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("Rollback: NOT DONE") && run.stdout.contains("records no pre-images"),
+        "{run:?}"
+    );
+}

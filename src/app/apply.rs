@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use super::Error;
 use super::record::{Locked, RunSummary};
 use super::secrets::{self, Needs, Source};
-use crate::exec::{Event, Options, Report, stale};
+use crate::config::OnFailure;
+use crate::exec::{Event, Options, Report, TaskStatus, stale};
 use crate::inventory::{Inventory, Overrides};
 use crate::notify::{Delivery, EventKind};
 use crate::plan::{Plan, lockfile};
@@ -41,6 +42,22 @@ pub struct Applied {
     pub pins_written: Option<PathBuf>,
     /// The signal that stopped the run early, as the exit it means (130 or 143).
     pub interrupted: Option<crate::exit::Exit>,
+    /// The automatic rollback of a task whose rollout stopped (`on-failure="rollback"`), or why
+    /// it could not be made.
+    pub rollback: Option<Result<AutoRollback, Error>>,
+}
+
+/// An automatic rollback: its own run, recorded as a rollback of the one that failed.
+pub struct AutoRollback {
+    /// The task whose rollout stopped.
+    pub task: String,
+    pub run: RunId,
+    pub plan: Plan,
+    /// What it could not undo, and why.
+    pub irreversible: Vec<crate::plan::Irreversible>,
+    pub report: Report,
+    pub summary: RunSummary,
+    pub deliveries: Vec<Delivery>,
 }
 
 /// The directory the plan's relative paths (known_hosts, identities, the vault) are relative to.
@@ -97,94 +114,224 @@ pub fn apply(
         });
     }
     let run = state.begin(&plan, &hash, RunKind::Apply, signer)?;
-    let mut needs = Needs::default();
-    for (name, fingerprint) in &plan.inputs.secrets {
-        needs.require(name, Some(fingerprint));
-    }
-    needs.sudo(plan.hosts.iter().map(|h| &h.connection));
-    needs.notifiers(&plan.notify);
-    needs.recognise_all();
-    let env = |k: &str| std::env::var(k).ok();
-    let source = Source::Plan {
-        vault: plan.vault.as_ref(),
+    let rt = super::plan::runtime()?;
+    // One for both executions: tokio keeps a signal handler once a stream was made, so a signal
+    // between two of them would be lost.
+    let mut signals = {
+        let _runtime = rt.enter();
+        super::record::Signals::new()
+    };
+    let verified = Verified {
+        plan: &plan,
+        hash: &hash,
+        file: &file,
         base: &base,
     };
-    let secrets = match secrets::resolve(&source, &needs, &env) {
-        Ok(s) => s,
-        Err(e) => {
-            state.refuse(
-                run,
-                &serde_json::json!({ "status": "refused", "reason": format!("error: {e}") }),
-            );
-            return Err(e.into());
-        }
+    let (report, deliveries) =
+        verified.execute(&rt, &state, run, req, &mut signals, planned, observer)?;
+    let rollback = stopped_rollback_task(&plan, &report).map(|task| {
+        auto_rollback(
+            &rt,
+            &state,
+            &plan,
+            run,
+            &task,
+            &base,
+            req,
+            &mut signals,
+            observer,
+        )
+    });
+    let rolled_back_by = match &rollback {
+        Some(Ok(r)) => Some(r.run),
+        _ => None,
     };
-    let rt = super::plan::runtime()?;
-    let (report, deliveries) = rt.block_on(async {
-        // A signal while re-probing stops the apply before anything was executed.
-        let mut signals = super::record::Signals::new();
-        let mut inv = Inventory::for_plan(&plan, &base, &req.overrides)?;
-        inv.set_secrets(secrets.clone());
-        let check = tokio::select! {
-            check = stale::check(&plan, &inv, req.parallel, &env, &secrets, run) => check,
-            exit = signals.next() => {
-                inv.close().await;
-                state.interrupt(run, exit);
-                return Err(Error::Interrupted(exit));
+    let mut applied = state.conclude(plan, run, report, deliveries, rolled_back_by)?;
+    applied.rollback = rollback;
+    Ok(applied)
+}
+
+/// A plan file that passed verification (hash, signature, replay), about to be executed.
+struct Verified<'a> {
+    plan: &'a Plan,
+    /// The hash the run records.
+    hash: &'a str,
+    /// Where the plan came from, for messages.
+    file: &'a str,
+    base: &'a Path,
+}
+
+impl Verified<'_> {
+    /// Under the recorded run `run`: reads the secrets the plan pinned, re-probes the hosts
+    /// (refusing a stale plan) while capturing pre-images, records them, then executes.
+    #[allow(clippy::too_many_arguments)]
+    fn execute(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        state: &Locked,
+        run: RunId,
+        req: &Request,
+        signals: &mut super::record::Signals,
+        planned: &dyn Fn(&Plan),
+        observer: &(dyn Fn(&Event) + Sync),
+    ) -> Result<(Report, Vec<Delivery>), Error> {
+        let (plan, base) = (self.plan, self.base);
+        let mut needs = Needs::default();
+        for (name, fingerprint) in &plan.inputs.secrets {
+            needs.require(name, Some(fingerprint));
+        }
+        needs.sudo(plan.hosts.iter().map(|h| &h.connection));
+        needs.notifiers(&plan.notify);
+        needs.recognise_all();
+        let env = |k: &str| std::env::var(k).ok();
+        let source = Source::Plan {
+            vault: plan.vault.as_ref(),
+            base,
+        };
+        let secrets = match secrets::resolve(&source, &needs, &env) {
+            Ok(s) => s,
+            Err(e) => {
+                state.refuse(
+                    run,
+                    &serde_json::json!({ "status": "refused", "reason": format!("error: {e}") }),
+                );
+                return Err(e.into());
             }
         };
-        if !check.is_fresh() {
-            inv.close().await;
-            let summary = serde_json::json!({
-                "status": "refused",
-                "drift": check.drift,
-                "unreachable": check.unreachable,
-            });
-            state.refuse(run, &summary);
-            return Err(Error::Stale {
-                file: file.clone(),
-                check,
-            });
-        }
-        // A rollback needs the plan's probes, connections and handlers, not its contents: the
-        // pre-images keep the contents that matter.
-        let recorded = crate::plan::Plan {
-            blobs: Default::default(),
-            ..plan.clone()
-        };
-        let generation = crate::state::NewGeneration {
-            plan: serde_json::to_string(&recorded).expect("plans serialize"),
-            rollback_of: plan.rollback.as_ref().map(|r| RunId(r.to)),
-            preimages: check.preimages,
-            blobs: check.blobs,
-        };
-        if let Err(e) = state.store.record_generation(run, &generation) {
-            // Nothing was executed: a change without its pre-image could not be undone.
-            inv.close().await;
-            state.refuse(
-                run,
-                &serde_json::json!({ "status": "refused", "reason": format!("error: {e}") }),
-            );
-            return Err(e.into());
-        }
-        planned(&plan);
-        let opts = Options {
-            parallel: req.parallel,
-            continue_on_error: req.continue_on_error,
-            base_dir: base.clone(),
-            secrets: secrets.clone(),
-            stop: Default::default(),
-        };
-        let execution = super::record::Execution {
-            plan: &plan,
-            hash: &hash,
-            kind: EventKind::Apply,
-            secrets: &secrets,
-            generation: true,
-        };
-        execution
-            .run(inv, &opts, &state, run, &mut signals, observer)
-            .await
-    })?;
-    state.conclude(plan, run, report, deliveries)
+        rt.block_on(async {
+            // A signal while re-probing stops the apply before anything was executed.
+            let mut inv = Inventory::for_plan(plan, base, &req.overrides)?;
+            inv.set_secrets(secrets.clone());
+            let check = tokio::select! {
+                check = stale::check(plan, &inv, req.parallel, &env, &secrets, run) => check,
+                exit = signals.next() => {
+                    inv.close().await;
+                    state.interrupt(run, exit);
+                    return Err(Error::Interrupted(exit));
+                }
+            };
+            if !check.is_fresh() {
+                inv.close().await;
+                let summary = serde_json::json!({
+                    "status": "refused",
+                    "drift": check.drift,
+                    "unreachable": check.unreachable,
+                });
+                state.refuse(run, &summary);
+                return Err(Error::Stale {
+                    file: self.file.to_string(),
+                    check,
+                });
+            }
+            // A rollback needs the plan's probes, connections and handlers, not its contents:
+            // the pre-images keep the contents that matter.
+            let recorded = crate::plan::Plan {
+                blobs: Default::default(),
+                ..plan.clone()
+            };
+            let generation = crate::state::NewGeneration {
+                plan: serde_json::to_string(&recorded).expect("plans serialize"),
+                rollback_of: plan.rollback.as_ref().map(|r| RunId(r.to)),
+                preimages: check.preimages,
+                blobs: check.blobs,
+            };
+            if let Err(e) = state.store.record_generation(run, &generation) {
+                // Nothing was executed: a change without its pre-image could not be undone.
+                inv.close().await;
+                state.refuse(
+                    run,
+                    &serde_json::json!({ "status": "refused", "reason": format!("error: {e}") }),
+                );
+                return Err(e.into());
+            }
+            planned(plan);
+            let opts = Options {
+                parallel: req.parallel,
+                continue_on_error: req.continue_on_error,
+                base_dir: base.to_path_buf(),
+                secrets: secrets.clone(),
+                stop: Default::default(),
+            };
+            let execution = super::record::Execution {
+                plan,
+                hash: self.hash,
+                kind: EventKind::Apply,
+                secrets: &secrets,
+                generation: true,
+            };
+            execution
+                .run(inv, &opts, state, run, signals, observer)
+                .await
+        })
+    }
+}
+
+/// The task whose stopped rollout asks for an automatic rollback (`on-failure="rollback"`), if
+/// one did. A run stopped by a signal is not rolled back: whoever stopped it decides.
+pub(super) fn stopped_rollback_task(plan: &Plan, report: &Report) -> Option<String> {
+    if report.interrupted.is_some() {
+        return None;
+    }
+    report
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Stopped && !t.hosts_failed.is_empty())
+        .find(|t| {
+            plan.tasks
+                .iter()
+                .any(|p| p.name == t.name && p.on_failure == OnFailure::Rollback)
+        })
+        .map(|t| t.name.clone())
+}
+
+/// The automatic rollback of a stopped task: a second run, under the same lock, of the plan that
+/// restores what `run` changed in `task` (app/rollback.rs), verified against what the run left
+/// like any rollback plan, followed by the task's health checks.
+#[allow(clippy::too_many_arguments)]
+fn auto_rollback(
+    rt: &tokio::runtime::Runtime,
+    state: &Locked,
+    plan: &Plan,
+    run: RunId,
+    task: &str,
+    base: &Path,
+    req: &Request,
+    signals: &mut super::record::Signals,
+    observer: &(dyn Fn(&Event) + Sync),
+) -> Result<AutoRollback, Error> {
+    let rolled = super::rollback::of_stopped_task(&*state.store, plan, run, task)?;
+    observer(&Event::RollbackStarted {
+        task: task.to_string(),
+        hosts: rolled.hosts.iter().map(|h| h.name.clone()).collect(),
+    });
+    let hash = lockfile::hash(&rolled);
+    let rollback_run = state.begin(&rolled, &hash, RunKind::Apply, None)?;
+    let file = format!("the automatic rollback of run {run}");
+    let verified = Verified {
+        plan: &rolled,
+        hash: &hash,
+        file: &file,
+        base,
+    };
+    let req = Request {
+        continue_on_error: false,
+        ..req.clone()
+    };
+    let (report, deliveries) =
+        verified.execute(rt, state, rollback_run, &req, signals, &|_| {}, observer)?;
+    let summary = RunSummary::of(&report, &deliveries);
+    state.finish(rollback_run, &summary)?;
+    Ok(AutoRollback {
+        task: task.to_string(),
+        run: rollback_run,
+        irreversible: rolled
+            .rollback
+            .as_ref()
+            .map(|r| r.irreversible.clone())
+            .unwrap_or_default(),
+        plan: rolled,
+        report,
+        summary,
+        deliveries,
+    })
 }

@@ -99,15 +99,18 @@ impl Locked {
         Ok(self.store.finish_run(run, status, &json.to_string())?)
     }
 
-    /// Records the end of `run` and releases the apply lock: the last step of apply and run.
+    /// Records the end of `run` (undone by the run `rolled_back_by`, when an automatic rollback
+    /// followed it) and releases the apply lock: the last step of apply and run.
     pub fn conclude(
         self,
         plan: Plan,
         run: RunId,
         report: Report,
         deliveries: Vec<crate::notify::Delivery>,
+        rolled_back_by: Option<RunId>,
     ) -> Result<super::apply::Applied, Error> {
-        let summary = RunSummary::of(&report, &deliveries);
+        let mut summary = RunSummary::of(&report, &deliveries);
+        summary.rolled_back_by = rolled_back_by.map(|r| r.0);
         let interrupted = report.interrupted;
         match interrupted {
             None => self.finish(run, &summary)?,
@@ -128,6 +131,7 @@ impl Locked {
             recovered,
             pins_written: None,
             interrupted,
+            rollback: None,
         })
     }
 }
@@ -151,6 +155,9 @@ pub struct RunSummary {
     pub failed_hosts: Vec<String>,
     pub stopped: Option<String>,
     pub notifications: Vec<crate::notify::Delivery>,
+    /// The run of the automatic rollback that undid what this run changed in a stopped task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back_by: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -194,6 +201,7 @@ impl RunSummary {
             failed_hosts: report.failed_hosts.clone(),
             stopped: report.stopped.clone(),
             notifications: deliveries.to_vec(),
+            rolled_back_by: None,
         }
     }
 }

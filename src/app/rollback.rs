@@ -204,6 +204,63 @@ pub fn rollback(req: &Request) -> Result<RolledBack, Error> {
     Ok(RolledBack { plan, forced })
 }
 
+/// The plan undoing what run `run` (of `plan`) changed in the task `task` whose rollout stopped
+/// (`on-failure="rollback"`), on each host where it changed something; the task's health checks
+/// follow the restorations on those hosts, so their result after the rollback is reported.
+pub fn of_stopped_task(
+    store: &dyn StateStore,
+    plan: &Plan,
+    run: RunId,
+    task: &str,
+) -> Result<Plan, Error> {
+    let before = run.0 - 1;
+    let mut images: BTreeMap<String, Vec<Preimage>> = BTreeMap::new();
+    for h in &plan.hosts {
+        let in_task: BTreeSet<&str> = h
+            .resources
+            .iter()
+            .filter(|r| r.task == task && r.role == Role::Task)
+            .map(|r| r.key.as_str())
+            .collect();
+        if in_task.is_empty() {
+            continue;
+        }
+        let list: Vec<Preimage> = store
+            .preimages(&h.name, RunId(before))?
+            .into_iter()
+            .filter(|p| p.run == run && in_task.contains(p.key.as_str()))
+            .collect();
+        if !list.is_empty() {
+            images.insert(h.name.clone(), list);
+        }
+    }
+    if images.is_empty() {
+        return Err(nothing(format!(
+            "run {run} changed nothing in task {task} before its rollout stopped"
+        )));
+    }
+    let plans = BTreeMap::from([(run.0, plan.clone())]);
+    let mut rolled = build(store, before, &images, &plans)?;
+    for host in &mut rolled.hosts {
+        let checks = plan
+            .hosts
+            .iter()
+            .filter(|h| h.name == host.name)
+            .flat_map(|h| &h.resources)
+            .filter(|r| r.task == task && r.role == Role::HealthCheck);
+        let checks: Vec<PlannedResource> = checks
+            .enumerate()
+            .map(|(i, r)| PlannedResource {
+                key: format!("{TASK}#check{}", i + 1),
+                task: TASK.into(),
+                ..r.clone()
+            })
+            .collect();
+        host.resources.extend(checks);
+    }
+    Ok(rolled)
+}
+
 fn nothing(reason: String) -> Error {
     Error::NothingToRollBack { reason }
 }
@@ -318,6 +375,7 @@ fn build(
         max_fail: None,
         parallel: None,
         continue_on_error: false,
+        on_failure: crate::config::OnFailure::Stop,
         timeout: None,
     };
     Ok(Plan {

@@ -76,7 +76,17 @@ pub fn run(
             .await?;
         Ok((plan, run, report, deliveries))
     })?;
-    let mut applied = state.conclude(plan, run, report, deliveries)?;
+    // `run` records no pre-images, so a stopped rollout that asks for a rollback only says why not.
+    let unrollable = super::apply::stopped_rollback_task(&plan, &report);
+    let mut applied = state.conclude(plan, run, report, deliveries, None)?;
+    applied.rollback = unrollable.map(|task| {
+        Err(Error::NothingToRollBack {
+            reason: format!(
+                "task {task} stopped and asks for a rollback, but `nexus run` records no \
+                 pre-images; use `nexus plan -o FILE` and `nexus apply FILE` to have it rolled back"
+            ),
+        })
+    });
     applied.pins_written = live.pins_written.clone();
     Ok(applied)
 }

@@ -86,7 +86,9 @@ impl Progress {
                 // Problems must stay visible after the bars are gone.
                 let important = matches!(
                     e,
-                    Event::RolloutStopped { .. } | Event::StopRequested { .. }
+                    Event::RolloutStopped { .. }
+                        | Event::StopRequested { .. }
+                        | Event::RollbackStarted { .. }
                 ) || matches!(e, Event::Resource(r) if r.status == Status::Failed);
                 if (important || *verbose > 0)
                     && let Some(l) = line(e, *verbose)
@@ -156,6 +158,10 @@ pub fn line(e: &Event, verbose: u8) -> Option<String> {
             Some(line)
         }
         Event::RolloutStopped { reason, .. } => Some(format!("  stopped: {reason}")),
+        Event::RollbackStarted { task, hosts } => Some(format!(
+            "rolling back task {task} on {} (on-failure=\"rollback\")",
+            hosts.join(", ")
+        )),
         Event::StopRequested {
             reason,
             kill,

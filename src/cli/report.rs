@@ -27,7 +27,7 @@ pub fn finished(ctx: &Ctx, a: &Applied, format: Format) -> Exit {
         ));
     }
     if format == Format::Json {
-        let v = json!({
+        let mut v = json!({
             "format_version": "1.0",
             "run": run.0,
             "summary": summary,
@@ -35,6 +35,19 @@ pub fn finished(ctx: &Ctx, a: &Applied, format: Format) -> Exit {
             "resources": report.results,
             "notifications": a.deliveries,
         });
+        if let Some(rb) = &a.rollback {
+            v["rollback"] = match rb {
+                Ok(rb) => json!({
+                    "task": rb.task,
+                    "run": rb.run.0,
+                    "summary": rb.summary,
+                    "irreversible": rb.irreversible,
+                    "resources": rb.report.results,
+                    "notifications": rb.deliveries,
+                }),
+                Err(e) => json!({ "error": e.to_string() }),
+            };
+        }
         emit_json(&v);
     } else if !ctx.global.quiet || !report.ok {
         let s = &a.summary;
@@ -88,10 +101,16 @@ pub fn finished(ctx: &Ctx, a: &Applied, format: Format) -> Exit {
             out.push_str(&format!("Stopped: {s}\n"));
         }
         out.push_str(&format!("Run: {run} (nexus history {run})\n"));
+        if let Some(rb) = &a.rollback {
+            out.push_str(&rollback_text(rb));
+        }
         emit(&out);
     }
     if format != Format::Json {
         deliveries(ctx, &a.deliveries);
+        if let Some(Ok(rb)) = &a.rollback {
+            deliveries(ctx, &rb.deliveries);
+        }
     }
     // A webhook that could not be reached is reported above; it never changes the result.
     match a.interrupted {
@@ -99,6 +118,69 @@ pub fn finished(ctx: &Ctx, a: &Applied, format: Format) -> Exit {
         None if report.ok => Exit::Ok,
         None => Exit::Failed,
     }
+}
+
+/// The closing lines of an automatic rollback: what it restored, what it could not, and whether
+/// the health checks pass again.
+fn rollback_text(rb: &Result<crate::app::apply::AutoRollback, crate::app::Error>) -> String {
+    let rb = match rb {
+        Ok(rb) => rb,
+        Err(e) => return format!("Rollback: NOT DONE: {e}\n"),
+    };
+    let s = &rb.summary;
+    let mut out = format!(
+        "Rollback of task {}: {} (run {}, nexus history {})\n",
+        rb.task,
+        if rb.report.ok { "SUCCESS" } else { "FAILED" },
+        rb.run,
+        rb.run
+    );
+    out.push_str(&format!(
+        "  restored {} resource{} on {}\n",
+        s.changed,
+        if s.changed == 1 { "" } else { "s" },
+        rb.plan
+            .hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for r in rb
+        .report
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+    {
+        let why = r.error.as_deref().unwrap_or("failed");
+        let what = if r.is_check() {
+            "health check"
+        } else {
+            "restore"
+        };
+        out.push_str(&format!(
+            "  {what} failed on {}: {}: {why}\n",
+            r.host, r.label
+        ));
+    }
+    let checks: Vec<_> = rb.report.results.iter().filter(|r| r.is_check()).collect();
+    if !checks.is_empty() {
+        let passed = checks
+            .iter()
+            .filter(|r| r.status == Status::Succeeded)
+            .count();
+        out.push_str(&format!(
+            "  health check after the rollback: {passed} of {} passed\n",
+            checks.len()
+        ));
+    }
+    for i in &rb.irreversible {
+        out.push_str(&format!(
+            "  not undone on {}: {}: {}\n",
+            i.host, i.resource, i.reason
+        ));
+    }
+    out
 }
 
 /// Prints delivery results: every line normally, failures even with --quiet.

@@ -155,6 +155,22 @@ pub enum Strategy {
     Canary,
 }
 
+/// What a rolling or canary task does when its rollout stops (a failed health check, max-fail
+/// exceeded): stop there, or also undo what the run changed in the task (docs/rollback.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    #[default]
+    Stop,
+    Rollback,
+}
+
+impl OnFailure {
+    pub fn is_stop(&self) -> bool {
+        *self == OnFailure::Stop
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Task {
     pub name: Spanned<String>,
@@ -177,6 +193,7 @@ pub struct Task {
     pub tags: Vec<String>,
     pub when: Option<Spanned<String>>,
     pub continue_on_error: bool,
+    pub on_failure: OnFailure,
     pub resources: Vec<Resource>,
     pub span: Span,
 }

@@ -823,6 +823,7 @@ fn task(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Task> {
         .collect();
     let when = when_expr(cx, &mut r);
     let continue_on_error = r.bool(cx, "continue-on-error").unwrap_or(false);
+    let on_failure_s = r.choice(cx, "on-failure", &["stop", "rollback"]);
     let mut health_check = Vec::new();
     let mut health_span = None;
     let mut resources = Vec::new();
@@ -920,6 +921,33 @@ fn task(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Task> {
             .help("a health check runs after the canary batch (or after each rolling batch)"),
         );
     }
+    let on_failure = match on_failure_s.as_ref().map(|s| s.value) {
+        Some("rollback") => OnFailure::Rollback,
+        _ => OnFailure::Stop,
+    };
+    if let Some(of) = on_failure_s
+        .as_ref()
+        .filter(|_| on_failure == OnFailure::Rollback)
+    {
+        if !strategy_invalid && !matches!(strategy, Strategy::Rolling | Strategy::Canary) {
+            strategy_mismatch(
+                cx,
+                "on-failure=\"rollback\"",
+                of.span,
+                "rolling\" or \"canary",
+            );
+        }
+        if continue_on_error {
+            cx.push(
+                Diag::new(
+                    "config::conflicting-options",
+                    "`on-failure=\"rollback\"` and `continue-on-error` contradict each other",
+                )
+                .at(of.span, "rolls back when the rollout stops")
+                .help("continue-on-error never stops the rollout, so nothing would be rolled back; keep one"),
+            );
+        }
+    }
     if strategy == Strategy::Rolling && batch_span.is_none() {
         cx.push(
             Diag::new(
@@ -947,6 +975,7 @@ fn task(cx: &mut Cx, fc: &FileCtx<'_>, node: &KdlNode) -> Option<Task> {
         tags,
         when,
         continue_on_error,
+        on_failure,
         resources,
         span,
     })

@@ -124,6 +124,12 @@ pub enum Event {
         reason: String,
     },
     TaskFinished(TaskOutcome),
+    /// A task's rollout stopped and it rolls back (`on-failure="rollback"`): what the run changed
+    /// in it on these hosts is being restored (emitted by the application layer, which decides).
+    RollbackStarted {
+        task: String,
+        hosts: Vec<String>,
+    },
 }
 
 /// A request to stop the run (Ctrl-C, SIGTERM), shared with whoever receives the signal.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::values::{BatchSize, Percent};
-use crate::config::{HostKeyChecking, Strategy, Value};
+use crate::config::{HostKeyChecking, OnFailure, Strategy, Value};
 use crate::inputs::Manifest;
 use crate::resources::{Action, FieldChange, ProbeBatch, Retry, Step};
 
@@ -92,6 +92,10 @@ pub struct TaskPlan {
     pub parallel: Option<u32>,
     #[serde(default)]
     pub continue_on_error: bool,
+    /// `on-failure="rollback"`: a stopped rollout undoes what the run changed in the task
+    /// (format 1.2, optional).
+    #[serde(default, skip_serializing_if = "OnFailure::is_stop")]
+    pub on_failure: OnFailure,
     /// The task's `timeout`: a limit on the whole task on each host (format 1.1).
     #[serde(
         default,

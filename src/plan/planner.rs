@@ -187,6 +187,7 @@ pub fn select(
                 max_fail: t.max_fail,
                 parallel: t.parallel,
                 continue_on_error: t.continue_on_error,
+                on_failure: t.on_failure,
                 timeout: t.timeout,
             });
             indices.push(i);

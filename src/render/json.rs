@@ -90,6 +90,8 @@ pub struct Task {
     pub max_fail: Option<String>,
     pub parallel: Option<u32>,
     pub continue_on_error: bool,
+    /// `stop` or `rollback`: what a stopped rollout does.
+    pub on_failure: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -237,6 +239,11 @@ pub fn document(plan: &Plan, signature: Option<Status>) -> PlanDocument {
                 max_fail: t.max_fail.map(|m| m.to_string()),
                 parallel: t.parallel,
                 continue_on_error: t.continue_on_error,
+                on_failure: match t.on_failure {
+                    crate::config::OnFailure::Stop => "stop",
+                    crate::config::OnFailure::Rollback => "rollback",
+                }
+                .to_string(),
             })
             .collect(),
         hosts: plan

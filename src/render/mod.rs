@@ -354,6 +354,9 @@ pub fn task_notes(t: &TaskPlan) -> Vec<String> {
     if t.continue_on_error {
         notes.push("continues on error".into());
     }
+    if t.on_failure == crate::config::OnFailure::Rollback {
+        notes.push("rolls back on failure".into());
+    }
     notes
 }
 
