@@ -242,11 +242,17 @@ const DEMO_UNIT: &str = "[Unit]\nDescription=nexus rollback demo\n[Service]\nExe
 /// Tier 2 (a booted systemd host): v2 stops and disables a service and adds a user; the
 /// rollback starts and enables it again and removes the user, and a plan of v1 is then empty.
 #[test]
-fn rollback_restores_a_service_and_removes_a_user_on_a_systemd_host() {
+fn rollback_restores_a_package_version_a_service_and_removes_a_user_on_a_systemd_host() {
     harness::nspawn::require_prerequisites();
     let c = harness::nspawn::Container::boot("rb-svc");
     c.exec(&format!(
         "printf '%s' '{DEMO_UNIT}' > /etc/systemd/system/nexus-demo.service && systemctl daemon-reload"
+    ));
+    // A local repository holding both versions of a package: v1 pins 1.0, v2 pins 2.0.
+    c.exec(harness::nspawn::LOCAL_SOURCES_ONLY);
+    c.exec(&harness::nspawn::publish(
+        &[("nexus-rb-pkg", "1.0"), ("nexus-rb-pkg", "2.0")],
+        true,
     ));
     let p = Project::new();
     harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[&c]);
@@ -260,7 +266,9 @@ fn rollback_restores_a_service_and_removes_a_user_on_a_systemd_host() {
             "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n\
              host \"rb-svc\" \"root@{ip}:{port}\" identity=\"{key}\"\n\
              task \"deploy\" on=\"rb-svc\" {{\n    \
+             package \"nexus-rb-pkg\" version=\"{version}\"\n    \
              service \"nexus-demo\" state=\"{state}\" enabled={enabled}\n{user}}}\n",
+            version = if v2 { "2.0" } else { "1.0" },
             ip = c.ip,
             port = c.port,
             key = c.user_key.private.display()
@@ -269,12 +277,15 @@ fn rollback_restores_a_service_and_removes_a_user_on_a_systemd_host() {
     let svc = || {
         c.exec("systemctl is-active nexus-demo.service || true; systemctl is-enabled nexus-demo.service || true")
     };
+    let pkg = || c.exec("cat /usr/share/nexus-rb-pkg/version");
     p.config(&version(false));
     apply_config(&p, "v1.lock");
     assert_eq!(svc(), "active\nenabled\n");
+    assert_eq!(pkg(), "1.0\n");
     p.config(&version(true));
     apply_config(&p, "v2.lock");
     assert_eq!(svc(), "inactive\ndisabled\n");
+    assert_eq!(pkg(), "2.0\n");
     assert_eq!(
         c.exec("getent passwd rbuser >/dev/null && echo yes || echo no"),
         "yes\n"
@@ -283,6 +294,7 @@ fn rollback_restores_a_service_and_removes_a_user_on_a_systemd_host() {
     ok(p.nexus(&["rollback", "-o", "r.lock"]));
     ok(p.nexus(&["apply", "r.lock"]));
     assert_eq!(svc(), "active\nenabled\n");
+    assert_eq!(pkg(), "1.0\n", "the package is back at v1's version");
     assert_eq!(
         c.exec("getent passwd rbuser >/dev/null && echo yes || echo no"),
         "no\n"

@@ -1,8 +1,7 @@
 //! Capturing pre-images during apply's re-probe: the resources a plan is about to change get
 //! their current state recorded (docs/rollback.md). The contents of files to be replaced travel
 //! back in the same script as the re-probe, in a section of their own after it, so capturing
-//! costs no round trip. Only files and directories have pre-images so far; every other changed
-//! resource is recorded as irreversible.
+//! costs no round trip. Packages and commands carry their undo steps in the plan instead.
 
 use std::collections::BTreeMap;
 
@@ -152,6 +151,11 @@ pub fn image(
             Some("false") => Image::Absent,
             _ => Image::Existed,
         },
+        // Packages carry their own undo (the versions before, from the plan's probe); one
+        // without it is under a manager that cannot install an older version.
+        (ResourceType::Package, _) => irreversible(
+            "its package manager (pacman) cannot install the version it had before again",
+        ),
         (kind, _) => irreversible(&format!(
             "nexus keeps no pre-image of a {} yet",
             kind.as_str()

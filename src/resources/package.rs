@@ -73,6 +73,14 @@ impl Manager {
     }
 }
 
+/// How an install command is written: with the versions pinned (a configured `version`, or a
+/// rollback's previous version: apt may then downgrade), and as an upgrade (apk's `-u`).
+#[derive(Debug, Clone, Copy)]
+struct Install {
+    pinned: bool,
+    upgrade: bool,
+}
+
 /// A name to install or upgrade, with the version apply installs: the configured `version`, else
 /// the candidate (none only for a name without one, planned because update-cache may bring it).
 #[derive(Debug, Clone, Copy)]
@@ -242,6 +250,41 @@ impl Package {
 
     /// Steps that install `missing` and bring `outdated` to their targets' versions.
     fn install_steps(&self, missing: &[Target<'_>], outdated: &[Target<'_>]) -> Vec<Step> {
+        let how = Install {
+            pinned: self.version.is_some(),
+            upgrade: self.state == PackageState::Latest,
+        };
+        self.install_steps_as(missing, outdated, how)
+    }
+
+    /// What a rollback runs to undo this change (docs/rollback.md): the versions installed before
+    /// are installed again, pinned (downgrading where needed), and names the change installed are
+    /// removed. Empty (irreversible) with pacman, whose databases hold one version of a package.
+    /// The plan's re-probe at apply guarantees the host still has what `before` says.
+    fn undo_steps(&self, before: &[Target<'_>], installed: &[&str]) -> Vec<Step> {
+        if self.manager == Manager::Pacman && !before.is_empty() {
+            return Vec::new();
+        }
+        let how = Install {
+            pinned: true,
+            upgrade: false,
+        };
+        let mut steps = Vec::new();
+        if !installed.is_empty() {
+            steps.push(self.remove_step(installed));
+        }
+        if !before.is_empty() {
+            steps.extend(self.install_steps_as(&[], before, how));
+        }
+        steps
+    }
+
+    fn install_steps_as(
+        &self,
+        missing: &[Target<'_>],
+        outdated: &[Target<'_>],
+        how: Install,
+    ) -> Vec<Step> {
         let words = |targets: &[Target<'_>]| {
             targets
                 .iter()
@@ -251,7 +294,7 @@ impl Package {
                     // into the command. The candidate is in the probe's fingerprint (a plan whose
                     // sync databases moved is stale) and update-cache's check step compares it.
                     let pin = match self.manager {
-                        Manager::Pacman if self.version.is_none() => None,
+                        Manager::Pacman if !how.pinned => None,
                         _ => t.version,
                     };
                     self.manager.target(t.name, pin)
@@ -263,7 +306,7 @@ impl Package {
         let mut steps = Vec::new();
         match self.manager {
             Manager::Apt => {
-                let downgrade = if self.version.is_some() && !outdated.is_empty() {
+                let downgrade = if how.pinned && !outdated.is_empty() {
                     " --allow-downgrades"
                 } else {
                     ""
@@ -279,10 +322,10 @@ impl Package {
                     steps.push(format!("{pm} -y install -- {}", words(missing)));
                 }
                 if !outdated.is_empty() {
-                    steps.push(match (self.manager, &self.version) {
-                        (_, None) => format!("{pm} -y upgrade -- {}", words(outdated)),
+                    steps.push(match (self.manager, how.pinned) {
+                        (_, false) => format!("{pm} -y upgrade -- {}", words(outdated)),
                         // dnf installs a given version whichever way it lies from the current one.
-                        (Manager::Dnf, Some(_)) => format!("dnf -y install -- {}", words(outdated)),
+                        (Manager::Dnf, true) => format!("dnf -y install -- {}", words(outdated)),
                         // yum only goes down with `downgrade`, which refuses to go up.
                         _ => {
                             let w = words(outdated);
@@ -292,11 +335,7 @@ impl Package {
                 }
             }
             Manager::Apk => {
-                let upgrade = if self.state == PackageState::Latest {
-                    " -u"
-                } else {
-                    ""
-                };
+                let upgrade = if how.upgrade { " -u" } else { "" };
                 steps.push(format!("apk add{upgrade} -- {}", words(&all)));
             }
             Manager::Pacman => {
@@ -426,12 +465,20 @@ impl Resource for Package {
             }
         }
         if !removed.is_empty() {
+            let before: Vec<Target<'_>> = removed
+                .iter()
+                .map(|n| Target {
+                    name: n,
+                    version: o.get(&format!("installed.{n}")),
+                })
+                .collect();
             let mut c = Change::new(
                 Action::Delete,
                 format!("installed: {}", removed.join(", ")),
                 vec![self.remove_step(&removed)],
             );
             c.fields = fields;
+            c.undo = self.undo_steps(&before, &[]);
             return Ok(c);
         }
         if missing.is_empty() && outdated.is_empty() {
@@ -489,8 +536,17 @@ impl Resource for Package {
         } else {
             Action::Create
         };
+        let before: Vec<Target<'_>> = outdated
+            .iter()
+            .map(|t| Target {
+                name: t.name,
+                version: o.get(&format!("installed.{}", t.name)),
+            })
+            .collect();
+        let installed: Vec<&str> = missing.iter().map(|t| t.name).collect();
         let mut c = Change::new(action, reasons.join("; "), steps);
         c.fields = fields;
+        c.undo = self.undo_steps(&before, &installed);
         Ok(c)
     }
 }
@@ -628,6 +684,52 @@ mod tests {
                 .action,
             Action::NoOp
         );
+    }
+
+    /// A rollback reinstalls the versions the probe saw, pinned, and removes what was installed.
+    #[test]
+    fn every_change_carries_its_undo() {
+        let undo = |c: &Change| c.undo.iter().map(|s| s.script.clone()).collect::<Vec<_>>();
+        let apt = |state, version| pkg(Manager::Apt, &["hello", "curl"], state, version);
+        // Newer candidate installed by `latest`: back to the old version, downgrading.
+        let c = apt(PackageState::Latest, None)
+            .plan(&obs(
+                "tool=true\ninstalled.hello=2.10-2\ncandidate.hello=2.10-3\n\
+                 installed.curl=\ncandidate.curl=7.88",
+            ))
+            .unwrap();
+        assert_eq!(
+            undo(&c),
+            [
+                "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q -- curl".to_string(),
+                format!("{APT_INSTALL} --allow-downgrades -- 'hello=2.10-2'")
+            ]
+        );
+        // Removed by `absent`: installed again at the version it had.
+        let c = apt(PackageState::Absent, None)
+            .plan(&obs("tool=true\ninstalled.hello=2.10-2\ninstalled.curl="))
+            .unwrap();
+        assert_eq!(
+            undo(&c),
+            [format!(
+                "{APT_INSTALL} --allow-downgrades -- 'hello=2.10-2'"
+            )]
+        );
+        let dnf = pkg(Manager::Dnf, &["hello"], PackageState::Present, Some("2.0"));
+        let c = dnf.plan(&obs("tool=true\ninstalled.hello=1.0-1")).unwrap();
+        assert_eq!(undo(&c), ["dnf -y install -- hello-1.0-1"]);
+        // pacman cannot install an older version: irreversible.
+        let pacman = pkg(Manager::Pacman, &["hello"], PackageState::Latest, None);
+        let c = pacman
+            .plan(&obs("tool=true\ninstalled.hello=1\ncandidate.hello=2"))
+            .unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert!(c.undo.is_empty());
+        // A no-op has nothing to undo.
+        let c = apt(PackageState::Present, None)
+            .plan(&obs("tool=true\ninstalled.hello=1\ninstalled.curl=2"))
+            .unwrap();
+        assert!(c.undo.is_empty());
     }
 
     #[test]

@@ -558,3 +558,45 @@ fn free_port(ip: Ipv4Addr) -> u16 {
     let listener = TcpListener::bind((ip, 0)).expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
+
+/// Publishes versions of small packages in a local apt repository inside the host, so pinning,
+/// downgrades and `latest` are exercised deterministically. Each `(name, version)` is built into
+/// `/srv/nexus-repo` next to what is there already; with `refresh`, the host's lists are then
+/// updated for that repository (only: the Debian archive is not contacted), otherwise the lists
+/// stay as they were, as on a host whose repositories moved since its last `apt-get update`
+/// (the source is a `copy:` one, so apt keeps copies of the index as for a remote repository,
+/// where `file:` would read the repository's own index).
+pub fn publish(packages: &[(&str, &str)], refresh: bool) -> String {
+    let mut s = String::from("set -e\nR=/srv/nexus-repo\nmkdir -p \"$R\"\n");
+    for (name, version) in packages {
+        s.push_str(&format!(
+            r#"d=$(mktemp -d)
+mkdir -p "$d/DEBIAN" "$d/usr/share/{name}"
+printf 'Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: nexus tests <tests@example.invalid>\nDescription: nexus tier-2 test package\n' > "$d/DEBIAN/control"
+echo '{version}' > "$d/usr/share/{name}/version"
+dpkg-deb --root-owner-group -b "$d" "$R/{name}_{version}_all.deb" >/dev/null
+rm -rf "$d"
+"#
+        ));
+    }
+    s.push_str(
+        r#"cd "$R"
+: > Packages
+for f in *.deb; do
+  dpkg-deb -f "$f" >> Packages
+  printf 'Filename: ./%s\nSize: %s\nSHA256: %s\n\n' "$f" "$(stat -c %s "$f")" "$(sha256sum "$f" | cut -d' ' -f1)" >> Packages
+done
+chmod -R a+rX "$R"
+echo 'deb [trusted=yes] copy:/srv/nexus-repo ./' > /etc/apt/sources.list.d/nexus-test.list
+"#,
+    );
+    if refresh {
+        s.push_str("apt-get update -q -o Dir::Etc::sourcelist=sources.list.d/nexus-test.list -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0 >/dev/null\n");
+    }
+    s
+}
+
+/// The local repository as the only source: `apt-get update` (which `update-cache` runs) then
+/// reads nothing from the network.
+pub const LOCAL_SOURCES_ONLY: &str =
+    "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/debian.sources";
