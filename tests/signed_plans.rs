@@ -27,6 +27,15 @@ struct Env {
 }
 
 impl Env {
+    /// Puts `trust allowed-signers=...` at the top of the configuration; returns it as it was.
+    fn require_signed_plans(&self) -> String {
+        let config = std::fs::read_to_string(self.p.path("nexus.kdl")).unwrap();
+        self.p.config(&format!(
+            "trust allowed-signers=\"allowed_signers\"\n{config}"
+        ));
+        config
+    }
+
     fn new() -> Env {
         Env::with_body(BODY)
     }
@@ -225,10 +234,7 @@ fn an_unsigned_plan_is_refused_when_trust_comes_from_the_environment() {
 #[test]
 fn an_unsigned_plan_is_refused_when_the_configuration_names_the_allowed_signers() {
     let env = Env::new();
-    let config = std::fs::read_to_string(env.p.path("nexus.kdl")).unwrap();
-    env.p.config(&format!(
-        "trust allowed-signers=\"allowed_signers\"\n{config}"
-    ));
+    let config = env.require_signed_plans();
     env.plan(&[]);
     let before = env.connections();
     let r = env.p.nexus(&["apply", "plan.lock"]);
@@ -245,10 +251,7 @@ fn an_unsigned_plan_is_refused_when_the_configuration_names_the_allowed_signers(
 #[test]
 fn run_is_refused_where_plans_must_be_signed() {
     let env = Env::new();
-    let config = std::fs::read_to_string(env.p.path("nexus.kdl")).unwrap();
-    env.p.config(&format!(
-        "trust allowed-signers=\"allowed_signers\"\n{config}"
-    ));
+    let config = env.require_signed_plans();
     // Planning still works (and settles the host's log of connections).
     env.plan(&[]);
     let before = env.connections();
