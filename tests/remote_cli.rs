@@ -281,6 +281,10 @@ impl NssOnlyUser {
             home,
             files: vec![record, by_uid],
         };
+        // A copy of the binary the user can execute: the checkout may sit under a directory
+        // only root can enter (a clone in /root, or mktemp -d), which is not what this tests.
+        let bin = std::fs::read(env!("CARGO_BIN_EXE_nexus")).expect("read the nexus binary");
+        user.write("bin/nexus", &bin, 0o755);
         let out = std::process::Command::new("getent")
             .args(["passwd", &uid.to_string()])
             .output()
@@ -323,7 +327,7 @@ impl NssOnlyUser {
             .arg("env")
             .arg("-i")
             .arg("PATH=/usr/local/bin:/usr/bin:/bin")
-            .arg(env!("CARGO_BIN_EXE_nexus"))
+            .arg(self.home.path().join("bin/nexus"))
             .args(args)
             .current_dir(self.home.path())
             .output()
