@@ -304,6 +304,64 @@ fn rollback_restores_a_package_version_a_service_and_removes_a_user_on_a_systemd
     assert_eq!(again.code, 0, "{again:?}");
 }
 
+/// Tier 2: users and groups that existed before get their attributes back, across two runs:
+/// run 2 renumbers, moves and regroups them and deletes a user and a group; run 3 changes the
+/// shell again. A rollback to run 1 restores what `getent` showed then (the deleted user comes
+/// back with its uid, groups and home; its password is not kept, so it comes back locked).
+#[test]
+fn rollback_restores_the_attributes_of_users_and_groups_that_existed() {
+    harness::nspawn::require_prerequisites();
+    let c = harness::nspawn::Container::boot("rb-users");
+    c.exec(
+        "groupadd -g 3200 rbgrp && groupadd -g 3300 rbgone && \
+         useradd -u 3100 -G adm,rbgrp -d /home/rbold -s /bin/sh -c 'Old One' -m rbold && \
+         useradd -u 3400 -G rbgone,adm -d /srv/rbdel -s /bin/sh -c 'Deleted' -m rbdel && \
+         touch /home/rbold/mine",
+    );
+    let getent = || {
+        c.exec(
+            "for u in rbold rbdel; do getent passwd $u || echo \"$u: none\"; id -Gn $u 2>/dev/null | tr ' ' '\\n' | sort | tr '\\n' ' '; echo; done; \
+             for g in rbgrp rbgone; do getent group $g || echo \"$g: none\"; done; stat -c '%u' /home/rbold/mine",
+        )
+    };
+    let before = getent();
+    let p = Project::new();
+    harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[&c]);
+    p.write("ssh_config", "");
+    let version = |body: &str| {
+        format!(
+            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n\
+             host \"rb-users\" \"root@{ip}:{port}\" identity=\"{key}\"\n\
+             task \"accounts\" on=\"rb-users\" {{\n    file \"/root/marker\" content=\"m\"\n{body}}}\n",
+            ip = c.ip,
+            port = c.port,
+            key = c.user_key.private.display()
+        )
+    };
+    p.config(&version(""));
+    apply_config(&p, "v1.lock");
+    p.config(&version(
+        "    group \"rbgrp\" gid=3201\n    \
+         user \"rbold\" uid=3101 group=\"rbgrp\" groups=\"users\" home=\"/home/rbnew\" shell=\"/bin/bash\" comment=\"New\"\n    \
+         user \"rbdel\" state=\"absent\"\n    \
+         group \"rbgone\" state=\"absent\"\n",
+    ));
+    apply_config(&p, "v2.lock");
+    p.config(&version("    user \"rbold\" shell=\"/usr/sbin/nologin\"\n"));
+    apply_config(&p, "v3.lock");
+    assert_ne!(getent(), before, "the runs changed the accounts");
+
+    let r = ok(p.nexus(&["rollback", "--to", "1", "-o", "r.lock"]));
+    assert!(!r.stderr.contains("irreversible"), "{r:?}");
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert_eq!(getent(), before, "the accounts are as before run 2");
+    assert_eq!(
+        c.exec("passwd -S rbdel | cut -d' ' -f2"),
+        "L\n",
+        "a re-created account is locked: its password was not kept"
+    );
+}
+
 /// A restored resource notifies its handlers as any change does, and a command the run executed
 /// is listed as irreversible.
 #[test]

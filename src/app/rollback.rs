@@ -280,16 +280,16 @@ fn build(
     for (host, list) in images {
         // Per resource: the oldest pre-image is what to restore; the newest change says what the
         // host should show now, and how to probe it.
-        let mut by_id: BTreeMap<&str, (&Preimage, &Preimage)> = BTreeMap::new();
+        let mut by_id: BTreeMap<&str, Vec<&Preimage>> = BTreeMap::new();
         for p in list {
-            by_id
-                .entry(p.resource_id.as_str())
-                .and_modify(|e| e.1 = p)
-                .or_insert((p, p));
+            by_id.entry(p.resource_id.as_str()).or_default().push(p);
         }
         // Reverse dependency order: the newest run's last change is undone first.
-        let mut order: Vec<_> = by_id.into_values().collect();
-        order.sort_by_key(|(_, last)| std::cmp::Reverse((last.run, last.seq)));
+        let mut order: Vec<Vec<&Preimage>> = by_id.into_values().collect();
+        order.sort_by_key(|images| {
+            let last = images.last().expect("one image at least");
+            std::cmp::Reverse((last.run, last.seq))
+        });
         let Some(host_plan) = plans
             .values()
             .rev()
@@ -299,15 +299,26 @@ fn build(
         };
         let mut resources = Vec::new();
         let mut handlers: BTreeSet<String> = BTreeSet::new();
-        for (first, last) in order {
-            let Some(changed) = plans
-                .get(&last.run.0)
-                .and_then(|p| p.hosts.iter().find(|h| h.name == *host))
-                .and_then(|h| h.resources.iter().find(|r| r.key == last.key))
-            else {
+        for images in order {
+            let planned = |image: &Preimage| {
+                plans
+                    .get(&image.run.0)
+                    .and_then(|p| p.hosts.iter().find(|h| h.name == *host))
+                    .and_then(|h| h.resources.iter().find(|r| r.key == image.key))
+            };
+            let (first, last) = (images[0], *images.last().expect("one image at least"));
+            let Some(changed) = planned(last) else {
                 continue;
             };
-            let restore = match restore(store, first, changed, &mut blobs)? {
+            // Changes that carry their own undo are undone one run at a time, newest first: each
+            // undo knows only the state its own run found.
+            let undo: Option<Vec<Step>> = images
+                .iter()
+                .rev()
+                .map(|i| planned(i).map(|r| r.undo.clone()).filter(|u| !u.is_empty()))
+                .collect::<Option<Vec<_>>>()
+                .map(|u| u.concat());
+            let restore = match restore(store, first, changed, undo, &mut blobs)? {
                 Ok(r) => r,
                 Err(reason) => {
                     irreversible.push(Irreversible {
@@ -412,12 +423,13 @@ struct Restore {
     steps: Vec<Step>,
 }
 
-/// The restoration of `image` for the resource `changed` (as the newest run planned it); the
-/// reason it cannot be restored as `Err` inside.
+/// The restoration of `image` for the resource `changed` (as the newest run planned it), or the
+/// `undo` steps of every run that changed it; the reason it cannot be restored as `Err` inside.
 fn restore(
     store: &dyn StateStore,
     image: &Preimage,
     changed: &PlannedResource,
+    undo: Option<Vec<Step>>,
     blobs: &mut BTreeMap<String, String>,
 ) -> Result<Result<Restore, String>, Error> {
     let sudo = changed.steps.first().is_some_and(|s| s.sudo);
@@ -429,11 +441,11 @@ fn restore(
         ResourceType::Group => changed.id.strip_prefix("group:"),
         _ => None,
     };
-    if !changed.undo.is_empty() {
+    if let Some(steps) = undo {
         return Ok(Ok(Restore {
             action: Action::Run,
             fields: Vec::new(),
-            steps: changed.undo.clone(),
+            steps,
         }));
     }
     let (Some(path), image_state) = (path, &image.image) else {
@@ -473,9 +485,11 @@ fn restore(
             fields: vec![field("exists", "false".into())],
             steps: vec![Step::new(format!("groupdel -- {}", q(path)), sudo)],
         },
+        // Since the undo steps (resources/user.rs, group.rs): only a run planned without them.
         (ResourceType::User | ResourceType::Group, Image::Existed) => {
             return Ok(Err(format!(
-                "the {} existed before; nexus does not restore its attributes yet",
+                "the {} existed before, and a run that changed it was planned by a nexus that \
+                 recorded no undo for it",
                 changed.kind.as_str()
             )));
         }

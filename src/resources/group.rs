@@ -1,5 +1,6 @@
 //! `group`: a local group with an optional fixed gid, created with `groupadd`, renumbered with
-//! `groupmod`, removed with `groupdel`. The probe prints `exists` and, when it does, `gid`.
+//! `groupmod`, removed with `groupdel`. The probe prints `exists` and, when it does, `gid` and
+//! `members` (the comma-joined member list of the group file).
 
 use super::*;
 use crate::config::{self, Presence};
@@ -24,6 +25,29 @@ pub fn resolve(g: &config::GroupRes, ctx: &ResolveCtx<'_>) -> Result<GroupRes, R
     })
 }
 
+impl GroupRes {
+    /// The step that brings back the group `o` observed, after it was deleted: same gid, and the
+    /// members that exist by then (a member deleted in the same run re-joins when it is
+    /// re-created: user.rs).
+    fn recreate(&self, o: &Observed) -> Result<Step, ResourceError> {
+        let n = q(&self.name);
+        let mut script = format!("groupadd -g {} -- {n}", q(o.require("gid")?));
+        let members: Vec<String> = o
+            .require("members")?
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .map(q)
+            .collect();
+        if !members.is_empty() {
+            script.push_str(&format!(
+                " && for m in {}; do if getent passwd \"$m\" >/dev/null 2>&1; then usermod -a -G {n} -- \"$m\" || exit; fi; done",
+                members.join(" ")
+            ));
+        }
+        Ok(Step::new(script, self.sudo))
+    }
+}
+
 impl Resource for GroupRes {
     fn id(&self) -> String {
         format!("group:{}", self.name)
@@ -36,7 +60,7 @@ impl Resource for GroupRes {
     fn probe(&self) -> String {
         format!(
             "if l=$(getent group {n} 2>/dev/null) && [ -n \"$l\" ]; then\n  \
-             r=${{l#*:*:}}; printf 'exists=true\\ngid=%s\\n' \"${{r%%:*}}\"\n\
+             r=${{l#*:*:}}; printf 'exists=true\\ngid=%s\\nmembers=%s\\n' \"${{r%%:*}}\" \"${{r#*:}}\"\n\
              else echo exists=false; fi",
             n = q(&self.name)
         )
@@ -47,11 +71,15 @@ impl Resource for GroupRes {
         let n = q(&self.name);
         match (self.state, exists) {
             (Presence::Absent, false) => Ok(Change::no_op("absent")),
-            (Presence::Absent, true) => Ok(Change::new(
-                Action::Delete,
-                "exists",
-                vec![Step::new(format!("groupdel -- {n}"), self.sudo)],
-            )),
+            (Presence::Absent, true) => {
+                let mut c = Change::new(
+                    Action::Delete,
+                    "exists",
+                    vec![Step::new(format!("groupdel -- {n}"), self.sudo)],
+                );
+                c.undo = vec![self.recreate(o)?];
+                Ok(c)
+            }
             (Presence::Present, false) => {
                 let mut args = String::new();
                 let mut fields = Vec::new();
@@ -82,6 +110,10 @@ impl Resource for GroupRes {
                         );
                         c.fields =
                             vec![FieldChange::new("gid", Some(have), Some(&gid.to_string()))];
+                        c.undo = vec![Step::new(
+                            format!("groupmod -g {} -- {n}", q(have)),
+                            self.sudo,
+                        )];
                         Ok(c)
                     }
                     _ => Ok(Change::no_op("up to date")),
@@ -133,6 +165,31 @@ mod tests {
     }
 
     #[test]
+    fn changes_to_an_existing_group_carry_their_undo() {
+        let g = group(Presence::Present, Some(2001), false);
+        let c = g.plan(&obs("exists=true\ngid=1003\nmembers=a,b")).unwrap();
+        assert_eq!(
+            c.undo,
+            vec![Step::new("groupmod -g 1003 -- app-data", true)]
+        );
+        let gone = group(Presence::Absent, None, false);
+        let c = gone
+            .plan(&obs("exists=true\ngid=1003\nmembers=a,b"))
+            .unwrap();
+        assert_eq!(
+            c.undo[0].script,
+            "groupadd -g 1003 -- app-data && for m in a b; do if getent passwd \"$m\" >/dev/null 2>&1; \
+             then usermod -a -G app-data -- \"$m\" || exit; fi; done"
+        );
+        let c = gone.plan(&obs("exists=true\ngid=1003\nmembers=")).unwrap();
+        assert_eq!(c.undo[0].script, "groupadd -g 1003 -- app-data");
+        let c = group(Presence::Present, None, false)
+            .plan(&obs("exists=false"))
+            .unwrap();
+        assert!(c.undo.is_empty());
+    }
+
+    #[test]
     fn gid_change_and_no_op() {
         let g = group(Presence::Present, Some(2001), false);
         let c = g.plan(&obs("exists=true\ngid=1003")).unwrap();
@@ -159,7 +216,7 @@ mod tests {
     #[test]
     fn absent() {
         let g = group(Presence::Absent, None, false);
-        let c = g.plan(&obs("exists=true\ngid=1003")).unwrap();
+        let c = g.plan(&obs("exists=true\ngid=1003\nmembers=")).unwrap();
         assert_eq!(
             (c.action, c.steps[0].script.as_str()),
             (Action::Delete, "groupdel -- app-data")
@@ -188,7 +245,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             Observed::parse(&String::from_utf8_lossy(&out.stdout)).unwrap(),
-            obs("exists=true\ngid=0")
+            obs("exists=true\ngid=0\nmembers=")
         );
         let out = std::process::Command::new("sh")
             .arg("-c")

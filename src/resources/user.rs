@@ -126,6 +126,50 @@ impl User {
     }
 }
 
+impl User {
+    /// The step that brings back the account `o` observed, after it was deleted: same uid,
+    /// primary group (re-created with its gid when userdel took the user's own group with it),
+    /// supplementary groups that exist by then, home, shell and comment. The home directory was
+    /// kept by userdel; the password was never read, so the account comes back locked.
+    fn recreate(&self, o: &Observed) -> Result<Step, ResourceError> {
+        let (uid, gid, group) = (o.require("uid")?, o.require("gid")?, o.require("group")?);
+        let n = q(&self.name);
+        let mut script = String::new();
+        if !group.is_empty() {
+            script.push_str(&format!(
+                "if ! getent group {g} >/dev/null 2>&1; then groupadd -g {g} -- {name}; fi; ",
+                g = q(gid),
+                name = q(group)
+            ));
+        }
+        // A supplementary group deleted in the same run may come back after this step; it then
+        // re-adds its members itself (group.rs).
+        let groups: Vec<String> = o
+            .require("groups")?
+            .split(',')
+            .filter(|g| !g.is_empty())
+            .map(q)
+            .collect();
+        script.push_str("set --; ");
+        if !groups.is_empty() {
+            script.push_str(&format!(
+                "g=; for x in {}; do if getent group \"$x\" >/dev/null 2>&1; then g=\"$g${{g:+,}}$x\"; fi; done; \
+                 if [ -n \"$g\" ]; then set -- -G \"$g\"; fi; ",
+                groups.join(" ")
+            ));
+        }
+        script.push_str(&format!(
+            "useradd -u {} -g {} \"$@\" -d {} -s {} -c {} -M -- {n}",
+            q(uid),
+            q(gid),
+            q(o.require("home")?),
+            q(o.require("shell")?),
+            q(o.require("comment")?),
+        ));
+        Ok(Step::new(script, self.sudo))
+    }
+}
+
 impl Resource for User {
     fn id(&self) -> String {
         format!("user:{}", self.name)
@@ -157,21 +201,26 @@ impl Resource for User {
         match (self.state, exists) {
             (Presence::Absent, false) => return Ok(Change::no_op("absent")),
             (Presence::Absent, true) => {
-                return Ok(Change::new(
+                let mut c = Change::new(
                     Action::Delete,
                     "exists",
                     vec![Step::new(format!("userdel -- {n}"), self.sudo)],
-                ));
+                );
+                c.undo = vec![self.recreate(o)?];
+                return Ok(c);
             }
             (Presence::Present, false) => return Ok(self.create()),
             (Presence::Present, true) => {}
         }
         let mut args: Vec<String> = Vec::new();
+        // What puts each changed attribute back to what was observed: the rollback's usermod.
+        let mut undo: Vec<String> = Vec::new();
         let mut fields = Vec::new();
         if let Some(uid) = self.uid {
             let (want, have) = (uid.to_string(), o.require("uid")?);
             if want != have {
                 args.push(format!("-u {uid}"));
+                undo.push(format!("-u {}", q(have)));
                 fields.push(FieldChange::new("uid", Some(have), Some(&want)));
             }
         }
@@ -184,11 +233,13 @@ impl Resource for User {
             };
             if !same {
                 args.push(format!("-g {}", q(g)));
+                // By name: a group renumbered in the same run is put back after the user.
                 let from = if have_group.is_empty() {
                     have_gid
                 } else {
                     have_group
                 };
+                undo.push(format!("-g {}", q(from)));
                 fields.push(FieldChange::new("group", Some(from), Some(g)));
             }
         }
@@ -208,12 +259,14 @@ impl Resource for User {
                 if !missing.is_empty() {
                     let list = missing.join(",");
                     args.push(format!("-a -G {}", q(&list)));
+                    undo.push(format!("-G {}", q(have_list)));
                     let to = have.union(&want).copied().collect::<Vec<_>>().join(",");
                     fields.push(FieldChange::new("groups", Some(have_list), Some(&to)));
                 }
             } else if want != have {
                 let list = want.iter().copied().collect::<Vec<_>>().join(",");
                 args.push(format!("-G {}", q(&list)));
+                undo.push(format!("-G {}", q(have_list)));
                 fields.push(FieldChange::new("groups", Some(have_list), Some(&list)));
             }
         }
@@ -226,6 +279,7 @@ impl Resource for User {
                 let have = o.require(field)?;
                 if have != v {
                     args.push(format!("{flag} {}", q(v)));
+                    undo.push(format!("{flag} {}", q(have)));
                     fields.push(FieldChange::new(field, Some(have), Some(v)));
                 }
             }
@@ -251,6 +305,10 @@ impl Resource for User {
             )],
         );
         c.fields = fields;
+        c.undo = vec![Step::new(
+            format!("usermod {} -- {n}", undo.join(" ")),
+            self.sudo,
+        )];
         Ok(c)
     }
 }
@@ -280,6 +338,16 @@ mod tests {
 
     fn obs(s: &str) -> Observed {
         Observed::parse(s).unwrap()
+    }
+
+    /// Executables in `dir` standing in for the host's tools, for running a script as a host would.
+    fn stand_ins(dir: &std::path::Path, tools: &[(&str, &str)]) {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, text) in tools {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
     }
 
     fn script(c: &Change) -> &str {
@@ -424,7 +492,46 @@ mod tests {
     }
 
     #[test]
-    fn absent() {
+    fn every_change_to_an_existing_account_carries_its_undo() {
+        let undo = |c: &Change| c.undo.iter().map(|s| s.script.clone()).collect::<Vec<_>>();
+        let o = obs(&UP
+            .replace("uid=1500", "uid=1001")
+            .replace("groups=adm,www-data", "groups=")
+            .replace("Deploy User", ""));
+        let c = User {
+            group: Some("staff".into()),
+            ..user()
+        }
+        .plan(&o)
+        .unwrap();
+        assert_eq!(
+            undo(&c),
+            ["usermod -u 1001 -g deploy -G '' -c '' -- deploy"]
+        );
+        assert!(c.undo[0].sudo);
+        // Appended groups are undone by the exact set seen before.
+        let add = User {
+            append: true,
+            ..user()
+        };
+        let o = obs(&UP.replace("groups=adm,www-data", "groups=adm"));
+        assert_eq!(undo(&add.plan(&o).unwrap()), ["usermod -G adm -- deploy"]);
+        // A primary group without a name is put back by number.
+        let o = obs(&UP.replace("group=deploy", "group="));
+        let c = User {
+            group: Some("staff".into()),
+            ..user()
+        }
+        .plan(&o)
+        .unwrap();
+        assert_eq!(undo(&c), ["usermod -g 1500 -- deploy"]);
+        // Creating has nothing to undo here: its pre-image (absent) says to delete.
+        assert!(user().plan(&obs("exists=false")).unwrap().undo.is_empty());
+        assert!(user().plan(&obs(UP)).unwrap().undo.is_empty());
+    }
+
+    #[test]
+    fn absent_and_recreated_with_what_was_observed() {
         let gone = User {
             state: Presence::Absent,
             ..user()
@@ -438,6 +545,48 @@ mod tests {
             gone.plan(&obs("exists=false")).unwrap(),
             Change::no_op("absent")
         );
+        assert_eq!(
+            c.undo,
+            vec![Step::new(
+                "if ! getent group 1500 >/dev/null 2>&1; then groupadd -g 1500 -- deploy; fi; \
+                 set --; g=; for x in adm www-data; do if getent group \"$x\" >/dev/null 2>&1; then g=\"$g${g:+,}$x\"; fi; done; \
+                 if [ -n \"$g\" ]; then set -- -G \"$g\"; fi; \
+                 useradd -u 1500 -g 1500 \"$@\" -d /srv/deploy -s /bin/bash -c 'Deploy User' -M -- deploy",
+                true
+            )]
+        );
+        // Run it with stand-ins: only the groups that exist by then are given.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        stand_ins(
+            dir.path(),
+            &[
+                (
+                    "getent",
+                    "#!/bin/sh\n[ \"$2\" = www-data ] && exit 0; exit 2\n",
+                ),
+                (
+                    "groupadd",
+                    &format!("#!/bin/sh\necho groupadd \"$@\" >> {}\n", log.display()),
+                ),
+                (
+                    "useradd",
+                    &format!("#!/bin/sh\necho useradd \"$@\" >> {}\n", log.display()),
+                ),
+            ],
+        );
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&c.undo[0].script)
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "groupadd -g 1500 -- deploy\n\
+             useradd -u 1500 -g 1500 -G www-data -d /srv/deploy -s /bin/bash -c Deploy User -M -- deploy\n"
+        );
     }
 
     #[test]
@@ -446,14 +595,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let getent = "#!/bin/sh\ncase \"$1 $2\" in\n'passwd deploy') echo 'deploy:x:1500:1500:Deploy User,Room 1,,:/srv/deploy:/bin/bash';;\n'group 1500') echo 'deploy:x:1500:';;\n*) exit 2;;\nesac\n";
         let id = "#!/bin/sh\necho 'deploy www-data adm'\n";
-        for (name, text) in [("getent", getent), ("id", id)] {
-            std::fs::write(dir.path().join(name), text).unwrap();
-            std::process::Command::new("chmod")
-                .arg("+x")
-                .arg(dir.path().join(name))
-                .status()
-                .unwrap();
-        }
+        stand_ins(dir.path(), &[("getent", getent), ("id", id)]);
         let run = |u: &User| {
             let out = std::process::Command::new("sh")
                 .arg("-c")

@@ -33,7 +33,7 @@ pub enum Image {
         running: bool,
         enabled: bool,
     },
-    /// A user or group that existed (its attributes are not restored yet).
+    /// A user or group that existed: its changes carry undo steps with the old attributes.
     Existed,
     /// The pre-image could not be kept; the reason says why (listed as irreversible).
     Irreversible { reason: String },
