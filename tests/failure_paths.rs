@@ -382,6 +382,98 @@ fn a_path_that_became_a_symlink_is_not_replaced() {
     );
 }
 
+/// A file over a path that is a symbolic link when planning (nginx's sites-enabled/default) is
+/// shown as "replace symlink -> TARGET"; the link is replaced by a regular file and what it
+/// pointed to is left alone. A link retargeted between plan and apply is drift; so is a directory
+/// resource's link. History records what was replaced.
+#[test]
+fn a_symlink_is_shown_in_the_plan_and_replaced_only_as_planned() {
+    let h = SshHost::builder("sl-plan").private_srv().start();
+    std::fs::write(h.srv().join("target"), "the package's file\n").unwrap();
+    std::fs::write(h.srv().join("other"), "another file\n").unwrap();
+    std::fs::create_dir(h.srv().join("realdir")).unwrap();
+    std::os::unix::fs::symlink("/srv/target", h.srv().join("site")).unwrap();
+    std::os::unix::fs::symlink("/srv/realdir", h.srv().join("cache")).unwrap();
+    let body = "task \"t\" on=\"sl-plan\" {\n\
+                    file \"/srv/site\" content=\"ours\"\n\
+                    directory \"/srv/cache\" mode=\"0750\"\n\
+                }\n";
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", body);
+    let r = p.nexus(&["plan", "-o", "one.lock"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("replace symlink -> /srv/target"), "{r:?}");
+    assert!(
+        r.stdout.contains("replace symlink -> /srv/realdir"),
+        "{r:?}"
+    );
+
+    // Retargeted after planning: the plan is stale, and nothing is written.
+    std::fs::remove_file(h.srv().join("site")).unwrap();
+    std::os::unix::fs::symlink("/srv/other", h.srv().join("site")).unwrap();
+    let r = p.nexus(&["apply", "one.lock"]);
+    assert_eq!(r.code, 6, "{r:?}");
+    assert!(
+        std::fs::symlink_metadata(h.srv().join("site"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    let r = p.nexus(&["plan", "-o", "two.lock"]);
+    assert!(r.stdout.contains("replace symlink -> /srv/other"), "{r:?}");
+    let r = p.nexus(&["apply", "two.lock"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let site = std::fs::symlink_metadata(h.srv().join("site")).unwrap();
+    assert!(site.file_type().is_file(), "the link became a regular file");
+    assert_eq!(
+        std::fs::read_to_string(h.srv().join("site")).unwrap(),
+        "ours"
+    );
+    let cache = std::fs::symlink_metadata(h.srv().join("cache")).unwrap();
+    assert!(cache.file_type().is_dir(), "the link became a directory");
+    for (f, want) in [
+        ("target", "the package's file\n"),
+        ("other", "another file\n"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(h.srv().join(f)).unwrap(),
+            want,
+            "what the link pointed to is untouched"
+        );
+    }
+    assert!(h.srv().join("realdir").is_dir());
+    let r = p.nexus(&["history", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let run = v["runs"][0]["id"].to_string();
+    let r = p.nexus(&["history", &run]);
+    assert!(
+        r.stdout.contains("    why: replace symlink -> /srv/other"),
+        "history says what was replaced: {r:?}"
+    );
+    let r = p.nexus(&["history", &run, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        v["actions"][0]["reason"], "replace symlink -> /srv/other",
+        "{v}"
+    );
+    let r = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // A rollback puts the links back, pointing where they did.
+    let r = p.nexus(&["rollback", "-o", "r.lock"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stderr.contains("irreversible"), "{r:?}");
+    let r = p.nexus(&["apply", "r.lock"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for (link, to) in [("site", "/srv/other"), ("cache", "/srv/realdir")] {
+        assert_eq!(
+            std::fs::read_link(h.srv().join(link)).unwrap(),
+            std::path::Path::new(to),
+            "{link} is a link again"
+        );
+    }
+}
+
 /// Processes on this machine whose command line contains `needle` (all test hosts share it).
 fn processes_with(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")

@@ -493,6 +493,24 @@ fn restore(
                 changed.kind.as_str()
             )));
         }
+        // What the run put in the link's place goes (a directory only if empty: what else is in
+        // it was not put there by the run), then the link comes back.
+        (ResourceType::File | ResourceType::Directory, Image::Link { target }) => Restore {
+            action: Action::Update,
+            fields: vec![field("type", format!("symlink -> {target}"))],
+            steps: vec![Step::new(
+                format!(
+                    "{} -- {p} && ln -s -- {} {p}",
+                    match changed.kind {
+                        ResourceType::Directory => "rmdir",
+                        _ => "rm -f",
+                    },
+                    q(target),
+                    p = q(path)
+                ),
+                sudo,
+            )],
+        },
         (ResourceType::File, Image::Absent) => Restore {
             action: Action::Delete,
             fields: vec![field("exists", "false".into())],
@@ -546,7 +564,7 @@ fn restore(
                 Some(owner),
                 Some(group),
                 Some(Mode(mode)),
-                None,
+                crate::resources::file::Over::File { backup_to: None },
                 sudo,
             );
             step.stdin_sealed = blob.sealed;

@@ -1,6 +1,8 @@
 //! `nexus history [RUN_ID]`: past applies and runs from the state database, or one run's actions;
 //! `--prune KEEP` applies retention.
 
+use std::collections::BTreeMap;
+
 use clap::Args;
 use serde_json::json;
 
@@ -317,7 +319,18 @@ fn show_run(
         });
     };
     let actions = store.run_actions(id).map_err(failure)?;
+    let reasons = planned_reasons(store, id)?;
     if format == Format::Json {
+        let actions: Vec<serde_json::Value> = actions
+            .iter()
+            .map(|a| {
+                let mut v = json!(a);
+                if let Some(why) = reasons.get(&(a.host.clone(), a.key.clone())) {
+                    v["reason"] = json!(why);
+                }
+                v
+            })
+            .collect();
         emit_json(&json!({ "database": db, "run": run, "actions": actions }));
         return Ok(Exit::Ok);
     }
@@ -391,14 +404,41 @@ fn show_run(
         return Ok(Exit::Ok);
     }
     out.push('\n');
-    out.push_str(&actions_table(&actions, ctx.global.verbose > 0));
+    out.push_str(&actions_table(&actions, &reasons, ctx.global.verbose > 0));
     emit(&out);
     Ok(Exit::Ok)
 }
 
+/// Why the plan the run executed changed each resource ("replace symlink -> /x"), by host and
+/// key; empty when the run's plan is not recorded (`nexus run`, or pruned by `state gc`).
+fn planned_reasons(
+    store: &dyn StateStore,
+    id: RunId,
+) -> Result<BTreeMap<(String, String), String>, Failure> {
+    let Some(recorded) = store.run_plan(id).map_err(failure)? else {
+        return Ok(BTreeMap::new());
+    };
+    let Ok(plan) = serde_json::from_str::<crate::plan::Plan>(&recorded.plan) else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(plan
+        .hosts
+        .iter()
+        .flat_map(|h| {
+            h.resources
+                .iter()
+                .map(|r| ((h.name.clone(), r.key.clone()), r.reason.clone()))
+        })
+        .collect())
+}
+
 /// The actions of a run, each followed by its error and, for failures (or with -v, for all), the
 /// end of its output.
-fn actions_table(actions: &[ActionRecord], verbose: bool) -> String {
+fn actions_table(
+    actions: &[ActionRecord],
+    reasons: &BTreeMap<(String, String), String>,
+    verbose: bool,
+) -> String {
     const FAILED_OUTPUT_LINES: usize = 10;
     let rows: Vec<Vec<String>> = actions
         .iter()
@@ -426,6 +466,9 @@ fn actions_table(actions: &[ActionRecord], verbose: bool) -> String {
     for (a, line) in actions.iter().zip(lines) {
         out.push_str(line);
         out.push('\n');
+        if let Some(why) = reasons.get(&(a.host.clone(), a.key.clone())) {
+            out.push_str(&format!("    why: {why}\n"));
+        }
         if let Some(e) = &a.error {
             for l in e.lines() {
                 out.push_str(&format!("    error: {l}\n"));

@@ -138,6 +138,14 @@ pub fn image(
                 }
             }
         },
+        (ResourceType::File | ResourceType::Directory, Some(o))
+            if o.get("type") == Some("link") =>
+        {
+            match crate::resources::link_target_bytes(o).map(String::from_utf8) {
+                Some(Ok(target)) if !target.is_empty() => Image::Link { target },
+                _ => irreversible("it was a symbolic link whose target could not be read as text"),
+            }
+        }
         (ResourceType::File | ResourceType::Directory, Some(_)) => {
             irreversible("it was neither a regular file nor a directory")
         }

@@ -138,8 +138,13 @@ pub async fn check(
                     }
                     // The fingerprint covers the host's content; the diff the plan shows must be
                     // of that same content (a re-hashed plan could show another old side).
+                    // A link has no content of its own: a plan replacing it shows it as empty.
+                    let held = o.as_ref().ok().and_then(|o| match o.get("type") {
+                        Some("link") => Some(crate::resources::file::sha256_hex(b"")),
+                        _ => o.get("sha256").map(str::to_string),
+                    });
                     if let Some(shown) = lockfile::shown_old_sha256(plan, r)
-                        && o.as_ref().ok().and_then(|o| o.get("sha256")) != Some(shown.as_str())
+                        && held.as_deref() != Some(shown.as_str())
                     {
                         drift.push(drifted(Some(
                             "the plan's diff shows an old content the host's file does not have"

@@ -30,6 +30,52 @@ pub fn resolve(d: &config::Directory, ctx: &ResolveCtx<'_>) -> Result<Directory,
 }
 
 impl Directory {
+    /// Steps and fields that create the directory with its final mode, then its owner.
+    fn create(&self) -> Change {
+        let p = q(&self.path);
+        // The mode is given to mkdir rather than set by a later chmod: a directory meant
+        // to be 0700 must never exist with the umask's wider mode, not even for a moment.
+        let mkdir = match self.mode {
+            Some(m) => format!("mkdir -p -m {} -- {p}", q(&m.to_string())),
+            None => format!("mkdir -p -- {p}"),
+        };
+        let mut steps = vec![Step::new(mkdir, self.sudo)];
+        // A new directory's owner comes from the login user, so set whatever was asked
+        // for explicitly, after the directory exists with its final mode.
+        let nothing = Observed::default();
+        let (mut fields, s) = ownership_changes(
+            &self.path,
+            &nothing,
+            self.owner.as_deref(),
+            self.group.as_deref(),
+            None,
+            self.sudo,
+        );
+        if let Some(m) = self.mode {
+            fields.push(FieldChange::new("mode", None, Some(&m.to_string())));
+        }
+        steps.extend(s);
+        let mut c = Change::new(Action::Create, "does not exist", steps);
+        c.fields = fields;
+        c
+    }
+
+    /// The symbolic link `o` saw removed (only the link: what it points to stays), then, when
+    /// the directory is wanted, a directory in its place. The plan says which link it was.
+    fn replace_link(&self, o: &Observed) -> Change {
+        let label = link_label(o);
+        let rm = Step::new(format!("rm -f -- {}", q(&self.path)), self.sudo);
+        if self.state == Presence::Absent {
+            return Change::new(Action::Delete, format!("exists ({label})"), vec![rm]);
+        }
+        let mut c = self.create();
+        c.action = Action::Update;
+        c.reason = format!("replace {label}");
+        c.steps.insert(0, rm);
+        c.fields
+            .insert(0, FieldChange::new("type", Some(&label), Some("directory")));
+        c
+    }
     /// `find` condition matching entries whose owner or group differ from the desired ones.
     fn mismatch_condition(&self) -> Option<String> {
         let mut conds = Vec::new();
@@ -53,10 +99,10 @@ impl Resource for Directory {
     }
 
     fn probe(&self) -> String {
-        let mut s = if self.probe_batch().is_some() {
-            String::new()
-        } else {
-            stat_probe(&self.path)
+        // The batch gathers the path facts; the link's target is asked for either way.
+        let mut s = match self.probe_batch() {
+            Some(_) => link_probe(&self.path),
+            None => format!("{}\n{}", stat_probe(&self.path), link_probe(&self.path)),
         };
         if self.recursive
             && self.state == Presence::Present
@@ -83,6 +129,9 @@ impl Resource for Directory {
         let p = q(&self.path);
         let exists = o.require("exists")? == "true";
         let kind = o.get("type").unwrap_or("");
+        if exists && kind == "link" {
+            return Ok(self.replace_link(o));
+        }
         if exists && kind != "directory" {
             return Err(ResourceError::Unsupported(format!(
                 "{} exists and is a {kind}, not a directory; remove it first or pick another path",
@@ -96,33 +145,7 @@ impl Resource for Directory {
                 "exists",
                 vec![Step::new(format!("rm -rf -- {p}"), self.sudo)],
             )),
-            (Presence::Present, false) => {
-                // The mode is given to mkdir rather than set by a later chmod: a directory meant
-                // to be 0700 must never exist with the umask's wider mode, not even for a moment.
-                let mkdir = match self.mode {
-                    Some(m) => format!("mkdir -p -m {} -- {p}", q(&m.to_string())),
-                    None => format!("mkdir -p -- {p}"),
-                };
-                let mut steps = vec![Step::new(mkdir, self.sudo)];
-                // A new directory's owner comes from the login user, so set whatever was asked
-                // for explicitly, after the directory exists with its final mode.
-                let nothing = Observed::default();
-                let (mut fields, s) = ownership_changes(
-                    &self.path,
-                    &nothing,
-                    self.owner.as_deref(),
-                    self.group.as_deref(),
-                    None,
-                    self.sudo,
-                );
-                if let Some(m) = self.mode {
-                    fields.push(FieldChange::new("mode", None, Some(&m.to_string())));
-                }
-                steps.extend(s);
-                let mut c = Change::new(Action::Create, "does not exist", steps);
-                c.fields = fields;
-                Ok(c)
-            }
+            (Presence::Present, false) => Ok(self.create()),
             (Presence::Present, true) => {
                 let (mut fields, mut steps) = ownership_changes(
                     &self.path,
@@ -181,6 +204,42 @@ mod tests {
 
     fn obs(s: &str) -> Observed {
         Observed::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_symlink_is_replaced_by_a_directory_or_removed() {
+        let o = obs("exists=true\ntype=link\nlink_target=2f6f70742f782f0a");
+        let c = dir(Presence::Present).plan(&o).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "replace symlink -> /opt/x/");
+        let scripts: Vec<&str> = c.steps.iter().map(|s| s.script.as_str()).collect();
+        assert_eq!(
+            scripts,
+            [
+                "rm -f -- '/srv/my app'",
+                "mkdir -p -m 0755 -- '/srv/my app'",
+                "chown -- deploy '/srv/my app'",
+            ]
+        );
+        assert_eq!(
+            c.fields[0],
+            FieldChange::new("type", Some("symlink -> /opt/x/"), Some("directory"))
+        );
+        let c = dir(Presence::Absent).plan(&o).unwrap();
+        assert_eq!(
+            (c.action, c.reason.as_str(), c.steps[0].script.as_str()),
+            (
+                Action::Delete,
+                "exists (symlink -> /opt/x/)",
+                "rm -f -- '/srv/my app'"
+            )
+        );
+        // Other non-directories are still refused.
+        assert!(
+            dir(Presence::Present)
+                .plan(&obs("exists=true\ntype=file"))
+                .is_err()
+        );
     }
 
     #[test]

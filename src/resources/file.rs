@@ -251,7 +251,7 @@ fn fail_with(msg: &str) -> String {
 
 /// The step that atomically replaces `path` with the bytes on its stdin: a temporary file in the
 /// same directory gets the content, the mode (explicit, else the existing file's, else 0644), the
-/// existing owner unless another is asked for, then is renamed over `path`. With `backup_to`, an
+/// existing owner unless another is asked for, then is renamed over `path`. With a `backup_to`, an
 /// existing file is first copied there (`cp -p`). Shared by `file` and `upload`.
 pub fn write_step(
     path: &str,
@@ -259,10 +259,14 @@ pub fn write_step(
     owner: Option<&str>,
     group: Option<&str>,
     mode: Option<Mode>,
-    backup_to: Option<&str>,
+    over: Over<'_>,
     sudo: bool,
 ) -> Step {
     let p = q(path);
+    let (backup_to, over_link) = match over {
+        Over::File { backup_to } => (backup_to, false),
+        Over::Link => (None, true),
+    };
     let dir = parent_dir(path);
     let mut s = String::from("set -e\n");
     s.push_str(&format!(
@@ -272,18 +276,22 @@ pub fn write_step(
             "nexus: directory {dir} does not exist (add a directory resource for it)"
         ))
     ));
-    s.push_str(&format!(
-        "if [ -d {p} ]; then {}; fi\n",
-        fail_with(&format!("nexus: {path} is a directory"))
-    ));
-    // Planning refuses a path that is a symbolic link, so one here appeared since (a package
-    // earlier in this apply made it): replacing it would silently change what it pointed to.
-    s.push_str(&format!(
-        "if [ -L {p} ]; then {}; fi\n",
-        fail_with(&format!(
-            "nexus: {path} became a symbolic link since planning; nothing was replaced (plan again)"
-        ))
-    ));
+    let is_dir = fail_with(&format!("nexus: {path} is a directory"));
+    if over_link {
+        s.push_str(&format!(
+            "if [ ! -L {p} ] && [ -d {p} ]; then {is_dir}; fi\n"
+        ));
+    } else {
+        s.push_str(&format!("if [ -d {p} ]; then {is_dir}; fi\n"));
+        // A link the plan did not show appeared since (a package earlier in this apply made
+        // it): replacing it unannounced would silently change what it pointed to.
+        s.push_str(&format!(
+            "if [ -L {p} ]; then {}; fi\n",
+            fail_with(&format!(
+                "nexus: {path} became a symbolic link since planning; nothing was replaced (plan again)"
+            ))
+        ));
+    }
     if let Some(b) = backup_to {
         s.push_str(&format!("if [ -e {p} ]; then cp -p -- {p} {}; fi\n", q(b)));
     }
@@ -320,6 +328,12 @@ pub fn write_step(
         (None, Some(g)) => s.push_str(&format!("chgrp -- {} \"$tmp\"\n", q(g))),
         (None, None) => {}
     }
+    if over_link {
+        // mv would move the file into a directory the link points to, instead of over the link.
+        s.push_str(&format!(
+            "if [ -L {p} ] && [ -d {p} ]; then rm -f -- {p}; fi\n"
+        ));
+    }
     s.push_str(&format!("mv -f -- \"$tmp\" {p}\n"));
     s.push_str("trap - EXIT");
     let mut step = Step::new(s, sudo);
@@ -331,6 +345,16 @@ pub fn write_step(
         }
     }
     step
+}
+
+/// What a write step replaces, as the plan saw it.
+#[derive(Debug, Clone, Copy)]
+pub enum Over<'a> {
+    /// A regular file or nothing; an existing file is first copied to `backup_to`, if given. A
+    /// symbolic link found there instead appeared since planning, and is refused.
+    File { backup_to: Option<&'a str> },
+    /// A symbolic link, replaced itself (never what it points to).
+    Link,
 }
 
 /// What a write step sends.
@@ -417,7 +441,7 @@ impl File {
         }
     }
 
-    fn write(&self, backup_to: Option<&str>) -> Step {
+    fn write(&self, over: Over<'_>) -> Step {
         let content = match &self.secret {
             Some(s) => WriteContent::WithSecrets {
                 blob: self.desired(),
@@ -431,9 +455,36 @@ impl File {
             self.owner.as_deref(),
             self.group.as_deref(),
             self.mode,
-            backup_to,
+            over,
             self.sudo,
         )
+    }
+
+    /// A regular file in place of the symbolic link `o` saw: the link itself is replaced (what
+    /// it pointed to is left alone), and the plan says so.
+    fn replace_link(&self, o: &Observed) -> Change {
+        let (attrs, _) = ownership_changes(
+            &self.path,
+            &Observed::default(),
+            self.owner.as_deref(),
+            self.group.as_deref(),
+            self.mode,
+            self.sudo,
+        );
+        let label = link_label(o);
+        let mut c = self.with_write(Change::new(
+            Action::Update,
+            format!("replace {label}"),
+            vec![self.write(Over::Link)],
+        ));
+        c.fields
+            .push(FieldChange::new("type", Some(&label), Some("regular file")));
+        c.fields.push(self.content_field(None));
+        c.fields.extend(attrs);
+        c.diff = (self.secret.is_none() && self.desired().len() as u64 <= DIFF_LIMIT)
+            .then(|| text_diff(&self.path, b"", self.desired()))
+            .flatten();
+        c
     }
 
     fn with_write(&self, mut c: Change) -> Change {
@@ -462,10 +513,10 @@ impl Resource for File {
         );
         let hashed = self.state == Presence::Present || self.backup;
         if self.probe_batch().is_some() {
-            // The batch does it all, old content for the diff included.
-            return String::new();
+            // The batch does the rest, old content for the diff included.
+            return link_probe(&self.path);
         }
-        let mut s = stat_probe(&self.path);
+        let mut s = format!("{}\n{}", stat_probe(&self.path), link_probe(&self.path));
         if hashed {
             s.push_str(&format!(
                 "\nif [ -f {p} ] && [ ! -L {p} ]; then if [ -r {p} ]; then \
@@ -519,21 +570,24 @@ impl Resource for File {
                 Some(sha) => format!("mv -f -- {p} {}", q(&self.backup_path(sha))),
                 None => format!("rm -f -- {p}"),
             };
+            // Removing a link removes only the link; the plan says which link it was.
+            let reason = match kind {
+                "link" => format!("exists ({})", link_label(o)),
+                _ => "exists".to_string(),
+            };
             return Ok(Change::new(
                 Action::Delete,
-                "exists",
+                reason,
                 vec![Step::new(script, self.sudo)],
             ));
         }
+        if exists && kind == "link" {
+            return Ok(self.replace_link(o));
+        }
         if exists && kind != "file" {
             return Err(ResourceError::Unsupported(format!(
-                "{} is a {}, not a regular file; nexus does not replace it: remove it first, or manage the file it points to",
+                "{} is a special file, not a regular file; nexus does not replace it: remove it first",
                 self.path,
-                if kind == "link" {
-                    "symbolic link"
-                } else {
-                    "special file"
-                }
             )));
         }
         let new = self.desired();
@@ -553,7 +607,7 @@ impl Resource for File {
             let mut c = self.with_write(Change::new(
                 Action::Create,
                 "does not exist",
-                vec![self.write(None)],
+                vec![self.write(Over::File { backup_to: None })],
             ));
             c.fields.push(self.content_field(None));
             c.fields.extend(attrs);
@@ -570,7 +624,7 @@ impl Resource for File {
             let mut c = self.with_write(Change::new(
                 Action::Update,
                 "content unknown (not readable when probing)",
-                vec![self.write(None)],
+                vec![self.write(Over::File { backup_to: None })],
             ));
             c.fields = attrs;
             return Ok(c);
@@ -609,7 +663,9 @@ impl Resource for File {
         let mut c = self.with_write(Change::new(
             Action::Update,
             reason,
-            vec![self.write(backup.as_deref())],
+            vec![self.write(Over::File {
+                backup_to: backup.as_deref(),
+            })],
         ));
         c.fields.push(self.content_field(Some((old_sha, old_size))));
         c.fields.extend(attrs);
@@ -747,11 +803,47 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_is_replaced_and_the_plan_says_so() {
+        let f = file("new\n");
+        // readlink's "../sites-available/default\n", as the probe prints it.
+        let target: String = b"../sites-available/default\n"
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let o = obs(&format!(
+            "exists=true\ntype=link\nowner=root\ngroup=root\nmode=0777\nlink_target={target}"
+        ));
+        let c = f.plan(&o).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "replace symlink -> ../sites-available/default");
+        assert_eq!(
+            c.fields[0],
+            FieldChange::new(
+                "type",
+                Some("symlink -> ../sites-available/default"),
+                Some("regular file")
+            )
+        );
+        assert_eq!(c.fields[1].field, "content");
+        assert!(c.diff.is_some());
+        let script = &c.steps[0].script;
+        // Only the link is replaced, never what it points to (a directory included).
+        assert!(!script.contains("became a symbolic link"), "{script}");
+        assert!(script.contains("if [ -L '/etc/my app.conf' ] && [ -d '/etc/my app.conf' ]; then rm -f -- '/etc/my app.conf'; fi\nmv -f"), "{script}");
+        // A file planned as a file refuses a link that appeared since.
+        let plain = f.write(Over::File { backup_to: None }).script;
+        assert!(
+            plain.contains("became a symbolic link since planning"),
+            "{plain}"
+        );
+    }
+
+    #[test]
     fn group_only_and_root_directory() {
         let mut f = file("x");
         f.path = "/x".into();
         f.group = Some("adm".into());
-        let s = f.write(None).script;
+        let s = f.write(Over::File { backup_to: None }).script;
         assert!(s.contains("[ -d / ] ||"), "{s}");
         assert!(s.contains("tmp=$(mktemp /.nexus-$$-XXXXXXXX)\n"), "{s}");
         assert!(s.contains("\nchgrp -- adm \"$tmp\"\n"), "{s}");
@@ -830,13 +922,16 @@ mod tests {
             "mv -f -- '/etc/my app.conf' '/etc/my app.conf.0123456789ab.bak'"
         );
         assert!(f.plan(&obs("exists=true\ntype=directory")).is_err());
-        let c = f.plan(&obs("exists=true\ntype=link")).unwrap();
+        let c = f
+            .plan(&obs("exists=true\ntype=link\nlink_target=2f6f7074\n"))
+            .unwrap();
         assert_eq!(c.steps[0].script, "rm -f -- '/etc/my app.conf'");
+        assert_eq!(c.reason, "exists (symlink -> /opt)");
 
         let g = file("x");
         let e = g.plan(&obs("exists=true\ntype=directory")).unwrap_err();
         assert!(e.to_string().contains("is a directory"), "{e}");
-        assert!(g.plan(&obs("exists=true\ntype=link")).is_err());
+        assert!(g.plan(&obs("exists=true\ntype=other")).is_err());
         assert!(
             g.plan(&obs("exists=true\ntype=file")).is_err(),
             "sha256 is required"
@@ -1062,8 +1157,8 @@ mod tests {
             )
             .into_bytes()
         );
-        // The probe asks for a sealed hash and sends no old content back.
-        assert_eq!(f.probe(), "");
+        // The probe asks for a sealed hash and sends no old content back; only a link's target.
+        assert_eq!(f.probe(), link_probe("/etc/app.conf"));
         assert!(f.probe_batch().unwrap().sealed);
         // Unchanged on the host: compared by sealed hash.
         let obs = |sha: &str| {

@@ -374,6 +374,43 @@ pub fn stat_probe(path: &str) -> String {
     )
 }
 
+/// Prints `link_target` (hex) when `path` is a symbolic link, so a plan can say what it replaces
+/// and a retargeted link is drift. Hex, because a target may hold any byte but NUL, a newline
+/// included. Builtins only unless the path is a link.
+pub fn link_probe(path: &str) -> String {
+    let p = q(path);
+    format!(
+        "if [ -L {p} ]; then printf 'link_target=%s\\n' \"$(readlink -- {p} | od -An -tx1 -v | tr -d ' \\n')\"; fi"
+    )
+}
+
+/// The target of the symbolic link [`link_probe`] saw, as text for plans (not a path to act on:
+/// bytes that are not UTF-8 are replaced).
+pub fn link_target(o: &Observed) -> Option<String> {
+    link_target_bytes(o).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// The exact target of the symbolic link [`link_probe`] saw.
+pub fn link_target_bytes(o: &Observed) -> Option<Vec<u8>> {
+    let hex = o.get("link_target")?;
+    let mut bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    // readlink ends its output with a newline.
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    Some(bytes)
+}
+
+/// How a plan names a symbolic link it replaces or removes: `symlink -> TARGET`.
+pub fn link_label(o: &Observed) -> String {
+    match link_target(o) {
+        Some(t) => format!("symlink -> {t}"),
+        None => "symlink".to_string(),
+    }
+}
+
 /// A path whose facts the probe gathers in one `stat` (and one `sha256sum`) for all resources of
 /// a host; see [`crate::plan::probe`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,6 +33,8 @@ pub enum Image {
         running: bool,
         enabled: bool,
     },
+    /// A symbolic link (where a `file` or `directory` now is) and its target.
+    Link { target: String },
     /// A user or group that existed: its changes carry undo steps with the old attributes.
     Existed,
     /// The pre-image could not be kept; the reason says why (listed as irreversible).
