@@ -518,6 +518,92 @@ fn a_failed_canary_is_rolled_back_automatically() {
     assert_eq!(again.code, 0, "{again:?}");
 }
 
+/// Tier 2: a canary of three booted systemd hosts whose v2 changes a service's unit (and turns
+/// it off at boot) fails its health check; the same apply restores the canary's unit file, its
+/// enablement and, through the restart handler, the running service; the other two hosts are
+/// never touched (same main PID as before v2).
+#[test]
+fn a_failed_canary_with_a_service_is_rolled_back_on_systemd_hosts() {
+    harness::nspawn::require_prerequisites();
+    let cs: Vec<harness::nspawn::Container> = ["rb-can1", "rb-can2", "rb-can3"]
+        .iter()
+        .map(|n| harness::nspawn::Container::boot(n))
+        .collect();
+    let p = Project::new();
+    harness::nspawn::write_known_hosts(&p.path("known_hosts"), &cs.iter().collect::<Vec<_>>());
+    p.write("ssh_config", "");
+    let version = |v: u32| {
+        let hosts: String = cs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                format!(
+                    "host \"can{i}\" \"root@{}:{}\" identity=\"{}\"\n",
+                    c.ip,
+                    c.port,
+                    c.user_key.private.display()
+                )
+            })
+            .collect();
+        let unit = format!(
+            "[Unit]\\nDescription=nexus canary demo\\n[Service]\\nEnvironment=VERSION={v}\\nExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n"
+        );
+        format!(
+            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n{hosts}\
+             group \"web\" \"can0\" \"can1\" \"can2\"\n\
+             task \"deploy\" on=\"web\" strategy=\"canary\" canary=1 on-failure=\"rollback\" {{\n    \
+             file \"/etc/systemd/system/nexus-canary.service\" content=\"{unit}\" notify=\"restart\"\n    \
+             service \"nexus-canary\" state=\"running\" enabled={enabled}\n    \
+             health-check {{\n        \
+             command \"systemctl is-active --quiet nexus-canary && systemctl show -p Environment --value nexus-canary | grep -qx VERSION=1\"\n    \
+             }}\n}}\n\
+             handler \"restart\" {{\n    command \"systemctl daemon-reload && systemctl restart nexus-canary\"\n}}\n",
+            enabled = if v == 1 { "#true" } else { "#false" },
+        )
+    };
+    let state = |c: &harness::nspawn::Container| {
+        c.exec(
+            "systemctl is-active nexus-canary || true; systemctl is-enabled nexus-canary || true; \
+             systemctl show -p Environment --value nexus-canary; systemctl show -p MainPID --value nexus-canary",
+        )
+    };
+    p.config(&version(1));
+    apply_config(&p, "v1.lock");
+    let before: Vec<String> = cs.iter().map(state).collect();
+    for s in &before {
+        assert!(s.starts_with("active\nenabled\nVERSION=1\n"), "{s}");
+    }
+    p.config(&version(2));
+    ok(p.nexus(&["plan", "-o", "v2.lock"]));
+    let failed = p.nexus(&["apply", "v2.lock"]);
+    assert_eq!(failed.code, 1, "the run still failed: {failed:?}");
+    assert!(
+        failed.stdout.contains("Rollback of task deploy: SUCCESS"),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .stdout
+            .contains("health check after the rollback: 1 of 1 passed"),
+        "{failed:?}"
+    );
+    let canary = state(&cs[0]);
+    assert!(
+        canary.starts_with("active\nenabled\nVERSION=1\n"),
+        "the canary runs v1's unit again, enabled: {canary}"
+    );
+    assert_ne!(
+        canary, before[0],
+        "the handler restarted it (a new main PID)"
+    );
+    for (c, was) in cs[1..].iter().zip(&before[1..]) {
+        assert_eq!(&state(c), was, "{} was never touched", c.name);
+    }
+    p.config(&version(1));
+    let again = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "{again:?}");
+}
+
 /// Without `on-failure="rollback"` the canary stays as the failed run left it; with it, a task
 /// that cannot stop a rollout is refused, and `nexus run` says why it cannot roll back.
 #[test]
