@@ -325,7 +325,7 @@ fn build(
                         host: host.clone(),
                         run: first.run.0,
                         resource: changed.label.clone(),
-                        reason,
+                        reason: reason.to_string(),
                     });
                     continue;
                 }
@@ -416,6 +416,29 @@ fn build(
     })
 }
 
+/// Why a resource cannot be restored (listed as irreversible).
+#[derive(Debug, thiserror::Error)]
+enum Unrestorable {
+    /// Why the pre-image could not be kept, as recorded when it was captured.
+    #[error("{0}")]
+    Recorded(String),
+    #[error("nexus keeps no pre-image of a {}", .0.as_str())]
+    NoImage(ResourceType),
+    #[error(
+        "the {} existed before, and a run that changed it was planned by a nexus that recorded no undo for it",
+        .0.as_str()
+    )]
+    NoUndo(ResourceType),
+    #[error("its content was not kept")]
+    ContentNotKept,
+    #[error("its content is no longer stored (pruned by `nexus state gc`)")]
+    ContentPruned,
+    #[error("its recorded mode {0:?} is not octal")]
+    Mode(String),
+    #[error("its pre-image ({image}) does not fit a {}", .kind.as_str())]
+    Mismatch { image: String, kind: ResourceType },
+}
+
 /// How one resource is restored.
 struct Restore {
     action: Action,
@@ -431,7 +454,7 @@ fn restore(
     changed: &PlannedResource,
     undo: Option<Vec<Step>>,
     blobs: &mut BTreeMap<String, String>,
-) -> Result<Result<Restore, String>, Error> {
+) -> Result<Result<Restore, Unrestorable>, Error> {
     let sudo = changed.steps.first().is_some_and(|s| s.sudo);
     let path = match changed.kind {
         ResourceType::File => changed.id.strip_prefix("file:"),
@@ -450,13 +473,15 @@ fn restore(
     }
     let (Some(path), image_state) = (path, &image.image) else {
         return Ok(Err(match &image.image {
-            Image::Irreversible { reason } => reason.clone(),
-            _ => format!("nexus keeps no pre-image of a {}", changed.kind.as_str()),
+            Image::Irreversible { reason } => Unrestorable::Recorded(reason.clone()),
+            _ => Unrestorable::NoImage(changed.kind),
         }));
     };
     let field = |name: &str, to: String| FieldChange::new(name, None, Some(&to));
     let restore = match (changed.kind, image_state) {
-        (_, Image::Irreversible { reason }) => return Ok(Err(reason.clone())),
+        (_, Image::Irreversible { reason }) => {
+            return Ok(Err(Unrestorable::Recorded(reason.clone())));
+        }
         (
             ResourceType::Service,
             Image::Service {
@@ -487,11 +512,7 @@ fn restore(
         },
         // Since the undo steps (resources/user.rs, group.rs): only a run planned without them.
         (ResourceType::User | ResourceType::Group, Image::Existed) => {
-            return Ok(Err(format!(
-                "the {} existed before, and a run that changed it was planned by a nexus that \
-                 recorded no undo for it",
-                changed.kind.as_str()
-            )));
+            return Ok(Err(Unrestorable::NoUndo(changed.kind)));
         }
         // What the run put in the link's place goes (a directory only if empty: what else is in
         // it was not put there by the run), then the link comes back.
@@ -541,15 +562,13 @@ fn restore(
         },
         (ResourceType::File, Image::File { owner, group, mode }) => {
             let Some(hash) = &image.blob else {
-                return Ok(Err("its content was not kept".into()));
+                return Ok(Err(Unrestorable::ContentNotKept));
             };
             let Some(blob) = store.blob(hash)? else {
-                return Ok(Err(
-                    "its content is no longer stored (pruned by `nexus state gc`)".into(),
-                ));
+                return Ok(Err(Unrestorable::ContentPruned));
             };
             let Ok(mode) = u32::from_str_radix(mode, 8) else {
-                return Ok(Err(format!("its recorded mode {mode:?} is not octal")));
+                return Ok(Err(Unrestorable::Mode(mode.clone())));
             };
             let content = match blob.sealed {
                 false => WriteContent::Bytes(&blob.data),
@@ -591,10 +610,10 @@ fn restore(
             }
         }
         (_, other) => {
-            return Ok(Err(format!(
-                "its pre-image ({other:?}) does not fit a {}",
-                changed.kind.as_str()
-            )));
+            return Ok(Err(Unrestorable::Mismatch {
+                image: format!("{other:?}"),
+                kind: changed.kind,
+            }));
         }
     };
     Ok(Ok(restore))

@@ -50,6 +50,19 @@ impl Check {
 /// when its snippet failed) and the contents the pre-image section sent back.
 type Probed = (Vec<Result<Observed, i32>>, BTreeMap<usize, Vec<u8>>);
 
+/// Why a host could not be re-probed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReprobeError {
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error(transparent)]
+    Become(#[from] crate::inventory::BecomeError),
+    #[error("probe failed: {0}")]
+    Failed(String),
+    #[error(transparent)]
+    Output(#[from] probe::ProbeError),
+}
+
 /// Probes `resources` of `h` in one round trip; with `capture`, also sends back the contents
 /// of the files among them that are about to change.
 async fn probe_host(
@@ -59,9 +72,9 @@ async fn probe_host(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     secrets: &crate::secrets::Resolved,
     capture: bool,
-) -> Result<Probed, String> {
+) -> Result<Probed, ReprobeError> {
     let specs: Vec<_> = resources.iter().map(|r| r.probe_spec()).collect();
-    let t = inv.transport(&h.name).map_err(|e| e.to_string())?;
+    let t = inv.transport(&h.name)?;
     let mut script = probe::script(&specs);
     let token = preimage::token(&script);
     if capture {
@@ -69,15 +82,15 @@ async fn probe_host(
     }
     let mut cmd = CommandSpec::new(script);
     if h.probe_sudo {
-        cmd = cmd.sudo(inv.become_for(&h.name, env).map_err(|e| e.to_string())?);
+        cmd = cmd.sudo(inv.become_for(&h.name, env)?);
     }
-    let out = t.run(&cmd).await.map_err(|e| e.to_string())?;
+    let out = t.run(&cmd).await?;
     if !out.success() {
-        return Err(format!("probe failed: {}", out.failure_summary()));
+        return Err(ReprobeError::Failed(out.failure_summary()));
     }
     let stdout = out.stdout_str();
     let (own, contents) = preimage::split_off(&stdout, &token);
-    let sections = probe::split(&specs, own, secrets.seal_key()).map_err(|e| e.to_string())?;
+    let sections = probe::split(&specs, own, secrets.seal_key())?;
     let observed = sections
         .into_iter()
         .map(|s| match Observed::parse(&s.output) {
@@ -120,7 +133,7 @@ pub async fn check(
                 let capture = probed.iter().any(|r| preimage::wanted(r));
                 let (observed, mut contents) = probe_host(h, &probed, inv, env, secrets, capture)
                     .await
-                    .map_err(|e| (h.name.clone(), e))?;
+                    .map_err(|e| (h.name.clone(), e.to_string()))?;
                 let (mut drift, mut images, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
                 for (i, (r, o)) in probed.iter().zip(&observed).enumerate() {
                     let now = fingerprint_of(o);

@@ -26,7 +26,28 @@ pub struct ParseError {
     pub file: String,
     pub line: usize,
     pub col: usize,
-    pub what: String,
+    pub what: Problem,
+}
+
+/// What is wrong with a line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("the quoted principals are not closed")]
+    UnclosedPrincipals,
+    #[error("expected `principals [options] keytype base64`")]
+    Fields,
+    #[error("expected a key: keytype base64")]
+    NoKey,
+    #[error("not a public key ({0})")]
+    NotAKey(String),
+    #[error("`{0}` needs a quoted value: {0}=\"...\"")]
+    Unquoted(String),
+    #[error("cert-authority (certificate signers) is not supported yet; list each signer's key")]
+    CertAuthority,
+    #[error("unknown option `{0}` (known: cert-authority, namespaces, valid-after, valid-before)")]
+    UnknownOption(String),
+    #[error("`{0}` is not a time: YYYYMMDD[Z] or YYYYMMDDHHMM[SS][Z]")]
+    NotATime(String),
 }
 
 /// Why no line of the file lets the signature's key sign.
@@ -66,7 +87,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Entry>, ParseError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let fail = |offset: usize, what: String| ParseError {
+        let fail = |offset: usize, what: Problem| ParseError {
             file: file.to_string(),
             line: i + 1,
             col: start + offset + 1,
@@ -142,13 +163,11 @@ fn format_time(secs: i64) -> String {
     crate::state::format_time(secs.saturating_mul(1000))
 }
 
-type LineError = (usize, String);
+type LineError = (usize, Problem);
 
 fn parse_line(line: &str, number: usize) -> Result<Entry, LineError> {
     let (principals, rest) = if let Some(quoted) = line.strip_prefix('"') {
-        let end = quoted
-            .find('"')
-            .ok_or((0, "the quoted principals are not closed".to_string()))?;
+        let end = quoted.find('"').ok_or((0, Problem::UnclosedPrincipals))?;
         (&quoted[..end], &quoted[end + 1..])
     } else {
         line.split_at(line.find(char::is_whitespace).unwrap_or(line.len()))
@@ -156,10 +175,7 @@ fn parse_line(line: &str, number: usize) -> Result<Entry, LineError> {
     let at = |s: &str| line.len() - s.len();
     let rest = rest.trim_start();
     if principals.is_empty() || rest.is_empty() {
-        return Err((
-            at(rest),
-            "expected `principals [options] keytype base64`".into(),
-        ));
+        return Err((at(rest), Problem::Fields));
     }
     // As ssh-keygen does: a field that starts a key is the key, anything else is options.
     let (options, key_text) = if starts_key(rest) {
@@ -220,7 +236,7 @@ fn split_options(s: &str) -> Vec<&str> {
     out
 }
 
-fn apply_option(entry: &mut Entry, option: &str) -> Result<(), String> {
+fn apply_option(entry: &mut Entry, option: &str) -> Result<(), Problem> {
     let (name, value) = match option.split_once('=') {
         Some((n, v)) => (n, Some(v)),
         None => (option, None),
@@ -228,13 +244,10 @@ fn apply_option(entry: &mut Entry, option: &str) -> Result<(), String> {
     let value = || {
         value
             .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
-            .ok_or_else(|| format!("`{name}` needs a quoted value: {name}=\"...\""))
+            .ok_or_else(|| Problem::Unquoted(name.to_string()))
     };
     match name.to_ascii_lowercase().as_str() {
-        "cert-authority" => Err(
-            "cert-authority (certificate signers) is not supported yet; list each signer's key"
-                .into(),
-        ),
+        "cert-authority" => Err(Problem::CertAuthority),
         "namespaces" => {
             entry.namespaces = Some(value()?.to_string());
             Ok(())
@@ -247,26 +260,24 @@ fn apply_option(entry: &mut Entry, option: &str) -> Result<(), String> {
             entry.valid_before = Some(parse_time(value()?)?);
             Ok(())
         }
-        _ => Err(format!(
-            "unknown option `{name}` (known: cert-authority, namespaces, valid-after, valid-before)"
-        )),
+        _ => Err(Problem::UnknownOption(name.to_string())),
     }
 }
 
-fn read_key(text: &str) -> Result<KeyData, String> {
+fn read_key(text: &str) -> Result<KeyData, Problem> {
     let mut words = text.split_whitespace();
     let (Some(kind), Some(blob)) = (words.next(), words.next()) else {
-        return Err("expected a key: keytype base64".into());
+        return Err(Problem::NoKey);
     };
     ssh_key::PublicKey::from_openssh(&format!("{kind} {blob}"))
         .map(|k| k.key_data().clone())
-        .map_err(|e| format!("not a public key ({e})"))
+        .map_err(|e| Problem::NotAKey(e.to_string()))
 }
 
 /// `YYYYMMDD`, `YYYYMMDDHHMM` or `YYYYMMDDHHMMSS`, local time unless suffixed `Z` (UTC), as
 /// ssh-keygen reads them.
-fn parse_time(text: &str) -> Result<i64, String> {
-    let bad = || format!("`{text}` is not a time: YYYYMMDD[Z] or YYYYMMDDHHMM[SS][Z]");
+fn parse_time(text: &str) -> Result<i64, Problem> {
+    let bad = || Problem::NotATime(text.to_string());
     let (digits, utc) = match text.strip_suffix(['Z', 'z']) {
         Some(d) => (d, true),
         None => (text, false),
@@ -356,15 +367,15 @@ mod tests {
             "{e}"
         );
         let e = one(&format!("a@x bogus=\"1\" {ED}")).unwrap_err();
-        assert!(e.what.contains("unknown option `bogus`"), "{e}");
+        assert!(e.what.to_string().contains("unknown option `bogus`"), "{e}");
         let e = one("a@x ssh-ed25519 notbase64").unwrap_err();
-        assert!(e.what.contains("not a public key"), "{e}");
+        assert!(e.what.to_string().contains("not a public key"), "{e}");
         let e = one("a@x").unwrap_err();
-        assert!(e.what.contains("expected"), "{e}");
+        assert!(e.what.to_string().contains("expected"), "{e}");
         let e = one(&format!("a@x valid-before=\"2020\" {ED}")).unwrap_err();
-        assert!(e.what.contains("not a time"), "{e}");
+        assert!(e.what.to_string().contains("not a time"), "{e}");
         let e = one(&format!("a@x valid-before=20200101 {ED}")).unwrap_err();
-        assert!(e.what.contains("quoted value"), "{e}");
+        assert!(e.what.to_string().contains("quoted value"), "{e}");
     }
 
     #[test]

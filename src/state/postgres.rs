@@ -92,11 +92,37 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{rest}")
 }
 
+/// Why a session could not be set up, before the server said anything.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("the state URL must start with postgresql:// (libpq's URL form)")]
+    NotPostgres,
+    #[error("unknown sslmode {0:?}")]
+    SslMode(String),
+    #[error("invalid state URL: {0}")]
+    Url(#[source] postgres::Error),
+    #[error("cannot read sslrootcert {path}: {source}")]
+    RootCertFile {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("sslrootcert {path}: {source}")]
+    RootCert { path: String, source: rustls::Error },
+    #[error("no trusted roots for sslmode verify: {0}")]
+    NoRoots(#[source] rustls::client::VerifierBuilderError),
+    #[error(transparent)]
+    Tls(#[from] rustls::Error),
+    #[error("cannot start the connection thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the connection thread ended")]
+    ThreadEnded,
+}
+
 /// Parses the URL into a client configuration, taking `sslmode` and `sslrootcert` out of the
 /// query (the client library knows neither verify mode nor root files).
-fn parse(s: &PgSettings) -> Result<(postgres::Config, SslMode, Option<String>), String> {
+fn parse(s: &PgSettings) -> Result<(postgres::Config, SslMode, Option<String>), SetupError> {
     if !super::is_postgres_url(&s.url) {
-        return Err("the state URL must start with postgresql:// (libpq's URL form)".into());
+        return Err(SetupError::NotPostgres);
     }
     let (base, query) = s.url.split_once('?').unwrap_or((&s.url, ""));
     let mut mode = SslMode::Prefer;
@@ -112,7 +138,7 @@ fn parse(s: &PgSettings) -> Result<(postgres::Config, SslMode, Option<String>), 
                     "require" => SslMode::Require,
                     "verify-ca" => SslMode::VerifyCa,
                     "verify-full" => SslMode::VerifyFull,
-                    other => return Err(format!("unknown sslmode {other:?}")),
+                    other => return Err(SetupError::SslMode(other.to_string())),
                 }
             }
             "sslrootcert" => root = Some(v.to_string()),
@@ -124,9 +150,7 @@ fn parse(s: &PgSettings) -> Result<(postgres::Config, SslMode, Option<String>), 
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e: postgres::Error| format!("invalid state URL: {e}"))?;
+    let mut config: postgres::Config = url.parse().map_err(SetupError::Url)?;
     if let Some(pw) = &s.password {
         config.password(pw);
     }
@@ -146,23 +170,26 @@ fn parse(s: &PgSettings) -> Result<(postgres::Config, SslMode, Option<String>), 
 fn tls(
     mode: SslMode,
     root: Option<&str>,
-) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, SetupError> {
     use rustls::client::danger::ServerCertVerifier;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .with_safe_default_protocol_versions()?;
     let mut roots = rustls::RootCertStore::empty();
     match root {
         Some(path) => {
             use rustls::pki_types::pem::PemObject as _;
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read sslrootcert {path}: {e}"))?;
-            for c in certs {
-                let c = c.map_err(|e| format!("cannot read sslrootcert {path}: {e}"))?;
+            let unreadable = |source| SetupError::RootCertFile {
+                path: path.to_string(),
+                source,
+            };
+            for c in rustls::pki_types::CertificateDer::pem_file_iter(path).map_err(unreadable)? {
                 roots
-                    .add(c)
-                    .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                    .add(c.map_err(unreadable)?)
+                    .map_err(|source| SetupError::RootCert {
+                        path: path.to_string(),
+                        source,
+                    })?;
             }
         }
         None if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) => {
@@ -181,7 +208,7 @@ fn tls(
         (SslMode::VerifyFull, Ok(v)) => v,
         (SslMode::VerifyCa, Ok(v)) => std::sync::Arc::new(verify::ChainOnly(v)),
         (SslMode::VerifyFull | SslMode::VerifyCa, Err(e)) => {
-            return Err(format!("no trusted roots for sslmode verify: {e}"));
+            return Err(SetupError::NoRoots(e));
         }
         _ => std::sync::Arc::new(verify::Unchecked(provider)),
     };
@@ -330,9 +357,9 @@ impl Session {
     }
 
     fn open(settings: &PgSettings, db: &str, watch: bool) -> Result<Session, StateError> {
-        let open_err = |m: String| StateError::Open {
+        let open_err = |e: SetupError| StateError::Open {
             db: db.to_string(),
-            source: m.into(),
+            source: e.into(),
         };
         let (config, mode, root) = parse(settings).map_err(open_err)?;
         let tls = tls(mode, root.as_deref()).map_err(open_err)?;
@@ -368,7 +395,7 @@ impl Session {
                     let _ = ready_tx.send(Err(e));
                 }
             })
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| open_err(SetupError::Thread(e)))?;
         match ready.recv() {
             Ok(Ok(())) => Ok(Session {
                 jobs: Mutex::new(Some(jobs)),
@@ -379,7 +406,7 @@ impl Session {
                 db: db.to_string(),
                 source: describe(&e).into(),
             }),
-            Err(_) => Err(open_err("the connection thread ended".into())),
+            Err(_) => Err(open_err(SetupError::ThreadEnded)),
         }
     }
 
@@ -1604,12 +1631,17 @@ mod tests {
             url: "postgresql://h/db?sslmode=maybe".into(),
             ..s.clone()
         };
-        assert!(parse(&bad).unwrap_err().contains("maybe"));
+        assert!(parse(&bad).unwrap_err().to_string().contains("maybe"));
         let mysql = PgSettings {
             url: "mysql://h/db".into(),
             ..s
         };
-        assert!(parse(&mysql).unwrap_err().contains("postgresql://"));
+        assert!(
+            parse(&mysql)
+                .unwrap_err()
+                .to_string()
+                .contains("postgresql://")
+        );
     }
 
     #[test]

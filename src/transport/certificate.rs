@@ -19,10 +19,19 @@ pub fn beside(identity: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Why a certificate file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("not an OpenSSH certificate: {0}")]
+    Format(#[from] russh::keys::ssh_key::Error),
+}
+
 /// Reads a certificate file as ssh-keygen writes it (`TYPE-cert-v01@openssh.com BASE64 [comment]`).
-pub fn read(path: &Path) -> Result<Certificate, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    Certificate::from_openssh(text.trim()).map_err(|e| format!("not an OpenSSH certificate: {e}"))
+pub fn read(path: &Path) -> Result<Certificate, ReadError> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(Certificate::from_openssh(text.trim())?)
 }
 
 /// Seconds since the Unix epoch, the clock certificates are checked against.
