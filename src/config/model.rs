@@ -406,38 +406,45 @@ pub struct File {
     pub vars: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Directory {
     pub path: String,
     pub state: Presence,
     pub owner: Option<String>,
     pub group: Option<String>,
     pub mode: Option<Mode>,
+    /// Owner and group also apply to everything inside (mode applies to the directory only, so
+    /// files do not become executable).
     pub recursive: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
     pub name: String,
     pub state: Presence,
     pub uid: Option<u32>,
     /// Primary group, by name or number.
     pub group: Option<String>,
+    /// Supplementary groups; empty means they are not managed.
     pub groups: Vec<String>,
-    /// Keep existing supplementary groups that are not listed (`append=#true`).
+    /// Keep existing supplementary groups that are not listed (`append=#true`, `usermod -a`)
+    /// instead of setting the exact set.
     pub append: bool,
     pub home: Option<String>,
     pub shell: Option<String>,
     pub comment: Option<String>,
+    /// Create as a system account (only when creating).
     pub system: bool,
+    /// Create the home directory (only when creating).
     pub create_home: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GroupRes {
     pub name: String,
     pub state: Presence,
     pub gid: Option<u32>,
+    /// Create as a system group (only when creating).
     pub system: bool,
 }
 
@@ -465,14 +472,15 @@ pub struct Upload {
     pub mode: Option<Mode>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Download {
     pub source: String,
     /// Local destination; `{host}` is replaced by the host name so hosts do not overwrite each other.
+    /// Relative paths are relative to the config's directory and resolved by the executor.
     pub dest: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "check", rename_all = "lowercase")]
 pub enum WaitCheck {
     Tcp { address: String, port: u16 },
@@ -480,7 +488,7 @@ pub enum WaitCheck {
     Command { command: String },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WaitFor {
     pub check: WaitCheck,
     pub timeout: Duration,

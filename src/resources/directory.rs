@@ -6,25 +6,13 @@ use crate::config::{self, Presence};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Directory {
-    pub path: String,
-    pub state: Presence,
-    pub owner: Option<String>,
-    pub group: Option<String>,
-    pub mode: Option<Mode>,
-    /// Owner and group also apply to everything inside (mode applies to the directory only, so
-    /// files do not become executable).
-    pub recursive: bool,
+    pub spec: config::Directory,
     pub sudo: bool,
 }
 
 pub fn resolve(d: &config::Directory, ctx: &ResolveCtx<'_>) -> Result<Directory, ResourceError> {
     Ok(Directory {
-        path: d.path.clone(),
-        state: d.state,
-        owner: d.owner.clone(),
-        group: d.group.clone(),
-        mode: d.mode,
-        recursive: d.recursive,
+        spec: d.clone(),
         sudo: ctx.sudo,
     })
 }
@@ -32,10 +20,10 @@ pub fn resolve(d: &config::Directory, ctx: &ResolveCtx<'_>) -> Result<Directory,
 impl Directory {
     /// Steps and fields that create the directory with its final mode, then its owner.
     fn create(&self) -> Change {
-        let p = q(&self.path);
+        let p = q(&self.spec.path);
         // The mode is given to mkdir rather than set by a later chmod: a directory meant
         // to be 0700 must never exist with the umask's wider mode, not even for a moment.
-        let mkdir = match self.mode {
+        let mkdir = match self.spec.mode {
             Some(m) => format!("mkdir -p -m {} -- {p}", q(&m.to_string())),
             None => format!("mkdir -p -- {p}"),
         };
@@ -44,14 +32,14 @@ impl Directory {
         // for explicitly, after the directory exists with its final mode.
         let nothing = Observed::default();
         let (mut fields, s) = ownership_changes(
-            &self.path,
+            &self.spec.path,
             &nothing,
-            self.owner.as_deref(),
-            self.group.as_deref(),
+            self.spec.owner.as_deref(),
+            self.spec.group.as_deref(),
             None,
             self.sudo,
         );
-        if let Some(m) = self.mode {
+        if let Some(m) = self.spec.mode {
             fields.push(FieldChange::new("mode", None, Some(&m.to_string())));
         }
         steps.extend(s);
@@ -64,8 +52,8 @@ impl Directory {
     /// the directory is wanted, a directory in its place. The plan says which link it was.
     fn replace_link(&self, o: &Observed) -> Change {
         let label = link_label(o);
-        let rm = Step::new(format!("rm -f -- {}", q(&self.path)), self.sudo);
-        if self.state == Presence::Absent {
+        let rm = Step::new(format!("rm -f -- {}", q(&self.spec.path)), self.sudo);
+        if self.spec.state == Presence::Absent {
             return Change::new(Action::Delete, format!("exists ({label})"), vec![rm]);
         }
         let mut c = self.create();
@@ -79,7 +67,7 @@ impl Directory {
     /// `find` condition matching entries whose owner or group differ from the desired ones.
     fn mismatch_condition(&self) -> Option<String> {
         let mut conds = Vec::new();
-        for (flag, want) in [("user", &self.owner), ("group", &self.group)] {
+        for (flag, want) in [("user", &self.spec.owner), ("group", &self.spec.group)] {
             if let Some(w) = want {
                 // Numeric ids and names both work with find's -user/-group.
                 conds.push(format!("! -{flag} {}", q(w)));
@@ -91,34 +79,38 @@ impl Directory {
 
 impl Resource for Directory {
     fn id(&self) -> String {
-        format!("directory:{}", self.path)
+        format!("directory:{}", self.spec.path)
     }
 
     fn label(&self) -> String {
-        format!("directory {}", self.path)
+        format!("directory {}", self.spec.path)
     }
 
     fn probe(&self) -> String {
         // The batch gathers the path facts; the link's target is asked for either way.
         let mut s = match self.probe_batch() {
-            Some(_) => link_probe(&self.path),
-            None => format!("{}\n{}", stat_probe(&self.path), link_probe(&self.path)),
+            Some(_) => link_probe(&self.spec.path),
+            None => format!(
+                "{}\n{}",
+                stat_probe(&self.spec.path),
+                link_probe(&self.spec.path)
+            ),
         };
-        if self.recursive
-            && self.state == Presence::Present
+        if self.spec.recursive
+            && self.spec.state == Presence::Present
             && let Some(cond) = self.mismatch_condition()
         {
             s.push_str(&format!(
                     "\nif [ -d {p} ]; then if [ -n \"$(find {p} -mindepth 1 \\( {cond} \\) -print 2>/dev/null | head -n 1)\" ]; then echo contents_match=false; else echo contents_match=true; fi; fi",
-                    p = q(&self.path)
+                    p = q(&self.spec.path)
                 ));
         }
         s
     }
 
     fn probe_batch(&self) -> Option<ProbeBatch> {
-        ProbeBatch::for_path(&self.path, false)
-            .map(|b| b.wanting(self.owner.as_deref(), self.group.as_deref()))
+        ProbeBatch::for_path(&self.spec.path, false)
+            .map(|b| b.wanting(self.spec.owner.as_deref(), self.spec.group.as_deref()))
     }
 
     fn probe_inline(&self) -> bool {
@@ -126,7 +118,7 @@ impl Resource for Directory {
     }
 
     fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
-        let p = q(&self.path);
+        let p = q(&self.spec.path);
         let exists = o.require("exists")? == "true";
         let kind = o.get("type").unwrap_or("");
         if exists && kind == "link" {
@@ -135,10 +127,10 @@ impl Resource for Directory {
         if exists && kind != "directory" {
             return Err(ResourceError::Unsupported(format!(
                 "{} exists and is a {kind}, not a directory; remove it first or pick another path",
-                self.path
+                self.spec.path
             )));
         }
-        match (self.state, exists) {
+        match (self.spec.state, exists) {
             (Presence::Absent, false) => Ok(Change::no_op("absent")),
             (Presence::Absent, true) => Ok(Change::new(
                 Action::Delete,
@@ -148,20 +140,20 @@ impl Resource for Directory {
             (Presence::Present, false) => Ok(self.create()),
             (Presence::Present, true) => {
                 let (mut fields, mut steps) = ownership_changes(
-                    &self.path,
+                    &self.spec.path,
                     o,
-                    self.owner.as_deref(),
-                    self.group.as_deref(),
-                    self.mode,
+                    self.spec.owner.as_deref(),
+                    self.spec.group.as_deref(),
+                    self.spec.mode,
                     self.sudo,
                 );
-                if self.recursive && o.get("contents_match") == Some("false") {
+                if self.spec.recursive && o.get("contents_match") == Some("false") {
                     fields.push(FieldChange::new(
                         "contents owner",
                         Some("differs"),
                         Some("matches"),
                     ));
-                    let who = match (&self.owner, &self.group) {
+                    let who = match (&self.spec.owner, &self.spec.group) {
                         (Some(u), Some(g)) => format!("chown -R -- {} {p}", q(&format!("{u}:{g}"))),
                         (Some(u), None) => format!("chown -R -- {} {p}", q(u)),
                         (None, Some(g)) => format!("chgrp -R -- {} {p}", q(g)),
@@ -192,12 +184,14 @@ mod tests {
 
     fn dir(state: Presence) -> Directory {
         Directory {
-            path: "/srv/my app".into(),
-            state,
-            owner: Some("deploy".into()),
-            group: None,
-            mode: Some(Mode(0o755)),
-            recursive: false,
+            spec: config::Directory {
+                path: "/srv/my app".into(),
+                state,
+                owner: Some("deploy".into()),
+                group: None,
+                mode: Some(Mode(0o755)),
+                recursive: false,
+            },
             sudo: true,
         }
     }
@@ -263,7 +257,7 @@ mod tests {
             ]
         );
         let mut plain = dir(Presence::Present);
-        plain.mode = None;
+        plain.spec.mode = None;
         let c = plain.plan(&obs("exists=false")).unwrap();
         assert_eq!(c.steps[0].script, "mkdir -p -- '/srv/my app'");
     }
@@ -308,7 +302,7 @@ mod tests {
     #[test]
     fn recursive_ownership() {
         let mut d = dir(Presence::Present);
-        d.recursive = true;
+        d.spec.recursive = true;
         assert!(
             d.probe()
                 .contains("find '/srv/my app' -mindepth 1 \\( ! -user deploy \\)")

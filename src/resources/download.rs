@@ -6,28 +6,27 @@ use crate::config;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Download {
-    pub source: String,
-    /// Local destination with `{host}` replaced; relative paths are relative to the config's
-    /// directory and resolved by the executor.
-    pub dest: String,
+    /// The configured download with `{host}` in `dest` already replaced by this host's name.
+    pub spec: config::Download,
     pub sudo: bool,
 }
 
 pub fn resolve(d: &config::Download, ctx: &ResolveCtx<'_>) -> Result<Download, ResourceError> {
+    let mut spec = d.clone();
+    spec.dest = d.dest.replace("{host}", ctx.host);
     Ok(Download {
-        source: d.source.clone(),
-        dest: d.dest.replace("{host}", ctx.host),
+        spec,
         sudo: ctx.sudo,
     })
 }
 
 impl Resource for Download {
     fn id(&self) -> String {
-        format!("download:{}", self.dest)
+        format!("download:{}", self.spec.dest)
     }
 
     fn label(&self) -> String {
-        format!("download {} → {}", self.source, self.dest)
+        format!("download {} → {}", self.spec.source, self.spec.dest)
     }
 
     /// Nothing to compare: the remote file may be produced by an earlier step of the same apply.
@@ -36,11 +35,11 @@ impl Resource for Download {
     }
 
     fn plan(&self, _observed: &Observed) -> Result<Change, ResourceError> {
-        let mut step = Step::new(format!("cat -- {}", q(&self.source)), self.sudo);
-        step.download_to = Some(self.dest.clone());
+        let mut step = Step::new(format!("cat -- {}", q(&self.spec.source)), self.sudo);
+        step.download_to = Some(self.spec.dest.clone());
         Ok(Change::new(
             Action::Run,
-            format!("copies to {}", self.dest),
+            format!("copies to {}", self.spec.dest),
             vec![step],
         ))
     }
@@ -75,7 +74,7 @@ mod tests {
             dest: "logs/{host}/app-{host}.log".into(),
         };
         let d = resolve(&cfg, &ctx).unwrap();
-        assert_eq!(d.dest, "logs/web1/app-web1.log");
+        assert_eq!(d.spec.dest, "logs/web1/app-web1.log");
         assert_eq!(d.id(), "download:logs/web1/app-web1.log");
         assert_eq!(
             d.label(),

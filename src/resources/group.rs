@@ -7,20 +7,13 @@ use crate::config::{self, Presence};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRes {
-    pub name: String,
-    pub state: Presence,
-    pub gid: Option<u32>,
-    /// Create as a system group (only when creating).
-    pub system: bool,
+    pub spec: config::GroupRes,
     pub sudo: bool,
 }
 
 pub fn resolve(g: &config::GroupRes, ctx: &ResolveCtx<'_>) -> Result<GroupRes, ResourceError> {
     Ok(GroupRes {
-        name: g.name.clone(),
-        state: g.state,
-        gid: g.gid,
-        system: g.system,
+        spec: g.clone(),
         sudo: ctx.sudo,
     })
 }
@@ -30,7 +23,7 @@ impl GroupRes {
     /// members that exist by then (a member deleted in the same run re-joins when it is
     /// re-created: user.rs).
     fn recreate(&self, o: &Observed) -> Result<Step, ResourceError> {
-        let n = q(&self.name);
+        let n = q(&self.spec.name);
         let mut script = format!("groupadd -g {} -- {n}", q(o.require("gid")?));
         let members: Vec<String> = o
             .require("members")?
@@ -50,11 +43,11 @@ impl GroupRes {
 
 impl Resource for GroupRes {
     fn id(&self) -> String {
-        format!("group:{}", self.name)
+        format!("group:{}", self.spec.name)
     }
 
     fn label(&self) -> String {
-        format!("group {}", self.name)
+        format!("group {}", self.spec.name)
     }
 
     fn probe(&self) -> String {
@@ -62,14 +55,14 @@ impl Resource for GroupRes {
             "if l=$(getent group {n} 2>/dev/null) && [ -n \"$l\" ]; then\n  \
              r=${{l#*:*:}}; printf 'exists=true\\ngid=%s\\nmembers=%s\\n' \"${{r%%:*}}\" \"${{r#*:}}\"\n\
              else echo exists=false; fi",
-            n = q(&self.name)
+            n = q(&self.spec.name)
         )
     }
 
     fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
         let exists = o.require("exists")? == "true";
-        let n = q(&self.name);
-        match (self.state, exists) {
+        let n = q(&self.spec.name);
+        match (self.spec.state, exists) {
             (Presence::Absent, false) => Ok(Change::no_op("absent")),
             (Presence::Absent, true) => {
                 let mut c = Change::new(
@@ -83,11 +76,11 @@ impl Resource for GroupRes {
             (Presence::Present, false) => {
                 let mut args = String::new();
                 let mut fields = Vec::new();
-                if self.system {
+                if self.spec.system {
                     args.push_str(" -r");
                     fields.push(FieldChange::new("system", None, Some("true")));
                 }
-                if let Some(gid) = self.gid {
+                if let Some(gid) = self.spec.gid {
                     args.push_str(&format!(" -g {gid}"));
                     fields.push(FieldChange::new("gid", None, Some(&gid.to_string())));
                 }
@@ -101,7 +94,7 @@ impl Resource for GroupRes {
             }
             (Presence::Present, true) => {
                 let have = o.require("gid")?;
-                match self.gid {
+                match self.spec.gid {
                     Some(gid) if gid.to_string() != have => {
                         let mut c = Change::new(
                             Action::Update,
@@ -129,10 +122,12 @@ mod tests {
 
     fn group(state: Presence, gid: Option<u32>, system: bool) -> GroupRes {
         GroupRes {
-            name: "app-data".into(),
-            state,
-            gid,
-            system,
+            spec: config::GroupRes {
+                name: "app-data".into(),
+                state,
+                gid,
+                system,
+            },
             sudo: true,
         }
     }
@@ -234,10 +229,8 @@ mod tests {
         assert_eq!(g.id(), "group:app-data");
         assert_eq!(g.label(), "group app-data");
         // The probe against the machine's own group database: root always exists.
-        let root = GroupRes {
-            name: "root".into(),
-            ..g.clone()
-        };
+        let mut root = g.clone();
+        root.spec.name = "root".into();
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("( {} )", root.probe()))

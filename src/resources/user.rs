@@ -13,44 +13,21 @@ use crate::config::{self, Presence};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    pub name: String,
-    pub state: Presence,
-    pub uid: Option<u32>,
-    /// Primary group, by name or number.
-    pub group: Option<String>,
-    /// Supplementary groups; empty means they are not managed.
-    pub groups: Vec<String>,
-    /// Add the listed groups and keep the others (`usermod -a`), instead of the exact set.
-    pub append: bool,
-    pub home: Option<String>,
-    pub shell: Option<String>,
-    pub comment: Option<String>,
-    /// Create as a system account (only when creating).
-    pub system: bool,
-    /// Create the home directory (only when creating).
-    pub create_home: bool,
+    /// The configured user with each supplementary group listed once.
+    pub spec: config::User,
     pub sudo: bool,
 }
 
 pub fn resolve(u: &config::User, ctx: &ResolveCtx<'_>) -> Result<User, ResourceError> {
-    let mut groups: Vec<String> = Vec::new();
+    let mut spec = u.clone();
+    spec.groups.clear();
     for g in &u.groups {
-        if !groups.contains(g) {
-            groups.push(g.clone());
+        if !spec.groups.contains(g) {
+            spec.groups.push(g.clone());
         }
     }
     Ok(User {
-        name: u.name.clone(),
-        state: u.state,
-        uid: u.uid,
-        group: u.group.clone(),
-        groups,
-        append: u.append,
-        home: u.home.clone(),
-        shell: u.shell.clone(),
-        comment: u.comment.clone(),
-        system: u.system,
-        create_home: u.create_home,
+        spec,
         sudo: ctx.sudo,
     })
 }
@@ -62,7 +39,8 @@ fn is_number(s: &str) -> bool {
 impl User {
     /// The supplementary groups wanted, without the primary group (which `groups` never shows).
     fn wanted_groups(&self, primary: Option<&str>) -> BTreeSet<&str> {
-        self.groups
+        self.spec
+            .groups
             .iter()
             .map(String::as_str)
             .filter(|g| Some(*g) != primary)
@@ -72,16 +50,16 @@ impl User {
     fn create(&self) -> Change {
         let mut args: Vec<String> = Vec::new();
         let mut fields = Vec::new();
-        if self.system {
+        if self.spec.system {
             args.push("-r".into());
             fields.push(FieldChange::new("system", None, Some("true")));
         }
-        if let Some(uid) = self.uid {
+        if let Some(uid) = self.spec.uid {
             args.push(format!("-u {uid}"));
             fields.push(FieldChange::new("uid", None, Some(&uid.to_string())));
         }
         let mut script = String::new();
-        match &self.group {
+        match &self.spec.group {
             Some(g) => {
                 args.push(format!("-g {}", q(g)));
                 fields.push(FieldChange::new("group", None, Some(g)));
@@ -90,31 +68,35 @@ impl User {
             // it. Decided when the step runs, since an earlier step may create the group.
             None => script.push_str(&format!(
                 "set --; if getent group {n} >/dev/null 2>&1; then set -- -g {n}; fi; ",
-                n = q(&self.name)
+                n = q(&self.spec.name)
             )),
         }
-        let groups = self.wanted_groups(self.group.as_deref());
+        let groups = self.wanted_groups(self.spec.group.as_deref());
         if !groups.is_empty() {
             let list = groups.iter().copied().collect::<Vec<_>>().join(",");
             args.push(format!("-G {}", q(&list)));
             fields.push(FieldChange::new("groups", None, Some(&list)));
         }
         for (flag, field, value) in [
-            ("-d", "home", &self.home),
-            ("-s", "shell", &self.shell),
-            ("-c", "comment", &self.comment),
+            ("-d", "home", &self.spec.home),
+            ("-s", "shell", &self.spec.shell),
+            ("-c", "comment", &self.spec.comment),
         ] {
             if let Some(v) = value {
                 args.push(format!("{flag} {}", q(v)));
                 fields.push(FieldChange::new(field, None, Some(v)));
             }
         }
-        args.push(if self.create_home { "-m" } else { "-M" }.into());
-        let group_args = if self.group.is_none() { " \"$@\"" } else { "" };
+        args.push(if self.spec.create_home { "-m" } else { "-M" }.into());
+        let group_args = if self.spec.group.is_none() {
+            " \"$@\""
+        } else {
+            ""
+        };
         script.push_str(&format!(
             "useradd{group_args} {} -- {}",
             args.join(" "),
-            q(&self.name)
+            q(&self.spec.name)
         ));
         let mut c = Change::new(
             Action::Create,
@@ -133,7 +115,7 @@ impl User {
     /// kept by userdel; the password was never read, so the account comes back locked.
     fn recreate(&self, o: &Observed) -> Result<Step, ResourceError> {
         let (uid, gid, group) = (o.require("uid")?, o.require("gid")?, o.require("group")?);
-        let n = q(&self.name);
+        let n = q(&self.spec.name);
         let mut script = String::new();
         if !group.is_empty() {
             script.push_str(&format!(
@@ -172,15 +154,15 @@ impl User {
 
 impl Resource for User {
     fn id(&self) -> String {
-        format!("user:{}", self.name)
+        format!("user:{}", self.spec.name)
     }
 
     fn label(&self) -> String {
-        format!("user {}", self.name)
+        format!("user {}", self.spec.name)
     }
 
     fn probe(&self) -> String {
-        let n = q(&self.name);
+        let n = q(&self.spec.name);
         // Fields are cut with parameter expansion: GECOS may hold spaces but never ':'.
         format!(
             "LC_ALL=C; export LC_ALL\n\
@@ -197,8 +179,8 @@ impl Resource for User {
 
     fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
         let exists = o.require("exists")? == "true";
-        let n = q(&self.name);
-        match (self.state, exists) {
+        let n = q(&self.spec.name);
+        match (self.spec.state, exists) {
             (Presence::Absent, false) => return Ok(Change::no_op("absent")),
             (Presence::Absent, true) => {
                 let mut c = Change::new(
@@ -216,7 +198,7 @@ impl Resource for User {
         // What puts each changed attribute back to what was observed: the rollback's usermod.
         let mut undo: Vec<String> = Vec::new();
         let mut fields = Vec::new();
-        if let Some(uid) = self.uid {
+        if let Some(uid) = self.spec.uid {
             let (want, have) = (uid.to_string(), o.require("uid")?);
             if want != have {
                 args.push(format!("-u {uid}"));
@@ -225,7 +207,7 @@ impl Resource for User {
             }
         }
         let (have_group, have_gid) = (o.require("group")?, o.require("gid")?);
-        if let Some(g) = &self.group {
+        if let Some(g) = &self.spec.group {
             let same = if is_number(g) {
                 g == have_gid
             } else {
@@ -243,9 +225,9 @@ impl Resource for User {
                 fields.push(FieldChange::new("group", Some(from), Some(g)));
             }
         }
-        if !self.groups.is_empty() {
+        if !self.spec.groups.is_empty() {
             // The primary group the user will have: the named one, else the current one.
-            let primary = match &self.group {
+            let primary = match &self.spec.group {
                 Some(g) if !is_number(g) => Some(g.as_str()),
                 Some(g) if g == have_gid => Some(have_group),
                 Some(_) => None,
@@ -254,7 +236,7 @@ impl Resource for User {
             let want = self.wanted_groups(primary);
             let have_list = o.require("groups")?;
             let have: BTreeSet<&str> = have_list.split(',').filter(|g| !g.is_empty()).collect();
-            if self.append {
+            if self.spec.append {
                 let missing: Vec<&str> = want.difference(&have).copied().collect();
                 if !missing.is_empty() {
                     let list = missing.join(",");
@@ -271,9 +253,9 @@ impl Resource for User {
             }
         }
         for (flag, field, value) in [
-            ("-d", "home", &self.home),
-            ("-s", "shell", &self.shell),
-            ("-c", "comment", &self.comment),
+            ("-d", "home", &self.spec.home),
+            ("-s", "shell", &self.spec.shell),
+            ("-c", "comment", &self.spec.comment),
         ] {
             if let Some(v) = value {
                 let have = o.require(field)?;
@@ -317,8 +299,8 @@ impl Resource for User {
 mod tests {
     use super::*;
 
-    fn user() -> User {
-        User {
+    fn spec() -> config::User {
+        config::User {
             name: "deploy".into(),
             state: Presence::Present,
             uid: Some(1500),
@@ -330,8 +312,15 @@ mod tests {
             comment: Some("Deploy User".into()),
             system: false,
             create_home: true,
-            sudo: true,
         }
+    }
+
+    fn with_sudo(spec: config::User) -> User {
+        User { spec, sudo: true }
+    }
+
+    fn user() -> User {
+        with_sudo(spec())
     }
 
     const UP: &str = "exists=true\nuid=1500\ngid=1500\ngroup=deploy\nhome=/srv/deploy\nshell=/bin/bash\ncomment=Deploy User\ngroups=adm,www-data";
@@ -371,7 +360,7 @@ mod tests {
             FieldChange::new("groups", None, Some("adm,www-data"))
         );
 
-        let sys = User {
+        let sys = with_sudo(config::User {
             uid: None,
             group: Some("daemon".into()),
             groups: vec!["daemon".into()],
@@ -380,8 +369,8 @@ mod tests {
             comment: None,
             system: true,
             create_home: false,
-            ..user()
-        };
+            ..spec()
+        });
         assert_eq!(
             script(&sys.plan(&obs("exists=false")).unwrap()),
             "useradd -r -g daemon -s /usr/sbin/nologin -M -- deploy"
@@ -392,14 +381,14 @@ mod tests {
     fn no_op_when_everything_matches() {
         assert_eq!(user().plan(&obs(UP)).unwrap(), Change::no_op("up to date"));
         // Unmanaged attributes are not compared.
-        let bare = User {
+        let bare = with_sudo(config::User {
             uid: None,
             groups: vec![],
             home: None,
             shell: None,
             comment: None,
-            ..user()
-        };
+            ..spec()
+        });
         assert_eq!(
             bare.plan(&obs(
                 "exists=true\nuid=9\ngid=9\ngroup=x\nhome=/\nshell=/bin/sh\ncomment=\ngroups=a"
@@ -428,17 +417,17 @@ mod tests {
             FieldChange::new("shell", Some("/bin/sh"), Some("/bin/bash"))
         );
 
-        let g = User {
+        let g = with_sudo(config::User {
             group: Some("staff".into()),
-            ..user()
-        };
+            ..spec()
+        });
         let c = g.plan(&obs(UP)).unwrap();
         assert_eq!(script(&c), "usermod -g staff -- deploy");
         assert_eq!(c.reason, "group differs");
-        let by_id = User {
+        let by_id = with_sudo(config::User {
             group: Some("1500".into()),
-            ..user()
-        };
+            ..spec()
+        });
         assert_eq!(by_id.plan(&obs(UP)).unwrap().action, Action::NoOp);
     }
 
@@ -456,10 +445,10 @@ mod tests {
             )]
         );
 
-        let add = User {
+        let add = with_sudo(config::User {
             append: true,
-            ..user()
-        };
+            ..spec()
+        });
         let c = add.plan(&o).unwrap();
         assert_eq!(script(&c), "usermod -a -G www-data -- deploy");
         assert_eq!(
@@ -475,16 +464,16 @@ mod tests {
         assert_eq!(user().plan(&all).unwrap().action, Action::Update);
 
         // The primary group is never a supplementary one.
-        let with_primary = User {
+        let with_primary = with_sudo(config::User {
             groups: vec!["deploy".into(), "adm".into(), "www-data".into()],
-            ..user()
-        };
+            ..spec()
+        });
         assert_eq!(with_primary.plan(&obs(UP)).unwrap().action, Action::NoOp);
         // Only the primary group listed: no supplementary groups at all.
-        let only = User {
+        let only = with_sudo(config::User {
             groups: vec!["deploy".into()],
-            ..user()
-        };
+            ..spec()
+        });
         assert_eq!(
             script(&only.plan(&obs(UP)).unwrap()),
             "usermod -G '' -- deploy"
@@ -498,10 +487,10 @@ mod tests {
             .replace("uid=1500", "uid=1001")
             .replace("groups=adm,www-data", "groups=")
             .replace("Deploy User", ""));
-        let c = User {
+        let c = with_sudo(config::User {
             group: Some("staff".into()),
-            ..user()
-        }
+            ..spec()
+        })
         .plan(&o)
         .unwrap();
         assert_eq!(
@@ -510,18 +499,18 @@ mod tests {
         );
         assert!(c.undo[0].sudo);
         // Appended groups are undone by the exact set seen before.
-        let add = User {
+        let add = with_sudo(config::User {
             append: true,
-            ..user()
-        };
+            ..spec()
+        });
         let o = obs(&UP.replace("groups=adm,www-data", "groups=adm"));
         assert_eq!(undo(&add.plan(&o).unwrap()), ["usermod -G adm -- deploy"]);
         // A primary group without a name is put back by number.
         let o = obs(&UP.replace("group=deploy", "group="));
-        let c = User {
+        let c = with_sudo(config::User {
             group: Some("staff".into()),
-            ..user()
-        }
+            ..spec()
+        })
         .plan(&o)
         .unwrap();
         assert_eq!(undo(&c), ["usermod -g 1500 -- deploy"]);
@@ -532,10 +521,10 @@ mod tests {
 
     #[test]
     fn absent_and_recreated_with_what_was_observed() {
-        let gone = User {
+        let gone = with_sudo(config::User {
             state: Presence::Absent,
-            ..user()
-        };
+            ..spec()
+        });
         let c = gone.plan(&obs(UP)).unwrap();
         assert_eq!(
             (c.action, script(&c)),
@@ -608,10 +597,10 @@ mod tests {
         let want = "exists=true\nuid=1500\ngid=1500\ngroup=deploy\nhome=/srv/deploy\nshell=/bin/bash\ncomment=Deploy User,Room 1,,\ngroups=adm,www-data";
         assert_eq!(run(&user()), obs(want));
         assert_eq!(
-            run(&User {
+            run(&with_sudo(config::User {
                 name: "nobody-here".into(),
-                ..user()
-            }),
+                ..spec()
+            })),
             obs("exists=false")
         );
     }
@@ -644,7 +633,7 @@ mod tests {
         };
         let u = resolve(&cfg, &ctx).unwrap();
         assert_eq!(
-            (u.id(), u.label(), u.groups.clone(), u.sudo),
+            (u.id(), u.label(), u.spec.groups.clone(), u.sudo),
             (
                 "user:app".into(),
                 "user app".into(),

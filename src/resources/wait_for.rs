@@ -8,38 +8,14 @@ use super::*;
 use crate::config::{self, WaitCheck};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Check {
-    Tcp { address: String, port: u16 },
-    Http { url: String, status: u16 },
-    Command { command: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitFor {
-    pub check: Check,
-    pub timeout: Duration,
-    pub interval: Duration,
+    pub spec: config::WaitFor,
     pub sudo: bool,
 }
 
 pub fn resolve(w: &config::WaitFor, ctx: &ResolveCtx<'_>) -> Result<WaitFor, ResourceError> {
-    let check = match &w.check {
-        WaitCheck::Tcp { address, port } => Check::Tcp {
-            address: address.clone(),
-            port: *port,
-        },
-        WaitCheck::Http { url, status } => Check::Http {
-            url: url.clone(),
-            status: *status,
-        },
-        WaitCheck::Command { command } => Check::Command {
-            command: command.clone(),
-        },
-    };
     Ok(WaitFor {
-        check,
-        timeout: w.timeout,
-        interval: w.interval,
+        spec: w.clone(),
         sudo: ctx.sudo,
     })
 }
@@ -82,10 +58,10 @@ fn host_port(address: &str, port: u16) -> String {
 impl WaitFor {
     /// How messages name the check: `tcp 127.0.0.1:5432`, `http http://x/ (status 200)`.
     pub fn describe(&self) -> String {
-        match &self.check {
-            Check::Tcp { address, port } => format!("tcp {}", host_port(address, *port)),
-            Check::Http { url, status } => format!("http {url} (status {status})"),
-            Check::Command { command } => format!("command `{command}`"),
+        match &self.spec.check {
+            WaitCheck::Tcp { address, port } => format!("tcp {}", host_port(address, *port)),
+            WaitCheck::Http { url, status } => format!("http {url} (status {status})"),
+            WaitCheck::Command { command } => format!("command `{command}`"),
         }
     }
 
@@ -98,8 +74,8 @@ impl WaitFor {
                 q(&format!("wait-for: {what}"))
             )
         };
-        match &self.check {
-            Check::Tcp { address, port } => {
+        match &self.spec.check {
+            WaitCheck::Tcp { address, port } => {
                 let (a, p) = (q(address), port);
                 format!(
                     "if command -v nc >/dev/null 2>&1; then check() {{ nc -z -w 2 {a} {p} >/dev/null 2>&1; }}\n\
@@ -110,7 +86,7 @@ impl WaitFor {
                     missing("cannot test a TCP port: this host has none of nc, bash and python3"),
                 )
             }
-            Check::Http { url, status } => {
+            WaitCheck::Http { url, status } => {
                 let u = q(url);
                 format!(
                     "if command -v curl >/dev/null 2>&1; then get() {{ curl -sS -L -o /dev/null -w '%{{http_code}}' --max-time 10 {u} 2>/dev/null; }}\n\
@@ -122,14 +98,14 @@ impl WaitFor {
                     missing("cannot fetch a URL: this host has none of curl, wget and python3"),
                 )
             }
-            Check::Command { command } => {
+            WaitCheck::Command { command } => {
                 format!("check() {{ sh -c {} </dev/null 2>&1; }}", q(command))
             }
         }
     }
 
     fn script(&self) -> String {
-        let secs = whole_secs(self.timeout).max(1);
+        let secs = whole_secs(self.spec.timeout).max(1);
         let failed = format!(
             "wait-for: {} did not succeed within {secs}s",
             self.describe()
@@ -149,17 +125,17 @@ impl WaitFor {
              done",
             self.check_function(),
             q(&failed),
-            sleep_arg(self.interval),
+            sleep_arg(self.spec.interval),
         )
     }
 }
 
 impl Resource for WaitFor {
     fn id(&self) -> String {
-        match &self.check {
-            Check::Tcp { address, port } => format!("wait-for:tcp:{address}:{port}"),
-            Check::Http { url, status } => format!("wait-for:http:{url}#{status}"),
-            Check::Command { command } => {
+        match &self.spec.check {
+            WaitCheck::Tcp { address, port } => format!("wait-for:tcp:{address}:{port}"),
+            WaitCheck::Http { url, status } => format!("wait-for:http:{url}#{status}"),
+            WaitCheck::Command { command } => {
                 let head: String = command
                     .chars()
                     .take(60)
@@ -174,10 +150,10 @@ impl Resource for WaitFor {
     }
 
     fn label(&self) -> String {
-        match &self.check {
-            Check::Tcp { address, port } => format!("wait-for {}", host_port(address, *port)),
-            Check::Http { url, .. } => format!("wait-for {url}"),
-            Check::Command { command } => {
+        match &self.spec.check {
+            WaitCheck::Tcp { address, port } => format!("wait-for {}", host_port(address, *port)),
+            WaitCheck::Http { url, .. } => format!("wait-for {url}"),
+            WaitCheck::Command { command } => {
                 let line = command.lines().next().unwrap_or("");
                 let cut: String = line.chars().take(60).collect();
                 let more = if cut.len() < command.len() { "…" } else { "" };
@@ -193,7 +169,7 @@ impl Resource for WaitFor {
     fn plan(&self, _observed: &Observed) -> Result<Change, ResourceError> {
         let reason = format!(
             "waits up to {} for {}",
-            humantime::format_duration(self.timeout),
+            humantime::format_duration(self.spec.timeout),
             self.describe()
         );
         Ok(Change::new(
@@ -208,11 +184,13 @@ impl Resource for WaitFor {
 mod tests {
     use super::*;
 
-    fn wait(check: Check, timeout: u64) -> WaitFor {
+    fn wait(check: WaitCheck, timeout: u64) -> WaitFor {
         WaitFor {
-            check,
-            timeout: Duration::from_secs(timeout),
-            interval: Duration::from_millis(200),
+            spec: config::WaitFor {
+                check,
+                timeout: Duration::from_secs(timeout),
+                interval: Duration::from_millis(200),
+            },
             sudo: false,
         }
     }
@@ -229,12 +207,14 @@ mod tests {
     #[test]
     fn tcp_script_by_equality() {
         let w = WaitFor {
-            check: Check::Tcp {
-                address: "127.0.0.1".into(),
-                port: 5432,
+            spec: config::WaitFor {
+                check: WaitCheck::Tcp {
+                    address: "127.0.0.1".into(),
+                    port: 5432,
+                },
+                timeout: Duration::from_secs(30),
+                interval: Duration::from_secs(2),
             },
-            timeout: Duration::from_secs(30),
-            interval: Duration::from_secs(2),
             sudo: false,
         };
         let c = w.plan(&Observed::default()).unwrap();
@@ -266,7 +246,7 @@ done"#
     #[test]
     fn http_check_compares_the_status() {
         let w = wait(
-            Check::Http {
+            WaitCheck::Http {
                 url: "http://localhost:4000/health?a=1&b='x'".into(),
                 status: 204,
             },
@@ -291,7 +271,7 @@ done"#
         let flag = dir.path().join("ready $(touch pwned)");
         let cmd = format!("test -e {}", q(flag.to_str().unwrap()));
         let w = wait(
-            Check::Command {
+            WaitCheck::Command {
                 command: cmd.clone(),
             },
             1,
@@ -309,7 +289,7 @@ done"#
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         // The last attempt's output explains a failure.
         let w = wait(
-            Check::Command {
+            WaitCheck::Command {
                 command: "echo not yet; exit 3".into(),
             },
             1,
@@ -323,7 +303,7 @@ done"#
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let w = wait(
-            Check::Tcp {
+            WaitCheck::Tcp {
                 address: "127.0.0.1".into(),
                 port,
             },
@@ -332,7 +312,7 @@ done"#
         assert!(run(&w.script()).status.success());
         drop(listener);
         let w = wait(
-            Check::Tcp {
+            WaitCheck::Tcp {
                 address: "127.0.0.1".into(),
                 port,
             },
@@ -389,7 +369,7 @@ done"#
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let tcp = wait(
-            Check::Tcp {
+            WaitCheck::Tcp {
                 address: "127.0.0.1".into(),
                 port,
             },
@@ -398,7 +378,7 @@ done"#
         if let Some(py) = only(&["python3"]) {
             assert!(run_with_path(&tcp.script(), py.path()).status.success());
             let http = wait(
-                Check::Http {
+                WaitCheck::Http {
                     url: format!("http://127.0.0.1:{}/", http_server(503, 1000)),
                     status: 503,
                 },
@@ -408,7 +388,7 @@ done"#
         }
         if let Some(wget) = only(&["wget"]) {
             let http = wait(
-                Check::Http {
+                WaitCheck::Http {
                     url: format!("http://127.0.0.1:{}/", http_server(200, 1000)),
                     status: 200,
                 },
@@ -416,7 +396,7 @@ done"#
             );
             assert!(run_with_path(&http.script(), wget.path()).status.success());
             let http = wait(
-                Check::Http {
+                WaitCheck::Http {
                     url: format!("http://127.0.0.1:{}/", http_server(404, 1000)),
                     status: 200,
                 },
@@ -445,7 +425,7 @@ done"#
         assert_eq!(sleep_arg(Duration::from_millis(1250)), "1.25");
         assert_eq!(host_port("::1", 5432), "[::1]:5432");
         let w = wait(
-            Check::Tcp {
+            WaitCheck::Tcp {
                 address: "::1".into(),
                 port: 22,
             },
