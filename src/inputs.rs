@@ -28,7 +28,17 @@ pub struct Inputs {
     /// Per host, the resources whose content held secrets when nexus last wrote it (state).
     held_secrets: BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Handlers still pending per host, from the state (recorded in the plan's hosts).
-    pending_handlers: BTreeMap<String, Vec<crate::plan::PendingHandler>>,
+    pending_handlers: BTreeMap<String, Vec<PendingHandler>>,
+}
+
+/// A handler still pending on a host, as the state recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingHandler {
+    pub handler: String,
+    /// The run whose change first notified it.
+    pub since_run: i64,
+    /// The label of that change.
+    pub notified_by: String,
 }
 
 /// What the plan records about its inputs: enough to tell that any of them changed.
@@ -237,15 +247,12 @@ impl Inputs {
     }
 
     /// Hands the planner the handlers still pending on each host (from the state).
-    pub fn set_pending_handlers(
-        &mut self,
-        pending: BTreeMap<String, Vec<crate::plan::PendingHandler>>,
-    ) {
+    pub fn set_pending_handlers(&mut self, pending: BTreeMap<String, Vec<PendingHandler>>) {
         self.pending_handlers = pending;
     }
 
     /// The handlers still pending on `host`.
-    pub fn pending_handlers(&self, host: &str) -> &[crate::plan::PendingHandler] {
+    pub fn pending_handlers(&self, host: &str) -> &[PendingHandler] {
         self.pending_handlers.get(host).map_or(&[], Vec::as_slice)
     }
 

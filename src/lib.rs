@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod local_user;
 pub mod nexus_dir;
 pub mod notify;
+pub mod pattern;
 pub mod pins;
 pub mod plan;
 pub mod preflight;

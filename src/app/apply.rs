@@ -29,44 +29,7 @@ pub struct Request {
     pub allowed_signers: Option<PathBuf>,
 }
 
-/// A finished run: what the executor reported and what the state recorded.
-pub struct Applied {
-    pub plan: Plan,
-    pub run: RunId,
-    pub report: Report,
-    pub summary: RunSummary,
-    pub deliveries: Vec<Delivery>,
-    /// The apply lock of a dead process that this run took over.
-    pub recovered: Option<crate::state::Recovered>,
-    /// nexus.lock, when this command (`run`) wrote it.
-    pub pins_written: Option<PathBuf>,
-    /// The signal that stopped the run early, as the exit it means (130 or 143).
-    pub interrupted: Option<crate::exit::Exit>,
-    /// The automatic rollback of a task whose rollout stopped (`on-failure="rollback"`), or why
-    /// it could not be made.
-    pub rollback: Option<Result<AutoRollback, Error>>,
-}
-
-/// An automatic rollback: its own run, recorded as a rollback of the one that failed.
-pub struct AutoRollback {
-    /// The task whose rollout stopped.
-    pub task: String,
-    pub run: RunId,
-    pub plan: Plan,
-    /// What it could not undo, and why.
-    pub irreversible: Vec<crate::plan::Irreversible>,
-    pub report: Report,
-    pub summary: RunSummary,
-    pub deliveries: Vec<Delivery>,
-}
-
-/// The directory the plan's relative paths (known_hosts, identities, the vault) are relative to.
-pub fn plan_base_dir(config: &str) -> PathBuf {
-    Path::new(config)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
+pub use super::record::{Applied, AutoRollback};
 
 /// Applies the plan file of `req`. `planned` sees the plan once it is verified and fresh;
 /// `observer` sees every executor event (progress rendering).
@@ -94,7 +57,7 @@ pub fn apply(
         plan_config: Path::new(&plan.config),
     };
     let signer = super::signature::verify(&req.file, &bytes, &trust)?;
-    let base = plan_base_dir(&plan.config);
+    let base = crate::plan::base_dir(&plan.config);
     let location = super::state::location(
         req.state.as_deref(),
         plan.state.as_ref(),

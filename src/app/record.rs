@@ -108,7 +108,7 @@ impl Locked {
         report: Report,
         deliveries: Vec<crate::notify::Delivery>,
         rolled_back_by: Option<RunId>,
-    ) -> Result<super::apply::Applied, Error> {
+    ) -> Result<Applied, Error> {
         let mut summary = RunSummary::of(&report, &deliveries);
         summary.rolled_back_by = rolled_back_by.map(|r| r.0);
         let interrupted = report.interrupted;
@@ -122,7 +122,7 @@ impl Locked {
         }
         let recovered = self.recovered().cloned();
         self.guard.release()?;
-        Ok(super::apply::Applied {
+        Ok(Applied {
             plan,
             run,
             report,
@@ -134,6 +134,37 @@ impl Locked {
             rollback: None,
         })
     }
+}
+
+/// A finished run: what the executor reported and what the state recorded.
+pub struct Applied {
+    pub plan: Plan,
+    pub run: RunId,
+    pub report: Report,
+    pub summary: RunSummary,
+    pub deliveries: Vec<crate::notify::Delivery>,
+    /// The apply lock of a dead process that this run took over.
+    pub recovered: Option<crate::state::Recovered>,
+    /// nexus.lock, when this command (`run`) wrote it.
+    pub pins_written: Option<std::path::PathBuf>,
+    /// The signal that stopped the run early, as the exit it means (130 or 143).
+    pub interrupted: Option<crate::exit::Exit>,
+    /// The automatic rollback of a task whose rollout stopped (`on-failure="rollback"`), or why
+    /// it could not be made.
+    pub rollback: Option<Result<AutoRollback, Error>>,
+}
+
+/// An automatic rollback: its own run, recorded as a rollback of the one that failed.
+pub struct AutoRollback {
+    /// The task whose rollout stopped.
+    pub task: String,
+    pub run: RunId,
+    pub plan: Plan,
+    /// What it could not undo, and why.
+    pub irreversible: Vec<crate::plan::Irreversible>,
+    pub report: Report,
+    pub summary: RunSummary,
+    pub deliveries: Vec<crate::notify::Delivery>,
 }
 
 /// What a run did, as the state records it and the CLI prints it.

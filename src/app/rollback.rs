@@ -622,7 +622,7 @@ fn restore(
 /// `--force`: probes the hosts now and expects what they show, drifted or not. Returns what
 /// differed from what the runs left.
 fn force(plan: &mut Plan, req: &Request) -> Result<Vec<stale::Drift>, Error> {
-    let base = super::apply::plan_base_dir(&plan.config);
+    let base = crate::plan::base_dir(&plan.config);
     let mut needs = Needs::default();
     needs.sudo(plan.hosts.iter().map(|h| &h.connection));
     needs.recognise_all();

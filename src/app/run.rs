@@ -59,7 +59,7 @@ pub fn run(
         let opts = Options {
             parallel: req.parallel,
             continue_on_error,
-            base_dir: super::apply::plan_base_dir(&req.config.display().to_string()),
+            base_dir: crate::plan::base_dir(&req.config.display().to_string()),
             secrets: secrets.clone(),
             stop: Default::default(),
         };

@@ -98,7 +98,7 @@ impl Trust<'_> {
             if !config.is_file() {
                 continue;
             }
-            let loaded = super::plan::load(config)?;
+            let loaded = crate::config::load(config).map_err(Error::Config)?;
             if let Some(t) = loaded.config.trust {
                 return Ok(Some(t.allowed_signers));
             }

@@ -77,9 +77,18 @@ pub struct Defaults {
     pub host_key_checking: Option<HostKeyChecking>,
 }
 
-/// `host-key-checking` of `defaults`: the transport's own policy, so the configuration, the
-/// plan file and the SSH client name one set of values.
-pub use crate::transport::HostKeyPolicy as HostKeyChecking;
+/// `host-key-checking` of `defaults`: what to do with a host key that no known_hosts file
+/// mentions. The plan file and the SSH client take the same values (the transport calls it
+/// `HostKeyPolicy`). A key that differs from the recorded one is refused under every policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyChecking {
+    /// Refuse unknown hosts, with the key's fingerprint and how to accept it.
+    #[default]
+    Strict,
+    /// Record unknown keys in the user's known_hosts file and connect.
+    AcceptNew,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Host {

@@ -276,15 +276,8 @@ pub struct HostPlan {
     pub resources: Vec<PlannedResource>,
 }
 
-/// A handler still pending on a host, as the state recorded it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingHandler {
-    pub handler: String,
-    /// The run whose change first notified it.
-    pub since_run: i64,
-    /// The label of that change.
-    pub notified_by: String,
-}
+/// Handlers pending from earlier runs are an input of planning; the plan records them per host.
+pub use crate::inputs::PendingHandler;
 
 /// Why a resource is in a host's plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -383,4 +376,15 @@ impl Plan {
     pub fn has_changes(&self) -> bool {
         self.summary.changes() > 0 || self.hosts.iter().any(|h| !h.pending_handlers.is_empty())
     }
+}
+
+/// The directory the plan's relative paths (known_hosts, identities, the vault) are relative to.
+pub fn base_dir(config: &str) -> std::path::PathBuf {
+    std::path::Path::new(config)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(
+            || std::path::PathBuf::from("."),
+            std::path::Path::to_path_buf,
+        )
 }

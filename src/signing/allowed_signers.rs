@@ -128,7 +128,7 @@ impl Entry {
         let principals = self.principals.clone();
         let line = self.line;
         if let Some(ns) = &self.namespaces
-            && !match_pattern_list(namespace, ns)
+            && !crate::pattern::list_matches(ns, namespace)
         {
             return Err(NotAllowed::Namespace {
                 principals,
@@ -301,30 +301,6 @@ fn parse_time(text: &str) -> Result<i64, Problem> {
         .ok_or_else(bad)
 }
 
-/// OpenSSH's `match_pattern_list`: comma-separated patterns with `*` and `?`; a matching
-/// `!pattern` excludes.
-fn match_pattern_list(s: &str, list: &str) -> bool {
-    let mut matched = false;
-    for p in list.split(',') {
-        match p.strip_prefix('!') {
-            Some(neg) if glob(s.as_bytes(), neg.as_bytes()) => return false,
-            Some(_) => {}
-            None => matched |= glob(s.as_bytes(), p.as_bytes()),
-        }
-    }
-    matched
-}
-
-fn glob(s: &[u8], p: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, _) => s.is_empty(),
-        (Some(b'*'), _) => glob(s, &p[1..]) || (!s.is_empty() && glob(&s[1..], p)),
-        (Some(b'?'), Some(_)) => glob(&s[1..], &p[1..]),
-        (Some(a), Some(b)) if a == b => glob(&s[1..], &p[1..]),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,10 +398,10 @@ mod tests {
 
     #[test]
     fn patterns_match_as_openssh_does() {
-        assert!(match_pattern_list("nexus-plan", "git,nexus-plan"));
-        assert!(match_pattern_list("nexus-plan", "*"));
-        assert!(match_pattern_list("nexus-plan", "nexus-pla?"));
-        assert!(!match_pattern_list("nexus-plan", "*,!nexus-*"));
-        assert!(!match_pattern_list("nexus-plan", "git"));
+        assert!(crate::pattern::list_matches("git,nexus-plan", "nexus-plan"));
+        assert!(crate::pattern::list_matches("*", "nexus-plan"));
+        assert!(crate::pattern::list_matches("nexus-pla?", "nexus-plan"));
+        assert!(!crate::pattern::list_matches("*,!nexus-*", "nexus-plan"));
+        assert!(!crate::pattern::list_matches("git", "nexus-plan"));
     }
 }

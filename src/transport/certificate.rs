@@ -10,8 +10,6 @@ use russh::keys::ssh_key::certificate::CertType;
 use russh::keys::ssh_key::public::KeyData;
 use russh::keys::{Certificate, HashAlg};
 
-use super::known_hosts;
-
 /// The certificate OpenSSH uses with an identity file: `NAME-cert.pub` beside it.
 pub fn beside(identity: &Path) -> PathBuf {
     let mut name = identity.as_os_str().to_owned();
@@ -86,7 +84,7 @@ pub fn host_problem(cert: &Certificate, host_name: &str, now: u64) -> Option<Str
     let host = host_name.to_ascii_lowercase();
     if !principals
         .iter()
-        .any(|p| known_hosts::glob(p.to_ascii_lowercase().as_bytes(), host.as_bytes()))
+        .any(|p| crate::pattern::matches(p.to_ascii_lowercase().as_bytes(), host.as_bytes()))
     {
         return Some(format!(
             "its principals {} do not name the host {host_name:?}",

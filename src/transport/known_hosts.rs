@@ -270,18 +270,7 @@ pub fn host_matches(patterns: &str, name: &str) -> bool {
     if let Some(hashed) = patterns.strip_prefix("|1|") {
         return hashed_matches(hashed, name);
     }
-    let mut found = false;
-    for pattern in patterns.split(',') {
-        let pattern = pattern.to_ascii_lowercase();
-        if let Some(negated) = pattern.strip_prefix('!') {
-            if glob(negated.as_bytes(), name.as_bytes()) {
-                return false;
-            }
-        } else if glob(pattern.as_bytes(), name.as_bytes()) {
-            found = true;
-        }
-    }
-    found
+    crate::pattern::list_matches(&patterns.to_ascii_lowercase(), name)
 }
 
 fn hashed_matches(salt_and_hash: &str, name: &str) -> bool {
@@ -296,16 +285,6 @@ fn hashed_matches(salt_and_hash: &str, name: &str) -> bool {
     };
     mac.update(name.as_bytes());
     mac.verify_slice(&hash).is_ok()
-}
-
-/// `*` and `?` wildcards, as in ssh_config and known_hosts patterns.
-pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
-        Some((b'?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
-    }
 }
 
 // Several hosts may be accepted at once; their lines must not interleave.

@@ -8,17 +8,9 @@ use ssh2_config::{ParseRule, SshConfig};
 
 use super::TransportError;
 
-/// What to do with a host key that no known_hosts file mentions. A key that differs from the
-/// recorded one is refused under every policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// Refuse unknown hosts, with the key's fingerprint and how to accept it.
-    #[default]
-    Strict,
-    /// Record unknown keys in the user's known_hosts file and connect.
-    AcceptNew,
-}
+/// The host-key policy is part of the configuration's model (`host-key-checking`), which the
+/// transport follows.
+pub use crate::config::HostKeyChecking as HostKeyPolicy;
 
 /// Where to read OpenSSH client configuration from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
