@@ -391,6 +391,12 @@ fn a_symlink_is_shown_in_the_plan_and_replaced_only_as_planned() {
     let h = SshHost::builder("sl-plan").private_srv().start();
     std::fs::write(h.srv().join("target"), "the package's file\n").unwrap();
     std::fs::write(h.srv().join("other"), "another file\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        h.srv().join("other"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     std::fs::create_dir(h.srv().join("realdir")).unwrap();
     std::os::unix::fs::symlink("/srv/target", h.srv().join("site")).unwrap();
     std::os::unix::fs::symlink("/srv/realdir", h.srv().join("cache")).unwrap();
@@ -425,6 +431,11 @@ fn a_symlink_is_shown_in_the_plan_and_replaced_only_as_planned() {
     assert_eq!(r.code, 0, "{r:?}");
     let site = std::fs::symlink_metadata(h.srv().join("site")).unwrap();
     assert!(site.file_type().is_file(), "the link became a regular file");
+    assert_eq!(
+        site.permissions().mode() & 0o7777,
+        0o644,
+        "a new file's mode, not the link's 0777 nor its target's"
+    );
     assert_eq!(
         std::fs::read_to_string(h.srv().join("site")).unwrap(),
         "ours"

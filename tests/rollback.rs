@@ -320,7 +320,7 @@ fn rollback_restores_the_attributes_of_users_and_groups_that_existed() {
     );
     let getent = || {
         c.exec(
-            "for u in rbold rbdel; do getent passwd $u || echo \"$u: none\"; id -Gn $u 2>/dev/null | tr ' ' '\\n' | sort | tr '\\n' ' '; echo; done; \
+            "for u in rbold rbdel rbnewu; do getent passwd $u || echo \"$u: none\"; id -Gn $u 2>/dev/null | tr ' ' '\\n' | sort | tr '\\n' ' '; echo; done; \
              for g in rbgrp rbgone; do getent group $g || echo \"$g: none\"; done; stat -c '%u' /home/rbold/mine",
         )
     };
@@ -344,12 +344,17 @@ fn rollback_restores_the_attributes_of_users_and_groups_that_existed() {
         "    group \"rbgrp\" gid=3201\n    \
          user \"rbold\" uid=3101 group=\"rbgrp\" groups=\"users\" home=\"/home/rbnew\" shell=\"/bin/bash\" comment=\"New\"\n    \
          user \"rbdel\" state=\"absent\"\n    \
-         group \"rbgone\" state=\"absent\"\n",
+         group \"rbgone\" state=\"absent\"\n    \
+         user \"rbnewu\"\n",
     ));
     apply_config(&p, "v2.lock");
-    p.config(&version("    user \"rbold\" shell=\"/usr/sbin/nologin\"\n"));
+    // A user created by run 2 and deleted by run 3: undone newest first, it is gone again.
+    p.config(&version(
+        "    user \"rbold\" shell=\"/usr/sbin/nologin\"\n    user \"rbnewu\" state=\"absent\"\n",
+    ));
     apply_config(&p, "v3.lock");
-    assert_ne!(getent(), before, "the runs changed the accounts");
+    let after3 = getent();
+    assert_ne!(after3, before, "the runs changed the accounts");
 
     let r = ok(p.nexus(&["rollback", "--to", "1", "-o", "r.lock"]));
     assert!(!r.stderr.contains("irreversible"), "{r:?}");
@@ -360,6 +365,11 @@ fn rollback_restores_the_attributes_of_users_and_groups_that_existed() {
         "L\n",
         "a re-created account is locked: its password was not kept"
     );
+    // Rolling back the rollback re-applies: the accounts are as run 3 left them.
+    let r = ok(p.nexus(&["rollback", "-o", "rr.lock"]));
+    assert!(!r.stderr.contains("irreversible"), "{r:?}");
+    ok(p.nexus(&["apply", "rr.lock"]));
+    assert_eq!(getent(), after3, "the accounts are as run 3 left them");
 }
 
 /// A restored resource notifies its handlers as any change does, and a command the run executed

@@ -310,25 +310,70 @@ fn build(
             let Some(changed) = planned(last) else {
                 continue;
             };
-            // Changes that carry their own undo are undone one run at a time, newest first: each
-            // undo knows only the state its own run found.
-            let undo: Option<Vec<Step>> = images
-                .iter()
-                .rev()
-                .map(|i| planned(i).map(|r| r.undo.clone()).filter(|u| !u.is_empty()))
-                .collect::<Option<Vec<_>>>()
-                .map(|u| u.concat());
-            let restore = match restore(store, first, changed, undo, &mut blobs)? {
-                Ok(r) => r,
-                Err(reason) => {
+            // Newest run first, each run's change is undone: by its own undo steps (they know only
+            // the state that run found), or by restoring the pre-image that run captured. A run of
+            // pre-image restores needs only its oldest: each restores a whole state.
+            let mut segments: Vec<(&Preimage, bool)> = Vec::new();
+            for image in images.iter().rev() {
+                let by_undo = planned(image).is_some_and(|r| !r.undo.is_empty());
+                match segments.last_mut() {
+                    Some((kept, false)) if !by_undo => *kept = image,
+                    _ => segments.push((image, by_undo)),
+                }
+            }
+            let mut restored: Option<Restore> = None;
+            let mut failed = None;
+            for (image, by_undo) in &segments {
+                let this = planned(image).unwrap_or(changed);
+                let part = match by_undo {
+                    true => Ok(Restore {
+                        action: Action::Run,
+                        fields: Vec::new(),
+                        steps: this.undo.clone(),
+                    }),
+                    false => restore(store, image, this, &mut blobs)?,
+                };
+                match part {
+                    Ok(part) => {
+                        restored = Some(match restored {
+                            None => part,
+                            Some(mut r) => {
+                                r.action = r.action.max(part.action);
+                                r.fields.extend(part.fields);
+                                r.steps.extend(part.steps);
+                                r
+                            }
+                        });
+                    }
+                    Err(reason) => {
+                        failed = Some((image.run.0, reason));
+                        break;
+                    }
+                }
+            }
+            let restore = match (restored, failed) {
+                (Some(r), None) => r,
+                (_, failed) => {
+                    let (run, reason) = failed.expect("a segment at least");
                     irreversible.push(Irreversible {
                         host: host.clone(),
-                        run: first.run.0,
+                        run,
                         resource: changed.label.clone(),
                         reason: reason.to_string(),
                     });
                     continue;
                 }
+            };
+            // Undoing the undo is re-applying: each run's forward steps, oldest first, when every
+            // run was undone by its undo steps; otherwise a rollback of this rollback restores
+            // the pre-images it captures.
+            let redo: Vec<Step> = match segments.iter().all(|(_, by_undo)| *by_undo) {
+                true => images
+                    .iter()
+                    .filter_map(|i| planned(i))
+                    .flat_map(|r| r.steps.clone())
+                    .collect(),
+                false => Vec::new(),
             };
             let key = format!("{TASK}#{}", resources.len() + 1);
             handlers.extend(changed.notify.iter().cloned());
@@ -343,8 +388,7 @@ fn build(
                 diff: None,
                 steps: restore.steps,
                 fingerprint: last.fingerprint_after.clone().unwrap_or_default(),
-                // Undoing the undo is re-applying: a rollback of this rollback restores pre-images.
-                undo: Vec::new(),
+                undo: redo,
                 retry: Default::default(),
                 ..changed.clone()
             });
@@ -446,13 +490,12 @@ struct Restore {
     steps: Vec<Step>,
 }
 
-/// The restoration of `image` for the resource `changed` (as the newest run planned it), or the
-/// `undo` steps of every run that changed it; the reason it cannot be restored as `Err` inside.
+/// The restoration of `image` for the resource `changed` (as the run that captured it planned
+/// it); the reason it cannot be restored as `Err` inside.
 fn restore(
     store: &dyn StateStore,
     image: &Preimage,
     changed: &PlannedResource,
-    undo: Option<Vec<Step>>,
     blobs: &mut BTreeMap<String, String>,
 ) -> Result<Result<Restore, Unrestorable>, Error> {
     let sudo = changed.steps.first().is_some_and(|s| s.sudo);
@@ -464,13 +507,6 @@ fn restore(
         ResourceType::Group => changed.id.strip_prefix("group:"),
         _ => None,
     };
-    if let Some(steps) = undo {
-        return Ok(Ok(Restore {
-            action: Action::Run,
-            fields: Vec::new(),
-            steps,
-        }));
-    }
     let (Some(path), image_state) = (path, &image.image) else {
         return Ok(Err(match &image.image {
             Image::Irreversible { reason } => Unrestorable::Recorded(reason.clone()),
@@ -503,12 +539,25 @@ fn restore(
         (ResourceType::User, Image::Absent) => Restore {
             action: Action::Delete,
             fields: vec![field("exists", "false".into())],
-            steps: vec![Step::new(format!("userdel -- {}", q(path)), sudo)],
+            // Only if it is there: a later run of the same rollback may have removed it already.
+            steps: vec![Step::new(
+                format!(
+                    "if getent passwd {p} >/dev/null 2>&1; then userdel -- {p}; fi",
+                    p = q(path)
+                ),
+                sudo,
+            )],
         },
         (ResourceType::Group, Image::Absent) => Restore {
             action: Action::Delete,
             fields: vec![field("exists", "false".into())],
-            steps: vec![Step::new(format!("groupdel -- {}", q(path)), sudo)],
+            steps: vec![Step::new(
+                format!(
+                    "if getent group {p} >/dev/null 2>&1; then groupdel -- {p}; fi",
+                    p = q(path)
+                ),
+                sudo,
+            )],
         },
         // Since the undo steps (resources/user.rs, group.rs): only a run planned without them.
         (ResourceType::User | ResourceType::Group, Image::Existed) => {
@@ -521,10 +570,14 @@ fn restore(
             fields: vec![field("type", format!("symlink -> {target}"))],
             steps: vec![Step::new(
                 format!(
-                    "{} -- {p} && ln -s -- {} {p}",
+                    "{} && ln -s -- {} {p}",
                     match changed.kind {
-                        ResourceType::Directory => "rmdir",
-                        _ => "rm -f",
+                        // A later run may have removed the directory already.
+                        ResourceType::Directory => format!(
+                            "if [ -d {p} ] && [ ! -L {p} ]; then rmdir -- {p}; else rm -f -- {p}; fi",
+                            p = q(path)
+                        ),
+                        _ => format!("rm -f -- {}", q(path)),
                     },
                     q(target),
                     p = q(path)

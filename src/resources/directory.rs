@@ -52,7 +52,18 @@ impl Directory {
     /// the directory is wanted, a directory in its place. The plan says which link it was.
     fn replace_link(&self, o: &Observed) -> Change {
         let label = link_label(o);
-        let rm = Step::new(format!("rm -f -- {}", q(&self.spec.path)), self.sudo);
+        let p = q(&self.spec.path);
+        // Something that replaced the link since planning is not what the plan showed: leave it.
+        let rm = Step::new(
+            format!(
+                "if [ -e {p} ] && [ ! -L {p} ]; then {{ printf '%s\\n' {} >&2; exit 1; }}; fi; rm -f -- {p}",
+                q(&format!(
+                    "nexus: {} is no longer a symbolic link since planning; nothing was removed (plan again)",
+                    self.spec.path
+                ))
+            ),
+            self.sudo,
+        );
         if self.spec.state == Presence::Absent {
             return Change::new(Action::Delete, format!("exists ({label})"), vec![rm]);
         }
@@ -210,7 +221,7 @@ mod tests {
         assert_eq!(
             scripts,
             [
-                "rm -f -- '/srv/my app'",
+                "if [ -e '/srv/my app' ] && [ ! -L '/srv/my app' ]; then { printf '%s\\n' 'nexus: /srv/my app is no longer a symbolic link since planning; nothing was removed (plan again)' >&2; exit 1; }; fi; rm -f -- '/srv/my app'",
                 "mkdir -p -m 0755 -- '/srv/my app'",
                 "chown -- deploy '/srv/my app'",
             ]
@@ -225,7 +236,7 @@ mod tests {
             (
                 Action::Delete,
                 "exists (symlink -> /opt/x/)",
-                "rm -f -- '/srv/my app'"
+                "if [ -e '/srv/my app' ] && [ ! -L '/srv/my app' ]; then { printf '%s\\n' 'nexus: /srv/my app is no longer a symbolic link since planning; nothing was removed (plan again)' >&2; exit 1; }; fi; rm -f -- '/srv/my app'"
             )
         );
         // Other non-directories are still refused.

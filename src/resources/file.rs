@@ -276,13 +276,20 @@ pub fn write_step(
             "nexus: directory {dir} does not exist (add a directory resource for it)"
         ))
     ));
-    let is_dir = fail_with(&format!("nexus: {path} is a directory"));
     if over_link {
+        // What was a link when planning and is something else now (a package earlier in this
+        // apply replaced it) is not what the plan showed: leave it.
         s.push_str(&format!(
-            "if [ ! -L {p} ] && [ -d {p} ]; then {is_dir}; fi\n"
+            "if [ -e {p} ] && [ ! -L {p} ]; then {}; fi\n",
+            fail_with(&format!(
+                "nexus: {path} is no longer a symbolic link since planning; nothing was replaced (plan again)"
+            ))
         ));
     } else {
-        s.push_str(&format!("if [ -d {p} ]; then {is_dir}; fi\n"));
+        s.push_str(&format!(
+            "if [ -d {p} ]; then {}; fi\n",
+            fail_with(&format!("nexus: {path} is a directory"))
+        ));
         // A link the plan did not show appeared since (a package earlier in this apply made
         // it): replacing it unannounced would silently change what it pointed to.
         s.push_str(&format!(
@@ -307,15 +314,17 @@ pub fn write_step(
             "nexus: the content written to {path} does not match the plan"
         ))
     ));
+    // A link's own mode (0777) and owner are not a file's: a file in its place is a new file.
     match mode {
         Some(m) => s.push_str(&format!("chmod {} \"$tmp\"\n", q(&m.to_string()))),
+        None if over_link => s.push_str("chmod 0644 \"$tmp\"\n"),
         None => s.push_str(&format!(
             "if [ -e {p} ]; then chmod \"$(stat -c %a {p})\" \"$tmp\"; else chmod 0644 \"$tmp\"; fi\n"
         )),
     }
     // Replacing a file keeps its owner unless another is asked for; only root may give a file
     // away, and anyone else already owns what they create, so a failure here is harmless.
-    if owner.is_none() || group.is_none() {
+    if !over_link && (owner.is_none() || group.is_none()) {
         s.push_str(&format!(
             "if [ -e {p} ]; then chown \"$(stat -c %u:%g {p})\" \"$tmp\" 2>/dev/null || :; fi\n"
         ));
@@ -830,6 +839,13 @@ mod tests {
         // Only the link is replaced, never what it points to (a directory included).
         assert!(!script.contains("became a symbolic link"), "{script}");
         assert!(script.contains("if [ -L '/etc/my app.conf' ] && [ -d '/etc/my app.conf' ]; then rm -f -- '/etc/my app.conf'; fi\nmv -f"), "{script}");
+        // A new file's mode, never the link's own (0777) or owner; and only over a link.
+        assert!(script.contains("\nchmod 0644 \"$tmp\"\n"), "{script}");
+        assert!(!script.contains("stat -c"), "{script}");
+        assert!(
+            script.contains("is no longer a symbolic link since planning"),
+            "{script}"
+        );
         // A file planned as a file refuses a link that appeared since.
         let plain = f.write(Over::File { backup_to: None }).script;
         assert!(

@@ -387,7 +387,16 @@ pub fn link_probe(path: &str) -> String {
 /// The target of the symbolic link [`link_probe`] saw, as text for plans (not a path to act on:
 /// bytes that are not UTF-8 are replaced).
 pub fn link_target(o: &Observed) -> Option<String> {
-    link_target_bytes(o).map(|b| String::from_utf8_lossy(&b).into_owned())
+    // Control characters escaped: a host's link must not forge lines of a plan or history.
+    link_target_bytes(o).map(|b| {
+        String::from_utf8_lossy(&b)
+            .chars()
+            .flat_map(|c| match c.is_control() {
+                true => c.escape_default().collect::<Vec<_>>(),
+                false => vec![c],
+            })
+            .collect()
+    })
 }
 
 /// The exact target of the symbolic link [`link_probe`] saw.

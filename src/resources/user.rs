@@ -215,13 +215,19 @@ impl Resource for User {
             };
             if !same {
                 args.push(format!("-g {}", q(g)));
-                // By name: a group renumbered in the same run is put back after the user.
                 let from = if have_group.is_empty() {
                     have_gid
                 } else {
                     have_group
                 };
-                undo.push(format!("-g {}", q(from)));
+                // By name: a group renumbered in the same run is put back after the user. A
+                // name that is all digits would be read as a gid, so that one goes by number.
+                let back = if is_number(have_group) || have_group.is_empty() {
+                    have_gid
+                } else {
+                    have_group
+                };
+                undo.push(format!("-g {}", q(back)));
                 fields.push(FieldChange::new("group", Some(from), Some(g)));
             }
         }
@@ -505,15 +511,19 @@ mod tests {
         });
         let o = obs(&UP.replace("groups=adm,www-data", "groups=adm"));
         assert_eq!(undo(&add.plan(&o).unwrap()), ["usermod -G adm -- deploy"]);
-        // A primary group without a name is put back by number.
-        let o = obs(&UP.replace("group=deploy", "group="));
-        let c = with_sudo(config::User {
+        // A primary group without a name, or named with digits only (by name it would be read
+        // as a gid), is put back by number.
+        let to_staff = with_sudo(config::User {
             group: Some("staff".into()),
             ..spec()
-        })
-        .plan(&o)
-        .unwrap();
-        assert_eq!(undo(&c), ["usermod -g 1500 -- deploy"]);
+        });
+        for seen in ["group=", "group=4000"] {
+            let o = obs(&UP.replace("group=deploy", seen));
+            assert_eq!(
+                undo(&to_staff.plan(&o).unwrap()),
+                ["usermod -g 1500 -- deploy"]
+            );
+        }
         // Creating has nothing to undo here: its pre-image (absent) says to delete.
         assert!(user().plan(&obs("exists=false")).unwrap().undo.is_empty());
         assert!(user().plan(&obs(UP)).unwrap().undo.is_empty());
