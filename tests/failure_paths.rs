@@ -485,6 +485,36 @@ fn a_symlink_is_shown_in_the_plan_and_replaced_only_as_planned() {
     }
 }
 
+/// A file under a directory that replaces a symbolic link was probed through the link (at what
+/// it points to), which is not where apply writes: the plan refuses it and says what to do.
+#[test]
+fn a_resource_under_a_replaced_link_is_refused_when_planning() {
+    let h = SshHost::builder("sl-under").private_srv().start();
+    std::fs::create_dir(h.srv().join("real")).unwrap();
+    std::fs::write(h.srv().join("real/conf"), "old\n").unwrap();
+    std::os::unix::fs::symlink("/srv/real", h.srv().join("app")).unwrap();
+    let body = "task \"t\" on=\"sl-under\" {\n\
+                    directory \"/srv/app\"\n\
+                    file \"/srv/app/conf\" content=\"new\\n\"\n\
+                }\n";
+    let p = Project::over(&[&h], " connect-timeout=\"10s\"", body);
+    let r = p.nexus(&["plan", "-o", "plan.lock"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("a symbolic link this plan replaces with a directory"),
+        "{r:?}"
+    );
+    assert!(
+        !p.path("plan.lock").exists(),
+        "no plan file after a refused plan"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.srv().join("real/conf")).unwrap(),
+        "old\n"
+    );
+}
+
 /// Processes on this machine whose command line contains `needle` (all test hosts share it).
 fn processes_with(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")

@@ -760,6 +760,7 @@ impl PreparedHost {
                 retry: e.retry,
             });
         }
+        errors.extend(under_replaced_links(&host, &resources));
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -775,6 +776,46 @@ impl PreparedHost {
             blobs,
         ))
     }
+}
+
+/// Resources under a directory that replaces a symbolic link: their probe looked through the
+/// link at what it points to, which is not where apply will write, so their plan would be of
+/// another place.
+fn under_replaced_links(host: &str, resources: &[PlannedResource]) -> Vec<PlanError> {
+    let path_of = |r: &PlannedResource| {
+        ["file:", "directory:", "upload:"]
+            .iter()
+            .find_map(|p| r.id.strip_prefix(p))
+            .map(str::to_string)
+    };
+    let replaced: Vec<String> = resources
+        .iter()
+        .filter(|r| r.kind == ResourceType::Directory && r.action != resources::Action::NoOp)
+        .filter(|r| {
+            r.fields.iter().any(|f| {
+                f.field == "type" && f.from.as_deref().is_some_and(|v| v.starts_with("symlink"))
+            })
+        })
+        .filter_map(path_of)
+        .collect();
+    resources
+        .iter()
+        .filter_map(|r| {
+            let path = path_of(r)?;
+            let dir = replaced
+                .iter()
+                .find(|d| path.starts_with(&format!("{}/", d.trim_end_matches('/'))))?;
+            Some(PlanError {
+                host: Some(host.to_string()),
+                resource: Some(r.label.clone()),
+                message: format!(
+                    "it is under {dir}, a symbolic link this plan replaces with a directory: what \
+                     was probed is what the link points to. Apply the directory first (a plan of \
+                     its own), then plan the rest"
+                ),
+            })
+        })
+        .collect()
 }
 
 /// Puts the plan together: hosts in selection order, blobs, summary.
