@@ -414,6 +414,13 @@ impl SshHost {
         self.dir.path()
     }
 
+    /// The listening sshd's pid, while it runs. The `sh -c` and `unshare` wrappers exec into sshd,
+    /// so this is the process every connection is forked from: a tracer attached to it sees all
+    /// the host runs (tests/bench/host_programs.rs).
+    pub fn sshd_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// sshd's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
