@@ -249,6 +249,18 @@ fn missing_blob_is_invalid() {
     }
 }
 
+/// The first step of the plan body `v` that writes a file.
+fn first_write(v: &mut serde_json::Value) -> &mut serde_json::Value {
+    v["hosts"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .flat_map(|h| h["resources"].as_array_mut().unwrap().iter_mut())
+        .flat_map(|r| r["steps"].as_array_mut().unwrap().iter_mut())
+        .find(|s| s.get("write").is_some())
+        .expect("the sample plan writes a file")
+}
+
 #[test]
 fn inconsistent_plans_are_invalid() {
     let bytes = lockfile::encode(&sample());
@@ -308,6 +320,21 @@ fn inconsistent_plans_are_invalid() {
         (
             "format version",
             Box::new(|v| v["format_version"] = "2.0".into()),
+        ),
+        // A file write in structured form must be exactly its script: apply may run either.
+        (
+            "its script is not the file write it describes",
+            Box::new(|v| first_write(v)["write"]["mode"] = "4777".into()),
+        ),
+        (
+            "its file write names a sha256 its content does not have",
+            Box::new(|v| first_write(v)["write"]["sha256"] = "00".repeat(32).into()),
+        ),
+        (
+            "its file write sends no content",
+            Box::new(|v| {
+                first_write(v).as_object_mut().unwrap().remove("stdin");
+            }),
         ),
     ];
     for (needle, f) in cases {

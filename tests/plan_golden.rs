@@ -799,7 +799,7 @@ fn verbose_levels() {
     };
     let (v0, v1, v2) = (at(0), at(1), at(2));
     assert!(
-        v0.contains("  1 unchanged\n") && !v0.contains("$ mkdir"),
+        v0.contains("  1 unchanged\n") && !v0.contains("mkdir -p"),
         "{v0}"
     );
     assert!(
@@ -807,7 +807,9 @@ fn verbose_levels() {
         "{v1}"
     );
     assert!(
-        v1.contains("      $ mkdir -p -m 0755 -- /opt/shop\n        [sudo]\n"),
+        v1.contains(
+            "      $ set -e\n        mkdir -p -m 0755 -- /opt/shop\n        chown -- deploy /opt/shop\n        [sudo]\n"
+        ),
         "{v1}"
     );
     assert!(!v1.contains("fingerprint"), "{v1}");

@@ -16,6 +16,7 @@ use std::time::Instant;
 use super::step::{self, Escalation, StepsOutcome};
 use crate::plan::PlannedResource;
 use crate::resources::{Action, Step};
+use crate::resources::{file_write, make_dir};
 use crate::transport::{ExitStatus, Output, OutputChunk, OutputStream, Transport};
 
 /// Most resources one command carries.
@@ -47,36 +48,83 @@ pub fn unit(r: &PlannedResource) -> Option<(Step, bool)> {
     .then_some((s, guarded))
 }
 
-/// One resource of a batch: its command, whether a guard may skip it, and its content.
+/// One resource of a batch: its command, whether a guard may skip it, its content, and whether
+/// that content is written by the script itself (a file write, see resources/file_write.rs)
+/// rather than read from stdin.
 pub struct Member<'a> {
     pub step: &'a Step,
     pub guarded: bool,
     pub stdin: Option<Vec<u8>>,
+    pub embedded: bool,
 }
 
-/// The batch script for `members`, each script run in a subshell between markers. A member with
-/// content reads exactly its bytes through `head -c`; what it leaves unread is drained, so the
-/// next member's content starts where it should.
-pub fn script(members: &[Member<'_>], token: &str) -> String {
+/// The batch script for `members`, each run in a subshell between markers. A member with
+/// content on stdin reads exactly its bytes through `head -c`; what it leaves unread is
+/// drained, so the next member's content starts where it should. Consecutive file writes
+/// with embedded contents share their checks, modes and owners ([`file_write::run_prepare`]);
+/// `nonce` names their temporary files.
+pub fn script(members: &[Member<'_>], token: &str, nonce: &str) -> String {
     let mut s = String::new();
-    for (i, m) in members.iter().enumerate() {
-        s.push_str(&format!(
-            "printf '\\n@@{token} {i} begin\\n'; printf '\\n@@{token} {i} begin\\n' >&2\n"
-        ));
-        match &m.stdin {
-            Some(bytes) => s.push_str(&format!(
+    let mut i = 0;
+    while i < members.len() {
+        let run: Vec<file_write::RunMember<'_>> = members[i..]
+            .iter()
+            .zip(i..)
+            .map_while(|(m, index)| {
+                let write = m.step.write.as_ref().filter(|_| m.embedded)?;
+                Some(file_write::RunMember {
+                    index,
+                    write,
+                    content: m.stdin.as_deref()?,
+                })
+            })
+            .collect();
+        if !run.is_empty() {
+            s.push_str(&file_write::run_prepare(&run, nonce));
+            for r in &run {
+                let body = file_write::run_member(r.index, r.write);
+                s.push_str(&frame(r.index, token, &format!("( {body}\n) </dev/null\n")));
+            }
+            i += run.len();
+            continue;
+        }
+        let dirs: Vec<(usize, &make_dir::MakeDir)> = members[i..]
+            .iter()
+            .zip(i..)
+            .map_while(|(m, index)| Some((index, m.step.mkdir.as_ref()?)))
+            .collect();
+        if dirs.len() > 1 {
+            s.push_str(&make_dir::run_prepare(&dirs));
+            for (index, d) in &dirs {
+                let body = make_dir::run_member(d);
+                s.push_str(&frame(*index, token, &format!("( {body}\n) </dev/null\n")));
+            }
+            i += dirs.len();
+            continue;
+        }
+        let m = &members[i];
+        let body = match &m.stdin {
+            Some(bytes) => format!(
                 "head -c {} | {{ ( {}\n); _nx_rc=$?; while read -r _nx_x; do :; done; exit $_nx_rc; }}\n",
                 bytes.len(),
                 m.step.script
-            )),
-            None => s.push_str(&format!("( {}\n) </dev/null\n", m.step.script)),
-        }
-        s.push_str(&format!(
-            "_nx_rc=$?\nprintf '\\n@@{token} {i} end %s\\n' \"$_nx_rc\"; printf '\\n@@{token} {i} end\\n' >&2\n\
-             [ \"$_nx_rc\" -eq 0 ] || exit \"$_nx_rc\"\n"
-        ));
+            ),
+            None => format!("( {}\n) </dev/null\n", m.step.script),
+        };
+        s.push_str(&frame(i, token, &body));
+        i += 1;
     }
     s
+}
+
+/// `body` between member `i`'s markers, ending the batch when it failed.
+fn frame(i: usize, token: &str, body: &str) -> String {
+    format!(
+        "printf '\\n@@{token} {i} begin\\n'; printf '\\n@@{token} {i} begin\\n' >&2\n\
+         {body}\
+         _nx_rc=$?\nprintf '\\n@@{token} {i} end %s\\n' \"$_nx_rc\"; printf '\\n@@{token} {i} end\\n' >&2\n\
+         [ \"$_nx_rc\" -eq 0 ] || exit \"$_nx_rc\"\n"
+    )
 }
 
 /// A marker token that output cannot forge by accident: derived from the scripts.
@@ -247,20 +295,39 @@ pub async fn run(
             step,
             guarded: *guarded,
             stdin,
+            embedded: false,
         });
     }
+    // Contents go into the script only when nothing else needs stdin: then a script too long
+    // for a command line can travel on stdin instead.
+    if members
+        .iter()
+        .all(|m| m.stdin.is_none() || m.step.write.is_some())
+    {
+        for m in &mut members {
+            m.embedded = m.step.write.is_some();
+        }
+    }
     let token = token(&members);
-    let mut cmd = match step::spec(&units[0].0, script(&members, &token), esc, secrets) {
+    let mut nonce = [0u8; 6];
+    if getrandom::fill(&mut nonce).is_err() {
+        return None;
+    }
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let mut cmd = match step::spec(&units[0].0, script(&members, &token, &nonce), esc, secrets) {
         Ok(c) => c,
         Err(e) => return Some(fail_first(e.to_string(), false, false)),
     };
     let stdin: Vec<u8> = members
         .iter()
+        .filter(|m| !m.embedded)
         .filter_map(|m| m.stdin.as_deref())
         .flatten()
         .copied()
         .collect();
-    cmd = cmd.stdin(stdin);
+    if members.iter().any(|m| m.stdin.is_some() && !m.embedded) {
+        cmd = cmd.stdin(stdin);
+    }
     // As the SSH transport sends it, the longest form.
     match crate::transport::wrap::wrap_watched(&cmd, None) {
         Ok(w) if w.ssh_command_line().len() <= crate::transport::wrap::COMMAND_LINE_MAX => {}
@@ -470,6 +537,213 @@ mod tests {
         assert!(!out[5].ran && out[6].ran && out[0].ran);
         assert_eq!((out[5].exit_code, out[5].attempts), (None, 0));
         assert_eq!(out[8].output_tail, "x=unset\n");
+    }
+
+    /// A write step of `bytes` to `path`, as a file resource plans it.
+    fn write(
+        blobs: &mut BTreeMap<String, String>,
+        path: &std::path::Path,
+        bytes: &[u8],
+        mode: Option<u32>,
+    ) -> (Step, bool) {
+        use crate::resources::file::{Over, WriteContent, write_step};
+        blob(blobs, bytes);
+        let step = write_step(
+            path.to_str().unwrap(),
+            WriteContent::Bytes(bytes),
+            None,
+            None,
+            mode.map(crate::config::values::Mode),
+            Over::File { backup_to: None },
+            false,
+        );
+        assert!(step.write.is_some());
+        (step, false)
+    }
+
+    fn mode_of(path: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[tokio::test]
+    async fn writes_share_one_command_and_land_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("kept"), b"old").unwrap();
+        std::fs::set_permissions(
+            p("kept"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let mut blobs = BTreeMap::new();
+        let binary: Vec<u8> = (0..=255u8).rev().chain(*b"%s '\\0 \n").collect();
+        let units = vec![
+            write(
+                &mut blobs,
+                &p("text"),
+                b"line one\nsecond 'quoted' 100%\n",
+                Some(0o640),
+            ),
+            write(&mut blobs, &p("binary"), &binary, Some(0o600)),
+            write(&mut blobs, &p("new default"), b"", None),
+            // Keeps its existing mode: settled alone, inside the shared command.
+            write(&mut blobs, &p("kept"), b"new", None),
+            unit(&format!(
+                "echo between > {}",
+                q(p("between").to_str().unwrap())
+            )),
+            write(&mut blobs, &p("after"), b"-n not an option\n", Some(0o4755)),
+        ];
+        let (out, commands) = run_units(&units, &blobs).await;
+        assert_eq!(commands, 1);
+        assert!(out.iter().all(|o| o.ok && o.ran), "{out:?}");
+        assert_eq!(
+            std::fs::read(p("text")).unwrap(),
+            b"line one\nsecond 'quoted' 100%\n"
+        );
+        assert_eq!(std::fs::read(p("binary")).unwrap(), binary);
+        assert_eq!(std::fs::read(p("new default")).unwrap(), b"");
+        assert_eq!(std::fs::read(p("kept")).unwrap(), b"new");
+        assert_eq!(std::fs::read(p("after")).unwrap(), b"-n not an option\n");
+        assert_eq!(
+            [
+                mode_of(&p("text")),
+                mode_of(&p("binary")),
+                mode_of(&p("new default"))
+            ],
+            [0o640, 0o600, 0o644]
+        );
+        assert_eq!((mode_of(&p("kept")), mode_of(&p("after"))), (0o600, 0o4755));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".nexus-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_write_that_cannot_happen_fails_alone_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::create_dir(p("a directory")).unwrap();
+        let mut blobs = BTreeMap::new();
+        let units = vec![
+            write(&mut blobs, &p("first"), b"1", Some(0o644)),
+            write(&mut blobs, &p("missing/inner"), b"2", Some(0o644)),
+            write(&mut blobs, &p("third"), b"3", Some(0o644)),
+        ];
+        let (out, _) = run_units(&units, &blobs).await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0].ok);
+        assert!(!out[1].ok);
+        assert!(
+            out[1]
+                .output_tail
+                .contains("missing does not exist (add a directory resource for it)"),
+            "{out:?}"
+        );
+        assert_eq!(std::fs::read(p("first")).unwrap(), b"1");
+        assert!(!p("third").exists());
+        // A directory where the file goes; a shared command failing (an unknown owner) leaves
+        // each write to settle alone, so the error is the member's own.
+        let mut owned = write(&mut blobs, &p("owned"), b"4", Some(0o644));
+        let w = owned.0.write.as_mut().unwrap();
+        w.owner = Some("no-such-user-nexus".into());
+        w.group = Some("root".into());
+        owned.0.script = w.script();
+        let units = vec![
+            write(&mut blobs, &p("fine"), b"5", Some(0o600)),
+            owned,
+            write(&mut blobs, &p("a directory"), b"6", None),
+        ];
+        let (out, _) = run_units(&units, &blobs).await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0].ok, "{out:?}");
+        assert_eq!(mode_of(&p("fine")), 0o600);
+        assert!(!out[1].ok);
+        assert!(out[1].output_tail.contains("no-such-user-nexus"), "{out:?}");
+        assert!(!p("owned").exists());
+        let units = vec![
+            write(&mut blobs, &p("fine"), b"7", Some(0o600)),
+            write(&mut blobs, &p("a directory"), b"6", None),
+        ];
+        let (out, _) = run_units(&units, &blobs).await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0].ok && !out[1].ok, "{out:?}");
+        assert!(
+            out[1].output_tail.contains("a directory is a directory"),
+            "{out:?}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".nexus-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A directory creation step, as a directory resource plans it.
+    fn mkdir(path: &std::path::Path, mode: Option<&str>, owner: Option<&str>) -> (Step, bool) {
+        let d = crate::resources::make_dir::MakeDir {
+            path: path.to_str().unwrap().into(),
+            mode: mode.map(str::to_string),
+            owner: owner.map(str::to_string),
+            group: None,
+        };
+        let mut step = Step::new(d.script(), false);
+        step.mkdir = Some(d);
+        (step, false)
+    }
+
+    #[tokio::test]
+    async fn directories_share_one_mkdir_in_order_with_their_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let units = vec![
+            mkdir(&p("a"), Some("0755"), None),
+            mkdir(&p("a/private"), Some("0700"), None),
+            mkdir(&p("a/private/deeper"), Some("0700"), None),
+            mkdir(&p("b"), Some("0750"), None),
+        ];
+        let (out, commands) = run_units(&units, &BTreeMap::new()).await;
+        assert_eq!(commands, 1);
+        assert!(out.iter().all(|o| o.ok && o.ran), "{out:?}");
+        assert_eq!(
+            ["a", "a/private", "a/private/deeper", "b"].map(|n| mode_of(&p(n))),
+            [0o755, 0o700, 0o700, 0o750]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_cannot_be_made_fails_alone_and_later_ones_are_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("in the way"), b"").unwrap();
+        // Seen beforehand: each runs alone.
+        let units = vec![
+            mkdir(&p("one"), Some("0755"), None),
+            mkdir(&p("in the way"), Some("0755"), None),
+            mkdir(&p("three"), Some("0755"), None),
+        ];
+        let (out, _) = run_units(&units, &BTreeMap::new()).await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0].ok && !out[1].ok, "{out:?}");
+        assert!(out[1].output_tail.contains("File exists"), "{out:?}");
+        assert!(p("one").is_dir() && !p("three").exists());
+        // Seen only when the shared chown fails: what the shared mkdir made is removed, and
+        // each runs alone, as it would have without the others.
+        let units = vec![
+            mkdir(&p("four"), Some("0755"), None),
+            mkdir(&p("five"), Some("0755"), Some("no-such-user-nexus")),
+            mkdir(&p("six"), Some("0755"), None),
+        ];
+        let (out, _) = run_units(&units, &BTreeMap::new()).await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0].ok && !out[1].ok, "{out:?}");
+        assert!(out[1].output_tail.contains("no-such-user-nexus"), "{out:?}");
+        assert!(p("four").is_dir() && !p("six").exists());
     }
 
     #[tokio::test]

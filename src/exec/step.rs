@@ -118,7 +118,18 @@ pub(super) fn merged(r: &PlannedResource) -> Vec<(Step, bool)> {
     let mut parts: Vec<&Step> = Vec::new();
     let flush = |parts: &mut Vec<&Step>, units: &mut Vec<(Step, bool)>| {
         let Some(last) = parts.last() else { return };
+        // A write alone stays as it is, so a batch can still see what it writes.
+        if parts.len() == 1
+            && (last.write.is_some() || last.mkdir.is_some())
+            && last.skip_if.is_none()
+        {
+            units.push(((*last).clone(), false));
+            parts.clear();
+            return;
+        }
         let mut unit = (*last).clone();
+        unit.write = None;
+        unit.mkdir = None;
         let mut script = String::new();
         if let Some(cond) = &parts[0].skip_if {
             script.push_str(&format!(

@@ -466,6 +466,20 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
                         r.key, h.name
                     ));
                 }
+                if s.mkdir.as_ref().is_some_and(|d| d.script() != s.script) {
+                    return fail(format!(
+                        "resource {:?} on host {:?}: its script is not the directory creation it describes",
+                        r.key, h.name
+                    ));
+                }
+                if let Some(w) = &s.write {
+                    check_write(s, w, &plan.blobs).map_err(|why| {
+                        invalid(
+                            file,
+                            format!("resource {:?} on host {:?}: {why}", r.key, h.name),
+                        )
+                    })?;
+                }
             }
             if let Some(diff) = &r.diff
                 && let Err(e) = check_diff(plan, r, diff)
@@ -479,6 +493,32 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
             "the summary ({:?}) does not count the planned resources ({:?})",
             plan.summary, summary
         ));
+    }
+    Ok(())
+}
+
+/// A step's `write` says what its script does, so that apply may write several files at once
+/// instead of running their scripts: the two must agree, or the reviewed script is not what runs.
+fn check_write(
+    s: &crate::resources::Step,
+    w: &crate::resources::file_write::FileWrite,
+    blobs: &std::collections::BTreeMap<String, String>,
+) -> Result<(), &'static str> {
+    let Some(blob) = &s.stdin else {
+        return Err("its file write sends no content");
+    };
+    if !s.stdin_secrets.is_empty() || s.stdin_sealed {
+        return Err("its file write sends a content the plan cannot check");
+    }
+    let sha256 = blobs
+        .get(blob)
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .map(|bytes| crate::resources::file::sha256_hex(&bytes));
+    if sha256.as_ref() != Some(&w.sha256) {
+        return Err("its file write names a sha256 its content does not have");
+    }
+    if s.script != w.script() {
+        return Err("its script is not the file write it describes");
     }
     Ok(())
 }

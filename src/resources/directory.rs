@@ -18,20 +18,18 @@ pub fn resolve(d: &config::Directory, ctx: &ResolveCtx<'_>) -> Result<Directory,
 }
 
 impl Directory {
-    /// Steps and fields that create the directory with its final mode, then its owner.
+    /// The step and fields that create the directory with its final mode, then its owner.
     fn create(&self) -> Change {
-        let p = q(&self.spec.path);
-        // The mode is given to mkdir rather than set by a later chmod: a directory meant
-        // to be 0700 must never exist with the umask's wider mode, not even for a moment.
-        let mkdir = match self.spec.mode {
-            Some(m) => format!("mkdir -p -m {} -- {p}", q(&m.to_string())),
-            None => format!("mkdir -p -- {p}"),
+        let make = super::make_dir::MakeDir {
+            path: self.spec.path.clone(),
+            mode: self.spec.mode.map(|m| m.to_string()),
+            owner: self.spec.owner.clone(),
+            group: self.spec.group.clone(),
         };
-        let mut steps = vec![Step::new(mkdir, self.sudo)];
-        // A new directory's owner comes from the login user, so set whatever was asked
-        // for explicitly, after the directory exists with its final mode.
+        let mut step = Step::new(make.script(), self.sudo);
+        step.mkdir = Some(make);
         let nothing = Observed::default();
-        let (mut fields, s) = ownership_changes(
+        let (mut fields, _) = ownership_changes(
             &self.spec.path,
             &nothing,
             self.spec.owner.as_deref(),
@@ -42,8 +40,7 @@ impl Directory {
         if let Some(m) = self.spec.mode {
             fields.push(FieldChange::new("mode", None, Some(&m.to_string())));
         }
-        steps.extend(s);
-        let mut c = Change::new(Action::Create, "does not exist", steps);
+        let mut c = Change::new(Action::Create, "does not exist", vec![step]);
         c.fields = fields;
         c
     }
@@ -222,8 +219,7 @@ mod tests {
             scripts,
             [
                 "if [ -e '/srv/my app' ] && [ ! -L '/srv/my app' ]; then { printf '%s\\n' 'nexus: /srv/my app is no longer a symbolic link since planning; nothing was removed (plan again)' >&2; exit 1; }; fi; rm -f -- '/srv/my app'",
-                "mkdir -p -m 0755 -- '/srv/my app'",
-                "chown -- deploy '/srv/my app'",
+                "set -e\nmkdir -p -m 0755 -- '/srv/my app'\nchown -- deploy '/srv/my app'",
             ]
         );
         assert_eq!(
@@ -254,12 +250,10 @@ mod tests {
         let scripts: Vec<&str> = c.steps.iter().map(|s| s.script.as_str()).collect();
         assert_eq!(
             scripts,
-            [
-                "mkdir -p -m 0755 -- '/srv/my app'",
-                "chown -- deploy '/srv/my app'",
-            ]
+            ["set -e\nmkdir -p -m 0755 -- '/srv/my app'\nchown -- deploy '/srv/my app'"]
         );
         assert!(c.steps.iter().all(|s| s.sudo));
+        assert!(c.steps[0].mkdir.is_some());
         assert_eq!(
             c.fields,
             vec![
@@ -270,7 +264,10 @@ mod tests {
         let mut plain = dir(Presence::Present);
         plain.spec.mode = None;
         let c = plain.plan(&obs("exists=false")).unwrap();
-        assert_eq!(c.steps[0].script, "mkdir -p -- '/srv/my app'");
+        assert_eq!(
+            c.steps[0].script,
+            "set -e\nmkdir -p -- '/srv/my app'\nchown -- deploy '/srv/my app'"
+        );
     }
 
     #[test]

@@ -236,19 +236,6 @@ pub fn human_size(n: u64) -> String {
     unreachable!()
 }
 
-/// The directory holding `path` (absolute, validated): `/a/b` → `/a`, `/b` → `/`.
-fn parent_dir(path: &str) -> &str {
-    match path.trim_end_matches('/').rsplit_once('/') {
-        Some(("", _)) | None => "/",
-        Some((dir, _)) => dir,
-    }
-}
-
-/// Shell text that prints `msg` to stderr and fails.
-fn fail_with(msg: &str) -> String {
-    format!("{{ printf '%s\\n' {} >&2; exit 1; }}", q(msg))
-}
-
 /// The step that atomically replaces `path` with the bytes on its stdin: a temporary file in the
 /// same directory gets the content, the mode (explicit, else the existing file's, else 0644), the
 /// existing owner unless another is asked for, then is renamed over `path`. With a `backup_to`, an
@@ -262,98 +249,35 @@ pub fn write_step(
     over: Over<'_>,
     sudo: bool,
 ) -> Step {
-    let p = q(path);
-    let (backup_to, over_link) = match over {
+    let (backup_to, replaces_link) = match over {
         Over::File { backup_to } => (backup_to, false),
         Over::Link => (None, true),
     };
-    let dir = parent_dir(path);
-    let mut s = String::from("set -e\n");
-    s.push_str(&format!(
-        "[ -d {} ] || {}\n",
-        q(dir),
-        fail_with(&format!(
-            "nexus: directory {dir} does not exist (add a directory resource for it)"
-        ))
-    ));
-    if over_link {
-        // What was a link when planning and is something else now (a package earlier in this
-        // apply replaced it) is not what the plan showed: leave it.
-        s.push_str(&format!(
-            "if [ -e {p} ] && [ ! -L {p} ]; then {}; fi\n",
-            fail_with(&format!(
-                "nexus: {path} is no longer a symbolic link since planning; nothing was replaced (plan again)"
-            ))
-        ));
-    } else {
-        s.push_str(&format!(
-            "if [ -d {p} ]; then {}; fi\n",
-            fail_with(&format!("nexus: {path} is a directory"))
-        ));
-        // A link the plan did not show appeared since (a package earlier in this apply made
-        // it): replacing it unannounced would silently change what it pointed to.
-        s.push_str(&format!(
-            "if [ -L {p} ]; then {}; fi\n",
-            fail_with(&format!(
-                "nexus: {path} became a symbolic link since planning; nothing was replaced (plan again)"
-            ))
-        ));
-    }
-    if let Some(b) = backup_to {
-        s.push_str(&format!("if [ -e {p} ]; then cp -p -- {p} {}; fi\n", q(b)));
-    }
-    let dir_word = if dir == "/" { String::new() } else { q(dir) };
-    s.push_str(&crate::transport::wrap::temp_beside(&dir_word, "tmp"));
-    s.push_str("cat > \"$tmp\"\n");
-    // Verify what landed before it replaces anything: a truncated transfer must not become the file.
-    // `${h%% *}` rather than `| cut`: each program started costs the host about a millisecond.
-    s.push_str(&format!(
-        "sum=$(sha256sum < \"$tmp\") || sum=\n[ \"${{sum%% *}}\" = {} ] || {}\n",
-        content.expected_sha256(),
-        fail_with(&format!(
-            "nexus: the content written to {path} does not match the plan"
-        ))
-    ));
-    // A link's own mode (0777) and owner are not a file's: a file in its place is a new file.
-    match mode {
-        Some(m) => s.push_str(&format!("chmod {} \"$tmp\"\n", q(&m.to_string()))),
-        None if over_link => s.push_str("chmod 0644 \"$tmp\"\n"),
-        None => s.push_str(&format!(
-            "if [ -e {p} ]; then chmod \"$(stat -c %a {p})\" \"$tmp\"; else chmod 0644 \"$tmp\"; fi\n"
-        )),
-    }
-    // Replacing a file keeps its owner unless another is asked for; only root may give a file
-    // away, and anyone else already owns what they create, so a failure here is harmless.
-    if !over_link && (owner.is_none() || group.is_none()) {
-        s.push_str(&format!(
-            "if [ -e {p} ]; then chown \"$(stat -c %u:%g {p})\" \"$tmp\" 2>/dev/null || :; fi\n"
-        ));
-    }
-    match (owner, group) {
-        (Some(o), Some(g)) => {
-            s.push_str(&format!("chown -- {} \"$tmp\"\n", q(&format!("{o}:{g}"))))
-        }
-        (Some(o), None) => s.push_str(&format!("chown -- {} \"$tmp\"\n", q(o))),
-        (None, Some(g)) => s.push_str(&format!("chgrp -- {} \"$tmp\"\n", q(g))),
-        (None, None) => {}
-    }
-    if over_link {
-        // mv would move the file into a directory the link points to, instead of over the link.
-        s.push_str(&format!(
-            "if [ -L {p} ] && [ -d {p} ]; then rm -f -- {p}; fi\n"
-        ));
-    }
-    s.push_str(&format!("mv -f -- \"$tmp\" {p}\n"));
-    s.push_str("trap - EXIT");
-    let mut step = Step::new(s, sudo);
+    let mut write = super::file_write::FileWrite {
+        path: path.to_string(),
+        owner: owner.map(str::to_string),
+        group: group.map(str::to_string),
+        mode: mode.map(|m| m.to_string()),
+        replaces_link,
+        backup_to: backup_to.map(str::to_string),
+        sha256: String::new(),
+    };
     match content {
-        WriteContent::Bytes(b) => step.stdin = Some(blake3::hash(b).to_hex().to_string()),
+        WriteContent::Bytes(b) => {
+            write.sha256 = sha256_hex(b);
+            let mut step = Step::new(write.script(), sudo);
+            step.stdin = Some(blake3::hash(b).to_hex().to_string());
+            step.write = Some(write);
+            step
+        }
+        // Only the executor knows the sha256 of what it sends: the step is run alone.
         WriteContent::WithSecrets { blob, names } => {
+            let mut step = Step::new(write.script_checked_by("\"$NEXUS_CONTENT_SHA256\""), sudo);
             step.stdin = Some(blake3::hash(blob).to_hex().to_string());
             step.stdin_secrets = names.to_vec();
+            step
         }
     }
-    step
 }
 
 /// What a write step replaces, as the plan saw it.
@@ -374,16 +298,6 @@ pub enum WriteContent<'a> {
     /// A blob with secret placeholders the executor fills in; the plan cannot know the sha256 of
     /// the result, so the executor passes it as `NEXUS_CONTENT_SHA256`.
     WithSecrets { blob: &'a [u8], names: &'a [String] },
-}
-
-impl WriteContent<'_> {
-    /// The shell word the written file's sha256 must equal.
-    fn expected_sha256(&self) -> String {
-        match self {
-            WriteContent::Bytes(b) => sha256_hex(b),
-            WriteContent::WithSecrets { .. } => "\"$NEXUS_CONTENT_SHA256\"".into(),
-        }
-    }
 }
 
 /// A unified diff of two contents when both are text, else `None`.
@@ -744,7 +658,7 @@ mod tests {
     }
 
     const WRITE_DEFAULT_MODE: &str = "set -e\n\
-        [ -d /etc ] || { printf '%s\\n' 'nexus: directory /etc does not exist (add a directory resource for it)' >&2; exit 1; }\n\
+        if [ ! -d /etc ]; then { printf '%s\\n' 'nexus: directory /etc does not exist (add a directory resource for it)' >&2; exit 1; }; fi\n\
         if [ -d '/etc/my app.conf' ]; then { printf '%s\\n' 'nexus: /etc/my app.conf is a directory' >&2; exit 1; }; fi\n\
         if [ -L '/etc/my app.conf' ]; then { printf '%s\\n' 'nexus: /etc/my app.conf became a symbolic link since planning; nothing was replaced (plan again)' >&2; exit 1; }; fi\n\
         for _nx_o in /etc/.nexus-*; do [ -f \"$_nx_o\" ] || continue; _nx_p=${_nx_o##*/.nexus-}; _nx_p=${_nx_p%%-*}\n\
@@ -753,8 +667,8 @@ mod tests {
         trap 'rm -f \"$tmp\"' EXIT\n\
         trap 'exit 143' TERM\n\
         cat > \"$tmp\"\n\
-        if [ -e '/etc/my app.conf' ]; then chmod \"$(stat -c %a '/etc/my app.conf')\" \"$tmp\"; else chmod 0644 \"$tmp\"; fi\n\
         if [ -e '/etc/my app.conf' ]; then chown \"$(stat -c %u:%g '/etc/my app.conf')\" \"$tmp\" 2>/dev/null || :; fi\n\
+        if [ -e '/etc/my app.conf' ]; then chmod \"$(stat -c %a '/etc/my app.conf')\" \"$tmp\"; else chmod 0644 \"$tmp\"; fi\n\
         mv -f -- \"$tmp\" '/etc/my app.conf'\n\
         trap - EXIT";
 
@@ -860,7 +774,7 @@ mod tests {
         f.path = "/x".into();
         f.group = Some("adm".into());
         let s = f.write(Over::File { backup_to: None }).script;
-        assert!(s.contains("[ -d / ] ||"), "{s}");
+        assert!(s.contains("if [ ! -d / ]; then"), "{s}");
         assert!(s.contains("tmp=$(mktemp /.nexus-$$-XXXXXXXX)\n"), "{s}");
         assert!(s.contains("\nchgrp -- adm \"$tmp\"\n"), "{s}");
     }
@@ -1283,8 +1197,6 @@ mod tests {
         assert_eq!(human_size(1024), "1.0 KiB");
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(5 << 30), "5.0 GiB");
-        assert_eq!(parent_dir("/a/b c/d"), "/a/b c");
-        assert_eq!(parent_dir("/d"), "/");
         assert_eq!(
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

@@ -7,7 +7,9 @@ pub mod command;
 pub mod directory;
 pub mod download;
 pub mod file;
+pub mod file_write;
 pub mod group;
+pub mod make_dir;
 pub mod package;
 pub mod service;
 pub mod upload;
@@ -189,6 +191,14 @@ pub struct Step {
     /// Run in this remote directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// The step replaces a file with its stdin, and `script` is [`file_write::FileWrite::script`]
+    /// of this: the executor may write several files in one command with fewer programs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<file_write::FileWrite>,
+    /// The step creates a directory, and `script` is [`make_dir::MakeDir::script`] of this: the
+    /// executor may create several in one command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mkdir: Option<make_dir::MakeDir>,
 }
 
 impl Step {
@@ -204,6 +214,8 @@ impl Step {
             skip_if: None,
             download_to: None,
             cwd: None,
+            write: None,
+            mkdir: None,
         }
     }
 }

@@ -113,7 +113,7 @@ mod tests {
         assert_eq!(
             s.script,
             "set -e\n\
-             [ -d /opt ] || { printf '%s\\n' 'nexus: directory /opt does not exist (add a directory resource for it)' >&2; exit 1; }\n\
+             if [ ! -d /opt ]; then { printf '%s\\n' 'nexus: directory /opt does not exist (add a directory resource for it)' >&2; exit 1; }; fi\n\
              if [ -d /opt/app.tar.gz ]; then { printf '%s\\n' 'nexus: /opt/app.tar.gz is a directory' >&2; exit 1; }; fi\n\
              if [ -L /opt/app.tar.gz ]; then { printf '%s\\n' 'nexus: /opt/app.tar.gz became a symbolic link since planning; nothing was replaced (plan again)' >&2; exit 1; }; fi\n\
              for _nx_o in /opt/.nexus-*; do [ -f \"$_nx_o\" ] || continue; _nx_p=${_nx_o##*/.nexus-}; _nx_p=${_nx_p%%-*}\n\
@@ -124,9 +124,9 @@ mod tests {
              cat > \"$tmp\"\n\
              sum=$(sha256sum < \"$tmp\") || sum=\n\
              [ \"${sum%% *}\" = d42c623275bd23a983f68ccc47e1ffa46155e3621998ac2f5f5edacabbb8f486 ] || { printf '%s\\n' 'nexus: the content written to /opt/app.tar.gz does not match the plan' >&2; exit 1; }\n\
-             chmod 0600 \"$tmp\"\n\
              if [ -e /opt/app.tar.gz ]; then chown \"$(stat -c %u:%g /opt/app.tar.gz)\" \"$tmp\" 2>/dev/null || :; fi\n\
              chown -- deploy \"$tmp\"\n\
+             chmod 0600 \"$tmp\"\n\
              mv -f -- \"$tmp\" /opt/app.tar.gz\n\
              trap - EXIT"
         );

@@ -337,11 +337,19 @@ pub fn chained_split<'a>(stream: &'a [u8], token: &str) -> Option<(&'a [u8], Opt
 /// kept; names without a pid (from earlier versions of nexus) are removed once an hour old.
 pub fn temp_beside(dir: &str, var: &str) -> String {
     format!(
-        "for _nx_o in {dir}/.nexus-*; do [ -f \"$_nx_o\" ] || continue; _nx_p=${{_nx_o##*/.nexus-}}; _nx_p=${{_nx_p%%-*}}\n\
-         case $_nx_p in '' | *[!0-9]*) find \"$_nx_o\" -mmin +60 -delete 2>/dev/null || : ;; *) [ -d \"/proc/$_nx_p\" ] || rm -f -- \"$_nx_o\" ;; esac; done\n\
-         {var}=$(mktemp {dir}/.nexus-$$-XXXXXXXX)\n\
+        "{}{var}=$(mktemp {dir}/.nexus-$$-XXXXXXXX)\n\
          trap 'rm -f \"${var}\"' EXIT\n\
-         trap 'exit 143' TERM\n"
+         trap 'exit 143' TERM\n",
+        stale_temps(dir)
+    )
+}
+
+/// Shell text that removes the `.nexus-*` files in `dir` (as for [`temp_beside`]) whose writer
+/// is gone. Builtins only, unless there is one to remove.
+pub fn stale_temps(dir: &str) -> String {
+    format!(
+        "for _nx_o in {dir}/.nexus-*; do [ -f \"$_nx_o\" ] || continue; _nx_p=${{_nx_o##*/.nexus-}}; _nx_p=${{_nx_p%%-*}}\n\
+         case $_nx_p in '' | *[!0-9]*) find \"$_nx_o\" -mmin +60 -delete 2>/dev/null || : ;; *) [ -d \"/proc/$_nx_p\" ] || rm -f -- \"$_nx_o\" ;; esac; done\n"
     )
 }
 

@@ -1,0 +1,387 @@
+//! Replacing a file with new content, atomically, on a host: the one place that knows how.
+//!
+//! A write runs alone as [`FileWrite::script`], its content on stdin: checks, a temporary file
+//! beside the target, the content, a sha256 check of what landed, mode and owner, a rename. Every
+//! one of those is a program on the host, seven per file, which made files the dearest resource
+//! of a cold apply. When several writes share one command (exec/batch.rs), [`run_prepare`] and
+//! [`run_member`] do the same with the contents written by the shell's own `printf` from the
+//! script, one `sha256sum`, one `chmod` per mode and one `chown` per owner for all of them, and
+//! one `mv` each. Whatever the shared commands cannot settle (a file that keeps its existing
+//! mode or owner, a failure in a shared command) falls back, member by member, to the lines
+//! of the script alone, so each resource still gets its own status and error.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::q;
+
+/// A file replaced by the content on the step's stdin, as data (a step's `write` in the plan).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileWrite {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Octal, four digits; without it a file keeps its existing mode, a new one gets 0644.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The plan saw a symbolic link at `path`: the link itself is replaced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaces_link: bool,
+    /// An existing file is first copied here (`cp -p`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_to: Option<String>,
+    /// sha256 of the content, checked on the host before the rename.
+    pub sha256: String,
+}
+
+/// Shell text that prints `msg` to stderr and fails.
+fn fail_with(msg: &str) -> String {
+    format!("{{ printf '%s\\n' {} >&2; exit 1; }}", q(msg))
+}
+
+/// The directory holding `path` (absolute, validated): `/a/b` → `/a`, `/b` → `/`.
+fn parent_dir(path: &str) -> &str {
+    match path.trim_end_matches('/').rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((dir, _)) => dir,
+    }
+}
+
+impl FileWrite {
+    fn dir(&self) -> &str {
+        parent_dir(&self.path)
+    }
+
+    /// The directory as a word to put before `/.nexus-…`: empty for `/`.
+    fn dir_word(&self) -> String {
+        match self.dir() {
+            "/" => String::new(),
+            d => q(d),
+        }
+    }
+
+    /// What must hold before anything is written: (a condition that fails the write, its
+    /// message), in order.
+    fn refusals(&self) -> Vec<(String, String)> {
+        let (p, path, dir) = (q(&self.path), &self.path, self.dir());
+        let mut r = vec![(
+            format!("[ ! -d {} ]", q(dir)),
+            format!("nexus: directory {dir} does not exist (add a directory resource for it)"),
+        )];
+        if self.replaces_link {
+            // What was a link when planning and is something else now (a package earlier in
+            // this apply replaced it) is not what the plan showed: leave it.
+            r.push((
+                format!("[ -e {p} ] && [ ! -L {p} ]"),
+                format!(
+                    "nexus: {path} is no longer a symbolic link since planning; nothing was replaced (plan again)"
+                ),
+            ));
+        } else {
+            r.push((
+                format!("[ -d {p} ]"),
+                format!("nexus: {path} is a directory"),
+            ));
+            // A link the plan did not show appeared since (a package earlier in this apply made
+            // it): replacing it unannounced would silently change what it pointed to.
+            r.push((
+                format!("[ -L {p} ]"),
+                format!(
+                    "nexus: {path} became a symbolic link since planning; nothing was replaced (plan again)"
+                ),
+            ));
+        }
+        r
+    }
+
+    /// Checks the content in `$tmp` against `sha_word` (a shell word).
+    fn verify(&self, sha_word: &str) -> String {
+        // `${h%% *}` rather than `| cut`: each program started costs the host about a millisecond.
+        format!(
+            "sum=$(sha256sum < \"$tmp\") || sum=\n[ \"${{sum%% *}}\" = {sha_word} ] || {}\n",
+            fail_with(&format!(
+                "nexus: the content written to {} does not match the plan",
+                self.path
+            ))
+        )
+    }
+
+    /// Gives `$tmp` its owner and mode, one file at a time. Owners first: a chown clears the
+    /// set-user-ID and set-group-ID bits a chmod gave.
+    fn attributes(&self) -> String {
+        let p = q(&self.path);
+        let mut s = String::new();
+        // Replacing a file keeps its owner unless another is asked for; only root may give a
+        // file away, and anyone else already owns what they create, so a failure here is harmless.
+        if !self.replaces_link && (self.owner.is_none() || self.group.is_none()) {
+            s.push_str(&format!(
+                "if [ -e {p} ]; then chown \"$(stat -c %u:%g {p})\" \"$tmp\" 2>/dev/null || :; fi\n"
+            ));
+        }
+        if let Some((program, who)) = self.chown() {
+            s.push_str(&format!("{program} -- {} \"$tmp\"\n", q(&who)));
+        }
+        // A link's own mode (0777) and owner are not a file's: a file in its place is a new file.
+        match &self.mode {
+            Some(m) => s.push_str(&format!("chmod {} \"$tmp\"\n", q(m))),
+            None if self.replaces_link => s.push_str("chmod 0644 \"$tmp\"\n"),
+            None => s.push_str(&format!(
+                "if [ -e {p} ]; then chmod \"$(stat -c %a {p})\" \"$tmp\"; else chmod 0644 \"$tmp\"; fi\n"
+            )),
+        }
+        s
+    }
+
+    /// The program and argument that give the file its explicit owner and group, if any.
+    fn chown(&self) -> Option<(&'static str, String)> {
+        match (&self.owner, &self.group) {
+            (Some(o), Some(g)) => Some(("chown", format!("{o}:{g}"))),
+            (Some(o), None) => Some(("chown", o.clone())),
+            (None, Some(g)) => Some(("chgrp", g.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The backup copy, if asked for.
+    fn backup(&self) -> String {
+        match &self.backup_to {
+            Some(b) => {
+                let p = q(&self.path);
+                format!("if [ -e {p} ]; then cp -p -- {p} {}; fi\n", q(b))
+            }
+            None => String::new(),
+        }
+    }
+
+    /// The rename of `$tmp` over the path.
+    fn rename(&self) -> String {
+        let p = q(&self.path);
+        let mut s = String::new();
+        if self.replaces_link {
+            // mv would move the file into a directory the link points to, instead of over the link.
+            s.push_str(&format!(
+                "if [ -L {p} ] && [ -d {p} ]; then rm -f -- {p}; fi\n"
+            ));
+        }
+        s.push_str(&format!("mv -f -- \"$tmp\" {p}\n"));
+        s
+    }
+
+    /// The write alone, its content on stdin, checked against its `sha256`.
+    pub fn script(&self) -> String {
+        self.script_checked_by(&self.sha256)
+    }
+
+    /// [`FileWrite::script`], checking the content against `sha_word`, a shell word (for
+    /// a content whose sha256 only the executor knows, `"$NEXUS_CONTENT_SHA256"`).
+    pub fn script_checked_by(&self, sha_word: &str) -> String {
+        let mut s = String::from("set -e\n");
+        for (cond, msg) in self.refusals() {
+            s.push_str(&format!("if {cond}; then {}; fi\n", fail_with(&msg)));
+        }
+        s.push_str(&self.backup());
+        s.push_str(&crate::transport::wrap::temp_beside(
+            &self.dir_word(),
+            "tmp",
+        ));
+        s.push_str("cat > \"$tmp\"\n");
+        s.push_str(&self.verify(sha_word));
+        s.push_str(&self.attributes());
+        s.push_str(&self.rename());
+        s.push_str("trap - EXIT");
+        s
+    }
+
+    /// Whether a write of this kind can settle its mode and owner in a shared command when its
+    /// target does not exist yet; an existing target's mode or owner it keeps is read one by one.
+    fn keeps_existing(&self) -> bool {
+        !self.replaces_link && (self.mode.is_none() || self.owner.is_none() || self.group.is_none())
+    }
+
+    /// The mode a shared `chmod` gives it (when it does not keep an existing one).
+    fn shared_mode(&self) -> String {
+        self.mode.clone().unwrap_or_else(|| "0644".into())
+    }
+}
+
+/// `bytes` as a `printf` format that prints exactly them: printable ASCII as it is (`%` and `\`
+/// doubled, `'` escaped), newlines as they are, every other byte as a three-digit octal escape.
+/// The script stays ASCII, and a NUL byte survives, which no shell word can hold.
+pub fn printf_format(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() + bytes.len() / 8 + 2);
+    s.push('\'');
+    for &b in bytes {
+        match b {
+            b'%' => s.push_str("%%"),
+            b'\\' => s.push_str("\\\\"),
+            b'\'' => s.push_str("\\047"),
+            b'\n' | 0x20..=0x7e => s.push(b as char),
+            _ => s.push_str(&format!("\\{b:03o}")),
+        }
+    }
+    s.push('\'');
+    s
+}
+
+/// One write of a run in a shared command: its index in the command (names its variables),
+/// what it writes, and its content.
+pub struct RunMember<'a> {
+    pub index: usize,
+    pub write: &'a FileWrite,
+    pub content: &'a [u8],
+}
+
+/// The shell text that starts a run of writes in a shared command, before the first member's
+/// frame: for each, the refusals, a temporary file with its content, and then, for all at once,
+/// the sha256 check, modes and owners. It prints nothing; per member it leaves `$_nx_tI` (the
+/// temporary file), `$_nx_eI` (why it cannot be written, `-` when no temporary file could be
+/// made), `$_nx_sI` (set: it keeps an existing mode or owner), and `$_nx_ok`, empty when a shared
+/// command failed, for [`run_member`] to finish. `nonce` (random, one per command) makes the
+/// temporary files' names unknown in advance.
+pub fn run_prepare(members: &[RunMember<'_>], nonce: &str) -> String {
+    let mut s = String::from("_nx_nl='\n'\n");
+    let temps: Vec<String> = members
+        .iter()
+        .map(|m| format!("\"$_nx_t{}\"", m.index))
+        .collect();
+    // The temporary files are gone once renamed: only a write that stopped short leaves one,
+    // and only then does the trap start a program.
+    s.push_str(&format!(
+        "trap {} EXIT\ntrap 'exit 143' TERM\n",
+        q(&format!(
+            "for _nx_x in {}; do [ -z \"$_nx_x\" ] || [ ! -e \"$_nx_x\" ] || rm -f -- \"$_nx_x\"; done",
+            temps.join(" ")
+        ))
+    ));
+    let mut cleaned = BTreeSet::new();
+    for m in members {
+        let (i, w) = (m.index, m.write);
+        let dir = w.dir_word();
+        s.push_str(&format!("_nx_t{i}=; _nx_e{i}=; _nx_s{i}=\n"));
+        for (n, (cond, msg)) in w.refusals().iter().enumerate() {
+            let kw = if n == 0 { "if" } else { "elif" };
+            s.push_str(&format!("{kw} {cond}; then _nx_e{i}={}\n", q(msg)));
+        }
+        s.push_str("else\n");
+        if cleaned.insert(dir.clone()) {
+            s.push_str(&crate::transport::wrap::stale_temps(&dir));
+        }
+        // In a sticky directory (/tmp) others may create files: there mktemp picks a name no
+        // one made. Elsewhere only the directory's owners may, and the name is random: the
+        // shell creates it, refusing one that exists (noclobber), which starts no program.
+        s.push_str(&format!(
+            "if [ -k {d} ]; then _nx_t{i}=$(mktemp {dir}/.nexus-$$-XXXXXXXX 2>/dev/null) || _nx_t{i}=\n\
+             else _nx_t{i}={dir}/.nexus-$$-{nonce}{i}; if [ -e \"$_nx_t{i}\" ] || [ -L \"$_nx_t{i}\" ] || ! {{ set -C; printf '' 2>/dev/null >\"$_nx_t{i}\"; }}; then _nx_t{i}=; fi; set +C; fi\n\
+             if [ -z \"$_nx_t{i}\" ]; then _nx_e{i}=-\n\
+             elif ! printf -- {} 2>/dev/null >|\"$_nx_t{i}\"; then _nx_e{i}={}\n\
+             fi\n",
+            printf_format(m.content),
+            q(&format!(
+                "nexus: could not write the content of {} to a temporary file in {}",
+                w.path,
+                w.dir()
+            )),
+            d = q(w.dir()),
+        ));
+        if w.keeps_existing() {
+            s.push_str(&format!("[ ! -e {} ] || _nx_s{i}=1\n", q(&w.path)));
+        }
+        s.push_str("fi\n");
+    }
+    // One check of every content that landed, then one chmod per mode and one chown per owner
+    // over the files that do not keep an existing mode or owner.
+    s.push_str("_nx_ok=1; _nx_want=; set --\n");
+    for m in members {
+        let i = m.index;
+        s.push_str(&format!(
+            "[ -n \"$_nx_e{i}\" ] || {{ set -- \"$@\" \"$_nx_t{i}\"; _nx_want=\"$_nx_want\"{}'  '\"$_nx_t{i}$_nx_nl\"; }}\n",
+            m.write.sha256
+        ));
+    }
+    // sha256sum escapes a name with a backslash or newline: such a name compares unequal, and
+    // its write is checked alone.
+    s.push_str(
+        "if [ $# -gt 0 ]; then _nx_got=$(sha256sum -- \"$@\" 2>/dev/null) || _nx_ok=; [ \"$_nx_got$_nx_nl\" = \"$_nx_want\" ] || _nx_ok=; fi\n",
+    );
+    // Owners before modes: a chown clears the set-user-ID and set-group-ID bits a chmod gave.
+    let mut owners: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
+    let mut modes: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
+    for m in members {
+        if let Some((program, who)) = m.write.chown() {
+            owners.entry((program, who)).or_default().push(m.index);
+        }
+        modes
+            .entry(("chmod", m.write.shared_mode()))
+            .or_default()
+            .push(m.index);
+    }
+    let mut shared = String::new();
+    for ((program, value), indices) in owners.iter().chain(&modes) {
+        shared.push_str("set --\n");
+        for i in indices {
+            shared.push_str(&format!(
+                "[ -n \"$_nx_e{i}$_nx_s{i}\" ] || set -- \"$@\" \"$_nx_t{i}\"\n"
+            ));
+        }
+        shared.push_str(&format!(
+            "[ $# -eq 0 ] || {program} -- {} \"$@\" 2>/dev/null || _nx_ok=\n",
+            q(value)
+        ));
+    }
+    s.push_str(&format!("if [ -n \"$_nx_ok\" ]; then\n{shared}fi\n"));
+    s
+}
+
+/// The member `index`'s part of a run, in its own frame (a subshell) after [`run_prepare`]:
+/// its refusal, or what the shared commands left to it, then its backup and rename.
+pub fn run_member(index: usize, w: &FileWrite) -> String {
+    let i = index;
+    let mut s = String::from("set -e\n");
+    s.push_str(&format!(
+        "if [ -n \"$_nx_e{i}\" ]; then\n\
+         if [ \"$_nx_e{i}\" = - ]; then _nx_x=$(mktemp {}/.nexus-$$-XXXXXXXX) && rm -f -- \"$_nx_x\"; _nx_e{i}={}; fi\n\
+         printf '%s\\n' \"$_nx_e{i}\" >&2; exit 1\n\
+         fi\n\
+         tmp=$_nx_t{i}\n\
+         if [ -z \"$_nx_ok\" ] || [ -n \"$_nx_s{i}\" ]; then\n",
+        w.dir_word(),
+        q(&format!(
+            "nexus: could not create a temporary file in {}",
+            w.dir()
+        )),
+    ));
+    s.push_str(&w.verify(&w.sha256));
+    s.push_str(&w.attributes());
+    s.push_str("fi\n");
+    s.push_str(&w.backup());
+    s.push_str(&w.rename());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_dirs() {
+        assert_eq!(parent_dir("/a/b c/d"), "/a/b c");
+        assert_eq!(parent_dir("/d"), "/");
+    }
+
+    #[test]
+    fn printf_format_prints_every_byte_back() {
+        let all: Vec<u8> = (0..=255u8).chain(*b"%s %% \\n \\0 '' -n\n").collect();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf -- {}", printf_format(&all)))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.stdout, all);
+        assert_eq!(printf_format(b"a b\n"), "'a b\n'");
+    }
+}

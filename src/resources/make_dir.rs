@@ -1,0 +1,126 @@
+//! Creating a directory with its mode and owner on a host, alone or many in one command.
+//!
+//! Alone, [`MakeDir::script`] is `mkdir` and `chown`: two programs per directory. Consecutive
+//! creations in one command (exec/batch.rs) share one `mkdir` per run of directories of the same
+//! mode and one `chown` per owner ([`run_prepare`]), when builtins show beforehand that each
+//! can be made (its parent is a writable directory, or one made just before it; nothing is at its
+//! path). Should a shared command fail nonetheless, the directories it made are removed again
+//! and each member runs its own script in its frame ([`run_member`]), so each resource still
+//! gets its own status and error, and none is made that its resource does not report.
+
+use serde::{Deserialize, Serialize};
+
+use super::q;
+
+/// A directory to create (a step's `mkdir` in the plan).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MakeDir {
+    pub path: String,
+    /// Octal, four digits, given to mkdir: a directory meant to be 0700 never exists with the
+    /// umask's wider mode. Without it, the umask decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl MakeDir {
+    /// The program and argument that give the directory its owner and group, if any.
+    fn chown(&self) -> Option<(&'static str, String)> {
+        match (&self.owner, &self.group) {
+            (Some(o), Some(g)) => Some(("chown", format!("{o}:{g}"))),
+            (Some(o), None) => Some(("chown", o.clone())),
+            (None, Some(g)) => Some(("chgrp", g.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The creation alone.
+    pub fn script(&self) -> String {
+        let p = q(&self.path);
+        let mut s = match &self.mode {
+            Some(m) => format!("set -e\nmkdir -p -m {} -- {p}", q(m)),
+            None => format!("set -e\nmkdir -p -- {p}"),
+        };
+        // A new directory's owner is the login user's: set whatever was asked for, after the
+        // directory exists with its final mode.
+        if let Some((program, who)) = self.chown() {
+            s.push_str(&format!("\n{program} -- {} {p}", q(&who)));
+        }
+        s
+    }
+
+    fn parent(&self) -> &str {
+        match self.path.trim_end_matches('/').rsplit_once('/') {
+            Some(("", _)) | None => "/",
+            Some((dir, _)) => dir,
+        }
+    }
+}
+
+/// The shell text that starts a run of directory creations in a shared command, before the
+/// first member's frame (indices as in the command, `dirs` in order). It prints nothing and
+/// leaves `$_nx_ok` set when the shared commands made every directory.
+pub fn run_prepare(dirs: &[(usize, &MakeDir)]) -> String {
+    let mut s = String::from("_nx_ok=1\n");
+    for (n, (_, d)) in dirs.iter().enumerate() {
+        let p = q(&d.path);
+        s.push_str(&format!("if [ -e {p} ] || [ -L {p} ]; then _nx_ok=; fi\n"));
+        if !dirs[..n].iter().any(|(_, e)| e.path == d.parent()) {
+            let parent = q(d.parent());
+            s.push_str(&format!("[ -d {parent} ] && [ -w {parent} ] || _nx_ok=\n"));
+        }
+    }
+    s.push_str("_nx_made=$_nx_ok\n");
+    // In order, one mkdir per stretch of the same mode: a directory is made after its parent.
+    let mut made: Vec<&str> = Vec::new();
+    let mut n = 0;
+    while n < dirs.len() {
+        let mode = &dirs[n].1.mode;
+        let stretch: Vec<&MakeDir> = dirs[n..]
+            .iter()
+            .map(|(_, d)| *d)
+            .take_while(|d| &d.mode == mode)
+            .collect();
+        let paths: Vec<String> = stretch.iter().map(|d| q(&d.path)).collect();
+        let m = mode
+            .as_ref()
+            .map(|m| format!("-m {} ", q(m)))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "[ -z \"$_nx_ok\" ] || mkdir {m}-- {} 2>/dev/null || _nx_ok=\n",
+            paths.join(" ")
+        ));
+        made.extend(stretch.iter().map(|d| d.path.as_str()));
+        n += stretch.len();
+    }
+    let mut owners: std::collections::BTreeMap<(&str, String), Vec<String>> = Default::default();
+    for (_, d) in dirs {
+        if let Some(key) = d.chown() {
+            owners.entry(key).or_default().push(q(&d.path));
+        }
+    }
+    for ((program, who), paths) in owners {
+        s.push_str(&format!(
+            "[ -z \"$_nx_ok\" ] || {program} -- {} {} 2>/dev/null || _nx_ok=\n",
+            q(&who),
+            paths.join(" ")
+        ));
+    }
+    // A shared command failed: what it made goes, newest first, and each member runs alone.
+    let undo: Vec<String> = made.iter().rev().map(|p| q(p)).collect();
+    s.push_str(&format!(
+        "if [ -n \"$_nx_made\" ] && [ -z \"$_nx_ok\" ]; then for _nx_x in {}; do [ ! -d \"$_nx_x\" ] || rmdir -- \"$_nx_x\" 2>/dev/null || :; done; fi\n",
+        undo.join(" ")
+    ));
+    s
+}
+
+/// A member's part of a run, in its own frame after [`run_prepare`]: nothing left to do, or,
+/// when the shared commands failed, its own creation.
+pub fn run_member(d: &MakeDir) -> String {
+    format!("if [ -z \"$_nx_ok\" ]; then\n{}\nfi", d.script())
+}
