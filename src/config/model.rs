@@ -459,7 +459,8 @@ pub struct GroupRes {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Command {
-    pub command: Value,
+    /// Shell text, run by `sh -c` as written.
+    pub command: String,
     pub creates: Option<String>,
     pub removes: Option<String>,
     pub unless: Option<String>,

@@ -560,7 +560,7 @@ fn config_label(kind: &crate::config::ResourceKind) -> String {
         K::User(u) => u.name.clone(),
         K::Group(g) => g.name.clone(),
         K::Command(c) => {
-            let s = c.command.literal().unwrap_or_default();
+            let s = &c.command;
             let short: String = s.chars().take(60).collect();
             if short.len() < s.len() {
                 format!("{short}…")

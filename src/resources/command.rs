@@ -42,7 +42,7 @@ pub fn resolve(c: &config::Command, ctx: &ResolveCtx<'_>) -> Result<Command, Res
         env.insert(k.clone(), value);
     }
     Ok(Command {
-        command: ctx.value(&c.command)?,
+        command: c.command.clone(),
         creates: c.creates.clone(),
         removes: c.removes.clone(),
         unless: c.unless.clone(),
@@ -413,7 +413,7 @@ mod tests {
             host_tags: &[],
         };
         let cfg = config::Command {
-            command: Value::Literal("./bin/migrate".into()),
+            command: "./bin/migrate".into(),
             creates: None,
             removes: None,
             unless: None,
