@@ -340,12 +340,15 @@ pub enum PackageManager {
     Pacman,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Package {
+    /// Package names, in the order written.
     pub names: Vec<String>,
     pub state: PackageState,
+    /// Pinned version (only with one name and state present).
     pub version: Option<String>,
     pub manager: PackageManager,
+    /// Refresh the package lists before installing.
     pub update_cache: bool,
 }
 
@@ -366,7 +369,7 @@ pub enum ServiceManager {
     Openrc,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Service {
     pub name: String,
     pub state: Option<ServiceState>,
@@ -457,7 +460,7 @@ pub struct GroupRes {
     pub system: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Command {
     /// Shell text, run by `sh -c` as written.
     pub command: String,
