@@ -415,7 +415,7 @@ pub fn prepare_host(
             kind: r.kind.resource_type(),
             sudo,
             label: r.common.label.clone(),
-            config_label: config_label(&r.kind),
+            config_label: resources::label(&r.kind),
             location,
             notify: r.common.notify.iter().map(|n| n.value.clone()).collect(),
             retry,
@@ -547,36 +547,6 @@ pub fn prepare_host(
         entries,
         secrets: inputs.shared_secret_values(),
     })
-}
-
-/// `file /etc/motd`, `package nginx, curl`: what a resource is, from its configuration.
-fn config_label(kind: &crate::config::ResourceKind) -> String {
-    use crate::config::{ResourceKind as K, WaitCheck};
-    let what = match kind {
-        K::Package(p) => p.names.join(", "),
-        K::Service(s) => s.name.clone(),
-        K::File(f) => f.path.clone(),
-        K::Directory(d) => d.path.clone(),
-        K::User(u) => u.name.clone(),
-        K::Group(g) => g.name.clone(),
-        K::Command(c) => {
-            let s = &c.command;
-            let short: String = s.chars().take(60).collect();
-            if short.len() < s.len() {
-                format!("{short}…")
-            } else {
-                short
-            }
-        }
-        K::Upload(u) => u.dest.clone(),
-        K::Download(d) => d.source.clone(),
-        K::WaitFor(w) => match &w.check {
-            WaitCheck::Tcp { address, port } => format!("tcp {address}:{port}"),
-            WaitCheck::Http { url, .. } => url.clone(),
-            WaitCheck::Command { command } => command.clone(),
-        },
-    };
-    format!("{} {what}", kind.type_name())
 }
 
 fn resolve_value(inputs: &Inputs, v: &Value) -> Result<String, EnvUnset> {

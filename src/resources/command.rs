@@ -42,6 +42,12 @@ pub fn resolve(c: &config::Command, ctx: &ResolveCtx<'_>) -> Result<Command, Res
     })
 }
 
+/// `command ./deploy.sh --now`: how plans name the command (its first line, cut), also when it
+/// was skipped before resolving.
+pub fn label(c: &config::Command) -> String {
+    format!("command {}", short(&c.command, 60))
+}
+
 /// `sh -c CMD` with no stdin and no output: how guard commands run, when probing and at apply.
 fn guard(cmd: &str) -> String {
     format!("sh -c {} </dev/null >/dev/null 2>&1", q(cmd))
@@ -100,7 +106,7 @@ impl Resource for Command {
     }
 
     fn label(&self) -> String {
-        format!("command {}", short(&self.spec.command, 60))
+        label(&self.spec)
     }
 
     fn probe(&self) -> String {
@@ -470,5 +476,14 @@ mod tests {
         let mut as_user = c.clone();
         as_user.spec.user = Some("deploy".into());
         assert_ne!(c.id(), as_user.id());
+    }
+
+    /// A command skipped by `when` is named in the plan as it would be when planned.
+    #[test]
+    fn skipped_commands_have_the_planned_label() {
+        let c = cmd("  make \\\n  install\n");
+        let skipped = crate::resources::label(&config::ResourceKind::Command(c.spec.clone()));
+        assert_eq!(skipped, c.label());
+        assert_eq!(c.label(), "command make \\…");
     }
 }

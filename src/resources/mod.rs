@@ -578,6 +578,30 @@ pub fn resolve(
     })
 }
 
+/// `file /etc/motd`, `package nginx, curl`: what a resource is called from its configuration
+/// alone, for a resource skipped before it was resolved. Types whose module decides their label
+/// are asked, so a skipped resource is named as it would be when planned.
+pub fn label(kind: &crate::config::ResourceKind) -> String {
+    use crate::config::{ResourceKind as K, WaitCheck};
+    let what = match kind {
+        K::Package(p) => return package::label(p),
+        K::Service(s) => return service::label(s),
+        K::Command(c) => return command::label(c),
+        K::File(f) => f.path.clone(),
+        K::Directory(d) => d.path.clone(),
+        K::User(u) => u.name.clone(),
+        K::Group(g) => g.name.clone(),
+        K::Upload(u) => u.dest.clone(),
+        K::Download(d) => d.source.clone(),
+        K::WaitFor(w) => match &w.check {
+            WaitCheck::Tcp { address, port } => format!("tcp {address}:{port}"),
+            WaitCheck::Http { url, .. } => url.clone(),
+            WaitCheck::Command { command } => command.clone(),
+        },
+    };
+    format!("{} {what}", kind.type_name())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,6 +100,11 @@ pub struct Package {
     pub sudo: bool,
 }
 
+/// `package nginx, curl`: how plans name the packages, also when skipped before resolving.
+pub fn label(p: &config::Package) -> String {
+    format!("package {}", p.names.join(", "))
+}
+
 pub fn resolve(p: &config::Package, ctx: &ResolveCtx<'_>) -> Result<Package, ResourceError> {
     let mut spec = p.clone();
     spec.names.clear();
@@ -359,7 +364,7 @@ impl Resource for Package {
     }
 
     fn label(&self) -> String {
-        format!("package {}", self.spec.names.join(", "))
+        label(&self.spec)
     }
 
     fn probe(&self) -> String {

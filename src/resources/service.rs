@@ -31,6 +31,11 @@ pub struct Service {
     pub sudo: bool,
 }
 
+/// `service nginx`: how plans name the service, also when it was skipped before resolving.
+pub fn label(s: &config::Service) -> String {
+    format!("service {}", s.name)
+}
+
 /// Unit types systemd knows; a name ending in one of them is a full unit name.
 const UNIT_SUFFIXES: &[&str] = &[
     ".service",
@@ -163,7 +168,7 @@ impl Resource for Service {
     }
 
     fn label(&self) -> String {
-        format!("service {}", self.spec.name)
+        label(&self.spec)
     }
 
     fn probe(&self) -> String {
