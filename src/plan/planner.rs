@@ -665,22 +665,19 @@ impl PreparedHost {
                         &self.secrets,
                         self.held_secrets.contains(&r.id()),
                     );
-                    // A service whose unit a package earlier in this plan installs does not exist
-                    // yet; plan it as new rather than fail.
-                    let creates_earlier = resources.iter().any(|p: &PlannedResource| {
-                        p.action != crate::resources::Action::NoOp
-                            && matches!(
-                                p.kind,
-                                ResourceType::Package
-                                    | ResourceType::File
-                                    | ResourceType::Upload
-                                    | ResourceType::Command
-                            )
-                    });
+                    // What does not exist yet may be made by a change earlier in this plan (a
+                    // package installing a service's unit); the resource knows which could.
                     let planned = match r.plan(&observed) {
-                        Err(resources::ResourceError::Invalid(m)) if creates_earlier => r
-                            .plan_if_created_earlier()
-                            .ok_or(resources::ResourceError::Invalid(m)),
+                        Err(resources::ResourceError::Invalid(m)) => {
+                            let changed: Vec<ResourceType> = resources
+                                .iter()
+                                .filter_map(|p: &PlannedResource| {
+                                    (p.action != resources::Action::NoOp).then_some(p.kind)
+                                })
+                                .collect();
+                            r.plan_if_created_earlier(&changed)
+                                .ok_or(resources::ResourceError::Invalid(m))
+                        }
                         other => other,
                     };
                     let label = self

@@ -301,9 +301,11 @@ pub trait Resource {
     /// Compares with the observed state and returns the change and its steps.
     fn plan(&self, observed: &Observed) -> Result<Change, ResourceError>;
 
-    /// The plan when [`Resource::plan`] failed because the thing does not exist yet but an
-    /// earlier resource of the same apply may create it (a package that ships a service unit).
-    fn plan_if_created_earlier(&self) -> Option<Change> {
+    /// The plan when [`Resource::plan`] failed because the thing does not exist yet but one of
+    /// the changes earlier in the same apply (`changed`, their types) may create it (a package
+    /// that ships a service unit).
+    fn plan_if_created_earlier(&self, changed: &[crate::config::ResourceType]) -> Option<Change> {
+        let _ = changed;
         None
     }
 }

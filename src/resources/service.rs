@@ -7,7 +7,7 @@
 //! systemd also `load` and `need_daemon_reload`.
 
 use super::*;
-use crate::config::{self, ServiceManager, ServiceState};
+use crate::config::{self, ResourceType, ServiceManager, ServiceState};
 use crate::facts::InitSystem;
 
 /// The init systems nexus manages services with.
@@ -193,8 +193,21 @@ impl Resource for Service {
         }
     }
 
-    fn plan_if_created_earlier(&self) -> Option<Change> {
-        Some(self.plan_as_new())
+    fn plan_if_created_earlier(&self, changed: &[ResourceType]) -> Option<Change> {
+        // Packages ship units, files and uploads may write one, a command may do anything.
+        let may_make_unit = |t: &ResourceType| {
+            matches!(
+                t,
+                ResourceType::Package
+                    | ResourceType::File
+                    | ResourceType::Upload
+                    | ResourceType::Command
+            )
+        };
+        changed
+            .iter()
+            .any(may_make_unit)
+            .then(|| self.plan_as_new())
     }
 
     fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
@@ -529,6 +542,20 @@ mod tests {
                 .plan_as_new()
                 .action,
             Action::NoOp
+        );
+    }
+
+    #[test]
+    fn planned_as_new_only_after_a_change_that_may_make_the_unit() {
+        let s = svc(Init::Systemd, Some(ServiceState::Running), None);
+        assert_eq!(s.plan_if_created_earlier(&[]), None);
+        assert_eq!(
+            s.plan_if_created_earlier(&[ResourceType::Directory, ResourceType::User]),
+            None
+        );
+        assert_eq!(
+            s.plan_if_created_earlier(&[ResourceType::Directory, ResourceType::Package]),
+            Some(s.plan_as_new())
         );
     }
 
