@@ -313,6 +313,18 @@ impl ResourceType {
             ResourceType::WaitFor => "wait-for",
         }
     }
+
+    /// Whether the type manages system state that only root can change (packages, services,
+    /// accounts): a task using it needs sudo even on a host that does not escalate by default.
+    pub fn needs_root(self) -> bool {
+        matches!(
+            self,
+            ResourceType::Package
+                | ResourceType::Service
+                | ResourceType::User
+                | ResourceType::Group
+        )
+    }
 }
 
 impl std::fmt::Display for ResourceType {
