@@ -557,6 +557,18 @@ impl ResolveCtx<'_> {
     }
 }
 
+/// `list` with each value kept where it first appears: a name listed twice is still one thing
+/// to manage, and plans show the order written.
+fn once_each(list: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for v in list {
+        if !out.contains(v) {
+            out.push(v.clone());
+        }
+    }
+    out
+}
+
 /// A resolved resource of any type.
 pub type AnyResource = Box<dyn Resource + Send + Sync>;
 

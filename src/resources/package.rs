@@ -106,13 +106,10 @@ pub fn label(p: &config::Package) -> String {
 }
 
 pub fn resolve(p: &config::Package, ctx: &ResolveCtx<'_>) -> Result<Package, ResourceError> {
-    let mut spec = p.clone();
-    spec.names.clear();
-    for n in &p.names {
-        if !spec.names.contains(n) {
-            spec.names.push(n.clone());
-        }
-    }
+    let spec = config::Package {
+        names: once_each(&p.names),
+        ..p.clone()
+    };
     let manager = match p.manager {
         config::PackageManager::Apt => Manager::Apt,
         config::PackageManager::Dnf => Manager::Dnf,
