@@ -5,7 +5,7 @@
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::config::{Config, ResourceKind, Task};
+use crate::config::{Config, Task};
 use crate::facts::gather_facts;
 use crate::inventory::Inventory;
 use crate::transport::{CommandSpec, TransportError};
@@ -49,16 +49,11 @@ pub struct HostNeeds {
 /// or a resource manages system state (packages, services, accounts) that only root can change.
 pub fn task_needs_sudo(task: &Task, host_becomes: bool) -> bool {
     host_becomes
-        || task.resources.iter().chain(&task.health_check).any(|r| {
-            r.common.sudo == Some(true)
-                || matches!(
-                    r.kind,
-                    ResourceKind::Package(_)
-                        | ResourceKind::Service(_)
-                        | ResourceKind::User(_)
-                        | ResourceKind::Group(_)
-                )
-        })
+        || task
+            .resources
+            .iter()
+            .chain(&task.health_check)
+            .any(|r| r.common.sudo == Some(true) || r.kind.resource_type().needs_root())
 }
 
 /// The hosts of `tasks` (indices into `cfg.tasks`) in first-seen order, with their sudo needs;
@@ -225,5 +220,27 @@ fn failed_stage(e: &TransportError) -> Stage {
         | KnownHosts { .. } => Stage::HostKey,
         AuthFailed { .. } | EncryptedKeyNoPassphrase { .. } | KeyLoad { .. } => Stage::Auth,
         _ => Stage::Reach,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_that_change_system_state_need_sudo() {
+        let text = "task \"app\" {\n    command \"make\"\n}\n\
+                    task \"sys\" {\n    command \"make\"\n    service \"nginx\" state=\"running\"\n}\n\
+                    task \"asks\" {\n    command \"make\" sudo=#true\n}\n";
+        let loaded = crate::config::load_str(text, "nexus.kdl", std::path::Path::new("/"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let needs: Vec<bool> = loaded
+            .config
+            .tasks
+            .iter()
+            .map(|t| task_needs_sudo(t, false))
+            .collect();
+        assert_eq!(needs, [false, true, true]);
+        assert!(task_needs_sudo(&loaded.config.tasks[0], true));
     }
 }

@@ -865,3 +865,51 @@ fn golden_json_renderings_match_the_schema_types() {
     }
     assert!(checked > 10, "only {checked} golden plan.json files");
 }
+
+/// A service whose unit does not exist yet is planned as new when a change earlier in the plan
+/// may install it (here a package), and is an error when nothing before it changes.
+#[test]
+fn a_service_a_package_installs_is_planned_as_new() {
+    let tmp = copy_scenario("services");
+    let dir = tmp.path();
+    edit(
+        &dir.join("nexus.kdl"),
+        "task \"services\" on=\"mixed\" {",
+        "task \"install\" on=\"web1\" {\n    package \"nginx\"\n}\n\ntask \"services\" on=\"mixed\" deps=\"install\" {",
+    );
+    let observed = dir.join("observed.txt");
+    edit(
+        &observed,
+        "[web1 services#1]\ntool=true\nload=loaded\nactive=inactive\nneed_daemon_reload=yes\nexists=true\nenabled=disabled",
+        "[web1 install#1]\ntool=true\ninstalled.nginx=\ncandidate.nginx=1.22.1-9\n\n\
+         [web1 services#1]\ntool=true\nload=not-found\nactive=inactive\nneed_daemon_reload=no\nexists=false\nenabled=",
+    );
+    let plan = plan_of(dir);
+    let web1 = plan.hosts.iter().find(|h| h.name == "web1").unwrap();
+    let nginx = web1
+        .resources
+        .iter()
+        .find(|r| r.key == "services#1")
+        .unwrap();
+    let scripts: Vec<&str> = nginx.steps.iter().map(|s| s.script.as_str()).collect();
+    assert_eq!(
+        scripts,
+        [
+            "systemctl daemon-reload",
+            "systemctl enable -- nginx.service",
+            "systemctl start -- nginx.service"
+        ]
+    );
+    edit(
+        &observed,
+        "installed.nginx=\ncandidate.nginx=1.22.1-9",
+        "installed.nginx=1.22.1-9",
+    );
+    match plan_scenario(dir) {
+        Ok(Err(e)) => assert!(e.contains("no such service nginx.service on web1"), "{e}"),
+        other => panic!(
+            "planned without the package's change: {:?}",
+            other.map(|_| ())
+        ),
+    }
+}

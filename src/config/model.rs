@@ -313,6 +313,18 @@ impl ResourceType {
             ResourceType::WaitFor => "wait-for",
         }
     }
+
+    /// Whether the type manages system state that only root can change (packages, services,
+    /// accounts): a task using it needs sudo even on a host that does not escalate by default.
+    pub fn needs_root(self) -> bool {
+        matches!(
+            self,
+            ResourceType::Package
+                | ResourceType::Service
+                | ResourceType::User
+                | ResourceType::Group
+        )
+    }
 }
 
 impl std::fmt::Display for ResourceType {
@@ -340,12 +352,15 @@ pub enum PackageManager {
     Pacman,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Package {
+    /// Package names, in the order written.
     pub names: Vec<String>,
     pub state: PackageState,
+    /// Pinned version (only with one name and state present).
     pub version: Option<String>,
     pub manager: PackageManager,
+    /// Refresh the package lists before installing.
     pub update_cache: bool,
 }
 
@@ -366,7 +381,7 @@ pub enum ServiceManager {
     Openrc,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Service {
     pub name: String,
     pub state: Option<ServiceState>,
@@ -457,9 +472,10 @@ pub struct GroupRes {
     pub system: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Command {
-    pub command: Value,
+    /// Shell text, run by `sh -c` as written.
+    pub command: String,
     pub creates: Option<String>,
     pub removes: Option<String>,
     pub unless: Option<String>,

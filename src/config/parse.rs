@@ -1533,7 +1533,7 @@ fn command(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<ResourceKind> {
         return None;
     }
     Some(ResourceKind::Command(Command {
-        command: Value::Literal(cmd.value),
+        command: cmd.value,
         creates,
         removes,
         unless,

@@ -415,7 +415,7 @@ pub fn prepare_host(
             kind: r.kind.resource_type(),
             sudo,
             label: r.common.label.clone(),
-            config_label: config_label(&r.kind),
+            config_label: resources::label(&r.kind),
             location,
             notify: r.common.notify.iter().map(|n| n.value.clone()).collect(),
             retry,
@@ -549,36 +549,6 @@ pub fn prepare_host(
     })
 }
 
-/// `file /etc/motd`, `package nginx, curl`: what a resource is, from its configuration.
-fn config_label(kind: &crate::config::ResourceKind) -> String {
-    use crate::config::{ResourceKind as K, WaitCheck};
-    let what = match kind {
-        K::Package(p) => p.names.join(", "),
-        K::Service(s) => s.name.clone(),
-        K::File(f) => f.path.clone(),
-        K::Directory(d) => d.path.clone(),
-        K::User(u) => u.name.clone(),
-        K::Group(g) => g.name.clone(),
-        K::Command(c) => {
-            let s = c.command.literal().unwrap_or_default();
-            let short: String = s.chars().take(60).collect();
-            if short.len() < s.len() {
-                format!("{short}…")
-            } else {
-                short
-            }
-        }
-        K::Upload(u) => u.dest.clone(),
-        K::Download(d) => d.source.clone(),
-        K::WaitFor(w) => match &w.check {
-            WaitCheck::Tcp { address, port } => format!("tcp {address}:{port}"),
-            WaitCheck::Http { url, .. } => url.clone(),
-            WaitCheck::Command { command } => command.clone(),
-        },
-    };
-    format!("{} {what}", kind.type_name())
-}
-
 fn resolve_value(inputs: &Inputs, v: &Value) -> Result<String, EnvUnset> {
     match v {
         Value::Literal(s) => Ok(s.clone()),
@@ -695,22 +665,19 @@ impl PreparedHost {
                         &self.secrets,
                         self.held_secrets.contains(&r.id()),
                     );
-                    // A service whose unit a package earlier in this plan installs does not exist
-                    // yet; plan it as new rather than fail.
-                    let creates_earlier = resources.iter().any(|p: &PlannedResource| {
-                        p.action != crate::resources::Action::NoOp
-                            && matches!(
-                                p.kind,
-                                ResourceType::Package
-                                    | ResourceType::File
-                                    | ResourceType::Upload
-                                    | ResourceType::Command
-                            )
-                    });
+                    // What does not exist yet may be made by a change earlier in this plan (a
+                    // package installing a service's unit); the resource knows which could.
                     let planned = match r.plan(&observed) {
-                        Err(resources::ResourceError::Invalid(m)) if creates_earlier => r
-                            .plan_if_created_earlier()
-                            .ok_or(resources::ResourceError::Invalid(m)),
+                        Err(resources::ResourceError::Invalid(m)) => {
+                            let changed: Vec<ResourceType> = resources
+                                .iter()
+                                .filter_map(|p: &PlannedResource| {
+                                    (p.action != resources::Action::NoOp).then_some(p.kind)
+                                })
+                                .collect();
+                            r.plan_if_created_earlier(&changed)
+                                .ok_or(resources::ResourceError::Invalid(m))
+                        }
                         other => other,
                     };
                     let label = self

@@ -8,18 +8,12 @@ use crate::config;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
-    /// Shell text, run by `sh -c` as written.
-    pub command: String,
-    pub creates: Option<String>,
-    pub removes: Option<String>,
-    pub unless: Option<String>,
-    pub onlyif: Option<String>,
-    pub user: Option<String>,
-    pub cwd: Option<String>,
+    /// The configured command. Its `env` holds configuration values; `env` below is what they
+    /// are on this host.
+    pub spec: config::Command,
+    /// The step's environment: `(env)` values as pinned by the inputs, secrets as references.
     pub env: BTreeMap<String, EnvValue>,
     pub sudo: bool,
-    /// Shell text that undoes the command, run by `nexus rollback`.
-    pub undo: Option<String>,
 }
 
 pub fn resolve(c: &config::Command, ctx: &ResolveCtx<'_>) -> Result<Command, ResourceError> {
@@ -42,17 +36,16 @@ pub fn resolve(c: &config::Command, ctx: &ResolveCtx<'_>) -> Result<Command, Res
         env.insert(k.clone(), value);
     }
     Ok(Command {
-        command: ctx.value(&c.command)?,
-        creates: c.creates.clone(),
-        removes: c.removes.clone(),
-        unless: c.unless.clone(),
-        onlyif: c.onlyif.clone(),
-        user: c.user.clone(),
-        cwd: c.cwd.clone(),
+        spec: c.clone(),
         env,
         sudo: ctx.sudo,
-        undo: c.undo.clone(),
     })
+}
+
+/// `command ./deploy.sh --now`: how plans name the command (its first line, cut), also when it
+/// was skipped before resolving.
+pub fn label(c: &config::Command) -> String {
+    format!("command {}", short(&c.command, 60))
 }
 
 /// `sh -c CMD` with no stdin and no output: how guard commands run, when probing and at apply.
@@ -75,16 +68,16 @@ impl Command {
     /// The condition that skips the step at apply: any guard saying "skip".
     fn skip_condition(&self) -> Option<String> {
         let mut conds = Vec::new();
-        if let Some(p) = &self.creates {
+        if let Some(p) = &self.spec.creates {
             conds.push(format!("[ -e {} ]", q(p)));
         }
-        if let Some(p) = &self.removes {
+        if let Some(p) = &self.spec.removes {
             conds.push(format!("[ ! -e {} ]", q(p)));
         }
-        if let Some(c) = &self.unless {
+        if let Some(c) = &self.spec.unless {
             conds.push(guard(c));
         }
-        if let Some(c) = &self.onlyif {
+        if let Some(c) = &self.spec.onlyif {
             conds.push(format!("! {}", guard(c)));
         }
         (!conds.is_empty()).then(|| conds.join(" || "))
@@ -94,11 +87,16 @@ impl Command {
 impl Resource for Command {
     fn id(&self) -> String {
         let mut h = blake3::Hasher::new();
-        for part in [Some(&self.command), self.cwd.as_ref(), self.user.as_ref()] {
+        for part in [
+            Some(&self.spec.command),
+            self.spec.cwd.as_ref(),
+            self.spec.user.as_ref(),
+        ] {
             h.update(part.map_or(b"" as &[u8], |s| s.as_bytes()));
             h.update(b"\0");
         }
         let head: String = self
+            .spec
             .command
             .chars()
             .take(60)
@@ -108,14 +106,14 @@ impl Resource for Command {
     }
 
     fn label(&self) -> String {
-        format!("command {}", short(&self.command, 60))
+        label(&self.spec)
     }
 
     fn probe(&self) -> String {
         let mut lines = Vec::new();
         for (key, path) in [
-            ("creates_exists", &self.creates),
-            ("removes_exists", &self.removes),
+            ("creates_exists", &self.spec.creates),
+            ("removes_exists", &self.spec.removes),
         ] {
             if let Some(p) = path {
                 lines.push(format!(
@@ -125,13 +123,13 @@ impl Resource for Command {
             }
         }
         for (key, cmd) in [
-            ("unless_status", &self.unless),
-            ("onlyif_status", &self.onlyif),
+            ("unless_status", &self.spec.unless),
+            ("onlyif_status", &self.spec.onlyif),
         ] {
             if let Some(c) = cmd {
                 // In the command's directory, as the executor re-checks them (a missing directory
                 // fails the guard, as it will fail the command).
-                let g = match &self.cwd {
+                let g = match &self.spec.cwd {
                     Some(dir) => format!("(cd -- {} 2>/dev/null && {})", q(dir), guard(c)),
                     None => guard(c),
                 };
@@ -149,26 +147,26 @@ impl Resource for Command {
 
     fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
         let mut why_run = Vec::new();
-        if let Some(p) = &self.creates {
+        if let Some(p) = &self.spec.creates {
             if o.require("creates_exists")? == "true" {
                 return Ok(Change::no_op(format!("creates {p} exists")));
             }
             why_run.push(format!("creates {p} is missing"));
         }
-        if let Some(p) = &self.removes {
+        if let Some(p) = &self.spec.removes {
             if o.require("removes_exists")? != "true" {
                 return Ok(Change::no_op(format!("removes {p} is absent")));
             }
             why_run.push(format!("removes {p} exists"));
         }
-        if self.unless.is_some() {
+        if self.spec.unless.is_some() {
             let status = o.require("unless_status")?;
             if status == "0" {
                 return Ok(Change::no_op("unless succeeded"));
             }
             why_run.push(format!("unless failed (exit {status})"));
         }
-        if self.onlyif.is_some() {
+        if self.spec.onlyif.is_some() {
             let status = o.require("onlyif_status")?;
             if status != "0" {
                 return Ok(Change::no_op(format!("onlyif failed (exit {status})")));
@@ -180,13 +178,13 @@ impl Resource for Command {
         } else {
             why_run.join(", ")
         };
-        let mut step = Step::new(self.command.clone(), self.sudo);
-        step.user = self.user.clone();
-        step.cwd = self.cwd.clone();
+        let mut step = Step::new(self.spec.command.clone(), self.sudo);
+        step.user = self.spec.user.clone();
+        step.cwd = self.spec.cwd.clone();
         step.env = self.env.clone();
         step.skip_if = self.skip_condition();
         // The undo runs in the command's context, unguarded: the guards say when to do, not undo.
-        let undo = self.undo.as_ref().map(|u| Step {
+        let undo = self.spec.undo.as_ref().map(|u| Step {
             script: u.clone(),
             skip_if: None,
             ..step.clone()
@@ -206,16 +204,19 @@ mod tests {
 
     fn cmd(s: &str) -> Command {
         Command {
-            command: s.into(),
-            creates: None,
-            removes: None,
-            unless: None,
-            onlyif: None,
-            user: None,
-            cwd: None,
+            spec: config::Command {
+                command: s.into(),
+                creates: None,
+                removes: None,
+                unless: None,
+                onlyif: None,
+                user: None,
+                cwd: None,
+                env: BTreeMap::new(),
+                undo: None,
+            },
             env: BTreeMap::new(),
             sudo: false,
-            undo: None,
         }
     }
 
@@ -224,13 +225,12 @@ mod tests {
     }
 
     fn guarded() -> Command {
-        Command {
-            creates: Some("/opt/app/bin/app".into()),
-            removes: Some("/tmp/it's here".into()),
-            unless: Some("grep -q \"ok\" /etc/x".into()),
-            onlyif: Some("test -d /run/systemd/system".into()),
-            ..cmd("make install")
-        }
+        let mut c = cmd("make install");
+        c.spec.creates = Some("/opt/app/bin/app".into());
+        c.spec.removes = Some("/tmp/it's here".into());
+        c.spec.unless = Some("grep -q \"ok\" /etc/x".into());
+        c.spec.onlyif = Some("test -d /run/systemd/system".into());
+        c
     }
 
     #[test]
@@ -305,9 +305,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
         let mut c = cmd("true");
-        c.creates = Some(format!("{d}/made $(touch pwned) `x` *"));
-        c.unless = Some(format!("test -e '{d}/flag'"));
-        c.onlyif = Some("read line".into()); // must not see the probe's stdin
+        c.spec.creates = Some(format!("{d}/made $(touch pwned) `x` *"));
+        c.spec.unless = Some(format!("test -e '{d}/flag'"));
+        c.spec.onlyif = Some("read line".into()); // must not see the probe's stdin
         let input = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(input.path(), "a line\n").unwrap();
         let sh = |script: &str| {
@@ -334,7 +334,7 @@ mod tests {
             obs("creates_exists=false\nunless_status=1\nonlyif_status=1")
         );
         assert_eq!(c.plan(&o).unwrap(), Change::no_op("onlyif failed (exit 1)"));
-        c.onlyif = Some("true".into());
+        c.spec.onlyif = Some("true".into());
         assert_eq!(c.plan(&probe(&c)).unwrap().action, Action::Run);
         assert!(!skip(&c));
         std::fs::write(dir.path().join("flag"), "").unwrap();
@@ -364,9 +364,9 @@ mod tests {
         std::fs::create_dir(&cwd).unwrap();
         std::fs::write(cwd.join("flag"), "").unwrap();
         let mut c = cmd("true");
-        c.cwd = Some(cwd.to_str().unwrap().to_string());
-        c.unless = Some("test -e flag".into());
-        c.onlyif = Some("test -e flag".into());
+        c.spec.cwd = Some(cwd.to_str().unwrap().to_string());
+        c.spec.unless = Some("test -e flag".into());
+        c.spec.onlyif = Some("test -e flag".into());
         let probe = |c: &Command| {
             let out = std::process::Command::new("sh")
                 .arg("-c")
@@ -378,7 +378,7 @@ mod tests {
         };
         assert_eq!(probe(&c), obs("unless_status=0\nonlyif_status=0"));
         // A directory that does not exist (yet) fails the guard, as it fails the command.
-        c.cwd = Some(format!("{}/missing", dir.path().display()));
+        c.spec.cwd = Some(format!("{}/missing", dir.path().display()));
         let o = probe(&c);
         assert!(o.get("unless_status").is_some_and(|s| s != "0"), "{o:?}");
         assert!(o.get("onlyif_status").is_some_and(|s| s != "0"), "{o:?}");
@@ -413,7 +413,7 @@ mod tests {
             host_tags: &[],
         };
         let cfg = config::Command {
-            command: Value::Literal("./bin/migrate".into()),
+            command: "./bin/migrate".into(),
             creates: None,
             removes: None,
             unless: None,
@@ -470,11 +470,20 @@ mod tests {
         assert_eq!(cmd("a\nb").label(), "command a…");
         // The same command elsewhere or as someone else is another resource.
         let mut other = c.clone();
-        other.cwd = Some("/tmp".into());
+        other.spec.cwd = Some("/tmp".into());
         assert_ne!(c.id(), other.id());
         assert_eq!(c.id(), c.clone().id());
         let mut as_user = c.clone();
-        as_user.user = Some("deploy".into());
+        as_user.spec.user = Some("deploy".into());
         assert_ne!(c.id(), as_user.id());
+    }
+
+    /// A command skipped by `when` is named in the plan as it would be when planned.
+    #[test]
+    fn skipped_commands_have_the_planned_label() {
+        let c = cmd("  make \\\n  install\n");
+        let skipped = crate::resources::label(&config::ResourceKind::Command(c.spec.clone()));
+        assert_eq!(skipped, c.label());
+        assert_eq!(c.label(), "command make \\…");
     }
 }

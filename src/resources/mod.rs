@@ -313,9 +313,11 @@ pub trait Resource {
     /// Compares with the observed state and returns the change and its steps.
     fn plan(&self, observed: &Observed) -> Result<Change, ResourceError>;
 
-    /// The plan when [`Resource::plan`] failed because the thing does not exist yet but an
-    /// earlier resource of the same apply may create it (a package that ships a service unit).
-    fn plan_if_created_earlier(&self) -> Option<Change> {
+    /// The plan when [`Resource::plan`] failed because the thing does not exist yet but one of
+    /// the changes earlier in the same apply (`changed`, their types) may create it (a package
+    /// that ships a service unit).
+    fn plan_if_created_earlier(&self, changed: &[crate::config::ResourceType]) -> Option<Change> {
+        let _ = changed;
         None
     }
 }
@@ -567,6 +569,18 @@ impl ResolveCtx<'_> {
     }
 }
 
+/// `list` with each value kept where it first appears: a name listed twice is still one thing
+/// to manage, and plans show the order written.
+fn once_each(list: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for v in list {
+        if !out.contains(v) {
+            out.push(v.clone());
+        }
+    }
+    out
+}
+
 /// A resolved resource of any type.
 pub type AnyResource = Box<dyn Resource + Send + Sync>;
 
@@ -588,6 +602,30 @@ pub fn resolve(
         K::Download(d) => Box::new(download::resolve(d, ctx)?),
         K::WaitFor(w) => Box::new(wait_for::resolve(w, ctx)?),
     })
+}
+
+/// `file /etc/motd`, `package nginx, curl`: what a resource is called from its configuration
+/// alone, for a resource skipped before it was resolved. Types whose module decides their label
+/// are asked, so a skipped resource is named as it would be when planned.
+pub fn label(kind: &crate::config::ResourceKind) -> String {
+    use crate::config::{ResourceKind as K, WaitCheck};
+    let what = match kind {
+        K::Package(p) => return package::label(p),
+        K::Service(s) => return service::label(s),
+        K::Command(c) => return command::label(c),
+        K::File(f) => f.path.clone(),
+        K::Directory(d) => d.path.clone(),
+        K::User(u) => u.name.clone(),
+        K::Group(g) => g.name.clone(),
+        K::Upload(u) => u.dest.clone(),
+        K::Download(d) => d.source.clone(),
+        K::WaitFor(w) => match &w.check {
+            WaitCheck::Tcp { address, port } => format!("tcp {address}:{port}"),
+            WaitCheck::Http { url, .. } => url.clone(),
+            WaitCheck::Command { command } => command.clone(),
+        },
+    };
+    format!("{} {what}", kind.type_name())
 }
 
 #[cfg(test)]

@@ -91,26 +91,25 @@ struct Target<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
+    /// The configured package with each name listed once, in the order written.
+    pub spec: config::Package,
     /// The host's name, for error messages.
     pub host: String,
-    /// Package names, without duplicates, in the order written.
-    pub names: Vec<String>,
-    pub state: PackageState,
-    /// Pinned version (only with one name and state present).
-    pub version: Option<String>,
+    /// The manager that installs it: the configured one, else the host's.
     pub manager: Manager,
-    /// Refresh the package lists before installing.
-    pub update_cache: bool,
     pub sudo: bool,
 }
 
+/// `package nginx, curl`: how plans name the packages, also when skipped before resolving.
+pub fn label(p: &config::Package) -> String {
+    format!("package {}", p.names.join(", "))
+}
+
 pub fn resolve(p: &config::Package, ctx: &ResolveCtx<'_>) -> Result<Package, ResourceError> {
-    let mut names: Vec<String> = Vec::new();
-    for n in &p.names {
-        if !names.contains(n) {
-            names.push(n.clone());
-        }
-    }
+    let spec = config::Package {
+        names: once_each(&p.names),
+        ..p.clone()
+    };
     let manager = match p.manager {
         config::PackageManager::Apt => Manager::Apt,
         config::PackageManager::Dnf => Manager::Dnf,
@@ -126,26 +125,23 @@ pub fn resolve(p: &config::Package, ctx: &ResolveCtx<'_>) -> Result<Package, Res
             Some(HostManager::Zypper) => {
                 return Err(ResourceError::Unsupported(format!(
                     "package {}: {} uses zypper, which nexus does not drive; supported are apt, dnf, yum, apk and pacman",
-                    names.join(", "),
+                    spec.names.join(", "),
                     ctx.host
                 )));
             }
             None => {
                 return Err(ResourceError::Unsupported(format!(
                     "package {}: no supported package manager (apt, dnf, yum, apk, pacman) found on {}",
-                    names.join(", "),
+                    spec.names.join(", "),
                     ctx.host
                 )));
             }
         },
     };
     Ok(Package {
+        spec,
         host: ctx.host.to_string(),
-        names,
-        state: p.state,
-        version: p.version.clone(),
         manager,
-        update_cache: p.update_cache,
         sudo: ctx.sudo,
     })
 }
@@ -186,7 +182,8 @@ fn probe_functions(m: Manager) -> &'static str {
 
 impl Package {
     fn names_words(&self) -> String {
-        self.names
+        self.spec
+            .names
             .iter()
             .map(|n| q(n))
             .collect::<Vec<_>>()
@@ -251,8 +248,8 @@ impl Package {
     /// Steps that install `missing` and bring `outdated` to their targets' versions.
     fn install_steps(&self, missing: &[Target<'_>], outdated: &[Target<'_>]) -> Vec<Step> {
         let how = Install {
-            pinned: self.version.is_some(),
-            upgrade: self.state == PackageState::Latest,
+            pinned: self.spec.version.is_some(),
+            upgrade: self.spec.state == PackageState::Latest,
         };
         self.install_steps_as(missing, outdated, how)
     }
@@ -360,11 +357,11 @@ impl Package {
 
 impl Resource for Package {
     fn id(&self) -> String {
-        format!("package:{}", self.names.join(","))
+        format!("package:{}", self.spec.names.join(","))
     }
 
     fn label(&self) -> String {
-        format!("package {}", self.names.join(", "))
+        label(&self.spec)
     }
 
     fn probe(&self) -> String {
@@ -379,7 +376,7 @@ impl Resource for Package {
         s.push_str(probe_functions(m));
         // Candidates cost a query each: only `latest` needs them for installed packages; every
         // missing package needs one (none means no repository the host knows has it).
-        let cand = match self.state {
+        let cand = match self.spec.state {
             PackageState::Latest => {
                 "printf 'candidate.%s=%s\\n' \"$n\" \"$(nx_cand \"$n\" \"$v\")\""
             }
@@ -413,12 +410,12 @@ impl Resource for Package {
         let mut unknown: Vec<&str> = Vec::new();
         // (name, installed, candidate) to compare again after update-cache's refresh.
         let mut checks: Vec<(&str, &str, &str)> = Vec::new();
-        for name in &self.names {
+        for name in &self.spec.names {
             let installed = o.require(&format!("installed.{name}"))?;
             let candidate = o
                 .get(&format!("candidate.{name}"))
                 .filter(|c| !c.is_empty());
-            match self.state {
+            match self.spec.state {
                 PackageState::Absent => {
                     if !installed.is_empty() {
                         removed.push(name);
@@ -429,8 +426,8 @@ impl Resource for Package {
                     if candidate.is_none() {
                         unknown.push(name);
                     }
-                    let version = self.version.as_deref().or(candidate);
-                    if let (None, Some(c)) = (&self.version, candidate) {
+                    let version = self.spec.version.as_deref().or(candidate);
+                    if let (None, Some(c)) = (&self.spec.version, candidate) {
                         checks.push((name, installed, c));
                     }
                     missing.push(Target { name, version });
@@ -438,7 +435,7 @@ impl Resource for Package {
                     fields.push(FieldChange::new(name, None, Some(to)));
                 }
                 PackageState::Present => {
-                    if let Some(want) = &self.version
+                    if let Some(want) = &self.spec.version
                         && !self.version_matches(installed, want)
                     {
                         outdated.push(Target {
@@ -482,7 +479,7 @@ impl Resource for Package {
             return Ok(c);
         }
         if missing.is_empty() && outdated.is_empty() {
-            return Ok(Change::no_op(match self.state {
+            return Ok(Change::no_op(match self.spec.state {
                 PackageState::Absent => "not installed",
                 PackageState::Present => "installed",
                 PackageState::Latest => "up to date",
@@ -490,7 +487,7 @@ impl Resource for Package {
         }
         // Installing what no repository has fails at apply ("Unable to locate package"): say so
         // now, unless the refresh that apply runs first may bring it.
-        if !unknown.is_empty() && !self.update_cache {
+        if !unknown.is_empty() && !self.spec.update_cache {
             return Err(ResourceError::Invalid(format!(
                 "{}: no installation candidate for {} in the package lists on {} (not in the configured repositories, or the lists are out of date: update-cache=#true refreshes them before installing)",
                 self.label(),
@@ -510,7 +507,7 @@ impl Resource for Package {
             reasons.push(format!("not installed: {}", names(&missing)));
         }
         if !outdated.is_empty() {
-            let what = if self.version.is_some() {
+            let what = if self.spec.version.is_some() {
                 "other version"
             } else {
                 "newer version available"
@@ -524,7 +521,7 @@ impl Resource for Package {
             ));
         }
         let mut steps = Vec::new();
-        if self.update_cache {
+        if self.spec.update_cache {
             steps.push(self.update_cache_step());
             if !checks.is_empty() {
                 steps.push(self.candidate_check_step(&checks));
@@ -562,12 +559,15 @@ mod tests {
         version: Option<&str>,
     ) -> Package {
         Package {
+            spec: config::Package {
+                names: names.iter().map(|s| s.to_string()).collect(),
+                state,
+                version: version.map(str::to_string),
+                manager: config::PackageManager::Auto,
+                update_cache: false,
+            },
             host: "web1".into(),
-            names: names.iter().map(|s| s.to_string()).collect(),
-            state,
-            version: version.map(str::to_string),
             manager,
-            update_cache: false,
             sudo: true,
         }
     }
@@ -651,7 +651,7 @@ mod tests {
         );
 
         // The refresh apply runs first may bring it: planned, with a note.
-        p.update_cache = true;
+        p.spec.update_cache = true;
         let c = p.plan(&none).unwrap();
         assert_eq!(c.action, Action::Create);
         assert_eq!(
@@ -928,7 +928,7 @@ mod tests {
             assert_eq!(scripts(&c), [install]);
             assert_eq!(c.fields[0], FieldChange::new("a", None, Some("1.0")));
             // The refresh, the check that it left the planned candidates, the install.
-            p.update_cache = true;
+            p.spec.update_cache = true;
             let c = p.plan(&o).unwrap();
             let s = scripts(&c);
             assert_eq!((s.len(), s[0], s[2]), (3, refresh, install), "{m:?}");
@@ -947,7 +947,7 @@ mod tests {
     #[test]
     fn update_cache_stops_when_the_refresh_moved_a_candidate() {
         let mut p = pkg(Manager::Apt, &["a", "b"], PackageState::Latest, None);
-        p.update_cache = true;
+        p.spec.update_cache = true;
         let c = p
             .plan(&obs(
                 "tool=true\ninstalled.a=1.0\ncandidate.a=1.1\ninstalled.b=\ncandidate.b=2.0~rc1",
@@ -985,7 +985,7 @@ exit $nx_ok";
 
         // A configured version is installed as asked: nothing to compare.
         let mut v = pkg(Manager::Apt, &["a"], PackageState::Present, Some("1.0"));
-        v.update_cache = true;
+        v.spec.update_cache = true;
         let c = v
             .plan(&obs("tool=true\ninstalled.a=\ncandidate.a=1.1"))
             .unwrap();
@@ -1164,7 +1164,7 @@ exit $nx_ok";
         };
         let p = resolve_on("dnf", &cfg).unwrap();
         assert_eq!(p.manager, Manager::Dnf);
-        assert_eq!(p.names, ["curl", "jq"]);
+        assert_eq!(p.spec.names, ["curl", "jq"]);
         assert_eq!(p.id(), "package:curl,jq");
         assert_eq!(p.label(), "package curl, jq");
         assert_eq!(resolve_on("apk", &cfg).unwrap().manager, Manager::Apk);

@@ -7,7 +7,7 @@
 //! systemd also `load` and `need_daemon_reload`.
 
 use super::*;
-use crate::config::{self, ServiceManager, ServiceState};
+use crate::config::{self, ResourceType, ServiceManager, ServiceState};
 use crate::facts::InitSystem;
 
 /// The init systems nexus manages services with.
@@ -20,17 +20,20 @@ pub enum Init {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
+    pub spec: config::Service,
     /// The host's name, for error messages.
     pub host: String,
-    /// The name as configured.
-    pub name: String,
+    /// The init system that runs it: the configured one, else the host's.
+    pub manager: Init,
     /// What the init system calls it: `nginx.service` for systemd (a name with a unit type
     /// suffix is kept), the init script's name for OpenRC.
     pub unit: String,
-    pub state: Option<ServiceState>,
-    pub enabled: Option<bool>,
-    pub manager: Init,
     pub sudo: bool,
+}
+
+/// `service nginx`: how plans name the service, also when it was skipped before resolving.
+pub fn label(s: &config::Service) -> String {
+    format!("service {}", s.name)
 }
 
 /// Unit types systemd knows; a name ending in one of them is a full unit name.
@@ -70,12 +73,10 @@ pub fn resolve(s: &config::Service, ctx: &ResolveCtx<'_>) -> Result<Service, Res
         _ => s.name.clone(),
     };
     Ok(Service {
+        spec: s.clone(),
         host: ctx.host.to_string(),
-        name: s.name.clone(),
-        unit,
-        state: s.state,
-        enabled: s.enabled,
         manager,
+        unit,
         sudo: ctx.sudo,
     })
 }
@@ -116,30 +117,32 @@ pub fn restore_steps(
     enabled: bool,
     sudo: bool,
 ) -> Vec<Step> {
-    let s = Service {
-        host: String::new(),
-        name: unit.to_string(),
-        unit: unit.to_string(),
-        state: None,
-        enabled: None,
-        manager,
-        sudo,
-    };
     vec![
-        Step::new(s.command(if enabled { "enable" } else { "disable" }), sudo),
-        Step::new(s.command(if running { "start" } else { "stop" }), sudo),
+        Step::new(
+            command(manager, unit, if enabled { "enable" } else { "disable" }),
+            sudo,
+        ),
+        Step::new(
+            command(manager, unit, if running { "start" } else { "stop" }),
+            sudo,
+        ),
     ]
+}
+
+/// The shell command that applies `verb` (start, stop, enable, ...) to `unit` under `manager`.
+fn command(manager: Init, unit: &str, verb: &str) -> String {
+    let u = q(unit);
+    match (manager, verb) {
+        (Init::Systemd, _) => format!("systemctl {verb} -- {u}"),
+        (Init::Openrc, "enable") => format!("rc-update -- add {u} default"),
+        (Init::Openrc, "disable") => format!("rc-update -- del {u} default"),
+        (Init::Openrc, _) => format!("rc-service -- {u} {verb}"),
+    }
 }
 
 impl Service {
     fn command(&self, verb: &str) -> String {
-        let u = q(&self.unit);
-        match (self.manager, verb) {
-            (Init::Systemd, _) => format!("systemctl {verb} -- {u}"),
-            (Init::Openrc, "enable") => format!("rc-update -- add {u} default"),
-            (Init::Openrc, "disable") => format!("rc-update -- del {u} default"),
-            (Init::Openrc, _) => format!("rc-service -- {u} {verb}"),
-        }
+        command(self.manager, &self.unit, verb)
     }
 
     /// The plan for a service nothing is known about yet: stopped and disabled. A planner may use
@@ -165,7 +168,7 @@ impl Resource for Service {
     }
 
     fn label(&self) -> String {
-        format!("service {}", self.name)
+        label(&self.spec)
     }
 
     fn probe(&self) -> String {
@@ -190,8 +193,21 @@ impl Resource for Service {
         }
     }
 
-    fn plan_if_created_earlier(&self) -> Option<Change> {
-        Some(self.plan_as_new())
+    fn plan_if_created_earlier(&self, changed: &[ResourceType]) -> Option<Change> {
+        // Packages ship units, files and uploads may write one, a command may do anything.
+        let may_make_unit = |t: &ResourceType| {
+            matches!(
+                t,
+                ResourceType::Package
+                    | ResourceType::File
+                    | ResourceType::Upload
+                    | ResourceType::Command
+            )
+        };
+        changed
+            .iter()
+            .any(may_make_unit)
+            .then(|| self.plan_as_new())
     }
 
     fn plan(&self, o: &Observed) -> Result<Change, ResourceError> {
@@ -223,10 +239,10 @@ impl Resource for Service {
         let enabled_word = o.require("enabled")?;
         let masked = o.get("load") == Some("masked");
         let wants_up = matches!(
-            self.state,
+            self.spec.state,
             Some(ServiceState::Running | ServiceState::Restarted | ServiceState::Reloaded)
         );
-        if masked && (wants_up || self.enabled == Some(true)) {
+        if masked && (wants_up || self.spec.enabled == Some(true)) {
             return Err(ResourceError::Invalid(format!(
                 "service {} is masked on {}; unmask it first (systemctl unmask {})",
                 self.unit, self.host, self.unit
@@ -238,7 +254,7 @@ impl Resource for Service {
 
         let mut fields = Vec::new();
         let mut steps = Vec::new();
-        if let Some(want) = self.enabled {
+        if let Some(want) = self.spec.enabled {
             let needed = enable_needed(enabled_word, want).map_err(|why| {
                 ResourceError::Invalid(format!("service {} is {why} on {}", self.unit, self.host))
             })?;
@@ -256,7 +272,7 @@ impl Resource for Service {
         }
         let mut action = Action::Update;
         let mut reason = Vec::new();
-        match self.state {
+        match self.spec.state {
             None => {}
             Some(ServiceState::Running) if !active => {
                 fields.push(FieldChange::new(
@@ -295,7 +311,7 @@ impl Resource for Service {
             }
         }
         if fields.iter().any(|f| f.field == "enabled") {
-            reason.push(if self.enabled == Some(true) {
+            reason.push(if self.spec.enabled == Some(true) {
                 "not enabled"
             } else {
                 "enabled"
@@ -320,16 +336,19 @@ mod tests {
 
     fn svc(manager: Init, state: Option<ServiceState>, enabled: Option<bool>) -> Service {
         Service {
+            spec: config::Service {
+                name: "nginx".into(),
+                state,
+                enabled,
+                manager: ServiceManager::Auto,
+            },
             host: "web1".into(),
-            name: "nginx".into(),
+            manager,
             unit: if manager == Init::Systemd {
                 "nginx.service".into()
             } else {
                 "nginx".into()
             },
-            state,
-            enabled,
-            manager,
             sudo: true,
         }
     }
@@ -523,6 +542,20 @@ mod tests {
                 .plan_as_new()
                 .action,
             Action::NoOp
+        );
+    }
+
+    #[test]
+    fn planned_as_new_only_after_a_change_that_may_make_the_unit() {
+        let s = svc(Init::Systemd, Some(ServiceState::Running), None);
+        assert_eq!(s.plan_if_created_earlier(&[]), None);
+        assert_eq!(
+            s.plan_if_created_earlier(&[ResourceType::Directory, ResourceType::User]),
+            None
+        );
+        assert_eq!(
+            s.plan_if_created_earlier(&[ResourceType::Directory, ResourceType::Package]),
+            Some(s.plan_as_new())
         );
     }
 

@@ -19,15 +19,11 @@ pub struct User {
 }
 
 pub fn resolve(u: &config::User, ctx: &ResolveCtx<'_>) -> Result<User, ResourceError> {
-    let mut spec = u.clone();
-    spec.groups.clear();
-    for g in &u.groups {
-        if !spec.groups.contains(g) {
-            spec.groups.push(g.clone());
-        }
-    }
     Ok(User {
-        spec,
+        spec: config::User {
+            groups: once_each(&u.groups),
+            ..u.clone()
+        },
         sudo: ctx.sudo,
     })
 }
