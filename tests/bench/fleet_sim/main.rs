@@ -182,6 +182,8 @@ struct Row {
     cost: Cost,
     /// CPU seconds this process (the simulator) spent meanwhile.
     sim_cpu_s: f64,
+    /// The machine's 1-minute load average when it started: other work on the shared CPUs.
+    load: f64,
 }
 
 fn self_cpu() -> f64 {
@@ -209,6 +211,10 @@ impl Bench {
             .args(["-c", "nexus.kdl", "-q"])
             .args(phase.args())
             .args(["-j", &jobs.to_string()]);
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(f64::NAN);
         let before = self_cpu();
         let result = cmd.output().expect("run the measuring process");
         let sim_cpu_s = self_cpu() - before;
@@ -253,6 +259,7 @@ impl Bench {
             jobs,
             cost,
             sim_cpu_s,
+            load,
         }
     }
 }
@@ -395,7 +402,7 @@ fn ms_per_host(r: &Row) -> f64 {
 
 fn line(r: &Row) -> String {
     format!(
-        "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} | {} | {} | {:.2} |",
+        "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} | {} | {} | {:.2} | {:.1} |",
         r.phase.name(),
         r.n,
         r.jobs,
@@ -407,6 +414,7 @@ fn line(r: &Row) -> String {
         r.cost.peak_fds,
         r.cost.nofile_seen.map_or("?".into(), |n| n.to_string()),
         r.sim_cpu_s,
+        r.load,
     )
 }
 
@@ -419,8 +427,8 @@ fn report(rows: &[Row], version: &str, hard: u64) -> String {
     let mut s = format!(
         "nexus ({version}) on simulated hosts; nexus starts with RLIMIT_NOFILE {NEXUS_SOFT_NOFILE} soft, \
          {hard} hard.\n\n\
-         | command | hosts | -j | wall s | user s | sys s | CPU ms/host | peak RSS MiB | peak fds | nofile seen | sim CPU s |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+         | command | hosts | -j | wall s | user s | sys s | CPU ms/host | peak RSS MiB | peak fds | nofile seen | sim CPU s | load |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     );
     for r in rows {
         let _ = writeln!(s, "{}", line(r));
