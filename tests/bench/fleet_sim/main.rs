@@ -203,7 +203,6 @@ impl Bench {
     /// Runs `phase` in `dir` against `hosts` hosts replaying `table`, and checks that it did what
     /// the real host did: the recorded exit status, every host answering every request.
     fn run(&self, dir: &Path, phase: Phase, hosts: usize, jobs: usize, table: &Arc<Table>) -> Row {
-        self.shared.replay(table.clone());
         let (out, err) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
         let soft = NEXUS_SOFT_NOFILE.min(self.hard_nofile);
         let mut cmd = measure::command(soft, self.hard_nofile, &out, &err, &self.nexus);
@@ -264,15 +263,18 @@ impl Bench {
     }
 }
 
-/// Raises this process's open-file limit for `n` listeners and their connections (root may
-/// raise the hard limit); returns the hard limit it had.
+/// Raises this process's soft open-file limit to its hard one, for `n` listeners and then their
+/// connections (about one descriptor per host at a time, see `sim::serve_fleet`); returns the
+/// hard limit, which nexus gets too.
 fn raise_own_nofile(n: usize) -> u64 {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    let want = (2 * n as u64 + 4096).max(soft);
-    if want > soft {
-        setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)).unwrap_or_else(|e| {
-            panic!("the simulator needs {want} open files (ulimit -Hn is {hard}): {e}")
-        });
+    let want = n as u64 + 1024;
+    assert!(
+        hard >= want,
+        "the simulator needs about {want} open files for {n} hosts, but ulimit -Hn is {hard}"
+    );
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raise RLIMIT_NOFILE");
     }
     hard
 }
@@ -350,23 +352,9 @@ fn main() {
         .collect();
     let table = |p: Phase| tables[PHASES.iter().position(|&q| q == p).expect("phase")].clone();
 
-    let listeners = rt.block_on(sim::bind_fleet(max_n));
-    let addrs: Vec<SocketAddr> = listeners
-        .iter()
-        .map(|l| l.local_addr().expect("listener address"))
-        .collect();
-    sim::serve_fleet(listeners, config, shared.clone());
-
     let mut rows = Vec::new();
     for &n in &settings.sizes {
         let dir = tmp.path().join(format!("n{n}"));
-        write_project(
-            &dir,
-            &addrs[..n],
-            &sim_key.public,
-            &real.user_key.private,
-            &w,
-        );
         let mut phases = Vec::new();
         if settings.apply {
             phases.push((Phase::Cold, settings.jobs[0]));
@@ -375,8 +363,20 @@ fn main() {
         for &j in &settings.jobs {
             phases.extend(std::iter::repeat_n((Phase::Noop, j), settings.runs));
         }
+        // One port per size: the plan file names the hosts' addresses.
+        let mut port = None;
         for (phase, j) in phases {
+            let listeners = rt.block_on(sim::bind_fleet(n, port));
+            let addrs: Vec<SocketAddr> = listeners
+                .iter()
+                .map(|l| l.local_addr().expect("listener address"))
+                .collect();
+            port = Some(addrs[0].port());
+            write_project(&dir, &addrs, &sim_key.public, &real.user_key.private, &w);
+            shared.replay(table(phase));
+            let accepting = sim::serve_fleet(listeners, &config, &shared);
             let row = b.run(&dir, phase, n, j, &table(phase));
+            accepting.iter().for_each(|t| t.abort());
             eprintln!("{}", line(&row));
             rows.push(row);
         }

@@ -334,11 +334,11 @@ pub fn host_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 100 + (net / 256) as u8, (net % 256) as u8, last)
 }
 
-/// Binds one listener per host on `host_ip(i):port`, all on one port as real hosts share 22;
-/// returns the port. A port taken on any address is given up for another.
-pub async fn bind_fleet(n: usize) -> Vec<TcpListener> {
+/// Binds one listener per host on `host_ip(i):port`, all on one port as real hosts share 22:
+/// `port`, or one free on every address (a port taken on any address is given up for another).
+pub async fn bind_fleet(n: usize, port: Option<u16>) -> Vec<TcpListener> {
     'attempt: for _ in 0..20 {
-        let first = TcpListener::bind((host_ip(0), 0))
+        let first = TcpListener::bind((host_ip(0), port.unwrap_or(0)))
             .await
             .expect("bind the first simulated host");
         let port = first.local_addr().expect("local address").port();
@@ -346,11 +346,10 @@ pub async fn bind_fleet(n: usize) -> Vec<TcpListener> {
         for i in 1..n {
             match TcpListener::bind((host_ip(i), port)).await {
                 Ok(l) => all.push(l),
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue 'attempt,
-                Err(e) => panic!(
-                    "bind {}:{port}: {e} (raise the open-file limit?)",
-                    host_ip(i)
-                ),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port == 0 => {
+                    continue 'attempt;
+                }
+                Err(e) => panic!("bind {}:{port}: {e}", host_ip(i)),
             }
         }
         return all;
@@ -358,32 +357,42 @@ pub async fn bind_fleet(n: usize) -> Vec<TcpListener> {
     panic!("no port was free on every simulated host's address in 20 tries");
 }
 
-/// Answers on every listener, host `i` on `listeners[i]`, until the runtime ends.
-pub fn serve_fleet(listeners: Vec<TcpListener>, config: Arc<server::Config>, shared: Arc<Shared>) {
-    for (host, listener) in listeners.into_iter().enumerate() {
-        let (config, shared) = (config.clone(), shared.clone());
-        tokio::spawn(async move {
-            loop {
+/// Serves host `i` on `listeners[i]` for one nexus run: one connection per host, as nexus keeps
+/// one per host for the whole run. Each listener is closed once its host is connected, so the
+/// simulator holds about one descriptor per host, not two (it may not raise its hard limit in
+/// every sandbox). Abort the returned tasks after the run: they hold the hosts never contacted.
+pub fn serve_fleet(
+    listeners: Vec<TcpListener>,
+    config: &Arc<server::Config>,
+    shared: &Arc<Shared>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let table = shared.table.read().expect("table lock").clone();
+    listeners
+        .into_iter()
+        .enumerate()
+        .map(|(host, listener)| {
+            let (config, shared, table) = (config.clone(), shared.clone(), table.clone());
+            tokio::spawn(async move {
                 let Ok((socket, _)) = listener.accept().await else {
-                    continue;
+                    return;
                 };
+                drop(listener);
                 let _ = socket.set_nodelay(true);
                 let handler = Replayer {
                     host,
-                    shared: shared.clone(),
-                    table: shared.table.read().expect("table lock").clone(),
+                    shared,
+                    table,
                     seen: HashMap::new(),
                     chans: HashMap::new(),
                 };
-                let config = config.clone();
                 tokio::spawn(async move {
                     if let Ok(session) = server::run_stream(config, socket, handler).await {
                         let _ = session.await;
                     }
                 });
-            }
-        });
-    }
+            })
+        })
+        .collect()
 }
 
 /// An exec channel waiting for its input.
