@@ -24,6 +24,10 @@
 //! - `NEXUS_FLEET_J`: `-j` values for the no-op plan (default `32,256,1024`)
 //! - `NEXUS_FLEET_RUNS`: no-op plans per size and `-j` (default 3)
 //! - `NEXUS_FLEET_APPLY`: `0` skips the cold plan and apply per size (run once, at the first `-j`)
+//! - `NEXUS_FLEET_KNOWN_HOSTS`: `pattern` (default), one known_hosts line for every host, or
+//!   `lines`, one per host. nexus parses the whole of known_hosts for each connection and keeps
+//!   it for the connection's life, so with `lines` its memory grows with the square of the fleet
+//!   (~8 GB at 5,000 hosts): 10,000 hosts do not fit on a 24 GB machine that way
 //! - `NEXUS_BIN`: the nexus binary (default: the one cargo built with this benchmark)
 //! - `NEXUS_FLEET_DUMP`: a directory to write each recorded request and each one the
 //!   simulator could not answer to, for comparing them by hand
@@ -86,7 +90,17 @@ impl Phase {
 
 const PHASES: [Phase; 3] = [Phase::Cold, Phase::Apply, Phase::Noop];
 
+/// How known_hosts names the simulated hosts (all of which present the same key).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Known {
+    /// One line per host, as a fleet without a host CA has.
+    Lines,
+    /// One line for all, `[127.100.*]:PORT`: known_hosts no longer grows with the fleet.
+    Pattern,
+}
+
 struct Settings {
+    known: Known,
     sizes: Vec<usize>,
     jobs: Vec<usize>,
     runs: usize,
@@ -109,13 +123,20 @@ impl Settings {
     fn new(bench: bool) -> Settings {
         if !bench {
             return Settings {
+                known: Known::Lines,
                 sizes: vec![20],
                 jobs: vec![32],
                 runs: 1,
                 apply: true,
             };
         }
+        let known = match std::env::var("NEXUS_FLEET_KNOWN_HOSTS").as_deref() {
+            Ok("lines") => Known::Lines,
+            Ok("pattern") | Err(_) => Known::Pattern,
+            Ok(other) => panic!("NEXUS_FLEET_KNOWN_HOSTS={other:?}: lines or pattern"),
+        };
         Settings {
+            known,
             sizes: env_list("NEXUS_FLEET_N", "1000,5000,10000"),
             jobs: env_list("NEXUS_FLEET_J", "32,256,1024"),
             runs: env_list("NEXUS_FLEET_RUNS", "3")[0],
@@ -151,11 +172,22 @@ fn workload() -> Workload {
 }
 
 /// A project in `dir` for hosts at `addrs`, all presenting `host_key` and accepting `identity`.
-fn write_project(dir: &Path, addrs: &[SocketAddr], host_key: &str, identity: &Path, w: &Workload) {
+fn write_project(
+    dir: &Path,
+    addrs: &[SocketAddr],
+    (form, host_key): (Known, &str),
+    identity: &Path,
+    w: &Workload,
+) {
     std::fs::create_dir_all(dir).expect("project dir");
     let (mut known, mut hosts, mut group) = (String::new(), String::new(), String::new());
+    if form == Known::Pattern {
+        let _ = writeln!(known, "[127.100.*]:{} {host_key}", addrs[0].port());
+    }
     for (i, a) in addrs.iter().enumerate() {
-        let _ = writeln!(known, "[{}]:{} {host_key}", a.ip(), a.port());
+        if form == Known::Lines {
+            let _ = writeln!(known, "[{}]:{} {host_key}", a.ip(), a.port());
+        }
         let _ = writeln!(
             hosts,
             "host \"h{i:05}\" \"{TEST_USER}@{a}\" identity=\"{}\"",
@@ -328,7 +360,7 @@ fn main() {
     write_project(
         &rec_dir,
         &[relay_addr],
-        &sim_key.public,
+        (Known::Lines, &sim_key.public),
         &real.user_key.private,
         &w,
     );
@@ -372,7 +404,13 @@ fn main() {
                 .map(|l| l.local_addr().expect("listener address"))
                 .collect();
             port = Some(addrs[0].port());
-            write_project(&dir, &addrs, &sim_key.public, &real.user_key.private, &w);
+            write_project(
+                &dir,
+                &addrs,
+                (settings.known, &sim_key.public),
+                &real.user_key.private,
+                &w,
+            );
             shared.replay(table(phase));
             let accepting = sim::serve_fleet(listeners, &config, &shared);
             let row = b.run(&dir, phase, n, j, &table(phase));
@@ -381,7 +419,7 @@ fn main() {
             rows.push(row);
         }
     }
-    let report = report(&rows, &nexus_version(&b.nexus), hard_nofile);
+    let report = report(&rows, &nexus_version(&b.nexus), hard_nofile, settings.known);
     println!("{report}");
     if bench {
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-fleet");
@@ -423,10 +461,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn report(rows: &[Row], version: &str, hard: u64) -> String {
+fn report(rows: &[Row], version: &str, hard: u64, known: Known) -> String {
     let mut s = format!(
-        "nexus ({version}) on simulated hosts; nexus starts with RLIMIT_NOFILE {NEXUS_SOFT_NOFILE} soft, \
-         {hard} hard.\n\n\
+        "nexus ({version}) on simulated hosts, known_hosts: {known:?}; nexus starts with \
+         RLIMIT_NOFILE {NEXUS_SOFT_NOFILE} soft, {hard} hard.\n\n\
          | command | hosts | -j | wall s | user s | sys s | CPU ms/host | peak RSS MiB | peak fds | nofile seen | sim CPU s | load |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     );
