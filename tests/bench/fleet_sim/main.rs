@@ -55,6 +55,7 @@ use std::sync::atomic::Ordering;
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use russh::keys::PublicKey;
 
+use harness::phase::Phase;
 use harness::{KeyPair, SshHost, TEST_USER};
 use measure::Cost;
 use sim::{Shared, Table};
@@ -62,33 +63,6 @@ use workload::{Size, Workload};
 
 /// The soft open-file limit nexus starts with: the usual default, too low for a large fleet.
 const NEXUS_SOFT_NOFILE: u64 = 1024;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Phase {
-    Cold,
-    Apply,
-    Noop,
-}
-
-impl Phase {
-    fn name(self) -> &'static str {
-        match self {
-            Phase::Cold => "cold plan",
-            Phase::Apply => "apply",
-            Phase::Noop => "no-op plan",
-        }
-    }
-
-    fn args(self) -> &'static [&'static str] {
-        match self {
-            Phase::Cold => &["plan", "-o", "plan.lock"],
-            Phase::Apply => &["apply", "plan.lock"],
-            Phase::Noop => &["plan", "--detailed-exitcode"],
-        }
-    }
-}
-
-const PHASES: [Phase; 3] = [Phase::Cold, Phase::Apply, Phase::Noop];
 
 /// How known_hosts names the simulated hosts (all of which present the same key).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -364,7 +338,7 @@ fn main() {
         &real.user_key.private,
         &w,
     );
-    let tables: Vec<Arc<Table>> = PHASES
+    let tables: Vec<Arc<Table>> = Phase::ALL
         .iter()
         .map(|&phase| {
             let row = b.run(&rec_dir, phase, 0, 32, &Arc::new(Table::default()));
@@ -382,18 +356,18 @@ fn main() {
             Arc::new(t)
         })
         .collect();
-    let table = |p: Phase| tables[PHASES.iter().position(|&q| q == p).expect("phase")].clone();
+    let table = |p: Phase| tables[Phase::ALL.iter().position(|&q| q == p).expect("phase")].clone();
 
     let mut rows = Vec::new();
     for &n in &settings.sizes {
         let dir = tmp.path().join(format!("n{n}"));
         let mut phases = Vec::new();
         if settings.apply {
-            phases.push((Phase::Cold, settings.jobs[0]));
+            phases.push((Phase::Plan, settings.jobs[0]));
             phases.push((Phase::Apply, settings.jobs[0]));
         }
         for &j in &settings.jobs {
-            phases.extend(std::iter::repeat_n((Phase::Noop, j), settings.runs));
+            phases.extend(std::iter::repeat_n((Phase::NoopPlan, j), settings.runs));
         }
         // One port per size: the plan file names the hosts' addresses.
         let mut port = None;
