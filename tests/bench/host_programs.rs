@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use harness::phase::Phase;
 use harness::{SshHost, TEST_USER};
 use workload::{Size, Workload};
 
@@ -299,31 +300,6 @@ fn stderr_of(child: &mut Child) -> String {
         let _ = e.read_to_string(&mut s);
     }
     s
-}
-
-#[derive(Clone, Copy)]
-enum Phase {
-    Plan,
-    Apply,
-    NoopPlan,
-}
-
-impl Phase {
-    fn name(self) -> &'static str {
-        match self {
-            Phase::Plan => "plan",
-            Phase::Apply => "apply",
-            Phase::NoopPlan => "no-op plan",
-        }
-    }
-
-    fn args(self) -> &'static [&'static str] {
-        match self {
-            Phase::Plan => &["plan", "-o", "plan.lock"],
-            Phase::Apply => &["apply", "plan.lock"],
-            Phase::NoopPlan => &["plan", "--detailed-exitcode"],
-        }
-    }
 }
 
 /// One workload: its resources, and the directories made beforehand (outside the trace) so that

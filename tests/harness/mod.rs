@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 pub mod ca;
 pub mod nspawn;
+pub mod phase;
 pub mod postgres;
 pub mod project;
 pub mod records;

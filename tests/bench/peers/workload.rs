@@ -113,7 +113,15 @@ pub fn nexus_config(w: &Workload, hosts: &[SshHost]) -> String {
     for h in hosts {
         let _ = write!(s, " \"{}\"", h.name);
     }
-    s.push_str("\n\ntask \"bench\" on=\"bench\" {\n");
+    s.push_str("\n\n");
+    s.push_str(&nexus_task(w, "bench"));
+    s
+}
+
+/// The workload as one nexus `task` named and run on `group` (the fleet simulation writes its
+/// own host lines).
+pub fn nexus_task(w: &Workload, group: &str) -> String {
+    let mut s = format!("task \"{group}\" on=\"{group}\" {{\n");
     for d in &w.dirs {
         let _ = writeln!(
             s,
