@@ -705,6 +705,14 @@ fn swap_blob(v: &mut serde_json::Value, content: &[u8]) {
     {
         if s["stdin"] == old_key.as_str() {
             s["stdin"] = key.clone().into();
+            // A consistent forgery: the write names the new content's sha256 and the script
+            // is the one that write derives, so only the diff check is left to catch it.
+            if s["write"].is_object() {
+                s["write"]["sha256"] = nexus::resources::file::sha256_hex(content).into();
+                let write: nexus::resources::file_write::FileWrite =
+                    serde_json::from_value(s["write"].clone()).unwrap();
+                s["script"] = write.script().into();
+            }
         }
     }
     v["blobs"][&key] = b64.into();

@@ -77,6 +77,7 @@ impl Request<'_> {
                 Some(_) => std::borrow::Cow::Owned(replace_nonce(p, &[b'0'; NONCE_LEN])),
                 None => std::borrow::Cow::Borrowed(*p),
             };
+            let p = zero_temp_names(&p);
             h.update(&(p.len() as u64).to_le_bytes());
             h.update(&p);
         }
@@ -151,6 +152,38 @@ fn replace_nonce(b: &[u8], with: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Batched file writes name their temporary files `.nexus-$$-` and 12 random hex digits, one
+/// draw per command (src/resources/file_write.rs); the host never echoes them, so requests are
+/// keyed with them zeroed.
+const TEMP: &[u8] = b".nexus-$$-";
+const TEMP_RANDOM: usize = 12;
+
+fn zero_temp_names(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let at = |i: usize| {
+        b[i..].starts_with(TEMP)
+            && b.len() >= i + TEMP.len() + TEMP_RANDOM
+            && b[i + TEMP.len()..i + TEMP.len() + TEMP_RANDOM]
+                .iter()
+                .all(u8::is_ascii_hexdigit)
+    };
+    if !(0..b.len()).any(at) {
+        return std::borrow::Cow::Borrowed(b);
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if at(i) {
+            out.extend_from_slice(TEMP);
+            out.extend_from_slice(&[b'0'; TEMP_RANDOM]);
+            i += TEMP.len() + TEMP_RANDOM;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The marker token of a chained session's exec line (`wrap::chained`), which makes it one.
