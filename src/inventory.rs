@@ -214,6 +214,14 @@ impl Inventory {
         self.secrets = secrets;
     }
 
+    /// Closes `host`'s own connection (not the jump hosts it goes through); a later command
+    /// connects again.
+    pub async fn release(&self, host: &str) {
+        if host != LOCAL_HOST {
+            self.pool.release(host).await;
+        }
+    }
+
     /// Closes every SSH connection cleanly.
     pub async fn close(&self) {
         self.pool.close_all().await;

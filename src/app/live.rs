@@ -25,6 +25,16 @@ pub struct LiveRequest<'a> {
     pub selection: Selection,
     pub inputs: &'a Inputs,
     pub parallel: usize,
+    /// Whether each host's connection is closed once the host is planned.
+    pub after: AfterPlanning,
+}
+
+/// What becomes of a host's connection once it is planned: `plan` closes it, so that at most
+/// `-j` connections are open at once whatever the fleet's size; `run` keeps it to apply with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterPlanning {
+    Keep,
+    Close,
 }
 
 type HostResult = planner::HostOutcome;
@@ -41,7 +51,13 @@ pub async fn plan(
         .map_err(|e| vec![e])?;
     let hosts = selected.hosts();
     let results: Vec<HostResult> = futures::stream::iter(hosts.iter())
-        .map(|h| plan_host(&req, &selected, inv, h, env, events))
+        .map(|h| async {
+            let r = plan_host(&req, &selected, inv, h, env, events).await;
+            if req.after == AfterPlanning::Close {
+                inv.release(h).await;
+            }
+            r
+        })
         .buffered(req.parallel.max(1))
         .collect()
         .await;

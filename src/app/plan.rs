@@ -159,6 +159,7 @@ impl Live {
         &self,
         req: &Request,
         inv: &Inventory,
+        after: live::AfterPlanning,
         events: &(dyn Fn(PlanEvent) + Sync),
     ) -> Result<Plan, Vec<crate::plan::PlanError>> {
         let env = |k: &str| std::env::var(k).ok();
@@ -169,6 +170,7 @@ impl Live {
             selection: req.selection.clone(),
             inputs: &self.inputs,
             parallel: req.parallel,
+            after,
         };
         live::plan(live, inv, &env, events).await
     }
@@ -310,7 +312,9 @@ pub fn plan(
     };
     let plan = live.runtime().block_on(async {
         let inv = live.inventory(&req.overrides)?;
-        let r = live.plan(req, &inv, events).await;
+        let r = live
+            .plan(req, &inv, live::AfterPlanning::Close, events)
+            .await;
         inv.close().await;
         r.map_err(|errors| Error::PlanFailed {
             errors,

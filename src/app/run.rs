@@ -37,7 +37,7 @@ pub fn run(
         // A signal while planning stops the run before anything was executed or recorded.
         let mut signals = super::record::Signals::new();
         let planned_or_failed = tokio::select! {
-            r = live.plan(req, &inv, &no_events) => r,
+            r = live.plan(req, &inv, super::live::AfterPlanning::Keep, &no_events) => r,
             exit = signals.next() => {
                 inv.close().await;
                 return Err(Error::Interrupted(exit));

@@ -97,6 +97,15 @@ impl SshPool {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// Disconnects `name` and forgets its transport, so that its memory goes now rather than
+    /// at the end of the run; asking for it again connects anew. Jump hosts stay.
+    pub async fn release(&self, name: &str) {
+        let t = self.lock_hosts().remove(name);
+        if let Some(t) = t {
+            t.disconnect().await;
+        }
+    }
+
     /// Disconnects every host cleanly (hosts before the jump hosts they go through).
     pub async fn close_all(&self) {
         let mut all: Vec<Arc<SshTransport>> = self.lock_hosts().values().cloned().collect();
