@@ -4,11 +4,13 @@
 //! Written here rather than taken from russh, whose helper splits on single spaces, fails the
 //! whole file on one unparsable key, and knows neither patterns nor markers.
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::ssh_encoding::base64::{Base64, Encoding};
@@ -41,7 +43,8 @@ enum Marker {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    file: PathBuf,
+    // Shared by every entry of one file: a fleet's known_hosts has a line per host.
+    file: Arc<Path>,
     line: usize,
     marker: Marker,
     patterns: String,
@@ -95,26 +98,72 @@ pub enum CertVerdict {
 #[derive(Debug, Clone, Default)]
 pub struct KnownHosts {
     entries: Vec<Entry>,
+    // Entries whose patterns are plain names, by name, so that looking a host up in a fleet's
+    // known_hosts does not match every line; the rest (wildcards, negations, hashed names)
+    // are matched one by one in `scanned`. Both hold indices into `entries`, ascending.
+    by_name: HashMap<String, Vec<usize>>,
+    scanned: Vec<usize>,
 }
 
 impl KnownHosts {
     /// Reads the files in order. A missing file counts as empty; lines that cannot be parsed are
     /// skipped, as OpenSSH does.
     pub fn load(files: &[PathBuf]) -> Result<Self, (PathBuf, io::Error)> {
-        let mut all = KnownHosts::default();
+        let mut entries = Vec::new();
         for file in files {
             match std::fs::read_to_string(file) {
-                Ok(text) => all.entries.extend(KnownHosts::parse(&text, file).entries),
+                Ok(text) => entries.extend(KnownHosts::parse(&text, file).entries),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err((file.clone(), e)),
             }
         }
-        Ok(all)
+        Ok(KnownHosts::indexed(entries))
+    }
+
+    fn indexed(entries: Vec<Entry>) -> Self {
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut scanned = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let plain = !e.patterns.starts_with("|1|") && !e.patterns.contains(['*', '?', '!']);
+            if plain {
+                let mut names: Vec<String> = e
+                    .patterns
+                    .split(',')
+                    .map(|n| n.to_ascii_lowercase())
+                    .collect();
+                names.dedup();
+                for name in names {
+                    by_name.entry(name).or_default().push(i);
+                }
+            } else {
+                scanned.push(i);
+            }
+        }
+        KnownHosts {
+            entries,
+            by_name,
+            scanned,
+        }
+    }
+
+    /// The entries whose patterns match `name` (a lookup name), in file order.
+    fn matching(&self, name: &str) -> Vec<&Entry> {
+        let mut hits: Vec<usize> = self.by_name.get(name).cloned().unwrap_or_default();
+        hits.extend(
+            self.scanned
+                .iter()
+                .copied()
+                .filter(|&i| host_matches(&self.entries[i].patterns, name)),
+        );
+        hits.sort_unstable();
+        hits.dedup();
+        hits.into_iter().map(|i| &self.entries[i]).collect()
     }
 
     /// Parses the text of one known_hosts file (`file` is used in locations).
     pub fn parse(text: &str, file: &Path) -> Self {
         let mut entries = Vec::new();
+        let file: Arc<Path> = Arc::from(file);
         for (idx, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -140,23 +189,23 @@ impl KnownHosts {
                 continue;
             };
             entries.push(Entry {
-                file: file.to_path_buf(),
+                file: file.clone(),
                 line: idx + 1,
                 marker,
                 patterns: patterns.to_string(),
                 key,
             });
         }
-        KnownHosts { entries }
+        KnownHosts::indexed(entries)
     }
 
     /// Checks the key presented by `host`:`port`.
     pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
         let name = lookup_name(host, port);
         let matching: Vec<&Entry> = self
-            .entries
-            .iter()
-            .filter(|e| e.marker != Marker::CertAuthority && host_matches(&e.patterns, &name))
+            .matching(&name)
+            .into_iter()
+            .filter(|e| e.marker != Marker::CertAuthority)
             .collect();
         if let Some(revoked) = matching
             .iter()
@@ -181,7 +230,7 @@ impl KnownHosts {
                     key_type: e.key.algorithm().as_str().to_string(),
                     fingerprint: fingerprint(&e.key),
                     location: e.location(),
-                    file: e.file.clone(),
+                    file: e.file.to_path_buf(),
                 })
                 .collect(),
         )
@@ -199,11 +248,8 @@ impl KnownHosts {
         now: u64,
     ) -> CertVerdict {
         let name = lookup_name(host, port);
-        let matching = || {
-            self.entries
-                .iter()
-                .filter(|e| host_matches(&e.patterns, &name))
-        };
+        let all = self.matching(&name);
+        let matching = || all.iter().copied();
         let ca = cert.signature_key();
         for e in matching().filter(|e| e.marker == Marker::Revoked) {
             let what = if e.key.key_data() == ca {
@@ -242,9 +288,9 @@ impl KnownHosts {
     /// certificates asked for, as OpenSSH does.
     pub fn has_authority_for(&self, host: &str, port: u16) -> bool {
         let name = lookup_name(host, port);
-        self.entries
+        self.matching(&name)
             .iter()
-            .any(|e| e.marker == Marker::CertAuthority && host_matches(&e.patterns, &name))
+            .any(|e| e.marker == Marker::CertAuthority)
     }
 
     /// Algorithms of the keys recorded for `host`:`port`, to ask the server for one of those
@@ -253,8 +299,8 @@ impl KnownHosts {
     pub fn recorded_algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
         let name = lookup_name(host, port);
         let mut algs: Vec<Algorithm> = Vec::new();
-        for e in &self.entries {
-            if e.marker == Marker::None && host_matches(&e.patterns, &name) {
+        for e in self.matching(&name) {
+            if e.marker == Marker::None {
                 let alg = e.key.algorithm();
                 if !algs.contains(&alg) {
                     algs.push(alg);
@@ -262,6 +308,41 @@ impl KnownHosts {
             }
         }
         algs
+    }
+}
+
+/// known_hosts files parsed once per set of files and shared by every connection of one run,
+/// since a fleet's file has a line per host and a copy per connection would grow with the
+/// square of the fleet. A set is read again only when one of its files changed size or time:
+/// a key recorded under accept-new, or an edit meanwhile.
+#[derive(Default)]
+pub struct Cache {
+    loaded: Mutex<HashMap<Vec<PathBuf>, (Vec<Stamp>, Arc<KnownHosts>)>>,
+}
+
+// None: the file does not exist (or cannot be read, which `load` then reports).
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &PathBuf) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl Cache {
+    /// The entries of `files`, in order, as [`KnownHosts::load`] reads them.
+    pub fn get(&self, files: &[PathBuf]) -> Result<Arc<KnownHosts>, (PathBuf, io::Error)> {
+        // Stamped before reading: a change in between is seen as a change next time.
+        let stamps: Vec<Stamp> = files.iter().map(stamp).collect();
+        // Held while parsing, so that hosts connecting at once wait for one parse.
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, known)) = loaded.get(files)
+            && *seen == stamps
+        {
+            return Ok(known.clone());
+        }
+        let known = Arc::new(KnownHosts::load(files)?);
+        loaded.insert(files.to_vec(), (stamps, known.clone()));
+        Ok(known)
     }
 }
 
@@ -505,5 +586,49 @@ mod tests {
         let kh = KnownHosts::load(&[path, dir.path().join("missing")]).unwrap();
         assert_eq!(kh.check("web1", 2222, &key(ED1)), Verdict::Trusted);
         assert_eq!(kh.recorded_algorithms("web2", 22), vec![Algorithm::Ed25519]);
+    }
+
+    #[test]
+    fn indexed_names_and_patterns_match_in_file_order() {
+        let h = hashed("web3", b"salt-salt-salt-salt!");
+        let text = format!(
+            "*.example.com ssh-ed25519 {ED2}\nWEB1,web1 ssh-ed25519 {ED1}\n\
+             web1,!web2 ssh-ed25519 {ED2}\n{h} ssh-ed25519 {ED1}\n@revoked web4 ssh-ed25519 {ED1}\n"
+        );
+        let kh = KnownHosts::parse(&text, Path::new("/kh"));
+        // Line 2 is indexed by name (listed twice, counted once), line 3 is scanned; both
+        // are reported, in file order.
+        assert_eq!(kh.check("web1", 22, &key(ED1)), Verdict::Trusted);
+        let locations: Vec<String> = kh.matching("web1").iter().map(|e| e.location()).collect();
+        assert_eq!(locations, ["/kh:2", "/kh:3"]);
+        assert_eq!(kh.matching("a.example.com").len(), 1);
+        assert_eq!(kh.check("web3", 22, &key(ED1)), Verdict::Trusted);
+        assert_eq!(
+            kh.check("web4", 22, &key(ED1)),
+            Verdict::Revoked("/kh:5".into())
+        );
+        assert_eq!(kh.check("web2", 22, &key(ED2)), Verdict::Unknown);
+    }
+
+    #[test]
+    fn cache_parses_once_and_again_after_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![dir.path().join("known_hosts"), dir.path().join("missing")];
+        append(&files[0], "web1", 22, &key(ED1)).unwrap();
+        let cache = Cache::default();
+        let first = cache.get(&files).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get(&files).unwrap()));
+        assert_eq!(first.check("web2", 22, &key(ED2)), Verdict::Unknown);
+        // As accept-new records a key: the next connection must see it.
+        append(&files[0], "web2", 22, &key(ED2)).unwrap();
+        let second = cache.get(&files).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(second.check("web2", 22, &key(ED2)), Verdict::Trusted);
+        // A file that appears later counts as well.
+        append(&files[1], "web3", 22, &key(ED1)).unwrap();
+        assert_eq!(
+            cache.get(&files).unwrap().check("web3", 22, &key(ED1)),
+            Verdict::Trusted
+        );
     }
 }

@@ -37,6 +37,7 @@ pub struct SshPool {
     cfg: SshConfigFile,
     hosts: Mutex<HashMap<String, Arc<SshTransport>>>,
     connections: Arc<AtomicU64>,
+    known_hosts: Arc<known_hosts::Cache>,
 }
 
 impl SshPool {
@@ -48,6 +49,7 @@ impl SshPool {
             cfg,
             hosts: Mutex::new(HashMap::new()),
             connections: Arc::new(AtomicU64::new(0)),
+            known_hosts: Arc::default(),
         })
     }
 
@@ -88,6 +90,7 @@ impl SshPool {
             commands: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             pool_connections: self.connections.clone(),
+            known_hosts: self.known_hosts.clone(),
         });
         self.lock_hosts().entry(key).or_insert(t).clone()
     }
@@ -133,6 +136,7 @@ pub struct SshTransport {
     commands: AtomicU64,
     connections: AtomicU64,
     pool_connections: Arc<AtomicU64>,
+    known_hosts: Arc<known_hosts::Cache>,
 }
 
 impl fmt::Debug for SshTransport {
@@ -211,11 +215,14 @@ impl SshTransport {
         let t = &self.target;
         let mut files = t.known_hosts_files.clone();
         files.extend(t.global_known_hosts_files.iter().cloned());
-        let known = KnownHosts::load(&files).map_err(|(path, e)| TransportError::KnownHosts {
-            host: self.label.clone(),
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let known =
+            self.known_hosts
+                .get(&files)
+                .map_err(|(path, e)| TransportError::KnownHosts {
+                    host: self.label.clone(),
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
         let preferred_keys = prefer_recorded(&known.recorded_algorithms(&t.host_name, t.port));
         // Host certificates are asked for only where a CA could vouch for one.
         let certificates = if known.has_authority_for(&t.host_name, t.port) {
@@ -1038,7 +1045,7 @@ struct Client {
     label: String,
     host_name: String,
     port: u16,
-    known: KnownHosts,
+    known: Arc<KnownHosts>,
     policy: HostKeyPolicy,
     searched: Vec<PathBuf>,
     record_file: Option<PathBuf>,
