@@ -25,9 +25,8 @@
 //! - `NEXUS_FLEET_RUNS`: no-op plans per size and `-j` (default 3)
 //! - `NEXUS_FLEET_APPLY`: `0` skips the cold plan and apply per size (run once, at the first `-j`)
 //! - `NEXUS_FLEET_KNOWN_HOSTS`: `pattern` (default), one known_hosts line for every host, or
-//!   `lines`, one per host. nexus parses the whole of known_hosts for each connection and keeps
-//!   it for the connection's life, so with `lines` its memory grows with the square of the fleet
-//!   (~8 GB at 5,000 hosts): 10,000 hosts do not fit on a 24 GB machine that way
+//!   `lines`, one per host (nexus parses known_hosts once per run and looks hosts up by name, so
+//!   both are linear in the fleet; before that, `lines` grew with its square)
 //! - `NEXUS_BIN`: the nexus binary (default: the one cargo built with this benchmark)
 //! - `NEXUS_FLEET_DUMP`: a directory to write each recorded request and each one the
 //!   simulator could not answer to, for comparing them by hand
