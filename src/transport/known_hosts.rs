@@ -317,8 +317,11 @@ impl KnownHosts {
 /// a key recorded under accept-new, or an edit meanwhile.
 #[derive(Default)]
 pub struct Cache {
-    loaded: Mutex<HashMap<Vec<PathBuf>, (Vec<Stamp>, Arc<KnownHosts>)>>,
+    loaded: Mutex<HashMap<Vec<PathBuf>, Parsed>>,
 }
+
+/// The files' stamps when they were parsed, and what they held.
+type Parsed = (Vec<Stamp>, Arc<KnownHosts>);
 
 // None: the file does not exist (or cannot be read, which `load` then reports).
 type Stamp = Option<(SystemTime, u64)>;
