@@ -13,6 +13,7 @@ pub mod notify;
 pub mod plan;
 pub mod preflight;
 pub mod record;
+pub mod records;
 pub mod rollback;
 pub mod run;
 pub mod secrets;

@@ -1,17 +1,13 @@
 //! `nexus history [RUN_ID]`: past applies and runs from the state database, or one run's actions;
 //! `--prune KEEP` applies retention.
 
-use std::collections::BTreeMap;
-
 use clap::Args;
 use serde_json::json;
 
-use super::{CmdResult, Ctx, Failure, Format, emit, emit_json, emitln};
+use super::{CmdResult, Ctx, Format, emit, emit_json, emitln};
+use crate::app::records::{PlannedAction, Records};
 use crate::exit::Exit;
-use crate::state::{
-    self, ActionRecord, ActionStatus, RunId, RunStatus, RunSummary, StateError, StateStore,
-    format_duration, format_time,
-};
+use crate::state::{ActionStatus, RunId, RunStatus, RunSummary, format_duration, format_time};
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -33,25 +29,9 @@ pub struct HistoryArgs {
     pub host: Option<String>,
 }
 
-/// The state this invocation uses: `--state`, the config's `state`, or `.nexus/state.db` next to
-/// the config (app/state.rs).
-pub(super) fn state_location(ctx: &Ctx) -> Result<state::Location, Failure> {
-    crate::app::state::of_config_file(ctx.global.state.as_deref(), &ctx.global.config)
-}
-
-/// Opens the state for a reading command; `None` if it does not exist yet, since looking at
-/// history should not create files.
-pub(super) fn open_existing(
-    location: &state::Location,
-) -> Result<Option<std::sync::Arc<dyn StateStore>>, Failure> {
-    if !location.exists() {
-        return Ok(None);
-    }
-    location.open().map(Some).map_err(failure)
-}
-
-pub(super) fn failure(e: StateError) -> Failure {
-    crate::app::Error::from(e)
+/// The state store this invocation reads.
+pub(super) fn records(ctx: &Ctx) -> Result<Records, crate::app::Error> {
+    Records::open(ctx.global.state.as_deref(), &ctx.global.config)
 }
 
 /// Left-aligned columns separated by two spaces; no trailing spaces.
@@ -108,15 +88,11 @@ fn duration_text(run: &RunSummary) -> String {
 
 pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
     let format = ctx.format(Format::Text, &[Format::Text, Format::Json])?;
-    let location = state_location(ctx)?;
-    let db = location.describe();
-    let store = open_existing(&location)?;
+    let records = records(ctx)?;
+    let db = records.database();
 
     if let Some(keep) = args.prune {
-        let deleted = match &store {
-            Some(store) => store.prune(keep).map_err(failure)?,
-            None => 0,
-        };
+        let deleted = records.prune(keep)?;
         if format == Format::Json {
             emit_json(&json!({ "database": db, "pruned_actions": deleted }));
         } else {
@@ -129,7 +105,7 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
     }
 
     if let Some(id) = args.run {
-        return show_run(ctx, format, &db, store.as_deref(), RunId(id));
+        return show_run(ctx, format, &db, &records, RunId(id));
     }
 
     let limit = if args.limit == 0 {
@@ -138,21 +114,18 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
         args.limit
     };
     if args.drift {
-        return show_drift(format, &db, store.as_deref(), limit);
+        return show_drift(format, &db, &records, limit);
     }
     if let Some(host) = &args.host {
-        return show_generations(format, &db, store.as_deref(), host, limit);
+        return show_generations(format, &db, &records, host, limit);
     }
-    let runs = match &store {
-        Some(store) => store.history(limit).map_err(failure)?,
-        None => Vec::new(),
-    };
+    let runs = records.runs(limit)?;
     if format == Format::Json {
         emit_json(&json!({ "database": db, "runs": runs }));
         return Ok(Exit::Ok);
     }
     if runs.is_empty() {
-        let why = if store.is_none() {
+        let why = if !records.exists() {
             " (it does not exist yet)"
         } else {
             ""
@@ -199,15 +172,11 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> CmdResult {
 fn show_generations(
     format: Format,
     db: &str,
-    store: Option<&dyn StateStore>,
+    records: &Records,
     host: &str,
     limit: usize,
 ) -> CmdResult {
-    let mut generations = match store {
-        Some(store) => crate::app::rollback::generations(store, host)?,
-        None => Vec::new(),
-    };
-    generations.truncate(limit);
+    let generations = records.generations(host, limit)?;
     if format == Format::Json {
         emit_json(&json!({ "database": db, "host": host, "generations": generations }));
         return Ok(Exit::Ok);
@@ -247,11 +216,8 @@ fn show_generations(
 }
 
 /// `nexus history --drift`: the trail of scheduled drift checks, newest first.
-fn show_drift(format: Format, db: &str, store: Option<&dyn StateStore>, limit: usize) -> CmdResult {
-    let checks = match store {
-        Some(store) => store.drift_checks(limit).map_err(failure)?,
-        None => Vec::new(),
-    };
+fn show_drift(format: Format, db: &str, records: &Records, limit: usize) -> CmdResult {
+    let checks = records.drift_checks(limit)?;
     if format == Format::Json {
         emit_json(&json!({ "database": db, "drift_checks": checks }));
         return Ok(Exit::Ok);
@@ -292,49 +258,13 @@ fn show_drift(format: Format, db: &str, store: Option<&dyn StateStore>, limit: u
     Ok(Exit::Ok)
 }
 
-fn show_run(
-    ctx: &Ctx,
-    format: Format,
-    db: &str,
-    store: Option<&dyn StateStore>,
-    id: RunId,
-) -> CmdResult {
-    let found = match store {
-        Some(store) => store.run(id).map_err(failure)?,
-        None => None,
-    };
-    let (Some(store), Some(run)) = (store, found) else {
-        let newest = match store {
-            Some(store) => store.history(1).map_err(failure)?.first().map(|r| r.id),
-            None => None,
-        };
-        let hint = match newest {
-            Some(n) => format!("; the newest is {n} (`nexus history` lists them)"),
-            None => "; no runs are recorded there yet".to_string(),
-        };
-        return Err(crate::app::Error::NoSuchRun {
-            id: id.0,
-            database: db.to_string(),
-            hint,
-        });
-    };
-    let actions = store.run_actions(id).map_err(failure)?;
-    let reasons = planned_reasons(store, id)?;
+fn show_run(ctx: &Ctx, format: Format, db: &str, records: &Records, id: RunId) -> CmdResult {
+    let detail = records.run(id)?;
     if format == Format::Json {
-        let actions: Vec<serde_json::Value> = actions
-            .iter()
-            .map(|a| {
-                let mut v = json!(a);
-                if let Some(why) = reasons.get(&(a.host.clone(), a.key.clone())) {
-                    v["reason"] = json!(why);
-                }
-                v
-            })
-            .collect();
-        emit_json(&json!({ "database": db, "run": run, "actions": actions }));
+        emit_json(&json!({ "database": db, "run": detail.run, "actions": detail.actions }));
         return Ok(Exit::Ok);
     }
-
+    let (run, actions) = (detail.run, detail.actions);
     let c = run.counts;
     let mut out = format!(
         "Run {}: {} {}\n",
@@ -404,45 +334,18 @@ fn show_run(
         return Ok(Exit::Ok);
     }
     out.push('\n');
-    out.push_str(&actions_table(&actions, &reasons, ctx.global.verbose > 0));
+    out.push_str(&actions_table(&actions, ctx.global.verbose > 0));
     emit(&out);
     Ok(Exit::Ok)
 }
 
-/// Why the plan the run executed changed each resource ("replace symlink -> /x"), by host and
-/// key; empty when the run's plan is not recorded (`nexus run`, or pruned by `state gc`).
-fn planned_reasons(
-    store: &dyn StateStore,
-    id: RunId,
-) -> Result<BTreeMap<(String, String), String>, Failure> {
-    let Some(recorded) = store.run_plan(id).map_err(failure)? else {
-        return Ok(BTreeMap::new());
-    };
-    let Ok(plan) = serde_json::from_str::<crate::plan::Plan>(&recorded.plan) else {
-        return Ok(BTreeMap::new());
-    };
-    Ok(plan
-        .hosts
-        .iter()
-        .flat_map(|h| {
-            h.resources
-                .iter()
-                .map(|r| ((h.name.clone(), r.key.clone()), r.reason.clone()))
-        })
-        .collect())
-}
-
 /// The actions of a run, each followed by its error and, for failures (or with -v, for all), the
 /// end of its output.
-fn actions_table(
-    actions: &[ActionRecord],
-    reasons: &BTreeMap<(String, String), String>,
-    verbose: bool,
-) -> String {
+fn actions_table(actions: &[PlannedAction], verbose: bool) -> String {
     const FAILED_OUTPUT_LINES: usize = 10;
     let rows: Vec<Vec<String>> = actions
         .iter()
-        .map(|a| {
+        .map(|PlannedAction { action: a, .. }| {
             vec![
                 a.host.clone(),
                 a.key.clone(),
@@ -466,9 +369,10 @@ fn actions_table(
     for (a, line) in actions.iter().zip(lines) {
         out.push_str(line);
         out.push('\n');
-        if let Some(why) = reasons.get(&(a.host.clone(), a.key.clone())) {
+        if let Some(why) = &a.reason {
             out.push_str(&format!("    why: {why}\n"));
         }
+        let a = &a.action;
         if let Some(e) = &a.error {
             for l in e.lines() {
                 out.push_str(&format!("    error: {l}\n"));

@@ -4,7 +4,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::history::{failure, open_existing, state_location, table};
+use super::history::{records, table};
 use super::{CmdResult, Ctx, Format, emit, emit_json, emitln};
 use crate::exit::Exit;
 use crate::state::{LastApplied, LockHolder, format_time};
@@ -66,10 +66,11 @@ pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
         }
         return Ok(Exit::Ok);
     }
-    let location = state_location(ctx)?;
-    let db = location.describe();
+    let records = records(ctx)?;
+    let location = records.location();
+    let db = records.database();
     if let Some(StateAction::Gc { keep }) = &args.action {
-        let deleted = crate::app::rollback::gc(&location, &ctx.global.config, *keep)?;
+        let deleted = crate::app::rollback::gc(location, &ctx.global.config, *keep)?;
         if format == Format::Json {
             emit_json(&json!({ "database": db, "keep": keep, "deleted_preimages": deleted }));
         } else {
@@ -86,7 +87,7 @@ pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
             .config
             .parent()
             .unwrap_or(std::path::Path::new(""));
-        let done = crate::app::journal::recover_at(&location, config_dir)?;
+        let done = crate::app::journal::recover_at(location, config_dir)?;
         if format == Format::Json {
             let runs: Vec<_> = done
                 .iter()
@@ -104,13 +105,8 @@ pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
         }
         return Ok(Exit::Ok);
     }
-    let store = open_existing(&location)?;
-
     if args.force_unlock {
-        let removed = match &store {
-            Some(store) => store.force_unlock().map_err(failure)?,
-            None => None,
-        };
+        let removed = records.force_unlock()?;
         if format == Format::Json {
             emit_json(&json!({ "database": db, "removed": removed }));
         } else {
@@ -122,17 +118,8 @@ pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
         return Ok(Exit::Ok);
     }
 
-    let (resources, holder, mut pending) = match &store {
-        Some(store) => (
-            store.last_applied(args.host.as_deref()).map_err(failure)?,
-            store.lock_holder().map_err(failure)?,
-            store.pending_handlers().map_err(failure)?,
-        ),
-        None => (Vec::new(), None, Vec::new()),
-    };
-    if let Some(h) = &args.host {
-        pending.retain(|p| &p.host == h);
-    }
+    let applied = records.applied(args.host.as_deref())?;
+    let (resources, holder, pending) = (applied.resources, applied.lock, applied.pending);
     if format == Format::Json {
         let lock = holder.as_ref().map(|h| {
             let mut v = serde_json::to_value(h).expect("json");
@@ -147,20 +134,19 @@ pub fn run(ctx: &Ctx, args: StateArgs) -> CmdResult {
 
     let mut out = String::new();
     if resources.is_empty() {
-        out.push_str(&match (&args.host, &store) {
-            (_, None) => format!("No state recorded yet: {db} does not exist.\n"),
-            (Some(host), Some(store)) => {
-                let all = store.last_applied(None).map_err(failure)?;
-                let mut hosts: Vec<&str> = all.iter().map(|r| r.host.as_str()).collect();
-                hosts.dedup();
-                let hint = match crate::config::suggest_name(host, hosts.iter().copied()) {
+        out.push_str(&match (&args.host, records.exists()) {
+            (_, false) => format!("No state recorded yet: {db} does not exist.\n"),
+            (Some(host), true) => {
+                let hosts = &applied.hosts_with_state;
+                let hint = match crate::config::suggest_name(host, hosts.iter().map(String::as_str))
+                {
                     Some(s) => format!(" Did you mean `{s}`?"),
                     None if hosts.is_empty() => String::new(),
                     None => format!(" Hosts with state: {}.", hosts.join(", ")),
                 };
                 format!("No applied state recorded for host `{host}` in {db}.{hint}\n")
             }
-            (None, Some(_)) => format!("No applied state recorded yet in {db}.\n"),
+            (None, true) => format!("No applied state recorded yet in {db}.\n"),
         });
     } else {
         out.push_str(&hosts_text(&resources));
