@@ -717,6 +717,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn directories_under_missing_parents_share_one_command_and_undo_the_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        // Parents no resource declares are made as `mkdir -p` makes them alone.
+        let units = vec![
+            mkdir(&p("new/a"), Some("0750"), None),
+            mkdir(&p("new/deeper/b"), Some("0700"), None),
+            mkdir(&p("other/c"), Some("0750"), None),
+        ];
+        let (out, commands) = run_units(&units, &BTreeMap::new()).await;
+        assert_eq!(commands, 1);
+        assert!(out.iter().all(|o| o.ok && o.ran), "{out:?}");
+        assert_eq!(
+            ["new/a", "new/deeper/b", "other/c"].map(|n| mode_of(&p(n))),
+            [0o750, 0o700, 0o750]
+        );
+        // The shared chown fails: the parents the shared mkdir made go with what it made, so
+        // the second member's parent is not left behind by a batch that stopped at the first.
+        let units = vec![
+            mkdir(&p("x1/y/a"), Some("0755"), Some("no-such-user-nexus")),
+            mkdir(&p("x2/b"), Some("0755"), None),
+        ];
+        let (out, _) = run_units(&units, &BTreeMap::new()).await;
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(!out[0].ok, "{out:?}");
+        assert!(out[0].output_tail.contains("no-such-user-nexus"), "{out:?}");
+        assert!(
+            p("x1/y/a").is_dir(),
+            "the member alone made it, as mkdir -p does"
+        );
+        assert!(
+            !p("x2").exists(),
+            "a parent the shared mkdir made was left behind"
+        );
+    }
+
+    #[tokio::test]
     async fn a_directory_that_cannot_be_made_fails_alone_and_later_ones_are_not_made() {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);

@@ -66,12 +66,23 @@ impl MakeDir {
 /// leaves `$_nx_ok` set when the shared commands made every directory.
 pub fn run_prepare(dirs: &[(usize, &MakeDir)]) -> String {
     let mut s = String::from("_nx_ok=1\n");
+    // Parents no member makes. As alone (`mkdir -p`), missing ones are made with the login
+    // user's defaults; a builtin walk up counts how many levels are missing, to undo them,
+    // and the nearest existing one must be a writable directory.
+    let mut parents: Vec<&str> = Vec::new();
     for (n, (_, d)) in dirs.iter().enumerate() {
         let p = q(&d.path);
         s.push_str(&format!("if [ -e {p} ] || [ -L {p} ]; then _nx_ok=; fi\n"));
-        if !dirs[..n].iter().any(|(_, e)| e.path == d.parent()) {
-            let parent = q(d.parent());
-            s.push_str(&format!("[ -d {parent} ] && [ -w {parent} ] || _nx_ok=\n"));
+        let parent = d.parent();
+        if !dirs[..n].iter().any(|(_, e)| e.path == parent) && !parents.contains(&parent) {
+            let k = parents.len();
+            s.push_str(&format!(
+                "_nx_p={}; _nx_up{k}=0\n\
+                 while [ ! -e \"$_nx_p\" ] && [ ! -L \"$_nx_p\" ]; do _nx_up{k}=$((_nx_up{k} + 1)); _nx_q=${{_nx_p%/*}}; [ \"$_nx_q\" != \"$_nx_p\" ] || break; _nx_p=${{_nx_q:-/}}; done\n\
+                 [ -d \"$_nx_p\" ] && [ -w \"$_nx_p\" ] || _nx_ok=\n",
+                q(parent)
+            ));
+            parents.push(parent);
         }
     }
     s.push_str("_nx_made=$_nx_ok\n");
@@ -90,8 +101,9 @@ pub fn run_prepare(dirs: &[(usize, &MakeDir)]) -> String {
             .as_ref()
             .map(|m| format!("-m {} ", q(m)))
             .unwrap_or_default();
+        // -p for the parents counted above; the members themselves were checked absent.
         s.push_str(&format!(
-            "[ -z \"$_nx_ok\" ] || mkdir {m}-- {} 2>/dev/null || _nx_ok=\n",
+            "[ -z \"$_nx_ok\" ] || mkdir -p {m}-- {} 2>/dev/null || _nx_ok=\n",
             paths.join(" ")
         ));
         made.extend(stretch.iter().map(|d| d.path.as_str()));
@@ -110,17 +122,74 @@ pub fn run_prepare(dirs: &[(usize, &MakeDir)]) -> String {
             paths.join(" ")
         ));
     }
-    // A shared command failed: what it made goes, newest first, and each member runs alone.
+    // A shared command failed: what it made goes, newest first, then the parents it made,
+    // deepest first, and each member runs alone.
     let undo: Vec<String> = made.iter().rev().map(|p| q(p)).collect();
+    let mut undo_parents = String::new();
+    let mut order: Vec<usize> = (0..parents.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(parents[k].len()));
+    for k in order {
+        undo_parents.push_str(&format!(
+            " _nx_p={}; while [ \"$_nx_up{k}\" -gt 0 ]; do rmdir -- \"$_nx_p\" 2>/dev/null || :; _nx_p=${{_nx_p%/*}}; _nx_up{k}=$((_nx_up{k} - 1)); done;",
+            q(parents[k])
+        ));
+    }
     s.push_str(&format!(
-        "if [ -n \"$_nx_made\" ] && [ -z \"$_nx_ok\" ]; then for _nx_x in {}; do [ ! -d \"$_nx_x\" ] || rmdir -- \"$_nx_x\" 2>/dev/null || :; done; fi\n",
+        "if [ -n \"$_nx_made\" ] && [ -z \"$_nx_ok\" ]; then for _nx_x in {}; do [ ! -d \"$_nx_x\" ] || rmdir -- \"$_nx_x\" 2>/dev/null || :; done;{undo_parents} fi\n",
         undo.join(" ")
     ));
     s
 }
 
-/// A member's part of a run, in its own frame after [`run_prepare`]: nothing left to do, or,
-/// when the shared commands failed, its own creation.
 pub fn run_member(d: &MakeDir) -> String {
     format!("if [ -z \"$_nx_ok\" ]; then\n{}\nfi", d.script())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// Runs `run_prepare` alone in sh; what `$_nx_ok` says: whether the shared commands made
+    /// every directory (else each member runs its own script).
+    fn shared(dirs: &[MakeDir]) -> bool {
+        let indexed: Vec<(usize, &MakeDir)> = dirs.iter().enumerate().collect();
+        let script = format!("{}printf %s \"$_nx_ok\"", run_prepare(&indexed));
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        out.stdout == b"1"
+    }
+
+    fn dir(path: &std::path::Path, mode: &str) -> MakeDir {
+        MakeDir {
+            path: path.to_str().unwrap().into(),
+            mode: Some(mode.into()),
+            owner: None,
+            group: None,
+        }
+    }
+
+    #[test]
+    fn missing_parents_do_not_send_each_directory_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| tmp.path().join(n);
+        let mode = |n: &str| std::fs::metadata(p(n)).unwrap().permissions().mode() & 0o7777;
+        assert!(shared(&[
+            dir(&p("new/a"), "0750"),
+            dir(&p("new/deeper/b"), "0700"),
+            dir(&p("other/c"), "0711"),
+        ]));
+        assert_eq!(
+            [mode("new/a"), mode("new/deeper/b"), mode("other/c")],
+            [0o750, 0o700, 0o711]
+        );
+        // What stands in the way of a parent is each member's to report.
+        std::fs::write(p("file"), b"").unwrap();
+        assert!(!shared(&[dir(&p("file/a"), "0755"), dir(&p("z"), "0755")]));
+        assert!(!p("z").exists());
+    }
 }
