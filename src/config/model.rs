@@ -325,6 +325,16 @@ impl ResourceType {
                 | ResourceType::Group
         )
     }
+
+    /// Whether two resources of the type with one id on a host would fight over one path or
+    /// account, so that a plan holding both is refused. Packages, services and commands may be
+    /// named twice (tasks that each ensure a package, a handler restarting a service).
+    pub fn exclusive(self) -> bool {
+        matches!(
+            self,
+            ResourceType::File | ResourceType::Directory | ResourceType::User | ResourceType::Group
+        )
+    }
 }
 
 impl std::fmt::Display for ResourceType {

@@ -497,15 +497,10 @@ pub fn prepare_host(
     let mut seen: BTreeMap<String, &str> = BTreeMap::new();
     for e in &entries {
         if let Some(r) = e.resource.resource() {
-            let id = r.id();
-            if e.role == Role::Handler
-                || !(id.starts_with("file:")
-                    || id.starts_with("directory:")
-                    || id.starts_with("user:")
-                    || id.starts_with("group:"))
-            {
+            if e.role == Role::Handler || !e.kind.exclusive() {
                 continue;
             }
+            let id = r.id();
             if let Some(first) = seen.get(&id) {
                 errors.push(err(
                     Some(format!("{} ({})", e.kind, e.location)),
@@ -620,8 +615,11 @@ impl PreparedHost {
         let mut errors = Vec::new();
         let mut resources = Vec::new();
         let mut blobs = BTreeMap::new();
+        // By resource (as `resources`): the host path each makes or writes, and whether its
+        // change puts a directory in place of a link there.
+        let mut paths: Vec<Option<(String, bool)>> = Vec::new();
         for e in self.entries {
-            let (id, label, change, probe, fingerprint) = match e.resource {
+            let (id, label, change, probe, fingerprint, path) = match e.resource {
                 Included::Skipped(reason) => {
                     let label = e.label.clone().unwrap_or_else(|| e.config_label.clone());
                     (
@@ -630,6 +628,7 @@ impl PreparedHost {
                         resources::Change::no_op(reason),
                         None,
                         String::new(),
+                        None,
                     )
                 }
                 Included::Resource(r) => {
@@ -686,7 +685,8 @@ impl PreparedHost {
                     match planned {
                         Ok(mut c) => {
                             super::secret_guard::redact_change(&mut c, &self.secrets);
-                            (r.id(), label, c, probe, observed.fingerprint())
+                            let path = r.path().map(str::to_string);
+                            (r.id(), label, c, probe, observed.fingerprint(), path)
                         }
                         Err(m) => {
                             errors.push(PlanError {
@@ -706,6 +706,7 @@ impl PreparedHost {
                 Some(p) => (p.snippet, p.batch, p.inline),
                 None => (String::new(), None, false),
             };
+            let replaced = change.replaces_link;
             resources.push(PlannedResource {
                 key: e.key,
                 task: e.task,
@@ -726,8 +727,9 @@ impl PreparedHost {
                 undo: change.undo,
                 retry: e.retry,
             });
+            paths.push(path.map(|p| (p, replaced)));
         }
-        errors.extend(under_replaced_links(&host, &resources));
+        errors.extend(under_replaced_links(&host, &resources, &paths));
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -748,27 +750,22 @@ impl PreparedHost {
 /// Resources under a directory that replaces a symbolic link: their probe looked through the
 /// link at what it points to, which is not where apply will write, so their plan would be of
 /// another place.
-fn under_replaced_links(host: &str, resources: &[PlannedResource]) -> Vec<PlanError> {
-    let path_of = |r: &PlannedResource| {
-        ["file:", "directory:", "upload:"]
-            .iter()
-            .find_map(|p| r.id.strip_prefix(p))
-            .map(str::to_string)
-    };
-    let replaced: Vec<String> = resources
+fn under_replaced_links(
+    host: &str,
+    resources: &[PlannedResource],
+    paths: &[Option<(String, bool)>],
+) -> Vec<PlanError> {
+    let replaced: Vec<&str> = paths
         .iter()
-        .filter(|r| r.kind == ResourceType::Directory && r.action != resources::Action::NoOp)
-        .filter(|r| {
-            r.fields.iter().any(|f| {
-                f.field == "type" && f.from.as_deref().is_some_and(|v| v.starts_with("symlink"))
-            })
-        })
-        .filter_map(path_of)
+        .flatten()
+        .filter(|(_, replaces_link)| *replaces_link)
+        .map(|(p, _)| p.as_str())
         .collect();
     resources
         .iter()
-        .filter_map(|r| {
-            let path = path_of(r)?;
+        .zip(paths)
+        .filter_map(|(r, path)| {
+            let (path, _) = path.as_ref()?;
             let dir = replaced
                 .iter()
                 .find(|d| path.starts_with(&format!("{}/", d.trim_end_matches('/'))))?;

@@ -70,6 +70,7 @@ impl Directory {
         c.steps.insert(0, rm);
         c.fields
             .insert(0, FieldChange::new("type", Some(&label), Some("directory")));
+        c.replaces_link = true;
         c
     }
     /// `find` condition matching entries whose owner or group differ from the desired ones.
@@ -92,6 +93,10 @@ impl Resource for Directory {
 
     fn label(&self) -> String {
         format!("directory {}", self.spec.path)
+    }
+
+    fn path(&self) -> Option<&str> {
+        Some(&self.spec.path)
     }
 
     fn probe(&self) -> String {

@@ -421,6 +421,10 @@ impl Resource for File {
         format!("file:{}", self.path)
     }
 
+    fn path(&self) -> Option<&str> {
+        Some(&self.path)
+    }
+
     fn label(&self) -> String {
         format!("file {}", self.path)
     }

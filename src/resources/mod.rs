@@ -240,6 +240,10 @@ pub struct Change {
     /// `undo`): what `nexus rollback` runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub undo: Vec<Step>,
+    /// The change puts a directory where a symbolic link is: what the host's probe saw under
+    /// the path was what the link points to (the planner refuses resources under it).
+    #[serde(skip)]
+    pub replaces_link: bool,
 }
 
 impl Change {
@@ -252,6 +256,7 @@ impl Change {
             steps: Vec::new(),
             blobs: Vec::new(),
             undo: Vec::new(),
+            replaces_link: false,
         }
     }
 
@@ -264,6 +269,7 @@ impl Change {
             steps,
             blobs: Vec::new(),
             undo: Vec::new(),
+            replaces_link: false,
         }
     }
 }
@@ -312,6 +318,12 @@ pub trait Resource {
     }
     /// Compares with the observed state and returns the change and its steps.
     fn plan(&self, observed: &Observed) -> Result<Change, ResourceError>;
+
+    /// The path on the host this resource makes or writes, for what the planner checks across
+    /// resources (one under a link another replaces).
+    fn path(&self) -> Option<&str> {
+        None
+    }
 
     /// The plan when [`Resource::plan`] failed because the thing does not exist yet but one of
     /// the changes earlier in the same apply (`changed`, their types) may create it (a package

@@ -40,6 +40,10 @@ impl Resource for Upload {
         format!("upload:{}", self.file.path)
     }
 
+    fn path(&self) -> Option<&str> {
+        Some(&self.file.path)
+    }
+
     fn label(&self) -> String {
         format!("upload {} → {}", self.source, self.file.path)
     }
