@@ -24,7 +24,7 @@ pub const MAX_RESOURCES: usize = 64;
 
 /// The largest content that joins a batch, and the most content bytes one command carries: a
 /// bigger upload streams on its own.
-const MAX_STDIN: usize = 1 << 20;
+pub(crate) const MAX_STDIN: usize = 1 << 20;
 
 /// The most script bytes one command carries, so that it stays on the command line (quoted, and
 /// quoted again under sudo) while its contents take stdin.
