@@ -363,7 +363,7 @@ pub(super) fn content(blobs: &BTreeMap<String, String>, hash: &str) -> Result<Ve
 fn write_local(dest: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let path = std::path::Path::new(dest);
-    let tmp = local_temp(path)?;
+    let tmp = super::transfer::local_temp(path)?;
     let written = crate::nexus_dir::new_private_file()
         .open(&tmp)
         .and_then(|mut f| f.write_all(bytes))
@@ -372,21 +372,6 @@ fn write_local(dest: &str, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
-}
-
-/// The temporary file a download of `dest` is written to before its rename, its directory
-/// made and any leftover of an interrupted download removed.
-pub(super) fn local_temp(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("nexus-tmp");
-    // A leftover of an interrupted download may have any mode; create_new must make it anew.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    Ok(tmp)
 }
 
 /// Whether two units may share a command: the same escalation, directory and environment.

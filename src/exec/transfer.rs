@@ -10,9 +10,10 @@ use std::path::Path;
 use crate::resources::Step;
 use crate::transport::{CommandSpec, Fetched, Staged, Transport};
 
-/// Contents up to this size go on stdin (and may share a command, exec/batch.rs); larger ones
-/// by SFTP, where a channel and a subsystem per transfer cost less than what they save.
-pub const SFTP_OVER: usize = super::batch::MAX_STDIN;
+/// Contents up to this size go on stdin (and may share a command: exec/batch.rs takes its
+/// bound from here); larger ones by SFTP, where a channel and a subsystem per transfer cost
+/// less than what they save.
+pub const SFTP_OVER: usize = 1 << 20;
 
 /// Reports (bytes moved, bytes in all when known) during a transfer.
 pub type Progress<'a> = &'a (dyn Fn(u64, Option<u64>) + Sync);
@@ -80,7 +81,7 @@ pub async fn download(
     dest: &Path,
     progress: Progress<'_>,
 ) -> Result<bool, String> {
-    let tmp = super::step::local_temp(dest).map_err(|e| e.to_string())?;
+    let tmp = local_temp(dest).map_err(|e| e.to_string())?;
     let mut file = match crate::nexus_dir::new_private_file().open(&tmp) {
         Ok(f) => tokio::fs::File::from_std(f),
         Err(e) => return Err(e.to_string()),
@@ -107,4 +108,19 @@ pub async fn download(
             Err(e.to_string())
         }
     }
+}
+
+/// The temporary file a download of `dest` is written to before its rename, its directory
+/// made and any leftover of an interrupted download removed.
+pub(super) fn local_temp(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("nexus-tmp");
+    // A leftover of an interrupted download may have any mode; create_new must make it anew.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    Ok(tmp)
 }
