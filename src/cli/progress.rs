@@ -75,6 +75,20 @@ impl Progress {
                 bars,
                 verbose,
             } => {
+                if let Event::Transfer {
+                    host,
+                    label,
+                    done,
+                    total,
+                } = e
+                    && let Some(bar) = bars.get(host)
+                {
+                    let moved = match total {
+                        Some(t) => format!("{} / {}", mib(*done), mib(*t)),
+                        None => mib(*done),
+                    };
+                    bar.set_message(escape(&format!("{label}: {moved}")).into_owned());
+                }
                 if let Event::Resource(r) = e
                     && let Some(bar) = bars.get(&r.host)
                 {
@@ -178,4 +192,9 @@ pub fn line(e: &Event, verbose: u8) -> Option<String> {
         }),
         _ => None,
     }
+}
+
+/// Bytes as MiB with one decimal, for a transfer's progress.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

@@ -23,8 +23,8 @@ use crate::transport::{ExitStatus, Output, OutputChunk, OutputStream, Transport}
 pub const MAX_RESOURCES: usize = 64;
 
 /// The largest content that joins a batch, and the most content bytes one command carries: a
-/// bigger upload streams on its own.
-const MAX_STDIN: usize = 1 << 20;
+/// bigger upload goes on its own, by SFTP where the host has it (exec/transfer.rs).
+const MAX_STDIN: usize = super::transfer::SFTP_OVER;
 
 /// The most script bytes one command carries, so that it stays on the command line (quoted, and
 /// quoted again under sudo) while its contents take stdin.

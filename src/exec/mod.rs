@@ -9,6 +9,7 @@ pub mod retry;
 pub mod stale;
 pub mod step;
 pub mod strategy;
+pub mod transfer;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -94,6 +95,14 @@ pub enum Event {
     RolloutStopped {
         task: String,
         reason: String,
+    },
+    /// Bytes of a resource's content moved so far by a transfer (SFTP), as they move.
+    Transfer {
+        host: String,
+        label: String,
+        done: u64,
+        /// Unknown for a download until it ends.
+        total: Option<u64>,
     },
     /// A change notified a handler on a host: it is pending there until it succeeds.
     HandlerNotified {
@@ -721,6 +730,14 @@ impl HostRun<'_, '_> {
                 i += next;
                 continue;
             }
+            let progress = |done: u64, total: Option<u64>| {
+                (ctx.events)(Event::Transfer {
+                    host: host.to_string(),
+                    label: r.label.clone(),
+                    done,
+                    total,
+                })
+            };
             let o = step::run(
                 self.transport,
                 &ctx.plan.blobs,
@@ -728,6 +745,7 @@ impl HostRun<'_, '_> {
                 self.esc,
                 self.seed,
                 ctx.opts,
+                &progress,
             )
             .await;
             self.finish(r, &o);

@@ -118,9 +118,10 @@ pub(super) fn merged(r: &PlannedResource) -> Vec<(Step, bool)> {
     let mut parts: Vec<&Step> = Vec::new();
     let flush = |parts: &mut Vec<&Step>, units: &mut Vec<(Step, bool)>| {
         let Some(last) = parts.last() else { return };
-        // A write alone stays as it is, so a batch can still see what it writes.
+        // A write alone stays as it is, so a batch can still see what it writes, and so does
+        // a download, so that its transfer can see what it reads (exec/transfer.rs).
         if parts.len() == 1
-            && (last.write.is_some() || last.mkdir.is_some())
+            && (last.write.is_some() || last.mkdir.is_some() || last.download_to.is_some())
             && last.skip_if.is_none()
         {
             units.push(((*last).clone(), false));
@@ -174,6 +175,7 @@ pub async fn run(
     esc: &Escalation,
     seed: u64,
     opts: &super::Options,
+    progress: super::transfer::Progress<'_>,
 ) -> StepsOutcome {
     let base_dir = opts.base_dir.as_path();
     let secrets = opts.secrets.as_ref();
@@ -260,7 +262,36 @@ pub async fn run(
             attempt += 1;
             // Attempts of the step that needed the most: retries are what the user wants to see.
             out.attempts = out.attempts.max(attempt);
-            let res = t.run(&cmd).await;
+            if let (Some(dest), Some(source)) = (
+                &step.download_to,
+                crate::resources::download::source_of(&step.script),
+            ) && step.skip_if.is_none()
+            {
+                let dest = base_dir.join(dest);
+                match super::transfer::download(t, &source, &dest, progress).await {
+                    Ok(true) => {
+                        out.exit_code = Some(0);
+                        out.output_tail.clear();
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        out.connection_lost = false;
+                        return fail(out, start, e);
+                    }
+                }
+            }
+            let staged = match super::transfer::staged_write(t, step, &cmd, progress).await {
+                Ok(c) => c,
+                Err(e) => {
+                    if attempt >= attempts_allowed {
+                        return fail(out, start, e);
+                    }
+                    tokio::time::sleep(super::retry::delay(base_delay, attempt + 1, seed)).await;
+                    continue;
+                }
+            };
+            let res = t.run(&staged).await;
             let (ok, msg) = match &res {
                 Ok(o) => {
                     out.exit_code = o.code();
@@ -332,15 +363,7 @@ pub(super) fn content(blobs: &BTreeMap<String, String>, hash: &str) -> Result<Ve
 fn write_local(dest: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let path = std::path::Path::new(dest);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("nexus-tmp");
-    // A leftover of an interrupted download may have any mode; create_new below must make it.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    let tmp = super::transfer::local_temp(path)?;
     let written = crate::nexus_dir::new_private_file()
         .open(&tmp)
         .and_then(|mut f| f.write_all(bytes))
@@ -391,7 +414,7 @@ mod tests {
         let hash = blake3::hash(blob).to_hex().to_string();
         let blobs =
             BTreeMap::from([(hash, base64::engine::general_purpose::STANDARD.encode(blob))]);
-        run(t, &blobs, r, &esc, 1, &opts()).await
+        run(t, &blobs, r, &esc, 1, &opts(), &|_, _| {}).await
     }
 
     fn step(script: &str) -> Step {

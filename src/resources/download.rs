@@ -45,6 +45,15 @@ impl Resource for Download {
     }
 }
 
+/// The remote path a download step reads, from the step's script as [`Download::plan`] makes
+/// it; `None` for any other script (a plan made by hand), which then runs as it is.
+pub fn source_of(script: &str) -> Option<String> {
+    match shlex::split(script)?.as_slice() {
+        [cat, dashes, path] if cat == "cat" && dashes == "--" => Some(path.clone()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -87,5 +96,10 @@ mod tests {
         let mut want = Step::new(r#"cat -- "/var/log/my app's.log""#, false);
         want.download_to = Some("logs/web1/app-web1.log".into());
         assert_eq!(c.steps, vec![want]);
+        assert_eq!(
+            source_of(&c.steps[0].script).as_deref(),
+            Some("/var/log/my app's.log")
+        );
+        assert_eq!(source_of("cat -- /a; rm -rf /"), None);
     }
 }

@@ -179,7 +179,26 @@ impl FileWrite {
     /// [`FileWrite::script`], checking the content against `sha_word`, a shell word (for
     /// a content whose sha256 only the executor knows, `"$NEXUS_CONTENT_SHA256"`).
     pub fn script_checked_by(&self, sha_word: &str) -> String {
+        self.script_filled_by(sha_word, None)
+    }
+
+    /// [`FileWrite::script_checked_by`], the content taken from a file the transport staged
+    /// on the host (`staged`, absolute) rather than from stdin. It is removed however the
+    /// script ends. With `copy` its bytes are copied into the temporary file, which the script's
+    /// user made as for stdin (so a new file's owner is the same either way); without, it is
+    /// renamed onto it: it must then be beside the target and owned by the script's user.
+    pub fn script_from_staged(&self, sha_word: &str, staged: &str, copy: bool) -> String {
+        self.script_filled_by(sha_word, Some((staged, copy)))
+    }
+
+    fn script_filled_by(&self, sha_word: &str, staged: Option<(&str, bool)>) -> String {
         let mut s = String::from("set -e\n");
+        if let Some((path, _)) = staged {
+            s.push_str(&format!(
+                "trap {} EXIT\n",
+                q(&format!("rm -f -- {}", q(path)))
+            ));
+        }
         for (cond, msg) in self.refusals() {
             s.push_str(&format!("if {cond}; then {}; fi\n", fail_with(&msg)));
         }
@@ -188,7 +207,21 @@ impl FileWrite {
             &self.dir_word(),
             "tmp",
         ));
-        s.push_str("cat > \"$tmp\"\n");
+        match staged {
+            None => s.push_str("cat > \"$tmp\"\n"),
+            Some((path, copy)) => {
+                let p = q(path);
+                s.push_str(&format!(
+                    "trap {} EXIT\n",
+                    q(&format!("rm -f -- \"$tmp\" {p}"))
+                ));
+                if copy {
+                    s.push_str(&format!("cat -- {p} > \"$tmp\"\nrm -f -- {p}\n"));
+                } else {
+                    s.push_str(&format!("mv -f -- {p} \"$tmp\"\n"));
+                }
+            }
+        }
         s.push_str(&self.verify(sha_word));
         s.push_str(&self.attributes());
         s.push_str(&self.rename());

@@ -9,6 +9,7 @@ pub mod certificate;
 mod feed;
 pub mod known_hosts;
 pub mod local;
+pub mod sftp;
 pub mod ssh;
 pub mod ssh_config;
 pub mod target;
@@ -37,6 +38,24 @@ pub type Chained = (Output, Option<Output>);
 
 /// Receives output while a command runs (see [`Transport::run_streaming`]).
 pub type OutputSender = tokio::sync::mpsc::UnboundedSender<OutputChunk>;
+
+/// What [`Transport::stage`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Staged {
+    /// The content is in this new file on the host (mode 0600, owned by the login user).
+    At(String),
+    /// Nothing was staged and nothing was left behind: the content goes on a command's stdin.
+    Unavailable,
+}
+
+/// What [`Transport::fetch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The whole file was read: this many bytes.
+    Done(u64),
+    /// Nothing was read: the file is to be printed by a command instead.
+    Unavailable,
+}
 
 /// Runs commands and writes files on one host.
 pub trait Transport: Send + Sync {
@@ -81,6 +100,35 @@ pub trait Transport: Send + Sync {
             };
             Ok((out, second))
         })
+    }
+
+    /// Puts `content` into a new file on the host, in `dir` or (`None`) the login user's home,
+    /// by a way that streams it rather than through a command (SFTP). A host without one, or
+    /// where the file cannot be created, answers [`Staged::Unavailable`]; an error means the
+    /// transfer broke after it started (nothing is left behind then either).
+    fn stage<'a>(
+        &'a self,
+        _dir: Option<&'a str>,
+        _content: &'a [u8],
+        _progress: sftp::Progress<'a>,
+    ) -> BoxFuture<'a, Result<Staged, TransportError>> {
+        Box::pin(async { Ok(Staged::Unavailable) })
+    }
+
+    /// Removes a file [`Transport::stage`] made, when nothing consumed it.
+    fn unstage<'a>(&'a self, _path: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// Streams the remote file `path` into `out` (SFTP). A host without a way to, or a file
+    /// the login user cannot open, answers [`Fetched::Unavailable`] having written nothing.
+    fn fetch<'a>(
+        &'a self,
+        _path: &'a str,
+        _out: &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        _progress: sftp::Progress<'a>,
+    ) -> BoxFuture<'a, Result<Fetched, TransportError>> {
+        Box::pin(async { Ok(Fetched::Unavailable) })
     }
 
     /// Replaces `path` atomically with `contents`: a temporary file in the same directory,
@@ -540,6 +588,16 @@ pub enum TransportError {
         /// Exit status and the last line of stderr.
         detail: String,
     },
+    /// A file transfer (SFTP) broke after it started; nothing it staged was kept.
+    #[error("{host}: transfer of {path} failed: {detail}")]
+    Transfer {
+        /// Host label.
+        host: String,
+        /// The remote path.
+        path: String,
+        /// Why.
+        detail: String,
+    },
     /// The local process could not be started or waited for.
     #[error("{host}: cannot run local command: {reason}")]
     Spawn {
@@ -602,6 +660,7 @@ impl TransportError {
             | SudoNotAllowed { host, .. }
             | InvalidCommand { host, .. }
             | WriteFailed { host, .. }
+            | Transfer { host, .. }
             | Spawn { host, .. }
             | Config { host, .. } => Some(host),
             SshConfig { .. } | FileLimit(_) => None,

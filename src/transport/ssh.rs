@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,11 +24,12 @@ use tokio::sync::Semaphore;
 use super::certificate;
 use super::feed::Feeder;
 use super::known_hosts::{self, CertVerdict, KnownHosts, Verdict};
+use super::sftp::{self, Failure};
 use super::ssh_config::SshConfigFile;
 use super::target::{AgentSource, HostKeyPolicy, ResolvedTarget, SshOptions, SshTarget, resolve};
 use super::{
-    BoxFuture, CommandSpec, ExitStatus, Output, OutputChunk, OutputSender, OutputStream, Transport,
-    TransportError, check_sudo_failure, wrap,
+    BoxFuture, CommandSpec, ExitStatus, Fetched, Output, OutputChunk, OutputSender, OutputStream,
+    Staged, Transport, TransportError, check_sudo_failure, wrap,
 };
 
 /// All SSH transports of one nexus invocation, one per host, sharing jump hosts.
@@ -91,6 +92,7 @@ impl SshPool {
             connections: AtomicU64::new(0),
             pool_connections: self.connections.clone(),
             known_hosts: self.known_hosts.clone(),
+            no_sftp: AtomicBool::new(false),
         });
         self.lock_hosts().entry(key).or_insert(t).clone()
     }
@@ -119,6 +121,12 @@ impl SshPool {
     }
 }
 
+/// An SFTP session and the channel slot its channel holds.
+type SftpChannel = (
+    russh_sftp::client::SftpSession,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
 struct Connection {
     handle: Handle<Client>,
     channels: Arc<Semaphore>,
@@ -137,6 +145,8 @@ pub struct SshTransport {
     connections: AtomicU64,
     pool_connections: Arc<AtomicU64>,
     known_hosts: Arc<known_hosts::Cache>,
+    /// The host refused the SFTP subsystem once: it is not asked again in this run.
+    no_sftp: AtomicBool,
 }
 
 impl fmt::Debug for SshTransport {
@@ -562,6 +572,86 @@ impl SshTransport {
         Ok((conn, permit))
     }
 
+    /// An SFTP session on a channel of its own, holding the channel's slot; `None` when the
+    /// host has no SFTP subsystem (remembered, so the host is asked once per run).
+    async fn sftp(&self) -> Result<Option<SftpChannel>, TransportError> {
+        if self.no_sftp.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let (conn, permit) = self.reserve().await?;
+        let channel = self.open_channel(&conn).await?;
+        match sftp::start(channel).await {
+            Ok(Some(session)) => Ok(Some((session, permit))),
+            Ok(None) => {
+                self.no_sftp.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(_) if conn.handle.is_closed() => Err(self.lost("while starting SFTP")),
+            Err(reason) => Err(TransportError::Channel {
+                host: self.label.clone(),
+                reason,
+            }),
+        }
+    }
+
+    async fn stage_inner(
+        &self,
+        dir: Option<&str>,
+        content: &[u8],
+        progress: sftp::Progress<'_>,
+    ) -> Result<Staged, TransportError> {
+        let Some((session, _permit)) = self.sftp().await? else {
+            return Ok(Staged::Unavailable);
+        };
+        let dir = match dir {
+            Some(d) => d.to_string(),
+            None => match sftp::home(&session).await {
+                Ok(h) => h,
+                Err(_) => return Ok(Staged::Unavailable),
+            },
+        };
+        // Named as the scripts' own temporary files are, so that their clean-up of files
+        // left by a writer that is gone (after an hour, as it has no pid) covers it too.
+        let path = format!(
+            "{}/.nexus-sftp-{}",
+            dir.trim_end_matches('/'),
+            kill_tag().trim_start_matches("nexus-")
+        );
+        let result = sftp::put(&session, &path, content, progress).await;
+        let _ = session.close().await;
+        match result {
+            Ok(()) => Ok(Staged::At(path)),
+            Err(Failure::NotStarted(_)) => Ok(Staged::Unavailable),
+            Err(Failure::Broken(detail)) => Err(self.transfer_error(&path, detail)),
+        }
+    }
+
+    async fn fetch_inner(
+        &self,
+        path: &str,
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        progress: sftp::Progress<'_>,
+    ) -> Result<Fetched, TransportError> {
+        let Some((session, _permit)) = self.sftp().await? else {
+            return Ok(Fetched::Unavailable);
+        };
+        let result = sftp::get(&session, path, out, progress).await;
+        let _ = session.close().await;
+        match result {
+            Ok(n) => Ok(Fetched::Done(n)),
+            Err(Failure::NotStarted(_)) => Ok(Fetched::Unavailable),
+            Err(Failure::Broken(detail)) => Err(self.transfer_error(path, detail)),
+        }
+    }
+
+    fn transfer_error(&self, path: &str, detail: String) -> TransportError {
+        TransportError::Transfer {
+            host: self.label.clone(),
+            path: path.to_string(),
+            detail,
+        }
+    }
+
     fn refused(&self) -> TransportError {
         TransportError::Channel {
             host: self.label.clone(),
@@ -890,6 +980,33 @@ impl Transport for SshTransport {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.disconnect())
+    }
+
+    fn stage<'a>(
+        &'a self,
+        dir: Option<&'a str>,
+        content: &'a [u8],
+        progress: sftp::Progress<'a>,
+    ) -> BoxFuture<'a, Result<Staged, TransportError>> {
+        Box::pin(self.stage_inner(dir, content, progress))
+    }
+
+    fn unstage<'a>(&'a self, path: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Ok(Some((session, _permit))) = self.sftp().await {
+                sftp::remove(&session, path).await;
+                let _ = session.close().await;
+            }
+        })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        path: &'a str,
+        out: &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        progress: sftp::Progress<'a>,
+    ) -> BoxFuture<'a, Result<Fetched, TransportError>> {
+        Box::pin(self.fetch_inner(path, out, progress))
     }
 }
 

@@ -120,6 +120,7 @@ pub struct HostBuilder {
     host_cert: Option<HostCert>,
     user_ca: Option<PathBuf>,
     no_authorized_keys: bool,
+    no_sftp: bool,
 }
 
 /// How a host's key is certified (sshd's `HostCertificate`).
@@ -177,6 +178,12 @@ impl HostBuilder {
         self
     }
 
+    /// Leaves out sshd's `Subsystem sftp` line: the host refuses SFTP, as some hardened hosts do.
+    pub fn without_sftp(mut self) -> Self {
+        self.no_sftp = true;
+        self
+    }
+
     /// Starts sshd and waits until it accepts connections.
     pub fn start(self) -> SshHost {
         SshHost::launch(self)
@@ -200,6 +207,7 @@ pub struct SshHost {
     private_srv: bool,
     host_cert: Option<HostCert>,
     user_ca: Option<PathBuf>,
+    no_sftp: bool,
 }
 
 impl SshHost {
@@ -253,6 +261,7 @@ impl SshHost {
             private_srv: b.private_srv,
             host_cert: b.host_cert.clone(),
             user_ca: b.user_ca.clone(),
+            no_sftp: b.no_sftp,
         };
         // A port found free may be taken again before sshd binds it: retry elsewhere.
         let mut last_log = String::new();
@@ -301,6 +310,9 @@ impl SshHost {
         if let Some(ca) = &self.user_ca {
             extra.push_str(&format!("TrustedUserCAKeys {}\n", ca.display()));
         }
+        if !self.no_sftp {
+            extra.push_str(&format!("Subsystem sftp {SFTP_SERVER}\n"));
+        }
         let config = format!(
             "ListenAddress {ip}:{port}\n\
              HostKey {d}/ssh_host_ed25519_key\n\
@@ -314,7 +326,6 @@ impl SshHost {
              PermitRootLogin no\n\
              AllowUsers {TEST_USER} {SUDO_PW_USER}\n\
              LogLevel VERBOSE\n\
-             Subsystem sftp {SFTP_SERVER}\n\
              {extra}",
             ip = self.ip,
             port = self.port,
