@@ -130,34 +130,6 @@ pub trait Transport: Send + Sync {
     ) -> BoxFuture<'a, Result<Fetched, TransportError>> {
         Box::pin(async { Ok(Fetched::Unavailable) })
     }
-
-    /// Replaces `path` atomically with `contents`: a temporary file in the same directory,
-    /// renamed over the target, so readers see the old or the new file and never a partial one.
-    ///
-    /// The contents travel over the command's stdin, never on a command line.
-    fn write_file<'a>(
-        &'a self,
-        path: &'a str,
-        contents: &'a [u8],
-        opts: &'a WriteOptions,
-    ) -> BoxFuture<'a, Result<(), TransportError>> {
-        Box::pin(async move {
-            let mut cmd =
-                CommandSpec::new(wrap::write_file_script(path, opts)).stdin(contents.to_vec());
-            cmd.sudo = opts.sudo.clone();
-            cmd.timeout = opts.timeout;
-            let out = self.run(&cmd).await?;
-            if out.success() {
-                Ok(())
-            } else {
-                Err(TransportError::WriteFailed {
-                    host: self.label().to_string(),
-                    path: path.to_string(),
-                    detail: out.failure_summary(),
-                })
-            }
-        })
-    }
 }
 
 /// A command to run on a host: a POSIX `sh` script plus its inputs.
@@ -265,22 +237,6 @@ impl fmt::Debug for Become {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .finish()
     }
-}
-
-/// Options for [`Transport::write_file`].
-#[derive(Clone, Debug, Default)]
-pub struct WriteOptions {
-    /// Octal permission bits, e.g. `0o644`. `None` keeps the mode of an existing file, or
-    /// uses 0644 for a new one.
-    pub mode: Option<u32>,
-    /// Owner to `chown` the file to (name or numeric id) before it replaces the target.
-    pub owner: Option<String>,
-    /// Group to `chgrp` the file to before it replaces the target.
-    pub group: Option<String>,
-    /// Write as another user (usually root) through sudo.
-    pub sudo: Option<Become>,
-    /// Timeout for the whole write.
-    pub timeout: Option<Duration>,
 }
 
 /// How a command ended.
@@ -578,16 +534,6 @@ pub enum TransportError {
         /// Why.
         reason: wrap::WrapError,
     },
-    /// [`Transport::write_file`] failed on the host.
-    #[error("{host}: cannot write {path}: {detail}")]
-    WriteFailed {
-        /// Host label.
-        host: String,
-        /// Target path.
-        path: String,
-        /// Exit status and the last line of stderr.
-        detail: String,
-    },
     /// A file transfer (SFTP) broke after it started; nothing it staged was kept.
     #[error("{host}: transfer of {path} failed: {detail}")]
     Transfer {
@@ -659,7 +605,6 @@ impl TransportError {
             | SudoPasswordIncorrect { host, .. }
             | SudoNotAllowed { host, .. }
             | InvalidCommand { host, .. }
-            | WriteFailed { host, .. }
             | Transfer { host, .. }
             | Spawn { host, .. }
             | Config { host, .. } => Some(host),

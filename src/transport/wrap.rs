@@ -4,7 +4,7 @@
 //! behave the same. Secrets (env values, the sudo password) are placed on stdin, ahead of the
 //! command's own stdin, and never into the command line, which other users can read in `ps`.
 
-use super::{CommandSpec, WriteOptions};
+use super::CommandSpec;
 use crate::shell::quote;
 
 /// Why a [`CommandSpec`] cannot be sent as it is.
@@ -353,38 +353,6 @@ pub fn stale_temps(dir: &str) -> String {
     )
 }
 
-/// The script behind [`super::Transport::write_file`]: contents arrive on stdin.
-pub fn write_file_script(path: &str, opts: &WriteOptions) -> String {
-    let mut s = String::from("set -e\n");
-    s.push_str(&format!("_nx_p={}\n", quote(path)));
-    s.push_str("_nx_d=$(dirname -- \"$_nx_p\")\n");
-    s.push_str(&temp_beside("\"$_nx_d\"", "_nx_t"));
-    s.push_str("cat > \"$_nx_t\"\n");
-    match opts.mode {
-        Some(mode) => s.push_str(&format!("chmod {:04o} \"$_nx_t\"\n", mode & 0o7777)),
-        None => s.push_str(
-            "if [ -e \"$_nx_p\" ]; then chmod \"$(stat -c %a -- \"$_nx_p\")\" \"$_nx_t\"; else chmod 0644 \"$_nx_t\"; fi\n",
-        ),
-    }
-    // Replacing a file keeps its owner unless another is asked for (only root can chown;
-    // anyone else already owns what they create, so a failure there is harmless).
-    s.push_str(
-        "if [ -e \"$_nx_p\" ]; then chown \"$(stat -c %u:%g -- \"$_nx_p\")\" \"$_nx_t\" 2>/dev/null || :; fi\n",
-    );
-    match (&opts.owner, &opts.group) {
-        (Some(o), Some(g)) => s.push_str(&format!(
-            "chown {} \"$_nx_t\"\n",
-            quote(&format!("{o}:{g}"))
-        )),
-        (Some(o), None) => s.push_str(&format!("chown {} \"$_nx_t\"\n", quote(o))),
-        (None, Some(g)) => s.push_str(&format!("chgrp {} \"$_nx_t\"\n", quote(g))),
-        (None, None) => {}
-    }
-    s.push_str("mv -f -- \"$_nx_t\" \"$_nx_p\"\n");
-    s.push_str("trap - EXIT\n");
-    s
-}
-
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -623,22 +591,5 @@ mod tests {
                 .contains("\nexec sudo -S -k -p '' -H -u app -- sh -c ")
         );
         assert!(wrap(&CommandSpec::new("x").sudo(Become::root().with_password("a\nb"))).is_err());
-    }
-
-    #[test]
-    fn write_file_script_is_atomic() {
-        let s = write_file_script(
-            "/etc/app's.conf",
-            &WriteOptions {
-                mode: Some(0o640),
-                owner: Some("app".into()),
-                group: Some("app".into()),
-                ..WriteOptions::default()
-            },
-        );
-        assert!(s.contains(&format!("_nx_p={}\n", quote("/etc/app's.conf"))));
-        assert!(s.contains("chmod 0640 \"$_nx_t\""));
-        assert!(s.contains("chown app:app \"$_nx_t\""));
-        assert!(s.ends_with("mv -f -- \"$_nx_t\" \"$_nx_p\"\ntrap - EXIT\n"));
     }
 }
