@@ -766,6 +766,10 @@ impl HostRun<'_, '_> {
         // Per resource of the range: the index of its unit, or None for a no-op.
         let mut slots: Vec<Option<usize>> = Vec::new();
         let (mut carried, mut script) = (0, 0);
+        // Whether every content so far is a file write's, which the batch then embeds in its
+        // script: with no other stdin, a script too long for the command line travels on
+        // stdin (transport::wrap), so only a batch with other contents is bound by MAX_SCRIPT.
+        let mut embeddable = true;
         for r in list {
             if r.action == Action::NoOp {
                 slots.push(None);
@@ -783,11 +787,15 @@ impl HostRun<'_, '_> {
             let Some(size) = batch::fits(blobs, &step, carried) else {
                 break;
             };
+            let still_embeddable = embeddable && (step.stdin.is_none() || step.write.is_some());
             if units.len() == batch::MAX_RESOURCES
-                || (!units.is_empty() && script + step.script.len() > batch::MAX_SCRIPT)
+                || (!units.is_empty()
+                    && !still_embeddable
+                    && script + step.script.len() > batch::MAX_SCRIPT)
             {
                 break;
             }
+            embeddable = still_embeddable;
             script += step.script.len();
             carried += size;
             slots.push(Some(units.len()));
