@@ -20,7 +20,7 @@ use crate::resources::{file_write, make_dir};
 use crate::transport::{ExitStatus, Output, OutputChunk, OutputStream, Transport};
 
 /// Most resources one command carries.
-pub const MAX_RESOURCES: usize = 64;
+pub const MAX_RESOURCES: usize = 128;
 
 /// The largest content that joins a batch, and the most content bytes one command carries: a
 /// bigger upload goes on its own, by SFTP where the host has it (exec/transfer.rs).
