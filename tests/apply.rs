@@ -144,6 +144,11 @@ fn plan_apply_converges_and_records_exactly_the_plan() {
             .count(),
         1
     );
+    // What a guarded command's guard watches went away: the next apply runs it, so a drift
+    // check reports it (a command that runs on every apply would not be drift).
+    std::fs::remove_file(a1.srv().join("app/built")).unwrap();
+    let out = env.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&out), Some(2), "{}", text(&out.stdout));
 }
 
 #[test]

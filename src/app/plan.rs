@@ -362,12 +362,8 @@ pub fn plan(
 /// Writes the drift trail's row for `plan`: which hosts have changes, and the plan's hash.
 fn record_drift(req: &Request, live: &Live, plan: &Plan, hash: &str) -> Result<i64, Error> {
     let store = live_state(req, &live.loaded.config)?.open()?;
-    let changed = |h: &crate::plan::HostPlan| {
-        h.resources
-            .iter()
-            .filter(|r| r.action != crate::resources::Action::NoOp)
-            .count() as u64
-    };
+    let changed =
+        |h: &crate::plan::HostPlan| h.resources.iter().filter(|r| r.is_drift()).count() as u64;
     Ok(store.record_drift(&crate::state::NewDriftCheck {
         plan_hash: hash.to_string(),
         config: plan.config.clone(),

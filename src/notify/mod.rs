@@ -28,7 +28,7 @@ pub use delivery::{
 };
 
 use crate::exec::{Report, Status, TaskStatus, human_ms};
-use crate::plan::{Plan, Role};
+use crate::plan::Plan;
 use crate::resources::Action;
 
 /// What happened: the single fact a notifier's `on` list is matched against.
@@ -260,9 +260,7 @@ impl RunEvent {
         for h in &plan.hosts {
             let mut host_changes = false;
             for r in &h.resources {
-                if r.role == Role::Task
-                    && matches!(r.action, Action::Create | Action::Update | Action::Delete)
-                {
+                if r.is_drift() {
                     *by_task.entry(r.task.as_str()).or_default() += 1;
                     host_changes = true;
                 }
@@ -280,7 +278,7 @@ impl RunEvent {
                 status: TaskState::Drift,
             })
             .collect();
-        let n = plan.summary.changes();
+        let n = plan.drift_count();
         let mut summary = format!("{} pending ({})", plural(n, "change"), changes.describe());
         if !hosts.is_empty() {
             summary.push_str(&format!(" on {}", name_list(&hosts, SUMMARY_HOSTS)));
@@ -387,6 +385,7 @@ pub(crate) fn colour(outcome: Outcome) -> u32 {
 pub(crate) mod test_support {
     use super::*;
     use crate::exec::{ResourceResult, TaskOutcome};
+    use crate::plan::Role;
 
     fn result(host: &str, task: &str, n: usize, action: Action, status: Status) -> ResourceResult {
         ResourceResult {
@@ -475,6 +474,7 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Role;
 
     #[test]
     fn wants_matches_listed_events() {

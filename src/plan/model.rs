@@ -360,6 +360,23 @@ impl Summary {
 }
 
 impl PlannedResource {
+    /// Whether applying this resource would change the host, so that a plan holding it shows
+    /// drift (`--detailed-exitcode`, drift notifications, the drift trail): a create, update
+    /// or delete, or a command that runs because its guard found the host not yet as declared
+    /// (guards are what a command's probe checks; one without guards has none). A command that
+    /// runs on every apply is not drift, and a handler's resources follow from the changes that
+    /// notify them.
+    pub fn is_drift(&self) -> bool {
+        self.role != Role::Handler
+            && match self.action {
+                Action::Create | Action::Update | Action::Delete => true,
+                Action::Run => {
+                    self.kind == crate::config::ResourceType::Command && !self.probe.is_empty()
+                }
+                Action::NoOp => false,
+            }
+    }
+
     /// This resource's part of a probe script.
     pub fn probe_spec(&self) -> super::probe::Spec<'_> {
         super::probe::Spec {
@@ -371,10 +388,21 @@ impl PlannedResource {
 }
 
 impl Plan {
-    /// Whether applying would change anything on any host (drift, for `--detailed-exitcode`).
-    /// Handler resources count only through the changes that notify them.
+    /// Whether applying would change anything on any host (drift, for `--detailed-exitcode`):
+    /// a resource that [`PlannedResource::is_drift`], or a handler still pending.
     pub fn has_changes(&self) -> bool {
-        self.summary.changes() > 0 || self.hosts.iter().any(|h| !h.pending_handlers.is_empty())
+        self.hosts.iter().any(|h| {
+            !h.pending_handlers.is_empty() || h.resources.iter().any(PlannedResource::is_drift)
+        })
+    }
+
+    /// How many resources [`PlannedResource::is_drift`] over all hosts.
+    pub fn drift_count(&self) -> usize {
+        self.hosts
+            .iter()
+            .flat_map(|h| &h.resources)
+            .filter(|r| r.is_drift())
+            .count()
     }
 }
 
