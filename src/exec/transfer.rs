@@ -37,7 +37,7 @@ pub async fn staged_write(
     // The script's user is not the login user under sudo: its temporary file is made as for
     // stdin and the staged bytes copied in, so owner rules do not depend on the way.
     let copy = cmd.sudo.is_some();
-    let dir = (!copy).then(|| parent(&write.path));
+    let dir = (!copy).then(|| crate::resources::file_write::parent_dir(&write.path));
     let total = content.len() as u64;
     let report = |done: u64| progress(done, Some(total));
     match t
@@ -62,14 +62,6 @@ pub async fn staged_write(
                 ..cmd.clone()
             })
         }
-    }
-}
-
-/// The directory a path is in (`/` for a file at the root).
-fn parent(path: &str) -> &str {
-    match path.trim_end_matches('/').rsplit_once('/') {
-        Some(("", _)) | None => "/",
-        Some((dir, _)) => dir,
     }
 }
 

@@ -38,13 +38,24 @@ pub struct FileWrite {
     pub sha256: String,
 }
 
+/// The program and argument that give a new file or directory `owner` and `group`, if either
+/// is asked for: `chown O:G`, `chown O` or `chgrp G`.
+pub(super) fn chown_of(owner: Option<&str>, group: Option<&str>) -> Option<(&'static str, String)> {
+    match (owner, group) {
+        (Some(o), Some(g)) => Some(("chown", format!("{o}:{g}"))),
+        (Some(o), None) => Some(("chown", o.to_string())),
+        (None, Some(g)) => Some(("chgrp", g.to_string())),
+        (None, None) => None,
+    }
+}
+
 /// Shell text that prints `msg` to stderr and fails.
 fn fail_with(msg: &str) -> String {
     format!("{{ printf '%s\\n' {} >&2; exit 1; }}", q(msg))
 }
 
 /// The directory holding `path` (absolute, validated): `/a/b` → `/a`, `/b` → `/`.
-fn parent_dir(path: &str) -> &str {
+pub fn parent_dir(path: &str) -> &str {
     match path.trim_end_matches('/').rsplit_once('/') {
         Some(("", _)) | None => "/",
         Some((dir, _)) => dir,
@@ -138,12 +149,7 @@ impl FileWrite {
 
     /// The program and argument that give the file its explicit owner and group, if any.
     fn chown(&self) -> Option<(&'static str, String)> {
-        match (&self.owner, &self.group) {
-            (Some(o), Some(g)) => Some(("chown", format!("{o}:{g}"))),
-            (Some(o), None) => Some(("chown", o.clone())),
-            (None, Some(g)) => Some(("chgrp", g.clone())),
-            (None, None) => None,
-        }
+        chown_of(self.owner.as_deref(), self.group.as_deref())
     }
 
     /// The backup copy, if asked for.

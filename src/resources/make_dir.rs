@@ -3,8 +3,8 @@
 //! Alone, [`MakeDir::script`] is `mkdir` and `chown`: two programs per directory. Consecutive
 //! creations in one command (exec/batch.rs) share one `mkdir` per run of directories of the same
 //! mode and one `chown` per owner ([`run_prepare`]), when builtins show beforehand that each
-//! can be made (its parent is a writable directory, or one made just before it; nothing is at its
-//! path). Should a shared command fail nonetheless, the directories it made are removed again
+//! can be made (nothing is at its path; its parent is made just before it, or is, or will be made
+//! by `mkdir -p` under, a writable directory). Should a shared command fail nonetheless, the directories it made are removed again
 //! and each member runs its own script in its frame ([`run_member`]), so each resource still
 //! gets its own status and error, and none is made that its resource does not report.
 
@@ -30,12 +30,7 @@ pub struct MakeDir {
 impl MakeDir {
     /// The program and argument that give the directory its owner and group, if any.
     fn chown(&self) -> Option<(&'static str, String)> {
-        match (&self.owner, &self.group) {
-            (Some(o), Some(g)) => Some(("chown", format!("{o}:{g}"))),
-            (Some(o), None) => Some(("chown", o.clone())),
-            (None, Some(g)) => Some(("chgrp", g.clone())),
-            (None, None) => None,
-        }
+        super::file_write::chown_of(self.owner.as_deref(), self.group.as_deref())
     }
 
     /// The creation alone.
@@ -54,10 +49,7 @@ impl MakeDir {
     }
 
     fn parent(&self) -> &str {
-        match self.path.trim_end_matches('/').rsplit_once('/') {
-            Some(("", _)) | None => "/",
-            Some((dir, _)) => dir,
-        }
+        super::file_write::parent_dir(&self.path)
     }
 }
 
