@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, Config, FileContent, Loaded, Resource, ResourceKind, Value};
+use crate::config::{self, Config, Loaded, Resource, ResourceKind, Value};
 
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
@@ -108,33 +108,13 @@ impl Inputs {
             env_names(h.vars.values(), &mut names);
         }
         for r in all_resources(cfg) {
-            // Templates are text held whole while rendering; sources and uploads are copied as
-            // they are (their size is the user's business), but none may be a FIFO or a device.
-            let path = match &r.kind {
-                ResourceKind::File(f) => {
-                    env_names(f.vars.values(), &mut names);
-                    match &f.content {
-                        Some(FileContent::Source { path }) => Some((path, None)),
-                        Some(FileContent::Template { path }) => {
-                            Some((path, Some(config::files::MAX_TEXT_BYTES)))
-                        }
-                        Some(FileContent::Inline { value }) => {
-                            env_names(std::iter::once(value), &mut names);
-                            None
-                        }
-                        _ => None,
-                    }
+            let needs = r.kind.input_needs();
+            env_names(needs.values.into_iter(), &mut names);
+            // None may be a FIFO or a device; each is read once however many resources name it.
+            for (p, limit) in needs.files {
+                if inputs.files.contains_key(p) {
+                    continue;
                 }
-                ResourceKind::Upload(u) => Some((&u.source, None)),
-                ResourceKind::Command(c) => {
-                    env_names(c.env.values(), &mut names);
-                    None
-                }
-                _ => None,
-            };
-            if let Some((p, limit)) = path
-                && !inputs.files.contains_key(p)
-            {
                 let bytes =
                     config::files::read_regular(p, limit).map_err(|e| InputError::Read {
                         path: inputs.relative(p),
@@ -316,12 +296,11 @@ pub fn content_secret_names(cfg: &Config) -> std::collections::BTreeSet<String> 
         }
     };
     for r in all_resources(cfg) {
-        if let ResourceKind::File(f) = &r.kind {
-            if let Some(FileContent::Inline { value }) = &f.content {
-                add(value);
-            }
-            f.vars.values().for_each(&mut add);
-        }
+        r.kind
+            .input_needs()
+            .content_values
+            .into_iter()
+            .for_each(&mut add);
     }
     cfg.vars.values().for_each(&mut add);
     cfg.hosts
@@ -335,11 +314,10 @@ pub fn content_secret_names(cfg: &Config) -> std::collections::BTreeSet<String> 
 pub fn source_urls(cfg: &Config) -> Vec<(String, Option<String>)> {
     let mut out: Vec<(String, Option<String>)> = Vec::new();
     for r in all_resources(cfg) {
-        if let ResourceKind::File(f) = &r.kind
-            && let Some(FileContent::Url { url, blake3 }) = &f.content
-            && !out.iter().any(|(u, _)| u == url)
-        {
-            out.push((url.clone(), blake3.clone()));
+        for (url, blake3) in r.kind.input_needs().urls {
+            if !out.iter().any(|(u, _)| u == url) {
+                out.push((url.to_string(), blake3.map(str::to_string)));
+            }
         }
     }
     out

@@ -138,9 +138,9 @@ impl Inventory {
         discovered: &crate::discovery::Discovered,
         ov: &Overrides,
     ) -> Result<Inventory, TransportError> {
-        let hosts = crate::plan::connection::all(cfg, discovered);
+        let hosts = crate::planner::connection::all(cfg, discovered);
         Inventory::new(
-            &crate::plan::connection::ssh_settings(cfg),
+            &crate::planner::connection::ssh_settings(cfg),
             hosts.iter().map(|(n, c)| (n.as_str(), c)),
             &cfg.base_dir,
             ov,

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod pattern;
 pub mod pins;
 pub mod plan;
+pub mod planner;
 pub mod preflight;
 pub mod render;
 pub mod resources;

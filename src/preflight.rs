@@ -78,7 +78,7 @@ pub fn needs(
             }
         }
         for host in hosts {
-            let sudo = task_needs_sudo(task, crate::plan::planner::host_becomes(cfg, &host));
+            let sudo = task_needs_sudo(task, crate::planner::host_becomes(cfg, &host));
             match out.iter_mut().find(|n| n.host == host) {
                 Some(n) => n.sudo |= sudo,
                 None => out.push(HostNeeds { host, sudo }),

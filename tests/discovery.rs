@@ -16,7 +16,7 @@ use nexus::discovery::{Discovered, DiscoveredHost};
 use nexus::facts::Facts;
 use nexus::inputs::Inputs;
 use nexus::plan::Selection;
-use nexus::plan::planner::plan_offline;
+use nexus::planner::plan_offline;
 
 use harness::project::Project;
 

@@ -330,6 +330,24 @@ fn inconsistent_plans_are_invalid() {
             "its file write names a sha256 its content does not have",
             Box::new(|v| first_write(v)["write"]["sha256"] = "00".repeat(32).into()),
         ),
+        // So must a download: apply may fetch `download_from` instead of running the script.
+        (
+            "its script is not the download it describes",
+            Box::new(|v| {
+                let s = first_write(v);
+                s["download_from"] = "/etc/shadow".into();
+                s["download_to"] = "stolen".into();
+            }),
+        ),
+        (
+            "its script is not the download it describes",
+            Box::new(|v| {
+                let s = first_write(v);
+                s["script"] = "cat -- /etc/shadow".into();
+                s.as_object_mut().unwrap().remove("write");
+                s["download_from"] = "/etc/shadow".into();
+            }),
+        ),
         (
             "its file write sends no content",
             Box::new(|v| {
@@ -709,7 +727,7 @@ fn swap_blob(v: &mut serde_json::Value, content: &[u8]) {
             // is the one that write derives, so only the diff check is left to catch it.
             if s["write"].is_object() {
                 s["write"]["sha256"] = nexus::resources::file::sha256_hex(content).into();
-                let write: nexus::resources::file_write::FileWrite =
+                let write: nexus::plan::file_write::FileWrite =
                     serde_json::from_value(s["write"].clone()).unwrap();
                 s["script"] = write.script().into();
             }

@@ -33,7 +33,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use nexus::facts::Facts;
 use nexus::inputs::Inputs;
-use nexus::plan::{Plan, Selection, lockfile, plan_offline};
+use nexus::plan::{Plan, Selection, lockfile};
+use nexus::planner::plan_offline;
 use nexus::render::{self, TextOptions};
 
 /// The corpus may grow but must not silently shrink below this.

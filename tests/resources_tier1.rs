@@ -138,7 +138,7 @@ impl Bench {
 
     /// Runs a resource's probe (alone, as the planner builds it) and parses it.
     async fn probe(&self, res: &Res) -> Observed {
-        let owned = probe::Owned::of(res.r.as_ref());
+        let owned = res.r.probe_owned();
         let specs = [owned.spec()];
         let mut spec = CommandSpec::new(probe::script(&specs));
         if res.sudo {
@@ -721,7 +721,7 @@ async fn probes_batch_into_one_round_trip_without_reading_stdin() {
     b.local("f", b"up");
     let res = b.resolve(&body, &[]);
     // What a planner does: one script for all, batched path facts, one command.
-    let owned: Vec<probe::Owned> = res.iter().map(|r| probe::Owned::of(r.r.as_ref())).collect();
+    let owned: Vec<probe::Owned> = res.iter().map(|r| r.r.probe_owned()).collect();
     let specs: Vec<probe::Spec<'_>> = owned.iter().map(probe::Owned::spec).collect();
     let before = b.t.commands_run();
     let out =

@@ -282,7 +282,7 @@ async fn write(
     owner: Option<&str>,
     sudo: Option<Become>,
 ) -> Result<(), String> {
-    let w = nexus::resources::file_write::FileWrite {
+    let w = nexus::plan::file_write::FileWrite {
         path: path.into(),
         owner: owner.map(str::to_string),
         group: None,

@@ -139,13 +139,7 @@ impl Verified<'_> {
         observer: &(dyn Fn(&Event) + Sync),
     ) -> Result<(Report, Vec<Delivery>), Error> {
         let (plan, base) = (self.plan, self.base);
-        let mut needs = Needs::default();
-        for (name, fingerprint) in &plan.inputs.secrets {
-            needs.require(name, Some(fingerprint));
-        }
-        needs.sudo(plan.hosts.iter().map(|h| &h.connection));
-        needs.notifiers(&plan.notify);
-        needs.recognise_all();
+        let needs = Needs::of_plan(plan);
         let env = |k: &str| std::env::var(k).ok();
         let source = Source::Plan {
             vault: plan.vault.as_ref(),
@@ -166,7 +160,7 @@ impl Verified<'_> {
             let mut inv = Inventory::for_plan(plan, base, &req.overrides)?;
             inv.set_secrets(secrets.clone());
             let check = tokio::select! {
-                check = stale::check(plan, &inv, req.parallel, &env, &secrets, run) => check,
+                check = stale::check(plan, &inv, req.parallel, &env, &secrets) => check,
                 exit = signals.next() => {
                     inv.close().await;
                     state.interrupt(run, exit);
@@ -192,11 +186,12 @@ impl Verified<'_> {
                 blobs: Default::default(),
                 ..plan.clone()
             };
+            let (preimages, blobs) = preimages(plan, run, check.captured, &secrets);
             let generation = crate::state::NewGeneration {
                 plan: serde_json::to_string(&recorded).expect("plans serialize"),
                 rollback_of: plan.rollback.as_ref().map(|r| RunId(r.to)),
-                preimages: check.preimages,
-                blobs: check.blobs,
+                preimages,
+                blobs,
             };
             if let Err(e) = state.store.record_generation(run, &generation) {
                 // Nothing was executed: a change without its pre-image could not be undone.
@@ -297,4 +292,41 @@ fn auto_rollback(
         summary,
         deliveries,
     })
+}
+
+/// The pre-images of what the re-probe captured, each read by its resource's type.
+fn preimages(
+    plan: &crate::plan::Plan,
+    run: RunId,
+    captured: Vec<stale::Captured>,
+    secrets: &crate::secrets::Resolved,
+) -> (Vec<crate::state::Preimage>, Vec<crate::state::Blob>) {
+    let planned: std::collections::HashMap<(&str, &str), &crate::plan::PlannedResource> = plan
+        .hosts
+        .iter()
+        .flat_map(|h| {
+            h.resources
+                .iter()
+                .map(|r| ((h.name.as_str(), r.key.as_str()), r))
+        })
+        .collect();
+    let (mut images, mut blobs) = (Vec::new(), Vec::new());
+    for c in captured {
+        // The executor captured resources of this plan only.
+        let Some(r) = planned.get(&(c.host.as_str(), c.key.as_str())) else {
+            continue;
+        };
+        let (image, blob) = crate::resources::preimage::image(
+            run,
+            &c.host,
+            c.seq,
+            r,
+            c.observed.as_ref(),
+            c.content,
+            secrets,
+        );
+        images.push(image);
+        blobs.extend(blob);
+    }
+    (images, blobs)
 }

@@ -103,7 +103,7 @@ pub enum Error {
     /// Planning failed on one or more hosts; `wrote` is whether a plan file was asked for.
     #[error("{}", plan_failed(errors, *asked_for_file))]
     PlanFailed {
-        errors: Vec<crate::plan::PlanError>,
+        errors: Vec<crate::planner::PlanError>,
         asked_for_file: bool,
     },
 
@@ -268,7 +268,7 @@ impl From<StateError> for Error {
     }
 }
 
-fn plan_failed(errors: &[crate::plan::PlanError], asked_for_file: bool) -> String {
+fn plan_failed(errors: &[crate::planner::PlanError], asked_for_file: bool) -> String {
     let mut msg: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     msg.push(format!(
         "plan failed: {} error(s){}",

@@ -7,8 +7,8 @@ use futures::StreamExt;
 use crate::config::Loaded;
 use crate::inputs::Inputs;
 use crate::inventory::Inventory;
-use crate::plan::planner::{self, PlanError, Selected};
 use crate::plan::{Plan, Selection};
+use crate::planner::{self, PlanError, Selected};
 use crate::transport::CommandSpec;
 
 /// Progress of a live plan, in the order it happens for each host.

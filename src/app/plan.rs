@@ -161,7 +161,7 @@ impl Live {
         inv: &Inventory,
         after: live::AfterPlanning,
         events: &(dyn Fn(PlanEvent) + Sync),
-    ) -> Result<Plan, Vec<crate::plan::PlanError>> {
+    ) -> Result<Plan, Vec<crate::planner::PlanError>> {
         let env = |k: &str| std::env::var(k).ok();
         let config_name = req.config.display().to_string();
         let live = LiveRequest {
@@ -240,7 +240,7 @@ fn plan_secrets(
     // Host content that holds any vault value is never shown, whether the configuration uses
     // the value or not (docs/secrets.md).
     needs.recognise_all();
-    let connections = crate::plan::connection::all(cfg, &Default::default());
+    let connections = crate::planner::connection::all(cfg, &Default::default());
     needs.sudo(connections.iter().map(|(_, c)| c));
     // File contents that hold secrets are compared by the hash of the real content, so planning
     // reads those values too (in memory only; docs/secrets.md).

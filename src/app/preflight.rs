@@ -79,7 +79,7 @@ pub fn preflight(req: &Request, loaded: &Loaded) -> Result<Preflight, Error> {
     }];
     let pinned = crate::pins::pinned_discovery(&req.config)?;
     let (needs, missing) = crate::preflight::needs(cfg, &selected, &pinned);
-    let connections = crate::plan::connection::all(cfg, &pinned);
+    let connections = crate::planner::connection::all(cfg, &pinned);
     let mut wanted = Needs::default();
     wanted.sudo(
         connections

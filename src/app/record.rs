@@ -339,7 +339,7 @@ fn record(
 
 /// Skipped no-ops did nothing on any host: they are written together, not one transaction each.
 fn is_batched(a: &ActionRecord) -> bool {
-    a.action == crate::resources::Action::NoOp && a.status == ActionStatus::Skipped
+    a.action == crate::plan::Action::NoOp && a.status == ActionStatus::Skipped
 }
 
 /// A plan about to execute under a recorded run, and what its notifications need.

@@ -500,11 +500,11 @@ fn restore(
 ) -> Result<Result<Restore, Unrestorable>, Error> {
     let sudo = changed.steps.first().is_some_and(|s| s.sudo);
     let path = match changed.kind {
-        ResourceType::File => changed.id.strip_prefix("file:"),
-        ResourceType::Directory => changed.id.strip_prefix("directory:"),
-        ResourceType::Service => changed.id.strip_prefix("service:"),
-        ResourceType::User => changed.id.strip_prefix("user:"),
-        ResourceType::Group => changed.id.strip_prefix("group:"),
+        ResourceType::File
+        | ResourceType::Directory
+        | ResourceType::Service
+        | ResourceType::User
+        | ResourceType::Group => changed.kind.subject_of(&changed.id),
         _ => None,
     };
     let (Some(path), image_state) = (path, &image.image) else {
@@ -648,7 +648,7 @@ fn restore(
                 true => "as before (holds secrets)".to_string(),
                 false => format!(
                     "as before (sha256:{})",
-                    &crate::resources::file::sha256_hex(&blob.data)[..12]
+                    &crate::plan::file_write::sha256_hex(&blob.data)[..12]
                 ),
             };
             Restore {

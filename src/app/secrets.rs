@@ -35,6 +35,20 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// What applying `plan` reads: the secrets it pinned (each still with the value it was made
+    /// with), its hosts' sudo passwords and its notifiers' credentials; every secret known to the
+    /// vault is recognised, so a pre-image that holds one is kept encrypted.
+    pub fn of_plan(plan: &crate::plan::Plan) -> Needs {
+        let mut needs = Needs::default();
+        for (name, fingerprint) in &plan.inputs.secrets {
+            needs.require(name, Some(fingerprint));
+        }
+        needs.sudo(plan.hosts.iter().map(|h| &h.connection));
+        needs.notifiers(&plan.notify);
+        needs.recognise_all();
+        needs
+    }
+
     /// Needs `name`; with `fingerprint`, its value must still be the one the plan was made with.
     pub fn require(&mut self, name: &str, fingerprint: Option<&str>) {
         let slot = self.required.entry(name.to_string()).or_default();

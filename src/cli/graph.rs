@@ -22,17 +22,7 @@ pub fn run(ctx: &Ctx, args: GraphArgs) -> CmdResult {
     let format = ctx.format(Format::Dot, &[Format::Dot, Format::Text, Format::Json])?;
     let loaded = ctx.load()?;
     let cfg = &loaded.config;
-    let index = |name: &str| cfg.tasks.iter().position(|t| t.name.value == name);
-    let edges: Vec<(usize, usize)> = cfg
-        .tasks
-        .iter()
-        .enumerate()
-        .flat_map(|(i, t)| {
-            t.deps
-                .iter()
-                .filter_map(move |d| index(&d.value).map(|j| (i, j)))
-        })
-        .collect();
+    let edges = cfg.task_edges();
     let deps = Deps::new(cfg.tasks.len(), edges.iter().copied());
     let selected: Vec<usize> = if args.tasks.is_empty() {
         (0..cfg.tasks.len()).collect()

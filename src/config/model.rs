@@ -1,7 +1,7 @@
 //! The validated configuration model. No KDL type appears here: later stages depend only on this.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -249,7 +249,55 @@ pub enum ResourceKind {
     WaitFor(WaitFor),
 }
 
+/// What a resource reads besides its configuration, gathered once before planning by
+/// `inputs::Inputs::collect` so that planning stays pure.
+#[derive(Debug, Default)]
+pub struct InputNeeds<'a> {
+    /// Local files, each with the size above which it is refused (a template is held whole as
+    /// text; a copied file's size is the user's business).
+    pub files: Vec<(&'a Path, Option<u64>)>,
+    /// Values resolved for the resource, any of which may name an environment variable.
+    pub values: Vec<&'a Value>,
+    /// The values among them a file's content may hold: a secret there is read at plan time, so
+    /// that contents are compared.
+    pub content_values: Vec<&'a Value>,
+    /// Remote contents, with the blake3 the configuration pins.
+    pub urls: Vec<(&'a str, Option<&'a str>)>,
+}
+
 impl ResourceKind {
+    /// See [`InputNeeds`].
+    pub fn input_needs(&self) -> InputNeeds<'_> {
+        let mut needs = InputNeeds::default();
+        match self {
+            ResourceKind::File(f) => {
+                needs.content_values.extend(f.vars.values());
+                match &f.content {
+                    Some(FileContent::Source { path }) => needs.files.push((path, None)),
+                    Some(FileContent::Template { path }) => {
+                        needs.files.push((path, Some(super::files::MAX_TEXT_BYTES)));
+                    }
+                    Some(FileContent::Inline { value }) => needs.content_values.push(value),
+                    Some(FileContent::Url { url, blake3 }) => {
+                        needs.urls.push((url, blake3.as_deref()));
+                    }
+                    None => {}
+                }
+                needs.values.extend(needs.content_values.iter().copied());
+            }
+            ResourceKind::Upload(u) => needs.files.push((&u.source, None)),
+            ResourceKind::Command(c) => needs.values.extend(c.env.values()),
+            ResourceKind::Package(_)
+            | ResourceKind::Service(_)
+            | ResourceKind::Directory(_)
+            | ResourceKind::User(_)
+            | ResourceKind::Group(_)
+            | ResourceKind::Download(_)
+            | ResourceKind::WaitFor(_) => {}
+        }
+        needs
+    }
+
     pub fn type_name(&self) -> &'static str {
         self.resource_type().as_str()
     }
@@ -312,6 +360,17 @@ impl ResourceType {
             ResourceType::Download => "download",
             ResourceType::WaitFor => "wait-for",
         }
+    }
+
+    /// A resource's identity on a host, `file:/etc/motd`: two resources with one id conflict.
+    pub fn id(self, subject: &str) -> String {
+        format!("{}:{subject}", self.as_str())
+    }
+
+    /// What [`ResourceType::id`] was given: the path, account or unit a resource of this type
+    /// names (`/etc/motd` of `file:/etc/motd`); `None` for an id of another type.
+    pub fn subject_of(self, id: &str) -> Option<&str> {
+        id.strip_prefix(self.as_str())?.strip_prefix(':')
     }
 
     /// Whether the type manages system state that only root can change (packages, services,
@@ -566,6 +625,25 @@ impl Config {
 
     pub fn task(&self, name: &str) -> Option<&Task> {
         self.tasks.iter().find(|t| *t.name == name)
+    }
+
+    /// The index of the task `name`.
+    pub fn task_index(&self, name: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| *t.name == name)
+    }
+
+    /// Each task's `deps` as (task, task it depends on) pairs of task indices; an unknown
+    /// dependency (the loader refuses those) is left out.
+    pub fn task_edges(&self) -> Vec<(usize, usize)> {
+        self.tasks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| {
+                t.deps
+                    .iter()
+                    .filter_map(move |d| self.task_index(&d.value).map(|j| (i, j)))
+            })
+            .collect()
     }
 
     pub fn handler(&self, name: &str) -> Option<&Handler> {

@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use super::step::{self, Escalation, StepsOutcome};
 use crate::plan::PlannedResource;
-use crate::resources::{Action, Step};
-use crate::resources::{file_write, make_dir};
+use crate::plan::{Action, Step};
+use crate::plan::{file_write, make_dir};
 use crate::transport::{ExitStatus, Output, OutputChunk, OutputStream, Transport};
 
 /// Most resources one command carries.
@@ -686,7 +686,7 @@ mod tests {
 
     /// A directory creation step, as a directory resource plans it.
     fn mkdir(path: &std::path::Path, mode: Option<&str>, owner: Option<&str>) -> (Step, bool) {
-        let d = crate::resources::make_dir::MakeDir {
+        let d = crate::plan::make_dir::MakeDir {
             path: path.to_str().unwrap().into(),
             mode: mode.map(str::to_string),
             owner: owner.map(str::to_string),

@@ -21,8 +21,8 @@ use serde::Serialize;
 
 use crate::config::Strategy;
 use crate::inventory::Inventory;
+use crate::plan::Action;
 use crate::plan::{Plan, PlannedResource, Role, TaskPlan};
-use crate::resources::Action;
 use step::Escalation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -762,7 +762,7 @@ impl HostRun<'_, '_> {
         }
         let (ctx, host) = (self.ctx, self.host);
         let blobs = &ctx.plan.blobs;
-        let mut units: Vec<(crate::resources::Step, bool)> = Vec::new();
+        let mut units: Vec<(crate::plan::Step, bool)> = Vec::new();
         // Per resource of the range: the index of its unit, or None for a no-op.
         let mut slots: Vec<Option<usize>> = Vec::new();
         let (mut carried, mut script) = (0, 0);

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::preimage;
 use crate::inventory::Inventory;
+use crate::plan::Observed;
 use crate::plan::{HostPlan, Plan, PlannedResource, lockfile, probe};
-use crate::resources::Observed;
-use crate::state::{Blob, Preimage, RunId};
+
 use crate::transport::CommandSpec;
 
 /// A resource whose state differs from when the plan was made.
@@ -33,11 +33,25 @@ pub struct Check {
     pub drift: Vec<Drift>,
     /// Hosts that could not be probed, with the reason.
     pub unreachable: Vec<(String, String)>,
-    /// The pre-images of the resources the plan changes, with their contents.
+    /// What the re-probe saw of the resources the plan changes, for their pre-images.
     #[serde(skip)]
-    pub preimages: Vec<Preimage>,
-    #[serde(skip)]
-    pub blobs: Vec<Blob>,
+    pub captured: Vec<Captured>,
+}
+
+/// The state a resource the plan changes was in at the re-probe, just before apply: what a
+/// pre-image records (what that state means for the resource's type is not the executor's to
+/// say; `resources::preimage` reads it).
+#[derive(Debug)]
+pub struct Captured {
+    pub host: String,
+    /// The resource's index among the host's re-probed resources.
+    pub seq: usize,
+    /// Its key in the plan.
+    pub key: String,
+    /// What its probe printed; `None` when its snippet failed.
+    pub observed: Option<Observed>,
+    /// A file's content, when it was a regular, readable file within [`preimage::CONTENT_LIMIT`].
+    pub content: Option<Vec<u8>>,
 }
 
 impl Check {
@@ -113,16 +127,15 @@ fn fingerprint_of(o: &Result<Observed, i32>) -> String {
     }
 }
 
-/// Re-probes all hosts of the plan concurrently, capturing pre-images for `run`.
+/// Re-probes all hosts of the plan concurrently, capturing what pre-images need.
 pub async fn check(
     plan: &Plan,
     inv: &Inventory,
     parallel: usize,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     secrets: &crate::secrets::Resolved,
-    run: RunId,
 ) -> Check {
-    type HostCheck = (Vec<Drift>, Vec<Preimage>, Vec<Blob>);
+    type HostCheck = (Vec<Drift>, Vec<Captured>);
     let per_host: Vec<Result<HostCheck, (String, String)>> =
         futures::stream::iter(plan.hosts.iter())
             .map(|h| async move {
@@ -134,7 +147,7 @@ pub async fn check(
                 let (observed, mut contents) = probe_host(h, &probed, inv, env, secrets, capture)
                     .await
                     .map_err(|e| (h.name.clone(), e.to_string()))?;
-                let (mut drift, mut images, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut drift, mut captured) = (Vec::new(), Vec::new());
                 for (i, (r, o)) in probed.iter().zip(&observed).enumerate() {
                     let now = fingerprint_of(o);
                     let drifted = |why: Option<String>| Drift {
@@ -153,7 +166,7 @@ pub async fn check(
                     // of that same content (a re-hashed plan could show another old side).
                     // A link has no content of its own: a plan replacing it shows it as empty.
                     let held = o.as_ref().ok().and_then(|o| match o.get("type") {
-                        Some("link") => Some(crate::resources::file::sha256_hex(b"")),
+                        Some("link") => Some(crate::plan::file_write::sha256_hex(b"")),
                         _ => o.get("sha256").map(str::to_string),
                     });
                     if let Some(shown) = lockfile::shown_old_sha256(plan, r)
@@ -166,20 +179,16 @@ pub async fn check(
                         continue;
                     }
                     if preimage::wanted(r) {
-                        let (image, blob) = preimage::image(
-                            run,
-                            &h.name,
-                            i,
-                            r,
-                            o.as_ref().ok(),
-                            contents.remove(&i),
-                            secrets,
-                        );
-                        images.push(image);
-                        blobs.extend(blob);
+                        captured.push(Captured {
+                            host: h.name.clone(),
+                            seq: i,
+                            key: r.key.clone(),
+                            observed: o.as_ref().ok().cloned(),
+                            content: contents.remove(&i),
+                        });
                     }
                 }
-                Ok((drift, images, blobs))
+                Ok((drift, captured))
             })
             .buffered(parallel.max(1))
             .collect()
@@ -187,10 +196,9 @@ pub async fn check(
     let mut check = Check::default();
     for r in per_host {
         match r {
-            Ok((d, p, b)) => {
+            Ok((d, c)) => {
                 check.drift.extend(d);
-                check.preimages.extend(p);
-                check.blobs.extend(b);
+                check.captured.extend(c);
             }
             Err(u) => check.unreachable.push(u),
         }

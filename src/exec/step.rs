@@ -8,7 +8,8 @@ use base64::Engine;
 use std::collections::BTreeMap;
 
 use crate::plan::PlannedResource;
-use crate::resources::{EnvValue, Step, q};
+use crate::plan::{EnvValue, Step};
+use crate::shell::quote as q;
 use crate::transport::{Become, CommandSpec, Transport};
 
 /// How a step escalates: the host's sudo settings, resolved before execution.
@@ -69,11 +70,7 @@ pub(super) fn spec(
     esc: &Escalation,
     secrets: &crate::secrets::Resolved,
 ) -> Result<CommandSpec, StepError> {
-    let script = match &step.cwd {
-        Some(dir) => format!("cd -- {} || exit 1\n{script}", q(dir)),
-        None => script,
-    };
-    let mut cmd = CommandSpec::new(script);
+    let mut cmd = CommandSpec::new(step.in_cwd(script));
     for (k, v) in &step.env {
         match v {
             EnvValue::Literal(s) => cmd = cmd.env(k.clone(), s.clone()),
@@ -247,7 +244,7 @@ pub async fn run(
                 Ok(Some(real)) => cmd
                     .env(
                         "NEXUS_CONTENT_SHA256".to_string(),
-                        crate::resources::file::sha256_hex(&real),
+                        crate::plan::file_write::sha256_hex(&real),
                     )
                     .stdin(real),
             };
@@ -262,13 +259,11 @@ pub async fn run(
             attempt += 1;
             // Attempts of the step that needed the most: retries are what the user wants to see.
             out.attempts = out.attempts.max(attempt);
-            if let (Some(dest), Some(source)) = (
-                &step.download_to,
-                crate::resources::download::source_of(&step.script),
-            ) && step.skip_if.is_none()
+            if let (Some(dest), Some(source)) = (&step.download_to, &step.download_from)
+                && step.skip_if.is_none()
             {
                 let dest = base_dir.join(dest);
-                match super::transfer::download(t, &source, &dest, progress).await {
+                match super::transfer::download(t, source, &dest, progress).await {
                     Ok(true) => {
                         out.exit_code = Some(0);
                         out.output_tail.clear();

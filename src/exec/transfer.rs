@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::resources::Step;
+use crate::plan::Step;
 use crate::transport::{CommandSpec, Fetched, Staged, Transport};
 
 /// Contents up to this size go on stdin (and may share a command: exec/batch.rs takes its
@@ -37,7 +37,7 @@ pub async fn staged_write(
     // The script's user is not the login user under sudo: its temporary file is made as for
     // stdin and the staged bytes copied in, so owner rules do not depend on the way.
     let copy = cmd.sudo.is_some();
-    let dir = (!copy).then(|| crate::resources::file_write::parent_dir(&write.path));
+    let dir = (!copy).then(|| crate::plan::file_write::parent_dir(&write.path));
     let total = content.len() as u64;
     let report = |done: u64| progress(done, Some(total));
     match t
@@ -47,15 +47,7 @@ pub async fn staged_write(
     {
         Staged::Unavailable => Ok(cmd.clone()),
         Staged::At(path) => {
-            let script = write.script_from_staged(&write.sha256, &path, copy);
-            let script = match cmd.script.strip_suffix(&write.script()) {
-                // What spec() put before the script (a `cd`) stays.
-                Some(before) => format!("{before}{script}"),
-                None => {
-                    t.unstage(&path).await;
-                    return Ok(cmd.clone());
-                }
-            };
+            let script = step.in_cwd(write.script_from_staged(&write.sha256, &path, copy));
             Ok(CommandSpec {
                 script,
                 stdin: None,

@@ -89,7 +89,16 @@ pub enum PackageManager {
     Zypper,
 }
 
-/// Init systems nexus manages services with.
+/// The init systems nexus manages services with: what a service resource runs under, and what
+/// a service's pre-image records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    Systemd,
+    Openrc,
+}
+
+/// The init system a host runs, as its facts say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InitSystem {

@@ -28,8 +28,8 @@ pub use delivery::{
 };
 
 use crate::exec::{Report, Status, TaskStatus, human_ms};
+use crate::plan::Action;
 use crate::plan::Plan;
-use crate::resources::Action;
 
 /// What happened: the single fact a notifier's `on` list is matched against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -7,8 +7,6 @@
 //! the stored diff to be that diff byte for byte. Then every line the blob writes is either shown
 //! (as `+` or context) or unchanged from the old side the diff itself presents.
 
-use crate::resources::file::text_diff;
-
 /// Why a stored diff does not describe its blob.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiffMismatch {
@@ -71,7 +69,7 @@ pub fn verify(
 /// re-hash an edited plan).
 pub fn old_side_sha256(diff: &str, new: &[u8]) -> Option<String> {
     let new = std::str::from_utf8(new).ok()?;
-    old_side(diff, new).map(|old| crate::resources::file::sha256_hex(old.as_bytes()))
+    old_side(diff, new).map(|old| crate::plan::file_write::sha256_hex(old.as_bytes()))
 }
 
 /// The old content a diff implies for new content `new`: the lines outside its hunks taken
@@ -130,6 +128,24 @@ fn old_side(diff: &str, new: &str) -> Option<String> {
     Some(old)
 }
 
+/// A unified diff of two contents when both are text, else `None`.
+pub fn text_diff(path: &str, old: &[u8], new: &[u8]) -> Option<String> {
+    let text = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .filter(|s| !s.contains('\0'))
+            .map(str::to_string)
+    };
+    let (old, new) = (text(old)?, text(new)?);
+    let diff = similar::TextDiff::from_lines(old.as_str(), new.as_str());
+    Some(
+        diff.unified_diff()
+            .context_radius(3)
+            .header(path, path)
+            .to_string(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,7 +155,7 @@ mod tests {
         assert_eq!(old_side(&diff, new).as_deref(), Some(old), "{diff}");
         assert_eq!(
             old_side_sha256(&diff, new.as_bytes()),
-            Some(crate::resources::file::sha256_hex(old.as_bytes()))
+            Some(crate::plan::file_write::sha256_hex(old.as_bytes()))
         );
         assert_eq!(
             verify("file:/f", &diff, "b", new.as_bytes(), old.is_empty()),

@@ -24,9 +24,9 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::Action;
 use super::diff_check;
 use super::model::{FORMAT_VERSION, Plan, Role, Summary};
-use crate::resources::Action;
 
 /// The `format` value of the header line.
 pub const FORMAT_NAME: &str = "nexus-plan";
@@ -472,6 +472,14 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
                         r.key, h.name
                     ));
                 }
+                if let Some(from) = &s.download_from
+                    && (s.script != super::Step::download_script(from) || s.download_to.is_none())
+                {
+                    return fail(format!(
+                        "resource {:?} on host {:?}: its script is not the download it describes",
+                        r.key, h.name
+                    ));
+                }
                 if let Some(w) = &s.write {
                     check_write(s, w, &plan.blobs).map_err(|why| {
                         invalid(
@@ -500,8 +508,8 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
 /// A step's `write` says what its script does, so that apply may write several files at once
 /// instead of running their scripts: the two must agree, or the reviewed script is not what runs.
 fn check_write(
-    s: &crate::resources::Step,
-    w: &crate::resources::file_write::FileWrite,
+    s: &super::Step,
+    w: &super::file_write::FileWrite,
     blobs: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), &'static str> {
     let Some(blob) = &s.stdin else {
@@ -513,7 +521,7 @@ fn check_write(
     let sha256 = blobs
         .get(blob)
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-        .map(|bytes| crate::resources::file::sha256_hex(&bytes));
+        .map(|bytes| super::file_write::sha256_hex(&bytes));
     if sha256.as_ref() != Some(&w.sha256) {
         return Err("its file write names a sha256 its content does not have");
     }

@@ -1,15 +1,16 @@
-//! Planning: selection, the pure planner around one probe round trip per host, the plan model,
-//! and (in `lockfile`) its canonical, hashed encoding.
+//! The plan: what a plan file holds (the model, the steps as data, how a file write and a
+//! directory creation are rendered for the host) and, in `lockfile`, its canonical, hashed
+//! encoding. This is what the executor consumes; `crate::planner` makes it.
 
-pub mod connection;
 pub mod diff_check;
+pub mod file_write;
 pub mod lockfile;
+pub mod make_dir;
 pub mod model;
-pub mod planner;
+pub mod observed;
 pub mod probe;
-pub mod secret_guard;
+pub mod step;
 
 pub use model::*;
-pub use planner::{
-    PlanError, PreparedHost, Selected, assemble, plan_offline, prepare_host, select,
-};
+pub use observed::{Observed, UnexpectedLine};
+pub use step::{Action, EnvValue, FieldChange, ProbeBatch, Retry, Step};

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::step::{Action, FieldChange, ProbeBatch, Retry, Step};
 use crate::config::values::{BatchSize, Percent};
 use crate::config::{HostKeyChecking, OnFailure, Strategy, Value};
 use crate::inputs::Manifest;
-use crate::resources::{Action, FieldChange, ProbeBatch, Retry, Step};
 
 /// Plan format version. A reader refuses another major version; apply also refuses another
 /// minor version (docs/plan-format.md, "Versioning").
@@ -100,7 +100,7 @@ pub struct TaskPlan {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "crate::resources::opt_secs"
+        with = "super::step::opt_secs"
     )]
     pub timeout: Option<std::time::Duration>,
 }
@@ -118,13 +118,13 @@ pub struct SshSettings {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "crate::resources::opt_secs"
+        with = "super::step::opt_secs"
     )]
     pub connect_timeout: Option<std::time::Duration>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "crate::resources::opt_secs"
+        with = "super::step::opt_secs"
     )]
     pub keepalive: Option<std::time::Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,7 +139,7 @@ pub struct PlanNotifier {
     pub on: Vec<crate::config::NotifyEvent>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Value>,
-    #[serde(with = "crate::resources::opt_secs", default)]
+    #[serde(with = "super::step::opt_secs", default)]
     pub timeout: Option<std::time::Duration>,
     pub retries: u32,
 }
@@ -251,7 +251,7 @@ pub struct Connection {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "crate::resources::opt_secs"
+        with = "super::step::opt_secs"
     )]
     pub connect_timeout: Option<std::time::Duration>,
     #[serde(default)]

@@ -10,11 +10,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::resources::{ProbeBatch, Resource, q};
+use super::ProbeBatch;
 use crate::secrets::SealKey;
+use crate::shell::quote as q;
 
 /// How many paths one `stat` command line carries; far below any ARG_MAX.
 const STAT_CHUNK: usize = 512;
+
+/// Old contents up to this size travel back with the probe for diffs.
+pub const DIFF_LIMIT: u64 = 256 * 1024;
 
 /// One resource's probe: its snippet, the path facts it wants batched, and whether the snippet is
 /// simple enough (builtins, no `exit`, no `cd`) to run in the probe's own shell instead of a
@@ -34,14 +38,6 @@ pub struct Owned {
 }
 
 impl Owned {
-    pub fn of(r: &dyn Resource) -> Owned {
-        Owned {
-            snippet: r.probe(),
-            batch: r.probe_batch(),
-            inline: r.probe_inline(),
-        }
-    }
-
     pub fn spec(&self) -> Spec<'_> {
         Spec {
             snippet: &self.snippet,
@@ -246,7 +242,7 @@ fn path_facts(s: &mut String, specs: &[Spec<'_>], token: &str) {
              IFS=$_nx_ifs; set +f ;;\n\
              esac\n",
             q(&expected.join("\n")),
-            limit = crate::resources::file::DIFF_LIMIT
+            limit = DIFF_LIMIT
         ));
     }
     s.push_str(&format!("printf '\\n@@{token} olds end 0\\n'\n"));
@@ -540,19 +536,9 @@ pub fn split(
     Ok(sections)
 }
 
-/// Runs one resource's probe through the local `sh`, as a host's probe would, for unit tests.
-#[cfg(test)]
-pub fn run_local(r: &dyn Resource) -> crate::resources::Observed {
-    let owned = Owned::of(r);
-    let specs = [owned.spec()];
-    let sections = split(&specs, &run_sh(&script(&specs)), None).unwrap();
-    assert_eq!(sections[0].status, 0, "{}", sections[0].output);
-    crate::resources::Observed::parse(&sections[0].output).unwrap()
-}
-
 /// Runs a script with the local `sh` and returns its stdout; stderr must stay empty.
 #[cfg(test)]
-fn run_sh(script: &str) -> String {
+pub fn run_sh(script: &str) -> String {
     run_sh_with_path(script, None)
 }
 
@@ -693,10 +679,10 @@ mod tests {
             assert_eq!(text.matches("find \"$@\"").count(), chunks);
             let sections = run_batches(&batches);
             for (i, (b, section)) in batches.iter().zip(&sections).enumerate() {
-                let o = crate::resources::Observed::parse(&section.output).unwrap();
+                let o = crate::plan::Observed::parse(&section.output).unwrap();
                 assert_eq!(o.get("type"), Some("file"), "{}", b.path);
                 let want = (i % every == 0)
-                    .then(|| crate::resources::file::sha256_hex(format!("{i}\n").as_bytes()));
+                    .then(|| crate::plan::file_write::sha256_hex(format!("{i}\n").as_bytes()));
                 assert_eq!(o.get("sha256").map(str::to_string), want, "{}", b.path);
             }
             // Unwanted files are not even read.
@@ -712,7 +698,7 @@ mod tests {
     #[test]
     fn files_as_wanted_skip_the_walk_for_old_contents() {
         let dir = tempfile::tempdir().unwrap();
-        let sha = |t: &str| crate::resources::file::sha256_hex(t.as_bytes());
+        let sha = |t: &str| crate::plan::file_write::sha256_hex(t.as_bytes());
         let mut batches = Vec::new();
         for (i, name) in ["a", "b  c", "d*"].iter().enumerate() {
             let path = dir.path().join(name);
@@ -762,7 +748,7 @@ mod tests {
         write("diff one", "old one\n");
         write("no want", "whatever\n");
         write("diff two", "old two\n");
-        let sha = |t: &str| crate::resources::file::sha256_hex(t.as_bytes());
+        let sha = |t: &str| crate::plan::file_write::sha256_hex(t.as_bytes());
         let batch = |name: &str, want: Option<String>| ProbeBatch {
             path: d.join(name).to_str().unwrap().to_string(),
             sha256: true,
@@ -780,7 +766,7 @@ mod tests {
         ];
         let sections = run_batches(&batches);
         let old = |i: usize| {
-            crate::resources::Observed::parse(&sections[i].output)
+            crate::plan::Observed::parse(&sections[i].output)
                 .unwrap()
                 .get("_old_b64")
                 .map(|b| {
@@ -862,8 +848,8 @@ mod tests {
             if b.path.ends_with('*') {
                 alone.push_str("\necho size=6\necho sha256=5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
             }
-            let want = crate::resources::Observed::parse(&run_sh(&alone)).unwrap();
-            let got = crate::resources::Observed::parse(&section.output).unwrap();
+            let want = crate::plan::Observed::parse(&run_sh(&alone)).unwrap();
+            let got = crate::plan::Observed::parse(&section.output).unwrap();
             assert_eq!(got, want, "{}", b.path);
             assert_eq!(section.status, 0);
         }

@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use super::{
     Counts, Entry, count, entry_hosts_phrase, field_values, hosts_phrase, task_notes, view,
 };
+use crate::plan::Action;
 use crate::plan::{Plan, Role, lockfile};
-use crate::resources::Action;
 
 /// Characters (not bytes: GitHub counts characters) a rendering stays within, leaving room
 /// below GitHub's limit for a wrapper a CI job may add.

@@ -13,8 +13,8 @@ pub mod text;
 
 pub use text::TextOptions;
 
+use crate::plan::Action;
 use crate::plan::{HostPlan, Plan, PlannedResource, Role, TaskPlan};
-use crate::resources::Action;
 
 /// The one-line summary the CLI prints last (and every rendering starts with).
 pub fn summary_line(plan: &Plan) -> String {
@@ -361,7 +361,7 @@ pub fn task_notes(t: &TaskPlan) -> Vec<String> {
 }
 
 /// `from → to` of a field change, with `(none)` for a missing side.
-pub fn field_values(f: &crate::resources::FieldChange) -> (String, String) {
+pub fn field_values(f: &crate::plan::FieldChange) -> (String, String) {
     let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "(none)".into());
     (v(&f.from), v(&f.to))
 }

@@ -482,7 +482,10 @@ mod tests {
     #[test]
     fn skipped_commands_have_the_planned_label() {
         let c = cmd("  make \\\n  install\n");
-        let skipped = crate::resources::label(&config::ResourceKind::Command(c.spec.clone()));
+        let skipped = crate::resources::label(
+            &config::ResourceKind::Command(c.spec.clone()),
+            &crate::inputs::Inputs::default(),
+        );
         assert_eq!(skipped, c.label());
         assert_eq!(c.label(), "command make \\…");
     }

@@ -20,7 +20,7 @@ pub fn resolve(d: &config::Directory, ctx: &ResolveCtx<'_>) -> Result<Directory,
 impl Directory {
     /// The step and fields that create the directory with its final mode, then its owner.
     fn create(&self) -> Change {
-        let make = super::make_dir::MakeDir {
+        let make = crate::plan::make_dir::MakeDir {
             path: self.spec.path.clone(),
             mode: self.spec.mode.map(|m| m.to_string()),
             owner: self.spec.owner.clone(),
@@ -86,13 +86,18 @@ impl Directory {
     }
 }
 
+/// How plans name the directory, planned or skipped.
+pub fn label(d: &config::Directory) -> String {
+    format!("directory {}", d.path)
+}
+
 impl Resource for Directory {
     fn id(&self) -> String {
-        format!("directory:{}", self.spec.path)
+        config::ResourceType::Directory.id(&self.spec.path)
     }
 
     fn label(&self) -> String {
-        format!("directory {}", self.spec.path)
+        label(&self.spec)
     }
 
     fn path(&self) -> Option<&str> {

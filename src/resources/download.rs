@@ -20,13 +20,18 @@ pub fn resolve(d: &config::Download, ctx: &ResolveCtx<'_>) -> Result<Download, R
     })
 }
 
+/// How plans name the download, planned or skipped.
+pub fn label(d: &config::Download) -> String {
+    format!("download {} → {}", d.source, d.dest)
+}
+
 impl Resource for Download {
     fn id(&self) -> String {
-        format!("download:{}", self.spec.dest)
+        config::ResourceType::Download.id(&self.spec.dest)
     }
 
     fn label(&self) -> String {
-        format!("download {} → {}", self.spec.source, self.spec.dest)
+        label(&self.spec)
     }
 
     /// Nothing to compare: the remote file may be produced by an earlier step of the same apply.
@@ -35,22 +40,12 @@ impl Resource for Download {
     }
 
     fn plan(&self, _observed: &Observed) -> Result<Change, ResourceError> {
-        let mut step = Step::new(format!("cat -- {}", q(&self.spec.source)), self.sudo);
-        step.download_to = Some(self.spec.dest.clone());
+        let step = Step::download(&self.spec.source, &self.spec.dest, self.sudo);
         Ok(Change::new(
             Action::Run,
             format!("copies to {}", self.spec.dest),
             vec![step],
         ))
-    }
-}
-
-/// The remote path a download step reads, from the step's script as [`Download::plan`] makes
-/// it; `None` for any other script (a plan made by hand), which then runs as it is.
-pub fn source_of(script: &str) -> Option<String> {
-    match shlex::split(script)?.as_slice() {
-        [cat, dashes, path] if cat == "cat" && dashes == "--" => Some(path.clone()),
-        _ => None,
     }
 }
 
@@ -95,11 +90,7 @@ mod tests {
         assert_eq!(c.reason, "copies to logs/web1/app-web1.log");
         let mut want = Step::new(r#"cat -- "/var/log/my app's.log""#, false);
         want.download_to = Some("logs/web1/app-web1.log".into());
+        want.download_from = Some("/var/log/my app's.log".into());
         assert_eq!(c.steps, vec![want]);
-        assert_eq!(
-            source_of(&c.steps[0].script).as_deref(),
-            Some("/var/log/my app's.log")
-        );
-        assert_eq!(source_of("cat -- /a; rm -rf /"), None);
     }
 }

@@ -3,14 +3,12 @@
 //! content is small, the probe returns it so the plan can show a unified diff. Writes are atomic
 //! (a temporary file in the same directory, renamed over the path) and read the content from stdin.
 
-use sha2::{Digest, Sha256};
-
 use super::*;
 use crate::config::{self, FileContent, Presence};
+pub use crate::plan::diff_check::text_diff;
+pub use crate::plan::file_write::sha256_hex;
+pub use crate::plan::probe::DIFF_LIMIT;
 use crate::secrets::placeholder;
-
-/// Old contents up to this size travel back with the probe for diffs.
-pub const DIFF_LIMIT: u64 = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct File {
@@ -213,14 +211,6 @@ fn render_template(
     template.render(merged.template_context()).map_err(fail)
 }
 
-/// Lowercase hex sha256, as `sha256sum` prints it.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// `512 B`, `1.2 KiB`, `3.4 MiB`.
 pub fn human_size(n: u64) -> String {
     if n < 1024 {
@@ -253,7 +243,7 @@ pub fn write_step(
         Over::File { backup_to } => (backup_to, false),
         Over::Link => (None, true),
     };
-    let mut write = super::file_write::FileWrite {
+    let mut write = crate::plan::file_write::FileWrite {
         path: path.to_string(),
         owner: owner.map(str::to_string),
         group: group.map(str::to_string),
@@ -298,24 +288,6 @@ pub enum WriteContent<'a> {
     /// A blob with secret placeholders the executor fills in; the plan cannot know the sha256 of
     /// the result, so the executor passes it as `NEXUS_CONTENT_SHA256`.
     WithSecrets { blob: &'a [u8], names: &'a [String] },
-}
-
-/// A unified diff of two contents when both are text, else `None`.
-pub fn text_diff(path: &str, old: &[u8], new: &[u8]) -> Option<String> {
-    let text = |b: &[u8]| {
-        std::str::from_utf8(b)
-            .ok()
-            .filter(|s| !s.contains('\0'))
-            .map(str::to_string)
-    };
-    let (old, new) = (text(old)?, text(new)?);
-    let diff = similar::TextDiff::from_lines(old.as_str(), new.as_str());
-    Some(
-        diff.unified_diff()
-            .context_radius(3)
-            .header(path, path)
-            .to_string(),
-    )
 }
 
 impl File {
@@ -416,9 +388,14 @@ impl File {
     }
 }
 
+/// How plans name the file at `path`, planned or skipped.
+pub fn label(path: &str) -> String {
+    format!("file {path}")
+}
+
 impl Resource for File {
     fn id(&self) -> String {
-        format!("file:{}", self.path)
+        config::ResourceType::File.id(&self.path)
     }
 
     fn path(&self) -> Option<&str> {
@@ -426,7 +403,7 @@ impl Resource for File {
     }
 
     fn label(&self) -> String {
-        format!("file {}", self.path)
+        label(&self.path)
     }
 
     fn probe(&self) -> String {
@@ -890,7 +867,7 @@ mod tests {
                 Some(b) => assert_eq!(b.old_unless, Some(want)),
                 None => assert!(f.probe().contains(&want)),
             }
-            let run = |f: &File| crate::plan::probe::run_local(f);
+            let run = |f: &File| crate::resources::run_probe_locally(f);
             assert_eq!(run(&f).get("exists"), Some("false"));
             std::fs::write(&path, "old\ncontent\n").unwrap();
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o4640))

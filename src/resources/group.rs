@@ -41,13 +41,18 @@ impl GroupRes {
     }
 }
 
+/// How plans name the group, planned or skipped.
+pub fn label(g: &config::GroupRes) -> String {
+    format!("group {}", g.name)
+}
+
 impl Resource for GroupRes {
     fn id(&self) -> String {
-        format!("group:{}", self.spec.name)
+        config::ResourceType::Group.id(&self.spec.name)
     }
 
     fn label(&self) -> String {
-        format!("group {}", self.spec.name)
+        label(&self.spec)
     }
 
     fn probe(&self) -> String {

@@ -7,216 +7,35 @@ pub mod command;
 pub mod directory;
 pub mod download;
 pub mod file;
-pub mod file_write;
 pub mod group;
-pub mod make_dir;
 pub mod package;
+pub mod preimage;
 pub mod service;
 pub mod upload;
 pub mod user;
 pub mod wait_for;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::values::Mode;
 use crate::facts::Facts;
+pub use crate::plan::observed::{Observed, UnexpectedLine};
+pub use crate::plan::step::{Action, EnvValue, FieldChange, ProbeBatch, Retry, Step, opt_secs};
 
 /// Resource snippets quote with the crate's one shell quoter, under a short name.
 pub use crate::shell::quote as q;
 
-/// What the probe found, as sorted key/value pairs. Probe snippets print `key=value` lines;
-/// values are single-line (binary or multi-line data is base64-encoded by the snippet).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Observed(pub BTreeMap<String, String>);
+/// [`Observed::get`] for keys every probe of the type prints; a missing key is a probe bug.
+pub trait Require {
+    fn require(&self, key: &str) -> Result<&str, ResourceError>;
+}
 
-/// A probe printed a line that is not `key=value`: the snippet misbehaved.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unexpected probe output line {0:?}")]
-pub struct UnexpectedLine(pub String);
-
-impl Observed {
-    /// Parses probe output. Lines without `=` are an error: they mean the snippet misbehaved.
-    pub fn parse(text: &str) -> Result<Observed, UnexpectedLine> {
-        let mut map = BTreeMap::new();
-        for line in text.lines() {
-            if line.is_empty() {
-                continue;
-            }
-            let Some((k, v)) = line.split_once('=') else {
-                return Err(UnexpectedLine(line.to_string()));
-            };
-            map.insert(k.to_string(), v.to_string());
-        }
-        Ok(Observed(map))
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
-    }
-
-    /// `get` for keys every probe of the type prints; a missing key is a probe bug.
-    pub fn require(&self, key: &str) -> Result<&str, ResourceError> {
+impl Require for Observed {
+    fn require(&self, key: &str) -> Result<&str, ResourceError> {
         self.get(key)
             .ok_or_else(|| ResourceError::Probe(format!("probe output lacks {key:?}")))
-    }
-
-    /// A digest of the observed state, recorded in the plan and compared at apply to detect drift.
-    /// Keys starting with `_` are diagnostic (e.g. old file content for diffs) and excluded.
-    pub fn fingerprint(&self) -> String {
-        let mut h = blake3::Hasher::new();
-        for (k, v) in &self.0 {
-            if k.starts_with('_') {
-                continue;
-            }
-            h.update(k.as_bytes());
-            h.update(b"=");
-            h.update(v.as_bytes());
-            h.update(b"\n");
-        }
-        h.finalize().to_hex()[..32].to_string()
-    }
-}
-
-/// What applying a resource will do. Ordered by how much it changes, for summaries.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    NoOp,
-    Create,
-    Update,
-    Delete,
-    /// Runs every time it is applied (commands without satisfied guards, wait-for, restarts).
-    Run,
-}
-
-impl Action {
-    pub fn symbol(self) -> &'static str {
-        match self {
-            Action::NoOp => " ",
-            Action::Create => "+",
-            Action::Update => "~",
-            Action::Delete => "-",
-            Action::Run => "!",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::NoOp => "no-op",
-            Action::Create => "create",
-            Action::Update => "update",
-            Action::Delete => "delete",
-            Action::Run => "run",
-        }
-    }
-}
-
-/// One attribute that changes, e.g. `mode: 0644 -> 0600`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldChange {
-    pub field: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
-}
-
-impl FieldChange {
-    pub fn new(field: &str, from: Option<&str>, to: Option<&str>) -> FieldChange {
-        FieldChange {
-            field: field.to_string(),
-            from: from.map(str::to_string),
-            to: to.map(str::to_string),
-        }
-    }
-}
-
-/// An environment value for a step: literal, or a reference resolved only at apply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
-pub enum EnvValue {
-    Literal(String),
-    /// A vault secret: the plan holds the name and a keyed fingerprint, never the value.
-    Secret {
-        name: String,
-        fingerprint: String,
-    },
-}
-
-/// One command that converges a resource, as data. Secrets and contents never appear in
-/// `script`: contents go on stdin, secrets in `env` (sent over stdin by the transport).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Step {
-    /// POSIX sh; every interpolated value is quoted with [`q`].
-    pub script: String,
-    /// Run with the host's privilege escalation (sudo).
-    pub sudo: bool,
-    /// Run as this user instead (sudo -u USER).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// blake3 of a blob in the plan, fed to the command's stdin.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stdin: Option<String>,
-    /// Secrets whose placeholders the executor replaces with their values in the stdin blob; it
-    /// then passes the sha256 of what it sends as `NEXUS_CONTENT_SHA256` (docs/secrets.md).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stdin_secrets: Vec<String>,
-    /// The stdin blob is AES-256-GCM ciphertext under the vault's content key (a rollback
-    /// restoring a content that held secrets): the executor decrypts it at the last moment and
-    /// passes the sha256 of the plaintext as `NEXUS_CONTENT_SHA256`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub stdin_sealed: bool,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, EnvValue>,
-    /// Skip the step when this condition (POSIX sh) succeeds at apply time: guards are re-checked
-    /// because the world may have moved since the probe.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skip_if: Option<String>,
-    /// Write the step's stdout to this local path (download); `{host}` is already substituted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub download_to: Option<String>,
-    /// Run in this remote directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<String>,
-    /// The step replaces a file with its stdin, and `script` is [`file_write::FileWrite::script`]
-    /// of this: the executor may write several files in one command with fewer programs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write: Option<file_write::FileWrite>,
-    /// The step creates a directory, and `script` is [`make_dir::MakeDir::script`] of this: the
-    /// executor may create several in one command.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mkdir: Option<make_dir::MakeDir>,
-}
-
-impl Step {
-    pub fn new(script: impl Into<String>, sudo: bool) -> Step {
-        Step {
-            script: script.into(),
-            sudo,
-            user: None,
-            stdin: None,
-            stdin_secrets: Vec::new(),
-            stdin_sealed: false,
-            env: BTreeMap::new(),
-            skip_if: None,
-            download_to: None,
-            cwd: None,
-            write: None,
-            mkdir: None,
-        }
     }
 }
 
@@ -315,6 +134,14 @@ pub trait Resource {
     /// saving the fork of a subshell.
     fn probe_inline(&self) -> bool {
         false
+    }
+    /// The probe as the host's batched probe script takes it.
+    fn probe_owned(&self) -> crate::plan::probe::Owned {
+        crate::plan::probe::Owned {
+            snippet: self.probe(),
+            batch: self.probe_batch(),
+            inline: self.probe_inline(),
+        }
     }
     /// Compares with the observed state and returns the change and its steps.
     fn plan(&self, observed: &Observed) -> Result<Change, ResourceError>;
@@ -446,85 +273,6 @@ pub fn link_label(o: &Observed) -> String {
     }
 }
 
-/// A path whose facts the probe gathers in one `stat` (and one `sha256sum`) for all resources of
-/// a host; see [`crate::plan::probe`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProbeBatch {
-    pub path: String,
-    /// Also hash the content (size and sha256 of a regular, readable file).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub sha256: bool,
-    /// The content holds secrets: the sha256 is sealed with the vault's key before anything
-    /// records it, and the size is left out.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub sealed: bool,
-    /// Send the file's current content back (base64, as `_old_b64`, for the plan's diff) unless
-    /// its sha256 is this one, when it is a small readable regular file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_unless: Option<String>,
-    /// The owner and group the resource wants. The probe tests each path against these by id
-    /// (`find -user`, which looks the name up once) and prints the wanted name on a match,
-    /// instead of looking up the name of every path's owner: that lookup was the largest
-    /// per-path cost of the probe. An id that matches is reported under the wanted name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-}
-
-impl ProbeBatch {
-    /// `None` for a path that `stat -c %n` or `sha256sum` output would not carry verbatim (a
-    /// newline or backslash in it) or that is not absolute (`find` would read a leading `-` or
-    /// `(` as part of its expression): such a resource keeps its own stat snippet.
-    pub fn for_path(path: &str, sha256: bool) -> Option<ProbeBatch> {
-        (path.starts_with('/') && !path.contains(['\n', '\\'])).then(|| ProbeBatch {
-            path: path.to_string(),
-            sha256,
-            sealed: false,
-            old_unless: None,
-            owner: None,
-            group: None,
-        })
-    }
-
-    /// Names the owner and group the resource wants (see [`ProbeBatch::owner`]).
-    pub fn wanting(mut self, owner: Option<&str>, group: Option<&str>) -> ProbeBatch {
-        self.owner = owner.map(str::to_string);
-        self.group = group.map(str::to_string);
-        self
-    }
-}
-
-/// Timeout and retry settings carried with a planned resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Retry {
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_secs")]
-    pub timeout: Option<Duration>,
-    #[serde(default)]
-    pub retries: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_secs")]
-    pub retry_delay: Option<Duration>,
-}
-
-/// Durations as fractional seconds in plan files: stable, language-neutral.
-pub mod opt_secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let v: Option<f64> = Option::deserialize(d)?;
-        Ok(v.filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64))
-    }
-}
-
 /// What desired-state resolution may read: everything was loaded before planning, so resolving
 /// stays pure and the plan's inputs manifest lists exactly what was used.
 pub struct ResolveCtx<'a> {
@@ -617,27 +365,32 @@ pub fn resolve(
 }
 
 /// `file /etc/motd`, `package nginx, curl`: what a resource is called from its configuration
-/// alone, for a resource skipped before it was resolved. Types whose module decides their label
-/// are asked, so a skipped resource is named as it would be when planned.
-pub fn label(kind: &crate::config::ResourceKind) -> String {
-    use crate::config::{ResourceKind as K, WaitCheck};
-    let what = match kind {
-        K::Package(p) => return package::label(p),
-        K::Service(s) => return service::label(s),
-        K::Command(c) => return command::label(c),
-        K::File(f) => f.path.clone(),
-        K::Directory(d) => d.path.clone(),
-        K::User(u) => u.name.clone(),
-        K::Group(g) => g.name.clone(),
-        K::Upload(u) => u.dest.clone(),
-        K::Download(d) => d.source.clone(),
-        K::WaitFor(w) => match &w.check {
-            WaitCheck::Tcp { address, port } => format!("tcp {address}:{port}"),
-            WaitCheck::Http { url, .. } => url.clone(),
-            WaitCheck::Command { command } => command.clone(),
-        },
-    };
-    format!("{} {what}", kind.type_name())
+/// alone, for a resource skipped before it was resolved. Each type's module decides its label,
+/// so a skipped resource is named as it would be when planned.
+pub fn label(kind: &crate::config::ResourceKind, inputs: &crate::inputs::Inputs) -> String {
+    use crate::config::ResourceKind as K;
+    match kind {
+        K::Package(p) => package::label(p),
+        K::Service(s) => service::label(s),
+        K::Command(c) => command::label(c),
+        K::File(f) => file::label(&f.path),
+        K::Directory(d) => directory::label(d),
+        K::User(u) => user::label(u),
+        K::Group(g) => group::label(g),
+        K::Upload(u) => upload::label(&inputs.relative(&u.source), &u.dest),
+        K::Download(d) => download::label(d),
+        K::WaitFor(w) => wait_for::label(w),
+    }
+}
+
+#[cfg(test)]
+pub fn run_probe_locally(r: &dyn Resource) -> Observed {
+    use crate::plan::probe;
+    let owned = r.probe_owned();
+    let specs = [owned.spec()];
+    let sections = probe::split(&specs, &probe::run_sh(&probe::script(&specs)), None).unwrap();
+    assert_eq!(sections[0].status, 0, "{}", sections[0].output);
+    Observed::parse(&sections[0].output).unwrap()
 }
 
 #[cfg(test)]

@@ -357,7 +357,7 @@ impl Package {
 
 impl Resource for Package {
     fn id(&self) -> String {
-        format!("package:{}", self.spec.names.join(","))
+        config::ResourceType::Package.id(&self.spec.names.join(","))
     }
 
     fn label(&self) -> String {

@@ -8,15 +8,7 @@
 
 use super::*;
 use crate::config::{self, ResourceType, ServiceManager, ServiceState};
-use crate::facts::InitSystem;
-
-/// The init systems nexus manages services with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Init {
-    Systemd,
-    Openrc,
-}
+use crate::facts::{Init, InitSystem};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
@@ -164,7 +156,7 @@ impl Service {
 
 impl Resource for Service {
     fn id(&self) -> String {
-        format!("service:{}", self.unit)
+        config::ResourceType::Service.id(&self.unit)
     }
 
     fn label(&self) -> String {

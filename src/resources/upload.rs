@@ -35,9 +35,14 @@ pub fn resolve(u: &config::Upload, ctx: &ResolveCtx<'_>) -> Result<Upload, Resou
     })
 }
 
+/// How plans name the upload of the local `source` (relative to the config's directory).
+pub fn label(source: &str, dest: &str) -> String {
+    format!("upload {source} → {dest}")
+}
+
 impl Resource for Upload {
     fn id(&self) -> String {
-        format!("upload:{}", self.file.path)
+        config::ResourceType::Upload.id(&self.file.path)
     }
 
     fn path(&self) -> Option<&str> {
@@ -45,7 +50,7 @@ impl Resource for Upload {
     }
 
     fn label(&self) -> String {
-        format!("upload {} → {}", self.source, self.file.path)
+        label(&self.source, &self.file.path)
     }
 
     fn probe(&self) -> String {

@@ -148,13 +148,18 @@ impl User {
     }
 }
 
+/// How plans name the user, planned or skipped.
+pub fn label(u: &config::User) -> String {
+    format!("user {}", u.name)
+}
+
 impl Resource for User {
     fn id(&self) -> String {
-        format!("user:{}", self.spec.name)
+        config::ResourceType::User.id(&self.spec.name)
     }
 
     fn label(&self) -> String {
-        format!("user {}", self.spec.name)
+        label(&self.spec)
     }
 
     fn probe(&self) -> String {

@@ -130,6 +130,20 @@ impl WaitFor {
     }
 }
 
+/// How plans name the wait, planned or skipped.
+pub fn label(w: &config::WaitFor) -> String {
+    match &w.check {
+        WaitCheck::Tcp { address, port } => format!("wait-for {}", host_port(address, *port)),
+        WaitCheck::Http { url, .. } => format!("wait-for {url}"),
+        WaitCheck::Command { command } => {
+            let line = command.lines().next().unwrap_or("");
+            let cut: String = line.chars().take(60).collect();
+            let more = if cut.len() < command.len() { "…" } else { "" };
+            format!("wait-for {cut}{more}")
+        }
+    }
+}
+
 impl Resource for WaitFor {
     fn id(&self) -> String {
         match &self.spec.check {
@@ -150,16 +164,7 @@ impl Resource for WaitFor {
     }
 
     fn label(&self) -> String {
-        match &self.spec.check {
-            WaitCheck::Tcp { address, port } => format!("wait-for {}", host_port(address, *port)),
-            WaitCheck::Http { url, .. } => format!("wait-for {url}"),
-            WaitCheck::Command { command } => {
-                let line = command.lines().next().unwrap_or("");
-                let cut: String = line.chars().take(60).collect();
-                let more = if cut.len() < command.len() { "…" } else { "" };
-                format!("wait-for {cut}{more}")
-            }
-        }
+        label(&self.spec)
     }
 
     fn probe(&self) -> String {

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::resources::Action;
+use crate::plan::Action;
 
 pub use lock::{LockGuard, LockHolder, Recovered};
 pub use postgres::{Imported, PG_SCHEMA_VERSION, PgSettings, PostgresStore, redact_url};

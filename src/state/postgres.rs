@@ -23,7 +23,7 @@ use super::{
     NewDriftCheck, NewGeneration, NewRun, PendingHandler, Preimage, Recovered, RunId, RunPlan,
     RunStatus, RunSummary, StateError, StateStore, now_ms, text_of,
 };
-use crate::resources::Action;
+use crate::plan::Action;
 
 /// Migrations in order; migration N (1-based) brings the schema from version N-1 to N.
 /// Append only: a released migration is never edited.

@@ -29,7 +29,7 @@ pub enum Image {
     },
     /// A service: whether it was running and enabled, and under which init system.
     Service {
-        manager: crate::resources::service::Init,
+        manager: crate::facts::Init,
         running: bool,
         enabled: bool,
     },

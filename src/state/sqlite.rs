@@ -22,7 +22,7 @@ use super::{
     RunId, RunPlan, RunStatus, RunSummary, StateError, StateStore, cap_head, cap_tail,
     format_duration, now_ms, text_of,
 };
-use crate::resources::Action;
+use crate::plan::Action;
 
 /// The schema version this nexus writes; migrations bring older databases up to it.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

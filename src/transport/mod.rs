@@ -115,11 +115,6 @@ pub trait Transport: Send + Sync {
         Box::pin(async { Ok(Staged::Unavailable) })
     }
 
-    /// Removes a file [`Transport::stage`] made, when nothing consumed it.
-    fn unstage<'a>(&'a self, _path: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
-    }
-
     /// Streams the remote file `path` into `out` (SFTP). A host without a way to, or a file
     /// the login user cannot open, answers [`Fetched::Unavailable`] having written nothing.
     fn fetch<'a>(

@@ -132,8 +132,3 @@ pub async fn home(sftp: &SftpSession) -> Result<String, Failure> {
         .await
         .map_err(|e| Failure::NotStarted(e.to_string()))
 }
-
-/// Removes a staged file, for a caller whose later step did not consume it.
-pub async fn remove(sftp: &SftpSession, path: &str) {
-    let _ = sftp.remove_file(path).await;
-}

@@ -991,15 +991,6 @@ impl Transport for SshTransport {
         Box::pin(self.stage_inner(dir, content, progress))
     }
 
-    fn unstage<'a>(&'a self, path: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if let Ok(Some((session, _permit))) = self.sftp().await {
-                sftp::remove(&session, path).await;
-                let _ = session.close().await;
-            }
-        })
-    }
-
     fn fetch<'a>(
         &'a self,
         path: &'a str,

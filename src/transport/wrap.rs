@@ -327,32 +327,6 @@ pub fn chained_split<'a>(stream: &'a [u8], token: &str) -> Option<(&'a [u8], Opt
     Some((&stream[..at], status, eol + 1))
 }
 
-/// Shell text that sets `var` to a new temporary file in the directory `dir` (a shell word,
-/// quoted or expanded; empty for `/`), removed when the script exits or is sent TERM (what the
-/// watchdog sends first). The same directory as the target, so the final rename is atomic.
-///
-/// Its name carries the pid of the writing shell, `.nexus-PID-XXXXXXXX`: a writer killed
-/// outright (KILL, a reboot) leaves it behind, and the next write to that directory removes the
-/// `.nexus-*` files whose writer is gone. One whose writer lives (another apply writing now) is
-/// kept; names without a pid (from earlier versions of nexus) are removed once an hour old.
-pub fn temp_beside(dir: &str, var: &str) -> String {
-    format!(
-        "{}{var}=$(mktemp {dir}/.nexus-$$-XXXXXXXX)\n\
-         trap 'rm -f \"${var}\"' EXIT\n\
-         trap 'exit 143' TERM\n",
-        stale_temps(dir)
-    )
-}
-
-/// Shell text that removes the `.nexus-*` files in `dir` (as for [`temp_beside`]) whose writer
-/// is gone. Builtins only, unless there is one to remove.
-pub fn stale_temps(dir: &str) -> String {
-    format!(
-        "for _nx_o in {dir}/.nexus-*; do [ -f \"$_nx_o\" ] || continue; _nx_p=${{_nx_o##*/.nexus-}}; _nx_p=${{_nx_p%%-*}}\n\
-         case $_nx_p in '' | *[!0-9]*) find \"$_nx_o\" -mmin +60 -delete 2>/dev/null || : ;; *) [ -d \"/proc/$_nx_p\" ] || rm -f -- \"$_nx_o\" ;; esac; done\n"
-    )
-}
-
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')

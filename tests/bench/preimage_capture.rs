@@ -23,7 +23,6 @@ use nexus::app::secrets::{Needs, Source};
 use nexus::exec::stale;
 use nexus::inventory::{Inventory, Overrides};
 use nexus::plan::{Plan, lockfile};
-use nexus::state::RunId;
 
 /// `nexus apply`'s default `-j`, so the in-process re-probe runs as apply's does.
 const PARALLEL: usize = 32;
@@ -91,13 +90,7 @@ fn state_bytes(dir: &Path) -> [u64; 3] {
 /// on connections already open so that the difference is the capture alone, and the bytes
 /// captured.
 fn reprobe(plan: &Plan, base: &Path, check_first: bool) -> (Duration, Duration, u64, usize) {
-    let mut needs = Needs::default();
-    for (name, fingerprint) in &plan.inputs.secrets {
-        needs.require(name, Some(fingerprint));
-    }
-    needs.sudo(plan.hosts.iter().map(|h| &h.connection));
-    needs.notifiers(&plan.notify);
-    needs.recognise_all();
+    let needs = Needs::of_plan(plan);
     let env = |k: &str| std::env::var(k).ok();
     let source = Source::Plan {
         vault: plan.vault.as_ref(),
@@ -130,7 +123,7 @@ fn reprobe(plan: &Plan, base: &Path, check_first: bool) -> (Duration, Duration, 
         for first in [check_first, !check_first] {
             let start = Instant::now();
             if first {
-                let c = stale::check(plan, &inv, PARALLEL, &env, &secrets, RunId(0)).await;
+                let c = stale::check(plan, &inv, PARALLEL, &env, &secrets).await;
                 with = Some((start.elapsed(), c));
             } else {
                 let f = stale::fingerprints(plan, &keys, &inv, PARALLEL, &env, &secrets).await;
@@ -152,8 +145,13 @@ fn reprobe(plan: &Plan, base: &Path, check_first: bool) -> (Duration, Duration, 
             check.unreachable
         );
         assert_eq!(fingerprints.len(), warm.len());
-        let captured = check.blobs.iter().map(|b| b.data.len() as u64).sum();
-        (with, without, captured, check.blobs.len())
+        let contents: Vec<&Vec<u8>> = check
+            .captured
+            .iter()
+            .filter_map(|c| c.content.as_ref())
+            .collect();
+        let captured = contents.iter().map(|c| c.len() as u64).sum();
+        (with, without, captured, contents.len())
     })
 }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use nexus::facts::Facts;
 use nexus::inputs::Inputs;
-use nexus::plan::{Plan, Selection, plan_offline};
+use nexus::plan::{Plan, Selection};
+use nexus::planner::plan_offline;
 
 /// Two hosts, a directory and a file whose content travels as a blob (with a diff).
 pub const CONFIG: &str = r#"

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::q;
+use crate::shell::quote as q;
+use sha2::{Digest, Sha256};
 
 /// A file replaced by the content on the step's stdin, as data (a step's `write` in the plan).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -209,10 +210,7 @@ impl FileWrite {
             s.push_str(&format!("if {cond}; then {}; fi\n", fail_with(&msg)));
         }
         s.push_str(&self.backup());
-        s.push_str(&crate::transport::wrap::temp_beside(
-            &self.dir_word(),
-            "tmp",
-        ));
+        s.push_str(&temp_beside(&self.dir_word(), "tmp"));
         match staged {
             None => s.push_str("cat > \"$tmp\"\n"),
             Some((path, copy)) => {
@@ -307,7 +305,7 @@ pub fn run_prepare(members: &[RunMember<'_>], nonce: &str) -> String {
         }
         s.push_str("else\n");
         if cleaned.insert(dir.clone()) {
-            s.push_str(&crate::transport::wrap::stale_temps(&dir));
+            s.push_str(&stale_temps(&dir));
         }
         // In a sticky directory (/tmp) others may create files: there mktemp picks a name no
         // one made. Elsewhere only the directory's owners may, and the name is random: the
@@ -399,6 +397,40 @@ pub fn run_member(index: usize, w: &FileWrite) -> String {
     s.push_str(&w.backup());
     s.push_str(&w.rename());
     s
+}
+
+/// Lowercase hex sha256, as `sha256sum` prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Shell text that sets `var` to a new temporary file in the directory `dir` (a shell word,
+/// quoted or expanded; empty for `/`), removed when the script exits or is sent TERM (what the
+/// watchdog sends first). The same directory as the target, so the final rename is atomic.
+///
+/// Its name carries the pid of the writing shell, `.nexus-PID-XXXXXXXX`: a writer killed
+/// outright (KILL, a reboot) leaves it behind, and the next write to that directory removes the
+/// `.nexus-*` files whose writer is gone. One whose writer lives (another apply writing now) is
+/// kept; names without a pid (from earlier versions of nexus) are removed once an hour old.
+pub fn temp_beside(dir: &str, var: &str) -> String {
+    format!(
+        "{}{var}=$(mktemp {dir}/.nexus-$$-XXXXXXXX)\n\
+         trap 'rm -f \"${var}\"' EXIT\n\
+         trap 'exit 143' TERM\n",
+        stale_temps(dir)
+    )
+}
+
+/// Shell text that removes the `.nexus-*` files in `dir` (as for [`temp_beside`]) whose writer
+/// is gone. Builtins only, unless there is one to remove.
+pub fn stale_temps(dir: &str) -> String {
+    format!(
+        "for _nx_o in {dir}/.nexus-*; do [ -f \"$_nx_o\" ] || continue; _nx_p=${{_nx_o##*/.nexus-}}; _nx_p=${{_nx_p%%-*}}\n\
+         case $_nx_p in '' | *[!0-9]*) find \"$_nx_o\" -mmin +60 -delete 2>/dev/null || : ;; *) [ -d \"/proc/$_nx_p\" ] || rm -f -- \"$_nx_o\" ;; esac; done\n"
+    )
 }
 
 #[cfg(test)]

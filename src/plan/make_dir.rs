@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::q;
+use crate::shell::quote as q;
 
 /// A directory to create (a step's `mkdir` in the plan).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use super::model::{Connection, SshSettings, TransportKind};
 use crate::config::{Config, Host, LOCAL_HOST};
 use crate::discovery::{Discovered, DiscoveredHost};
+use crate::plan::{Connection, SshSettings, TransportKind};
 
 /// Named jump hosts nest at most this deep; validation rejects cycles, this only bounds
 /// unvalidated input.

@@ -7,14 +7,17 @@ use std::fmt;
 
 use base64::Engine;
 
-use super::model::*;
-use super::probe;
+pub mod connection;
+pub mod secret_guard;
+
 use crate::config::{
     Config, LOCAL_HOST, Loaded, Resource as ConfigResource, ResourceType, Task, Value,
 };
 use crate::dag::Deps;
 use crate::facts::Facts;
 use crate::inputs::Inputs;
+use crate::plan::probe;
+use crate::plan::*;
 use crate::resources::{self, AnyResource, Observed, ResolveCtx, Retry};
 
 /// A planning failure, naming the host and resource (with its config location) where it applies.
@@ -88,17 +91,8 @@ pub fn select(
             .unwrap_or_default()
     };
     let is_discovered_host = |name: &str| discovered.values().flatten().any(|h| h.name == name);
-    let index = |name: &str| cfg.tasks.iter().position(|t| t.name.value == name);
-    let edges: Vec<(usize, usize)> = cfg
-        .tasks
-        .iter()
-        .enumerate()
-        .flat_map(|(i, t)| {
-            t.deps
-                .iter()
-                .filter_map(move |d| index(&d.value).map(|j| (i, j)))
-        })
-        .collect();
+    let index = |name: &str| cfg.task_index(name);
+    let edges = cfg.task_edges();
     let deps = Deps::new(cfg.tasks.len(), edges.iter().copied());
     let mut chosen: BTreeSet<usize> = if sel.tasks.is_empty() {
         (0..cfg.tasks.len()).collect()
@@ -220,10 +214,10 @@ fn vault_ref(cfg: &Config) -> VaultRef {
     let default = cfg.base_dir.join(".nexus/secrets.vault");
     let v = cfg.vault.as_ref();
     VaultRef {
-        path: super::connection::relative_to(&cfg.base_dir, v.map_or(&default, |v| &v.path)),
+        path: connection::relative_to(&cfg.base_dir, v.map_or(&default, |v| &v.path)),
         key_file: v
             .and_then(|v| v.key_file.as_ref())
-            .map(|p| super::connection::relative_to(&cfg.base_dir, p)),
+            .map(|p| connection::relative_to(&cfg.base_dir, p)),
         key_env: v.and_then(|v| v.key_env.clone()),
     }
 }
@@ -415,11 +409,14 @@ pub fn prepare_host(
             kind: r.kind.resource_type(),
             sudo,
             label: r.common.label.clone(),
-            config_label: resources::label(&r.kind),
+            config_label: match resource {
+                Included::Skipped(_) => resources::label(&r.kind, base.inputs),
+                _ => String::new(),
+            },
             location,
             notify: r.common.notify.iter().map(|n| n.value.clone()).collect(),
             retry,
-            probe: resource.resource().map(|r| probe::Owned::of(r.as_ref())),
+            probe: resource.resource().map(|r| r.probe_owned()),
             resource,
         });
     };
@@ -525,8 +522,8 @@ pub fn prepare_host(
     Ok(PreparedHost {
         name: host.to_string(),
         connection: match inputs.discovered_host(host) {
-            Some(d) => super::connection::of_discovered(cfg, d),
-            None => super::connection::of_host(cfg, host),
+            Some(d) => connection::of_discovered(cfg, d),
+            None => connection::of_host(cfg, host),
         },
         facts_digest: digest_facts(facts),
         probe_sudo,
@@ -658,7 +655,7 @@ impl PreparedHost {
                             continue;
                         }
                     };
-                    super::secret_guard::guard(
+                    secret_guard::guard(
                         &mut observed,
                         probe.as_mut().and_then(|p| p.batch.as_mut()),
                         &self.secrets,
@@ -684,7 +681,7 @@ impl PreparedHost {
                         .redact(&e.label.clone().unwrap_or_else(|| r.label()));
                     match planned {
                         Ok(mut c) => {
-                            super::secret_guard::redact_change(&mut c, &self.secrets);
+                            secret_guard::redact_change(&mut c, &self.secrets);
                             let path = r.path().map(str::to_string);
                             (r.id(), label, c, probe, observed.fingerprint(), path)
                         }
@@ -811,12 +808,12 @@ pub fn assemble(
         config: config_name.to_string(),
         selection,
         inputs: inputs.manifest(),
-        ssh: super::connection::ssh_settings(cfg),
+        ssh: connection::ssh_settings(cfg),
         vault: (!inputs.manifest().secrets.is_empty()
             || uses_vault_for_notify(cfg)
             || vault_exists(cfg))
         .then(|| vault_ref(cfg)),
-        state: super::model::StateRef::of(cfg),
+        state: crate::plan::StateRef::of(cfg),
         rollback: None,
         notify: cfg
             .notifiers
