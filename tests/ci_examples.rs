@@ -3,7 +3,9 @@
 //! (`--allowed-signers` or NEXUS_ALLOWED_SIGNERS), both use the PostgreSQL state URL, and every
 //! flag they pass to nexus is one the real binary has.
 
-use std::process::Command;
+mod harness;
+
+use harness::project::Project;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -53,12 +55,9 @@ fn text(y: &Yaml) -> String {
 fn assert_flags_exist(line: &str) {
     let words: Vec<&str> = line.split_whitespace().collect();
     let sub = words[1];
-    let out = Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .args([sub, "--help"])
-        .output()
-        .expect("nexus --help");
-    assert!(out.status.success(), "nexus {sub} --help");
-    let help = String::from_utf8(out.stdout).unwrap();
+    let r = Project::new().no_config_arg().nexus(&[sub, "--help"]);
+    assert!(r.success(), "nexus {sub} --help: {r:?}");
+    let help = r.stdout;
     for w in words.iter().filter(|w| w.starts_with("--")) {
         let flag = w.split('=').next().unwrap();
         assert!(help.contains(flag), "`{line}`: nexus {sub} has no {flag}");

@@ -15,6 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+mod harness;
+
+use harness::project::Project;
 use nexus::config::{self, ConfigErrors, RenderOptions};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -677,26 +680,15 @@ fn deep_nesting_is_an_error_not_a_crash() {
     for (i, text) in texts.iter().enumerate() {
         let p = dir.path().join(format!("deep{i}.kdl"));
         std::fs::write(&p, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
-            .arg("-c")
-            .arg(&p)
-            .arg("validate")
-            .output()
-            .expect("run nexus");
+        let r = Project::at(dir.path()).config_arg(&p).nexus(&["validate"]);
+        let stderr: String = r.stderr.chars().take(500).collect();
         assert_eq!(
-            out.status.code(),
-            Some(3),
-            "text {i}: expected exit 3 (invalid configuration), got {:?}; stderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-                .chars()
-                .take(500)
-                .collect::<String>()
+            r.code, 3,
+            "text {i}: expected exit 3 (invalid configuration); stderr: {stderr}"
         );
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("nested more than 64 levels"),
-            "text {i}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            r.stderr.contains("nested more than 64 levels"),
+            "text {i}: {stderr}"
         );
     }
 }

@@ -10,6 +10,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+mod harness;
+
+use harness::project::Project;
 use nexus::config::{self, ConfigErrors, Loaded, RenderOptions};
 
 fn root() -> PathBuf {
@@ -247,19 +250,12 @@ fn local_example_is_harmless() {
 
 #[test]
 fn local_example_validates_with_the_binary() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .args(["validate", "-c"])
-        .arg(root().join("examples/local.kdl"))
+    let r = Project::at(&root())
+        .config_arg(root().join("examples/local.kdl"))
         .env_remove("NEXUS_ENV")
-        .output()
-        .expect("run nexus");
-    assert!(
-        out.status.success(),
-        "nexus validate failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Configuration valid"));
+        .nexus(&["validate"]);
+    assert!(r.success(), "nexus validate failed:\n{r:?}");
+    assert!(r.stdout.contains("Configuration valid"), "{r:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
