@@ -466,7 +466,7 @@ pub enum Presence {
 }
 
 /// Where a file's content comes from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "from", rename_all = "kebab-case")]
 pub enum FileContent {
     Inline {
@@ -487,7 +487,7 @@ pub enum FileContent {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct File {
     pub path: String,
     pub state: Presence,

@@ -12,15 +12,11 @@ use crate::secrets::placeholder;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct File {
-    pub path: String,
-    pub state: Presence,
+    /// As configured: path, presence, owner, group, mode, `backup` (copy the previous content
+    /// to `PATH.<sha256 prefix>.bak` before replacing or removing it); its content is `content`.
+    pub spec: config::File,
     /// The desired bytes; `None` for an absent file.
     pub content: Option<Vec<u8>>,
-    pub owner: Option<String>,
-    pub group: Option<String>,
-    pub mode: Option<Mode>,
-    /// Copy the previous content to `PATH.<sha256 prefix>.bak` before replacing or removing it.
-    pub backup: bool,
     pub sudo: bool,
     /// Set when the content holds secrets: `content` then has placeholders for them.
     pub secret: Option<SecretContent>,
@@ -85,13 +81,8 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
     }
     let content_sha256 = sha256_hex(content.as_deref().unwrap_or_default());
     Ok(File {
-        path: f.path.clone(),
-        state: f.state,
+        spec: f.clone(),
         content,
-        owner: f.owner.clone(),
-        group: f.group.clone(),
-        mode: f.mode,
-        backup: f.backup,
         sudo: ctx.sudo,
         secret,
         content_sha256,
@@ -298,7 +289,7 @@ impl File {
     /// Where `backup` keeps the content whose sha256 is `old_sha`.
     fn backup_path(&self, old_sha: &str) -> String {
         let hex = old_sha.strip_prefix("sealed:").unwrap_or(old_sha);
-        format!("{}.{}.bak", self.path, &hex[..hex.len().min(12)])
+        format!("{}.{}.bak", self.spec.path, &hex[..hex.len().min(12)])
     }
 
     /// The hash the probe's `sha256` is compared with: plain, or sealed for secret content.
@@ -345,11 +336,11 @@ impl File {
             None => WriteContent::Bytes(self.desired()),
         };
         write_step(
-            &self.path,
+            &self.spec.path,
             content,
-            self.owner.as_deref(),
-            self.group.as_deref(),
-            self.mode,
+            self.spec.owner.as_deref(),
+            self.spec.group.as_deref(),
+            self.spec.mode,
             over,
             self.sudo,
         )
@@ -359,11 +350,11 @@ impl File {
     /// it pointed to is left alone), and the plan says so.
     fn replace_link(&self, o: &Observed) -> Change {
         let (attrs, _) = ownership_changes(
-            &self.path,
+            &self.spec.path,
             &Observed::default(),
-            self.owner.as_deref(),
-            self.group.as_deref(),
-            self.mode,
+            self.spec.owner.as_deref(),
+            self.spec.group.as_deref(),
+            self.spec.mode,
             self.sudo,
         );
         let label = link_label(o);
@@ -377,7 +368,7 @@ impl File {
         c.fields.push(self.content_field(None));
         c.fields.extend(attrs);
         c.diff = (self.secret.is_none() && self.desired().len() as u64 <= DIFF_LIMIT)
-            .then(|| text_diff(&self.path, b"", self.desired()))
+            .then(|| text_diff(&self.spec.path, b"", self.desired()))
             .flatten();
         c
     }
@@ -395,19 +386,19 @@ pub fn label(path: &str) -> String {
 
 impl Resource for File {
     fn id(&self) -> String {
-        config::ResourceType::File.id(&self.path)
+        config::ResourceType::File.id(&self.spec.path)
     }
 
     fn path(&self) -> Option<&str> {
-        Some(&self.path)
+        Some(&self.spec.path)
     }
 
     fn label(&self) -> String {
-        label(&self.path)
+        label(&self.spec.path)
     }
 
     fn probe(&self) -> String {
-        let p = q(&self.path);
+        let p = q(&self.spec.path);
         let want = &self.content_sha256;
         // Old content for the diff, only when the content differs and is small enough.
         let old_content = format!(
@@ -415,12 +406,16 @@ impl Resource for File {
              if [ \"$_nx_n\" -le {DIFF_LIMIT} ] && command -v base64 >/dev/null 2>&1; then \
              printf '_old_b64='; base64 < {p} | tr -d '\\n'; echo; fi"
         );
-        let hashed = self.state == Presence::Present || self.backup;
+        let hashed = self.spec.state == Presence::Present || self.spec.backup;
         if self.probe_batch().is_some() {
             // The batch does the rest, old content for the diff included.
-            return link_probe(&self.path);
+            return link_probe(&self.spec.path);
         }
-        let mut s = format!("{}\n{}", stat_probe(&self.path), link_probe(&self.path));
+        let mut s = format!(
+            "{}\n{}",
+            stat_probe(&self.spec.path),
+            link_probe(&self.spec.path)
+        );
         if hashed {
             s.push_str(&format!(
                 "\nif [ -f {p} ] && [ ! -L {p} ]; then if [ -r {p} ]; then \
@@ -434,14 +429,16 @@ impl Resource for File {
     }
 
     fn probe_batch(&self) -> Option<ProbeBatch> {
-        let batch =
-            ProbeBatch::for_path(&self.path, self.state == Presence::Present || self.backup)
-                .map(|b| b.wanting(self.owner.as_deref(), self.group.as_deref()));
+        let batch = ProbeBatch::for_path(
+            &self.spec.path,
+            self.spec.state == Presence::Present || self.spec.backup,
+        )
+        .map(|b| b.wanting(self.spec.owner.as_deref(), self.spec.group.as_deref()));
         match (batch, &self.secret) {
             // The host's hash of a file holding secrets is sealed before the plan records it,
             // and its old content never travels back.
             (Some(b), Some(_)) => Some(ProbeBatch { sealed: true, ..b }),
-            (Some(b), None) if self.state == Presence::Present => Some(ProbeBatch {
+            (Some(b), None) if self.spec.state == Presence::Present => Some(ProbeBatch {
                 old_unless: Some(self.content_sha256.clone()),
                 ..b
             }),
@@ -459,17 +456,17 @@ impl Resource for File {
         if exists && kind == "directory" {
             return Err(ResourceError::Unsupported(format!(
                 "{} is a directory, not a file; remove it first or pick another path",
-                self.path
+                self.spec.path
             )));
         }
-        if self.state == Presence::Absent {
+        if self.spec.state == Presence::Absent {
             if !exists {
                 return Ok(Change::no_op("absent"));
             }
-            let p = q(&self.path);
+            let p = q(&self.spec.path);
             let script = match o
                 .get("sha256")
-                .filter(|s| self.backup && kind == "file" && !s.is_empty())
+                .filter(|s| self.spec.backup && kind == "file" && !s.is_empty())
             {
                 Some(sha) => format!("mv -f -- {p} {}", q(&self.backup_path(sha))),
                 None => format!("rm -f -- {p}"),
@@ -491,21 +488,21 @@ impl Resource for File {
         if exists && kind != "file" {
             return Err(ResourceError::Unsupported(format!(
                 "{} is a special file, not a regular file; nexus does not replace it: remove it first",
-                self.path,
+                self.spec.path,
             )));
         }
         let new = self.desired();
         let new_sha = self.desired_sha256();
         let secret = self.secret.is_some();
-        let (owner, group) = (self.owner.as_deref(), self.group.as_deref());
+        let (owner, group) = (self.spec.owner.as_deref(), self.spec.group.as_deref());
 
         if !exists {
             let (attrs, _) = ownership_changes(
-                &self.path,
+                &self.spec.path,
                 &Observed::default(),
                 owner,
                 group,
-                self.mode,
+                self.spec.mode,
                 self.sudo,
             );
             let mut c = self.with_write(Change::new(
@@ -516,13 +513,13 @@ impl Resource for File {
             c.fields.push(self.content_field(None));
             c.fields.extend(attrs);
             c.diff = (!secret && new.len() as u64 <= DIFF_LIMIT)
-                .then(|| text_diff(&self.path, b"", new))
+                .then(|| text_diff(&self.spec.path, b"", new))
                 .flatten();
             return Ok(c);
         }
 
         let (attrs, attr_steps) =
-            ownership_changes(&self.path, o, owner, group, self.mode, self.sudo);
+            ownership_changes(&self.spec.path, o, owner, group, self.spec.mode, self.sudo);
         if o.get("readable") == Some("false") {
             // The probing user cannot read it: the content cannot be compared, so write it.
             let mut c = self.with_write(Change::new(
@@ -552,7 +549,7 @@ impl Resource for File {
         let diff = old
             .as_deref()
             .filter(|_| !secret)
-            .and_then(|old| text_diff(&self.path, old, new));
+            .and_then(|old| text_diff(&self.spec.path, old, new));
         let reason = match (diff.as_ref(), old_size) {
             (Some(_), _) => "content differs".to_string(),
             _ if secret => "content differs (it holds secrets: no diff)".to_string(),
@@ -563,7 +560,7 @@ impl Resource for File {
                 human_size(new.len() as u64)
             ),
         };
-        let backup = (self.backup && !old_sha.is_empty()).then(|| self.backup_path(old_sha));
+        let backup = (self.spec.backup && !old_sha.is_empty()).then(|| self.backup_path(old_sha));
         let mut c = self.with_write(Change::new(
             Action::Update,
             reason,
@@ -594,13 +591,19 @@ mod tests {
 
     fn file(content: &str) -> File {
         File {
-            path: "/etc/my app.conf".into(),
-            state: Presence::Present,
+            spec: config::File {
+                path: "/etc/my app.conf".into(),
+                state: Presence::Present,
+                content: Some(FileContent::Inline {
+                    value: config::Value::Literal(content.into()),
+                }),
+                owner: None,
+                group: None,
+                mode: None,
+                backup: false,
+                vars: Default::default(),
+            },
             content: Some(content.as_bytes().to_vec()),
-            owner: None,
-            group: None,
-            mode: None,
-            backup: false,
             sudo: true,
             secret: None,
             content_sha256: sha256_hex(content.as_bytes()),
@@ -678,10 +681,10 @@ mod tests {
     #[test]
     fn explicit_attributes_and_backup_in_the_write_step() {
         let mut f = file("new\n");
-        f.owner = Some("www-data".into());
-        f.group = Some("adm".into());
-        f.mode = Some(Mode(0o640));
-        f.backup = true;
+        f.spec.owner = Some("www-data".into());
+        f.spec.group = Some("adm".into());
+        f.spec.mode = Some(Mode(0o640));
+        f.spec.backup = true;
         let old = b"old\n";
         let c = f.plan(&present(old, true)).unwrap();
         assert_eq!(c.action, Action::Update);
@@ -752,8 +755,8 @@ mod tests {
     #[test]
     fn group_only_and_root_directory() {
         let mut f = file("x");
-        f.path = "/x".into();
-        f.group = Some("adm".into());
+        f.spec.path = "/x".into();
+        f.spec.group = Some("adm".into());
         let s = f.write(Over::File { backup_to: None }).script;
         assert!(s.contains("if [ ! -d / ]; then"), "{s}");
         assert!(s.contains("tmp=$(mktemp /.nexus-$$-XXXXXXXX)\n"), "{s}");
@@ -768,8 +771,8 @@ mod tests {
             Change::no_op("up to date")
         );
         let mut g = f.clone();
-        g.mode = Some(Mode(0o600));
-        g.owner = Some("0".into());
+        g.spec.mode = Some(Mode(0o600));
+        g.spec.owner = Some("0".into());
         let c = g.plan(&present(b"same\n", false)).unwrap();
         assert_eq!(c.action, Action::Update);
         assert_eq!(c.reason, "attributes differ");
@@ -813,7 +816,7 @@ mod tests {
     #[test]
     fn absent_and_wrong_types() {
         let mut f = file("");
-        f.state = Presence::Absent;
+        f.spec.state = Presence::Absent;
         f.content = None;
         assert_eq!(
             f.plan(&obs("exists=false")).unwrap(),
@@ -824,7 +827,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.action, Action::Delete);
         assert_eq!(c.steps[0].script, "rm -f -- '/etc/my app.conf'");
-        f.backup = true;
+        f.spec.backup = true;
         let c = f
             .plan(&obs("exists=true\ntype=file\nsha256=0123456789abcdef"))
             .unwrap();
@@ -860,7 +863,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join(name);
             let mut f = file("wanted\n");
-            f.path = path.to_str().unwrap().to_string();
+            f.spec.path = path.to_str().unwrap().to_string();
             assert_eq!(f.probe_batch().is_none(), name.contains('\\'));
             let want = sha256_hex(b"wanted\n");
             match f.probe_batch() {

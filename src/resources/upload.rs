@@ -16,22 +16,22 @@ pub struct Upload {
 }
 
 pub fn resolve(u: &config::Upload, ctx: &ResolveCtx<'_>) -> Result<Upload, ResourceError> {
-    let content = super::file::local_file(ctx, &u.source, "upload")?.to_vec();
+    // Taken byte for byte, as `file source=` is: never a template of secrets.
+    let as_file = config::File {
+        path: u.dest.clone(),
+        state: config::Presence::Present,
+        content: Some(config::FileContent::Source {
+            path: u.source.clone(),
+        }),
+        owner: u.owner.clone(),
+        group: u.group.clone(),
+        mode: u.mode,
+        backup: false,
+        vars: Default::default(),
+    };
     Ok(Upload {
         source: ctx.inputs.relative(&u.source),
-        file: File {
-            path: u.dest.clone(),
-            state: config::Presence::Present,
-            content_sha256: super::file::sha256_hex(&content),
-            content: Some(content),
-            owner: u.owner.clone(),
-            group: u.group.clone(),
-            mode: u.mode,
-            backup: false,
-            sudo: ctx.sudo,
-            // Taken byte for byte, as `file source=` is: never a template of secrets.
-            secret: None,
-        },
+        file: super::file::resolve(&as_file, ctx)?,
     })
 }
 
@@ -42,15 +42,15 @@ pub fn label(source: &str, dest: &str) -> String {
 
 impl Resource for Upload {
     fn id(&self) -> String {
-        config::ResourceType::Upload.id(&self.file.path)
+        config::ResourceType::Upload.id(&self.file.spec.path)
     }
 
     fn path(&self) -> Option<&str> {
-        Some(&self.file.path)
+        Some(&self.file.spec.path)
     }
 
     fn label(&self) -> String {
-        label(&self.source, &self.file.path)
+        label(&self.source, &self.file.spec.path)
     }
 
     fn probe(&self) -> String {
