@@ -348,18 +348,11 @@ pub fn prepare_host(
                task_cfg: Option<&Task>,
                skip: Option<String>| {
         let location = loaded.sources.location(r.span);
-        // wait-for polls until its own deadline and reports why it gave up; the transport must not
-        // cut it off first.
-        let wait_deadline = match &r.kind {
-            crate::config::ResourceKind::WaitFor(w) => {
-                Some(w.timeout + w.interval + std::time::Duration::from_secs(15))
-            }
-            _ => None,
-        };
+        let own_deadline = resources::own_deadline(&r.kind);
         let retry = Retry {
             // The task's own timeout bounds the whole task on a host (the executor); a
             // resource's bounds its own action, and the earlier deadline wins.
-            timeout: wait_deadline.or(r.common.timeout).or(d.command_timeout),
+            timeout: own_deadline.or(r.common.timeout).or(d.command_timeout),
             retries: r
                 .common
                 .retries

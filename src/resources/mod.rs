@@ -364,6 +364,15 @@ pub fn resolve(
     })
 }
 
+/// The time a resource's command takes at most by its own configuration, which then bounds it
+/// instead of the configured command timeout (`wait-for`).
+pub fn own_deadline(kind: &crate::config::ResourceKind) -> Option<std::time::Duration> {
+    match kind {
+        crate::config::ResourceKind::WaitFor(w) => Some(wait_for::deadline(w)),
+        _ => None,
+    }
+}
+
 /// `file /etc/motd`, `package nginx, curl`: what a resource is called from its configuration
 /// alone, for a resource skipped before it was resolved. Each type's module decides its label,
 /// so a skipped resource is named as it would be when planned.

@@ -130,6 +130,12 @@ impl WaitFor {
     }
 }
 
+/// How long a wait's command may run: it polls until its own timeout and reports why it gave
+/// up, so the transport must not cut it off first.
+pub fn deadline(w: &config::WaitFor) -> std::time::Duration {
+    w.timeout + w.interval + std::time::Duration::from_secs(15)
+}
+
 /// How plans name the wait, planned or skipped.
 pub fn label(w: &config::WaitFor) -> String {
     match &w.check {
