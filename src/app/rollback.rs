@@ -6,21 +6,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use base64::Engine as _;
-
 use super::Error;
 use super::secrets::{self, Needs, Source};
-use crate::config::ResourceType;
-use crate::config::values::Mode;
 use crate::exec::stale;
 use crate::inventory::{Inventory, Overrides};
+use crate::plan::{Action, Step};
 use crate::plan::{
     FORMAT_VERSION, HostPlan, Irreversible, Plan, PlannedResource, Role, Rollback, Selection,
     Summary, TaskPlan,
 };
-use crate::resources::file::{WriteContent, write_step};
-use crate::resources::{Action, FieldChange, Step, q};
-use crate::state::{Image, Preimage, RunId, RunStatus, StateStore};
+use crate::resources::preimage::{Restore, restore};
+use crate::state::{Preimage, RunId, RunStatus, StateStore};
 
 /// Generations per host whose pre-images `nexus state gc` keeps by default.
 pub const KEEP_GENERATIONS: usize = 10;
@@ -458,218 +454,6 @@ fn build(
         blobs,
         summary,
     })
-}
-
-/// Why a resource cannot be restored (listed as irreversible).
-#[derive(Debug, thiserror::Error)]
-enum Unrestorable {
-    /// Why the pre-image could not be kept, as recorded when it was captured.
-    #[error("{0}")]
-    Recorded(String),
-    #[error("nexus keeps no pre-image of a {}", .0.as_str())]
-    NoImage(ResourceType),
-    #[error(
-        "the {} existed before, and a run that changed it was planned by a nexus that recorded no undo for it",
-        .0.as_str()
-    )]
-    NoUndo(ResourceType),
-    #[error("its content was not kept")]
-    ContentNotKept,
-    #[error("its content is no longer stored (pruned by `nexus state gc`)")]
-    ContentPruned,
-    #[error("its recorded mode {0:?} is not octal")]
-    Mode(String),
-    #[error("its pre-image ({image}) does not fit a {}", .kind.as_str())]
-    Mismatch { image: String, kind: ResourceType },
-}
-
-/// How one resource is restored.
-struct Restore {
-    action: Action,
-    fields: Vec<FieldChange>,
-    steps: Vec<Step>,
-}
-
-/// The restoration of `image` for the resource `changed` (as the run that captured it planned
-/// it); the reason it cannot be restored as `Err` inside.
-fn restore(
-    store: &dyn StateStore,
-    image: &Preimage,
-    changed: &PlannedResource,
-    blobs: &mut BTreeMap<String, String>,
-) -> Result<Result<Restore, Unrestorable>, Error> {
-    let sudo = changed.steps.first().is_some_and(|s| s.sudo);
-    let path = match changed.kind {
-        ResourceType::File
-        | ResourceType::Directory
-        | ResourceType::Service
-        | ResourceType::User
-        | ResourceType::Group => changed.kind.subject_of(&changed.id),
-        _ => None,
-    };
-    let (Some(path), image_state) = (path, &image.image) else {
-        return Ok(Err(match &image.image {
-            Image::Irreversible { reason } => Unrestorable::Recorded(reason.clone()),
-            _ => Unrestorable::NoImage(changed.kind),
-        }));
-    };
-    let field = |name: &str, to: String| FieldChange::new(name, None, Some(&to));
-    let restore = match (changed.kind, image_state) {
-        (_, Image::Irreversible { reason }) => {
-            return Ok(Err(Unrestorable::Recorded(reason.clone())));
-        }
-        (
-            ResourceType::Service,
-            Image::Service {
-                manager,
-                running,
-                enabled,
-            },
-        ) => Restore {
-            action: Action::Update,
-            fields: vec![
-                field("running", running.to_string()),
-                field("enabled", enabled.to_string()),
-            ],
-            steps: crate::resources::service::restore_steps(
-                path, *manager, *running, *enabled, sudo,
-            ),
-        },
-        // The account is removed, not its home: files in it may be someone's work since.
-        (ResourceType::User, Image::Absent) => Restore {
-            action: Action::Delete,
-            fields: vec![field("exists", "false".into())],
-            // Only if it is there: a later run of the same rollback may have removed it already.
-            steps: vec![Step::new(
-                format!(
-                    "if getent passwd {p} >/dev/null 2>&1; then userdel -- {p}; fi",
-                    p = q(path)
-                ),
-                sudo,
-            )],
-        },
-        (ResourceType::Group, Image::Absent) => Restore {
-            action: Action::Delete,
-            fields: vec![field("exists", "false".into())],
-            steps: vec![Step::new(
-                format!(
-                    "if getent group {p} >/dev/null 2>&1; then groupdel -- {p}; fi",
-                    p = q(path)
-                ),
-                sudo,
-            )],
-        },
-        // Since the undo steps (resources/user.rs, group.rs): only a run planned without them.
-        (ResourceType::User | ResourceType::Group, Image::Existed) => {
-            return Ok(Err(Unrestorable::NoUndo(changed.kind)));
-        }
-        // What the run put in the link's place goes (a directory only if empty: what else is in
-        // it was not put there by the run), then the link comes back.
-        (ResourceType::File | ResourceType::Directory, Image::Link { target }) => Restore {
-            action: Action::Update,
-            fields: vec![field("type", format!("symlink -> {target}"))],
-            steps: vec![Step::new(
-                format!(
-                    "{} && ln -s -- {} {p}",
-                    match changed.kind {
-                        // A later run may have removed the directory already.
-                        ResourceType::Directory => format!(
-                            "if [ -d {p} ] && [ ! -L {p} ]; then rmdir -- {p}; else rm -f -- {p}; fi",
-                            p = q(path)
-                        ),
-                        _ => format!("rm -f -- {}", q(path)),
-                    },
-                    q(target),
-                    p = q(path)
-                ),
-                sudo,
-            )],
-        },
-        (ResourceType::File, Image::Absent) => Restore {
-            action: Action::Delete,
-            fields: vec![field("exists", "false".into())],
-            steps: vec![Step::new(format!("rm -f -- {}", q(path)), sudo)],
-        },
-        (ResourceType::Directory, Image::Absent) => Restore {
-            action: Action::Delete,
-            fields: vec![field("exists", "false".into())],
-            // Only an empty directory: whatever else is in it was not put there by the run.
-            steps: vec![Step::new(format!("rmdir -- {}", q(path)), sudo)],
-        },
-        (ResourceType::Directory, Image::Directory { owner, group, mode }) => Restore {
-            action: Action::Update,
-            fields: vec![
-                field("owner", owner.clone()),
-                field("group", group.clone()),
-                field("mode", mode.clone()),
-            ],
-            steps: vec![Step::new(
-                format!(
-                    "chown -- {} {p} && chmod -- {} {p}",
-                    q(&format!("{owner}:{group}")),
-                    q(mode),
-                    p = q(path)
-                ),
-                sudo,
-            )],
-        },
-        (ResourceType::File, Image::File { owner, group, mode }) => {
-            let Some(hash) = &image.blob else {
-                return Ok(Err(Unrestorable::ContentNotKept));
-            };
-            let Some(blob) = store.blob(hash)? else {
-                return Ok(Err(Unrestorable::ContentPruned));
-            };
-            let Ok(mode) = u32::from_str_radix(mode, 8) else {
-                return Ok(Err(Unrestorable::Mode(mode.clone())));
-            };
-            let content = match blob.sealed {
-                false => WriteContent::Bytes(&blob.data),
-                true => WriteContent::WithSecrets {
-                    blob: &blob.data,
-                    names: &[],
-                },
-            };
-            let mut step = write_step(
-                path,
-                content,
-                Some(owner),
-                Some(group),
-                Some(Mode(mode)),
-                crate::resources::file::Over::File { backup_to: None },
-                sudo,
-            );
-            step.stdin_sealed = blob.sealed;
-            blobs.insert(
-                blake3::hash(&blob.data).to_hex().to_string(),
-                base64::engine::general_purpose::STANDARD.encode(&blob.data),
-            );
-            let content = match blob.sealed {
-                true => "as before (holds secrets)".to_string(),
-                false => format!(
-                    "as before (sha256:{})",
-                    &crate::plan::file_write::sha256_hex(&blob.data)[..12]
-                ),
-            };
-            Restore {
-                action: Action::Update,
-                fields: vec![
-                    field("content", content),
-                    field("owner", owner.clone()),
-                    field("group", group.clone()),
-                    field("mode", Mode(mode).to_string()),
-                ],
-                steps: vec![step],
-            }
-        }
-        (_, other) => {
-            return Ok(Err(Unrestorable::Mismatch {
-                image: format!("{other:?}"),
-                kind: changed.kind,
-            }));
-        }
-    };
-    Ok(Ok(restore))
 }
 
 /// `--force`: probes the hosts now and expects what they show, drifted or not. Returns what
