@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::{self, Config, Loaded, Resource, ResourceKind, Value};
+use crate::plan::{Manifest, PendingHandler};
 
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
@@ -29,37 +28,6 @@ pub struct Inputs {
     held_secrets: BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Handlers still pending per host, from the state (recorded in the plan's hosts).
     pending_handlers: BTreeMap<String, Vec<PendingHandler>>,
-}
-
-/// A handler still pending on a host, as the state recorded it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingHandler {
-    pub handler: String,
-    /// The run whose change first notified it.
-    pub since_run: i64,
-    /// The label of that change.
-    pub notified_by: String,
-}
-
-/// What the plan records about its inputs: enough to tell that any of them changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Manifest {
-    /// Config files (root and imports), relative to the root config's directory, with blake3.
-    pub config: BTreeMap<String, String>,
-    /// Local files read by resources, relative to the root config's directory, with blake3.
-    pub files: BTreeMap<String, String>,
-    /// Environment values read (`null` when unset).
-    pub env: BTreeMap<String, Option<String>>,
-    /// Vault secrets used, with keyed fingerprints: a changed secret changes the plan without
-    /// revealing anything about its value.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub secrets: BTreeMap<String, String>,
-    /// Tailscale groups used, with the digest of the hosts discovered (pinned in nexus.lock).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub discovery: BTreeMap<String, String>,
-    /// `source-url`s used, with the blake3 of their content (pinned in nexus.lock).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub urls: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -143,8 +143,8 @@ fn no_two_files_name_each_other_in_a_circle() {
     }
 }
 
-#[test]
-fn no_two_top_level_modules_name_each_other_in_a_circle() {
+/// Which top-level modules each top-level module names.
+fn top_level_edges() -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let mut top: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
     for (from, to) in edges() {
         let a = from[..1.min(from.len())].to_vec();
@@ -156,8 +156,40 @@ fn no_two_top_level_modules_name_each_other_in_a_circle() {
             }
         }
     }
+    top
+}
+
+#[test]
+fn no_two_top_level_modules_name_each_other_in_a_circle() {
+    let top = top_level_edges();
     if let Some(c) = find_cycle(&top) {
         panic!("an import cycle between modules: {}", show(&c));
+    }
+}
+
+/// The plan file is what the executor consumes: `plan` names only what running a plan needs
+/// (shell quoting, the sealing of a content's hash), and `exec` reads plans, not the
+/// configuration, the planner or resource types (issue 12).
+#[test]
+fn the_plan_and_the_executor_stay_below_configuration_planner_and_types() {
+    let top = top_level_edges();
+    let named = |m: &str| -> BTreeSet<String> {
+        top.get(&vec![m.to_string()])
+            .unwrap_or_else(|| panic!("no module {m}"))
+            .iter()
+            .map(|p| p.join("/"))
+            .collect()
+    };
+    let plan = named("plan");
+    let allowed: BTreeSet<String> = ["shell", "secrets"].map(String::from).into();
+    assert!(
+        plan.is_subset(&allowed),
+        "plan names {:?}",
+        plan.difference(&allowed).collect::<Vec<_>>()
+    );
+    let exec = named("exec");
+    for m in ["config", "planner", "resources", "inputs", "app", "cli"] {
+        assert!(!exec.contains(m), "exec names {m}: {exec:?}");
     }
 }
 

@@ -24,7 +24,7 @@ pub async fn send(
                 .map(str::to_string)
                 .ok_or_else(|| LookupError::SecretUnavailable(name.clone())),
         };
-        match ResolvedNotifier::resolve(&n.to_config(), lookup) {
+        match ResolvedNotifier::resolve(&crate::config::Notifier::from_plan(n), lookup) {
             Ok(r) => resolved.push(r),
             Err(e) if crate::notify::wants(&n.on, event.outcome) => {
                 failed.push(Delivery::not_sent(&n.name, n.template, None, e.to_string()));

@@ -102,7 +102,7 @@ impl Live {
         let notifiers: Vec<PlanNotifier> = cfg
             .notifiers
             .iter()
-            .map(PlanNotifier::from_config)
+            .map(crate::config::Notifier::to_plan)
             .collect();
         let secrets = plan_secrets(cfg, &mut inputs, &notifiers, reads)?;
         let location = live_state(req, cfg)?;
@@ -183,7 +183,7 @@ pub fn live_state(
 ) -> Result<crate::state::Location, Error> {
     super::state::location(
         req.state.as_deref(),
-        crate::plan::StateRef::of(cfg).as_ref(),
+        cfg.state_ref().as_ref(),
         &req.config,
         Some(&super::secrets::Source::Config(cfg)),
     )

@@ -100,7 +100,7 @@ fn value(
 /// otherwise (`history`, `state`): a configuration that does not load leaves the default.
 pub fn of_config_file(flag: Option<&str>, config: &Path) -> Result<Location, Error> {
     if let Ok(loaded) = crate::config::load(config)
-        && let Some(setting) = StateRef::of(&loaded.config)
+        && let Some(setting) = loaded.config.state_ref()
     {
         let source = Source::Config(&loaded.config);
         return location(flag, Some(&setting), config, Some(&source));

@@ -4,34 +4,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::diagnostic::{Span, Spanned};
 use super::values::{BatchSize, Mode, Percent};
+pub use crate::plan::vocab::{
+    HostKeyChecking, NotifyEvent, NotifyTemplate, OnFailure, ResourceType, Strategy, Value,
+};
 
 /// The name of the implicit host that stands for the machine running nexus.
 pub const LOCAL_HOST: &str = "local";
-
-/// A string whose value may come from the environment or the secrets vault, resolved at plan or
-/// apply time, never at load time, so that validation needs neither.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
-pub enum Value {
-    Literal(String),
-    /// `(env)"NAME"`: read from the environment of the nexus process when planning.
-    Env(String),
-    /// `(secret)"NAME"`: read from the vault; only a reference and a keyed fingerprint reach the plan.
-    Secret(String),
-}
-
-impl Value {
-    pub fn literal(&self) -> Option<&str> {
-        match self {
-            Value::Literal(s) => Some(s),
-            _ => None,
-        }
-    }
-}
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -77,19 +59,6 @@ pub struct Defaults {
     pub host_key_checking: Option<HostKeyChecking>,
 }
 
-/// `host-key-checking` of `defaults`: what to do with a host key that no known_hosts file
-/// mentions. The plan file and the SSH client take the same values (the transport calls it
-/// `HostKeyPolicy`). A key that differs from the recorded one is refused under every policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyChecking {
-    /// Refuse unknown hosts, with the key's fingerprint and how to accept it.
-    #[default]
-    Strict,
-    /// Record unknown keys in the user's known_hosts file and connect.
-    AcceptNew,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Host {
     pub name: Spanned<String>,
@@ -126,24 +95,6 @@ pub struct Tailscale {
     pub span: Span,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NotifyTemplate {
-    Slack,
-    Discord,
-    Teams,
-    Generic,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NotifyEvent {
-    Success,
-    Failure,
-    Always,
-    Drift,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Notifier {
     pub name: Spanned<String>,
@@ -155,28 +106,31 @@ pub struct Notifier {
     pub retries: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    Parallel,
-    Serial,
-    Rolling,
-    Canary,
-}
+impl Notifier {
+    /// The notifier as a plan records it.
+    pub fn to_plan(&self) -> crate::plan::PlanNotifier {
+        crate::plan::PlanNotifier {
+            name: self.name.value.clone(),
+            url: self.url.clone(),
+            template: self.template,
+            on: self.on.clone(),
+            headers: self.headers.clone(),
+            timeout: Some(self.timeout),
+            retries: self.retries,
+        }
+    }
 
-/// What a rolling or canary task does when its rollout stops (a failed health check, max-fail
-/// exceeded): stop there, or also undo what the run changed in the task (docs/rollback.md).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnFailure {
-    #[default]
-    Stop,
-    Rollback,
-}
-
-impl OnFailure {
-    pub fn is_stop(&self) -> bool {
-        *self == OnFailure::Stop
+    /// A plan's notifier, for delivery.
+    pub fn from_plan(p: &crate::plan::PlanNotifier) -> Notifier {
+        Notifier {
+            name: Spanned::new(p.name.clone(), Span::new(0, 0, 0)),
+            url: p.url.clone(),
+            template: p.template,
+            on: p.on.clone(),
+            headers: p.headers.clone(),
+            timeout: p.timeout.unwrap_or(Duration::from_secs(10)),
+            retries: p.retries,
+        }
     }
 }
 
@@ -315,90 +269,6 @@ impl ResourceKind {
             ResourceKind::Download(_) => ResourceType::Download,
             ResourceKind::WaitFor(_) => ResourceType::WaitFor,
         }
-    }
-}
-
-/// The resource types, as the configuration, plan files and the state name them.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum ResourceType {
-    Package,
-    Service,
-    File,
-    Directory,
-    User,
-    Group,
-    Command,
-    Upload,
-    Download,
-    WaitFor,
-}
-
-impl ResourceType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResourceType::Package => "package",
-            ResourceType::Service => "service",
-            ResourceType::File => "file",
-            ResourceType::Directory => "directory",
-            ResourceType::User => "user",
-            ResourceType::Group => "group",
-            ResourceType::Command => "command",
-            ResourceType::Upload => "upload",
-            ResourceType::Download => "download",
-            ResourceType::WaitFor => "wait-for",
-        }
-    }
-
-    /// A resource's identity on a host, `file:/etc/motd`: two resources with one id conflict.
-    pub fn id(self, subject: &str) -> String {
-        format!("{}:{subject}", self.as_str())
-    }
-
-    /// What [`ResourceType::id`] was given: the path, account or unit a resource of this type
-    /// names (`/etc/motd` of `file:/etc/motd`); `None` for an id of another type.
-    pub fn subject_of(self, id: &str) -> Option<&str> {
-        id.strip_prefix(self.as_str())?.strip_prefix(':')
-    }
-
-    /// Whether the type manages system state that only root can change (packages, services,
-    /// accounts): a task using it needs sudo even on a host that does not escalate by default.
-    pub fn needs_root(self) -> bool {
-        matches!(
-            self,
-            ResourceType::Package
-                | ResourceType::Service
-                | ResourceType::User
-                | ResourceType::Group
-        )
-    }
-
-    /// Whether two resources of the type with one id on a host would fight over one path or
-    /// account, so that a plan holding both is refused. Packages, services and commands may be
-    /// named twice (tasks that each ensure a package, a handler restarting a service).
-    pub fn exclusive(self) -> bool {
-        matches!(
-            self,
-            ResourceType::File | ResourceType::Directory | ResourceType::User | ResourceType::Group
-        )
-    }
-}
-
-impl std::fmt::Display for ResourceType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -589,12 +459,8 @@ pub struct WaitFor {
     pub interval: Duration,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Vault {
-    pub path: PathBuf,
-    pub key_file: Option<PathBuf>,
-    pub key_env: Option<String>,
-}
+/// `vault path=... key-file=... key-env=...`, paths resolved: the vault's own settings type.
+pub use crate::secrets::Settings as Vault;
 
 /// `state url=(env)"NEXUS_STATE_URL" password=(secret)"PG_PASSWORD" project="web"`: shared state
 /// in PostgreSQL (docs/state.md).
@@ -615,6 +481,18 @@ pub struct Trust {
 }
 
 impl Config {
+    /// The `state` setting as a plan records it, with its project resolved.
+    pub fn state_ref(&self) -> Option<crate::plan::StateRef> {
+        self.state.as_ref().map(|s| crate::plan::StateRef {
+            url: s.url.clone(),
+            password: s.password.clone(),
+            project: s
+                .project
+                .clone()
+                .unwrap_or_else(|| crate::plan::default_project(&self.base_dir)),
+        })
+    }
+
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| *h.name == name)
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::plan::vocab::{BatchSize, Percent};
+
 /// A parse failure: what was wrong and a hint showing the accepted form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} ({help})")]
@@ -88,16 +90,6 @@ pub fn mode_from_integer(value: i128, repr: &str) -> Result<Mode, ValueError> {
     Ok(Mode(value as u32))
 }
 
-/// A percentage from 0 to 100, written `"20%"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Percent(pub u8);
-
-impl fmt::Display for Percent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}%", self.0)
-    }
-}
-
 pub fn parse_percent(s: &str) -> Result<Percent, ValueError> {
     let help = "write a percentage from 0% to 100%, such as \"25%\"";
     let Some(num) = s.trim().strip_suffix('%') else {
@@ -106,23 +98,6 @@ pub fn parse_percent(s: &str) -> Result<Percent, ValueError> {
     match num.trim().parse::<u8>() {
         Ok(v) if v <= 100 => Ok(Percent(v)),
         _ => Err(err(format!("invalid percentage {s:?}"), help)),
-    }
-}
-
-/// One rolling batch: a number of hosts, or a share of the task's hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BatchSize {
-    Hosts(u32),
-    Percent(Percent),
-}
-
-impl fmt::Display for BatchSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BatchSize::Hosts(n) => write!(f, "{n}"),
-            BatchSize::Percent(p) => write!(f, "{p}"),
-        }
     }
 }
 

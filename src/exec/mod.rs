@@ -19,9 +19,9 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
-use crate::config::Strategy;
 use crate::inventory::Inventory;
 use crate::plan::Action;
+use crate::plan::Strategy;
 use crate::plan::{Plan, PlannedResource, Role, TaskPlan};
 use step::Escalation;
 
@@ -43,7 +43,7 @@ pub struct ResourceResult {
     pub task: String,
     pub role: Role,
     pub id: String,
-    pub kind: crate::config::ResourceType,
+    pub kind: crate::plan::ResourceType,
     pub label: String,
     pub action: Action,
     pub status: Status,
@@ -354,8 +354,8 @@ fn is_check(r: &PlannedResource) -> bool {
     check_kind(r.role, r.kind)
 }
 
-fn check_kind(role: Role, kind: crate::config::ResourceType) -> bool {
-    role == Role::HealthCheck || kind == crate::config::ResourceType::WaitFor
+fn check_kind(role: Role, kind: crate::plan::ResourceType) -> bool {
+    role == Role::HealthCheck || kind == crate::plan::ResourceType::WaitFor
 }
 
 impl ResourceResult {

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 
-use crate::config::ResourceType;
 use crate::plan::Action;
 use crate::plan::PlannedResource;
+use crate::plan::ResourceType;
 use crate::shell::quote as q;
 
 /// The largest content kept; a larger file's change is recorded as irreversible.

@@ -1,7 +1,7 @@
 //! Splitting a task's hosts into batches for its strategy, and the max-fail rule. Pure.
 
-use crate::config::Strategy;
-use crate::config::values::{BatchSize, Percent};
+use crate::plan::Strategy;
+use crate::plan::{BatchSize, Percent};
 
 /// Hosts in a batch for a size: a number of hosts, or a share of all the task's hosts rounded up,
 /// never less than one.

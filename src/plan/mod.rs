@@ -10,7 +10,12 @@ pub mod model;
 pub mod observed;
 pub mod probe;
 pub mod step;
+pub mod vocab;
 
 pub use model::*;
 pub use observed::{Observed, UnexpectedLine};
 pub use step::{Action, EnvValue, FieldChange, ProbeBatch, Retry, Step};
+pub use vocab::{
+    BatchSize, HostKeyChecking, NotifyEvent, NotifyTemplate, OnFailure, Percent, ResourceType,
+    Strategy, Value,
+};

@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::step::{Action, FieldChange, ProbeBatch, Retry, Step};
-use crate::config::values::{BatchSize, Percent};
-use crate::config::{HostKeyChecking, OnFailure, Strategy, Value};
-use crate::inputs::Manifest;
+use super::vocab::{BatchSize, HostKeyChecking, OnFailure, Percent, Strategy, Value};
 
 /// Plan format version. A reader refuses another major version; apply also refuses another
 /// minor version (docs/plan-format.md, "Versioning").
@@ -135,40 +133,13 @@ pub struct SshSettings {
 pub struct PlanNotifier {
     pub name: String,
     pub url: Value,
-    pub template: crate::config::NotifyTemplate,
-    pub on: Vec<crate::config::NotifyEvent>,
+    pub template: super::vocab::NotifyTemplate,
+    pub on: Vec<super::vocab::NotifyEvent>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Value>,
     #[serde(with = "super::step::opt_secs", default)]
     pub timeout: Option<std::time::Duration>,
     pub retries: u32,
-}
-
-impl PlanNotifier {
-    pub fn from_config(n: &crate::config::Notifier) -> PlanNotifier {
-        PlanNotifier {
-            name: n.name.value.clone(),
-            url: n.url.clone(),
-            template: n.template,
-            on: n.on.clone(),
-            headers: n.headers.clone(),
-            timeout: Some(n.timeout),
-            retries: n.retries,
-        }
-    }
-
-    /// Back to the configuration's shape, for delivery.
-    pub fn to_config(&self) -> crate::config::Notifier {
-        crate::config::Notifier {
-            name: crate::config::Spanned::new(self.name.clone(), crate::config::Span::new(0, 0, 0)),
-            url: self.url.clone(),
-            template: self.template,
-            on: self.on.clone(),
-            headers: self.headers.clone(),
-            timeout: self.timeout.unwrap_or(std::time::Duration::from_secs(10)),
-            retries: self.retries,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,23 +154,10 @@ pub struct VaultRef {
 /// The configuration's `state` setting, with its project resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateRef {
-    pub url: crate::config::Value,
+    pub url: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<crate::config::Value>,
+    pub password: Option<Value>,
     pub project: String,
-}
-
-impl StateRef {
-    pub fn of(cfg: &crate::config::Config) -> Option<StateRef> {
-        cfg.state.as_ref().map(|s| StateRef {
-            url: s.url.clone(),
-            password: s.password.clone(),
-            project: s
-                .project
-                .clone()
-                .unwrap_or_else(|| default_project(&cfg.base_dir)),
-        })
-    }
 }
 
 /// A project's default key: the name of its configuration's directory (a repository's name in
@@ -232,7 +190,7 @@ impl TransportKind {
 }
 
 /// How apply (and `run`, and planning itself) reaches a host: everything needed without the
-/// working tree. Derived from the configuration in one place, `plan::connection`.
+/// working tree. Derived from the configuration in one place, `planner::connection`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
     pub transport: TransportKind,
@@ -277,7 +235,36 @@ pub struct HostPlan {
 }
 
 /// Handlers pending from earlier runs are an input of planning; the plan records them per host.
-pub use crate::inputs::PendingHandler;
+/// A handler still pending on a host, as the state recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingHandler {
+    pub handler: String,
+    /// The run whose change first notified it.
+    pub since_run: i64,
+    /// The label of that change.
+    pub notified_by: String,
+}
+
+/// What the plan records about its inputs: enough to tell that any of them changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Manifest {
+    /// Config files (root and imports), relative to the root config's directory, with blake3.
+    pub config: BTreeMap<String, String>,
+    /// Local files read by resources, relative to the root config's directory, with blake3.
+    pub files: BTreeMap<String, String>,
+    /// Environment values read (`null` when unset).
+    pub env: BTreeMap<String, Option<String>>,
+    /// Vault secrets used, with keyed fingerprints: a changed secret changes the plan without
+    /// revealing anything about its value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Tailscale groups used, with the digest of the hosts discovered (pinned in nexus.lock).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub discovery: BTreeMap<String, String>,
+    /// `source-url`s used, with the blake3 of their content (pinned in nexus.lock).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub urls: BTreeMap<String, String>,
+}
 
 /// Why a resource is in a host's plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -301,7 +288,7 @@ pub struct PlannedResource {
     /// Resource identity (`file:/etc/motd`).
     pub id: String,
     /// Resource type (`file`).
-    pub kind: crate::config::ResourceType,
+    pub kind: super::vocab::ResourceType,
     pub label: String,
     pub action: Action,
     pub reason: String,
@@ -371,7 +358,7 @@ impl PlannedResource {
             && match self.action {
                 Action::Create | Action::Update | Action::Delete => true,
                 Action::Run => {
-                    self.kind == crate::config::ResourceType::Command && !self.probe.is_empty()
+                    self.kind == super::vocab::ResourceType::Command && !self.probe.is_empty()
                 }
                 Action::NoOp => false,
             }

@@ -806,12 +806,12 @@ pub fn assemble(
             || uses_vault_for_notify(cfg)
             || vault_exists(cfg))
         .then(|| vault_ref(cfg)),
-        state: crate::plan::StateRef::of(cfg),
+        state: cfg.state_ref(),
         rollback: None,
         notify: cfg
             .notifiers
             .iter()
-            .map(PlanNotifier::from_config)
+            .map(crate::config::Notifier::to_plan)
             .collect(),
         tasks: selected.tasks.clone(),
         hosts: host_plans,

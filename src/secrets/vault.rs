@@ -12,7 +12,6 @@ use zeroize::Zeroizing;
 use super::format::{self, Header, Kdf, ParseError};
 use super::key::{self, Key, fill_random, hex_encode};
 use super::{SecretError, check_name, redact};
-use crate::config;
 
 /// Where the vault lives when the configuration has no `vault path=...`, relative to the directory
 /// of the configuration file.
@@ -26,7 +25,7 @@ const MIN_PASSPHRASE_CHARS: usize = 8;
 
 /// Where the vault file is and where its key may come from: the configuration's `vault` node,
 /// with paths already resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Settings {
     pub path: PathBuf,
     pub key_file: Option<PathBuf>,
@@ -36,7 +35,7 @@ pub struct Settings {
 impl Settings {
     /// The settings of the configuration's `vault` node, or the defaults (`.nexus/secrets.vault`
     /// under `base_dir`, key from `NEXUS_VAULT_KEY`) when there is none.
-    pub fn from_config(cfg: Option<&config::Vault>, base_dir: &Path) -> Settings {
+    pub fn from_config(cfg: Option<&Settings>, base_dir: &Path) -> Settings {
         match cfg {
             Some(v) => Settings {
                 path: v.path.clone(),
@@ -151,7 +150,7 @@ impl Vault {
     /// file or the environment, a passphrase from `NEXUS_VAULT_PASSPHRASE`. This is what the
     /// planner and the executor use. Nothing is written.
     pub fn open(
-        cfg: Option<&config::Vault>,
+        cfg: Option<&Settings>,
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Vault, SecretError> {
