@@ -209,13 +209,13 @@ impl Verified<'_> {
                 base_dir: base.to_path_buf(),
                 secrets: secrets.clone(),
                 stop: Default::default(),
+                generation: true,
             };
             let execution = super::record::Execution {
                 plan,
                 hash: self.hash,
                 kind: EventKind::Apply,
                 secrets: &secrets,
-                generation: true,
             };
             execution
                 .run(inv, &opts, state, run, signals, observer)

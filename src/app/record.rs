@@ -349,8 +349,6 @@ pub struct Execution<'a> {
     pub hash: &'a str,
     pub kind: crate::notify::EventKind,
     pub secrets: &'a crate::secrets::Resolved,
-    /// Pre-images were recorded for this run: re-probe what it changed (docs/rollback.md).
-    pub generation: bool,
 }
 
 impl Execution<'_> {
@@ -365,7 +363,7 @@ impl Execution<'_> {
         observer: &(dyn Fn(&Event) + Sync),
     ) -> Result<(Report, Vec<crate::notify::Delivery>), Error> {
         let report = execute(self.plan, &inv, opts, state, run, signals, observer).await;
-        if let (Ok(report), true) = (&report, self.generation) {
+        if let (Ok(report), true) = (&report, opts.generation) {
             self.record_after(report, &inv, opts, state, run).await?;
         }
         inv.close().await;
@@ -393,22 +391,27 @@ impl Execution<'_> {
         state: &Locked,
         run: RunId,
     ) -> Result<(), Error> {
+        // The executor probed each host it finished; what is left are hosts a stop cut short.
         let mut keys: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
             Default::default();
         for r in &report.results {
-            if r.changed && r.status == Status::Succeeded && r.role == crate::plan::Role::Task {
+            if r.changed_on_host() && !report.probed_after.contains(&r.host) {
                 keys.entry(r.host.clone())
                     .or_default()
                     .insert(r.key.clone());
             }
         }
-        if keys.is_empty() {
+        let mut after = report.fingerprints_after.clone();
+        if !keys.is_empty() {
+            let env = |k: &str| std::env::var(k).ok();
+            after.extend(
+                exec::stale::fingerprints(self.plan, &keys, inv, opts.parallel, &env, self.secrets)
+                    .await,
+            );
+        }
+        if after.is_empty() {
             return Ok(());
         }
-        let env = |k: &str| std::env::var(k).ok();
-        let after =
-            exec::stale::fingerprints(self.plan, &keys, inv, opts.parallel, &env, self.secrets)
-                .await;
         Ok(state.store.record_fingerprints_after(run, &after)?)
     }
 }

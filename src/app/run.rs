@@ -62,14 +62,14 @@ pub fn run(
             base_dir: crate::plan::base_dir(&req.config.display().to_string()),
             secrets: secrets.clone(),
             stop: Default::default(),
+            // `run` probes while planning, not again before executing: no pre-images yet.
+            generation: false,
         };
         let execution = super::record::Execution {
             plan: &plan,
             hash: &hash,
             kind: EventKind::Run,
             secrets: &secrets,
-            // `run` probes while planning, not again before executing: no pre-images yet.
-            generation: false,
         };
         let (report, deliveries) = execution
             .run(inv, &opts, &state, run, &mut signals, observer)

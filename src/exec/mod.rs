@@ -200,6 +200,9 @@ pub struct Options {
     pub secrets: std::sync::Arc<crate::secrets::Resolved>,
     /// Set by the caller to stop the run early.
     pub stop: StopRequest,
+    /// Pre-images were recorded for this run: probe what each host's changes left
+    /// ([`Report::fingerprints_after`], what a rollback is stale-checked against).
+    pub generation: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -214,6 +217,14 @@ pub struct Report {
     #[serde(skip)]
     pub interrupted: Option<crate::exit::Exit>,
     pub duration_ms: u64,
+    /// (host, key, fingerprint) of what each host's changes left, probed when the host had no
+    /// task left, before its connection was released (a resource whose probe failed is left
+    /// out).
+    #[serde(skip)]
+    pub fingerprints_after: Vec<(String, String, String)>,
+    /// The hosts probed for [`Report::fingerprints_after`]; hosts the run did not finish are not.
+    #[serde(skip)]
+    pub probed_after: BTreeSet<String>,
 }
 
 /// Shared run state: which hosts failed and whether the run must stop.
@@ -224,6 +235,11 @@ struct Shared {
     escalation: HashMap<String, Escalation>,
     /// Hosts whose pending handlers (from earlier runs) were handed to a task already.
     pending_taken: BTreeSet<String>,
+    /// How many of its tasks each host has not finished yet.
+    tasks_left: HashMap<String, usize>,
+    /// See [`Report::fingerprints_after`].
+    fingerprints_after: Vec<(String, String, String)>,
+    probed_after: BTreeSet<String>,
 }
 
 struct Ctx<'a> {
@@ -234,9 +250,43 @@ struct Ctx<'a> {
     shared: Mutex<Shared>,
     /// `-j`: hosts at work at once over the whole run, whichever tasks they belong to.
     hosts_in_flight: tokio::sync::Semaphore,
+    env: &'a (dyn Fn(&str) -> Option<String> + Sync),
 }
 
 impl Ctx<'_> {
+    /// Counts a task done on `host`. After its last one nothing more runs there in this apply:
+    /// what its changes left is probed for the record, and its connection released, so that a
+    /// fleet's apply holds about `-j` connections rather than one per host.
+    async fn task_finished_on(&self, host: &str) {
+        let keys: BTreeSet<String> = {
+            let mut shared = self.shared.lock().expect("poisoned");
+            match shared.tasks_left.get_mut(host) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    return;
+                }
+                _ => {}
+            }
+            shared.tasks_left.remove(host);
+            shared
+                .results
+                .iter()
+                .filter(|r| r.host == host && r.changed_on_host())
+                .map(|r| r.key.clone())
+                .collect()
+        };
+        if let (true, false, Some(h)) =
+            (self.opts.generation, keys.is_empty(), self.plan.host(host))
+        {
+            let after =
+                stale::fingerprints_of_host(h, &keys, self.inv, self.env, &self.opts.secrets).await;
+            let mut shared = self.shared.lock().expect("poisoned");
+            shared.fingerprints_after.extend(after);
+            shared.probed_after.insert(host.to_string());
+        }
+        self.inv.release(host).await;
+    }
+
     fn emit_result(&self, mut r: ResourceResult) {
         // Everything downstream (terminal, JSON, state database, notifications) sees redacted text.
         r.output_tail = self.opts.secrets.redact(&r.output_tail);
@@ -359,6 +409,12 @@ fn check_kind(role: Role, kind: crate::plan::ResourceType) -> bool {
 }
 
 impl ResourceResult {
+    /// A task's resource that changed its host: what a rollback of the run restores, and
+    /// whose state after the run is recorded.
+    pub fn changed_on_host(&self) -> bool {
+        self.changed && self.status == Status::Succeeded && self.role == Role::Task
+    }
+
     /// Whether this is a check (`wait-for`, a health check) rather than a change.
     pub fn is_check(&self) -> bool {
         check_kind(self.role, self.kind)
@@ -400,8 +456,12 @@ pub async fn execute(
             results: Vec::new(),
             escalation,
             pending_taken: BTreeSet::new(),
+            tasks_left: tasks_per_host(plan),
+            fingerprints_after: Vec::new(),
+            probed_after: BTreeSet::new(),
         }),
         hosts_in_flight: tokio::sync::Semaphore::new(opts.parallel.max(1)),
+        env,
     };
     let mut outcomes: Vec<Option<TaskOutcome>> = vec![None; plan.tasks.len()];
     let mut started = vec![false; plan.tasks.len()];
@@ -449,7 +509,20 @@ pub async fn execute(
             .or_else(|| opts.stop.reason().map(str::to_string)),
         interrupted: None,
         duration_ms: start.elapsed().as_millis() as u64,
+        fingerprints_after: shared.fingerprints_after,
+        probed_after: shared.probed_after,
     }
+}
+
+/// How many tasks each host is in.
+fn tasks_per_host(plan: &Plan) -> HashMap<String, usize> {
+    let mut left = HashMap::new();
+    for t in &plan.tasks {
+        for h in &t.hosts {
+            *left.entry(h.clone()).or_default() += 1;
+        }
+    }
+    left
 }
 
 /// Whether a task's failures are tolerated (`continue-on-error` on the task).
@@ -504,7 +577,9 @@ async fn run_task(ctx: &Ctx<'_>, task: &TaskPlan) -> TaskOutcome {
             .map(|h| async move {
                 // Never closed, so acquiring cannot fail; the permit is held for the whole host.
                 let _permit = ctx.hosts_in_flight.acquire().await.ok();
-                (h.clone(), run_host(ctx, task, h).await)
+                let ok = run_host(ctx, task, h).await;
+                ctx.task_finished_on(h).await;
+                (h.clone(), ok)
             })
             .buffer_unordered(limit)
             .collect()

@@ -127,7 +127,16 @@ fn fingerprint_of(o: &Result<Observed, i32>) -> String {
     }
 }
 
-/// Re-probes all hosts of the plan concurrently, capturing what pre-images need.
+/// Whether apply keeps every host's connection from its re-probe until the host's work is done:
+/// it saves a second handshake per host, but costs a connection's memory for every host of the
+/// plan at once. Beyond a few times `-j` hosts, connections are released after the re-probe
+/// and made again when the executor reaches the host, so a fleet's apply holds about `-j`.
+pub fn keeps_connections(hosts: usize, parallel: usize) -> bool {
+    hosts <= 4 * parallel.max(1)
+}
+
+/// Re-probes all hosts of the plan concurrently, capturing what pre-images need; see
+/// [`keeps_connections`] for what happens to their connections.
 pub async fn check(
     plan: &Plan,
     inv: &Inventory,
@@ -135,6 +144,7 @@ pub async fn check(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     secrets: &crate::secrets::Resolved,
 ) -> Check {
+    let keep = keeps_connections(plan.hosts.len(), parallel);
     type HostCheck = (Vec<Drift>, Vec<Captured>);
     let per_host: Vec<Result<HostCheck, (String, String)>> =
         futures::stream::iter(plan.hosts.iter())
@@ -144,9 +154,12 @@ pub async fn check(
                     return Ok(Default::default());
                 }
                 let capture = probed.iter().any(|r| preimage::wanted(r));
-                let (observed, mut contents) = probe_host(h, &probed, inv, env, secrets, capture)
-                    .await
-                    .map_err(|e| (h.name.clone(), e.to_string()))?;
+                let probe = probe_host(h, &probed, inv, env, secrets, capture).await;
+                if !keep {
+                    inv.release(&h.name).await;
+                }
+                let (observed, mut contents) =
+                    probe.map_err(|e| (h.name.clone(), e.to_string()))?;
                 let (mut drift, mut captured) = (Vec::new(), Vec::new());
                 for (i, (r, o)) in probed.iter().zip(&observed).enumerate() {
                     let now = fingerprint_of(o);
@@ -219,29 +232,39 @@ pub async fn fingerprints(
 ) -> Vec<(String, String, String)> {
     let per_host: Vec<Vec<(String, String, String)>> = futures::stream::iter(plan.hosts.iter())
         .map(|h| async move {
-            let Some(wanted) = keys.get(&h.name) else {
-                return Vec::new();
-            };
-            let resources: Vec<_> = probed(h)
-                .into_iter()
-                .filter(|r| wanted.contains(&r.key))
-                .collect();
-            if resources.is_empty() {
-                return Vec::new();
+            match keys.get(&h.name) {
+                Some(wanted) => fingerprints_of_host(h, wanted, inv, env, secrets).await,
+                None => Vec::new(),
             }
-            let Ok((observed, _)) = probe_host(h, &resources, inv, env, secrets, false).await
-            else {
-                return Vec::new();
-            };
-            resources
-                .iter()
-                .zip(&observed)
-                .filter(|(_, o)| o.is_ok())
-                .map(|(r, o)| (h.name.clone(), r.key.clone(), fingerprint_of(o)))
-                .collect()
         })
         .buffered(parallel.max(1))
         .collect()
         .await;
     per_host.into_iter().flatten().collect()
+}
+
+/// [`fingerprints`] of one host's resources `wanted`.
+pub async fn fingerprints_of_host(
+    h: &HostPlan,
+    wanted: &BTreeSet<String>,
+    inv: &Inventory,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    secrets: &crate::secrets::Resolved,
+) -> Vec<(String, String, String)> {
+    let resources: Vec<_> = probed(h)
+        .into_iter()
+        .filter(|r| wanted.contains(&r.key))
+        .collect();
+    if resources.is_empty() {
+        return Vec::new();
+    }
+    let Ok((observed, _)) = probe_host(h, &resources, inv, env, secrets, false).await else {
+        return Vec::new();
+    };
+    resources
+        .iter()
+        .zip(&observed)
+        .filter(|(_, o)| o.is_ok())
+        .map(|(r, o)| (h.name.clone(), r.key.clone(), fingerprint_of(o)))
+        .collect()
 }

@@ -397,6 +397,7 @@ mod tests {
             base_dir: std::env::temp_dir(),
             secrets: Default::default(),
             stop: Default::default(),
+            generation: false,
         }
     }
 

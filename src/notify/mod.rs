@@ -440,6 +440,8 @@ pub(crate) mod test_support {
             stopped: None,
             interrupted: None,
             duration_ms: 12_300,
+            fingerprints_after: Vec::new(),
+            probed_after: Default::default(),
         };
         RunEvent::from_report(
             EventKind::Apply,
@@ -466,6 +468,8 @@ pub(crate) mod test_support {
             stopped: None,
             interrupted: None,
             duration_ms: 850,
+            fingerprints_after: Vec::new(),
+            probed_after: Default::default(),
         };
         RunEvent::from_report(EventKind::Run, "nexus.kdl", &report, Some(7), None)
     }
@@ -542,6 +546,8 @@ mod tests {
             stopped: Some("max-fail exceeded\nin deploy".into()),
             interrupted: None,
             duration_ms: 61_000,
+            fingerprints_after: Vec::new(),
+            probed_after: Default::default(),
         };
         let ev = RunEvent::from_report(EventKind::Apply, "n.kdl", &report, None, None);
         assert_eq!(

@@ -375,6 +375,11 @@ impl PlannedResource {
 }
 
 impl Plan {
+    /// The plan of the host `name`.
+    pub fn host(&self, name: &str) -> Option<&HostPlan> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
     /// Whether applying would change anything on any host (drift, for `--detailed-exitcode`):
     /// a resource that [`PlannedResource::is_drift`], or a handler still pending.
     pub fn has_changes(&self) -> bool {

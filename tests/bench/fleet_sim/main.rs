@@ -259,13 +259,14 @@ impl Bench {
         // The no-op plan's `--detailed-exitcode` 0 is "no changes"; the cold plan and the apply
         // exit 0 when every host succeeded.
         assert_eq!(cost.exit, Some(0), "{}", show());
-        // Planning closes each host's connection once the host is planned, so what it holds
-        // open is bounded by `-j`, not by the fleet (about 11 descriptors are nexus's own). The
-        // count is sampled, so this can miss a breach but never invent one.
-        if phase != Phase::Apply && jobs + 11 < hosts {
+        // Planning closes each host's connection once the host is planned, and apply once the
+        // host has no task left, so what either holds open is bounded by `-j`, not by the fleet
+        // (about 11 descriptors are nexus's own). The count is sampled, so this can miss a
+        // breach but never invent one.
+        if jobs + 11 < hosts {
             assert!(
                 cost.peak_fds < hosts,
-                "planning held {} descriptors open at once with -j {jobs}: {}",
+                "{phase:?} held {} descriptors open at once with -j {jobs}: {}",
                 cost.peak_fds,
                 show()
             );
@@ -281,9 +282,9 @@ impl Bench {
     }
 }
 
-/// Raises this process's soft open-file limit to its hard one, for `n` listeners and then their
-/// connections (about one descriptor per host at a time, see `sim::serve_fleet`); returns the
-/// hard limit, which nexus gets too.
+/// Raises this process's soft open-file limit to its hard one, for `n` listeners and the
+/// connections nexus has open at once (see `sim::serve_fleet`); returns the hard limit, which
+/// nexus gets too.
 fn raise_own_nofile(n: usize) -> u64 {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
     let want = n as u64 + 1024;
@@ -401,6 +402,12 @@ fn main() {
             let accepting = sim::serve_fleet(listeners, &config, &shared);
             let row = b.run(&dir, phase, n, j, &table(phase));
             accepting.iter().for_each(|t| t.abort());
+            // Their listeners must be closed before the next phase binds the same port.
+            rt.block_on(async {
+                for t in accepting {
+                    let _ = t.await;
+                }
+            });
             eprintln!("{}", line(&row));
             rows.push(row);
         }

@@ -390,10 +390,10 @@ pub async fn bind_fleet(n: usize, port: Option<u16>) -> Vec<TcpListener> {
     panic!("no port was free on every simulated host's address in 20 tries");
 }
 
-/// Serves host `i` on `listeners[i]` for one nexus run: one connection per host, as nexus keeps
-/// one per host for the whole run. Each listener is closed once its host is connected, so the
-/// simulator holds about one descriptor per host, not two (it may not raise its hard limit in
-/// every sandbox). Abort the returned tasks after the run: they hold the hosts never contacted.
+/// Serves host `i` on `listeners[i]` for one nexus run. nexus holds a host's connection only
+/// while it works there (a plan closes it once the host is planned; a large apply may connect
+/// twice, for its re-probe and for its steps), so the simulator holds one listener per host and
+/// a descriptor per connection nexus has open. Abort the returned tasks after the run.
 pub fn serve_fleet(
     listeners: Vec<TcpListener>,
     config: &Arc<server::Config>,
@@ -406,23 +406,22 @@ pub fn serve_fleet(
         .map(|(host, listener)| {
             let (config, shared, table) = (config.clone(), shared.clone(), table.clone());
             tokio::spawn(async move {
-                let Ok((socket, _)) = listener.accept().await else {
-                    return;
-                };
-                drop(listener);
-                let _ = socket.set_nodelay(true);
-                let handler = Replayer {
-                    host,
-                    shared,
-                    table,
-                    seen: HashMap::new(),
-                    chans: HashMap::new(),
-                };
-                tokio::spawn(async move {
-                    if let Ok(session) = server::run_stream(config, socket, handler).await {
-                        let _ = session.await;
-                    }
-                });
+                while let Ok((socket, _)) = listener.accept().await {
+                    let _ = socket.set_nodelay(true);
+                    let handler = Replayer {
+                        host,
+                        shared: shared.clone(),
+                        table: table.clone(),
+                        seen: HashMap::new(),
+                        chans: HashMap::new(),
+                    };
+                    let config = config.clone();
+                    tokio::spawn(async move {
+                        if let Ok(session) = server::run_stream(config, socket, handler).await {
+                            let _ = session.await;
+                        }
+                    });
+                }
             })
         })
         .collect()
