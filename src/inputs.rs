@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::{self, Config, Loaded, Resource, ResourceKind, Value};
+use crate::config::{self, Config, Loaded, Resource, Value};
 use crate::plan::{Manifest, PendingHandler};
 
 #[derive(Debug, Clone, Default)]
@@ -239,9 +239,7 @@ pub fn secret_names(cfg: &Config) -> std::collections::BTreeSet<String> {
         }
     };
     for r in all_resources(cfg) {
-        if let ResourceKind::Command(c) = &r.kind {
-            c.env.values().for_each(&mut add);
-        }
+        r.kind.input_needs().values.into_iter().for_each(&mut add);
     }
     for h in &cfg.hosts {
         if let Some(v) = &h.sudo_password {

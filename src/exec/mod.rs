@@ -405,7 +405,7 @@ fn is_check(r: &PlannedResource) -> bool {
 }
 
 fn check_kind(role: Role, kind: crate::plan::ResourceType) -> bool {
-    role == Role::HealthCheck || kind == crate::plan::ResourceType::WaitFor
+    role == Role::HealthCheck || kind.is_check()
 }
 
 impl ResourceResult {

@@ -21,7 +21,7 @@ pub fn wanted(r: &PlannedResource) -> bool {
     !r.id.is_empty()
         && r.role == crate::plan::Role::Task
         && r.action != Action::NoOp
-        && r.kind != ResourceType::WaitFor
+        && !r.kind.is_check()
 }
 
 /// The path of a file whose content the capture sends back.

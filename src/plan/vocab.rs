@@ -151,6 +151,12 @@ impl ResourceType {
         )
     }
 
+    /// Whether a resource of the type verifies a host rather than changing it (`wait-for`):
+    /// it never counts as a change, and nothing of it is kept for a rollback.
+    pub fn is_check(self) -> bool {
+        self == ResourceType::WaitFor
+    }
+
     /// Whether two resources of the type with one id on a host would fight over one path or
     /// account, so that a plan holding both is refused. Packages, services and commands may be
     /// named twice (tasks that each ensure a package, a handler restarting a service).
