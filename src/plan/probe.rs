@@ -5,12 +5,14 @@
 //! Forking `stat` and `sha256sum` per resource cost about 10 processes per file, which dominated
 //! planning time (see docs/benchmarks.md). So those facts are gathered for all of a host's paths by
 //! one `find` and one `sha256sum` (or `stat` and a shell loop without GNU find), and each resource's
-//! section is completed from them here; the rest of each resource's probe is its own snippet,
-//! framed by markers. A resource without a snippet has no section at all.
+//! section is completed from them here. Likewise the paths whose existence resources ask about
+//! (a command's `creates` and `removes`) are tested in one loop of builtins. The rest of each
+//! resource's probe is its own snippet, framed by markers. A resource without a snippet has no
+//! section at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::resources::{ProbeBatch, Resource, q};
+use crate::resources::{ProbeBatch, ProbeExists, Resource, q};
 use crate::secrets::SealKey;
 
 /// How many paths one `stat` command line carries; far below any ARG_MAX.
@@ -23,6 +25,8 @@ const STAT_CHUNK: usize = 512;
 pub struct Spec<'a> {
     pub snippet: &'a str,
     pub batch: Option<&'a ProbeBatch>,
+    /// Paths tested with `[ -e ]` for all resources at once.
+    pub exists: &'a [ProbeExists],
     pub inline: bool,
 }
 
@@ -30,6 +34,7 @@ pub struct Spec<'a> {
 pub struct Owned {
     pub snippet: String,
     pub batch: Option<ProbeBatch>,
+    pub exists: Vec<ProbeExists>,
     pub inline: bool,
 }
 
@@ -38,6 +43,7 @@ impl Owned {
         Owned {
             snippet: r.probe(),
             batch: r.probe_batch(),
+            exists: r.probe_exists(),
             inline: r.probe_inline(),
         }
     }
@@ -46,9 +52,21 @@ impl Owned {
         Spec {
             snippet: &self.snippet,
             batch: self.batch.as_ref(),
+            exists: &self.exists,
             inline: self.inline,
         }
     }
+}
+
+/// The paths to test with `[ -e ]`, each once, in first-seen order.
+fn exists_paths<'a>(specs: &[Spec<'a>]) -> Vec<&'a str> {
+    let mut seen = BTreeSet::new();
+    specs
+        .iter()
+        .flat_map(|s| s.exists)
+        .map(|e| e.path.as_str())
+        .filter(|p| seen.insert(*p))
+        .collect()
 }
 
 /// The paths to `stat`, and the subset to hash, each once, in first-seen order; a hashed path
@@ -84,6 +102,10 @@ pub fn script(specs: &[Spec<'_>]) -> String {
     );
     if specs.iter().any(|s| s.batch.is_some()) {
         path_facts(&mut s, specs, &token);
+    }
+    let exists = exists_paths(specs);
+    if !exists.is_empty() {
+        existence(&mut s, &exists, &token);
     }
     for (i, spec) in specs.iter().enumerate() {
         let snippet = spec.snippet.trim();
@@ -252,6 +274,18 @@ fn path_facts(s: &mut String, specs: &[Spec<'_>], token: &str) {
     s.push_str(&format!("printf '\\n@@{token} olds end 0\\n'\n"));
 }
 
+/// The existence of `paths`, in one section: one loop of builtins (`[ -e ]`, as a command's
+/// `skip_if` tests them at apply) printing one line of `1` (exists) and `0`, a digit per path.
+fn existence(s: &mut String, paths: &[&str], token: &str) {
+    let words: Vec<String> = paths.iter().map(|p| q(p)).collect();
+    s.push_str(&format!(
+        "printf '\\n@@{token} exists begin\\n'\n_nx_ex=\n\
+         for _nx_ep in {}; do if [ -e \"$_nx_ep\" ]; then _nx_ex=\"${{_nx_ex}}1\"; else _nx_ex=\"${{_nx_ex}}0\"; fi; done\n\
+         printf '%s\\n@@{token} exists end 0\\n' \"$_nx_ex\"\n",
+        words.join(" ")
+    ));
+}
+
 fn token(specs: &[Spec<'_>]) -> String {
     let mut h = blake3::Hasher::new();
     for s in specs {
@@ -261,6 +295,13 @@ fn token(specs: &[Spec<'_>]) -> String {
             h.update(b.path.as_bytes());
             h.update(if b.sha256 { b"\x01" } else { b"\x02" });
             h.update(b.old_unless.as_deref().unwrap_or("-").as_bytes());
+        }
+        for e in s.exists {
+            h.update(b"\x03");
+            h.update(e.key.as_bytes());
+            h.update(b"\0");
+            h.update(e.path.as_bytes());
+            h.update(b"\0");
         }
         h.update(if s.inline { b"i" } else { b"s" });
     }
@@ -288,6 +329,10 @@ pub enum ProbeError {
     OldContentLine { line: String },
     #[error("old content for path {index} of {of}")]
     OldContentIndex { index: usize, of: usize },
+    #[error("unexpected existence line in the probe output for {of} paths: {line:.40}")]
+    ExistsLine { line: String, of: usize },
+    #[error("probe key {key:?} is not a lower-case name")]
+    ExistsKey { key: String },
     #[error(
         "{path} holds secrets: its hash can only be recorded sealed, and the vault is not open"
     )]
@@ -478,21 +523,39 @@ pub fn split(
         }
     }
     let batched = specs.iter().any(|s| s.batch.is_some());
+    let exists = exists_paths(specs);
     let mut frames = frames.into_iter();
-    let (mut paths_text, mut olds_text) = (String::new(), String::new());
+    let (mut paths_text, mut olds_text, mut exists_text) =
+        (String::new(), String::new(), String::new());
+    let mut wanted = Vec::new();
     if batched {
-        for (label, text) in [("paths", &mut paths_text), ("olds", &mut olds_text)] {
-            match frames.next() {
-                Some((l, s)) if l == label => *text = s.output,
-                _ => {
-                    return Err(ProbeError::Cut {
-                        done: 0,
-                        of: specs.len(),
-                    });
-                }
+        wanted.extend([("paths", &mut paths_text), ("olds", &mut olds_text)]);
+    }
+    if !exists.is_empty() {
+        wanted.push(("exists", &mut exists_text));
+    }
+    for (label, text) in wanted {
+        match frames.next() {
+            Some((l, s)) if l == label => *text = s.output,
+            _ => {
+                return Err(ProbeError::Cut {
+                    done: 0,
+                    of: specs.len(),
+                });
             }
         }
     }
+    if exists_text.len() != exists.len() || !exists_text.bytes().all(|b| b == b'0' || b == b'1') {
+        return Err(ProbeError::ExistsLine {
+            line: exists_text,
+            of: exists.len(),
+        });
+    }
+    let found: BTreeMap<&str, bool> = exists
+        .iter()
+        .zip(exists_text.bytes())
+        .map(|(p, b)| (*p, b == b'1'))
+        .collect();
     let (stats, sums) = parse_paths(&paths_text)?;
     let (_, hashed) = batched_paths(specs);
     let mut olds: BTreeMap<&str, &str> = BTreeMap::new();
@@ -528,11 +591,21 @@ pub fn split(
             }
             section
         };
+        let mut lines = String::new();
         if let Some(b) = spec.batch {
-            let mut lines = batch_lines(b, &stats, &sums, seal)?;
+            lines = batch_lines(b, &stats, &sums, seal)?;
             if let (Some(_), Some(old)) = (&b.old_unless, olds.get(b.path.as_str())) {
                 lines.push_str(&format!("_old_b64={old}\n"));
             }
+        }
+        for e in spec.exists {
+            // A key is planned by nexus; one that could forge other lines is refused.
+            if e.key.is_empty() || !e.key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                return Err(ProbeError::ExistsKey { key: e.key.clone() });
+            }
+            lines.push_str(&format!("{}={}\n", e.key, found[e.path.as_str()]));
+        }
+        if !lines.is_empty() {
             section.output = lines + &section.output;
         }
         sections.push(section);
@@ -585,6 +658,7 @@ mod tests {
         Spec {
             snippet,
             batch: None,
+            exists: &[],
             inline: false,
         }
     }
@@ -633,6 +707,53 @@ mod tests {
         );
     }
 
+    #[test]
+    fn existence_answers_must_match_the_paths() {
+        let exists = [
+            ProbeExists::new("creates_exists", "/"),
+            ProbeExists::new("removes_exists", "/nexus-no-such-path"),
+        ];
+        let specs = [Spec {
+            snippet: "",
+            batch: None,
+            exists: &exists,
+            inline: true,
+        }];
+        let text = run_sh(&script(&specs));
+        let sections = split(&specs, &text, None).unwrap();
+        assert_eq!(
+            sections[0].output,
+            "creates_exists=true\nremoves_exists=false\n"
+        );
+        // A line of the wrong length or with other characters is refused, not read as absent.
+        for bad in ["1", "101", "1x", ""] {
+            let forged = text.replace("\n10\n@@", &format!("\n{bad}\n@@"));
+            assert_ne!(forged, text);
+            assert!(
+                matches!(
+                    split(&specs, &forged, None),
+                    Err(ProbeError::ExistsLine { of: 2, .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let cut = &text[..text.find(" exists end").unwrap()];
+        assert_eq!(
+            split(&specs, cut, None),
+            Err(ProbeError::Cut { done: 0, of: 1 })
+        );
+        // A key that could forge other lines is refused.
+        let odd = [ProbeExists::new("x=1\ny", "/")];
+        let specs = [Spec {
+            exists: &odd,
+            ..specs[0]
+        }];
+        assert!(matches!(
+            split(&specs, &run_sh(&script(&specs)), None),
+            Err(ProbeError::ExistsKey { .. })
+        ));
+    }
+
     /// Probes batches only (no snippets) through the local `sh`, with GNU find and with the
     /// fallback a `find` without `-printf` takes (a `find` that fails like BusyBox's does); both
     /// must give the same sections, which are returned.
@@ -664,6 +785,7 @@ mod tests {
             .map(|b| Spec {
                 snippet: "",
                 batch: Some(b),
+                exists: &[],
                 inline: true,
             })
             .collect()

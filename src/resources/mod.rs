@@ -311,6 +311,12 @@ pub trait Resource {
     fn probe_batch(&self) -> Option<ProbeBatch> {
         None
     }
+    /// Paths whose existence the host's probe tests for this resource together with all
+    /// others' (one loop of `[ -e ]`), printed before the snippet's own output. With these,
+    /// [`Resource::probe`] holds only what remains.
+    fn probe_exists(&self) -> Vec<ProbeExists> {
+        Vec::new()
+    }
     /// Whether the snippet may run in the probe's own shell (builtins only, no `exit` or `cd`),
     /// saving the fork of a subshell.
     fn probe_inline(&self) -> bool {
@@ -492,6 +498,26 @@ impl ProbeBatch {
         self.owner = owner.map(str::to_string);
         self.group = group.map(str::to_string);
         self
+    }
+}
+
+/// A path whose existence a resource's probe asks about, as `[ -e PATH ]` (which follows a
+/// symbolic link, as the step's `skip_if` does). The host's probe answers every such path of the
+/// host in one loop of shell builtins, and hands the resource `KEY=true` or `KEY=false` as its
+/// own snippet would have printed, so a guarded command costs no section of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeExists {
+    /// The key of the `key=value` line: a lower-case name (`creates_exists`).
+    pub key: String,
+    pub path: String,
+}
+
+impl ProbeExists {
+    pub fn new(key: &str, path: &str) -> ProbeExists {
+        ProbeExists {
+            key: key.to_string(),
+            path: path.to_string(),
+        }
     }
 }
 
