@@ -440,8 +440,8 @@ impl Resource for File {
         );
         let hashed = self.state == Presence::Present || self.backup;
         if self.probe_batch().is_some() {
-            // The batch does the rest, old content for the diff included.
-            return link_probe(&self.path);
+            // The batch does it all: link target and old content for the diff included.
+            return String::new();
         }
         let mut s = format!("{}\n{}", stat_probe(&self.path), link_probe(&self.path));
         if hashed {
@@ -458,8 +458,12 @@ impl Resource for File {
 
     fn probe_batch(&self) -> Option<ProbeBatch> {
         let batch =
-            ProbeBatch::for_path(&self.path, self.state == Presence::Present || self.backup)
-                .map(|b| b.wanting(self.owner.as_deref(), self.group.as_deref()));
+            ProbeBatch::for_path(&self.path, self.state == Presence::Present || self.backup).map(
+                |b| ProbeBatch {
+                    link: true,
+                    ..b.wanting(self.owner.as_deref(), self.group.as_deref())
+                },
+            );
         match (batch, &self.secret) {
             // The host's hash of a file holding secrets is sealed before the plan records it,
             // and its old content never travels back.
@@ -876,6 +880,69 @@ mod tests {
         assert_eq!(c.action, Action::Update);
     }
 
+    /// Issue 18: twenty files and twenty directories cost the host's batched sections only, not
+    /// a section each for their link checks; the targets of those that are links come from one
+    /// loop, exactly as each one's own `link_probe` printed them.
+    #[test]
+    fn link_checks_of_many_paths_share_one_loop() {
+        use crate::plan::probe;
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let target = d.join("target");
+        std::fs::write(&target, "t").unwrap();
+        let mut resources: Vec<AnyResource> = Vec::new();
+        for i in 0..40 {
+            let path = d.join(format!("p{i} it's $(x) *"));
+            match i % 4 {
+                0 => std::os::unix::fs::symlink(&target, &path).unwrap(),
+                // Dangling, with a newline, a tab and a quote in the target.
+                1 => std::os::unix::fs::symlink(format!("nowhere\n{i}\t'"), &path).unwrap(),
+                2 if i < 20 => std::fs::write(&path, "x").unwrap(),
+                2 => std::fs::create_dir(&path).unwrap(),
+                _ => {}
+            }
+            let path = path.to_str().unwrap().to_string();
+            if i < 20 {
+                let mut f = file("wanted\n");
+                f.path = path;
+                resources.push(Box::new(f));
+            } else {
+                resources.push(Box::new(crate::resources::directory::Directory {
+                    spec: config::Directory {
+                        path,
+                        state: Presence::Present,
+                        owner: None,
+                        group: None,
+                        mode: None,
+                        recursive: false,
+                    },
+                    sudo: false,
+                }));
+            }
+        }
+        let owned: Vec<probe::Owned> = resources
+            .iter()
+            .map(|r| probe::Owned::of(r.as_ref()))
+            .collect();
+        let specs: Vec<probe::Spec<'_>> = owned.iter().map(probe::Owned::spec).collect();
+        let text = probe::script(&specs);
+        // Path facts, old contents and link targets: three sections for forty resources.
+        assert_eq!(text.matches(" begin\\n'").count(), 3, "{text}");
+        let sections = probe::split(&specs, &probe::run_sh(&text), None).unwrap();
+        assert_eq!(sections.len(), resources.len());
+        for (r, section) in resources.iter().zip(&sections) {
+            let path = r.path().unwrap();
+            let got = Observed::parse(&section.output).unwrap();
+            let alone = Observed::parse(&probe::run_sh(&link_probe(path))).unwrap();
+            assert_eq!(got.get("link_target"), alone.get("link_target"), "{path}");
+            let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
+            assert_eq!(got.get("type") == Some("link"), is_link, "{path}");
+            assert_eq!(got.get("link_target").is_some(), is_link, "{path}");
+        }
+        // Nothing in the odd names ran.
+        assert!(!d.join("x").exists());
+    }
+
     #[test]
     fn probe_embeds_the_desired_hash_and_runs_in_sh() {
         // A batched path, and one with a backslash that keeps its own stat snippet.
@@ -1092,8 +1159,9 @@ mod tests {
             .into_bytes()
         );
         // The probe asks for a sealed hash and sends no old content back; only a link's target.
-        assert_eq!(f.probe(), link_probe("/etc/app.conf"));
+        assert_eq!(f.probe(), "");
         assert!(f.probe_batch().unwrap().sealed);
+        assert!(f.probe_batch().unwrap().link);
         // Unchanged on the host: compared by sealed hash.
         let obs = |sha: &str| {
             Observed::parse(&format!(

@@ -412,8 +412,15 @@ pub fn stat_probe(path: &str) -> String {
 pub fn link_probe(path: &str) -> String {
     let p = q(path);
     format!(
-        "if [ -L {p} ]; then printf 'link_target=%s\\n' \"$(readlink -- {p} | od -An -tx1 -v | tr -d ' \\n')\"; fi"
+        "if [ -L {p} ]; then printf 'link_target=%s\\n' {}; fi",
+        link_target_hex(&p)
     )
+}
+
+/// A shell word expanding to the target of the link the shell word `link` names, in hex (the
+/// value of `link_target`). Runs programs: only for a path known to be a link.
+pub fn link_target_hex(link: &str) -> String {
+    format!("\"$(readlink -- {link} | od -An -tx1 -v | tr -d ' \\n')\"")
 }
 
 /// The target of the symbolic link [`link_probe`] saw, as text for plans (not a path to act on:
@@ -476,6 +483,11 @@ pub struct ProbeBatch {
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Also the target of a symbolic link found there (`link_target`, as [`link_probe`] prints
+    /// it), tested for all of the host's such paths in one loop of `[ -L ]`: a file or
+    /// directory then needs no section of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link: bool,
 }
 
 impl ProbeBatch {
@@ -490,6 +502,7 @@ impl ProbeBatch {
             old_unless: None,
             owner: None,
             group: None,
+            link: false,
         })
     }
 
