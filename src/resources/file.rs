@@ -67,12 +67,23 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
     // Only inline and template contents come from configuration values; a source file or URL is
     // taken byte for byte, whatever it holds. A template that can see a secret var is checked
     // even when its output shows no placeholder: a filter may have changed the placeholder.
+    let digest = content.as_deref().map(|bytes| {
+        ctx.inputs.content_digest(bytes, |bytes| {
+            #[cfg(test)]
+            tests::HASHED.with(|n| n.set(n.get() + 1));
+            crate::inputs::ContentDigest {
+                sha256: sha256_hex(bytes),
+                placeholders: placeholder::has_placeholders(bytes),
+            }
+        })
+    });
+    let placeholders = digest.as_ref().is_some_and(|d| d.placeholders);
     let secret = match (&content, &f.content) {
-        (Some(bytes), Some(FileContent::Inline { .. })) if placeholder::has_placeholders(bytes) => {
+        (Some(bytes), Some(FileContent::Inline { .. })) if placeholders => {
             secret_content(f, ctx, bytes)?
         }
         (Some(bytes), Some(FileContent::Template { .. }))
-            if placeholder::has_placeholders(bytes) || template_sees_secrets(f, ctx) =>
+            if placeholders || template_sees_secrets(f, ctx) =>
         {
             secret_content(f, ctx, bytes)?
         }
@@ -85,7 +96,7 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
             f.path
         )));
     }
-    let content_sha256 = sha256_hex(content.as_deref().unwrap_or_default());
+    let content_sha256 = digest.map_or_else(|| sha256_hex(b""), |d| d.sha256);
     Ok(File {
         path: f.path.clone(),
         state: f.state,
@@ -990,6 +1001,50 @@ mod tests {
             // Only key=value lines, and nothing else was created.
             assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         }
+    }
+
+    thread_local! {
+        /// How many contents `resolve` hashed on this thread.
+        pub(super) static HASHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Issue 18: a content is hashed (and searched for secret placeholders) once per plan, however
+    /// many hosts and resources have it: a fleet usually has the same files on every host.
+    #[test]
+    fn each_distinct_content_is_hashed_once_per_plan() {
+        let (facts, vars, inputs) = ctx_parts();
+        let before = HASHED.with(std::cell::Cell::get);
+        let mut files = Vec::new();
+        for host in ["web1", "web2", "web3"] {
+            let ctx = ResolveCtx {
+                host,
+                facts: &facts,
+                sudo: false,
+                inputs: &inputs,
+                vars: &vars,
+                host_tags: &[],
+            };
+            for (path, text) in [
+                ("/etc/a", "same\n"),
+                ("/etc/b", "same\n"),
+                ("/etc/c", "c\n"),
+            ] {
+                let value = Value::Literal(text.into());
+                let mut c = cfg(FileContent::Inline { value }, BTreeMap::new());
+                c.path = path.into();
+                files.push(resolve(&c, &ctx).unwrap());
+            }
+            // A local file: the same bytes for every host.
+            let path = "/cfg/files/raw".into();
+            files.push(resolve(&cfg(FileContent::Source { path }, BTreeMap::new()), &ctx).unwrap());
+        }
+        assert_eq!(HASHED.with(std::cell::Cell::get) - before, 3);
+        // Each resource still has its own content's hash.
+        for f in &files {
+            assert_eq!(f.content_sha256, sha256_hex(f.content.as_deref().unwrap()));
+        }
+        assert_eq!(files[0].content_sha256, files[1].content_sha256);
+        assert_ne!(files[0].content_sha256, files[2].content_sha256);
     }
 
     fn ctx_parts() -> (Facts, BTreeMap<String, String>, Inputs) {
