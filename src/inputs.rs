@@ -28,7 +28,24 @@ pub struct Inputs {
     held_secrets: BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Handlers still pending per host, from the state (recorded in the plan's hosts).
     pending_handlers: BTreeMap<String, Vec<PendingHandler>>,
+    /// What planning derived from each distinct content so far (see [`Inputs::content_digest`]).
+    digests: ContentDigests,
 }
+
+/// What planning derives from a file content's bytes alone, the same on every host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentDigest {
+    /// Lower-case hex sha256, as `sha256sum` prints it.
+    pub sha256: String,
+    /// Whether the bytes hold secret placeholders.
+    pub placeholders: bool,
+}
+
+/// Digests by content, shared by every host planned from these inputs (hosts are planned
+/// concurrently). Looking up compares bytes, which stops at the first difference: cheaper
+/// than hashing them again.
+#[derive(Debug, Clone, Default)]
+struct ContentDigests(std::sync::Arc<std::sync::Mutex<BTreeMap<Vec<u8>, ContentDigest>>>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -103,6 +120,23 @@ impl Inputs {
 
     pub fn file(&self, path: &Path) -> Option<&[u8]> {
         self.files.get(path).map(Vec::as_slice)
+    }
+
+    /// The digest of `content`, made by `digest` only the first time these bytes are asked
+    /// about: a fleet usually has the same contents on every host, and resources repeat them.
+    pub fn content_digest(
+        &self,
+        content: &[u8],
+        digest: impl FnOnce(&[u8]) -> ContentDigest,
+    ) -> ContentDigest {
+        let lock = || self.digests.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = lock().get(content) {
+            return d.clone();
+        }
+        // Made outside the lock: other hosts' lookups need not wait for it.
+        let d = digest(content);
+        lock().insert(content.to_vec(), d.clone());
+        d
     }
 
     pub fn env_value(&self, name: &str) -> Option<&str> {
@@ -191,6 +225,7 @@ impl Inputs {
             secret_values: Default::default(),
             held_secrets: BTreeMap::new(),
             pending_handlers: BTreeMap::new(),
+            digests: ContentDigests::default(),
         }
     }
 

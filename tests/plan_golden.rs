@@ -726,6 +726,27 @@ fn summary_lines() {
     assert!(!none.has_changes());
 }
 
+/// Every guarded command that will run is drift, whichever guard found the host not yet as
+/// declared: `creates` and `removes` (tested in the probe's existence loop, not the command's
+/// snippet) as much as `unless` and `onlyif`.
+#[test]
+fn guarded_commands_that_run_are_drift() {
+    let plan = plan_of(&plans_dir().join("command-guards"));
+    let drift: Vec<&str> = plan.hosts[0]
+        .resources
+        .iter()
+        .filter(|r| r.is_drift())
+        .map(|r| r.key.as_str())
+        .collect();
+    assert_eq!(
+        drift,
+        ["release#1", "release#3", "release#5", "release#7"],
+        "{:#?}",
+        plan.hosts[0].resources
+    );
+    assert_eq!(plan.drift_count(), 4);
+}
+
 #[test]
 fn json_rendering_schema() {
     let plan = plan_of(&plans_dir().join("handlers"));

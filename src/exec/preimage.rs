@@ -105,6 +105,7 @@ mod tests {
             probe: String::new(),
             probe_batch: None,
             probe_inline: false,
+            probe_exists: Vec::new(),
             fingerprint: String::new(),
             notify: vec![],
             undo: vec![],

@@ -14,7 +14,7 @@ pub mod vocab;
 
 pub use model::*;
 pub use observed::{Observed, UnexpectedLine};
-pub use step::{Action, EnvValue, FieldChange, ProbeBatch, Retry, Step};
+pub use step::{Action, EnvValue, FieldChange, ProbeBatch, ProbeExists, Retry, Step};
 pub use vocab::{
     BatchSize, HostKeyChecking, NotifyEvent, NotifyTemplate, OnFailure, Percent, ResourceType,
     Strategy, Value,

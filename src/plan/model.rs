@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::step::{Action, FieldChange, ProbeBatch, Retry, Step};
+use super::step::{Action, FieldChange, ProbeBatch, ProbeExists, Retry, Step};
 use super::vocab::{BatchSize, HostKeyChecking, OnFailure, Percent, Strategy, Value};
 
 /// Plan format version. A reader refuses another major version; apply also refuses another
@@ -307,6 +307,10 @@ pub struct PlannedResource {
     /// The snippet runs in the probe's shell rather than a subshell.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub probe_inline: bool,
+    /// Paths whose existence the probe tests for all resources of the host at once (a
+    /// command's `creates` and `removes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe_exists: Vec<ProbeExists>,
     /// Fingerprint of the observed state; apply refuses the plan if a re-probe differs.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub fingerprint: String,
@@ -350,7 +354,8 @@ impl PlannedResource {
     /// Whether applying this resource would change the host, so that a plan holding it shows
     /// drift (`--detailed-exitcode`, drift notifications, the drift trail): a create, update
     /// or delete, or a command that runs because its guard found the host not yet as declared
-    /// (guards are what a command's probe checks; one without guards has none). A command that
+    /// (guards are what a command's probe checks, in its snippet or its existence tests; one
+    /// without guards has neither). A command that
     /// runs on every apply is not drift, and a handler's resources follow from the changes that
     /// notify them.
     pub fn is_drift(&self) -> bool {
@@ -358,7 +363,8 @@ impl PlannedResource {
             && match self.action {
                 Action::Create | Action::Update | Action::Delete => true,
                 Action::Run => {
-                    self.kind == super::vocab::ResourceType::Command && !self.probe.is_empty()
+                    self.kind == super::vocab::ResourceType::Command
+                        && !(self.probe.is_empty() && self.probe_exists.is_empty())
                 }
                 Action::NoOp => false,
             }
@@ -369,6 +375,7 @@ impl PlannedResource {
         super::probe::Spec {
             snippet: &self.probe,
             batch: self.probe_batch.as_ref(),
+            exists: &self.probe_exists,
             inline: self.probe_inline,
         }
     }

@@ -5,14 +5,23 @@
 //! Forking `stat` and `sha256sum` per resource cost about 10 processes per file, which dominated
 //! planning time (see docs/benchmarks.md). So those facts are gathered for all of a host's paths by
 //! one `find` and one `sha256sum` (or `stat` and a shell loop without GNU find), and each resource's
-//! section is completed from them here; the rest of each resource's probe is its own snippet,
-//! framed by markers. A resource without a snippet has no section at all.
+//! section is completed from them here. Likewise the batched paths that may be links (a file's,
+//! a directory's) are tested for it in one loop of builtins, and the paths whose existence
+//! resources ask about (a command's `creates` and `removes`) in another. The rest of each
+//! resource's probe is its own snippet, framed by markers. A resource without a snippet has no
+//! section at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::ProbeBatch;
+use super::{ProbeBatch, ProbeExists};
 use crate::secrets::SealKey;
 use crate::shell::quote as q;
+
+/// A shell word expanding to the target of the link the shell word `link` names, in hex (the
+/// value of `link_target`). Runs programs: only for a path known to be a link.
+pub fn link_target_hex(link: &str) -> String {
+    format!("\"$(readlink -- {link} | od -An -tx1 -v | tr -d ' \\n')\"")
+}
 
 /// How many paths one `stat` command line carries; far below any ARG_MAX.
 const STAT_CHUNK: usize = 512;
@@ -27,6 +36,8 @@ pub const DIFF_LIMIT: u64 = 256 * 1024;
 pub struct Spec<'a> {
     pub snippet: &'a str,
     pub batch: Option<&'a ProbeBatch>,
+    /// Paths tested with `[ -e ]` for all resources at once.
+    pub exists: &'a [ProbeExists],
     pub inline: bool,
 }
 
@@ -34,6 +45,7 @@ pub struct Spec<'a> {
 pub struct Owned {
     pub snippet: String,
     pub batch: Option<ProbeBatch>,
+    pub exists: Vec<ProbeExists>,
     pub inline: bool,
 }
 
@@ -42,9 +54,33 @@ impl Owned {
         Spec {
             snippet: &self.snippet,
             batch: self.batch.as_ref(),
+            exists: &self.exists,
             inline: self.inline,
         }
     }
+}
+
+/// The batched paths whose link target is wanted, each once, in first-seen order.
+fn link_paths<'a>(specs: &[Spec<'a>]) -> Vec<&'a str> {
+    let mut seen = BTreeSet::new();
+    specs
+        .iter()
+        .filter_map(|s| s.batch)
+        .filter(|b| b.link)
+        .map(|b| b.path.as_str())
+        .filter(|p| seen.insert(*p))
+        .collect()
+}
+
+/// The paths to test with `[ -e ]`, each once, in first-seen order.
+fn exists_paths<'a>(specs: &[Spec<'a>]) -> Vec<&'a str> {
+    let mut seen = BTreeSet::new();
+    specs
+        .iter()
+        .flat_map(|s| s.exists)
+        .map(|e| e.path.as_str())
+        .filter(|p| seen.insert(*p))
+        .collect()
 }
 
 /// The paths to `stat`, and the subset to hash, each once, in first-seen order; a hashed path
@@ -80,6 +116,14 @@ pub fn script(specs: &[Spec<'_>]) -> String {
     );
     if specs.iter().any(|s| s.batch.is_some()) {
         path_facts(&mut s, specs, &token);
+    }
+    let links = link_paths(specs);
+    if !links.is_empty() {
+        link_targets(&mut s, &links, &token);
+    }
+    let exists = exists_paths(specs);
+    if !exists.is_empty() {
+        existence(&mut s, &exists, &token);
     }
     for (i, spec) in specs.iter().enumerate() {
         let snippet = spec.snippet.trim();
@@ -248,6 +292,32 @@ fn path_facts(s: &mut String, specs: &[Spec<'_>], token: &str) {
     s.push_str(&format!("printf '\\n@@{token} olds end 0\\n'\n"));
 }
 
+/// The targets of those of `paths` that are symbolic links, in one section: one loop of
+/// builtins (`[ -L ]`) printing `INDEX=HEX` for each link, INDEX counting `paths` from 0 and HEX
+/// as [`crate::resources::link_probe`] prints it (the only programs run are for links).
+fn link_targets(s: &mut String, paths: &[&str], token: &str) {
+    let words: Vec<String> = paths.iter().map(|p| q(p)).collect();
+    s.push_str(&format!(
+        "printf '\\n@@{token} links begin\\n'\n_nx_li=0\n\
+         for _nx_lp in {}; do if [ -L \"$_nx_lp\" ]; then printf '%s=%s\\n' \"$_nx_li\" {}; fi; _nx_li=$((_nx_li + 1)); done 2>/dev/null\n\
+         printf '\\n@@{token} links end 0\\n'\n",
+        words.join(" "),
+        link_target_hex("\"$_nx_lp\"")
+    ));
+}
+
+/// The existence of `paths`, in one section: one loop of builtins (`[ -e ]`, as a command's
+/// `skip_if` tests them at apply) printing one line of `1` (exists) and `0`, a digit per path.
+fn existence(s: &mut String, paths: &[&str], token: &str) {
+    let words: Vec<String> = paths.iter().map(|p| q(p)).collect();
+    s.push_str(&format!(
+        "printf '\\n@@{token} exists begin\\n'\n_nx_ex=\n\
+         for _nx_ep in {}; do if [ -e \"$_nx_ep\" ]; then _nx_ex=\"${{_nx_ex}}1\"; else _nx_ex=\"${{_nx_ex}}0\"; fi; done\n\
+         printf '%s\\n@@{token} exists end 0\\n' \"$_nx_ex\"\n",
+        words.join(" ")
+    ));
+}
+
 fn token(specs: &[Spec<'_>]) -> String {
     let mut h = blake3::Hasher::new();
     for s in specs {
@@ -257,6 +327,14 @@ fn token(specs: &[Spec<'_>]) -> String {
             h.update(b.path.as_bytes());
             h.update(if b.sha256 { b"\x01" } else { b"\x02" });
             h.update(b.old_unless.as_deref().unwrap_or("-").as_bytes());
+            h.update(if b.link { b"l" } else { b"-" });
+        }
+        for e in s.exists {
+            h.update(b"\x03");
+            h.update(e.key.as_bytes());
+            h.update(b"\0");
+            h.update(e.path.as_bytes());
+            h.update(b"\0");
         }
         h.update(if s.inline { b"i" } else { b"s" });
     }
@@ -284,6 +362,14 @@ pub enum ProbeError {
     OldContentLine { line: String },
     #[error("old content for path {index} of {of}")]
     OldContentIndex { index: usize, of: usize },
+    #[error("unexpected link target line in the probe output: {line:.40}")]
+    LinkLine { line: String },
+    #[error("link target for path {index} of {of}")]
+    LinkIndex { index: usize, of: usize },
+    #[error("unexpected existence line in the probe output for {of} paths: {line:.40}")]
+    ExistsLine { line: String, of: usize },
+    #[error("probe key {key:?} is not a lower-case name")]
+    ExistsKey { key: String },
     #[error(
         "{path} holds secrets: its hash can only be recorded sealed, and the vault is not open"
     )]
@@ -474,21 +560,43 @@ pub fn split(
         }
     }
     let batched = specs.iter().any(|s| s.batch.is_some());
+    let links = link_paths(specs);
+    let exists = exists_paths(specs);
     let mut frames = frames.into_iter();
-    let (mut paths_text, mut olds_text) = (String::new(), String::new());
+    let (mut paths_text, mut olds_text, mut links_text, mut exists_text) =
+        (String::new(), String::new(), String::new(), String::new());
+    let mut wanted = Vec::new();
     if batched {
-        for (label, text) in [("paths", &mut paths_text), ("olds", &mut olds_text)] {
-            match frames.next() {
-                Some((l, s)) if l == label => *text = s.output,
-                _ => {
-                    return Err(ProbeError::Cut {
-                        done: 0,
-                        of: specs.len(),
-                    });
-                }
+        wanted.extend([("paths", &mut paths_text), ("olds", &mut olds_text)]);
+    }
+    if !links.is_empty() {
+        wanted.push(("links", &mut links_text));
+    }
+    if !exists.is_empty() {
+        wanted.push(("exists", &mut exists_text));
+    }
+    for (label, text) in wanted {
+        match frames.next() {
+            Some((l, s)) if l == label => *text = s.output,
+            _ => {
+                return Err(ProbeError::Cut {
+                    done: 0,
+                    of: specs.len(),
+                });
             }
         }
     }
+    if exists_text.len() != exists.len() || !exists_text.bytes().all(|b| b == b'0' || b == b'1') {
+        return Err(ProbeError::ExistsLine {
+            line: exists_text,
+            of: exists.len(),
+        });
+    }
+    let found: BTreeMap<&str, bool> = exists
+        .iter()
+        .zip(exists_text.bytes())
+        .map(|(p, b)| (*p, b == b'1'))
+        .collect();
     let (stats, sums) = parse_paths(&paths_text)?;
     let (_, hashed) = batched_paths(specs);
     let mut olds: BTreeMap<&str, &str> = BTreeMap::new();
@@ -504,6 +612,21 @@ pub fn split(
             of: hashed.len(),
         })?;
         olds.insert(path, b64);
+    }
+    let mut targets: BTreeMap<&str, &str> = BTreeMap::new();
+    for line in links_text.lines().filter(|l| !l.is_empty()) {
+        let (i, hex) = line
+            .split_once('=')
+            .and_then(|(i, h)| Some((i.parse::<usize>().ok()?, h)))
+            .filter(|(_, h)| h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| ProbeError::LinkLine {
+                line: line.to_string(),
+            })?;
+        let path = links.get(i).ok_or(ProbeError::LinkIndex {
+            index: i,
+            of: links.len(),
+        })?;
+        targets.insert(path, hex);
     }
     let mut sections = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
@@ -524,11 +647,24 @@ pub fn split(
             }
             section
         };
+        let mut lines = String::new();
         if let Some(b) = spec.batch {
-            let mut lines = batch_lines(b, &stats, &sums, seal)?;
+            lines = batch_lines(b, &stats, &sums, seal)?;
             if let (Some(_), Some(old)) = (&b.old_unless, olds.get(b.path.as_str())) {
                 lines.push_str(&format!("_old_b64={old}\n"));
             }
+            if let (true, Some(hex)) = (b.link, targets.get(b.path.as_str())) {
+                lines.push_str(&format!("link_target={hex}\n"));
+            }
+        }
+        for e in spec.exists {
+            // A key is planned by nexus; one that could forge other lines is refused.
+            if e.key.is_empty() || !e.key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                return Err(ProbeError::ExistsKey { key: e.key.clone() });
+            }
+            lines.push_str(&format!("{}={}\n", e.key, found[e.path.as_str()]));
+        }
+        if !lines.is_empty() {
             section.output = lines + &section.output;
         }
         sections.push(section);
@@ -538,7 +674,7 @@ pub fn split(
 
 /// Runs a script with the local `sh` and returns its stdout; stderr must stay empty.
 #[cfg(test)]
-pub fn run_sh(script: &str) -> String {
+pub(crate) fn run_sh(script: &str) -> String {
     run_sh_with_path(script, None)
 }
 
@@ -571,6 +707,7 @@ mod tests {
         Spec {
             snippet,
             batch: None,
+            exists: &[],
             inline: false,
         }
     }
@@ -619,6 +756,85 @@ mod tests {
         );
     }
 
+    #[test]
+    fn existence_answers_must_match_the_paths() {
+        let exists = [
+            ProbeExists::new("creates_exists", "/"),
+            ProbeExists::new("removes_exists", "/nexus-no-such-path"),
+        ];
+        let specs = [Spec {
+            snippet: "",
+            batch: None,
+            exists: &exists,
+            inline: true,
+        }];
+        let text = run_sh(&script(&specs));
+        let sections = split(&specs, &text, None).unwrap();
+        assert_eq!(
+            sections[0].output,
+            "creates_exists=true\nremoves_exists=false\n"
+        );
+        // A line of the wrong length or with other characters is refused, not read as absent.
+        for bad in ["1", "101", "1x", ""] {
+            let forged = text.replace("\n10\n@@", &format!("\n{bad}\n@@"));
+            assert_ne!(forged, text);
+            assert!(
+                matches!(
+                    split(&specs, &forged, None),
+                    Err(ProbeError::ExistsLine { of: 2, .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let cut = &text[..text.find(" exists end").unwrap()];
+        assert_eq!(
+            split(&specs, cut, None),
+            Err(ProbeError::Cut { done: 0, of: 1 })
+        );
+        // A key that could forge other lines is refused.
+        let odd = [ProbeExists::new("x=1\ny", "/")];
+        let specs = [Spec {
+            exists: &odd,
+            ..specs[0]
+        }];
+        assert!(matches!(
+            split(&specs, &run_sh(&script(&specs)), None),
+            Err(ProbeError::ExistsKey { .. })
+        ));
+    }
+
+    #[test]
+    fn link_targets_must_name_a_wanted_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/x", &link).unwrap();
+        let batches = [ProbeBatch {
+            link: true,
+            ..ProbeBatch::for_path(link.to_str().unwrap(), false).unwrap()
+        }];
+        let specs = batch_specs(&batches);
+        let text = run_sh(&script(&specs));
+        let sections = split(&specs, &text, None).unwrap();
+        assert!(
+            sections[0].output.contains("\nlink_target=2f780a\n"),
+            "{text}\n{sections:?}"
+        );
+        let forged = |line: &str| text.replace("\n0=2f780a\n", &format!("\n{line}\n"));
+        assert!(matches!(
+            split(&specs, &forged("1=2f780a"), None),
+            Err(ProbeError::LinkIndex { index: 1, of: 1 })
+        ));
+        for bad in ["0=2f780a\nlink_target=0", "x=2f780a", "0=2f 78"] {
+            assert!(
+                matches!(
+                    split(&specs, &forged(bad), None),
+                    Err(ProbeError::LinkLine { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
     /// Probes batches only (no snippets) through the local `sh`, with GNU find and with the
     /// fallback a `find` without `-printf` takes (a `find` that fails like BusyBox's does); both
     /// must give the same sections, which are returned.
@@ -650,6 +866,7 @@ mod tests {
             .map(|b| Spec {
                 snippet: "",
                 batch: Some(b),
+                exists: &[],
                 inline: true,
             })
             .collect()
@@ -673,6 +890,7 @@ mod tests {
                     old_unless: None,
                     owner: None,
                     group: None,
+                    link: false,
                 });
             }
             let text = script(&batch_specs(&batches));
@@ -756,6 +974,7 @@ mod tests {
             old_unless: want,
             owner: None,
             group: None,
+            link: false,
         };
         let batches = [
             batch("same", Some(sha("same\n"))),
@@ -828,9 +1047,13 @@ mod tests {
                     } else {
                         o
                     };
-                    ProbeBatch::for_path(p.to_str().unwrap(), true)
-                        .unwrap()
-                        .wanting(o, g)
+                    ProbeBatch {
+                        // Links asked for by some: the others' sections must not get them.
+                        link: (i + j) % 3 != 0,
+                        ..ProbeBatch::for_path(p.to_str().unwrap(), true)
+                            .unwrap()
+                            .wanting(o, g)
+                    }
                 })
                 .collect();
             let text = script(&batch_specs(&batches));
@@ -845,6 +1068,10 @@ mod tests {
         // The stat snippet per path, for comparison.
         for (b, section) in batches.iter().zip(&sections) {
             let mut alone = crate::resources::stat_probe(&b.path);
+            if b.link {
+                alone.push('\n');
+                alone.push_str(&crate::resources::link_probe(&b.path));
+            }
             if b.path.ends_with('*') {
                 alone.push_str("\necho size=6\necho sha256=5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
             }

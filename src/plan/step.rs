@@ -200,6 +200,11 @@ pub struct ProbeBatch {
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Also the target of a symbolic link found there (`link_target`, as `resources::link_probe` prints
+    /// it), tested for all of the host's such paths in one loop of `[ -L ]`: a file or
+    /// directory then needs no section of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link: bool,
 }
 
 impl ProbeBatch {
@@ -214,6 +219,7 @@ impl ProbeBatch {
             old_unless: None,
             owner: None,
             group: None,
+            link: false,
         })
     }
 
@@ -222,6 +228,26 @@ impl ProbeBatch {
         self.owner = owner.map(str::to_string);
         self.group = group.map(str::to_string);
         self
+    }
+}
+
+/// A path whose existence a resource's probe asks about, as `[ -e PATH ]` (which follows a
+/// symbolic link, as the step's `skip_if` does). The host's probe answers every such path of the
+/// host in one loop of shell builtins, and hands the resource `KEY=true` or `KEY=false` as its
+/// own snippet would have printed, so a guarded command costs no section of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeExists {
+    /// The key of the `key=value` line: a lower-case name (`creates_exists`).
+    pub key: String,
+    pub path: String,
+}
+
+impl ProbeExists {
+    pub fn new(key: &str, path: &str) -> ProbeExists {
+        ProbeExists {
+            key: key.to_string(),
+            path: path.to_string(),
+        }
     }
 }
 

@@ -692,9 +692,9 @@ impl PreparedHost {
             for b in &change.blobs {
                 blobs.insert(blake3::hash(b).to_hex().to_string(), b.clone());
             }
-            let (probe, probe_batch, probe_inline) = match probe {
-                Some(p) => (p.snippet, p.batch, p.inline),
-                None => (String::new(), None, false),
+            let (probe, probe_batch, probe_exists, probe_inline) = match probe {
+                Some(p) => (p.snippet, p.batch, p.exists, p.inline),
+                None => (String::new(), None, Vec::new(), false),
             };
             let replaced = change.replaces_link;
             resources.push(PlannedResource {
@@ -712,6 +712,7 @@ impl PreparedHost {
                 probe,
                 probe_batch,
                 probe_inline,
+                probe_exists,
                 fingerprint,
                 notify: e.notify,
                 undo: change.undo,

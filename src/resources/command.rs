@@ -109,19 +109,9 @@ impl Resource for Command {
         label(&self.spec)
     }
 
+    /// `unless` and `onlyif`; `creates` and `removes` are [`Resource::probe_exists`].
     fn probe(&self) -> String {
         let mut lines = Vec::new();
-        for (key, path) in [
-            ("creates_exists", &self.spec.creates),
-            ("removes_exists", &self.spec.removes),
-        ] {
-            if let Some(p) = path {
-                lines.push(format!(
-                    "if [ -e {} ]; then echo {key}=true; else echo {key}=false; fi",
-                    q(p)
-                ));
-            }
-        }
         for (key, cmd) in [
             ("unless_status", &self.spec.unless),
             ("onlyif_status", &self.spec.onlyif),
@@ -139,8 +129,20 @@ impl Resource for Command {
         lines.join("\n")
     }
 
-    /// Guards are `[ -e ]` tests and `sh -c` (in a subshell when they need a directory): no
-    /// `exit` or `cd` reaches the probe's shell.
+    /// `creates` and `removes` are answered with every other path of the host in one loop of
+    /// `[ -e ]`, the test `skip_if` repeats at apply.
+    fn probe_exists(&self) -> Vec<ProbeExists> {
+        [
+            ("creates_exists", &self.spec.creates),
+            ("removes_exists", &self.spec.removes),
+        ]
+        .into_iter()
+        .filter_map(|(key, path)| path.as_deref().map(|p| ProbeExists::new(key, p)))
+        .collect()
+    }
+
+    /// Guards are `sh -c` (in a subshell when they need a directory): no `exit` or `cd` reaches
+    /// the probe's shell.
     fn probe_inline(&self) -> bool {
         true
     }
@@ -201,6 +203,7 @@ mod tests {
 
     use super::*;
     use crate::config::Value;
+    use crate::plan::probe;
 
     fn cmd(s: &str) -> Command {
         Command {
@@ -319,7 +322,13 @@ mod tests {
                 .output()
                 .unwrap()
         };
-        let probe = |c: &Command| obs(&String::from_utf8(sh(&c.probe()).stdout).unwrap());
+        // The host's probe for this one command, as the planner builds it.
+        let probe = |c: &Command| {
+            let owned = c.probe_owned();
+            let specs = [owned.spec()];
+            let out = String::from_utf8(sh(&probe::script(&specs)).stdout).unwrap();
+            obs(&probe::split(&specs, &out, None).unwrap()[0].output)
+        };
         let skip = |c: &Command| {
             sh(c.plan(&probe(c)).unwrap().steps[0]
                 .skip_if
@@ -355,6 +364,78 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["made $(touch pwned) `x` *"]);
+    }
+
+    /// Issue 18: the `creates` and `removes` paths of all of a host's commands are tested in
+    /// one loop of `[ -e ]`, not in a framed section per command, and each command plans as
+    /// its own test would have had it: links followed (a dangling one is missing), odd names
+    /// kept literal, a path asked about twice tested once.
+    #[test]
+    fn guards_of_twenty_commands_share_one_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("file"), "").unwrap();
+        std::fs::create_dir(d.join("dir")).unwrap();
+        std::os::unix::fs::symlink(d.join("file"), d.join("link")).unwrap();
+        std::os::unix::fs::symlink(d.join("nowhere"), d.join("dangling")).unwrap();
+        std::fs::write(d.join("it's $(x) *"), "").unwrap();
+        let names = [
+            "file",
+            "dir",
+            "link",
+            "dangling",
+            "missing",
+            "it's $(x) *",
+            "it's",
+        ];
+        let path = |i: usize| d.join(names[i % names.len()]).to_str().unwrap().to_string();
+        let mut cmds: Vec<Command> = (0..20)
+            .map(|i| {
+                let mut c = cmd(&format!("echo {i}"));
+                match i % 3 {
+                    0 => c.spec.creates = Some(path(i)),
+                    1 => c.spec.removes = Some(path(i)),
+                    _ => {
+                        c.spec.creates = Some(path(i));
+                        c.spec.removes = Some(path(i + 1));
+                    }
+                }
+                c
+            })
+            .collect();
+        // A command with a guard of another kind keeps a section for it.
+        cmds[7].spec.unless = Some("false".into());
+        let owned: Vec<probe::Owned> = cmds.iter().map(|c| c.probe_owned()).collect();
+        let specs: Vec<probe::Spec<'_>> = owned.iter().map(probe::Owned::spec).collect();
+        let text = probe::script(&specs);
+        // One section for all the paths, one for the `unless`.
+        assert_eq!(text.matches(" begin\\n'").count(), 2, "{text}");
+        assert_eq!(text.matches("[ -e ").count(), 1, "{text}");
+        let sections = probe::split(&specs, &probe::run_sh(&text), None).unwrap();
+        assert_eq!(sections.len(), cmds.len());
+        for (c, section) in cmds.iter().zip(&sections) {
+            assert_eq!(section.status, 0);
+            let exists = |p: &Option<String>| {
+                p.as_ref()
+                    .map(|p| std::path::Path::new(p).exists().to_string())
+            };
+            let mut want = BTreeMap::new();
+            if let Some(e) = exists(&c.spec.creates) {
+                want.insert("creates_exists".to_string(), e);
+            }
+            if let Some(e) = exists(&c.spec.removes) {
+                want.insert("removes_exists".to_string(), e);
+            }
+            if c.spec.unless.is_some() {
+                want.insert("unless_status".to_string(), "1".to_string());
+            }
+            assert_eq!(Observed::parse(&section.output).unwrap(), Observed(want));
+        }
+        // Both answers are there: the test is not trivially all true or all false.
+        let outputs: String = sections.iter().map(|s| s.output.as_str()).collect();
+        assert!(outputs.contains("=true") && outputs.contains("=false"));
+        // Nothing in the odd name ran.
+        assert!(!d.join("x").exists());
     }
 
     #[test]

@@ -105,30 +105,28 @@ impl Resource for Directory {
     }
 
     fn probe(&self) -> String {
-        // The batch gathers the path facts; the link's target is asked for either way.
+        // The batch gathers the path facts and the link's target; without it, the snippet.
         let mut s = match self.probe_batch() {
-            Some(_) => link_probe(&self.spec.path),
-            None => format!(
-                "{}\n{}",
-                stat_probe(&self.spec.path),
-                link_probe(&self.spec.path)
-            ),
+            Some(_) => Vec::new(),
+            None => vec![stat_probe(&self.spec.path), link_probe(&self.spec.path)],
         };
         if self.spec.recursive
             && self.spec.state == Presence::Present
             && let Some(cond) = self.mismatch_condition()
         {
-            s.push_str(&format!(
-                    "\nif [ -d {p} ]; then if [ -n \"$(find {p} -mindepth 1 \\( {cond} \\) -print 2>/dev/null | head -n 1)\" ]; then echo contents_match=false; else echo contents_match=true; fi; fi",
+            s.push(format!(
+                    "if [ -d {p} ]; then if [ -n \"$(find {p} -mindepth 1 \\( {cond} \\) -print 2>/dev/null | head -n 1)\" ]; then echo contents_match=false; else echo contents_match=true; fi; fi",
                     p = q(&self.spec.path)
                 ));
         }
-        s
+        s.join("\n")
     }
 
     fn probe_batch(&self) -> Option<ProbeBatch> {
-        ProbeBatch::for_path(&self.spec.path, false)
-            .map(|b| b.wanting(self.spec.owner.as_deref(), self.spec.group.as_deref()))
+        ProbeBatch::for_path(&self.spec.path, false).map(|b| ProbeBatch {
+            link: true,
+            ..b.wanting(self.spec.owner.as_deref(), self.spec.group.as_deref())
+        })
     }
 
     fn probe_inline(&self) -> bool {

@@ -61,12 +61,23 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
     // Only inline and template contents come from configuration values; a source file or URL is
     // taken byte for byte, whatever it holds. A template that can see a secret var is checked
     // even when its output shows no placeholder: a filter may have changed the placeholder.
+    let digest = content.as_deref().map(|bytes| {
+        ctx.inputs.content_digest(bytes, |bytes| {
+            #[cfg(test)]
+            tests::HASHED.with(|n| n.set(n.get() + 1));
+            crate::inputs::ContentDigest {
+                sha256: sha256_hex(bytes),
+                placeholders: placeholder::has_placeholders(bytes),
+            }
+        })
+    });
+    let placeholders = digest.as_ref().is_some_and(|d| d.placeholders);
     let secret = match (&content, &f.content) {
-        (Some(bytes), Some(FileContent::Inline { .. })) if placeholder::has_placeholders(bytes) => {
+        (Some(bytes), Some(FileContent::Inline { .. })) if placeholders => {
             secret_content(f, ctx, bytes)?
         }
         (Some(bytes), Some(FileContent::Template { .. }))
-            if placeholder::has_placeholders(bytes) || template_sees_secrets(f, ctx) =>
+            if placeholders || template_sees_secrets(f, ctx) =>
         {
             secret_content(f, ctx, bytes)?
         }
@@ -79,7 +90,7 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
             f.path
         )));
     }
-    let content_sha256 = sha256_hex(content.as_deref().unwrap_or_default());
+    let content_sha256 = digest.map_or_else(|| sha256_hex(b""), |d| d.sha256);
     Ok(File {
         spec: f.clone(),
         content,
@@ -408,8 +419,8 @@ impl Resource for File {
         );
         let hashed = self.spec.state == Presence::Present || self.spec.backup;
         if self.probe_batch().is_some() {
-            // The batch does the rest, old content for the diff included.
-            return link_probe(&self.spec.path);
+            // The batch does it all: link target and old content for the diff included.
+            return String::new();
         }
         let mut s = format!(
             "{}\n{}",
@@ -433,7 +444,10 @@ impl Resource for File {
             &self.spec.path,
             self.spec.state == Presence::Present || self.spec.backup,
         )
-        .map(|b| b.wanting(self.spec.owner.as_deref(), self.spec.group.as_deref()));
+        .map(|b| ProbeBatch {
+            link: true,
+            ..b.wanting(self.spec.owner.as_deref(), self.spec.group.as_deref())
+        });
         match (batch, &self.secret) {
             // The host's hash of a file holding secrets is sealed before the plan records it,
             // and its old content never travels back.
@@ -856,6 +870,66 @@ mod tests {
         assert_eq!(c.action, Action::Update);
     }
 
+    /// Issue 18: twenty files and twenty directories cost the host's batched sections only, not
+    /// a section each for their link checks; the targets of those that are links come from one
+    /// loop, exactly as each one's own `link_probe` printed them.
+    #[test]
+    fn link_checks_of_many_paths_share_one_loop() {
+        use crate::plan::probe;
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let target = d.join("target");
+        std::fs::write(&target, "t").unwrap();
+        let mut resources: Vec<AnyResource> = Vec::new();
+        for i in 0..40 {
+            let path = d.join(format!("p{i} it's $(x) *"));
+            match i % 4 {
+                0 => std::os::unix::fs::symlink(&target, &path).unwrap(),
+                // Dangling, with a newline, a tab and a quote in the target.
+                1 => std::os::unix::fs::symlink(format!("nowhere\n{i}\t'"), &path).unwrap(),
+                2 if i < 20 => std::fs::write(&path, "x").unwrap(),
+                2 => std::fs::create_dir(&path).unwrap(),
+                _ => {}
+            }
+            let path = path.to_str().unwrap().to_string();
+            if i < 20 {
+                let mut f = file("wanted\n");
+                f.spec.path = path;
+                resources.push(Box::new(f));
+            } else {
+                resources.push(Box::new(crate::resources::directory::Directory {
+                    spec: config::Directory {
+                        path,
+                        state: Presence::Present,
+                        owner: None,
+                        group: None,
+                        mode: None,
+                        recursive: false,
+                    },
+                    sudo: false,
+                }));
+            }
+        }
+        let owned: Vec<probe::Owned> = resources.iter().map(|r| r.probe_owned()).collect();
+        let specs: Vec<probe::Spec<'_>> = owned.iter().map(probe::Owned::spec).collect();
+        let text = probe::script(&specs);
+        // Path facts, old contents and link targets: three sections for forty resources.
+        assert_eq!(text.matches(" begin\\n'").count(), 3, "{text}");
+        let sections = probe::split(&specs, &probe::run_sh(&text), None).unwrap();
+        assert_eq!(sections.len(), resources.len());
+        for (r, section) in resources.iter().zip(&sections) {
+            let path = r.path().unwrap();
+            let got = Observed::parse(&section.output).unwrap();
+            let alone = Observed::parse(&probe::run_sh(&link_probe(path))).unwrap();
+            assert_eq!(got.get("link_target"), alone.get("link_target"), "{path}");
+            let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
+            assert_eq!(got.get("type") == Some("link"), is_link, "{path}");
+            assert_eq!(got.get("link_target").is_some(), is_link, "{path}");
+        }
+        // Nothing in the odd names ran.
+        assert!(!d.join("x").exists());
+    }
+
     #[test]
     fn probe_embeds_the_desired_hash_and_runs_in_sh() {
         // A batched path, and one with a backslash that keeps its own stat snippet.
@@ -903,6 +977,50 @@ mod tests {
             // Only key=value lines, and nothing else was created.
             assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         }
+    }
+
+    thread_local! {
+        /// How many contents `resolve` hashed on this thread.
+        pub(super) static HASHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Issue 18: a content is hashed (and searched for secret placeholders) once per plan, however
+    /// many hosts and resources have it: a fleet usually has the same files on every host.
+    #[test]
+    fn each_distinct_content_is_hashed_once_per_plan() {
+        let (facts, vars, inputs) = ctx_parts();
+        let before = HASHED.with(std::cell::Cell::get);
+        let mut files = Vec::new();
+        for host in ["web1", "web2", "web3"] {
+            let ctx = ResolveCtx {
+                host,
+                facts: &facts,
+                sudo: false,
+                inputs: &inputs,
+                vars: &vars,
+                host_tags: &[],
+            };
+            for (path, text) in [
+                ("/etc/a", "same\n"),
+                ("/etc/b", "same\n"),
+                ("/etc/c", "c\n"),
+            ] {
+                let value = Value::Literal(text.into());
+                let mut c = cfg(FileContent::Inline { value }, BTreeMap::new());
+                c.path = path.into();
+                files.push(resolve(&c, &ctx).unwrap());
+            }
+            // A local file: the same bytes for every host.
+            let path = "/cfg/files/raw".into();
+            files.push(resolve(&cfg(FileContent::Source { path }, BTreeMap::new()), &ctx).unwrap());
+        }
+        assert_eq!(HASHED.with(std::cell::Cell::get) - before, 3);
+        // Each resource still has its own content's hash.
+        for f in &files {
+            assert_eq!(f.content_sha256, sha256_hex(f.content.as_deref().unwrap()));
+        }
+        assert_eq!(files[0].content_sha256, files[1].content_sha256);
+        assert_ne!(files[0].content_sha256, files[2].content_sha256);
     }
 
     fn ctx_parts() -> (Facts, BTreeMap<String, String>, Inputs) {
@@ -1072,8 +1190,9 @@ mod tests {
             .into_bytes()
         );
         // The probe asks for a sealed hash and sends no old content back; only a link's target.
-        assert_eq!(f.probe(), link_probe("/etc/app.conf"));
+        assert_eq!(f.probe(), "");
         assert!(f.probe_batch().unwrap().sealed);
+        assert!(f.probe_batch().unwrap().link);
         // Unchanged on the host: compared by sealed hash.
         let obs = |sha: &str| {
             Observed::parse(&format!(

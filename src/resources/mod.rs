@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::values::Mode;
 use crate::facts::Facts;
 pub use crate::plan::observed::{Observed, UnexpectedLine};
-pub use crate::plan::step::{Action, EnvValue, FieldChange, ProbeBatch, Retry, Step, opt_secs};
+pub use crate::plan::step::{
+    Action, EnvValue, FieldChange, ProbeBatch, ProbeExists, Retry, Step, opt_secs,
+};
 
 /// Resource snippets quote with the crate's one shell quoter, under a short name.
 pub use crate::shell::quote as q;
@@ -130,6 +132,12 @@ pub trait Resource {
     fn probe_batch(&self) -> Option<ProbeBatch> {
         None
     }
+    /// Paths whose existence the host's probe tests for this resource together with all
+    /// others' (one loop of `[ -e ]`), printed before the snippet's own output. With these,
+    /// [`Resource::probe`] holds only what remains.
+    fn probe_exists(&self) -> Vec<ProbeExists> {
+        Vec::new()
+    }
     /// Whether the snippet may run in the probe's own shell (builtins only, no `exit` or `cd`),
     /// saving the fork of a subshell.
     fn probe_inline(&self) -> bool {
@@ -140,6 +148,7 @@ pub trait Resource {
         crate::plan::probe::Owned {
             snippet: self.probe(),
             batch: self.probe_batch(),
+            exists: self.probe_exists(),
             inline: self.probe_inline(),
         }
     }
@@ -233,7 +242,8 @@ pub fn stat_probe(path: &str) -> String {
 pub fn link_probe(path: &str) -> String {
     let p = q(path);
     format!(
-        "if [ -L {p} ]; then printf 'link_target=%s\\n' \"$(readlink -- {p} | od -An -tx1 -v | tr -d ' \\n')\"; fi"
+        "if [ -L {p} ]; then printf 'link_target=%s\\n' {}; fi",
+        crate::plan::probe::link_target_hex(&p)
     )
 }
 
