@@ -272,7 +272,7 @@ pub async fn run(
                     Ok(false) => {}
                     Err(e) => {
                         out.connection_lost = false;
-                        return fail(out, start, e);
+                        return fail(out, start, e.to_string());
                     }
                 }
             }
@@ -280,7 +280,7 @@ pub async fn run(
                 Ok(c) => c,
                 Err(e) => {
                     if attempt >= attempts_allowed {
-                        return fail(out, start, e);
+                        return fail(out, start, e.to_string());
                     }
                     tokio::time::sleep(super::retry::delay(base_delay, attempt + 1, seed)).await;
                     continue;

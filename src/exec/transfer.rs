@@ -10,6 +10,18 @@ use std::path::Path;
 use crate::plan::Step;
 use crate::transport::{CommandSpec, Fetched, Staged, Transport};
 
+/// Why a transfer failed: the transport's error, or the local file's.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("cannot write {}: {source}", .path.display())]
+    Local {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Contents up to this size go on stdin (and may share a command: exec/batch.rs takes its
 /// bound from here); larger ones by SFTP, where a channel and a subsystem per transfer cost
 /// less than what they save.
@@ -26,7 +38,7 @@ pub async fn staged_write(
     step: &Step,
     cmd: &CommandSpec,
     progress: Progress<'_>,
-) -> Result<CommandSpec, String> {
+) -> Result<CommandSpec, TransferError> {
     let (Some(write), Some(content)) = (&step.write, &cmd.stdin) else {
         return Ok(cmd.clone());
     };
@@ -40,11 +52,7 @@ pub async fn staged_write(
     let dir = (!copy).then(|| crate::plan::file_write::parent_dir(&write.path));
     let total = content.len() as u64;
     let report = |done: u64| progress(done, Some(total));
-    match t
-        .stage(dir, content, &report)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    match t.stage(dir, content, &report).await? {
         Staged::Unavailable => Ok(cmd.clone()),
         Staged::At(path) => {
             let script = step.in_cwd(write.script_from_staged(&write.sha256, &path, copy));
@@ -64,34 +72,29 @@ pub async fn download(
     source: &str,
     dest: &Path,
     progress: Progress<'_>,
-) -> Result<bool, String> {
-    let tmp = local_temp(dest).map_err(|e| e.to_string())?;
-    let mut file = match crate::nexus_dir::new_private_file().open(&tmp) {
-        Ok(f) => tokio::fs::File::from_std(f),
-        Err(e) => return Err(e.to_string()),
+) -> Result<bool, TransferError> {
+    let local = |source| TransferError::Local {
+        path: dest.to_path_buf(),
+        source,
     };
+    let tmp = local_temp(dest).map_err(local)?;
+    let file = crate::nexus_dir::new_private_file()
+        .open(&tmp)
+        .map_err(local)?;
+    let mut file = tokio::fs::File::from_std(file);
     let report = |done: u64| progress(done, None);
     let got = t.fetch(source, &mut file, &report).await;
     drop(file);
     let kept = match got {
-        Ok(Fetched::Done(_)) => std::fs::rename(&tmp, dest).map(|()| true),
+        Ok(Fetched::Done(_)) => std::fs::rename(&tmp, dest).map(|()| true).map_err(local),
         Ok(Fetched::Unavailable) => Ok(false),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.to_string());
-        }
+        Err(e) => Err(e.into()),
     };
-    match kept {
-        Ok(true) => Ok(true),
-        Ok(false) => {
-            let _ = std::fs::remove_file(&tmp);
-            Ok(false)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e.to_string())
-        }
+    // Nothing is left behind but the file itself.
+    if !matches!(kept, Ok(true)) {
+        let _ = std::fs::remove_file(&tmp);
     }
+    kept
 }
 
 /// The temporary file a download of `dest` is written to before its rename, its directory
