@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 
 use crate::plan::Action;
-use crate::plan::PlannedResource;
 use crate::plan::ResourceType;
+use crate::plan::{Observed, PlannedResource};
 use crate::shell::quote as q;
 
 /// The largest content kept; a larger file's change is recorded as irreversible.
@@ -26,27 +26,45 @@ pub fn wanted(r: &PlannedResource) -> bool {
 
 /// The path of a file whose content the capture sends back.
 fn content_path(r: &PlannedResource) -> Option<&str> {
-    (wanted(r))
-        .then(|| ResourceType::File.subject_of(&r.id))
+    (r.kind == ResourceType::File && wanted(r))
+        .then(|| r.kind.subject_of(&r.id))
         .flatten()
 }
 
 /// The section appended to a host's probe script: `INDEX=BASE64` of each wanted file that is a
 /// regular, readable file no larger than [`CONTENT_LIMIT`], INDEX counting the host's resources.
+/// A file whose old content the probe's batch sent already (for the plan's diff: a small file
+/// whose content the plan replaces, listed in `$_nx_sent` by `plan::probe`) is left out:
+/// [`content_of`] takes it from the probe's output.
 pub fn script(resources: &[&PlannedResource], token: &str) -> String {
-    let mut s = format!("printf '\\n@@{token} pre begin\\n'\n");
+    let mut s = format!("printf '\\n@@{token} pre begin\\n'\n_nx_nl='\n'\n");
     for (i, r) in resources.iter().enumerate() {
         let Some(path) = content_path(r) else {
             continue;
         };
         let p = q(path);
         s.push_str(&format!(
-            "if [ -f {p} ] && [ ! -L {p} ] && [ -r {p} ] && [ \"$(wc -c < {p})\" -le {CONTENT_LIMIT} ]; \
-             then printf '%s=' {i}; base64 < {p} | tr -d '\\n'; echo; fi\n"
+            "case \"$_nx_nl${{_nx_sent:-}}\" in *\"$_nx_nl\"{p}\"$_nx_nl\"*) ;; *) \
+             if [ -f {p} ] && [ ! -L {p} ] && [ -r {p} ] && [ \"$(wc -c < {p})\" -le {CONTENT_LIMIT} ]; \
+             then printf '%s=' {i}; base64 < {p} | tr -d '\\n'; echo; fi ;; esac\n"
         ));
     }
     s.push_str(&format!("printf '\\n@@{token} pre end\\n'\n"));
     s
+}
+
+/// The content captured of the `i`th re-probed resource: what the pre-image section sent, or
+/// else the old content the probe's batch sent for the diff (`_old_b64`), which the section
+/// leaves out.
+pub fn content_of(
+    i: usize,
+    contents: &mut BTreeMap<usize, Vec<u8>>,
+    observed: Option<&Observed>,
+) -> Option<Vec<u8>> {
+    contents.remove(&i).or_else(|| {
+        let b64 = observed?.get("_old_b64")?;
+        base64::engine::general_purpose::STANDARD.decode(b64).ok()
+    })
 }
 
 /// A marker no probe output can contain by accident: it depends on this process and moment.
@@ -126,5 +144,78 @@ mod tests {
         assert!(before.contains("pre begin"));
         assert_eq!(contents.len(), 1);
         assert_eq!(contents[&1], b"v1\n\0binary");
+    }
+
+    /// A small file whose content the plan replaces travels back once: the probe's batch sends
+    /// it for the plan's diff check, and the pre-image section leaves it out and takes it from
+    /// there. A mode-only change (the content as wanted, so the batch sends nothing) still gets
+    /// its content from the section.
+    #[test]
+    fn a_content_the_probe_sends_is_not_sent_again() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let old = b"old content, sent once\n";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(old);
+        for (want, sent_by_probe) in [("new content\n", true), ("old content, sent once\n", false)]
+        {
+            let path = dir.path().join("app's.conf");
+            std::fs::write(&path, old).unwrap();
+            let path = path.to_str().unwrap().to_string();
+            let mut batch = crate::plan::ProbeBatch::for_path(&path, true).unwrap();
+            batch.old_unless = Some(crate::plan::file_write::sha256_hex(want.as_bytes()));
+            let r = PlannedResource {
+                id: ResourceType::File.id(&path),
+                probe_batch: Some(batch),
+                ..planned_file()
+            };
+            let resources = [&r];
+            let specs: Vec<_> = resources.iter().map(|r| r.probe_spec()).collect();
+            let mut script = crate::plan::probe::script(&specs);
+            let token = token(&script);
+            script.push_str(&super::script(&resources, &token));
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            assert_eq!(
+                text.matches(&b64).count(),
+                1,
+                "sent by probe: {sent_by_probe}\n{text}"
+            );
+            let (own, mut contents) = split_off(&text, &token);
+            let sections = crate::plan::probe::split(&specs, own, None).unwrap();
+            let observed = Observed::parse(&sections[0].output).unwrap();
+            assert_eq!(observed.get("_old_b64").is_some(), sent_by_probe);
+            assert_eq!(
+                content_of(0, &mut contents, Some(&observed)).as_deref(),
+                Some(&old[..])
+            );
+        }
+    }
+
+    fn planned_file() -> PlannedResource {
+        PlannedResource {
+            key: "t#1".into(),
+            task: "t".into(),
+            role: crate::plan::Role::Task,
+            id: String::new(),
+            kind: ResourceType::File,
+            label: "file".into(),
+            action: Action::Update,
+            reason: String::new(),
+            fields: vec![],
+            diff: None,
+            steps: vec![],
+            probe: String::new(),
+            probe_batch: None,
+            probe_inline: false,
+            probe_exists: Vec::new(),
+            fingerprint: String::new(),
+            notify: vec![],
+            undo: vec![],
+            retry: Default::default(),
+        }
     }
 }

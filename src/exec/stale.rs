@@ -1,6 +1,7 @@
 //! Staleness: before executing anything, re-probe every host (one round trip each) and compare
 //! each resource's observed-state fingerprint with the one in the plan. The same round trip
-//! captures the pre-images of the resources the plan changes (exec/preimage.rs).
+//! captures what pre-images need of the resources the plan changes (exec/preimage.rs); what that
+//! state means for each type is `resources::preimage`'s to say.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -197,7 +198,7 @@ pub async fn check(
                             seq: i,
                             key: r.key.clone(),
                             observed: o.as_ref().ok().cloned(),
-                            content: contents.remove(&i),
+                            content: preimage::content_of(i, &mut contents, o.as_ref().ok()),
                         });
                     }
                 }

@@ -260,7 +260,9 @@ fn path_facts(s: &mut String, specs: &[Spec<'_>], token: &str) {
     // hex digits and two spaces. The lines are split by IFS, not `read`, which reads a pipe one
     // byte per system call. `-` means no diff is wanted (secrets). Each old content is printed as
     // `INDEX=BASE64`, INDEX counting the hashed paths from 0.
-    s.push_str(&format!("printf '\\n@@{token} olds begin\\n'\n"));
+    // The paths whose old content was sent, one per line: apply's pre-image capture leaves
+    // them out (exec::preimage).
+    s.push_str(&format!("printf '\\n@@{token} olds begin\\n'\n_nx_sent=\n"));
     if hash.iter().any(|(_, want)| want.is_some()) {
         let expected: Vec<String> = hash
             .iter()
@@ -279,7 +281,7 @@ fn path_facts(s: &mut String, specs: &[Spec<'_>], token: &str) {
              _nx_w=${{1%%  *}}\n\
              if [ \"$_nx_w\" != - ] && [ \"$_nx_w\" != \"$_nx_h\" ]; then\n\
              _nx_n=$(wc -c < \"$_nx_q\" | tr -d ' ')\n\
-             if [ \"$_nx_n\" -le {limit} ] && command -v base64 >/dev/null 2>&1; then printf '%s=' \"$_nx_i\"; base64 < \"$_nx_q\" | tr -d '\\n'; echo; fi\n\
+             if [ \"$_nx_n\" -le {limit} ] && command -v base64 >/dev/null 2>&1; then printf '%s=' \"$_nx_i\"; base64 < \"$_nx_q\" | tr -d '\\n'; echo; _nx_sent=\"$_nx_sent$_nx_q\n\"; fi\n\
              fi\n\
              shift; _nx_i=$((_nx_i + 1))\n\
              done\n\
@@ -659,7 +661,7 @@ pub fn split(
         }
         for e in spec.exists {
             // A key is planned by nexus; one that could forge other lines is refused.
-            if e.key.is_empty() || !e.key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            if !ProbeExists::valid_key(&e.key) {
                 return Err(ProbeError::ExistsKey { key: e.key.clone() });
             }
             lines.push_str(&format!("{}={}\n", e.key, found[e.path.as_str()]));
