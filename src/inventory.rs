@@ -1,5 +1,5 @@
 //! Transports for the hosts of one command, built only from their [`Connection`]s (derived once,
-//! in `plan::connection`): `local` runs through tokio::process, every other host through the
+//! in `planner::connection`): `local` runs through tokio::process, every other host through the
 //! shared SSH pool (one connection per host). Command-line overrides win over the connection.
 
 use std::collections::HashMap;

@@ -330,6 +330,25 @@ fn inconsistent_plans_are_invalid() {
             "its file write names a sha256 its content does not have",
             Box::new(|v| first_write(v)["write"]["sha256"] = "00".repeat(32).into()),
         ),
+        // An existence answer must not stand for a fact of the path batch.
+        (
+            "is not one nexus plans",
+            Box::new(|v| {
+                v["hosts"][0]["resources"][0]["probe_exists"] =
+                    serde_json::json!([{"key": "exists", "path": "/srv/app"}]);
+            }),
+        ),
+        (
+            "its script is not the download it describes",
+            Box::new(|v| {
+                let s = first_write(v);
+                s["script"] = "cat -- /etc/shadow".into();
+                s.as_object_mut().unwrap().remove("write");
+                s["download_from"] = "/etc/shadow".into();
+                s["download_to"] = "x".into();
+                s["cwd"] = "/".into();
+            }),
+        ),
         // So must a download: apply may fetch `download_from` instead of running the script.
         (
             "its script is not the download it describes",

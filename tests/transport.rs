@@ -272,7 +272,7 @@ async fn futures_join_all<T>(handles: impl Iterator<Item = tokio::task::JoinHand
     out
 }
 
-/// Replaces `path` on the host as a plan's file write does (`resources::file_write`, the one
+/// Replaces `path` on the host as a plan's file write does (`plan::file_write`, the one
 /// way nexus writes a file), with its content on stdin; the failure summary when it fails.
 async fn write(
     t: &dyn Transport,

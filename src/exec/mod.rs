@@ -222,7 +222,8 @@ pub struct Report {
     /// out).
     #[serde(skip)]
     pub fingerprints_after: Vec<(String, String, String)>,
-    /// The hosts probed for [`Report::fingerprints_after`]; hosts the run did not finish are not.
+    /// The hosts probed for [`Report::fingerprints_after`]: not those the run did not finish, nor
+    /// those finished while it was being stopped.
     #[serde(skip)]
     pub probed_after: BTreeSet<String>,
 }
@@ -275,9 +276,15 @@ impl Ctx<'_> {
                 .map(|r| r.key.clone())
                 .collect()
         };
-        if let (true, false, Some(h)) =
-            (self.opts.generation, keys.is_empty(), self.plan.host(host))
-        {
+        // A host finished while the run is being stopped may have had a command killed under it:
+        // what it shows is left to the caller's probe after the run.
+        let stopping = self.opts.stop.reason().is_some();
+        if let (true, false, false, Some(h)) = (
+            self.opts.generation,
+            keys.is_empty(),
+            stopping,
+            self.plan.host(host),
+        ) {
             let after =
                 stale::fingerprints_of_host(h, &keys, self.inv, self.env, &self.opts.secrets).await;
             let mut shared = self.shared.lock().expect("poisoned");

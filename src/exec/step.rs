@@ -125,9 +125,12 @@ pub(super) fn merged(r: &PlannedResource) -> Vec<(Step, bool)> {
             parts.clear();
             return;
         }
+        // The merged unit runs its script: a structured write, creation or download (which the
+        // executor could do without the script, and its guard) no longer describes it.
         let mut unit = (*last).clone();
         unit.write = None;
         unit.mkdir = None;
+        unit.download_from = None;
         let mut script = String::new();
         if let Some(cond) = &parts[0].skip_if {
             script.push_str(&format!(

@@ -457,6 +457,16 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
             if r.role != Role::Handler {
                 summary.add(r.action);
             }
+            if let Some(e) = r
+                .probe_exists
+                .iter()
+                .find(|e| !super::ProbeExists::valid_key(&e.key))
+            {
+                return fail(format!(
+                    "resource {:?} on host {:?}: its existence check {:?} is not one nexus plans",
+                    r.key, h.name, e.key
+                ));
+            }
             for s in &r.steps {
                 if let Some(b) = &s.stdin
                     && !verified.contains(b.as_str())
@@ -472,8 +482,12 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
                         r.key, h.name
                     ));
                 }
+                // A guard or a directory would change what the script reads; SFTP would not see them.
                 if let Some(from) = &s.download_from
-                    && (s.script != super::Step::download_script(from) || s.download_to.is_none())
+                    && (s.script != super::Step::download_script(from)
+                        || s.download_to.is_none()
+                        || s.skip_if.is_some()
+                        || s.cwd.is_some())
                 {
                     return fail(format!(
                         "resource {:?} on host {:?}: its script is not the download it describes",

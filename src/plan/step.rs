@@ -89,7 +89,7 @@ pub enum EnvValue {
 /// `script`: contents go on stdin, secrets in `env` (sent over stdin by the transport).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
-    /// POSIX sh; every interpolated value is quoted with [`q`].
+    /// POSIX sh; every interpolated value is quoted with `shell::quote`.
     pub script: String,
     /// Run with the host's privilege escalation (sudo).
     pub sudo: bool,
@@ -248,6 +248,17 @@ impl ProbeExists {
             key: key.to_string(),
             path: path.to_string(),
         }
+    }
+
+    /// Whether `key` may name an existence line: `NAME_exists` in lower case, which no fact of
+    /// the path batch (`exists`, `type`, `sha256`, `_old_b64`...) is, so that a plan cannot make
+    /// an existence answer stand for one.
+    pub fn valid_key(key: &str) -> bool {
+        key.strip_suffix("_exists").is_some_and(|name| {
+            !name.is_empty()
+                && !name.starts_with('_')
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
     }
 }
 

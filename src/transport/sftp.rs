@@ -2,7 +2,7 @@
 //!
 //! SFTP only carries bytes: a staged file on the host, or a remote file read into a local
 //! writer. Where a file lands, its checks, mode, owner and rename stay with
-//! `resources::file_write`, whose script then takes the staged file instead of its stdin.
+//! `plan::file_write`, whose script then takes the staged file instead of its stdin.
 
 use russh::ChannelMsg;
 use russh::client::Msg;
