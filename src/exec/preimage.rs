@@ -109,25 +109,8 @@ mod tests {
         let path = dir.path().join("it's here");
         std::fs::write(&path, b"v1\n\0binary").unwrap();
         let r = PlannedResource {
-            key: "t#1".into(),
-            task: "t".into(),
-            role: crate::plan::Role::Task,
             id: format!("file:{}", path.display()),
-            kind: ResourceType::File,
-            label: "file".into(),
-            action: Action::Update,
-            reason: String::new(),
-            fields: vec![],
-            diff: None,
-            steps: vec![],
-            probe: String::new(),
-            probe_batch: None,
-            probe_inline: false,
-            probe_exists: Vec::new(),
-            fingerprint: String::new(),
-            notify: vec![],
-            undo: vec![],
-            retry: Default::default(),
+            ..planned_file()
         };
         let mut missing = r.clone();
         missing.id = "file:/nonexistent/x".into();
