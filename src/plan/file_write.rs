@@ -63,6 +63,15 @@ pub fn parent_dir(path: &str) -> &str {
     }
 }
 
+/// `dir` as the shell word a path under it starts with: empty for `/`, so that `WORD/NAME` is
+/// never `//NAME`.
+fn dir_word(dir: &str) -> String {
+    match dir {
+        "/" => String::new(),
+        d => q(d),
+    }
+}
+
 impl FileWrite {
     fn dir(&self) -> &str {
         parent_dir(&self.path)
@@ -70,10 +79,7 @@ impl FileWrite {
 
     /// The directory as a word to put before `/.nexus-…`: empty for `/`.
     fn dir_word(&self) -> String {
-        match self.dir() {
-            "/" => String::new(),
-            d => q(d),
-        }
+        dir_word(self.dir())
     }
 
     /// What must hold before anything is written: (a condition that fails the write, its
@@ -220,6 +226,9 @@ impl FileWrite {
                     q(&format!("rm -f -- \"$tmp\" {p}"))
                 ));
                 if copy {
+                    // Staged beside nothing that is ever written (the login user's home): what
+                    // a killed run left there is cleaned here, as `temp_beside` does for its own.
+                    s.push_str(&stale_temps(&dir_word(parent_dir(path))));
                     s.push_str(&format!("cat -- {p} > \"$tmp\"\nrm -f -- {p}\n"));
                 } else {
                     s.push_str(&format!("mv -f -- {p} \"$tmp\"\n"));
@@ -454,5 +463,57 @@ mod tests {
         assert!(out.status.success(), "{out:?}");
         assert_eq!(out.stdout, all);
         assert_eq!(printf_format(b"a b\n"), "'a b\n'");
+    }
+
+    /// Under sudo a large content is staged in the login user's home, which no write ever
+    /// targets: the write that copies a staged file in also removes what earlier staging left
+    /// there when nexus was killed (a `.nexus-*` file over an hour old), not a fresh one.
+    #[test]
+    fn a_copied_staged_write_removes_stale_staged_files_beside_it() {
+        let home = tempfile::tempdir().unwrap();
+        let target_dir = tempfile::tempdir().unwrap();
+        let left = home.path().join(".nexus-sftp-killedrun");
+        let fresh = home.path().join(".nexus-sftp-otherrun");
+        let staged = home.path().join(".nexus-sftp-thisrun");
+        for p in [&left, &fresh, &staged] {
+            std::fs::write(p, b"content\n").unwrap();
+        }
+        let old = std::process::Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(&left)
+            .status()
+            .unwrap();
+        assert!(old.success());
+        let w = FileWrite {
+            path: target_dir
+                .path()
+                .join("app.conf")
+                .to_str()
+                .unwrap()
+                .to_string(),
+            owner: None,
+            group: None,
+            mode: Some("0640".into()),
+            replaces_link: false,
+            backup_to: None,
+            sha256: sha256_hex(b"content\n"),
+        };
+        let script = w.script_from_staged(&w.sha256, staged.to_str().unwrap(), true);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            std::fs::read(target_dir.path().join("app.conf")).unwrap(),
+            b"content\n"
+        );
+        assert!(!staged.exists(), "the staged file was consumed");
+        assert!(!left.exists(), "a staged file left by a killed run stays");
+        assert!(
+            fresh.exists(),
+            "another run's fresh staged file was removed"
+        );
     }
 }
