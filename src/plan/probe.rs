@@ -62,25 +62,24 @@ impl Owned {
 
 /// The batched paths whose link target is wanted, each once, in first-seen order.
 fn link_paths<'a>(specs: &[Spec<'a>]) -> Vec<&'a str> {
-    let mut seen = BTreeSet::new();
-    specs
-        .iter()
-        .filter_map(|s| s.batch)
-        .filter(|b| b.link)
-        .map(|b| b.path.as_str())
-        .filter(|p| seen.insert(*p))
-        .collect()
+    first_seen(
+        specs
+            .iter()
+            .filter_map(|s| s.batch)
+            .filter(|b| b.link)
+            .map(|b| b.path.as_str()),
+    )
 }
 
 /// The paths to test with `[ -e ]`, each once, in first-seen order.
 fn exists_paths<'a>(specs: &[Spec<'a>]) -> Vec<&'a str> {
+    first_seen(specs.iter().flat_map(|s| s.exists).map(|e| e.path.as_str()))
+}
+
+/// `paths` without repeats, in first-seen order.
+fn first_seen<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     let mut seen = BTreeSet::new();
-    specs
-        .iter()
-        .flat_map(|s| s.exists)
-        .map(|e| e.path.as_str())
-        .filter(|p| seen.insert(*p))
-        .collect()
+    paths.filter(|p| seen.insert(*p)).collect()
 }
 
 /// The paths to `stat`, and the subset to hash, each once, in first-seen order; a hashed path
