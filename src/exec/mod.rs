@@ -241,6 +241,8 @@ struct Shared {
     /// See [`Report::fingerprints_after`].
     fingerprints_after: Vec<(String, String, String)>,
     probed_after: BTreeSet<String>,
+    /// The keys of each host's resources that changed it so far, for its after-probe.
+    changed: HashMap<String, BTreeSet<String>>,
 }
 
 struct Ctx<'a> {
@@ -269,12 +271,7 @@ impl Ctx<'_> {
                 _ => {}
             }
             shared.tasks_left.remove(host);
-            shared
-                .results
-                .iter()
-                .filter(|r| r.host == host && r.changed_on_host())
-                .map(|r| r.key.clone())
-                .collect()
+            shared.changed.remove(host).unwrap_or_default()
         };
         // A host finished while the run is being stopped may have had a command killed under it:
         // what it shows is left to the caller's probe after the run.
@@ -299,7 +296,15 @@ impl Ctx<'_> {
         r.output_tail = self.opts.secrets.redact(&r.output_tail);
         r.error = r.error.map(|e| self.opts.secrets.redact(&e));
         (self.events)(Event::Resource(r.clone()));
-        self.shared.lock().expect("poisoned").results.push(r);
+        let mut shared = self.shared.lock().expect("poisoned");
+        if r.changed_on_host() {
+            shared
+                .changed
+                .entry(r.host.clone())
+                .or_default()
+                .insert(r.key.clone());
+        }
+        shared.results.push(r);
     }
 
     /// Why the run must start nothing more: a stopped rollout, or a stop request.
@@ -466,6 +471,7 @@ pub async fn execute(
             tasks_left: tasks_per_host(plan),
             fingerprints_after: Vec::new(),
             probed_after: BTreeSet::new(),
+            changed: HashMap::new(),
         }),
         hosts_in_flight: tokio::sync::Semaphore::new(opts.parallel.max(1)),
         env,
