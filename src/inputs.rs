@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::{self, Config, Loaded, Resource, Value};
 use crate::plan::{Manifest, PendingHandler};
 
 #[derive(Debug, Clone, Default)]
@@ -18,7 +17,7 @@ pub struct Inputs {
     secrets: BTreeMap<String, String>,
     base_dir: PathBuf,
     /// Hosts of tailscale groups, as pinned in nexus.lock.
-    discovered: crate::discovery::Discovered,
+    discovered: crate::discovered::Discovered,
     /// Content of `source-url`s, fetched and checked against nexus.lock.
     urls: BTreeMap<String, Vec<u8>>,
     /// Values of the secrets file contents use, read at plan time to compare rendered contents
@@ -53,69 +52,29 @@ pub enum InputError {
     Read { path: String, reason: String },
 }
 
-fn all_resources(cfg: &Config) -> impl Iterator<Item = &Resource> {
-    cfg.tasks
-        .iter()
-        .flat_map(|t| t.resources.iter().chain(&t.health_check))
-        .chain(cfg.handlers.iter().flat_map(|h| h.resources.iter()))
-}
-
-fn env_names<'a>(values: impl Iterator<Item = &'a Value>, out: &mut Vec<String>) {
-    for v in values {
-        if let Value::Env(n) = v {
-            out.push(n.clone());
-        }
-    }
-}
-
 impl Inputs {
-    /// Reads every local file the configuration's resources name and every environment value
-    /// that shapes desired state. Sudo passwords and webhook URLs are deliberately not pinned:
-    /// they are credentials, read when used.
-    pub fn collect(
-        loaded: &Loaded,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Inputs, InputError> {
-        let cfg = &loaded.config;
-        let mut inputs = Inputs {
-            base_dir: cfg.base_dir.clone(),
-            ..Inputs::default()
-        };
-        for f in loaded.sources.files() {
-            let rel = inputs.relative(&f.path);
-            inputs
-                .config_files
-                .insert(rel, blake3::hash(f.text.as_bytes()).to_hex().to_string());
+    /// Records a config file the plan was made from, with its blake3.
+    pub fn add_config_file(&mut self, display: String, blake3: String) {
+        self.config_files.insert(display, blake3);
+    }
+
+    /// Records a local file's bytes, read by `read` only the first time its path is added (it may
+    /// be a FIFO or a device; each is read once however many resources name it).
+    pub fn add_file(
+        &mut self,
+        path: &Path,
+        read: impl FnOnce() -> Result<Vec<u8>, InputError>,
+    ) -> Result<(), InputError> {
+        if !self.files.contains_key(path) {
+            let bytes = read()?;
+            self.files.insert(path.to_path_buf(), bytes);
         }
-        let mut names: Vec<String> = Vec::new();
-        env_names(cfg.vars.values(), &mut names);
-        for h in &cfg.hosts {
-            env_names(h.vars.values(), &mut names);
-        }
-        for r in all_resources(cfg) {
-            let needs = r.kind.input_needs();
-            env_names(needs.values.into_iter(), &mut names);
-            // None may be a FIFO or a device; each is read once however many resources name it.
-            for (p, limit) in needs.files {
-                if inputs.files.contains_key(p) {
-                    continue;
-                }
-                let bytes =
-                    config::files::read_regular(p, limit).map_err(|e| InputError::Read {
-                        path: inputs.relative(p),
-                        reason: e.to_string(),
-                    })?;
-                inputs.files.insert(p.to_path_buf(), bytes);
-            }
-        }
-        for (k, v) in &cfg.env_used {
-            inputs.env.insert(k.clone(), v.clone());
-        }
-        for n in names {
-            let v = env(&n);
-            inputs.env.insert(n, v);
-        }
-        Ok(inputs)
+        Ok(())
+    }
+
+    /// Records an environment value that shapes desired state (None: unset).
+    pub fn set_env(&mut self, name: String, value: Option<String>) {
+        self.env.insert(name, value);
     }
 
     pub fn file(&self, path: &Path) -> Option<&[u8]> {
@@ -164,7 +123,7 @@ impl Inputs {
             discovery: self
                 .discovered
                 .iter()
-                .map(|(g, h)| (g.clone(), crate::discovery::digest(h)))
+                .map(|(g, h)| (g.clone(), crate::discovered::digest(h)))
                 .collect(),
             urls: self
                 .urls
@@ -177,7 +136,7 @@ impl Inputs {
     /// Takes discovery results and fetched URL content resolved against nexus.lock.
     pub fn set_pinned(
         &mut self,
-        discovered: crate::discovery::Discovered,
+        discovered: crate::discovered::Discovered,
         urls: BTreeMap<String, Vec<u8>>,
     ) {
         self.discovered = discovered;
@@ -185,12 +144,12 @@ impl Inputs {
     }
 
     /// Discovered hosts by tailscale group.
-    pub fn discovered(&self) -> &crate::discovery::Discovered {
+    pub fn discovered(&self) -> &crate::discovered::Discovered {
         &self.discovered
     }
 
     /// A discovered host by name.
-    pub fn discovered_host(&self, name: &str) -> Option<&crate::discovery::DiscoveredHost> {
+    pub fn discovered_host(&self, name: &str) -> Option<&crate::discovered::DiscoveredHost> {
         self.discovered.values().flatten().find(|h| h.name == name)
     }
 
@@ -262,64 +221,4 @@ impl Inputs {
     pub fn held_secrets(&self, host: &str, id: &str) -> bool {
         self.held_secrets.get(host).is_some_and(|s| s.contains(id))
     }
-}
-
-/// Every vault secret the configuration refers to where nexus can use it: command env values,
-/// sudo passwords, file contents and template vars.
-pub fn secret_names(cfg: &Config) -> std::collections::BTreeSet<String> {
-    let mut out = content_secret_names(cfg);
-    let mut add = |v: &Value| {
-        if let Value::Secret(n) = v {
-            out.insert(n.clone());
-        }
-    };
-    for r in all_resources(cfg) {
-        r.kind.input_needs().values.into_iter().for_each(&mut add);
-    }
-    for h in &cfg.hosts {
-        if let Some(v) = &h.sudo_password {
-            add(v);
-        }
-    }
-    if let Some(v) = &cfg.defaults.sudo_password {
-        add(v);
-    }
-    out
-}
-
-/// The secrets that file contents may hold: inline `content=(secret)"..."`, file `vars` and the
-/// global and host `vars` templates see. The planner reads these values to compare contents.
-pub fn content_secret_names(cfg: &Config) -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    let mut add = |v: &Value| {
-        if let Value::Secret(n) = v {
-            out.insert(n.clone());
-        }
-    };
-    for r in all_resources(cfg) {
-        r.kind
-            .input_needs()
-            .content_values
-            .into_iter()
-            .for_each(&mut add);
-    }
-    cfg.vars.values().for_each(&mut add);
-    cfg.hosts
-        .iter()
-        .flat_map(|h| h.vars.values())
-        .for_each(&mut add);
-    out
-}
-
-/// Every `source-url` the configuration's resources use, with the configured blake3, in order.
-pub fn source_urls(cfg: &Config) -> Vec<(String, Option<String>)> {
-    let mut out: Vec<(String, Option<String>)> = Vec::new();
-    for r in all_resources(cfg) {
-        for (url, blake3) in r.kind.input_needs().urls {
-            if !out.iter().any(|(u, _)| u == url) {
-                out.push((url.to_string(), blake3.map(str::to_string)));
-            }
-        }
-    }
-    out
 }

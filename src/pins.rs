@@ -285,7 +285,7 @@ pub fn differences(old: &Pins, new: &Pins) -> Vec<String> {
 pub async fn resolve(cfg: &Config, path: &Path, mode: Mode) -> Result<Resolved, PinsError> {
     let existing = read(path)?;
     let groups = discovery::used_groups(cfg);
-    let urls = crate::inputs::source_urls(cfg);
+    let urls = cfg.source_urls();
     if groups.is_empty() && urls.is_empty() && (existing.is_none() || mode != Mode::Update) {
         return Ok(Resolved::default());
     }

@@ -661,7 +661,7 @@ fn edge_inputs_never_panic() {
 }
 
 /// Deeply nested blocks must be a configuration error (exit 3), not a crash. The `kdl` crate's
-/// parser (the loader's fallback, src/config/syntax) recurses once per level and overflows the
+/// parser (the loader's fallback, src/syntax/kdl) recurses once per level and overflows the
 /// stack: the 3,000-byte file `a{a{a{...` (1,500 levels) aborts the release binary with SIGABRT,
 /// so the loader refuses nesting deeper than 64 before parsing. Its scan must skip strings
 /// exactly: a quote inside a raw or multi-line string once hid the braces after it. Run in a

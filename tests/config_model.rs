@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use nexus::config::values::{BatchSize, Mode, Percent};
 use nexus::config::*;
+use nexus::resources::file::FileContent;
+use nexus::syntax::values::{BatchSize, Mode, Percent};
 
 fn load(text: &str) -> Config {
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use nexus::discovery::tailscale::{parse_status, select};
 use nexus::discovery::{Discovered, DiscoveredHost};
 use nexus::facts::Facts;
-use nexus::inputs::Inputs;
 use nexus::plan::Selection;
 use nexus::planner::plan_offline;
 
@@ -260,7 +259,7 @@ task "uptime" on="web" {
         "web".into(),
         select(&status, loaded.config.tailscale_group("web").unwrap()),
     );
-    let mut inputs = Inputs::collect(&loaded, &|_| None).unwrap();
+    let mut inputs = nexus::app::inputs::collect(&loaded, &|_| None).unwrap();
     // Without discovery results the task cannot be planned.
     let facts: Facts = serde_json::from_str(
         &std::fs::read_to_string(

@@ -178,7 +178,7 @@ fn examples_use_documentation_addresses_only() {
 /// without root.
 #[test]
 fn local_example_is_harmless() {
-    use config::ResourceKind as R;
+    use nexus::resources::ResourceKind as R;
     let path = root().join("examples/local.kdl");
     let loaded = load_in_env(&path, None);
     let cfg = &loaded.config;
@@ -239,8 +239,8 @@ fn local_example_is_harmless() {
     let template = cfg.tasks.iter().flat_map(|t| &t.resources).any(|r| {
         matches!(
             &r.kind,
-            R::File(config::File {
-                content: Some(config::FileContent::Template { .. }),
+            R::File(nexus::resources::file::Spec {
+                content: Some(nexus::resources::file::FileContent::Template { .. }),
                 ..
             })
         )
@@ -452,12 +452,21 @@ fn every_kdl_block_in_the_reference_validates() {
 #[test]
 fn reference_documents_every_error_code() {
     let mut in_source = BTreeSet::new();
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(root().join("src/config")).expect("src/config") {
-        let p = entry.expect("entry").path();
-        if p.extension().is_some_and(|x| x == "rs") {
-            files.push(p);
+    // The loader's codes come from the model (config), the language (syntax) and each resource
+    // type's own node (resources).
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("source directory") {
+            let p = entry.expect("entry").path();
+            if p.is_dir() {
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
         }
+    }
+    let mut files = Vec::new();
+    for dir in ["src/config", "src/syntax", "src/resources"] {
+        rust_files(&root().join(dir), &mut files);
     }
     for p in files {
         let text = std::fs::read_to_string(&p).expect("read source");
@@ -505,7 +514,10 @@ fn config_codes(text: &str, open: &str, close: char) -> Vec<String> {
 fn reference_has_a_section_per_node() {
     let doc = doc_text();
     let headings: Vec<&str> = doc.lines().filter(|l| l.starts_with("### ")).collect();
-    for name in config::TOP_LEVEL.iter().chain(config::RESOURCES) {
+    for name in config::TOP_LEVEL
+        .iter()
+        .chain(nexus::resources::kind::NAMES)
+    {
         assert!(
             headings.iter().any(|h| h.contains(&format!("`{name}`"))),
             "{DOC} has no section for `{name}`"

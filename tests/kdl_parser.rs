@@ -1,4 +1,4 @@
-//! Differential tests of the hand-written KDL parser (`nexus::config::syntax::parse_fast`) against
+//! Differential tests of the hand-written KDL parser (`nexus::syntax::kdl::parse_fast`) against
 //! the `kdl` crate (`parse_with_kdl`, its tree converted into the same model).
 //!
 //! The property, for every input: if the fast parser accepts it, the `kdl` crate accepts it too
@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use nexus::config::syntax::{self, KdlDocument, KdlNode};
+use nexus::syntax::kdl::{self as syntax, KdlDocument, KdlNode};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 

@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use nexus::facts::Facts;
-use nexus::inputs::Inputs;
 use nexus::plan::{Plan, Selection, lockfile};
 use nexus::planner::plan_offline;
 use nexus::render::{self, TextOptions};
@@ -137,8 +136,8 @@ fn plan_scenario(dir: &Path) -> Result<Result<Plan, String>, String> {
     })?;
     let env: BTreeMap<String, Option<String>> =
         read_json(&dir.join("env.json"))?.unwrap_or_default();
-    let inputs =
-        Inputs::collect(&loaded, &|k| env.get(k).cloned().flatten()).map_err(|e| e.to_string())?;
+    let inputs = nexus::app::inputs::collect(&loaded, &|k| env.get(k).cloned().flatten())
+        .map_err(|e| e.to_string())?;
     let args: Args = read_json(&dir.join("args.json"))?.unwrap_or_default();
     let selection = Selection {
         tasks: args.tasks,
@@ -522,7 +521,7 @@ fn generated_plan(config: &str, template: &str, hosts: &[String]) -> Plan {
     let dir = std::fs::canonicalize(tmp.path()).unwrap();
     let loaded =
         nexus::config::load_str(config, "nexus.kdl", &dir).expect("generated config is valid");
-    let inputs = Inputs::collect(&loaded, &|_| None).unwrap();
+    let inputs = nexus::app::inputs::collect(&loaded, &|_| None).unwrap();
     let base: Facts = read_json(&plans_dir().join("no-changes/facts/web1.json"))
         .unwrap()
         .unwrap();

@@ -159,6 +159,15 @@ fn top_level_edges() -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     top
 }
 
+/// The top-level modules that module `m` names.
+fn named_by(top: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>, m: &str) -> BTreeSet<String> {
+    top.get(&vec![m.to_string()])
+        .unwrap_or_else(|| panic!("no module {m}"))
+        .iter()
+        .map(|p| p.join("/"))
+        .collect()
+}
+
 #[test]
 fn no_two_top_level_modules_name_each_other_in_a_circle() {
     let top = top_level_edges();
@@ -173,13 +182,7 @@ fn no_two_top_level_modules_name_each_other_in_a_circle() {
 #[test]
 fn the_plan_and_the_executor_stay_below_configuration_planner_and_types() {
     let top = top_level_edges();
-    let named = |m: &str| -> BTreeSet<String> {
-        top.get(&vec![m.to_string()])
-            .unwrap_or_else(|| panic!("no module {m}"))
-            .iter()
-            .map(|p| p.join("/"))
-            .collect()
-    };
+    let named = |m: &str| named_by(&top, m);
     let plan = named("plan");
     let allowed: BTreeSet<String> = ["shell", "secrets"].map(String::from).into();
     assert!(
@@ -190,6 +193,41 @@ fn the_plan_and_the_executor_stay_below_configuration_planner_and_types() {
     let exec = named("exec");
     for m in ["config", "planner", "resources", "inputs", "app", "cli"] {
         assert!(!exec.contains(m), "exec names {m}: {exec:?}");
+    }
+}
+
+/// Each resource type is one module of `resources`: its config struct and how its node is read
+/// live there, so `resources` never names `config`, and `config` reaches the types only through
+/// `resources::kind` (issue 12). The language both read with, `syntax`, names neither.
+#[test]
+fn resource_types_read_their_own_nodes_below_the_configuration() {
+    let top = top_level_edges();
+    let named = |m: &str| named_by(&top, m);
+    assert!(
+        !named("resources").contains("config"),
+        "resources names config: {:?}",
+        named("resources")
+    );
+    let syntax = named("syntax");
+    for m in ["config", "resources", "planner", "app", "cli"] {
+        assert!(!syntax.contains(m), "syntax names {m}: {syntax:?}");
+    }
+    let sources = sources();
+    for (path, code) in &sources {
+        if path.first().map(String::as_str) != Some("config") {
+            continue;
+        }
+        for (at, _) in code.match_indices("resources::") {
+            let next: String = code[at + "resources::".len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                ["kind", "ResourceKind"].contains(&next.as_str()),
+                "src/{} names resources::{next:?} (types are reached through resources::kind)",
+                path.join("/"),
+            );
+        }
     }
 }
 

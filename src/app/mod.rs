@@ -7,6 +7,7 @@
 pub mod apply;
 mod error;
 pub mod facts;
+pub mod inputs;
 pub mod journal;
 pub mod live;
 pub mod notify;

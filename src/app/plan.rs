@@ -98,7 +98,7 @@ impl Live {
         let cfg = &loaded.config;
         check_tasks(cfg, &req.selection.tasks)?;
         let env = |k: &str| std::env::var(k).ok();
-        let mut inputs = Inputs::collect(&loaded, &env)?;
+        let mut inputs = super::inputs::collect(&loaded, &env)?;
         let notifiers: Vec<PlanNotifier> = cfg
             .notifiers
             .iter()
@@ -235,7 +235,7 @@ fn plan_secrets(
     notifiers: &[PlanNotifier],
     reads: Reads,
 ) -> Result<Arc<Resolved>, Error> {
-    let names = crate::inputs::secret_names(cfg);
+    let names = cfg.secret_names();
     let mut needs = Needs::default();
     // Host content that holds any vault value is never shown, whether the configuration uses
     // the value or not (docs/secrets.md).
@@ -244,7 +244,7 @@ fn plan_secrets(
     needs.sudo(connections.iter().map(|(_, c)| c));
     // File contents that hold secrets are compared by the hash of the real content, so planning
     // reads those values too (in memory only; docs/secrets.md).
-    for n in crate::inputs::content_secret_names(cfg) {
+    for n in cfg.content_secret_names() {
         needs.require(&n, None);
     }
     if reads == Reads::All {

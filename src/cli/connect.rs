@@ -20,7 +20,7 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub accept_new_host_keys: bool,
     /// How long to wait for each connection, e.g. 5s
-    #[arg(long, value_name = "DURATION", value_parser = crate::config::values::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::syntax::values::parse_duration)]
     pub connect_timeout: Option<Duration>,
     /// How many hosts to work on at once
     #[arg(short = 'j', long = "parallel", value_name = "N", default_value_t = 32)]

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use super::diagnostic::{Diag, Span, Spanned};
 use super::model::*;
 use super::parse::Builder;
-use super::reader::Cx;
-use super::values;
 use crate::dag::Deps;
+use crate::syntax::diagnostic::{Diag, Span, Spanned};
+use crate::syntax::reader::Cx;
+use crate::syntax::values;
 
 /// Reports a second definition of a name already defined in the same namespace.
 fn duplicates<'a>(

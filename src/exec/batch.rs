@@ -553,7 +553,7 @@ mod tests {
             WriteContent::Bytes(bytes),
             None,
             None,
-            mode.map(crate::config::values::Mode),
+            mode.map(crate::syntax::values::Mode),
             Over::File { backup_to: None },
             false,
         );

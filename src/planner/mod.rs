@@ -325,7 +325,7 @@ pub fn prepare_host(
         host_tags: &tags,
     };
     let when = |expr: &str| -> Result<bool, minijinja::Error> {
-        let env = crate::config::expr::environment();
+        let env = crate::syntax::expr::environment();
         let e = env.compile_expression(expr)?;
         e.eval(base.template_context()).map(|v| v.is_true())
     };

@@ -305,7 +305,7 @@ pub fn entry_hosts_phrase(hosts: &[&str], task_hosts: Option<&[String]>) -> Stri
 /// How a task proceeds across its hosts, in words: `rolling in batches of 1, 50%`.
 pub fn strategy_phrase(t: &TaskPlan) -> String {
     use crate::config::Strategy;
-    let batches = |b: &[crate::config::values::BatchSize]| {
+    let batches = |b: &[crate::syntax::values::BatchSize]| {
         b.iter()
             .map(|x| x.to_string())
             .collect::<Vec<_>>()

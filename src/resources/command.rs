@@ -4,24 +4,90 @@
 //! runs, through [`Step::skip_if`], because an earlier step of the same apply may have changed them.
 
 use super::*;
-use crate::config;
+
+/// What the configuration asks for, as read from its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    /// Shell text, run by `sh -c` as written.
+    pub command: String,
+    pub creates: Option<String>,
+    pub removes: Option<String>,
+    pub unless: Option<String>,
+    pub onlyif: Option<String>,
+    pub user: Option<String>,
+    pub cwd: Option<String>,
+    pub env: BTreeMap<String, Value>,
+    /// What `nexus rollback` runs to undo the command (docs/rollback.md).
+    pub undo: Option<String>,
+}
+
+pub fn parse(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spec> {
+    r.expect_args(cx, 1, 1, "command \"SHELL COMMAND\" [creates=PATH] [removes=PATH] [unless=CMD] [onlyif=CMD] [user=..] [cwd=..] [undo=CMD] { env NAME=\"value\" }");
+    let cmd = r.arg_str(cx, 0);
+    let creates = remote_option(cx, r, "creates");
+    let removes = remote_option(cx, r, "removes");
+    let unless = r.str(cx, "unless").map(|s| s.value);
+    let onlyif = r.str(cx, "onlyif").map(|s| s.value);
+    let undo = r.str(cx, "undo").map(|s| s.value);
+    let user = r.str(cx, "user").and_then(|s| account_name(cx, s, "user"));
+    let cwd = remote_option(cx, r, "cwd");
+    let env = r.map(cx, "env");
+    let env_span = r.option_span("env").unwrap_or(r.name_span());
+    for k in env.keys() {
+        let ok = k
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            cx.push(
+                Diag::new("config::invalid-name", format!("invalid environment variable name {k:?}"))
+                    .at(env_span, "in this command's env")
+                    .help("environment variable names use letters, digits and '_' and do not start with a digit"),
+            );
+        }
+    }
+    let cmd = cmd?;
+    if cmd.trim().is_empty() {
+        cx.push(Diag::new("config::empty-command", "empty command").at(cmd.span, "nothing to run"));
+        return None;
+    }
+    Some(Spec {
+        command: cmd.value,
+        creates,
+        removes,
+        unless,
+        onlyif,
+        user,
+        cwd,
+        env,
+        undo,
+    })
+}
+
+impl Spec {
+    /// The environment values a command is given: see [`InputNeeds`].
+    pub fn input_needs<'a>(&'a self, needs: &mut InputNeeds<'a>) {
+        needs.values.extend(self.env.values());
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
     /// The configured command. Its `env` holds configuration values; `env` below is what they
     /// are on this host.
-    pub spec: config::Command,
+    pub spec: Spec,
     /// The step's environment: `(env)` values as pinned by the inputs, secrets as references.
     pub env: BTreeMap<String, EnvValue>,
     pub sudo: bool,
 }
 
-pub fn resolve(c: &config::Command, ctx: &ResolveCtx<'_>) -> Result<Command, ResourceError> {
+pub fn resolve(c: &Spec, ctx: &ResolveCtx<'_>) -> Result<Command, ResourceError> {
     let mut env = BTreeMap::new();
     for (k, v) in &c.env {
         let value = match v {
             // Only a reference and a keyed fingerprint reach the plan; the value is read at apply.
-            crate::config::Value::Secret(name) => EnvValue::Secret {
+            Value::Secret(name) => EnvValue::Secret {
                 name: name.clone(),
                 fingerprint: ctx
                     .inputs
@@ -44,7 +110,7 @@ pub fn resolve(c: &config::Command, ctx: &ResolveCtx<'_>) -> Result<Command, Res
 
 /// `command ./deploy.sh --now`: how plans name the command (its first line, cut), also when it
 /// was skipped before resolving.
-pub fn label(c: &config::Command) -> String {
+pub fn label(c: &Spec) -> String {
     format!("command {}", short(&c.command, 60))
 }
 
@@ -202,12 +268,12 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::config::Value;
     use crate::plan::probe;
+    use Value;
 
     fn cmd(s: &str) -> Command {
         Command {
-            spec: config::Command {
+            spec: Spec {
                 command: s.into(),
                 creates: None,
                 removes: None,
@@ -493,7 +559,7 @@ mod tests {
             vars: &vars,
             host_tags: &[],
         };
-        let cfg = config::Command {
+        let cfg = Spec {
             command: "./bin/migrate".into(),
             creates: None,
             removes: None,
@@ -564,7 +630,7 @@ mod tests {
     fn skipped_commands_have_the_planned_label() {
         let c = cmd("  make \\\n  install\n");
         let skipped = crate::resources::label(
-            &config::ResourceKind::Command(c.spec.clone()),
+            &ResourceKind::Command(c.spec.clone()),
             &crate::inputs::Inputs::default(),
         );
         assert_eq!(skipped, c.label());

@@ -2,15 +2,58 @@
 //! its absence.
 
 use super::*;
-use crate::config::{self, Presence};
+
+/// What the configuration asks for, as read from its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    pub path: String,
+    pub state: Presence,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<Mode>,
+    /// Owner and group also apply to everything inside (mode applies to the directory only, so
+    /// files do not become executable).
+    pub recursive: bool,
+}
+
+pub fn parse(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spec> {
+    r.expect_args(
+        cx,
+        1,
+        1,
+        "directory PATH [owner=..] [group=..] [mode=\"0755\"] [recursive=#true] [state=\"absent\"]",
+    );
+    let path = remote_arg(cx, r, 0);
+    let state = presence(cx, r);
+    let (owner, group, mode) = ownership(cx, r);
+    let recursive = r.bool(cx, "recursive").unwrap_or(false);
+    if let Some(p) = &path
+        && p.trim_end_matches('/').is_empty()
+        && state == Presence::Absent
+    {
+        cx.push(
+            Diag::new("config::dangerous-path", "refusing to remove \"/\"")
+                .at(r.name_span(), "state=\"absent\" on the root directory"),
+        );
+        return None;
+    }
+    Some(Spec {
+        path: path?,
+        state,
+        owner,
+        group,
+        mode,
+        recursive,
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Directory {
-    pub spec: config::Directory,
+    pub spec: Spec,
     pub sudo: bool,
 }
 
-pub fn resolve(d: &config::Directory, ctx: &ResolveCtx<'_>) -> Result<Directory, ResourceError> {
+pub fn resolve(d: &Spec, ctx: &ResolveCtx<'_>) -> Result<Directory, ResourceError> {
     Ok(Directory {
         spec: d.clone(),
         sudo: ctx.sudo,
@@ -87,13 +130,13 @@ impl Directory {
 }
 
 /// How plans name the directory, planned or skipped.
-pub fn label(d: &config::Directory) -> String {
+pub fn label(d: &Spec) -> String {
     format!("directory {}", d.path)
 }
 
 impl Resource for Directory {
     fn id(&self) -> String {
-        config::ResourceType::Directory.id(&self.spec.path)
+        ResourceType::Directory.id(&self.spec.path)
     }
 
     fn label(&self) -> String {
@@ -200,7 +243,7 @@ mod tests {
 
     fn dir(state: Presence) -> Directory {
         Directory {
-            spec: config::Directory {
+            spec: Spec {
                 path: "/srv/my app".into(),
                 state,
                 owner: Some("deploy".into()),

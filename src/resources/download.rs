@@ -2,16 +2,39 @@
 //! prints the remote file and the executor writes its stdout to the local path.
 
 use super::*;
-use crate::config;
+
+/// What the configuration asks for, as read from its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    pub source: String,
+    /// Local destination; `{host}` is replaced by the host name so hosts do not overwrite each other.
+    /// Relative paths are relative to the config's directory and resolved by the executor.
+    pub dest: String,
+}
+
+pub fn parse(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spec> {
+    r.expect_args(
+        cx,
+        2,
+        2,
+        "download REMOTE_PATH LOCAL_PATH (\"{host}\" in LOCAL_PATH is the host name)",
+    );
+    let source = remote_arg(cx, r, 0);
+    let dest = r.arg_str(cx, 1);
+    Some(Spec {
+        source: source?,
+        dest: dest?.value,
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Download {
     /// The configured download with `{host}` in `dest` already replaced by this host's name.
-    pub spec: config::Download,
+    pub spec: Spec,
     pub sudo: bool,
 }
 
-pub fn resolve(d: &config::Download, ctx: &ResolveCtx<'_>) -> Result<Download, ResourceError> {
+pub fn resolve(d: &Spec, ctx: &ResolveCtx<'_>) -> Result<Download, ResourceError> {
     let mut spec = d.clone();
     spec.dest = d.dest.replace("{host}", ctx.host);
     Ok(Download {
@@ -21,13 +44,13 @@ pub fn resolve(d: &config::Download, ctx: &ResolveCtx<'_>) -> Result<Download, R
 }
 
 /// How plans name the download, planned or skipped.
-pub fn label(d: &config::Download) -> String {
+pub fn label(d: &Spec) -> String {
     format!("download {} → {}", d.source, d.dest)
 }
 
 impl Resource for Download {
     fn id(&self) -> String {
-        config::ResourceType::Download.id(&self.spec.dest)
+        ResourceType::Download.id(&self.spec.dest)
     }
 
     fn label(&self) -> String {
@@ -73,7 +96,7 @@ mod tests {
             vars: &vars,
             host_tags: &[],
         };
-        let cfg = config::Download {
+        let cfg = Spec {
             source: "/var/log/my app's.log".into(),
             dest: "logs/{host}/app-{host}.log".into(),
         };

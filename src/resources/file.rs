@@ -4,17 +4,194 @@
 //! (a temporary file in the same directory, renamed over the path) and read the content from stdin.
 
 use super::*;
-use crate::config::{self, FileContent, Presence};
 pub use crate::plan::diff_check::text_diff;
 pub use crate::plan::file_write::sha256_hex;
 pub use crate::plan::probe::DIFF_LIMIT;
 use crate::secrets::placeholder;
 
+/// Where a file's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "from", rename_all = "kebab-case")]
+pub enum FileContent {
+    Inline {
+        value: Value,
+    },
+    /// A local file, relative to the config file that names it.
+    Source {
+        path: PathBuf,
+    },
+    /// A local minijinja template rendered with facts and vars.
+    Template {
+        path: PathBuf,
+    },
+    /// A remote URL pinned by blake3 in nexus.lock.
+    Url {
+        url: String,
+        blake3: Option<String>,
+    },
+}
+
+/// What the configuration asks for, as read from its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    pub path: String,
+    pub state: Presence,
+    pub content: Option<FileContent>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<Mode>,
+    pub backup: bool,
+    pub vars: BTreeMap<String, Value>,
+}
+
+pub fn parse(cx: &mut Cx, fc: &FileCtx<'_>, r: &mut NodeR<'_>) -> Option<Spec> {
+    let usage = "file PATH (content=\"...\" | source=\"local/file\" | template=\"local.j2\") [owner=..] [group=..] [mode=\"0644\"]";
+    r.expect_args(cx, 1, 1, usage);
+    let path = remote_arg(cx, r, 0);
+    let state = presence(cx, r);
+    let content = r.value(cx, "content");
+    let source = r.str(cx, "source");
+    let template = r.str(cx, "template");
+    let source_url = r.str(cx, "source-url");
+    let blake3 = r.str(cx, "blake3");
+    let (owner, group, mode) = ownership(cx, r);
+    let backup = r.bool(cx, "backup").unwrap_or(false);
+    let vars = r.map(cx, "vars");
+    let given: Vec<Span> = [
+        content.as_ref().map(|c| c.span),
+        source.as_ref().map(|c| c.span),
+        template.as_ref().map(|c| c.span),
+        source_url.as_ref().map(|c| c.span),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        cx.push(
+            Diag::new(
+                "config::conflicting-options",
+                "a file takes one of content, source, template and source-url",
+            )
+            .at(given[1], "second content source")
+            .also(given[0], "first content source")
+            .help("keep exactly one"),
+        );
+    }
+    if state == Presence::Absent && !given.is_empty() {
+        cx.push(
+            Diag::new(
+                "config::conflicting-options",
+                "an absent file has no content",
+            )
+            .at(given[0], "content for an absent file")
+            .help("remove the content, or state=\"absent\""),
+        );
+    }
+    let written = ["content", "source", "template", "source-url"]
+        .iter()
+        .any(|k| r.option_span(k).is_some());
+    if state == Presence::Present && !written {
+        cx.push(
+            Diag::new("config::missing-option", "file needs content, source, template or source-url")
+                .at(r.name_span(), "no content")
+                .help("add content=\"...\", source=\"files/app.conf\" or template=\"templates/app.conf.j2\"; use `directory` for directories"),
+        );
+    }
+    if let Some(b) = &blake3 {
+        if source_url.is_none() {
+            cx.push(
+                Diag::new(
+                    "config::conflicting-options",
+                    "`blake3` pins a `source-url` and needs one",
+                )
+                .at(b.span, "nothing to pin")
+                .help("add source-url=\"https://...\" or remove blake3"),
+            );
+        } else if b.len() != 64 || !b.chars().all(|c| c.is_ascii_hexdigit()) {
+            cx.push(
+                Diag::new(
+                    "config::invalid-hash",
+                    "`blake3` must be 64 hexadecimal digits",
+                )
+                .at(b.span, "invalid hash"),
+            );
+        }
+    }
+    if !vars.is_empty() && template.is_none() {
+        cx.push(
+            Diag::new(
+                "config::conflicting-options",
+                "`vars` are only used by templates",
+            )
+            .at(r.name_span(), "vars without a template")
+            .help("add template=\"...\" or remove vars"),
+        );
+    }
+    let content = if let Some(c) = content {
+        Some(FileContent::Inline { value: c.value })
+    } else if let Some(s) = &source {
+        Some(FileContent::Source {
+            path: crate::syntax::fields::local_file(cx, fc, s, "source"),
+        })
+    } else if let Some(t) = &template {
+        Some(FileContent::Template {
+            path: crate::syntax::fields::local_file(cx, fc, t, "template"),
+        })
+    } else if let Some(u) = source_url {
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            cx.push(
+                Diag::new(
+                    "config::invalid-url",
+                    format!("source-url {:?} is not an http(s) URL", u.value),
+                )
+                .at(u.span, "invalid URL"),
+            );
+        }
+        Some(FileContent::Url {
+            url: u.value,
+            blake3: blake3.map(|b| b.value.to_ascii_lowercase()),
+        })
+    } else {
+        None
+    };
+    Some(Spec {
+        path: path?,
+        state,
+        content,
+        owner,
+        group,
+        mode,
+        backup,
+        vars,
+    })
+}
+
+impl Spec {
+    /// Local files, contents and URLs a file reads: see [`InputNeeds`].
+    pub fn input_needs<'a>(&'a self, needs: &mut InputNeeds<'a>) {
+        needs.content_values.extend(self.vars.values());
+        match &self.content {
+            Some(FileContent::Source { path }) => needs.files.push((path, None)),
+            Some(FileContent::Template { path }) => {
+                needs
+                    .files
+                    .push((path, Some(crate::syntax::files::MAX_TEXT_BYTES)));
+            }
+            Some(FileContent::Inline { value }) => needs.content_values.push(value),
+            Some(FileContent::Url { url, blake3 }) => {
+                needs.urls.push((url, blake3.as_deref()));
+            }
+            None => {}
+        }
+        needs.values.extend(needs.content_values.iter().copied());
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct File {
     /// As configured: path, presence, owner, group, mode, `backup` (copy the previous content
     /// to `PATH.<sha256 prefix>.bak` before replacing or removing it); its content is `content`.
-    pub spec: config::File,
+    pub spec: Spec,
     /// The desired bytes; `None` for an absent file.
     pub content: Option<Vec<u8>>,
     pub sudo: bool,
@@ -33,7 +210,7 @@ pub struct SecretContent {
     pub sealed_sha256: String,
 }
 
-pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceError> {
+pub fn resolve(f: &Spec, ctx: &ResolveCtx<'_>) -> Result<File, ResourceError> {
     let content = match (&f.content, f.state) {
         (_, Presence::Absent) => None,
         (None, Presence::Present) => {
@@ -104,7 +281,7 @@ pub fn resolve(f: &config::File, ctx: &ResolveCtx<'_>) -> Result<File, ResourceE
 /// placeholders. A template that transforms a secret (a filter, a test) would see the placeholder
 /// instead of the value, so its output with values is checked against the substitution.
 fn secret_content(
-    f: &config::File,
+    f: &Spec,
     ctx: &ResolveCtx<'_>,
     with_placeholders: &[u8],
 ) -> Result<Option<SecretContent>, ResourceError> {
@@ -137,13 +314,11 @@ fn secret_content(
 }
 
 /// Whether any var a template sees (global, host or the file's own) is a secret.
-fn template_sees_secrets(f: &config::File, ctx: &ResolveCtx<'_>) -> bool {
+fn template_sees_secrets(f: &Spec, ctx: &ResolveCtx<'_>) -> bool {
     ctx.vars
         .values()
         .any(|v| placeholder::has_placeholders(v.as_bytes()))
-        || f.vars
-            .values()
-            .any(|v| matches!(v, crate::config::Value::Secret(_)))
+        || f.vars.values().any(|v| matches!(v, Value::Secret(_)))
 }
 
 /// The bytes of a local file that was read before planning.
@@ -163,7 +338,7 @@ pub(crate) fn local_file<'a>(
 /// Renders a minijinja template with facts, vars (the file's own `vars` take precedence) and host.
 /// Secret vars are placeholders, or with `real` their values (only ever to hash the result).
 fn render_template(
-    f: &config::File,
+    f: &Spec,
     path: &std::path::Path,
     ctx: &ResolveCtx<'_>,
     real: bool,
@@ -191,7 +366,7 @@ fn render_template(
         vars: &vars,
         ..*ctx
     };
-    let mut env = crate::config::expr::environment();
+    let mut env = crate::syntax::expr::environment();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     // Configuration files, not web pages: no HTML escaping whatever the extension, the final
     // newline kept, and block tags swallow their own line (as Ansible's templates do).
@@ -200,10 +375,10 @@ fn render_template(
     env.set_trim_blocks(true);
     let fail = |e: minijinja::Error| {
         let at = e.line().map(|l| format!(" line {l}")).unwrap_or_default();
-        let what = crate::config::expr::describe(&e);
+        let what = crate::syntax::expr::describe(&e);
         ResourceError::Invalid(format!("template {name}{at}: {what}"))
     };
-    if let Err(e) = crate::config::expr::check_template(source) {
+    if let Err(e) = crate::syntax::expr::check_template(source) {
         let line = source[..e.offset].matches('\n').count() + 1;
         return Err(ResourceError::Invalid(format!(
             "template {name} line {line}: {e}"
@@ -397,7 +572,7 @@ pub fn label(path: &str) -> String {
 
 impl Resource for File {
     fn id(&self) -> String {
-        config::ResourceType::File.id(&self.spec.path)
+        ResourceType::File.id(&self.spec.path)
     }
 
     fn path(&self) -> Option<&str> {
@@ -595,9 +770,9 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::config::Value;
     use crate::facts::Facts;
     use crate::inputs::Inputs;
+    use Value;
 
     const FACTS: &str = "format=1\nkernel_name=Linux\nkernel=6.1.0\narch=x86_64\nhostname=web1\nfqdn=web1.example.com\n\
                          cpus=4\nmem_kb=2048000\npkg=apt-get\ninit=systemd\nuser=deploy\nuid=1000\ngid=1000\n\
@@ -605,11 +780,11 @@ mod tests {
 
     fn file(content: &str) -> File {
         File {
-            spec: config::File {
+            spec: Spec {
                 path: "/etc/my app.conf".into(),
                 state: Presence::Present,
                 content: Some(FileContent::Inline {
-                    value: config::Value::Literal(content.into()),
+                    value: Value::Literal(content.into()),
                 }),
                 owner: None,
                 group: None,
@@ -898,7 +1073,7 @@ mod tests {
                 resources.push(Box::new(f));
             } else {
                 resources.push(Box::new(crate::resources::directory::Directory {
-                    spec: config::Directory {
+                    spec: crate::resources::directory::Spec {
                         path,
                         state: Presence::Present,
                         owner: None,
@@ -1043,8 +1218,8 @@ mod tests {
         (facts, vars, inputs)
     }
 
-    fn cfg(content: FileContent, vars: BTreeMap<String, Value>) -> config::File {
-        config::File {
+    fn cfg(content: FileContent, vars: BTreeMap<String, Value>) -> Spec {
+        Spec {
             path: "/etc/app.conf".into(),
             state: Presence::Present,
             content: Some(content),

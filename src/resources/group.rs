@@ -3,15 +3,43 @@
 //! `members` (the comma-joined member list of the group file).
 
 use super::*;
-use crate::config::{self, Presence};
+
+/// What the configuration asks for, as read from its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    pub name: String,
+    pub state: Presence,
+    pub gid: Option<u32>,
+    /// Create as a system group (only when creating).
+    pub system: bool,
+}
+
+pub fn parse(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spec> {
+    r.expect_args(
+        cx,
+        1,
+        1,
+        "group NAME [gid=1001] [system=#true] [state=\"absent\"]",
+    );
+    let name = r.arg_str(cx, 0).and_then(|s| account_name(cx, s, "group"));
+    let state = presence(cx, r);
+    let gid = r.u32(cx, "gid");
+    let system = r.bool(cx, "system").unwrap_or(false);
+    Some(Spec {
+        name: name?,
+        state,
+        gid,
+        system,
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRes {
-    pub spec: config::GroupRes,
+    pub spec: Spec,
     pub sudo: bool,
 }
 
-pub fn resolve(g: &config::GroupRes, ctx: &ResolveCtx<'_>) -> Result<GroupRes, ResourceError> {
+pub fn resolve(g: &Spec, ctx: &ResolveCtx<'_>) -> Result<GroupRes, ResourceError> {
     Ok(GroupRes {
         spec: g.clone(),
         sudo: ctx.sudo,
@@ -42,13 +70,13 @@ impl GroupRes {
 }
 
 /// How plans name the group, planned or skipped.
-pub fn label(g: &config::GroupRes) -> String {
+pub fn label(g: &Spec) -> String {
     format!("group {}", g.name)
 }
 
 impl Resource for GroupRes {
     fn id(&self) -> String {
-        config::ResourceType::Group.id(&self.spec.name)
+        ResourceType::Group.id(&self.spec.name)
     }
 
     fn label(&self) -> String {
@@ -127,7 +155,7 @@ mod tests {
 
     fn group(state: Presence, gid: Option<u32>, system: bool) -> GroupRes {
         GroupRes {
-            spec: config::GroupRes {
+            spec: Spec {
                 name: "app-data".into(),
                 state,
                 gid,

@@ -8,6 +8,7 @@ pub mod directory;
 pub mod download;
 pub mod file;
 pub mod group;
+pub mod kind;
 pub mod package;
 pub mod preimage;
 pub mod service;
@@ -16,15 +17,22 @@ pub mod user;
 pub mod wait_for;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::values::Mode;
 use crate::facts::Facts;
 pub use crate::plan::observed::{Observed, UnexpectedLine};
 pub use crate::plan::step::{
     Action, EnvValue, FieldChange, ProbeBatch, ProbeExists, Retry, Step, opt_secs,
 };
+pub use crate::plan::vocab::{ResourceType, Value};
+use crate::syntax::diagnostic::{Diag, Span};
+use crate::syntax::fields::{FileCtx, account_name, local_file, remote_arg, remote_option};
+use crate::syntax::reader::{Cx, NodeR};
+use crate::syntax::values::{self, Address, Mode};
+pub use kind::{InputNeeds, Presence, ResourceKind};
+use kind::{owner_name, ownership, presence};
 
 /// Resource snippets quote with the crate's one shell quoter, under a short name.
 pub use crate::shell::quote as q;
@@ -164,7 +172,7 @@ pub trait Resource {
     /// The plan when [`Resource::plan`] failed because the thing does not exist yet but one of
     /// the changes earlier in the same apply (`changed`, their types) may create it (a package
     /// that ships a service unit).
-    fn plan_if_created_earlier(&self, changed: &[crate::config::ResourceType]) -> Option<Change> {
+    fn plan_if_created_earlier(&self, changed: &[ResourceType]) -> Option<Change> {
         let _ = changed;
         None
     }
@@ -299,8 +307,8 @@ pub struct ResolveCtx<'a> {
 
 impl ResolveCtx<'_> {
     /// The value of a config string: literal, or the pinned environment value.
-    pub fn value(&self, v: &crate::config::Value) -> Result<String, ResourceError> {
-        use crate::config::Value;
+    pub fn value(&self, v: &Value) -> Result<String, ResourceError> {
+        use Value;
         match v {
             Value::Literal(s) => Ok(s.clone()),
             Value::Env(name) => self
@@ -320,11 +328,9 @@ impl ResolveCtx<'_> {
 
     /// [`ResolveCtx::value`] for file contents and template vars: a secret becomes its
     /// placeholder, which the executor replaces with the value at apply.
-    pub fn content_value(&self, v: &crate::config::Value) -> Result<String, ResourceError> {
+    pub fn content_value(&self, v: &Value) -> Result<String, ResourceError> {
         match v {
-            crate::config::Value::Secret(name) => {
-                Ok(crate::secrets::placeholder::placeholder(name))
-            }
+            Value::Secret(name) => Ok(crate::secrets::placeholder::placeholder(name)),
             other => self.value(other),
         }
     }
@@ -355,11 +361,8 @@ fn once_each(list: &[String]) -> Vec<String> {
 pub type AnyResource = Box<dyn Resource + Send + Sync>;
 
 /// Resolves a configured resource for one host: contents loaded, templates rendered, facts applied.
-pub fn resolve(
-    kind: &crate::config::ResourceKind,
-    ctx: &ResolveCtx<'_>,
-) -> Result<AnyResource, ResourceError> {
-    use crate::config::ResourceKind as K;
+pub fn resolve(kind: &ResourceKind, ctx: &ResolveCtx<'_>) -> Result<AnyResource, ResourceError> {
+    use ResourceKind as K;
     Ok(match kind {
         K::Package(p) => Box::new(package::resolve(p, ctx)?),
         K::Service(s) => Box::new(service::resolve(s, ctx)?),
@@ -376,9 +379,9 @@ pub fn resolve(
 
 /// The time a resource's command takes at most by its own configuration, which then bounds it
 /// instead of the configured command timeout (`wait-for`).
-pub fn own_deadline(kind: &crate::config::ResourceKind) -> Option<std::time::Duration> {
+pub fn own_deadline(kind: &ResourceKind) -> Option<std::time::Duration> {
     match kind {
-        crate::config::ResourceKind::WaitFor(w) => Some(wait_for::deadline(w)),
+        ResourceKind::WaitFor(w) => Some(wait_for::deadline(w)),
         _ => None,
     }
 }
@@ -386,8 +389,8 @@ pub fn own_deadline(kind: &crate::config::ResourceKind) -> Option<std::time::Dur
 /// `file /etc/motd`, `package nginx, curl`: what a resource is called from its configuration
 /// alone, for a resource skipped before it was resolved. Each type's module decides its label,
 /// so a skipped resource is named as it would be when planned.
-pub fn label(kind: &crate::config::ResourceKind, inputs: &crate::inputs::Inputs) -> String {
-    use crate::config::ResourceKind as K;
+pub fn label(kind: &ResourceKind, inputs: &crate::inputs::Inputs) -> String {
+    use ResourceKind as K;
     match kind {
         K::Package(p) => package::label(p),
         K::Service(s) => service::label(s),

@@ -19,8 +19,126 @@
 //! versions, when one is no longer what the plan showed.
 
 use super::*;
-use crate::config::{self, PackageState};
 use crate::facts::PackageManager as HostManager;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageState {
+    Present,
+    Absent,
+    Latest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageManager {
+    Auto,
+    Apt,
+    Dnf,
+    Yum,
+    Apk,
+    Pacman,
+}
+
+/// What the configuration asks for, as read from its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    /// Package names, in the order written.
+    pub names: Vec<String>,
+    pub state: PackageState,
+    /// Pinned version (only with one name and state present).
+    pub version: Option<String>,
+    pub manager: PackageManager,
+    /// Refresh the package lists before installing.
+    pub update_cache: bool,
+}
+
+pub fn parse(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spec> {
+    let usage = "package NAME... [state=\"present\"|\"absent\"|\"latest\"] [version=\"1.2.3\"]";
+    r.expect_args(cx, 1, usize::MAX, usage);
+    let mut names = Vec::new();
+    for i in 0..r.args().len() {
+        let Some(n) = r.arg_str(cx, i) else { continue };
+        let ok = !n.is_empty()
+            && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && n.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-' | '_' | ':' | '@')
+            });
+        if ok {
+            names.push(n.value);
+        } else {
+            cx.push(
+                Diag::new("config::invalid-name", format!("invalid package name {:?}", n.value))
+                    .at(n.span, "invalid package name")
+                    .help("package names use letters, digits and . + - _ : @; give several packages as separate arguments"),
+            );
+        }
+    }
+    let state = r.choice(cx, "state", &["present", "absent", "latest"]);
+    let version = r.str(cx, "version");
+    let manager = match r
+        .choice(
+            cx,
+            "manager",
+            &["auto", "apt", "dnf", "yum", "apk", "pacman"],
+        )
+        .map(|s| *s)
+    {
+        Some("apt") => PackageManager::Apt,
+        Some("dnf") => PackageManager::Dnf,
+        Some("yum") => PackageManager::Yum,
+        Some("apk") => PackageManager::Apk,
+        Some("pacman") => PackageManager::Pacman,
+        _ => PackageManager::Auto,
+    };
+    let update_cache = r.bool(cx, "update-cache").unwrap_or(false);
+    let state = match state.as_ref().map(|s| **s) {
+        Some("absent") => PackageState::Absent,
+        Some("latest") => PackageState::Latest,
+        _ => PackageState::Present,
+    };
+    if let Some(v) = &version {
+        if names.len() > 1 {
+            cx.push(
+                Diag::new(
+                    "config::version-with-many",
+                    "`version` needs exactly one package",
+                )
+                .at(v.span, "which package?")
+                .help("write one `package` node per pinned version"),
+            );
+        }
+        if state != PackageState::Present {
+            cx.push(
+                Diag::new(
+                    "config::version-state",
+                    "`version` only goes with state \"present\"",
+                )
+                .at(v.span, "version with another state")
+                .help("remove `version`, or the state"),
+            );
+        }
+        if v.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+            cx.push(
+                Diag::new(
+                    "config::invalid-version",
+                    format!("invalid version {:?}", v.value),
+                )
+                .at(v.span, "invalid version"),
+            );
+        }
+    }
+    if names.is_empty() {
+        return None;
+    }
+    Some(Spec {
+        names,
+        state,
+        version: version.map(|v| v.value),
+        manager,
+        update_cache,
+    })
+}
 
 /// The package managers nexus drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +210,7 @@ struct Target<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
     /// The configured package with each name listed once, in the order written.
-    pub spec: config::Package,
+    pub spec: Spec,
     /// The host's name, for error messages.
     pub host: String,
     /// The manager that installs it: the configured one, else the host's.
@@ -101,22 +219,22 @@ pub struct Package {
 }
 
 /// `package nginx, curl`: how plans name the packages, also when skipped before resolving.
-pub fn label(p: &config::Package) -> String {
+pub fn label(p: &Spec) -> String {
     format!("package {}", p.names.join(", "))
 }
 
-pub fn resolve(p: &config::Package, ctx: &ResolveCtx<'_>) -> Result<Package, ResourceError> {
-    let spec = config::Package {
+pub fn resolve(p: &Spec, ctx: &ResolveCtx<'_>) -> Result<Package, ResourceError> {
+    let spec = Spec {
         names: once_each(&p.names),
         ..p.clone()
     };
     let manager = match p.manager {
-        config::PackageManager::Apt => Manager::Apt,
-        config::PackageManager::Dnf => Manager::Dnf,
-        config::PackageManager::Yum => Manager::Yum,
-        config::PackageManager::Apk => Manager::Apk,
-        config::PackageManager::Pacman => Manager::Pacman,
-        config::PackageManager::Auto => match ctx.facts.package_manager {
+        PackageManager::Apt => Manager::Apt,
+        PackageManager::Dnf => Manager::Dnf,
+        PackageManager::Yum => Manager::Yum,
+        PackageManager::Apk => Manager::Apk,
+        PackageManager::Pacman => Manager::Pacman,
+        PackageManager::Auto => match ctx.facts.package_manager {
             Some(HostManager::Apt) => Manager::Apt,
             Some(HostManager::Dnf) => Manager::Dnf,
             Some(HostManager::Yum) => Manager::Yum,
@@ -357,7 +475,7 @@ impl Package {
 
 impl Resource for Package {
     fn id(&self) -> String {
-        config::ResourceType::Package.id(&self.spec.names.join(","))
+        ResourceType::Package.id(&self.spec.names.join(","))
     }
 
     fn label(&self) -> String {
@@ -559,11 +677,11 @@ mod tests {
         version: Option<&str>,
     ) -> Package {
         Package {
-            spec: config::Package {
+            spec: Spec {
                 names: names.iter().map(|s| s.to_string()).collect(),
                 state,
                 version: version.map(str::to_string),
-                manager: config::PackageManager::Auto,
+                manager: PackageManager::Auto,
                 update_cache: false,
             },
             host: "web1".into(),
@@ -1143,14 +1261,14 @@ exit $nx_ok";
         };
         let inputs = crate::inputs::Inputs::default();
         let vars = BTreeMap::new();
-        let cfg = config::Package {
+        let cfg = Spec {
             names: vec!["curl".into(), "curl".into(), "jq".into()],
             state: PackageState::Present,
             version: None,
-            manager: config::PackageManager::Auto,
+            manager: PackageManager::Auto,
             update_cache: false,
         };
-        let resolve_on = |pm: &str, cfg: &config::Package| {
+        let resolve_on = |pm: &str, cfg: &Spec| {
             let f = facts(pm);
             let ctx = ResolveCtx {
                 host: "web1",
@@ -1177,8 +1295,8 @@ exit $nx_ok";
         assert!(
             matches!(resolve_on("", &cfg), Err(ResourceError::Unsupported(m)) if m.contains("no supported package manager"))
         );
-        let explicit = config::Package {
-            manager: config::PackageManager::Pacman,
+        let explicit = Spec {
+            manager: PackageManager::Pacman,
             ..cfg
         };
         assert_eq!(

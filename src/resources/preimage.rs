@@ -2,7 +2,7 @@
 //! `nexus rollback` (docs/rollback.md), from what apply's re-probe captured of it, and the
 //! change that restores it.
 
-use crate::config::ResourceType;
+use crate::plan::vocab::ResourceType;
 use crate::plan::{Observed, PlannedResource};
 use crate::secrets::Resolved;
 use std::collections::BTreeMap;
@@ -11,9 +11,9 @@ use base64::Engine as _;
 
 use super::file::{WriteContent, write_step};
 use super::q;
-use crate::config::values::Mode;
 use crate::plan::{Action, FieldChange, Step};
 use crate::state::{Blob, Image, Preimage, RunId, StateError, StateStore};
+use crate::syntax::values::Mode;
 
 /// The pre-image of `r` from what the re-probe observed and, for a file, its content. A content
 /// that holds (or may hold) a secret is encrypted with the vault's content key, or not kept.

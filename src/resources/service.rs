@@ -7,12 +7,102 @@
 //! systemd also `load` and `need_daemon_reload`.
 
 use super::*;
-use crate::config::{self, ResourceType, ServiceManager, ServiceState};
 use crate::facts::{Init, InitSystem};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    Running,
+    Stopped,
+    Restarted,
+    Reloaded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceManager {
+    Auto,
+    Systemd,
+    Openrc,
+}
+
+/// What the configuration asks for, as read from its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    pub name: String,
+    pub state: Option<ServiceState>,
+    pub enabled: Option<bool>,
+    pub manager: ServiceManager,
+}
+
+pub fn parse(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spec> {
+    let usage =
+        "service NAME [state=\"running\"|\"stopped\"|\"restarted\"|\"reloaded\"] [enabled=#true]";
+    r.expect_args(cx, 1, 1, usage);
+    let name = r.arg_str(cx, 0);
+    let state = r
+        .choice(
+            cx,
+            "state",
+            &["running", "stopped", "restarted", "reloaded"],
+        )
+        .map(|s| match *s {
+            "stopped" => ServiceState::Stopped,
+            "restarted" => ServiceState::Restarted,
+            "reloaded" => ServiceState::Reloaded,
+            _ => ServiceState::Running,
+        });
+    let enabled = r.bool(cx, "enabled");
+    let manager = match r
+        .choice(cx, "manager", &["auto", "systemd", "openrc"])
+        .map(|s| *s)
+    {
+        Some("systemd") => ServiceManager::Systemd,
+        Some("openrc") => ServiceManager::Openrc,
+        _ => ServiceManager::Auto,
+    };
+    let name = name?;
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@' | ':'));
+    if !ok {
+        cx.push(
+            Diag::new(
+                "config::invalid-name",
+                format!("invalid service name {:?}", name.value),
+            )
+            .at(name.span, "invalid service name")
+            .help("service names use letters, digits and . - _ @ :"),
+        );
+        return None;
+    }
+    if state.is_none()
+        && enabled.is_none()
+        && r.option_span("state").is_none()
+        && r.option_span("enabled").is_none()
+    {
+        cx.push(
+            Diag::new(
+                "config::missing-option",
+                format!("service {:?} sets neither state nor enabled", name.value),
+            )
+            .at(r.name_span(), "does nothing")
+            .help("add state=\"running\" and/or enabled=#true"),
+        );
+        return None;
+    }
+    Some(Spec {
+        name: name.value,
+        state,
+        enabled,
+        manager,
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
-    pub spec: config::Service,
+    pub spec: Spec,
     /// The host's name, for error messages.
     pub host: String,
     /// The init system that runs it: the configured one, else the host's.
@@ -24,7 +114,7 @@ pub struct Service {
 }
 
 /// `service nginx`: how plans name the service, also when it was skipped before resolving.
-pub fn label(s: &config::Service) -> String {
+pub fn label(s: &Spec) -> String {
     format!("service {}", s.name)
 }
 
@@ -43,7 +133,7 @@ const UNIT_SUFFIXES: &[&str] = &[
     ".device",
 ];
 
-pub fn resolve(s: &config::Service, ctx: &ResolveCtx<'_>) -> Result<Service, ResourceError> {
+pub fn resolve(s: &Spec, ctx: &ResolveCtx<'_>) -> Result<Service, ResourceError> {
     let manager = match s.manager {
         ServiceManager::Systemd => Init::Systemd,
         ServiceManager::Openrc => Init::Openrc,
@@ -156,7 +246,7 @@ impl Service {
 
 impl Resource for Service {
     fn id(&self) -> String {
-        config::ResourceType::Service.id(&self.unit)
+        ResourceType::Service.id(&self.unit)
     }
 
     fn label(&self) -> String {
@@ -328,7 +418,7 @@ mod tests {
 
     fn svc(manager: Init, state: Option<ServiceState>, enabled: Option<bool>) -> Service {
         Service {
-            spec: config::Service {
+            spec: Spec {
                 name: "nginx".into(),
                 state,
                 enabled,
@@ -606,7 +696,7 @@ mod tests {
     fn resolve_names_units_and_refuses_other_inits() {
         let inputs = crate::inputs::Inputs::default();
         let vars = BTreeMap::new();
-        let on = |init: &str, cfg: &config::Service| {
+        let on = |init: &str, cfg: &Spec| {
             let f =
                 crate::facts::Facts::parse(&format!("format=1\nkernel_name=Linux\ninit={init}\n"))
                     .unwrap();
@@ -620,7 +710,7 @@ mod tests {
             };
             resolve(cfg, &ctx)
         };
-        let mut cfg = config::Service {
+        let mut cfg = Spec {
             name: "getty@tty1".into(),
             state: Some(ServiceState::Running),
             enabled: None,

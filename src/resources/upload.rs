@@ -5,7 +5,46 @@
 
 use super::file::File;
 use super::*;
-use crate::config;
+
+/// What the configuration asks for, as read from its node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    /// Local path, relative to the config file that names it.
+    pub source: PathBuf,
+    pub dest: String,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<Mode>,
+}
+
+pub fn parse(cx: &mut Cx, fc: &FileCtx<'_>, r: &mut NodeR<'_>) -> Option<Spec> {
+    r.expect_args(
+        cx,
+        2,
+        2,
+        "upload LOCAL_PATH REMOTE_PATH [owner=..] [group=..] [mode=\"0644\"]",
+    );
+    let source = r.arg_str(cx, 0);
+    let dest = remote_arg(cx, r, 1);
+    let (owner, group, mode) = ownership(cx, r);
+    let source = source?;
+    // Directories would need a recursive copy with its own semantics; uploads are single files.
+    let path = local_file(cx, fc, &source, "upload source");
+    Some(Spec {
+        source: path,
+        dest: dest?,
+        owner,
+        group,
+        mode,
+    })
+}
+
+impl Spec {
+    /// The local file an upload sends: see [`InputNeeds`].
+    pub fn input_needs<'a>(&'a self, needs: &mut InputNeeds<'a>) {
+        needs.files.push((&self.source, None));
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
@@ -15,12 +54,12 @@ pub struct Upload {
     pub file: File,
 }
 
-pub fn resolve(u: &config::Upload, ctx: &ResolveCtx<'_>) -> Result<Upload, ResourceError> {
+pub fn resolve(u: &Spec, ctx: &ResolveCtx<'_>) -> Result<Upload, ResourceError> {
     // Taken byte for byte, as `file source=` is: never a template of secrets.
-    let as_file = config::File {
+    let as_file = super::file::Spec {
         path: u.dest.clone(),
-        state: config::Presence::Present,
-        content: Some(config::FileContent::Source {
+        state: Presence::Present,
+        content: Some(super::file::FileContent::Source {
             path: u.source.clone(),
         }),
         owner: u.owner.clone(),
@@ -42,7 +81,7 @@ pub fn label(source: &str, dest: &str) -> String {
 
 impl Resource for Upload {
     fn id(&self) -> String {
-        config::ResourceType::Upload.id(&self.file.spec.path)
+        ResourceType::Upload.id(&self.file.spec.path)
     }
 
     fn path(&self) -> Option<&str> {
@@ -98,7 +137,7 @@ mod tests {
             vars: &vars,
             host_tags: &[],
         };
-        let cfg = config::Upload {
+        let cfg = Spec {
             source: PathBuf::from("/cfg/dist/app.tar.gz"),
             dest: "/opt/app.tar.gz".into(),
             owner: Some("deploy".into()),
@@ -140,7 +179,7 @@ mod tests {
              trap - EXIT"
         );
 
-        let missing = config::Upload {
+        let missing = Spec {
             source: PathBuf::from("/cfg/nope"),
             ..cfg
         };

@@ -9,18 +9,82 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::config::{self, Presence};
+
+/// What the configuration asks for, as read from its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    pub name: String,
+    pub state: Presence,
+    pub uid: Option<u32>,
+    /// Primary group, by name or number.
+    pub group: Option<String>,
+    /// Supplementary groups; empty means they are not managed.
+    pub groups: Vec<String>,
+    /// Keep existing supplementary groups that are not listed (`append=#true`, `usermod -a`)
+    /// instead of setting the exact set.
+    pub append: bool,
+    pub home: Option<String>,
+    pub shell: Option<String>,
+    pub comment: Option<String>,
+    /// Create as a system account (only when creating).
+    pub system: bool,
+    /// Create the home directory (only when creating).
+    pub create_home: bool,
+}
+
+pub fn parse(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spec> {
+    r.expect_args(cx, 1, 1, "user NAME [uid=1001] [group=\"staff\"] [home=\"/home/NAME\"] [shell=\"/bin/bash\"] { groups \"a\" \"b\" }");
+    let name = r.arg_str(cx, 0).and_then(|s| account_name(cx, s, "user"));
+    let state = presence(cx, r);
+    let uid = r.u32(cx, "uid");
+    let group = r.str(cx, "group").and_then(|s| owner_name(cx, s, "group"));
+    let groups = r
+        .str_list(cx, "groups")
+        .into_iter()
+        .filter_map(|s| account_name(cx, s, "group"))
+        .collect();
+    let append = r.bool(cx, "append").unwrap_or(false);
+    let home = remote_option(cx, r, "home");
+    let shell = remote_option(cx, r, "shell");
+    let comment = r.str(cx, "comment");
+    if let Some(c) = &comment
+        && c.contains([':', '\n'])
+    {
+        cx.push(
+            Diag::new(
+                "config::invalid-comment",
+                "a user comment cannot contain ':' or a newline",
+            )
+            .at(c.span, "invalid comment"),
+        );
+    }
+    let system = r.bool(cx, "system").unwrap_or(false);
+    let create_home = r.bool(cx, "create-home").unwrap_or(!system);
+    Some(Spec {
+        name: name?,
+        state,
+        uid,
+        group,
+        groups,
+        append,
+        home,
+        shell,
+        comment: comment.map(|c| c.value),
+        system,
+        create_home,
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The configured user with each supplementary group listed once.
-    pub spec: config::User,
+    pub spec: Spec,
     pub sudo: bool,
 }
 
-pub fn resolve(u: &config::User, ctx: &ResolveCtx<'_>) -> Result<User, ResourceError> {
+pub fn resolve(u: &Spec, ctx: &ResolveCtx<'_>) -> Result<User, ResourceError> {
     Ok(User {
-        spec: config::User {
+        spec: Spec {
             groups: once_each(&u.groups),
             ..u.clone()
         },
@@ -149,13 +213,13 @@ impl User {
 }
 
 /// How plans name the user, planned or skipped.
-pub fn label(u: &config::User) -> String {
+pub fn label(u: &Spec) -> String {
     format!("user {}", u.name)
 }
 
 impl Resource for User {
     fn id(&self) -> String {
-        config::ResourceType::User.id(&self.spec.name)
+        ResourceType::User.id(&self.spec.name)
     }
 
     fn label(&self) -> String {
@@ -306,8 +370,8 @@ impl Resource for User {
 mod tests {
     use super::*;
 
-    fn spec() -> config::User {
-        config::User {
+    fn spec() -> Spec {
+        Spec {
             name: "deploy".into(),
             state: Presence::Present,
             uid: Some(1500),
@@ -322,7 +386,7 @@ mod tests {
         }
     }
 
-    fn with_sudo(spec: config::User) -> User {
+    fn with_sudo(spec: Spec) -> User {
         User { spec, sudo: true }
     }
 
@@ -367,7 +431,7 @@ mod tests {
             FieldChange::new("groups", None, Some("adm,www-data"))
         );
 
-        let sys = with_sudo(config::User {
+        let sys = with_sudo(Spec {
             uid: None,
             group: Some("daemon".into()),
             groups: vec!["daemon".into()],
@@ -388,7 +452,7 @@ mod tests {
     fn no_op_when_everything_matches() {
         assert_eq!(user().plan(&obs(UP)).unwrap(), Change::no_op("up to date"));
         // Unmanaged attributes are not compared.
-        let bare = with_sudo(config::User {
+        let bare = with_sudo(Spec {
             uid: None,
             groups: vec![],
             home: None,
@@ -424,14 +488,14 @@ mod tests {
             FieldChange::new("shell", Some("/bin/sh"), Some("/bin/bash"))
         );
 
-        let g = with_sudo(config::User {
+        let g = with_sudo(Spec {
             group: Some("staff".into()),
             ..spec()
         });
         let c = g.plan(&obs(UP)).unwrap();
         assert_eq!(script(&c), "usermod -g staff -- deploy");
         assert_eq!(c.reason, "group differs");
-        let by_id = with_sudo(config::User {
+        let by_id = with_sudo(Spec {
             group: Some("1500".into()),
             ..spec()
         });
@@ -452,7 +516,7 @@ mod tests {
             )]
         );
 
-        let add = with_sudo(config::User {
+        let add = with_sudo(Spec {
             append: true,
             ..spec()
         });
@@ -471,13 +535,13 @@ mod tests {
         assert_eq!(user().plan(&all).unwrap().action, Action::Update);
 
         // The primary group is never a supplementary one.
-        let with_primary = with_sudo(config::User {
+        let with_primary = with_sudo(Spec {
             groups: vec!["deploy".into(), "adm".into(), "www-data".into()],
             ..spec()
         });
         assert_eq!(with_primary.plan(&obs(UP)).unwrap().action, Action::NoOp);
         // Only the primary group listed: no supplementary groups at all.
-        let only = with_sudo(config::User {
+        let only = with_sudo(Spec {
             groups: vec!["deploy".into()],
             ..spec()
         });
@@ -494,7 +558,7 @@ mod tests {
             .replace("uid=1500", "uid=1001")
             .replace("groups=adm,www-data", "groups=")
             .replace("Deploy User", ""));
-        let c = with_sudo(config::User {
+        let c = with_sudo(Spec {
             group: Some("staff".into()),
             ..spec()
         })
@@ -506,7 +570,7 @@ mod tests {
         );
         assert!(c.undo[0].sudo);
         // Appended groups are undone by the exact set seen before.
-        let add = with_sudo(config::User {
+        let add = with_sudo(Spec {
             append: true,
             ..spec()
         });
@@ -514,7 +578,7 @@ mod tests {
         assert_eq!(undo(&add.plan(&o).unwrap()), ["usermod -G adm -- deploy"]);
         // A primary group without a name, or named with digits only (by name it would be read
         // as a gid), is put back by number.
-        let to_staff = with_sudo(config::User {
+        let to_staff = with_sudo(Spec {
             group: Some("staff".into()),
             ..spec()
         });
@@ -532,7 +596,7 @@ mod tests {
 
     #[test]
     fn absent_and_recreated_with_what_was_observed() {
-        let gone = with_sudo(config::User {
+        let gone = with_sudo(Spec {
             state: Presence::Absent,
             ..spec()
         });
@@ -608,7 +672,7 @@ mod tests {
         let want = "exists=true\nuid=1500\ngid=1500\ngroup=deploy\nhome=/srv/deploy\nshell=/bin/bash\ncomment=Deploy User,Room 1,,\ngroups=adm,www-data";
         assert_eq!(run(&user()), obs(want));
         assert_eq!(
-            run(&with_sudo(config::User {
+            run(&with_sudo(Spec {
                 name: "nobody-here".into(),
                 ..spec()
             })),
@@ -629,7 +693,7 @@ mod tests {
             vars: &vars,
             host_tags: &[],
         };
-        let cfg = config::User {
+        let cfg = Spec {
             name: "app".into(),
             state: Presence::Present,
             uid: None,

@@ -5,15 +5,119 @@
 use std::time::Duration;
 
 use super::*;
-use crate::config::{self, WaitCheck};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "check", rename_all = "lowercase")]
+pub enum WaitCheck {
+    Tcp { address: String, port: u16 },
+    Http { url: String, status: u16 },
+    Command { command: String },
+}
+
+/// What the configuration asks for, as read from its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    pub check: WaitCheck,
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+/// `timeout` is the common option, read by the caller: a wait takes it as its deadline.
+pub fn parse(cx: &mut Cx, r: &mut NodeR<'_>, timeout: Option<Duration>) -> Option<Spec> {
+    r.expect_args(cx, 0, 0, "wait-for (tcp=\"host:port\" | http=\"http://...\" | command=\"...\") [timeout=\"60s\"] [interval=\"2s\"]");
+    let tcp = r.str(cx, "tcp");
+    let http = r.str(cx, "http");
+    let command = r.str(cx, "command");
+    let status = r.int(cx, "status", 100, 599).map(|v| v as u16);
+    let interval = r.duration(cx, "interval").unwrap_or(Duration::from_secs(2));
+    let given: Vec<Span> = [&tcp, &http, &command]
+        .iter()
+        .filter_map(|o| o.as_ref().map(|s| s.span))
+        .collect();
+    if given.is_empty()
+        && ["tcp", "http", "command"]
+            .iter()
+            .any(|k| r.option_span(k).is_some())
+    {
+        // The check was written but its value is invalid, which is already reported.
+        return None;
+    }
+    if given.len() != 1 {
+        let d = Diag::new(
+            "config::wait-for-check",
+            "wait-for needs exactly one of tcp, http and command",
+        );
+        cx.push(match given.get(1) {
+            Some(s) => d.at(*s, "second check").help("use one wait-for node per check"),
+            None => d.at(r.name_span(), "no check").help("add tcp=\"127.0.0.1:5432\", http=\"http://localhost:4000/health\" or command=\"...\""),
+        });
+        return None;
+    }
+    if status.is_some() && http.is_none() {
+        cx.push(
+            Diag::new(
+                "config::conflicting-options",
+                "`status` only applies to http checks",
+            )
+            .at(r.name_span(), "status without http"),
+        );
+    }
+    let check = if let Some(t) = tcp {
+        match values::parse_address(&t) {
+            Ok(Address {
+                user: None,
+                host,
+                port: Some(port),
+            }) => WaitCheck::Tcp {
+                address: host,
+                port,
+            },
+            _ => {
+                cx.push(
+                    Diag::new(
+                        "config::invalid-address",
+                        format!("invalid tcp check {:?}", t.value),
+                    )
+                    .at(t.span, "expected HOST:PORT")
+                    .help("write tcp=\"127.0.0.1:5432\""),
+                );
+                return None;
+            }
+        }
+    } else if let Some(h) = http {
+        if !(h.starts_with("http://") || h.starts_with("https://")) {
+            cx.push(
+                Diag::new(
+                    "config::invalid-url",
+                    format!("invalid http check {:?}", h.value),
+                )
+                .at(h.span, "expected an http(s) URL"),
+            );
+            return None;
+        }
+        WaitCheck::Http {
+            url: h.value,
+            status: status.unwrap_or(200),
+        }
+    } else {
+        WaitCheck::Command {
+            command: command?.value,
+        }
+    };
+    Some(Spec {
+        check,
+        timeout: timeout.unwrap_or(Duration::from_secs(60)),
+        interval,
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitFor {
-    pub spec: config::WaitFor,
+    pub spec: Spec,
     pub sudo: bool,
 }
 
-pub fn resolve(w: &config::WaitFor, ctx: &ResolveCtx<'_>) -> Result<WaitFor, ResourceError> {
+pub fn resolve(w: &Spec, ctx: &ResolveCtx<'_>) -> Result<WaitFor, ResourceError> {
     Ok(WaitFor {
         spec: w.clone(),
         sudo: ctx.sudo,
@@ -132,12 +236,12 @@ impl WaitFor {
 
 /// How long a wait's command may run: it polls until its own timeout and reports why it gave
 /// up, so the transport must not cut it off first.
-pub fn deadline(w: &config::WaitFor) -> std::time::Duration {
+pub fn deadline(w: &Spec) -> std::time::Duration {
     w.timeout + w.interval + std::time::Duration::from_secs(15)
 }
 
 /// How plans name the wait, planned or skipped.
-pub fn label(w: &config::WaitFor) -> String {
+pub fn label(w: &Spec) -> String {
     match &w.check {
         WaitCheck::Tcp { address, port } => format!("wait-for {}", host_port(address, *port)),
         WaitCheck::Http { url, .. } => format!("wait-for {url}"),
@@ -197,7 +301,7 @@ mod tests {
 
     fn wait(check: WaitCheck, timeout: u64) -> WaitFor {
         WaitFor {
-            spec: config::WaitFor {
+            spec: Spec {
                 check,
                 timeout: Duration::from_secs(timeout),
                 interval: Duration::from_millis(200),
@@ -218,7 +322,7 @@ mod tests {
     #[test]
     fn tcp_script_by_equality() {
         let w = WaitFor {
-            spec: config::WaitFor {
+            spec: Spec {
                 check: WaitCheck::Tcp {
                     address: "127.0.0.1".into(),
                     port: 5432,

@@ -10,7 +10,7 @@ use super::TransportError;
 
 /// The host-key policy is part of the configuration's model (`host-key-checking`), which the
 /// transport follows.
-pub use crate::config::HostKeyChecking as HostKeyPolicy;
+pub use crate::plan::vocab::HostKeyChecking as HostKeyPolicy;
 
 /// Where to read OpenSSH client configuration from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

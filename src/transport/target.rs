@@ -356,7 +356,7 @@ fn jump_chain(hops: &[String]) -> Result<SshTarget, JumpError> {
 /// POSIX user names, no shell or URL metacharacters in the host).
 pub fn parse_jump_spec(spec: &str) -> Result<SshTarget, JumpError> {
     let s = spec.strip_prefix("ssh://").unwrap_or(spec);
-    let a = crate::config::values::parse_address(s).map_err(|e| JumpError::Invalid {
+    let a = crate::syntax::values::parse_address(s).map_err(|e| JumpError::Invalid {
         spec: spec.to_string(),
         reason: e.message,
     })?;

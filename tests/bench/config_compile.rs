@@ -273,7 +273,7 @@ fn main() {
         times.sort();
         times[times.len() / 2]
     };
-    let fast_median = parse_median(runs, &|t| nexus::config::syntax::parse_fast(t).is_ok());
+    let fast_median = parse_median(runs, &|t| nexus::syntax::kdl::parse_fast(t).is_ok());
     let kdl_median = parse_median(runs.min(5), &|t| kdl::KdlDocument::parse_v2(t).is_ok());
     let secs = median.as_secs_f64();
     println!("config_compile: nexus::config::load on a generated config");
@@ -292,7 +292,7 @@ fn main() {
         ms(max)
     );
     println!(
-        "  of which KDL parsing (nexus::config::syntax::parse_fast alone): median {} ({:.0}%)",
+        "  of which KDL parsing (nexus::syntax::kdl::parse_fast alone): median {} ({:.0}%)",
         ms(fast_median),
         100.0 * fast_median.as_secs_f64() / median.as_secs_f64()
     );

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use nexus::facts::Facts;
-use nexus::inputs::Inputs;
 use nexus::plan::{Plan, Selection};
 use nexus::planner::plan_offline;
 
@@ -38,7 +37,7 @@ pub fn facts(host: &str) -> Facts {
 pub fn plan(config: &str, hosts: &[&str]) -> Plan {
     let dir = std::env::temp_dir();
     let loaded = nexus::config::load_str(config, "nexus.kdl", &dir).expect("config is valid");
-    let inputs = Inputs::collect(&loaded, &|_| None).expect("inputs");
+    let inputs = nexus::app::inputs::collect(&loaded, &|_| None).expect("inputs");
     let facts: BTreeMap<String, Facts> = hosts.iter().map(|h| (h.to_string(), facts(h))).collect();
     plan_offline(
         &loaded,

@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-use nexus::config::{self, RenderOptions, expr};
+use nexus::config::{self, RenderOptions};
+use nexus::syntax::expr;
 
 /// The three targets.
 pub const TARGETS: [&str; 3] = ["config", "expression", "template"];

@@ -30,7 +30,7 @@ struct Lines {
 }
 
 /// Child blocks and nested slashdashed entries deeper than this are left to the fallback.
-const MAX_NESTING: usize = crate::config::MAX_DEPTH;
+const MAX_NESTING: usize = super::depth::MAX_DEPTH;
 
 pub(super) fn document(text: &str) -> R<KdlDocument> {
     document_or_position(text).map_err(|_| Rejected)

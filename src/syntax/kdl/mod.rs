@@ -14,6 +14,7 @@
 //! its property name, type annotation or value to the end of its value; a name's or type
 //! annotation's covers the identifier as written, quotes included.
 
+pub mod depth;
 mod parser;
 
 use miette::SourceSpan;
@@ -173,8 +174,8 @@ fn diagnose(text: &str, at: usize) -> Result<KdlDocument, Vec<SyntaxError>> {
     // After an error the crate may read a string's braces as blocks, and it recurses per block
     // (300 '{' in a broken string overflowed the stack): a text that deep counting every brace
     // is not handed to it.
-    let max = crate::config::MAX_DEPTH;
-    if let Some(deep) = crate::config::too_deep_raw(text, max) {
+    let max = depth::MAX_DEPTH;
+    if let Some(deep) = depth::too_deep_raw(text, max) {
         return Err(vec![SyntaxError {
             message: Some(format!(
                 "'{{' nested more than {max} levels deep counting those in strings, past a \

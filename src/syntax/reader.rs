@@ -7,15 +7,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::syntax::{KdlEntry, KdlNode, KdlValue};
+use super::kdl::{KdlEntry, KdlNode, KdlValue};
 
 use super::diagnostic::{Diag, FileId, Span, Spanned, suggest};
-use super::model::Value;
 use super::values::{self, BatchSize, Mode, Percent, ValueError};
+use crate::plan::vocab::Value;
 
 /// Collected diagnostics of one load.
 #[derive(Default)]
-pub(super) struct Cx {
+pub struct Cx {
     pub diags: Vec<Diag>,
     /// Names compared so far by [`Cx::suggest_defined`].
     compared: usize,
@@ -50,7 +50,7 @@ impl Cx {
     }
 }
 
-pub(super) fn span_of(file: FileId, s: miette::SourceSpan) -> Span {
+pub fn span_of(file: FileId, s: miette::SourceSpan) -> Span {
     Span::new(file, s.offset(), s.len())
 }
 
@@ -71,7 +71,7 @@ enum Found<'a> {
 }
 
 /// One node under inspection.
-pub(super) struct NodeR<'a> {
+pub struct NodeR<'a> {
     pub node: &'a KdlNode,
     pub file: FileId,
     /// The node's role in messages, e.g. "task `deploy`".
@@ -605,7 +605,7 @@ impl<'a> NodeR<'a> {
     }
 }
 
-pub(super) fn check_choice(
+pub fn check_choice(
     cx: &mut Cx,
     s: &Spanned<String>,
     key: &str,
@@ -719,12 +719,7 @@ fn annotated_value(cx: &mut Cx, file: FileId, e: &KdlEntry, what: &str) -> Optio
 }
 
 /// Reads a node whose properties and `NAME "value"` children form a map.
-pub(super) fn read_map(
-    cx: &mut Cx,
-    file: FileId,
-    n: &KdlNode,
-    key: &str,
-) -> BTreeMap<String, Value> {
+pub fn read_map(cx: &mut Cx, file: FileId, n: &KdlNode, key: &str) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     let mut seen: BTreeMap<String, Span> = BTreeMap::new();
     let mut add = |cx: &mut Cx, name: String, span: Span, v: Option<Spanned<Value>>| {
