@@ -148,7 +148,13 @@ task "deploy" on="sec1" {{
     );
     let stale = p.nexus(&["apply", "old.lock"]);
     assert_eq!(stale.code, 6, "{}", stale.stderr);
-    assert!(stale.stderr.contains("API_KEY"));
+    assert!(
+        stale
+            .stderr
+            .contains("secret \"API_KEY\" changed since the plan was made"),
+        "{}",
+        stale.stderr
+    );
     let _ = std::fs::remove_file(format!(
         "/tmp/nexus-leak-{}.out",
         harness::uid_of(TEST_USER).unwrap()

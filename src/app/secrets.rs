@@ -98,8 +98,8 @@ pub enum SecretsError {
     #[error("the plan uses secrets but names no vault")]
     NoVault,
     /// A pinned secret changed (or disappeared) since planning: the plan is stale.
-    #[error("the plan is stale:\n  {}\nNothing was executed. Plan again.", .0.join("\n  "))]
-    Changed(Vec<String>),
+    #[error("the plan is stale:\n  {}\nNothing was executed. Plan again.", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Changed(Vec<crate::secrets::Drift>),
 }
 
 impl SecretsError {

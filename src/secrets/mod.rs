@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub use content_key::{ContentKey, Undecryptable};
 pub use key::{KEY_LEN, Key};
 pub use placeholder::SealKey;
-pub use resolved::Resolved;
+pub use resolved::{Drift, Resolved};
 pub use vault::{
     DEFAULT_PATH, KEY_ENV, KeySource, NewKey, PASSPHRASE_ENV, Prompt, Settings, Unlock, Vault,
 };

@@ -30,13 +30,22 @@ impl std::fmt::Debug for Resolved {
     }
 }
 
+/// How a secret a plan pinned differs from the vault at apply time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Drift {
+    #[error("secret {0:?} is no longer in the vault")]
+    Gone(String),
+    #[error("secret {0:?} changed since the plan was made")]
+    Changed(String),
+}
+
 impl Resolved {
     /// Reads `names` from the vault, checking each against the fingerprint the plan recorded: a
     /// secret changed since planning makes the plan stale. Returns the names that changed.
     pub fn from_vault<'a>(
         vault: &Vault,
         expected: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
-    ) -> Result<Resolved, Vec<String>> {
+    ) -> Result<Resolved, Vec<Drift>> {
         let mut values = BTreeMap::new();
         let mut changed = Vec::new();
         for (name, fingerprint) in expected {
@@ -44,10 +53,8 @@ impl Resolved {
                 (Some(v), Some(fp)) if fingerprint.is_none_or(|want| want == fp) => {
                     values.insert(name.to_string(), Zeroizing::new(v.to_string()));
                 }
-                (None, _) | (_, None) => {
-                    changed.push(format!("secret {name:?} is no longer in the vault"))
-                }
-                _ => changed.push(format!("secret {name:?} changed since the plan was made")),
+                (None, _) | (_, None) => changed.push(Drift::Gone(name.to_string())),
+                _ => changed.push(Drift::Changed(name.to_string())),
             }
         }
         if changed.is_empty() {
