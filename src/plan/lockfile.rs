@@ -134,7 +134,13 @@ fn file_hash(id: Option<&str>, body: &[u8]) -> String {
 /// The plan's hash: blake3 (hex) of the body. The plan's identity (deterministic: the same world
 /// plans to the same hash), shown by `show` and recorded in the run history.
 pub fn hash(plan: &Plan) -> String {
-    hex(&body(plan))
+    // Streamed into the hasher: the body of a large fleet's plan is tens of MiB, and a no-op
+    // `nexus plan` needs only its hash (the same bytes `body` would hold).
+    // Buffered: serde writes a token at a time, and blake3 hashes large updates much faster.
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, blake3::Hasher::new());
+    serde_json::to_writer(&mut w, plan).expect("a plan always serializes to JSON");
+    let mut h = w.into_inner().expect("a hasher's writes cannot fail");
+    h.update(b"\n").finalize().to_hex().to_string()
 }
 
 /// Encodes a plan as the bytes of a plan file, with an id derived from the plan (deterministic,

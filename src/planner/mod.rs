@@ -603,11 +603,13 @@ impl PreparedHost {
         }
         let mut sections = sections.into_iter();
         let mut errors = Vec::new();
-        let mut resources = Vec::new();
+        // Sized once: a plan holds every host's resources at once, and growing by doubling left
+        // a third of each host's list unused (28 MiB at 10,000 hosts of 10 resources).
+        let mut resources = Vec::with_capacity(self.entries.len());
         let mut blobs = BTreeMap::new();
         // By resource (as `resources`): the host path each makes or writes, and whether its
         // change puts a directory in place of a link there.
-        let mut paths: Vec<Option<(String, bool)>> = Vec::new();
+        let mut paths: Vec<Option<(String, bool)>> = Vec::with_capacity(self.entries.len());
         for e in self.entries {
             let (id, label, change, probe, fingerprint, path) = match e.resource {
                 Included::Skipped(reason) => {
