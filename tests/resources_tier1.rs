@@ -208,7 +208,10 @@ impl Bench {
     }
 
     async fn sh(&self, script: &str) -> Output {
-        self.t.run(&CommandSpec::new(script)).await.unwrap()
+        self.t
+            .run(&CommandSpec::new(script.to_string()))
+            .await
+            .unwrap()
     }
 
     /// The bytes of a remote file, read with `cat` on the host.

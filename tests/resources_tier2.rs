@@ -85,7 +85,11 @@ impl Host {
     }
 
     async fn sh(&self, script: &str) -> String {
-        let out = self.transport.run(&CommandSpec::new(script)).await.unwrap();
+        let out = self
+            .transport
+            .run(&CommandSpec::new(script.to_string()))
+            .await
+            .unwrap();
         assert!(
             out.success(),
             "{script}: {}\n{}",

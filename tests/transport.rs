@@ -37,7 +37,7 @@ fn pool_with(opts: SshOptions) -> SshPool {
 }
 
 async fn run_ok(t: &dyn Transport, script: &str) -> String {
-    let out = t.run(&CommandSpec::new(script)).await.unwrap();
+    let out = t.run(&CommandSpec::new(script.to_string())).await.unwrap();
     assert!(out.success(), "{script}: {}", out.failure_summary());
     out.stdout_str()
 }
@@ -160,7 +160,7 @@ async fn env_values_reach_the_command_but_not_its_command_line() {
 
         // Control: the same check does see a value that is on the command line.
         let mut on_argv = cmd.clone();
-        on_argv.script = format!(": probe-7f3a9; {}", cmd.script);
+        on_argv.script = format!(": probe-7f3a9; {}", cmd.script).into();
         let out = t.run(&on_argv).await.unwrap();
         assert!(out.stderr_str().contains("LEAK"), "{}", t.label());
     }

@@ -57,7 +57,7 @@ pub async fn staged_write(
         Staged::At(path) => {
             let script = step.in_cwd(write.script_from_staged(&write.sha256, &path, copy));
             Ok(CommandSpec {
-                script,
+                script: script.into(),
                 stdin: None,
                 ..cmd.clone()
             })

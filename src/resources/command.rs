@@ -269,7 +269,6 @@ mod tests {
 
     use super::*;
     use crate::plan::probe;
-    use Value;
 
     fn cmd(s: &str) -> Command {
         Command {

@@ -772,7 +772,6 @@ mod tests {
     use super::*;
     use crate::facts::Facts;
     use crate::inputs::Inputs;
-    use Value;
 
     const FACTS: &str = "format=1\nkernel_name=Linux\nkernel=6.1.0\narch=x86_64\nhostname=web1\nfqdn=web1.example.com\n\
                          cpus=4\nmem_kb=2048000\npkg=apt-get\ninit=systemd\nuser=deploy\nuid=1000\ngid=1000\n\

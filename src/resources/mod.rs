@@ -308,7 +308,6 @@ pub struct ResolveCtx<'a> {
 impl ResolveCtx<'_> {
     /// The value of a config string: literal, or the pinned environment value.
     pub fn value(&self, v: &Value) -> Result<String, ResourceError> {
-        use Value;
         match v {
             Value::Literal(s) => Ok(s.clone()),
             Value::Env(name) => self

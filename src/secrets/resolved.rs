@@ -41,7 +41,7 @@ pub enum Drift {
 
 impl Resolved {
     /// Reads `names` from the vault, checking each against the fingerprint the plan recorded: a
-    /// secret changed since planning makes the plan stale. Returns the names that changed.
+    /// secret changed since planning makes the plan stale. Returns how each such secret drifted.
     pub fn from_vault<'a>(
         vault: &Vault,
         expected: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,

@@ -9,7 +9,7 @@ use super::files;
 use super::reader::{Cx, NodeR};
 use super::values;
 
-/// Where relative local paths of one file resolve, and whether to check that they exist.
+/// The file a node is in: where its relative local paths resolve, and what its spans name.
 pub struct FileCtx<'p> {
     pub file: FileId,
     pub dir: &'p Path,

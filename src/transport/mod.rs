@@ -15,6 +15,7 @@ pub mod ssh_config;
 pub mod target;
 pub mod wrap;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -130,8 +131,9 @@ pub trait Transport: Send + Sync {
 /// A command to run on a host: a POSIX `sh` script plus its inputs.
 #[derive(Clone, Default)]
 pub struct CommandSpec {
-    /// Script run by `sh -c` on the host.
-    pub script: String,
+    /// Script run by `sh -c` on the host. Borrowed when it is a constant (the facts script):
+    /// every host waiting on its connection holds its command, and a fleet waits by the thousand.
+    pub script: Cow<'static, str>,
     /// Bytes for the script's stdin; `None` gives it an immediately closed stdin.
     pub stdin: Option<Vec<u8>>,
     /// Exported to the script. Values travel over stdin, never on a command line, so they may
@@ -145,7 +147,7 @@ pub struct CommandSpec {
 
 impl CommandSpec {
     /// A command running `script` with no stdin, no extra environment, as the login user.
-    pub fn new(script: impl Into<String>) -> Self {
+    pub fn new(script: impl Into<Cow<'static, str>>) -> Self {
         CommandSpec {
             script: script.into(),
             ..CommandSpec::default()

@@ -716,7 +716,7 @@ impl SshTransport {
                     }
                     if let Some(tag) = &tag {
                         let kill = CommandSpec {
-                            script: wrap::kill_tagged(tag, wrap::KILL_GRACE_SECS),
+                            script: wrap::kill_tagged(tag, wrap::KILL_GRACE_SECS).into(),
                             sudo: cmd.sudo.clone(),
                             timeout: Some(Duration::from_secs(
                                 u64::from(wrap::KILL_GRACE_SECS) + 10,
@@ -834,7 +834,7 @@ impl SshTransport {
         let lost = |during: &str| self.lost(during);
         let mut channel = self.open_channel(&conn).await?;
         // Built once connected and dropped once sent: with many hosts waiting on their
-        // handshakes at once (`-j` 1024), holding each host's copy of the script meanwhile cost
+        // handshakes at once (`-j` 1024), holding each host's quoted command line meanwhile cost
         // 7.7 KiB per host.
         let line = format!(
             "exec sh -c {}",

@@ -209,7 +209,7 @@ fn wrap_with(
         );
         (loader, Some(cmd.script.as_bytes()))
     } else {
-        (cmd.script.clone(), None)
+        (cmd.script.to_string(), None)
     };
 
     let inner = if cmd.env.is_empty() {
