@@ -5,6 +5,14 @@
 //! whose output is also safe for a non-POSIX login shell (fish, for example, which reads the SSH
 //! exec request before `sh` starts): it avoids backslashes inside single quotes.
 
+/// Whether `name` is a shell variable name (`[A-Za-z_][A-Za-z0-9_]*`): what a command's
+/// environment and a template's `vars` may be called.
+pub fn is_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Quotes `s` as one shell word.
 ///
 /// Config validation rejects NUL in every value that reaches a command line, so quoting cannot

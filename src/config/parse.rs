@@ -155,12 +155,7 @@ impl Builder {
                 );
                 for ident in names {
                     let (name, span) = (ident.value(), span_of(fc.file, ident.span()));
-                    let valid = name
-                        .chars()
-                        .next()
-                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                    if !valid {
+                    if !crate::shell::is_name(name) {
                         cx.push(
                             Diag::new("config::invalid-name", format!("invalid variable name {name:?}"))
                                 .at(span, "not usable in templates")

@@ -34,12 +34,7 @@ pub fn parse(cx: &mut Cx, r: &mut NodeR<'_>) -> Option<Spec> {
     let env = r.map(cx, "env");
     let env_span = r.option_span("env").unwrap_or(r.name_span());
     for k in env.keys() {
-        let ok = k
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
+        if !crate::shell::is_name(k) {
             cx.push(
                 Diag::new("config::invalid-name", format!("invalid environment variable name {k:?}"))
                     .at(env_span, "in this command's env")

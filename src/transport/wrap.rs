@@ -217,7 +217,7 @@ fn wrap_with(
     } else {
         let mut prelude = Vec::new();
         for (name, value) in &cmd.env {
-            if !is_identifier(name) {
+            if !crate::shell::is_name(name) {
                 return Err(WrapError::EnvName { name: name.clone() });
             }
             if value.contains('\0') {
@@ -325,12 +325,6 @@ pub fn chained_split<'a>(stream: &'a [u8], token: &str) -> Option<(&'a [u8], Opt
     let marker = String::from_utf8_lossy(&stream[at + needle.len()..eol]);
     let status = marker.trim().parse().ok();
     Some((&stream[..at], status, eol + 1))
-}
-
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn escape_printf(bytes: &[u8]) -> String {
