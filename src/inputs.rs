@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::plan::{Manifest, PendingHandler};
+use crate::syntax::files::Copied;
 
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Files copied byte for byte that are too large to hold: only what pins them.
+    large: BTreeMap<PathBuf, crate::syntax::files::Digest>,
     env: BTreeMap<String, Option<String>>,
     /// Config files by display name, with their blake3.
     config_files: BTreeMap<String, String>,
@@ -58,18 +61,29 @@ impl Inputs {
         self.config_files.insert(display, blake3);
     }
 
-    /// Records a local file's bytes, read by `read` only the first time its path is added (it may
-    /// be a FIFO or a device; each is read once however many resources name it).
+    /// Records a local file's bytes (or, for a large file copied byte for byte, its digest),
+    /// read by `read` only the first time its path is added: each is read once however many
+    /// resources name it.
     pub fn add_file(
         &mut self,
         path: &Path,
-        read: impl FnOnce() -> Result<Vec<u8>, InputError>,
+        read: impl FnOnce() -> Result<Copied, InputError>,
     ) -> Result<(), InputError> {
-        if !self.files.contains_key(path) {
-            let bytes = read()?;
-            self.files.insert(path.to_path_buf(), bytes);
+        if !self.files.contains_key(path) && !self.large.contains_key(path) {
+            match read()? {
+                Copied::Whole(bytes) => self.files.insert(path.to_path_buf(), bytes),
+                Copied::Large(digest) => {
+                    self.large.insert(path.to_path_buf(), digest);
+                    None
+                }
+            };
         }
         Ok(())
+    }
+
+    /// What pins a local file too large to hold (see [`crate::plan::STREAM_OVER`]).
+    pub fn large_file(&self, path: &Path) -> Option<&crate::syntax::files::Digest> {
+        self.large.get(path)
     }
 
     /// Records an environment value that shapes desired state (None: unset).
@@ -117,6 +131,11 @@ impl Inputs {
                 .files
                 .iter()
                 .map(|(p, b)| (self.relative(p), blake3::hash(b).to_hex().to_string()))
+                .chain(
+                    self.large
+                        .iter()
+                        .map(|(p, d)| (self.relative(p), d.blake3.clone())),
+                )
                 .collect(),
             env: self.env.clone(),
             secrets: self.secrets.clone(),
@@ -175,6 +194,7 @@ impl Inputs {
     ) -> Inputs {
         Inputs {
             files,
+            large: BTreeMap::new(),
             env,
             config_files: BTreeMap::new(),
             secrets: BTreeMap::new(),

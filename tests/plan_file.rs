@@ -1054,3 +1054,85 @@ fn apply_refuses_a_diff_whose_old_side_is_not_on_the_host() {
         "password_auth no\n"
     );
 }
+
+/// The sample with web1's file write streaming its content from a local file instead of
+/// carrying it, then edited by `f`; its body re-encoded with a correct hash.
+fn streamed_sample(f: impl FnOnce(&mut serde_json::Value, &str)) -> Vec<u8> {
+    let bytes = lockfile::encode(&sample());
+    let body = edit_body(&bytes, |v| {
+        let (i, key) = file_blob(v);
+        let sha256 = first_write(v)["write"]["sha256"].clone();
+        v["hosts"][0]["resources"][i]
+            .as_object_mut()
+            .unwrap()
+            .remove("diff");
+        // web2 writes the same content: it streams it too.
+        v["blobs"].as_object_mut().unwrap().remove(&key);
+        v["streamed"] = serde_json::json!({
+            key.clone(): {"source": "dist/app.bin", "size": 2 * 1024 * 1024, "sha256": sha256}
+        });
+        for h in v["hosts"].as_array_mut().unwrap() {
+            for r in h["resources"].as_array_mut().unwrap() {
+                if r["steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["stdin"] == key.as_str())
+                {
+                    r.as_object_mut().unwrap().remove("diff");
+                }
+            }
+        }
+        f(v, &key);
+    });
+    file_with(nexus::plan::FORMAT_VERSION, Some("streamed"), &body)
+}
+
+#[test]
+fn streamed_contents_are_checked_like_blobs() {
+    let plan = lockfile::decode(&streamed_sample(|_, _| {})).expect("a plan that streams");
+    assert_eq!(plan.streamed.len(), 1);
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value, &str)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "small enough to be carried",
+            Box::new(|v, k| v["streamed"][k]["size"] = 100.into()),
+        ),
+        (
+            "lower-case hex",
+            Box::new(|v, k| v["streamed"][k]["sha256"] = "ABC".into()),
+        ),
+        (
+            "names no local file",
+            Box::new(|v, k| v["streamed"][k]["source"] = "".into()),
+        ),
+        (
+            "a sha256 its content does not have",
+            Box::new(|v, k| v["streamed"][k]["sha256"] = "0".repeat(64).into()),
+        ),
+        (
+            "no step sends it",
+            Box::new(|v, k| {
+                let entry = v["streamed"][k].clone();
+                v["streamed"][&"f".repeat(64)] = entry;
+            }),
+        ),
+        (
+            "only a file write may stream",
+            Box::new(|v, k| {
+                let step = v["hosts"][0]["resources"][0]["steps"][0]
+                    .as_object_mut()
+                    .unwrap();
+                step.insert("stdin".into(), k.into());
+            }),
+        ),
+    ];
+    for (want, edit) in cases {
+        match lockfile::decode(&streamed_sample(edit)) {
+            Err(LockfileError::Invalid { reason, .. }) => {
+                assert!(reason.contains(want), "{want}: {reason}")
+            }
+            other => panic!("{want}: expected Invalid, got {other:?}"),
+        }
+    }
+}

@@ -302,3 +302,64 @@ fn nexus_killed_mid_transfer_leaves_the_old_target_intact() {
         "{left:?}"
     );
 }
+
+/// The local file of a large upload is pinned by the plan, not carried in it: the plan file
+/// stays small, and apply refuses (exit 6, nothing touched) when the file changed since, or
+/// is gone.
+#[test]
+fn a_large_upload_is_pinned_by_the_plan_not_carried_and_checked_when_applied() {
+    let h = SshHost::builder("sftp-pinned").private_srv().start();
+    let content = big(6 * 1024 * 1024 + 11, 9);
+    let p = Project::over(
+        &[&h],
+        "",
+        "task \"t\" on=\"sftp-pinned\" {\n\
+         upload \"dist/big.bin\" \"/srv/big.bin\" mode=\"0644\"\n\
+         }\n",
+    );
+    write_bytes(&p, "dist/big.bin", &content);
+    let plan = p.nexus(&["plan", "-o", "one.lock"]);
+    assert!(plan.success(), "{plan:?}");
+    let size = std::fs::metadata(p.path("one.lock")).unwrap().len();
+    assert!(
+        size < 64 * 1024,
+        "the plan file carries the content: {size} bytes"
+    );
+    let text = std::fs::read_to_string(p.path("one.lock")).unwrap();
+    assert!(text.contains("\"streamed\""), "{text}");
+    assert!(text.contains("dist/big.bin"), "{text}");
+
+    // Changed after planning: refused before any host is touched.
+    write_bytes(&p, "dist/big.bin", &big(6 * 1024 * 1024 + 11, 10));
+    let apply = p.nexus(&["apply", "one.lock"]);
+    assert_eq!(apply.code, 6, "{apply:?}");
+    assert!(
+        apply.stderr.contains("dist/big.bin") && apply.stderr.contains("changed since the plan"),
+        "{apply:?}"
+    );
+    assert!(!h.srv().join("big.bin").exists());
+    assert_eq!(sftp_sessions(&h), 0, "{}", h.log());
+
+    // Gone: refused as well (the configuration beside the plan, read for its trust settings,
+    // names it first), and nothing moved.
+    std::fs::remove_file(p.path("dist/big.bin")).unwrap();
+    let apply = p.nexus(&["apply", "one.lock"]);
+    assert_eq!(apply.code, 3, "{apply:?}");
+    assert!(
+        apply
+            .stderr
+            .contains("upload source file \"dist/big.bin\" not found"),
+        "{apply:?}"
+    );
+    assert_eq!(sftp_sessions(&h), 0, "{}", h.log());
+
+    // The planned content back in place: the plan applies, byte for byte.
+    write_bytes(&p, "dist/big.bin", &content);
+    let apply = p.nexus(&["apply", "one.lock"]);
+    assert!(apply.success(), "{apply:?}");
+    assert_eq!(std::fs::read(h.srv().join("big.bin")).unwrap(), content);
+    assert_eq!(sftp_sessions(&h), 1, "{}", h.log());
+    assert_eq!(leftovers(&h.srv()), Vec::<String>::new());
+    let again = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "{again:?}");
+}

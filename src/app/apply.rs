@@ -76,6 +76,10 @@ pub fn apply(
             status: format!("{:?}", prev.status),
         });
     }
+    let problems = crate::exec::transfer::check_pinned(&base, &plan.streamed);
+    if !problems.is_empty() {
+        return Err(Error::PinnedChanged { file, problems });
+    }
     let run = state.begin(&plan, &hash, RunKind::Apply, signer)?;
     let rt = super::plan::runtime()?;
     // One for both executions: tokio keeps a signal handler once a stream was made, so a signal

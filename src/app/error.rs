@@ -152,6 +152,16 @@ pub enum Error {
         status: String,
     },
 
+    /// A local file the plan streams is not what it pinned; nothing was executed.
+    #[error(
+        "{file} is stale: {}\nNothing was executed. Plan again: nexus plan -o {file}",
+        .problems.iter().map(|p| format!("local file {p}")).collect::<Vec<_>>().join("\n")
+    )]
+    PinnedChanged {
+        file: String,
+        problems: Vec<crate::exec::transfer::PinnedError>,
+    },
+
     /// The hosts changed since planning (or could not be re-probed); nothing was executed.
     #[error("{}", stale(file, &check.drift, &check.unreachable))]
     Stale {
@@ -220,6 +230,7 @@ impl Error {
             | Error::AllowedSigners { .. }
             | Error::SignedPlansRequired { .. } => Exit::PlanRefused,
             Error::AlreadyApplied { .. } => Exit::PlanStale,
+            Error::PinnedChanged { .. } => Exit::PlanStale,
             // Unreachable hosts are a connection problem, not drift; report them as such.
             Error::Stale { check, .. } if check.drift.is_empty() => Exit::Unreachable,
             Error::Stale { .. } => Exit::PlanStale,

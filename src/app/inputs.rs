@@ -3,6 +3,7 @@
 
 use crate::config::{Loaded, Value};
 use crate::inputs::{InputError, Inputs};
+use crate::syntax::files::{Copied, read_copied, read_regular};
 
 fn env_names<'a>(values: impl Iterator<Item = &'a Value>, out: &mut Vec<String>) {
     for v in values {
@@ -37,7 +38,11 @@ pub fn collect(
         for (p, limit) in needs.files {
             let path = inputs.relative(p);
             inputs.add_file(p, || {
-                crate::syntax::files::read_regular(p, limit).map_err(|e| InputError::Read {
+                let read = match limit {
+                    Some(limit) => read_regular(p, Some(limit)).map(Copied::Whole),
+                    None => read_copied(p, crate::plan::STREAM_OVER),
+                };
+                read.map_err(|e| InputError::Read {
                     path,
                     reason: e.to_string(),
                 })

@@ -452,6 +452,7 @@ fn build(
         tasks: vec![task],
         hosts: host_plans,
         blobs,
+        streamed: Default::default(),
         summary,
     })
 }

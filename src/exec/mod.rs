@@ -828,7 +828,7 @@ impl HostRun<'_, '_> {
             };
             let o = step::run(
                 self.transport,
-                &ctx.plan.blobs,
+                step::Contents::of(ctx.plan),
                 r,
                 self.esc,
                 self.seed,

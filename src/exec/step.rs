@@ -167,16 +167,34 @@ pub(super) fn merged(r: &PlannedResource) -> Vec<(Step, bool)> {
     units
 }
 
+/// The contents a plan's steps send: carried (base64, by blake3), or pinned and read from
+/// local files as they are sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Contents<'a> {
+    pub blobs: &'a BTreeMap<String, String>,
+    pub streamed: &'a BTreeMap<String, crate::plan::StreamedContent>,
+}
+
+impl<'a> Contents<'a> {
+    pub fn of(plan: &'a crate::plan::Plan) -> Contents<'a> {
+        Contents {
+            blobs: &plan.blobs,
+            streamed: &plan.streamed,
+        }
+    }
+}
+
 /// Runs the resource's steps in order, stopping at the first failure.
 pub async fn run(
     t: &dyn Transport,
-    blobs: &BTreeMap<String, String>,
+    contents: Contents<'_>,
     r: &PlannedResource,
     esc: &Escalation,
     seed: u64,
     opts: &super::Options,
     progress: super::transfer::Progress<'_>,
 ) -> StepsOutcome {
+    let Contents { blobs, streamed } = contents;
     let base_dir = opts.base_dir.as_path();
     let secrets = opts.secrets.as_ref();
     let start = Instant::now();
@@ -213,7 +231,17 @@ pub async fn run(
             Ok(c) => c,
             Err(e) => return fail(out, start, e.to_string()),
         };
-        if let Some(hash) = &step.stdin {
+        // A content the plan pins but does not carry is read from its file as it is sent.
+        let pinned = step
+            .stdin
+            .as_ref()
+            .and_then(|h| streamed.get_key_value(h))
+            .map(|(blake3, content)| super::transfer::Pinned {
+                blake3,
+                content,
+                base: base_dir,
+            });
+        if let Some(hash) = step.stdin.as_ref().filter(|_| pinned.is_none()) {
             let bytes = match content(blobs, hash) {
                 Ok(b) => b,
                 Err(e) => return fail(out, start, e.to_string()),
@@ -279,7 +307,8 @@ pub async fn run(
                     }
                 }
             }
-            let staged = match super::transfer::staged_write(t, step, &cmd, progress).await {
+            let staged = match super::transfer::staged_write(t, step, &cmd, pinned, progress).await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     if attempt >= attempts_allowed {
@@ -413,7 +442,12 @@ mod tests {
         let hash = blake3::hash(blob).to_hex().to_string();
         let blobs =
             BTreeMap::from([(hash, base64::engine::general_purpose::STANDARD.encode(blob))]);
-        run(t, &blobs, r, &esc, 1, &opts(), &|_, _| {}).await
+        let streamed = BTreeMap::new();
+        let contents = Contents {
+            blobs: &blobs,
+            streamed: &streamed,
+        };
+        run(t, contents, r, &esc, 1, &opts(), &|_, _| {}).await
     }
 
     fn step(script: &str) -> Step {

@@ -447,6 +447,14 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
         decode_blob(file, key, b64)?;
         verified.insert(key);
     }
+    for (key, s) in &plan.streamed {
+        check_streamed(key, s, plan).map_err(|why| {
+            invalid(
+                file,
+                format!("streamed content {key} ({}): {why}", s.source),
+            )
+        })?;
+    }
     let mut summary = Summary::default();
     for h in &plan.hosts {
         let mut keys: BTreeSet<&str> = BTreeSet::new();
@@ -476,9 +484,20 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
             for s in &r.steps {
                 if let Some(b) = &s.stdin
                     && !verified.contains(b.as_str())
+                    && !plan.streamed.contains_key(b)
                 {
                     return fail(format!(
                         "resource {:?} on host {:?} reads blob {b}, which the plan does not contain",
+                        r.key, h.name
+                    ));
+                }
+                if s.write.is_none()
+                    && s.stdin
+                        .as_ref()
+                        .is_some_and(|b| plan.streamed.contains_key(b))
+                {
+                    return fail(format!(
+                        "resource {:?} on host {:?}: only a file write may stream a content",
                         r.key, h.name
                     ));
                 }
@@ -501,7 +520,7 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
                     ));
                 }
                 if let Some(w) = &s.write {
-                    check_write(s, w, &plan.blobs).map_err(|why| {
+                    check_write(s, w, plan).map_err(|why| {
                         invalid(
                             file,
                             format!("resource {:?} on host {:?}: {why}", r.key, h.name),
@@ -530,7 +549,7 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
 fn check_write(
     s: &super::Step,
     w: &super::file_write::FileWrite,
-    blobs: &std::collections::BTreeMap<String, String>,
+    plan: &Plan,
 ) -> Result<(), &'static str> {
     let Some(blob) = &s.stdin else {
         return Err("its file write sends no content");
@@ -538,15 +557,50 @@ fn check_write(
     if !s.stdin_secrets.is_empty() || s.stdin_sealed {
         return Err("its file write sends a content the plan cannot check");
     }
-    let sha256 = blobs
-        .get(blob)
-        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-        .map(|bytes| super::file_write::sha256_hex(&bytes));
+    let sha256 = match plan.streamed.get(blob) {
+        Some(streamed) => Some(streamed.sha256.clone()),
+        None => plan
+            .blobs
+            .get(blob)
+            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+            .map(|bytes| super::file_write::sha256_hex(&bytes)),
+    };
     if sha256.as_ref() != Some(&w.sha256) {
         return Err("its file write names a sha256 its content does not have");
     }
     if s.script != w.script() {
         return Err("its script is not the file write it describes");
+    }
+    Ok(())
+}
+
+/// A streamed content is only ever a file write's, too large to carry, named by a local path
+/// and hashes of the right form, and never also carried.
+fn check_streamed(key: &str, s: &super::StreamedContent, plan: &Plan) -> Result<(), &'static str> {
+    let hex = |h: &str, len: usize| {
+        h.len() == len
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !hex(key, 64) || !hex(&s.sha256, 64) {
+        return Err("its hashes are not lower-case hex of the right length");
+    }
+    if s.size <= super::STREAM_OVER {
+        return Err("it is small enough to be carried in the plan");
+    }
+    if s.source.is_empty() || s.source.contains('\0') {
+        return Err("it names no local file");
+    }
+    if plan.blobs.contains_key(key) {
+        return Err("the plan also carries it");
+    }
+    let read = plan.hosts.iter().any(|h| {
+        h.resources
+            .iter()
+            .any(|r| r.steps.iter().any(|st| st.stdin.as_deref() == Some(key)))
+    });
+    if !read {
+        return Err("no step sends it");
     }
     Ok(())
 }

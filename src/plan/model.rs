@@ -43,8 +43,28 @@ pub struct Plan {
     pub hosts: Vec<HostPlan>,
     /// Contents uploaded by steps, by blake3 hex, base64-encoded.
     pub blobs: BTreeMap<String, String>,
+    /// Contents too large to carry, by blake3 hex: apply reads them from the local file named
+    /// (docs/plan-format.md, "Streamed contents").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub streamed: BTreeMap<String, StreamedContent>,
     pub summary: Summary,
 }
+
+/// A content the plan pins but does not carry: a local file over [`STREAM_OVER`] bytes, copied
+/// byte for byte (`upload`, `file source=`). Its blake3 is its key in [`Plan::streamed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamedContent {
+    /// The local file, as the plan names it: relative to the root config's directory when
+    /// beneath it, as downloads' destinations are.
+    pub source: String,
+    pub size: u64,
+    /// Lower-case hex sha256, which the host checks before the rename.
+    pub sha256: String,
+}
+
+/// Local files copied byte for byte and larger than this are pinned by the plan, not carried
+/// in it; apply streams them (SFTP, or stdin on a host without it).
+pub const STREAM_OVER: u64 = 1 << 20;
 
 /// What a rollback plan restores: every host as it was after run `to`, undoing `runs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -222,8 +222,16 @@ fn vault_ref(cfg: &Config) -> VaultRef {
     }
 }
 
-/// A host's finished plan and the contents its steps upload, by blake3.
-pub type HostOutcome = Result<(HostPlan, BTreeMap<String, Vec<u8>>), Vec<PlanError>>;
+/// A host's finished plan and the contents its steps upload.
+pub type HostOutcome = Result<(HostPlan, Contents), Vec<PlanError>>;
+
+/// The contents a host's steps upload, by blake3: carried in the plan, or pinned and streamed
+/// from local files when applying.
+#[derive(Debug, Default)]
+pub struct Contents {
+    pub blobs: BTreeMap<String, Vec<u8>>,
+    pub streamed: BTreeMap<String, crate::plan::StreamedContent>,
+}
 
 /// A host's resources with desired state resolved, waiting for the probe.
 pub struct PreparedHost {
@@ -606,7 +614,7 @@ impl PreparedHost {
         // Sized once: a plan holds every host's resources at once, and growing by doubling left
         // a third of each host's list unused (28 MiB at 10,000 hosts of 10 resources).
         let mut resources = Vec::with_capacity(self.entries.len());
-        let mut blobs = BTreeMap::new();
+        let mut contents = Contents::default();
         // By resource (as `resources`): the host path each makes or writes, and whether its
         // change puts a directory in place of a link there.
         let mut paths: Vec<Option<(String, bool)>> = Vec::with_capacity(self.entries.len());
@@ -692,8 +700,11 @@ impl PreparedHost {
                 }
             };
             for b in &change.blobs {
-                blobs.insert(blake3::hash(b).to_hex().to_string(), b.clone());
+                contents
+                    .blobs
+                    .insert(blake3::hash(b).to_hex().to_string(), b.clone());
             }
+            contents.streamed.extend(change.streamed.iter().cloned());
             let (probe, probe_batch, probe_exists, probe_inline) = match probe {
                 Some(p) => (p.snippet, p.batch, p.exists, p.inline),
                 None => (String::new(), None, Vec::new(), false),
@@ -735,7 +746,7 @@ impl PreparedHost {
                 pending_handlers: self.pending_handlers,
                 resources,
             },
-            blobs,
+            contents,
         ))
     }
 }
@@ -782,10 +793,11 @@ pub fn assemble(
     selection: Selection,
     inputs: &Inputs,
     selected: &Selected,
-    hosts: Vec<(HostPlan, BTreeMap<String, Vec<u8>>)>,
+    hosts: Vec<(HostPlan, Contents)>,
 ) -> Plan {
     let mut summary = Summary::default();
     let mut blobs = BTreeMap::new();
+    let mut streamed = BTreeMap::new();
     let mut host_plans = Vec::new();
     for (h, b) in hosts {
         for r in &h.resources {
@@ -793,9 +805,10 @@ pub fn assemble(
                 summary.add(r.action);
             }
         }
-        for (k, v) in b {
+        for (k, v) in b.blobs {
             blobs.insert(k, base64::engine::general_purpose::STANDARD.encode(v));
         }
+        streamed.extend(b.streamed);
         host_plans.push(h);
     }
     Plan {
@@ -819,6 +832,7 @@ pub fn assemble(
         tasks: selected.tasks.clone(),
         hosts: host_plans,
         blobs,
+        streamed,
         summary,
     }
 }

@@ -162,6 +162,9 @@ pub struct StepView {
 pub struct Stdin {
     pub blake3: String,
     pub size: Option<usize>,
+    /// For a content the plan pins but does not carry: the local file apply reads it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// An environment value: a literal, or a vault secret by name and keyed fingerprint.
@@ -319,9 +322,17 @@ fn step(plan: &Plan, s: &Step) -> StepView {
         sudo: s.sudo,
         user: s.user.clone(),
         cwd: s.cwd.clone(),
-        stdin: s.stdin.as_ref().map(|b| Stdin {
-            blake3: b.clone(),
-            size: lockfile::blob(plan, b).map(|c| c.len()),
+        stdin: s.stdin.as_ref().map(|b| match plan.streamed.get(b) {
+            Some(pinned) => Stdin {
+                blake3: b.clone(),
+                size: Some(pinned.size as usize),
+                source: Some(pinned.source.clone()),
+            },
+            None => Stdin {
+                blake3: b.clone(),
+                size: lockfile::blob(plan, b).map(|c| c.len()),
+                source: None,
+            },
         }),
         env: s
             .env

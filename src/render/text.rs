@@ -327,10 +327,20 @@ fn step(out: &mut Out<'_>, plan: &Plan, s: &Step, detail: &str) {
         notes.push(format!("in {d}"));
     }
     if let Some(b) = &s.stdin {
-        let size = lockfile::blob(plan, b)
-            .map(|c| format!(" ({})", count(c.len(), "byte", "bytes")))
-            .unwrap_or_default();
-        notes.push(format!("stdin blob {}{size}", &b[..b.len().min(12)]));
+        let short = &b[..b.len().min(12)];
+        match plan.streamed.get(b) {
+            Some(pinned) => notes.push(format!(
+                "stdin from {} {short} ({})",
+                pinned.source,
+                count(pinned.size as usize, "byte", "bytes")
+            )),
+            None => {
+                let size = lockfile::blob(plan, b)
+                    .map(|c| format!(" ({})", count(c.len(), "byte", "bytes")))
+                    .unwrap_or_default();
+                notes.push(format!("stdin blob {short}{size}"));
+            }
+        }
     }
     if !s.env.is_empty() {
         let env: Vec<String> = s

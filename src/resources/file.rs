@@ -192,13 +192,25 @@ pub struct File {
     /// As configured: path, presence, owner, group, mode, `backup` (copy the previous content
     /// to `PATH.<sha256 prefix>.bak` before replacing or removing it); its content is `content`.
     pub spec: Spec,
-    /// The desired bytes; `None` for an absent file.
-    pub content: Option<Vec<u8>>,
+    /// The desired content; `None` for an absent file.
+    pub content: Option<Content>,
     pub sudo: bool,
     /// Set when the content holds secrets: `content` then has placeholders for them.
     pub secret: Option<SecretContent>,
     /// sha256 of `content` (with placeholders, if any), computed once: probes and plans ask often.
     pub content_sha256: String,
+}
+
+/// The content a present file is to have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// Held, and carried in the plan.
+    Bytes(Vec<u8>),
+    /// A large local file copied byte for byte: pinned by the plan, streamed when applying.
+    Streamed {
+        blake3: String,
+        pinned: crate::plan::StreamedContent,
+    },
 }
 
 /// What the plan may know about content that holds secrets.
@@ -220,7 +232,10 @@ pub fn resolve(f: &Spec, ctx: &ResolveCtx<'_>) -> Result<File, ResourceError> {
             )));
         }
         (Some(FileContent::Inline { value }), _) => Some(ctx.content_value(value)?.into_bytes()),
-        (Some(FileContent::Source { path }), _) => Some(local_file(ctx, path, "source")?.to_vec()),
+        (Some(FileContent::Source { path }), _) => match ctx.inputs.large_file(path) {
+            Some(d) => return Ok(streamed(f, ctx, path, d)),
+            None => Some(local_file(ctx, path, "source")?.to_vec()),
+        },
         (Some(FileContent::Template { path }), _) => {
             Some(render_template(f, path, ctx, false)?.into_bytes())
         }
@@ -270,11 +285,35 @@ pub fn resolve(f: &Spec, ctx: &ResolveCtx<'_>) -> Result<File, ResourceError> {
     let content_sha256 = digest.map_or_else(|| sha256_hex(b""), |d| d.sha256);
     Ok(File {
         spec: f.clone(),
-        content,
+        content: content.map(Content::Bytes),
         sudo: ctx.sudo,
         secret,
         content_sha256,
     })
+}
+
+/// A large source file: pinned by the digest its inputs took, never held. Copied byte for
+/// byte, it is never a template of secrets.
+fn streamed(
+    f: &Spec,
+    ctx: &ResolveCtx<'_>,
+    path: &std::path::Path,
+    d: &crate::syntax::files::Digest,
+) -> File {
+    File {
+        spec: f.clone(),
+        content: Some(Content::Streamed {
+            blake3: d.blake3.clone(),
+            pinned: crate::plan::StreamedContent {
+                source: ctx.inputs.relative(path),
+                size: d.size,
+                sha256: d.sha256.clone(),
+            },
+        }),
+        sudo: ctx.sudo,
+        secret: None,
+        content_sha256: d.sha256.clone(),
+    }
 }
 
 /// The real content is made here only to be hashed and sealed, then wiped; the plan keeps the
@@ -444,6 +483,13 @@ pub fn write_step(
             step.stdin_secrets = names.to_vec();
             step
         }
+        WriteContent::Streamed { blake3, sha256 } => {
+            write.sha256 = sha256.to_string();
+            let mut step = Step::new(write.script(), sudo);
+            step.stdin = Some(blake3.to_string());
+            step.write = Some(write);
+            step
+        }
     }
 }
 
@@ -465,11 +511,31 @@ pub enum WriteContent<'a> {
     /// A blob with secret placeholders the executor fills in; the plan cannot know the sha256 of
     /// the result, so the executor passes it as `NEXUS_CONTENT_SHA256`.
     WithSecrets { blob: &'a [u8], names: &'a [String] },
+    /// A content the plan pins but does not carry, by its blake3 and sha256.
+    Streamed { blake3: &'a str, sha256: &'a str },
 }
 
 impl File {
-    fn desired(&self) -> &[u8] {
-        self.content.as_deref().unwrap_or_default()
+    /// The desired bytes when the plan carries them (not for a streamed content).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.content {
+            Some(Content::Bytes(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn desired_size(&self) -> u64 {
+        match &self.content {
+            Some(Content::Bytes(b)) => b.len() as u64,
+            Some(Content::Streamed { pinned, .. }) => pinned.size,
+            None => 0,
+        }
+    }
+
+    /// The desired bytes when small enough to diff.
+    fn diffable(&self) -> Option<&[u8]> {
+        self.bytes()
+            .filter(|b| self.secret.is_none() && b.len() as u64 <= DIFF_LIMIT)
     }
 
     /// Where `backup` keeps the content whose sha256 is `old_sha`.
@@ -505,21 +571,25 @@ impl File {
                 to: Some(held(&self.desired_sha256())),
             };
         }
-        let new = self.desired();
         FieldChange {
             field: "content".into(),
             from: old.map(|(sha, n)| show(sha, n)),
-            to: Some(show(&self.content_sha256, Some(new.len() as u64))),
+            to: Some(show(&self.content_sha256, Some(self.desired_size()))),
         }
     }
 
     fn write(&self, over: Over<'_>) -> Step {
-        let content = match &self.secret {
-            Some(s) => WriteContent::WithSecrets {
-                blob: self.desired(),
+        let bytes = self.bytes().unwrap_or_default();
+        let content = match (&self.secret, &self.content) {
+            (Some(s), _) => WriteContent::WithSecrets {
+                blob: bytes,
                 names: &s.names,
             },
-            None => WriteContent::Bytes(self.desired()),
+            (None, Some(Content::Streamed { blake3, pinned })) => WriteContent::Streamed {
+                blake3,
+                sha256: &pinned.sha256,
+            },
+            (None, _) => WriteContent::Bytes(bytes),
         };
         write_step(
             &self.spec.path,
@@ -553,14 +623,19 @@ impl File {
             .push(FieldChange::new("type", Some(&label), Some("regular file")));
         c.fields.push(self.content_field(None));
         c.fields.extend(attrs);
-        c.diff = (self.secret.is_none() && self.desired().len() as u64 <= DIFF_LIMIT)
-            .then(|| text_diff(&self.spec.path, b"", self.desired()))
-            .flatten();
+        c.diff = self
+            .diffable()
+            .and_then(|new| text_diff(&self.spec.path, b"", new));
         c
     }
 
     fn with_write(&self, mut c: Change) -> Change {
-        c.blobs.push(self.desired().to_vec());
+        match &self.content {
+            Some(Content::Streamed { blake3, pinned }) => {
+                c.streamed.push((blake3.clone(), pinned.clone()))
+            }
+            _ => c.blobs.push(self.bytes().unwrap_or_default().to_vec()),
+        }
         c
     }
 }
@@ -680,7 +755,6 @@ impl Resource for File {
                 self.spec.path,
             )));
         }
-        let new = self.desired();
         let new_sha = self.desired_sha256();
         let secret = self.secret.is_some();
         let (owner, group) = (self.spec.owner.as_deref(), self.spec.group.as_deref());
@@ -701,9 +775,9 @@ impl Resource for File {
             ));
             c.fields.push(self.content_field(None));
             c.fields.extend(attrs);
-            c.diff = (!secret && new.len() as u64 <= DIFF_LIMIT)
-                .then(|| text_diff(&self.spec.path, b"", new))
-                .flatten();
+            c.diff = self
+                .diffable()
+                .and_then(|new| text_diff(&self.spec.path, b"", new));
             return Ok(c);
         }
 
@@ -737,8 +811,9 @@ impl Resource for File {
         });
         let diff = old
             .as_deref()
+            .zip(self.bytes())
             .filter(|_| !secret)
-            .and_then(|old| text_diff(&self.spec.path, old, new));
+            .and_then(|(old, new)| text_diff(&self.spec.path, old, new));
         let reason = match (diff.as_ref(), old_size) {
             (Some(_), _) => "content differs".to_string(),
             _ if secret => "content differs (it holds secrets: no diff)".to_string(),
@@ -746,7 +821,7 @@ impl Resource for File {
             (None, Some(n)) => format!(
                 "content differs ({} → {})",
                 human_size(n),
-                human_size(new.len() as u64)
+                human_size(self.desired_size())
             ),
         };
         let backup = (self.spec.backup && !old_sha.is_empty()).then(|| self.backup_path(old_sha));
@@ -791,7 +866,7 @@ mod tests {
                 backup: false,
                 vars: Default::default(),
             },
-            content: Some(content.as_bytes().to_vec()),
+            content: Some(Content::Bytes(content.as_bytes().to_vec())),
             sudo: true,
             secret: None,
             content_sha256: sha256_hex(content.as_bytes()),
@@ -990,7 +1065,7 @@ mod tests {
     fn binary_or_large_content_has_sizes_instead_of_a_diff() {
         let old = vec![0u8, 1, 2, 3];
         let mut f = file("");
-        f.content = Some(vec![0u8; 3 * 1024 + 512]);
+        f.content = Some(Content::Bytes(vec![0u8; 3 * 1024 + 512]));
         let c = f.plan(&present(&old, true)).unwrap();
         assert_eq!(c.diff, None);
         assert_eq!(c.reason, "content differs (4 B → 3.5 KiB)");
@@ -1191,7 +1266,7 @@ mod tests {
         assert_eq!(HASHED.with(std::cell::Cell::get) - before, 3);
         // Each resource still has its own content's hash.
         for f in &files {
-            assert_eq!(f.content_sha256, sha256_hex(f.content.as_deref().unwrap()));
+            assert_eq!(f.content_sha256, sha256_hex(f.bytes().unwrap()));
         }
         assert_eq!(files[0].content_sha256, files[1].content_sha256);
         assert_ne!(files[0].content_sha256, files[2].content_sha256);
@@ -1254,7 +1329,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            String::from_utf8(f.content.unwrap()).unwrap(),
+            String::from_utf8(f.bytes().unwrap().to_vec()).unwrap(),
             "w0\nw1\napp=shop port=8080 on web1.example.com (web1, web,eu) cpus=8\n"
         );
         let e = resolve(
@@ -1283,7 +1358,7 @@ mod tests {
             &ctx,
         )
         .unwrap();
-        assert_eq!(f.content.unwrap(), b"<shop>&", "no HTML escaping");
+        assert_eq!(f.bytes().unwrap(), b"<shop>&", "no HTML escaping");
         let e = resolve(
             &cfg(
                 FileContent::Template {
@@ -1352,7 +1427,7 @@ mod tests {
         let real = format!("user=app password={secret} api=tok-123\n");
         let key = with_templates.secret_values().seal_key().unwrap();
         assert_eq!(s.sealed_sha256, key.seal(&sha256_hex(real.as_bytes())));
-        let blob = f.content.clone().unwrap();
+        let blob = f.bytes().unwrap().to_vec();
         assert!(!String::from_utf8_lossy(&blob).contains(secret));
         assert_eq!(
             blob,
@@ -1422,7 +1497,7 @@ mod tests {
             &ctx,
         )
         .unwrap();
-        assert_eq!(f.content.as_deref(), Some(&b"\x00\x01raw"[..]));
+        assert_eq!(f.bytes(), Some(&b"\x00\x01raw"[..]));
         assert!(f.sudo);
         let e = resolve(
             &cfg(
@@ -1439,7 +1514,7 @@ mod tests {
             "{e}"
         );
         let f = inline(Value::Literal("hi".into()), &ctx).unwrap();
-        assert_eq!(f.content.as_deref(), Some(&b"hi"[..]));
+        assert_eq!(f.bytes(), Some(&b"hi"[..]));
         let e = inline(Value::Secret("S".into()), &ctx).unwrap_err();
         // Without the vault's values (planning reads them when contents hold secrets).
         assert!(

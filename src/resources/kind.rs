@@ -74,7 +74,8 @@ pub fn parse(
 #[derive(Debug, Default)]
 pub struct InputNeeds<'a> {
     /// Local files, each with the size above which it is refused (a template is held whole as
-    /// text; a copied file's size is the user's business).
+    /// text). `None`: copied byte for byte, whatever its size; a large one is pinned by its
+    /// digest and streamed when applying (see [`crate::plan::STREAM_OVER`]).
     pub files: Vec<(&'a Path, Option<u64>)>,
     /// Values resolved for the resource, any of which may name an environment variable.
     pub values: Vec<&'a Value>,

@@ -65,6 +65,9 @@ pub struct Change {
     /// Contents the steps read from stdin, by blake3; the plan stores them once.
     #[serde(skip)]
     pub blobs: Vec<Vec<u8>>,
+    /// Contents the steps stream from local files, by blake3: the plan pins them.
+    #[serde(skip)]
+    pub streamed: Vec<(String, crate::plan::StreamedContent)>,
     /// Steps that undo the change, for a resource nexus keeps no pre-image of (`command`'s
     /// `undo`): what `nexus rollback` runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -84,6 +87,7 @@ impl Change {
             diff: None,
             steps: Vec::new(),
             blobs: Vec::new(),
+            streamed: Vec::new(),
             undo: Vec::new(),
             replaces_link: false,
         }
@@ -97,6 +101,7 @@ impl Change {
             diff: None,
             steps,
             blobs: Vec::new(),
+            streamed: Vec::new(),
             undo: Vec::new(),
             replaces_link: false,
         }

@@ -100,8 +100,8 @@ pub fn check_regular(path: &Path, limit: Option<u64>) -> Result<Metadata, ReadEr
     }
 }
 
-/// Reads a regular file, at most `limit` bytes of it when given.
-pub fn read_regular(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, ReadError> {
+/// Opens a regular file no larger than `limit`, checked before opening and on the handle.
+fn open_regular(path: &Path, limit: Option<u64>) -> Result<(std::fs::File, Metadata), ReadError> {
     check_regular(path, limit)?;
     let file = std::fs::File::open(path).map_err(ReadError::Io)?;
     // The path may have been replaced between the check and the open.
@@ -109,6 +109,66 @@ pub fn read_regular(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, ReadErro
     if let Some(kind) = irregular_kind(&meta) {
         return Err(ReadError::NotRegular(kind));
     }
+    Ok((file, meta))
+}
+
+/// A file copied byte for byte: held whole, or when large, only what pins it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Copied {
+    Whole(Vec<u8>),
+    Large(Digest),
+}
+
+/// What pins a content without holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    pub size: u64,
+    /// Lower-case hex, as the plan keys contents.
+    pub blake3: String,
+    /// Lower-case hex, as `sha256sum` prints it.
+    pub sha256: String,
+}
+
+/// Reads a regular file copied byte for byte: whole up to `over` bytes, digested a chunk at a
+/// time above (a release archive must not be held in memory, nor in the plan).
+pub fn read_copied(path: &Path, over: u64) -> Result<Copied, ReadError> {
+    let (mut file, meta) = open_regular(path, None)?;
+    if meta.len() <= over {
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(ReadError::Io)?;
+        return Ok(Copied::Whole(bytes));
+    }
+    digest(&mut file).map(Copied::Large).map_err(ReadError::Io)
+}
+
+/// The digest of everything `r` gives, read a chunk at a time.
+pub fn digest(r: &mut dyn Read) -> std::io::Result<Digest> {
+    use sha2::Digest as _;
+    let mut b3 = blake3::Hasher::new();
+    let mut sha = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        b3.update(&buf[..n]);
+        sha.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(Digest {
+        size,
+        blake3: b3.finalize().to_hex().to_string(),
+        sha256: sha.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+    })
+}
+
+/// Reads a regular file, at most `limit` bytes of it when given.
+pub fn read_regular(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, ReadError> {
+    let (file, _) = open_regular(path, limit)?;
     let mut bytes = Vec::new();
     let cap = limit.map_or(u64::MAX, |l| l + 1);
     file.take(cap)
@@ -123,6 +183,27 @@ pub fn read_regular(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, ReadErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copied_files_are_held_up_to_the_threshold_and_digested_above() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a");
+        std::fs::write(&f, b"0123456789").unwrap();
+        assert_eq!(
+            read_copied(&f, 10).unwrap(),
+            Copied::Whole(b"0123456789".to_vec())
+        );
+        let Copied::Large(d) = read_copied(&f, 9).unwrap() else {
+            panic!("not digested");
+        };
+        assert_eq!(d.size, 10);
+        assert_eq!(d.blake3, blake3::hash(b"0123456789").to_hex().as_str());
+        assert_eq!(d.sha256, crate::plan::file_write::sha256_hex(b"0123456789"));
+        assert!(matches!(
+            read_copied(Path::new("/dev/zero"), 9),
+            Err(ReadError::NotRegular("a device"))
+        ));
+    }
 
     #[test]
     fn only_regular_files_within_the_limit_are_read() {

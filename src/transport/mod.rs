@@ -110,7 +110,7 @@ pub trait Transport: Send + Sync {
     fn stage<'a>(
         &'a self,
         _dir: Option<&'a str>,
-        _content: &'a [u8],
+        _content: &'a mut (dyn tokio::io::AsyncRead + Unpin + Send),
         _progress: sftp::Progress<'a>,
     ) -> BoxFuture<'a, Result<Staged, TransportError>> {
         Box::pin(async { Ok(Staged::Unavailable) })

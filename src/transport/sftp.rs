@@ -8,7 +8,7 @@ use russh::ChannelMsg;
 use russh::client::Msg;
 use russh_sftp::client::{Config, SftpSession};
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Reports bytes moved so far, as they move.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
@@ -59,12 +59,12 @@ pub async fn start(mut channel: russh::Channel<Msg>) -> Result<Option<SftpSessio
 /// Bytes handed to SFTP per write call; the file pipelines them into requests.
 const CHUNK: usize = 256 * 1024;
 
-/// Creates `path` (which must not exist) readable by its owner only, and writes `content`
-/// into it. On a failure after it was created, it is removed again.
+/// Creates `path` (which must not exist) readable by its owner only, and writes what `content`
+/// gives into it, a chunk at a time. On a failure after it was created, it is removed again.
 pub async fn put(
     sftp: &SftpSession,
     path: &str,
-    content: &[u8],
+    content: &mut (dyn AsyncRead + Unpin + Send),
     progress: Progress<'_>,
 ) -> Result<(), Failure> {
     let attrs = FileAttributes {
@@ -77,10 +77,17 @@ pub async fn put(
         .await
         .map_err(|e| Failure::NotStarted(e.to_string()))?;
     let mut sent = 0u64;
+    let mut buf = vec![0u8; CHUNK];
     let written = async {
-        for chunk in content.chunks(CHUNK) {
-            file.write_all(chunk).await?;
-            sent += chunk.len() as u64;
+        loop {
+            let n = read_full(content, &mut buf).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot read the local content: {e}"))
+            })?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n]).await?;
+            sent += n as u64;
             progress(sent);
         }
         file.shutdown().await
@@ -91,6 +98,21 @@ pub async fn put(
         return Err(Failure::Broken(e.to_string()));
     }
     Ok(())
+}
+
+/// Fills `buf` from `r` as far as it goes: whole chunks keep SFTP's requests full.
+async fn read_full(
+    r: &mut (dyn AsyncRead + Unpin + Send),
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]).await? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Reads the remote `path` into `out`, a chunk at a time; returns the bytes read.

@@ -597,7 +597,7 @@ impl SshTransport {
     async fn stage_inner(
         &self,
         dir: Option<&str>,
-        content: &[u8],
+        content: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
         progress: sftp::Progress<'_>,
     ) -> Result<Staged, TransportError> {
         let Some((session, _permit)) = self.sftp().await? else {
@@ -989,7 +989,7 @@ impl Transport for SshTransport {
     fn stage<'a>(
         &'a self,
         dir: Option<&'a str>,
-        content: &'a [u8],
+        content: &'a mut (dyn tokio::io::AsyncRead + Unpin + Send),
         progress: sftp::Progress<'a>,
     ) -> BoxFuture<'a, Result<Staged, TransportError>> {
         Box::pin(self.stage_inner(dir, content, progress))
