@@ -116,6 +116,25 @@ impl FileWrite {
         r
     }
 
+    /// As [`FileWrite::verify`], for a large staged content: OpenSSL's sha256, where the host
+    /// has it, is about three times as fast as coreutils' (1.2 s against 3.9 s per GiB here),
+    /// and the host's check is most of what a large write costs beyond the transfer. A result
+    /// other than the plan's is taken again from `sha256sum` before the write is refused, so an
+    /// `openssl` that prints something else costs time, never a false refusal.
+    fn verify_large(&self, sha_word: &str) -> String {
+        format!(
+            "sum=
+command -v openssl >/dev/null 2>&1 && sum=$(openssl dgst -sha256 -r < \"$tmp\" 2>/dev/null) || sum=
+             [ \"${{sum%% *}}\" = {sha_word} ] || {{ sum=$(sha256sum < \"$tmp\") || sum=; }}
+             [ \"${{sum%% *}}\" = {sha_word} ] || {}
+",
+            fail_with(&format!(
+                "nexus: the content written to {} does not match the plan",
+                self.path
+            ))
+        )
+    }
+
     /// Checks the content in `$tmp` against `sha_word` (a shell word).
     fn verify(&self, sha_word: &str) -> String {
         // `${h%% *}` rather than `| cut`: each program started costs the host about a millisecond.
@@ -235,7 +254,10 @@ impl FileWrite {
                 }
             }
         }
-        s.push_str(&self.verify(sha_word));
+        s.push_str(&match staged {
+            Some(_) => self.verify_large(sha_word),
+            None => self.verify(sha_word),
+        });
         s.push_str(&self.attributes());
         s.push_str(&self.rename());
         s.push_str("trap - EXIT");
@@ -515,5 +537,75 @@ mod tests {
             fresh.exists(),
             "another run's fresh staged file was removed"
         );
+    }
+
+    /// A staged content is checked by OpenSSL's sha256 where there is one, by sha256sum where
+    /// there is none or OpenSSL says something else; what neither vouches for is refused.
+    #[test]
+    fn a_staged_write_is_checked_whichever_sha256_the_host_has() {
+        let bin = tempfile::tempdir().unwrap();
+        let fake = |name: &str, body: &str| {
+            let p = bin.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        };
+        // Every program of /usr/bin but openssl, which each case puts there or not.
+        for e in std::fs::read_dir("/usr/bin").unwrap() {
+            let e = e.unwrap();
+            if e.file_name() != "openssl" {
+                std::os::unix::fs::symlink(e.path(), bin.path().join(e.file_name())).unwrap();
+            }
+        }
+        // (what `openssl` is, the staged bytes, whether the write lands)
+        let cases: [(Option<&str>, &[u8], bool); 5] = [
+            (None, b"content\n", true),
+            (
+                Some("touch \"$0.used\"; exec /usr/bin/openssl \"$@\""),
+                b"content\n",
+                true,
+            ),
+            (Some("echo 'SHA2-256(stdin)= 00'"), b"content\n", true),
+            (Some("exit 1"), b"content\n", true),
+            (Some("exec /usr/bin/openssl \"$@\""), b"tampered\n", false),
+        ];
+        for (i, (openssl, bytes, lands)) in cases.into_iter().enumerate() {
+            let _ = std::fs::remove_file(bin.path().join("openssl"));
+            if let Some(body) = openssl {
+                fake("openssl", body);
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let staged = dir.path().join(".nexus-sftp-staged");
+            std::fs::write(&staged, bytes).unwrap();
+            let target = dir.path().join("app.conf");
+            let w = FileWrite {
+                path: target.to_str().unwrap().to_string(),
+                owner: None,
+                group: None,
+                mode: None,
+                replaces_link: false,
+                backup_to: None,
+                sha256: sha256_hex(b"content\n"),
+            };
+            let script = w.script_from_staged(&w.sha256, staged.to_str().unwrap(), false);
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&script)
+                .env("PATH", bin.path())
+                .output()
+                .unwrap();
+            assert_eq!(out.status.success(), lands, "case {i}: {out:?}");
+            match lands {
+                true => assert_eq!(std::fs::read(&target).unwrap(), b"content\n", "case {i}"),
+                false => assert!(!target.exists(), "case {i}"),
+            }
+            assert!(!staged.exists(), "case {i}: the staged file stays");
+            if i == 1 {
+                assert!(
+                    bin.path().join("openssl.used").exists(),
+                    "openssl was not used"
+                );
+            }
+        }
     }
 }
