@@ -304,6 +304,97 @@ fn rollback_restores_a_package_version_a_service_and_removes_a_user_on_a_systemd
     assert_eq!(again.code, 0, "{again:?}");
 }
 
+/// Tier 2: a package changed by several undone runs goes straight back to the version it had
+/// before them, not through the versions in between: here 2.0 has left the repository by the
+/// time of the rollback. Package `a` was at 1.0 before runs 2 and 3 (2.0, then 3.0); package `b`
+/// was not installed (run 2 installs 2.0, run 3 upgrades it to 3.0).
+#[test]
+fn a_rollback_over_several_package_upgrades_skips_the_versions_in_between() {
+    harness::nspawn::require_prerequisites();
+    let c = harness::nspawn::Container::boot("rb-pkgs");
+    c.exec(harness::nspawn::LOCAL_SOURCES_ONLY);
+    let all: Vec<(&str, &str)> = ["nexus-rb-a", "nexus-rb-b"]
+        .into_iter()
+        .flat_map(|n| [(n, "1.0"), (n, "2.0"), (n, "3.0")])
+        .collect();
+    c.exec(&harness::nspawn::publish(&all, true));
+    let p = Project::new();
+    harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[&c]);
+    p.write("ssh_config", "");
+    let version = |v: u32| {
+        let b = match v {
+            1 => String::new(),
+            _ => format!("    package \"nexus-rb-b\" version=\"{v}.0\"\n"),
+        };
+        format!(
+            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n\
+             host \"rb-pkgs\" \"root@{ip}:{port}\" identity=\"{key}\"\n\
+             task \"deploy\" on=\"rb-pkgs\" {{\n    \
+             package \"nexus-rb-a\" version=\"{v}.0\"\n{b}}}\n",
+            ip = c.ip,
+            port = c.port,
+            key = c.user_key.private.display()
+        )
+    };
+    let installed = || {
+        c.exec(
+            "for n in nexus-rb-a nexus-rb-b; do cat /usr/share/$n/version 2>/dev/null || echo none; done",
+        )
+    };
+    for v in 1..=3 {
+        p.config(&version(v));
+        apply_config(&p, &format!("v{v}.lock"));
+    }
+    assert_eq!(installed(), "3.0\n3.0\n");
+    // 2.0 leaves the repository (and the host's lists); 1.0 is still there.
+    c.exec(
+        "rm /srv/nexus-repo/nexus-rb-a_2.0_all.deb /srv/nexus-repo/nexus-rb-b_2.0_all.deb && \
+         rm -f /var/cache/apt/archives/nexus-rb-*_2.0_all.deb",
+    );
+    c.exec(&harness::nspawn::publish(&[], true));
+
+    let r = ok(p.nexus(&["rollback", "--to", "1", "-o", "r.lock"]));
+    assert!(!r.stderr.contains("irreversible"), "{r:?}");
+    // Each package is put back by the undo of the oldest undone run alone.
+    let plan = nexus::plan::lockfile::read(&p.path("r.lock")).unwrap().plan;
+    let steps: Vec<(&str, Vec<&str>)> = plan.hosts[0]
+        .resources
+        .iter()
+        .map(|r| {
+            let scripts = r.steps.iter().map(|s| s.script.as_str()).collect();
+            (r.label.as_str(), scripts)
+        })
+        .collect();
+    let apt = "DEBIAN_FRONTEND=noninteractive apt-get";
+    let downgrade = "install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --allow-downgrades";
+    assert_eq!(
+        steps,
+        [
+            (
+                "package nexus-rb-b",
+                vec![format!("{apt} remove -y -q -- nexus-rb-b").as_str()]
+            ),
+            (
+                "package nexus-rb-a",
+                vec![format!("{apt} {downgrade} -- 'nexus-rb-a=1.0'").as_str()]
+            ),
+        ]
+    );
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert_eq!(installed(), "1.0\nnone\n", "as run 1 left them");
+    p.config(&version(1));
+    let again = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    // Rolling back the rollback re-applies runs 2 and 3 in turn, through 2.0 again.
+    c.exec(&harness::nspawn::publish(
+        &[("nexus-rb-a", "2.0"), ("nexus-rb-b", "2.0")],
+        true,
+    ));
+    ok(p.nexus(&["rollback", "-o", "rr.lock"]));
+    ok(p.nexus(&["apply", "rr.lock"]));
+    assert_eq!(installed(), "3.0\n3.0\n", "as run 3 left them");
+}
+
 /// Tier 2: users and groups that existed before get their attributes back, across two runs:
 /// run 2 renumbers, moves and regroups them and deletes a user and a group; run 3 changes the
 /// shell again. A rollback to run 1 restores what `getent` showed then (the deleted user comes

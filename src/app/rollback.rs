@@ -15,7 +15,7 @@ use crate::plan::{
     FORMAT_VERSION, HostPlan, Irreversible, Plan, PlannedResource, Role, Rollback, Selection,
     Summary, TaskPlan,
 };
-use crate::resources::preimage::{Restore, restore};
+use crate::resources::preimage::{Restore, oldest_undo_suffices, restore};
 use crate::state::{Preimage, RunId, RunStatus, StateStore};
 
 /// Generations per host whose pre-images `nexus state gc` keeps by default.
@@ -307,19 +307,31 @@ fn build(
                 continue;
             };
             // Newest run first, each run's change is undone: by its own undo steps (they know only
-            // the state that run found), or by restoring the pre-image that run captured. A run of
-            // pre-image restores needs only its oldest: each restores a whole state.
-            let mut segments: Vec<(&Preimage, bool)> = Vec::new();
-            for image in images.iter().rev() {
+            // the state that run found), or by restoring the pre-image that run captured. A
+            // segment is a run of changes that its oldest one's restoration undoes (newest first):
+            // consecutive pre-image restores, each of which restores a whole state, and
+            // consecutive undos whose oldest one's undo provably undoes them all (a package's).
+            let mut segments: Vec<(Vec<&Preimage>, bool)> = Vec::new();
+            for &image in images.iter().rev() {
                 let by_undo = planned(image).is_some_and(|r| !r.undo.is_empty());
+                let joins = |kept: &[&Preimage]| {
+                    let changes: Option<Vec<&PlannedResource>> = std::iter::once(image)
+                        .chain(kept.iter().rev().copied())
+                        .map(&planned)
+                        .collect();
+                    !by_undo || changes.is_some_and(|c| oldest_undo_suffices(&c))
+                };
                 match segments.last_mut() {
-                    Some((kept, false)) if !by_undo => *kept = image,
-                    _ => segments.push((image, by_undo)),
+                    Some((kept, was_by_undo)) if *was_by_undo == by_undo && joins(kept) => {
+                        kept.push(image)
+                    }
+                    _ => segments.push((vec![image], by_undo)),
                 }
             }
             let mut restored: Option<Restore> = None;
             let mut failed = None;
-            for (image, by_undo) in &segments {
+            for (segment, by_undo) in &segments {
+                let image = *segment.last().expect("one image at least");
                 let this = planned(image).unwrap_or(changed);
                 let part = match by_undo {
                     true => Ok(Restore {

@@ -20,6 +20,7 @@
 
 use super::*;
 use crate::facts::PackageManager as HostManager;
+use crate::plan::PlannedResource;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -473,6 +474,74 @@ impl Package {
     }
 }
 
+/// What every probe under manager `m` starts with (its names follow): the tool check and the
+/// manager's probe functions.
+fn probe_prelude(m: Manager) -> String {
+    format!(
+        "LC_ALL=C; export LC_ALL\n\
+         command -v {tool} >/dev/null 2>&1 || {{ echo tool=false; exit 0; }}\n\
+         echo tool=true\n{vars}{functions}",
+        tool = m.query_tool(),
+        vars = m.shell_vars(),
+        functions = probe_functions(m)
+    )
+}
+
+/// Whether one package resource's changes by consecutive runs (`changes`, oldest first), each
+/// undone by its undo steps, are all undone by the oldest one's undo alone (docs/rollback.md).
+///
+/// A package's undo is absolute: it installs the versions the names it changed had before its
+/// run, pinned, and removes the names its run installed, whatever versions the host has by then.
+/// So undoing each change newest first leaves every name as the oldest run that changed it found
+/// it, and so does the oldest one's undo alone, without installing the versions in between (which
+/// may have left the repositories), provided that:
+/// - one manager probed every change (one package database; the probe starts with its prelude);
+/// - every name a later run changed, the oldest changed too: a name a run left alone is not in
+///   its undo. The fields of a change name the packages it changes (a rollback's change lists
+///   none, so whose names it changed is not known here);
+/// - no name ends as the oldest run found it (installed, then removed again; or put back at its
+///   version): its undo would then run against the state it restores, where `dnf remove` of a
+///   package that is not installed fails.
+pub fn oldest_undo_suffices(changes: &[&PlannedResource]) -> bool {
+    let manager = |r: &PlannedResource| {
+        [
+            Manager::Apt,
+            Manager::Dnf,
+            Manager::Yum,
+            Manager::Apk,
+            Manager::Pacman,
+        ]
+        .into_iter()
+        .find(|m| r.probe.starts_with(&probe_prelude(*m)))
+    };
+    let Some((oldest, later)) = changes.split_first() else {
+        return false;
+    };
+    let known = |r: &PlannedResource| {
+        r.kind == ResourceType::Package
+            && !r.undo.is_empty()
+            && !r.fields.is_empty()
+            && manager(r).is_some()
+            && manager(r) == manager(oldest)
+    };
+    if !changes.iter().all(|r| known(r)) {
+        return false;
+    }
+    // Per name: the version the oldest run found, and the one the newest change of it left.
+    let mut names: BTreeMap<&str, (Option<&str>, Option<&str>)> = oldest
+        .fields
+        .iter()
+        .map(|f| (f.field.as_str(), (f.from.as_deref(), f.to.as_deref())))
+        .collect();
+    for f in later.iter().flat_map(|r| &r.fields) {
+        match names.get_mut(f.field.as_str()) {
+            Some((_, now)) => *now = f.to.as_deref(),
+            None => return false,
+        }
+    }
+    names.values().all(|(before, now)| before != now)
+}
+
 impl Resource for Package {
     fn id(&self) -> String {
         ResourceType::Package.id(&self.spec.names.join(","))
@@ -483,15 +552,7 @@ impl Resource for Package {
     }
 
     fn probe(&self) -> String {
-        let m = self.manager;
-        let mut s = format!(
-            "LC_ALL=C; export LC_ALL\n\
-             command -v {tool} >/dev/null 2>&1 || {{ echo tool=false; exit 0; }}\n\
-             echo tool=true\n",
-            tool = m.query_tool()
-        );
-        s.push_str(m.shell_vars());
-        s.push_str(probe_functions(m));
+        let mut s = probe_prelude(self.manager);
         // Candidates cost a query each: only `latest` needs them for installed packages; every
         // missing package needs one (none means no repository the host knows has it).
         let cand = match self.spec.state {
@@ -695,10 +756,117 @@ mod tests {
     }
 
     fn scripts(c: &Change) -> Vec<&str> {
-        c.steps.iter().map(|s| s.script.as_str()).collect()
+        scripts_of(&c.steps)
     }
 
     const APT_INSTALL: &str = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
+
+    /// The change `p` plans from `observed`, as a plan file holds it.
+    fn planned(p: &Package, observed: &str) -> PlannedResource {
+        let c = p.plan(&obs(observed)).unwrap();
+        PlannedResource {
+            key: "t#1".into(),
+            task: "t".into(),
+            role: crate::plan::Role::Task,
+            id: p.id(),
+            kind: ResourceType::Package,
+            label: p.label(),
+            action: c.action,
+            reason: c.reason,
+            fields: c.fields,
+            diff: None,
+            steps: c.steps,
+            probe: p.probe(),
+            probe_batch: None,
+            probe_inline: false,
+            probe_exists: Vec::new(),
+            fingerprint: String::new(),
+            notify: Vec::new(),
+            undo: c.undo,
+            retry: Default::default(),
+        }
+    }
+
+    /// Which runs of one package resource the oldest one's undo undoes alone (rollback).
+    #[test]
+    fn the_oldest_undo_suffices_where_it_provably_leaves_the_same_state() {
+        let at = |v: &str| pkg(Manager::Apt, &["a"], PackageState::Present, Some(v));
+        let absent = pkg(Manager::Apt, &["a"], PackageState::Absent, None);
+        let latest = pkg(Manager::Apt, &["a"], PackageState::Latest, None);
+        let none = "tool=true\ninstalled.a=\ncandidate.a=3.0";
+        let (v1, v2) = ("tool=true\ninstalled.a=1.0", "tool=true\ninstalled.a=2.0");
+        let suffices = |runs: &[&PlannedResource]| oldest_undo_suffices(runs);
+        // Installed by run 1, upgraded by runs 2 and 3: run 1's undo removes it.
+        let installed = planned(&at("1.0"), none);
+        let up2 = planned(&at("2.0"), v1);
+        let up3 = planned(&latest, "tool=true\ninstalled.a=2.0\ncandidate.a=3.0");
+        assert!(suffices(&[&installed, &up2, &up3]));
+        // At 1.0 before run 1, which upgrades it; run 2 upgrades it again.
+        assert!(suffices(&[&up2, &up3]));
+        // Removed by run 1, installed again by run 2 at another version: run 1's undo puts 1.0
+        // back (apt downgrades).
+        let removed = planned(&absent, v1);
+        assert_eq!(
+            scripts_of(&removed.undo),
+            [format!("{APT_INSTALL} --allow-downgrades -- 'a=1.0'")]
+        );
+        assert!(suffices(&[&removed, &planned(&latest, none)]));
+        // ... or at the version it had: nothing left to undo, which run 1's undo alone would
+        // install again (a no-op some managers fail).
+        assert!(!suffices(&[&removed, &planned(&at("1.0"), none)]));
+        // Installed by run 1 and removed by run 2: run 1's undo would remove what is not there.
+        assert!(!suffices(&[&installed, &planned(&absent, v1)]));
+        // Downgraded and upgraded back.
+        assert!(!suffices(&[
+            &planned(&at("1.0"), v2),
+            &planned(&at("2.0"), v1)
+        ]));
+
+        // Several names: run 1 installs a, b being there already; run 2 upgrades b, which run
+        // 1's undo leaves alone.
+        let ab = |state, version| pkg(Manager::Apt, &["a", "b"], state, version);
+        let a_only = planned(
+            &ab(PackageState::Present, None),
+            "tool=true\ninstalled.a=\ncandidate.a=1.0\ninstalled.b=5.0",
+        );
+        let b_up = planned(
+            &ab(PackageState::Latest, None),
+            "tool=true\ninstalled.a=1.0\ncandidate.a=1.0\ninstalled.b=5.0\ncandidate.b=6.0",
+        );
+        assert_eq!(a_only.fields.len(), 1);
+        assert!(!suffices(&[&a_only, &b_up]));
+        // Run 1 installs both, run 2 upgrades b: run 1's undo removes both.
+        let both = planned(
+            &ab(PackageState::Present, None),
+            "tool=true\ninstalled.a=\ncandidate.a=1.0\ninstalled.b=\ncandidate.b=5.0",
+        );
+        assert!(suffices(&[&both, &b_up]));
+
+        // Another manager's package database.
+        let dnf = pkg(Manager::Dnf, &["a"], PackageState::Present, Some("2.0"));
+        assert!(!suffices(&[&installed, &planned(&dnf, v1)]));
+        // A rollback's change lists no fields: which names it changed is not known.
+        let rollback = PlannedResource {
+            fields: Vec::new(),
+            ..up2.clone()
+        };
+        assert!(!suffices(&[&installed, &rollback]));
+        // Other types' undo knows only the state its own run found.
+        let command = PlannedResource {
+            kind: ResourceType::Command,
+            ..installed.clone()
+        };
+        assert!(!super::super::preimage::oldest_undo_suffices(&[
+            &command, &command
+        ]));
+        assert!(super::super::preimage::oldest_undo_suffices(&[
+            &installed, &up2
+        ]));
+    }
+
+    fn scripts_of(steps: &[Step]) -> Vec<&str> {
+        steps.iter().map(|s| s.script.as_str()).collect()
+    }
 
     #[test]
     fn apt_present_installs_only_missing_names() {

@@ -115,6 +115,18 @@ pub fn image(
     (preimage, blob)
 }
 
+/// Whether one resource's changes by consecutive runs (`changes`, oldest first), each undone by
+/// its own undo steps, are all undone by the oldest one's alone: only for a type whose undo puts
+/// back an absolute state (`package`: the versions installed before, pinned), where that provably
+/// leaves what undoing each, newest first, would. The undo of `command`, `user` and `group` knows
+/// only the state its own run found: each runs.
+pub fn oldest_undo_suffices(changes: &[&PlannedResource]) -> bool {
+    match changes.first().map(|r| r.kind) {
+        Some(ResourceType::Package) => super::package::oldest_undo_suffices(changes),
+        _ => false,
+    }
+}
+
 /// Why a resource cannot be restored (listed as irreversible).
 #[derive(Debug, thiserror::Error)]
 pub enum Unrestorable {
