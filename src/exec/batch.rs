@@ -861,4 +861,161 @@ mod tests {
         let (parts, _) = split(b"\n@@NEXUSBx 1 begin\nx\n", b"", token, 1);
         assert!(parts.is_empty());
     }
+
+    /// A directory of every program in /usr/bin, `mv` and `rename.ul` logging each call to
+    /// `log` before doing their work; `rename.ul` left out when `rename` is false, and `mv`
+    /// refusing to write over a name ending in `refuse_mv` when given.
+    fn programs(rename: bool, refuse_mv: Option<&str>) -> (tempfile::TempDir, std::path::PathBuf) {
+        let bin = tempfile::tempdir().unwrap();
+        let log = bin.path().join("calls.log");
+        for e in std::fs::read_dir("/usr/bin").unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name();
+            if name == "mv" || name == "rename.ul" {
+                continue;
+            }
+            std::os::unix::fs::symlink(e.path(), bin.path().join(&name)).unwrap();
+        }
+        let refuse = match refuse_mv {
+            Some(end) => format!(
+                "for last; do :; done; case $last in *{end}) echo \"mv: refused $last\" >&2; exit 1;; esac\n"
+            ),
+            None => String::new(),
+        };
+        let wrap = |name: &str, body: &str| {
+            let p = bin.path().join(name);
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\necho \"{name} $*\" >> {}\n{body}",
+                    q(log.to_str().unwrap())
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        };
+        wrap("mv", &format!("{refuse}exec /usr/bin/mv \"$@\"\n"));
+        if rename {
+            wrap("rename.ul", "exec /usr/bin/rename.ul \"$@\"\n");
+        }
+        (bin, log)
+    }
+
+    /// Runs the batch of file writes `files` (path, content) with the programs of `bin`; returns
+    /// the script's exit status and the calls logged.
+    fn run_writes(files: &[(std::path::PathBuf, &[u8])], bin: &std::path::Path) -> (bool, String) {
+        let mut blobs = BTreeMap::new();
+        let units: Vec<(Step, bool)> = files
+            .iter()
+            .map(|(p, c)| write(&mut blobs, p, c, Some(0o640)))
+            .collect();
+        let members: Vec<Member<'_>> = units
+            .iter()
+            .zip(files)
+            .map(|((step, guarded), (_, c))| Member {
+                step,
+                guarded: *guarded,
+                stdin: Some(c.to_vec()),
+                embedded: true,
+            })
+            .collect();
+        let text = script(&members, &token(&members), "n0nce");
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&text)
+            .env("PATH", bin)
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(bin.join("calls.log")).unwrap_or_default();
+        (out.status.success(), calls)
+    }
+
+    fn temps_left(dirs: &[&std::path::Path]) -> Vec<String> {
+        dirs.iter()
+            .flat_map(|d| std::fs::read_dir(d).unwrap())
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".nexus-"))
+            .collect()
+    }
+
+    #[test]
+    fn new_files_of_a_batch_are_renamed_into_place_by_one_program() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let files: Vec<(std::path::PathBuf, &[u8])> = vec![
+            (a.path().join("one.conf"), b"1\n"),
+            (b.path().join("two.conf"), b"2\n"),
+            (a.path().join("three"), b"3\n"),
+            (b.path().join("four with space"), b""),
+        ];
+        let (bin, _) = programs(true, None);
+        let (ok, calls) = run_writes(&files, bin.path());
+        assert!(ok, "{calls}");
+        for (p, c) in &files {
+            assert_eq!(std::fs::read(p).unwrap(), *c, "{}", p.display());
+            assert_eq!(mode_of(p), 0o640);
+        }
+        assert_eq!(calls.matches("rename.ul ").count(), 1, "{calls}");
+        assert_eq!(calls.matches("mv ").count(), 0, "{calls}");
+        assert_eq!(temps_left(&[a.path(), b.path()]), Vec::<String>::new());
+
+        // An existing target is replaced by its own `mv`; the new files before it share the
+        // rename, those after it each take their own: the order of what lands stays the plan's.
+        std::fs::write(a.path().join("three"), b"old").unwrap();
+        for (p, _) in [&files[0], &files[1], &files[3]] {
+            std::fs::remove_file(p).unwrap();
+        }
+        let (bin, _) = programs(true, None);
+        let (ok, calls) = run_writes(&files, bin.path());
+        assert!(ok, "{calls}");
+        for (p, c) in &files {
+            assert_eq!(std::fs::read(p).unwrap(), *c, "{}", p.display());
+        }
+        assert_eq!(calls.matches("rename.ul ").count(), 1, "{calls}");
+        assert_eq!(calls.matches("mv ").count(), 2, "{calls}");
+
+        // A host without util-linux's rename: one `mv` each, as before.
+        for (p, _) in &files {
+            std::fs::remove_file(p).unwrap();
+        }
+        let (bin, _) = programs(false, None);
+        let (ok, calls) = run_writes(&files, bin.path());
+        assert!(ok, "{calls}");
+        for (p, c) in &files {
+            assert_eq!(std::fs::read(p).unwrap(), *c, "{}", p.display());
+        }
+        assert_eq!(calls.matches("mv ").count(), 4, "{calls}");
+        assert_eq!(temps_left(&[a.path(), b.path()]), Vec::<String>::new());
+    }
+
+    /// A shared rename that fails part way (here: a directory took the second name after the
+    /// checks) must not leave files in place that the batch then reports as not run: what it
+    /// renamed after its first failure is put back, and each write goes on alone, in order.
+    #[test]
+    fn a_shared_rename_that_fails_part_way_leaves_only_what_ran_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<(std::path::PathBuf, &[u8])> = vec![
+            (dir.path().join("first"), b"1"),
+            (dir.path().join("second"), b"2"),
+            (dir.path().join("third"), b"3"),
+        ];
+        // rename.ul that makes `second` a directory just before renaming, as a race would.
+        let (bin, _) = programs(true, Some("second"));
+        let second = q(files[1].0.to_str().unwrap());
+        std::fs::write(
+            bin.path().join("rename.ul"),
+            format!(
+                "#!/bin/sh\necho \"rename.ul $*\" >> {}\nmkdir {second}\nexec /usr/bin/rename.ul \"$@\"\n",
+                q(bin.path().join("calls.log").to_str().unwrap())
+            ),
+        )
+        .unwrap();
+        let (ok, calls) = run_writes(&files, bin.path());
+        assert!(!ok, "{calls}");
+        assert_eq!(std::fs::read(&files[0].0).unwrap(), b"1");
+        assert!(files[1].0.is_dir());
+        // The batch stopped at the second write: the third was not left in place.
+        assert!(!files[2].0.exists(), "{calls}");
+        assert_eq!(temps_left(&[dir.path()]), Vec::<String>::new());
+    }
 }

@@ -6,9 +6,10 @@
 //! of a cold apply. When several writes share one command (exec/batch.rs), [`run_prepare`] and
 //! [`run_member`] do the same with the contents written by the shell's own `printf` from the
 //! script, one `sha256sum`, one `chmod` per mode and one `chown` per owner for all of them, and
-//! one `mv` each. Whatever the shared commands cannot settle (a file that keeps its existing
-//! mode or owner, a failure in a shared command) falls back, member by member, to the lines
-//! of the script alone, so each resource still gets its own status and error.
+//! one `mv` each, or for new files one util-linux `rename.ul` for all (each rename atomic still).
+//! Whatever the shared commands cannot settle (a file that keeps its existing mode or owner, a
+//! failure in a shared command) falls back, member by member, to the lines of the script alone,
+//! so each resource still gets its own status and error.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -173,6 +174,15 @@ command -v openssl >/dev/null 2>&1 && sum=$(openssl dgst -sha256 -r < \"$tmp\" 2
         s
     }
 
+    /// The name of the target in its directory when the shared rename may take this write
+    /// ([`shared_rename`]): not when it replaces a link or keeps a backup (each needs its own
+    /// steps first), nor when the temporary file's longer name might not fit NAME_MAX.
+    fn shared_rename_name(&self) -> Option<&str> {
+        let base = self.path.trim_end_matches('/').rsplit('/').next()?;
+        (!self.replaces_link && self.backup_to.is_none() && !base.is_empty() && base.len() <= 200)
+            .then_some(base)
+    }
+
     /// The program and argument that give the file its explicit owner and group, if any.
     fn chown(&self) -> Option<(&'static str, String)> {
         chown_of(self.owner.as_deref(), self.group.as_deref())
@@ -329,7 +339,9 @@ pub fn run_prepare(members: &[RunMember<'_>], nonce: &str) -> String {
     for m in members {
         let (i, w) = (m.index, m.write);
         let dir = w.dir_word();
-        s.push_str(&format!("_nx_t{i}=; _nx_e{i}=; _nx_s{i}=\n"));
+        s.push_str(&format!(
+            "_nx_t{i}=; _nx_e{i}=; _nx_s{i}=; _nx_n{i}=; _nx_r{i}=\n"
+        ));
         for (n, (cond, msg)) in w.refusals().iter().enumerate() {
             let kw = if n == 0 { "if" } else { "elif" };
             s.push_str(&format!("{kw} {cond}; then _nx_e{i}={}\n", q(msg)));
@@ -341,9 +353,15 @@ pub fn run_prepare(members: &[RunMember<'_>], nonce: &str) -> String {
         // In a sticky directory (/tmp) others may create files: there mktemp picks a name no
         // one made. Elsewhere only the directory's owners may, and the name is random: the
         // shell creates it, refusing one that exists (noclobber), which starts no program.
+        // A write the shared rename may take has its target's name after a common prefix,
+        // which the rename removes ([`shared_rename`]).
+        let (name, named) = match w.shared_rename_name() {
+            Some(base) => (format!("{nonce}-{}", q(base)), format!("_nx_n{i}=1; ")),
+            None => (format!("{nonce}{i}"), String::new()),
+        };
         s.push_str(&format!(
             "if [ -k {d} ]; then _nx_t{i}=$(mktemp {dir}/.nexus-$$-XXXXXXXX 2>/dev/null) || _nx_t{i}=\n\
-             else _nx_t{i}={dir}/.nexus-$$-{nonce}{i}; if [ -e \"$_nx_t{i}\" ] || [ -L \"$_nx_t{i}\" ] || ! {{ set -C; printf '' 2>/dev/null >\"$_nx_t{i}\"; }}; then _nx_t{i}=; fi; set +C; fi\n\
+             else {named}_nx_t{i}={dir}/.nexus-$$-{name}; if [ -e \"$_nx_t{i}\" ] || [ -L \"$_nx_t{i}\" ] || ! {{ set -C; printf '' 2>/dev/null >\"$_nx_t{i}\"; }}; then _nx_t{i}=; _nx_n{i}=; fi; set +C; fi\n\
              if [ -z \"$_nx_t{i}\" ]; then _nx_e{i}=-\n\
              elif ! printf -- {} 2>/dev/null >|\"$_nx_t{i}\"; then _nx_e{i}={}\n\
              fi\n",
@@ -401,11 +419,65 @@ pub fn run_prepare(members: &[RunMember<'_>], nonce: &str) -> String {
         ));
     }
     s.push_str(&format!("if [ -n \"$_nx_ok\" ]; then\n{shared}fi\n"));
+    s.push_str(&shared_rename(members, nonce));
+    s
+}
+
+/// The shell text that renames the new files of a run into place with one program instead of
+/// one `mv` each: util-linux's `rename.ul` (Debian's name for it, so never Perl's `rename`,
+/// whose arguments mean something else), where the host has it, removing the temporary files'
+/// common prefix `.nexus-PID-NONCE-`. Each rename is still atomic (rename(2) per file).
+///
+/// It takes the members from the first on, while each is settled (its content checked, its
+/// mode and owner given), renamed by nothing else first (no backup), and its target does not
+/// exist: a new name in a directory just written to, which nothing but a race makes fail. The
+/// batch reports each member in order and stops at the first failure, so if the rename fails
+/// for one of them, those it renamed after that one are put back (their targets did not exist)
+/// and each is left to its own frame. A member it renamed has `$_nx_rI` set.
+fn shared_rename(members: &[RunMember<'_>], nonce: &str) -> String {
+    let mut s = String::from(
+        "_nx_go=; set --\n\
+         if [ -n \"$_nx_ok\" ] && command -v rename.ul >/dev/null 2>&1; then _nx_go=1; fi\n",
+    );
+    let mut taken = Vec::new();
+    for m in members {
+        if m.write.shared_rename_name().is_none() {
+            break;
+        }
+        let (i, p) = (m.index, q(&m.write.path));
+        s.push_str(&format!(
+            "if [ -n \"$_nx_go\" ] && [ -n \"$_nx_n{i}\" ] && [ -z \"$_nx_e{i}$_nx_s{i}\" ] && [ ! -e {p} ] && [ ! -L {p} ]; then set -- \"$@\" \"$_nx_t{i}\"; _nx_r{i}=1; else _nx_go=; fi\n"
+        ));
+        taken.push((i, p));
+    }
+    if taken.len() < 2 {
+        // One file costs one program either way.
+        return String::new();
+    }
+    // Whatever its exit status says (util-linux's rename succeeds when any name was renamed),
+    // a temporary file still there was not renamed.
+    s.push_str(&format!(
+        "if [ $# -gt 1 ]; then\n\
+         rename.ul -- .nexus-$$-{nonce}- '' \"$@\" 2>/dev/null || :\n\
+         _nx_x=\n"
+    ));
+    for (i, p) in &taken {
+        s.push_str(&format!(
+            "if [ -n \"$_nx_r{i}\" ]; then if [ -e \"$_nx_t{i}\" ]; then _nx_x=1; _nx_r{i}=; elif [ -n \"$_nx_x\" ]; then mv -f -- {p} \"$_nx_t{i}\" 2>/dev/null && _nx_r{i}=; fi; fi\n"
+        ));
+    }
+    s.push_str("else\n");
+    // Fewer than two were taken: each renames its own.
+    for (i, _) in &taken {
+        s.push_str(&format!("_nx_r{i}=\n"));
+    }
+    s.push_str("fi\n");
     s
 }
 
 /// The member `index`'s part of a run, in its own frame (a subshell) after [`run_prepare`]:
-/// its refusal, or what the shared commands left to it, then its backup and rename.
+/// its refusal, or what the shared commands left to it, then its backup and rename (unless the
+/// shared rename did it).
 pub fn run_member(index: usize, w: &FileWrite) -> String {
     let i = index;
     let mut s = String::from("set -e\n");
@@ -425,8 +497,10 @@ pub fn run_member(index: usize, w: &FileWrite) -> String {
     s.push_str(&w.verify(&w.sha256));
     s.push_str(&w.attributes());
     s.push_str("fi\n");
+    s.push_str(&format!("if [ -z \"$_nx_r{i}\" ]; then\n"));
     s.push_str(&w.backup());
     s.push_str(&w.rename());
+    s.push_str("fi\n");
     s
 }
 
