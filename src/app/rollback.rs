@@ -508,19 +508,23 @@ fn force(plan: &mut Plan, req: &Request) -> Result<Vec<stale::Drift>, Error> {
         .collect();
     let mut forced = Vec::new();
     for h in &mut plan.hosts {
+        // A resource restored at several places drifted once.
+        let mut reported = BTreeMap::new();
         for r in &mut h.resources {
             let Some(fp) = now.get(&(h.name.as_str(), r.key.as_str())) else {
                 continue;
             };
             if *fp != r.fingerprint {
-                forced.push(stale::Drift {
+                let drift = stale::Drift {
                     host: h.name.clone(),
                     key: r.key.clone(),
                     label: r.label.clone(),
                     planned: r.fingerprint.clone(),
                     now: fp.to_string(),
                     why: None,
-                });
+                    also: Vec::new(),
+                };
+                stale::report(&mut forced, &mut reported, r.id.clone(), drift);
                 r.fingerprint = fp.to_string();
             }
         }
