@@ -463,6 +463,116 @@ fn rollback_restores_the_attributes_of_users_and_groups_that_existed() {
     assert_eq!(getent(), after3, "the accounts are as run 3 left them");
 }
 
+/// Tier 2: changes that depend on each other across runs are each undone at their own place.
+/// On host A, run 1 moves a user off a group and then deletes the group, and run 2 changes the
+/// user's shell: the user's run-1 groups can only come back after the group (undoing the user
+/// at its newest change, both runs at once, fails with `usermod: group ... does not exist`).
+/// On host B, run 1 changes a user's comment, and run 2 creates a group and makes it the user's
+/// primary group: the group can only go after the user left it (undoing the user at its oldest
+/// change fails with `groupdel: cannot remove the primary group`). A rollback of the rollback
+/// re-applies host A's runs in turn.
+#[test]
+fn a_rollback_undoes_each_change_of_a_resource_at_its_own_place() {
+    harness::nspawn::require_prerequisites();
+    let a = harness::nspawn::Container::boot("rb-order-a");
+    let b = harness::nspawn::Container::boot("rb-order-b");
+    a.exec(
+        "groupadd -g 3500 rbog && \
+         useradd -u 3501 -G adm,rbog -d /home/rboa -s /bin/sh -c 'Order A' -m rboa",
+    );
+    b.exec("useradd -u 3601 -d /home/rbob -s /bin/sh -c 'Order B' -m rbob");
+    let getent = |c: &harness::nspawn::Container, user: &str, groups: &str| {
+        c.exec(&format!(
+            "getent passwd {user}; id -Gn {user} | tr ' ' '\\n' | sort | tr '\\n' ' '; echo; \
+             for g in {groups}; do getent group $g || echo \"$g: none\"; done"
+        ))
+    };
+    let state_a = || getent(&a, "rboa", "rbog");
+    let state_b = || getent(&b, "rbob", "rbob rbg2");
+    let (before_a, before_b) = (state_a(), state_b());
+    let p = Project::new();
+    harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[&a, &b]);
+    p.write("ssh_config", "");
+    let version = |on_a: &str, on_b: &str| {
+        let host = |name: &str, c: &harness::nspawn::Container| {
+            format!(
+                "host \"{name}\" \"root@{}:{}\" identity=\"{}\"\n",
+                c.ip,
+                c.port,
+                c.user_key.private.display()
+            )
+        };
+        format!(
+            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n{}{}\
+             task \"a\" on=\"rb-order-a\" {{\n{on_a}}}\n\
+             task \"b\" on=\"rb-order-b\" {{\n{on_b}}}\n",
+            host("rb-order-a", &a),
+            host("rb-order-b", &b),
+        )
+    };
+    p.config(&version(
+        "    user \"rboa\" groups=\"adm\"\n    group \"rbog\" state=\"absent\"\n",
+        "    user \"rbob\" comment=\"Changed B\"\n",
+    ));
+    apply_config(&p, "v1.lock");
+    p.config(&version(
+        "    user \"rboa\" shell=\"/bin/bash\"\n",
+        "    group \"rbg2\" gid=3602\n    user \"rbob\" group=\"rbg2\"\n",
+    ));
+    apply_config(&p, "v2.lock");
+    let (after_a, after_b) = (state_a(), state_b());
+    assert!(after_a.contains("rbog: none"), "{after_a}");
+    assert!(after_b.contains(":3602:"), "{after_b}");
+
+    let r = ok(p.nexus(&["rollback", "--to", "0", "-o", "r.lock"]));
+    assert!(!r.stderr.contains("irreversible"), "{r:?}");
+    let plan = nexus::plan::lockfile::read(&p.path("r.lock")).unwrap().plan;
+    let order: Vec<(&str, Vec<&str>)> = plan
+        .hosts
+        .iter()
+        .map(|h| {
+            let labels = h.resources.iter().map(|r| r.label.as_str()).collect();
+            (h.name.as_str(), labels)
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("rb-order-a", vec!["user rboa", "group rbog", "user rboa"]),
+            ("rb-order-b", vec!["user rbob", "group rbg2", "user rbob"]),
+        ]
+    );
+    let shown = ok(p.nexus(&["show", "r.lock"]));
+    assert!(shown.stdout.contains("(undoes run 1, 2)"), "{shown:?}");
+
+    // A hand edit since the runs refuses the plan, naming the user once with both its entries.
+    a.exec("usermod -s /bin/dash rboa");
+    let refused = p.nexus(&["apply", "r.lock"]);
+    assert_eq!(refused.code, 6, "{refused:?}");
+    assert_eq!(
+        refused.stderr.matches("user rboa").count(),
+        1,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("changed: rb-order-a: user rboa (rollback#1, rollback#3)"),
+        "{refused:?}"
+    );
+    let forced = ok(p.nexus(&["rollback", "--to", "0", "--force", "-o", "r.lock"]));
+    assert_eq!(forced.stderr.matches("user rboa").count(), 1, "{forced:?}");
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert_eq!(state_a(), before_a, "host A is as before run 1");
+    assert_eq!(state_b(), before_b, "host B is as before run 1");
+
+    // Rolling back the rollback re-applies runs 1 and 2 on host A, each change at its place.
+    let r = ok(p.nexus(&["rollback", "--host", "rb-order-a", "-o", "rr.lock"]));
+    assert!(!r.stderr.contains("irreversible"), "{r:?}");
+    ok(p.nexus(&["apply", "rr.lock"]));
+    assert_eq!(state_a(), after_a, "host A is as run 2 left it");
+}
+
 /// A restored resource notifies its handlers as any change does, and a command the run executed
 /// is listed as irreversible.
 #[test]

@@ -303,9 +303,16 @@ fn stale(
         match &d.why {
             Some(why) => msg.push_str(&format!(
                 "  refused: {}: {} ({}): {why}\n",
-                d.host, d.label, d.key
+                d.host,
+                d.label,
+                d.keys()
             )),
-            None => msg.push_str(&format!("  changed: {}: {} ({})\n", d.host, d.label, d.key)),
+            None => msg.push_str(&format!(
+                "  changed: {}: {} ({})\n",
+                d.host,
+                d.label,
+                d.keys()
+            )),
         }
     }
     for (h, e) in unreachable {

@@ -15,7 +15,7 @@ use crate::plan::{
     FORMAT_VERSION, HostPlan, Irreversible, Plan, PlannedResource, Role, Rollback, Selection,
     Summary, TaskPlan,
 };
-use crate::resources::preimage::{Restore, oldest_undo_suffices, restore};
+use crate::resources::preimage::{Restore, oldest_undo_suffices, redone_by_its_steps, restore};
 use crate::state::{Preimage, RunId, RunStatus, StateStore};
 
 /// Generations per host whose pre-images `nexus state gc` keeps by default.
@@ -261,7 +261,75 @@ fn nothing(reason: String) -> Error {
     Error::NothingToRollBack { reason }
 }
 
-/// The plan restoring `images` (per host, oldest run first), from the plans of those runs.
+/// Splits changes of one resource (newest first) into segments, each undone by its oldest
+/// change's restoration (`bool`: by its undo steps, else by its pre-image): consecutive pre-image
+/// restores, each of which restores a whole state, and consecutive undos whose oldest one's undo
+/// provably undoes them all (a package's, see [`oldest_undo_suffices`]).
+fn segments<'i, 'p>(
+    images: &[&'i Preimage],
+    planned: &impl Fn(&Preimage) -> Option<&'p PlannedResource>,
+) -> Vec<(Vec<&'i Preimage>, bool)> {
+    let mut segments: Vec<(Vec<&Preimage>, bool)> = Vec::new();
+    for &image in images {
+        let by_undo = planned(image).is_some_and(|r| !r.undo.is_empty());
+        let joins = |kept: &[&Preimage]| {
+            let changes: Option<Vec<&PlannedResource>> = std::iter::once(image)
+                .chain(kept.iter().rev().copied())
+                .map(planned)
+                .collect();
+            !by_undo || changes.is_some_and(|c| oldest_undo_suffices(&c))
+        };
+        match segments.last_mut() {
+            Some((kept, was_by_undo)) if *was_by_undo == by_undo && joins(kept) => kept.push(image),
+            _ => segments.push((vec![image], by_undo)),
+        }
+    }
+    segments
+}
+
+/// The changes of one host (`list`), grouped into the plan entries that undo them, in the order
+/// they run: every change at its own place, the newest run's last change first (the reverse of
+/// the order the runs made them, so a change is undone before what it depended on). Adjacent
+/// changes of one resource are one entry. Changes of a resource that its oldest one's undo
+/// provably undoes alone (a package's) are undone by it, at its place: theirs are left out.
+fn entries<'i, 'p>(
+    list: &'i [Preimage],
+    planned: &impl Fn(&Preimage) -> Option<&'p PlannedResource>,
+) -> Vec<Vec<&'i Preimage>> {
+    let mut walk: Vec<&Preimage> = list.iter().collect();
+    walk.sort_by_key(|p| std::cmp::Reverse((p.run, p.seq)));
+    let mut by_id: BTreeMap<&str, Vec<&Preimage>> = BTreeMap::new();
+    for &p in &walk {
+        by_id.entry(p.resource_id.as_str()).or_default().push(p);
+    }
+    let change = |p: &Preimage| (p.run, p.key.clone());
+    let mut covered = BTreeSet::new();
+    let mut covering: BTreeMap<(RunId, String), Vec<&Preimage>> = BTreeMap::new();
+    for changes in by_id.values() {
+        for (segment, by_undo) in segments(changes, planned) {
+            if let (true, [newer @ .., oldest]) = (by_undo, segment.as_slice())
+                && !newer.is_empty()
+            {
+                covered.extend(newer.iter().map(|p| change(p)));
+                covering.insert(change(oldest), segment.clone());
+            }
+        }
+    }
+    let mut entries: Vec<Vec<&Preimage>> = Vec::new();
+    for p in walk {
+        if covered.contains(&change(p)) {
+            continue;
+        }
+        let unit = covering.remove(&change(p)).unwrap_or_else(|| vec![p]);
+        match entries.last_mut() {
+            Some(entry) if entry[0].resource_id == p.resource_id => entry.extend(unit),
+            _ => entries.push(unit),
+        }
+    }
+    entries
+}
+
+/// The plan restoring `images` (per host), from the plans of those runs.
 fn build(
     store: &dyn StateStore,
     to: i64,
@@ -274,18 +342,6 @@ fn build(
     let mut irreversible = Vec::new();
     let mut summary = Summary::default();
     for (host, list) in images {
-        // Per resource: the oldest pre-image is what to restore; the newest change says what the
-        // host should show now, and how to probe it.
-        let mut by_id: BTreeMap<&str, Vec<&Preimage>> = BTreeMap::new();
-        for p in list {
-            by_id.entry(p.resource_id.as_str()).or_default().push(p);
-        }
-        // Reverse dependency order: the newest run's last change is undone first.
-        let mut order: Vec<Vec<&Preimage>> = by_id.into_values().collect();
-        order.sort_by_key(|images| {
-            let last = images.last().expect("one image at least");
-            std::cmp::Reverse((last.run, last.seq))
-        });
         let Some(host_plan) = plans
             .values()
             .rev()
@@ -293,41 +349,35 @@ fn build(
         else {
             continue;
         };
+        let planned = |image: &Preimage| {
+            plans
+                .get(&image.run.0)
+                .and_then(|p| p.hosts.iter().find(|h| h.name == *host))
+                .and_then(|h| h.resources.iter().find(|r| r.key == image.key))
+        };
+        // Per resource, its newest change: what the host shows now, and how to probe it. Every
+        // entry of the resource expects that state, since apply checks them all before it runs
+        // any (exec/stale.rs reports a resource that drifted once).
+        let mut latest: BTreeMap<&str, &Preimage> = BTreeMap::new();
+        for p in list {
+            let newest = latest.entry(p.resource_id.as_str()).or_insert(p);
+            if (p.run, p.seq) > (newest.run, newest.seq) {
+                *newest = p;
+            }
+        }
         let mut resources = Vec::new();
         let mut handlers: BTreeSet<String> = BTreeSet::new();
-        for images in order {
-            let planned = |image: &Preimage| {
-                plans
-                    .get(&image.run.0)
-                    .and_then(|p| p.hosts.iter().find(|h| h.name == *host))
-                    .and_then(|h| h.resources.iter().find(|r| r.key == image.key))
-            };
-            let (first, last) = (images[0], *images.last().expect("one image at least"));
+        for images in entries(list, &planned) {
+            // Newest first.
+            let (last, first) = (images[0], *images.last().expect("one image at least"));
             let Some(changed) = planned(last) else {
                 continue;
             };
-            // Newest run first, each run's change is undone: by its own undo steps (they know only
-            // the state that run found), or by restoring the pre-image that run captured. A
-            // segment is a run of changes that its oldest one's restoration undoes (newest first):
-            // consecutive pre-image restores, each of which restores a whole state, and
-            // consecutive undos whose oldest one's undo provably undoes them all (a package's).
-            let mut segments: Vec<(Vec<&Preimage>, bool)> = Vec::new();
-            for &image in images.iter().rev() {
-                let by_undo = planned(image).is_some_and(|r| !r.undo.is_empty());
-                let joins = |kept: &[&Preimage]| {
-                    let changes: Option<Vec<&PlannedResource>> = std::iter::once(image)
-                        .chain(kept.iter().rev().copied())
-                        .map(&planned)
-                        .collect();
-                    !by_undo || changes.is_some_and(|c| oldest_undo_suffices(&c))
-                };
-                match segments.last_mut() {
-                    Some((kept, was_by_undo)) if *was_by_undo == by_undo && joins(kept) => {
-                        kept.push(image)
-                    }
-                    _ => segments.push((vec![image], by_undo)),
-                }
-            }
+            let shown = latest[last.resource_id.as_str()];
+            let base = planned(shown).unwrap_or(changed);
+            // Each segment is undone by its own undo steps (they know only the state its run
+            // found), or by restoring the pre-image its oldest run captured; newest first.
+            let segments = segments(&images, &planned);
             let mut restored: Option<Restore> = None;
             let mut failed = None;
             for (segment, by_undo) in &segments {
@@ -373,18 +423,20 @@ fn build(
                 }
             };
             // Undoing the undo is re-applying: each run's forward steps, oldest first, when every
-            // run was undone by its undo steps; otherwise a rollback of this rollback restores
-            // the pre-images it captures.
-            let redo: Vec<Step> = match segments.iter().all(|(_, by_undo)| *by_undo) {
+            // run was undone by its undo steps, or its steps redo what its pre-image undid;
+            // otherwise a rollback of this rollback restores the pre-images it captures.
+            let by_steps = segments.iter().all(|(_, by_undo)| *by_undo);
+            let redo: Vec<Step> = match by_steps || redone_by_its_steps(changed.kind) {
                 true => images
                     .iter()
+                    .rev()
                     .filter_map(|i| planned(i))
                     .flat_map(|r| r.steps.clone())
                     .collect(),
                 false => Vec::new(),
             };
             let key = format!("{TASK}#{}", resources.len() + 1);
-            handlers.extend(changed.notify.iter().cloned());
+            handlers.extend(base.notify.iter().cloned());
             summary.add(restore.action);
             resources.push(PlannedResource {
                 key,
@@ -395,10 +447,10 @@ fn build(
                 fields: restore.fields,
                 diff: None,
                 steps: restore.steps,
-                fingerprint: last.fingerprint_after.clone().unwrap_or_default(),
+                fingerprint: shown.fingerprint_after.clone().unwrap_or_default(),
                 undo: redo,
                 retry: Default::default(),
-                ..changed.clone()
+                ..base.clone()
             });
         }
         // Handlers are notified as for any change: the newest plan's handler resources.
@@ -508,22 +560,196 @@ fn force(plan: &mut Plan, req: &Request) -> Result<Vec<stale::Drift>, Error> {
         .collect();
     let mut forced = Vec::new();
     for h in &mut plan.hosts {
+        // A resource restored at several places drifted once.
+        let mut reported = BTreeMap::new();
         for r in &mut h.resources {
             let Some(fp) = now.get(&(h.name.as_str(), r.key.as_str())) else {
                 continue;
             };
             if *fp != r.fingerprint {
-                forced.push(stale::Drift {
+                let drift = stale::Drift {
                     host: h.name.clone(),
                     key: r.key.clone(),
                     label: r.label.clone(),
                     planned: r.fingerprint.clone(),
                     now: fp.to_string(),
                     why: None,
-                });
+                    also: Vec::new(),
+                };
+                stale::report(&mut forced, &mut reported, r.id.clone(), drift);
                 r.fingerprint = fp.to_string();
             }
         }
     }
     Ok(forced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ResourceType;
+
+    /// The change of run `run` to `kind` `name`, the `seq`th resource its plan probed: undone by
+    /// the step `undo`, or by its pre-image when that is empty.
+    fn change(run: i64, seq: i64, kind: ResourceType, name: &str, undo: &str) -> PlannedResource {
+        PlannedResource {
+            key: format!("t#{}", seq + 1),
+            task: "t".into(),
+            role: Role::Task,
+            id: kind.id(name),
+            kind,
+            label: format!("{} {name}@{run}", kind.as_str()),
+            action: Action::Update,
+            reason: String::new(),
+            fields: Vec::new(),
+            diff: None,
+            steps: vec![Step::new(format!("change {name} in run {run}"), false)],
+            probe: String::new(),
+            probe_batch: None,
+            probe_inline: false,
+            probe_exists: Vec::new(),
+            fingerprint: String::new(),
+            notify: Vec::new(),
+            undo: match undo {
+                "" => Vec::new(),
+                undo => vec![Step::new(undo, false)],
+            },
+            retry: Default::default(),
+        }
+    }
+
+    /// The labels of the changes each plan entry undoes (newest first), in the order they run.
+    fn order(changes: &[(i64, i64, PlannedResource)]) -> Vec<Vec<String>> {
+        let list: Vec<Preimage> = changes
+            .iter()
+            .map(|(run, seq, r)| Preimage {
+                run: RunId(*run),
+                host: "h".into(),
+                key: r.key.clone(),
+                seq: *seq,
+                resource_id: r.id.clone(),
+                image: crate::state::Image::Existed,
+                blob: None,
+                fingerprint_after: Some(format!("after {run}")),
+            })
+            .collect();
+        let planned = |p: &Preimage| {
+            changes
+                .iter()
+                .find(|(run, _, r)| RunId(*run) == p.run && r.key == p.key)
+                .map(|(_, _, r)| r)
+        };
+        entries(&list, &planned)
+            .into_iter()
+            .map(|e| {
+                e.iter()
+                    .map(|p| planned(p).unwrap().label.clone())
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn at(
+        run: i64,
+        seq: i64,
+        kind: ResourceType,
+        name: &str,
+        undo: &str,
+    ) -> (i64, i64, PlannedResource) {
+        (run, seq, change(run, seq, kind, name, undo))
+    }
+
+    /// Every change is undone at its own place, newest first, whichever run last changed its
+    /// resource; adjacent changes of one resource are one entry.
+    #[test]
+    fn each_change_is_undone_at_its_own_place() {
+        use ResourceType::{Group, User};
+        let cases = [
+            // Run 1 moves u off g, then deletes g; run 2 changes u again. u's run-1 groups can
+            // only come back after g (undoing u's runs at its newest change would fail).
+            (
+                [
+                    (1, 0, User, "u", "usermod -G g -- u"),
+                    (1, 1, Group, "g", "groupadd g"),
+                    (2, 0, User, "u", "usermod -s /bin/sh -- u"),
+                ],
+                vec![vec!["user u@2"], vec!["group g@1"], vec!["user u@1"]],
+            ),
+            // Run 1 changes u; run 2 creates g2 and makes it u's primary group: g2 can only go
+            // after u left it (undoing u's runs at its oldest change would fail).
+            (
+                [
+                    (1, 0, User, "u", "usermod -c Old -- u"),
+                    (2, 0, Group, "g2", ""),
+                    (2, 1, User, "u", "usermod -g u -- u"),
+                ],
+                vec![vec!["user u@2"], vec!["group g2@2"], vec!["user u@1"]],
+            ),
+            // Nothing in between: one entry, newest first.
+            (
+                [
+                    (1, 0, Group, "g", ""),
+                    (1, 1, User, "u", "usermod -c Old -- u"),
+                    (2, 0, User, "u", "usermod -s /bin/sh -- u"),
+                ],
+                vec![vec!["user u@2", "user u@1"], vec!["group g@1"]],
+            ),
+        ];
+        for (runs, want) in cases {
+            let runs = runs.map(|(run, seq, kind, name, undo)| at(run, seq, kind, name, undo));
+            assert_eq!(order(&runs), want, "{runs:?}");
+        }
+    }
+
+    /// A package's changes that the oldest one's undo undoes alone are undone by it, at its
+    /// place, even with other changes in between: the later runs' undos are left out.
+    #[test]
+    fn a_package_goes_back_at_its_oldest_change_only() {
+        use crate::resources::Resource;
+        use crate::resources::package::{Manager, Package, PackageManager, PackageState, Spec};
+        let upgrade = |run: i64, from: &str, to: &str| {
+            let p = Package {
+                spec: Spec {
+                    names: vec!["a".into()],
+                    state: PackageState::Present,
+                    version: Some(to.into()),
+                    manager: PackageManager::Auto,
+                    update_cache: false,
+                },
+                host: "h".into(),
+                manager: Manager::Apt,
+                sudo: true,
+            };
+            let c = p
+                .plan(
+                    &crate::plan::Observed::parse(&format!("tool=true\ninstalled.a={from}"))
+                        .unwrap(),
+                )
+                .unwrap();
+            PlannedResource {
+                id: p.id(),
+                kind: ResourceType::Package,
+                probe: p.probe(),
+                fields: c.fields,
+                steps: c.steps,
+                undo: c.undo,
+                ..change(run, 0, ResourceType::Package, "a", "")
+            }
+        };
+        let user = |run| at(run, 1, ResourceType::User, "u", "usermod -c Old -- u");
+        let runs = [
+            (1, 0, upgrade(1, "1.0", "2.0")),
+            user(1),
+            (2, 0, upgrade(2, "2.0", "3.0")),
+            user(2),
+        ];
+        // Run 2's package change left out, the user's two changes are adjacent: one entry.
+        assert_eq!(
+            order(&runs),
+            [
+                vec!["user u@2", "user u@1"],
+                vec!["package a@2", "package a@1"]
+            ]
+        );
+    }
 }

@@ -26,6 +26,33 @@ pub struct Drift {
     /// What differs, when it is more than "its state changed".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
+    /// The keys of the resource's other entries in the plan, refused with it (a rollback
+    /// restores a resource at the place of each change it undoes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
+}
+
+impl Drift {
+    /// The plan's keys of the resource: `task#N`, or several comma-separated.
+    pub fn keys(&self) -> String {
+        std::iter::once(&self.key)
+            .chain(&self.also)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Adds the drift `d` of the resource `id` to `drift`, once per resource: an entry of a resource
+/// reported already is named with it.
+pub fn report<K: Ord>(drift: &mut Vec<Drift>, reported: &mut BTreeMap<K, usize>, id: K, d: Drift) {
+    match reported.get(&id) {
+        Some(&at) => drift[at].also.push(d.key),
+        None => {
+            reported.insert(id, drift.len());
+            drift.push(d);
+        }
+    }
 }
 
 /// What the re-probe found.
@@ -162,6 +189,7 @@ pub async fn check(
                 let (observed, mut contents) =
                     probe.map_err(|e| (h.name.clone(), e.to_string()))?;
                 let (mut drift, mut captured) = (Vec::new(), Vec::new());
+                let mut reported = BTreeMap::new();
                 for (i, (r, o)) in probed.iter().zip(&observed).enumerate() {
                     let now = fingerprint_of(o);
                     let drifted = |why: Option<String>| Drift {
@@ -171,9 +199,10 @@ pub async fn check(
                         planned: r.fingerprint.clone(),
                         now: now.clone(),
                         why,
+                        also: Vec::new(),
                     };
                     if now != r.fingerprint {
-                        drift.push(drifted(None));
+                        report(&mut drift, &mut reported, r.id.as_str(), drifted(None));
                         continue;
                     }
                     // The fingerprint covers the host's content; the diff the plan shows must be
@@ -186,10 +215,14 @@ pub async fn check(
                     if let Some(shown) = lockfile::shown_old_sha256(plan, r)
                         && held.as_deref() != Some(shown.as_str())
                     {
-                        drift.push(drifted(Some(
-                            "the plan's diff shows an old content the host's file does not have"
-                                .into(),
-                        )));
+                        let why =
+                            "the plan's diff shows an old content the host's file does not have";
+                        report(
+                            &mut drift,
+                            &mut reported,
+                            r.id.as_str(),
+                            drifted(Some(why.into())),
+                        );
                         continue;
                     }
                     if preimage::wanted(r) {
@@ -268,4 +301,43 @@ pub async fn fingerprints_of_host(
         .filter(|(_, o)| o.is_ok())
         .map(|(r, o)| (h.name.clone(), r.key.clone(), fingerprint_of(o)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resource in several entries of a plan (a rollback's) that drifted is reported once,
+    /// with the keys of all its entries.
+    #[test]
+    fn a_resource_in_several_entries_drifts_once() {
+        let drift = |key: &str, label: &str| Drift {
+            host: "web1".into(),
+            key: key.into(),
+            label: label.into(),
+            planned: "after".into(),
+            now: "edited".into(),
+            why: None,
+            also: Vec::new(),
+        };
+        let (mut all, mut reported) = (Vec::new(), BTreeMap::new());
+        for (key, id, label) in [
+            ("rollback#1", "user:deploy", "user deploy"),
+            ("rollback#2", "group:ops", "group ops"),
+            ("rollback#3", "user:deploy", "user deploy"),
+        ] {
+            report(&mut all, &mut reported, id, drift(key, label));
+        }
+        let keys: Vec<(&str, String)> = all.iter().map(|d| (d.label.as_str(), d.keys())).collect();
+        assert_eq!(
+            keys,
+            [
+                ("user deploy", "rollback#1, rollback#3".to_string()),
+                ("group ops", "rollback#2".to_string())
+            ]
+        );
+        let json = serde_json::to_value(&all).unwrap();
+        assert_eq!(json[0]["also"], serde_json::json!(["rollback#3"]));
+        assert!(json[1].get("also").is_none());
+    }
 }

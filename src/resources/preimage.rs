@@ -127,6 +127,15 @@ pub fn oldest_undo_suffices(changes: &[&PlannedResource]) -> bool {
     }
 }
 
+/// Whether a change of type `kind` that a rollback undid by restoring its pre-image is redone by
+/// its own forward steps, as a rollback of that rollback does: a `user`'s or `group`'s (only a
+/// creation is undone so, and its step needs nothing but the plan). The pre-image that rollback's
+/// apply captures says only that the account existed, not how to make it again. Other types'
+/// steps may carry contents the rollback plan does not hold: their pre-images are restored.
+pub fn redone_by_its_steps(kind: ResourceType) -> bool {
+    matches!(kind, ResourceType::User | ResourceType::Group)
+}
+
 /// Why a resource cannot be restored (listed as irreversible).
 #[derive(Debug, thiserror::Error)]
 pub enum Unrestorable {
