@@ -543,7 +543,7 @@ fn a_rollback_undoes_each_change_of_a_resource_at_its_own_place() {
         ]
     );
     let shown = ok(p.nexus(&["show", "r.lock"]));
-    assert!(shown.stdout.contains("(undoes run 1, 2)"), "{shown:?}");
+    assert!(shown.stdout.contains("(undoes runs 1, 2)"), "{shown:?}");
 
     // A hand edit since the runs refuses the plan, naming the user once with both its entries.
     a.exec("usermod -s /bin/dash rboa");

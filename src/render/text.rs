@@ -127,8 +127,9 @@ pub fn plan(plan: &Plan, o: &TextOptions) -> String {
     out.line(&painted);
     if let Some(rb) = &plan.rollback {
         let runs: Vec<String> = rb.runs.iter().map(i64::to_string).collect();
+        let noun = if runs.len() == 1 { "run" } else { "runs" };
         out.line(&format!(
-            "Rollback to the state after run {} (undoes run {})",
+            "Rollback to the state after run {} (undoes {noun} {})",
             rb.to,
             runs.join(", ")
         ));
