@@ -76,7 +76,8 @@ pub fn apply(
             status: format!("{:?}", prev.status),
         });
     }
-    let problems = crate::exec::transfer::check_pinned(&base, &plan.streamed);
+    let problems =
+        crate::exec::transfer::check_pinned(&crate::plan::source_dir(&plan.config), &plan.streamed);
     if !problems.is_empty() {
         return Err(Error::PinnedChanged { file, problems });
     }

@@ -367,12 +367,24 @@ fn build(
         }
         let mut resources = Vec::new();
         let mut handlers: BTreeSet<String> = BTreeSet::new();
+        // Resources with a change that cannot be undone, and its run: their older changes are
+        // not undone either, since they would be undone on top of the change that stays.
+        let mut kept: BTreeMap<&str, i64> = BTreeMap::new();
         for images in entries(list, &planned) {
             // Newest first.
             let (last, first) = (images[0], *images.last().expect("one image at least"));
             let Some(changed) = planned(last) else {
                 continue;
             };
+            if let Some(&stays) = kept.get(last.resource_id.as_str()) {
+                irreversible.push(Irreversible {
+                    host: host.clone(),
+                    run: last.run.0,
+                    resource: changed.label.clone(),
+                    reason: format!("run {stays}'s later change of it cannot be undone"),
+                });
+                continue;
+            }
             let shown = latest[last.resource_id.as_str()];
             let base = planned(shown).unwrap_or(changed);
             // Each segment is undone by its own undo steps (they know only the state its run
@@ -413,6 +425,7 @@ fn build(
                 (Some(r), None) => r,
                 (_, failed) => {
                     let (run, reason) = failed.expect("a segment at least");
+                    kept.insert(last.resource_id.as_str(), run);
                     irreversible.push(Irreversible {
                         host: host.clone(),
                         run,
@@ -618,9 +631,9 @@ mod tests {
         }
     }
 
-    /// The labels of the changes each plan entry undoes (newest first), in the order they run.
-    fn order(changes: &[(i64, i64, PlannedResource)]) -> Vec<Vec<String>> {
-        let list: Vec<Preimage> = changes
+    /// What the state holds of these changes on host `h`: each existed before its run.
+    fn preimages(changes: &[(i64, i64, PlannedResource)]) -> Vec<Preimage> {
+        changes
             .iter()
             .map(|(run, seq, r)| Preimage {
                 run: RunId(*run),
@@ -632,7 +645,12 @@ mod tests {
                 blob: None,
                 fingerprint_after: Some(format!("after {run}")),
             })
-            .collect();
+            .collect()
+    }
+
+    /// The labels of the changes each plan entry undoes (newest first), in the order they run.
+    fn order(changes: &[(i64, i64, PlannedResource)]) -> Vec<Vec<String>> {
+        let list = preimages(changes);
         let planned = |p: &Preimage| {
             changes
                 .iter()
@@ -699,6 +717,58 @@ mod tests {
             let runs = runs.map(|(run, seq, kind, name, undo)| at(run, seq, kind, name, undo));
             assert_eq!(order(&runs), want, "{runs:?}");
         }
+    }
+
+    /// A change that cannot be undone stays, and so do the older changes of its resource: they
+    /// would be undone on top of it. Other resources are still restored.
+    #[test]
+    fn a_change_that_cannot_be_undone_keeps_the_older_ones_of_its_resource() {
+        use ResourceType::{Command, User};
+        let runs = [
+            at(1, 0, Command, "migrate", "migrate down"),
+            at(1, 1, User, "u", "usermod -c Old -- u"),
+            at(2, 0, Command, "migrate", ""),
+        ];
+        let plan_of = |run: i64| -> Plan {
+            let resources: Vec<&PlannedResource> = runs
+                .iter()
+                .filter(|(r, _, _)| *r == run)
+                .map(|(_, _, r)| r)
+                .collect();
+            serde_json::from_value(serde_json::json!({
+                "format_version": FORMAT_VERSION, "nexus_version": "0", "config": "nexus.kdl",
+                "selection": {"tasks": [], "targets": [], "tags": [], "skip_tags": []},
+                "inputs": {"config": {}, "files": {}, "env": {}},
+                "tasks": [{"name": "t", "hosts": ["h"], "deps": [], "strategy": "parallel"}],
+                "hosts": [{"name": "h", "connection": {"transport": "local"}, "facts_digest": "",
+                           "probe_sudo": false, "resources": resources}],
+                "blobs": {}, "summary": {"create": 0, "update": 0, "delete": 0, "run": 0, "no_op": 0},
+            }))
+            .unwrap()
+        };
+        let plans: BTreeMap<i64, Plan> = [(1, plan_of(1)), (2, plan_of(2))].into();
+        let list = preimages(&runs);
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::state::open(&dir.path().join("state.db")).unwrap();
+        let images: BTreeMap<String, Vec<Preimage>> = [("h".to_string(), list)].into();
+        let plan = build(&store, 0, &images, &plans).unwrap();
+        let restored: Vec<&str> = plan.hosts[0]
+            .resources
+            .iter()
+            .map(|r| r.label.as_str())
+            .collect();
+        assert_eq!(restored, ["user u@1"]);
+        let kept: Vec<(i64, &str)> = plan
+            .rollback
+            .as_ref()
+            .unwrap()
+            .irreversible
+            .iter()
+            .map(|i| (i.run, i.reason.as_str()))
+            .collect();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[0].0, 2);
+        assert_eq!(kept[1], (1, "run 2's later change of it cannot be undone"));
     }
 
     /// A package's changes that the oldest one's undo undoes alone are undone by it, at its

@@ -905,6 +905,15 @@ mod tests {
     /// Runs the batch of file writes `files` (path, content) with the programs of `bin`; returns
     /// the script's exit status and the calls logged.
     fn run_writes(files: &[(std::path::PathBuf, &[u8])], bin: &std::path::Path) -> (bool, String) {
+        run_writes_after("", files, bin)
+    }
+
+    /// [`run_writes`], with `before` run first in the same shell (it shares `$$`).
+    fn run_writes_after(
+        before: &str,
+        files: &[(std::path::PathBuf, &[u8])],
+        bin: &std::path::Path,
+    ) -> (bool, String) {
         let mut blobs = BTreeMap::new();
         let units: Vec<(Step, bool)> = files
             .iter()
@@ -923,7 +932,7 @@ mod tests {
         let text = script(&members, &token(&members), "n0nce");
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg(&text)
+            .arg(format!("{before}\n{text}"))
             .env("PATH", bin)
             .output()
             .unwrap();
@@ -986,6 +995,31 @@ mod tests {
         }
         assert_eq!(calls.matches("mv ").count(), 4, "{calls}");
         assert_eq!(temps_left(&[a.path(), b.path()]), Vec::<String>::new());
+    }
+
+    /// Where the temporary file named for the shared rename cannot be made (a filesystem with
+    /// short names; here a directory already has that name), the write takes the plain name
+    /// and its own `mv`.
+    #[test]
+    fn a_write_whose_named_temporary_file_cannot_be_made_takes_the_plain_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<(std::path::PathBuf, &[u8])> = vec![
+            (dir.path().join("first"), b"1"),
+            (dir.path().join("second"), b"2"),
+        ];
+        let d = q(dir.path().to_str().unwrap());
+        let (bin, _) = programs(true, None);
+        let (ok, calls) = run_writes_after(
+            &format!("mkdir {d}/.nexus-$$-n0nce-first"),
+            &files,
+            bin.path(),
+        );
+        assert!(ok, "{calls}");
+        assert_eq!(std::fs::read(&files[0].0).unwrap(), b"1");
+        assert_eq!(std::fs::read(&files[1].0).unwrap(), b"2");
+        // The first could not join the shared rename, so neither did the second (in order).
+        assert_eq!(calls.matches("mv ").count(), 2, "{calls}");
+        assert_eq!(calls.matches("rename.ul").count(), 0, "{calls}");
     }
 
     /// A shared rename that fails part way (here: a directory took the second name after the

@@ -55,6 +55,16 @@ pub fn report<K: Ord>(drift: &mut Vec<Drift>, reported: &mut BTreeMap<K, usize>,
     }
 }
 
+/// What a resource's drift is reported under: only a rollback restores one resource at several
+/// places (its id); elsewhere two resources that share an id (two commands alike) are each
+/// their own (their keys).
+fn reported_as<'r>(plan: &Plan, r: &'r PlannedResource) -> &'r str {
+    match plan.rollback {
+        Some(_) => r.id.as_str(),
+        None => r.key.as_str(),
+    }
+}
+
 /// What the re-probe found.
 #[derive(Debug, Default, Serialize)]
 pub struct Check {
@@ -202,7 +212,12 @@ pub async fn check(
                         also: Vec::new(),
                     };
                     if now != r.fingerprint {
-                        report(&mut drift, &mut reported, r.id.as_str(), drifted(None));
+                        report(
+                            &mut drift,
+                            &mut reported,
+                            reported_as(plan, r),
+                            drifted(None),
+                        );
                         continue;
                     }
                     // The fingerprint covers the host's content; the diff the plan shows must be
@@ -220,7 +235,7 @@ pub async fn check(
                         report(
                             &mut drift,
                             &mut reported,
-                            r.id.as_str(),
+                            reported_as(plan, r),
                             drifted(Some(why.into())),
                         );
                         continue;

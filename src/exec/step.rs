@@ -173,6 +173,8 @@ pub(super) fn merged(r: &PlannedResource) -> Vec<(Step, bool)> {
 pub struct Contents<'a> {
     pub blobs: &'a BTreeMap<String, String>,
     pub streamed: &'a BTreeMap<String, crate::plan::StreamedContent>,
+    /// The plan's root configuration, whose directory streamed files are relative to.
+    pub config: &'a str,
 }
 
 impl<'a> Contents<'a> {
@@ -180,6 +182,7 @@ impl<'a> Contents<'a> {
         Contents {
             blobs: &plan.blobs,
             streamed: &plan.streamed,
+            config: &plan.config,
         }
     }
 }
@@ -194,7 +197,11 @@ pub async fn run(
     opts: &super::Options,
     progress: super::transfer::Progress<'_>,
 ) -> StepsOutcome {
-    let Contents { blobs, streamed } = contents;
+    let Contents {
+        blobs,
+        streamed,
+        config,
+    } = contents;
     let base_dir = opts.base_dir.as_path();
     let secrets = opts.secrets.as_ref();
     let start = Instant::now();
@@ -208,6 +215,8 @@ pub async fn run(
         error: None,
         connection_lost: false,
     };
+    // Where streamed files are read from: asked of the filesystem only when there are some.
+    let source_dir = (!streamed.is_empty()).then(|| crate::plan::source_dir(config));
     let attempts_allowed = 1 + r.retry.retries;
     let base_delay = r.retry.retry_delay.unwrap_or(Duration::from_secs(1));
     for (step, guarded) in &merged(r) {
@@ -239,7 +248,7 @@ pub async fn run(
             .map(|(blake3, content)| super::transfer::Pinned {
                 blake3,
                 content,
-                base: base_dir,
+                base: source_dir.as_deref().unwrap_or(base_dir),
             });
         if let Some(hash) = step.stdin.as_ref().filter(|_| pinned.is_none()) {
             let bytes = match content(blobs, hash) {
@@ -311,7 +320,9 @@ pub async fn run(
             {
                 Ok(c) => c,
                 Err(e) => {
-                    if attempt >= attempts_allowed {
+                    // A local file that is not what the plan pinned will not become it by retrying.
+                    let local = matches!(e, super::transfer::TransferError::Pinned(_));
+                    if attempt >= attempts_allowed || local {
                         return fail(out, start, e.to_string());
                     }
                     tokio::time::sleep(super::retry::delay(base_delay, attempt + 1, seed)).await;
@@ -446,6 +457,7 @@ mod tests {
         let contents = Contents {
             blobs: &blobs,
             streamed: &streamed,
+            config: "nexus.kdl",
         };
         run(t, contents, r, &esc, 1, &opts(), &|_, _| {}).await
     }

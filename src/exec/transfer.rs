@@ -71,6 +71,23 @@ impl Pinned<'_> {
     fn path(&self) -> PathBuf {
         self.base.join(&self.content.source)
     }
+
+    /// Opens the local file, which must be a regular file (a plan naming `/dev/zero` or a FIFO
+    /// would otherwise be read forever).
+    fn open(&self) -> Result<std::fs::File, PinnedError> {
+        let file = std::fs::File::open(self.path())
+            .map_err(|e| PinnedError::unreadable(self.content, &e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| PinnedError::unreadable(self.content, &e))?;
+        match crate::syntax::files::irregular_kind(&meta) {
+            Some(kind) => Err(PinnedError {
+                source_file: self.content.source.clone(),
+                reason: format!("cannot be read: it is {kind}, not a regular file"),
+            }),
+            None => Ok(file),
+        }
+    }
 }
 
 /// Checks every local file a plan streams against what the plan pins, before anything runs:
@@ -84,12 +101,13 @@ pub fn check_pinned(base: &Path, streamed: &BTreeMap<String, StreamedContent>) -
                 content,
                 base,
             };
-            let mut file = match std::fs::File::open(p.path()) {
+            let file = match p.open() {
                 Ok(f) => f,
-                Err(e) => return Some(PinnedError::unreadable(content, &e)),
+                Err(e) => return Some(e),
             };
+            // One byte past the pinned size tells a grown file without reading all of it.
             let mut hasher = blake3::Hasher::new();
-            if let Err(e) = hasher.update_reader(&mut file) {
+            if let Err(e) = hasher.update_reader(std::io::Read::take(file, content.size + 1)) {
                 return Some(PinnedError::unreadable(content, &e));
             }
             (hasher.count() != content.size || hasher.finalize().to_hex().as_str() != blake3)
@@ -158,11 +176,10 @@ async fn staged_pinned(
     let Some(write) = &step.write else {
         return Ok(cmd.clone());
     };
-    let file = tokio::fs::File::open(p.path())
-        .await
-        .map_err(|e| PinnedError::unreadable(p.content, &e))?;
+    let file = tokio::fs::File::from_std(p.open()?);
+    // Never more than the plan pinned, plus the byte that tells it grew.
     let mut reader = Hashing {
-        inner: file,
+        inner: tokio::io::AsyncReadExt::take(file, p.content.size + 1),
         hasher: blake3::Hasher::new(),
     };
     let copy = cmd.sudo.is_some();
@@ -171,9 +188,14 @@ async fn staged_pinned(
     let report = |done: u64| progress(done, Some(total));
     match t.stage(dir, &mut reader, &report).await? {
         Staged::Unavailable => {
-            let bytes = tokio::fs::read(p.path())
-                .await
-                .map_err(|e| PinnedError::unreadable(p.content, &e))?;
+            let mut bytes = Vec::new();
+            let file = tokio::fs::File::from_std(p.open()?);
+            tokio::io::AsyncReadExt::read_to_end(
+                &mut tokio::io::AsyncReadExt::take(file, p.content.size + 1),
+                &mut bytes,
+            )
+            .await
+            .map_err(|e| PinnedError::unreadable(p.content, &e))?;
             if blake3::hash(&bytes).to_hex().as_str() != p.blake3 {
                 return Err(PinnedError::changed(p.content).into());
             }
@@ -290,7 +312,13 @@ mod tests {
         std::fs::write(dir.path().join("rebuilt.bin"), b"release 2").unwrap();
         std::fs::write(dir.path().join("grown.bin"), b"release 1+").unwrap();
         // One content under four names: a plan keeps one source per content, so each apart.
-        for source in ["same.bin", "rebuilt.bin", "grown.bin", "gone.bin"] {
+        for source in [
+            "same.bin",
+            "rebuilt.bin",
+            "grown.bin",
+            "gone.bin",
+            "/dev/zero",
+        ] {
             let (key, content) = pin(b"release 1", source);
             let one: BTreeMap<_, _> = [(key, content.clone())].into();
             let problems: Vec<String> = check_pinned(dir.path(), &one)
@@ -300,6 +328,8 @@ mod tests {
             let want: &[&str] = match content.source.as_str() {
                 "same.bin" => &[],
                 "gone.bin" => &["gone.bin: cannot be read: no such file"],
+                // Read to its end, it would never end.
+                "/dev/zero" => &["/dev/zero: cannot be read: it is a device, not a regular file"],
                 other => &[&format!(
                     "{other}: changed since the plan (it pinned 9 bytes"
                 )],

@@ -179,8 +179,13 @@ command -v openssl >/dev/null 2>&1 && sum=$(openssl dgst -sha256 -r < \"$tmp\" 2
     /// steps first), nor when the temporary file's longer name might not fit NAME_MAX.
     fn shared_rename_name(&self) -> Option<&str> {
         let base = self.path.trim_end_matches('/').rsplit('/').next()?;
-        (!self.replaces_link && self.backup_to.is_none() && !base.is_empty() && base.len() <= 200)
-            .then_some(base)
+        // sha256sum escapes a name with a backslash or newline, which would fail the shared check.
+        (!self.replaces_link
+            && self.backup_to.is_none()
+            && !base.is_empty()
+            && base.len() <= 200
+            && !base.contains(['\\', '\n']))
+        .then_some(base)
     }
 
     /// The program and argument that give the file its explicit owner and group, if any.
@@ -355,13 +360,27 @@ pub fn run_prepare(members: &[RunMember<'_>], nonce: &str) -> String {
         // shell creates it, refusing one that exists (noclobber), which starts no program.
         // A write the shared rename may take has its target's name after a common prefix,
         // which the rename removes ([`shared_rename`]).
-        let (name, named) = match w.shared_rename_name() {
-            Some(base) => (format!("{nonce}-{}", q(base)), format!("_nx_n{i}=1; ")),
-            None => (format!("{nonce}{i}"), String::new()),
+        let made = |var: &str| {
+            format!(
+                "[ ! -e \"${var}\" ] && [ ! -L \"${var}\" ] && {{ set -C; printf '' 2>/dev/null >\"${var}\"; }}"
+            )
+        };
+        let plain = format!(
+            "_nx_t{i}={dir}/.nexus-$$-{nonce}{i}; {} || _nx_t{i}=",
+            made(&format!("_nx_t{i}"))
+        );
+        // The longer name may not fit a filesystem with short names: then the plain one.
+        let create = match w.shared_rename_name() {
+            Some(base) => format!(
+                "_nx_n{i}=1; _nx_t{i}={dir}/.nexus-$$-{nonce}-{}; {} || {{ _nx_n{i}=; {plain}; }}",
+                q(base),
+                made(&format!("_nx_t{i}"))
+            ),
+            None => plain,
         };
         s.push_str(&format!(
             "if [ -k {d} ]; then _nx_t{i}=$(mktemp {dir}/.nexus-$$-XXXXXXXX 2>/dev/null) || _nx_t{i}=\n\
-             else {named}_nx_t{i}={dir}/.nexus-$$-{name}; if [ -e \"$_nx_t{i}\" ] || [ -L \"$_nx_t{i}\" ] || ! {{ set -C; printf '' 2>/dev/null >\"$_nx_t{i}\"; }}; then _nx_t{i}=; _nx_n{i}=; fi; set +C; fi\n\
+             else {create}; set +C; fi\n\
              if [ -z \"$_nx_t{i}\" ]; then _nx_e{i}=-\n\
              elif ! printf -- {} 2>/dev/null >|\"$_nx_t{i}\"; then _nx_e{i}={}\n\
              fi\n",
@@ -463,7 +482,7 @@ fn shared_rename(members: &[RunMember<'_>], nonce: &str) -> String {
     ));
     for (i, p) in &taken {
         s.push_str(&format!(
-            "if [ -n \"$_nx_r{i}\" ]; then if [ -e \"$_nx_t{i}\" ]; then _nx_x=1; _nx_r{i}=; elif [ -n \"$_nx_x\" ]; then mv -f -- {p} \"$_nx_t{i}\" 2>/dev/null && _nx_r{i}=; fi; fi\n"
+            "if [ -n \"$_nx_r{i}\" ]; then if [ -e \"$_nx_t{i}\" ] || [ ! -e {p} ]; then _nx_x=1; _nx_r{i}=; elif [ -n \"$_nx_x\" ]; then mv -f -- {p} \"$_nx_t{i}\" 2>/dev/null && _nx_r{i}=; fi; fi\n"
         ));
     }
     s.push_str("else\n");

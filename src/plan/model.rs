@@ -426,6 +426,16 @@ impl Plan {
 }
 
 /// The directory the plan's relative paths (known_hosts, identities, the vault) are relative to.
+/// The directory a plan's streamed local files are relative to: the root configuration's own
+/// directory, resolved as loading it resolved it (through a symbolic link to the file); where
+/// the configuration is not at hand, the directory it is named in.
+pub fn source_dir(config: &str) -> std::path::PathBuf {
+    std::fs::canonicalize(config)
+        .ok()
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+        .unwrap_or_else(|| base_dir(config))
+}
+
 pub fn base_dir(config: &str) -> std::path::PathBuf {
     std::path::Path::new(config)
         .parent()
