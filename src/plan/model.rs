@@ -445,3 +445,25 @@ pub fn base_dir(config: &str) -> std::path::PathBuf {
             std::path::Path::to_path_buf,
         )
 }
+
+#[cfg(test)]
+mod tests {
+    /// nexus.kdl a link to envs/prod.kdl: the configuration's local paths are relative to
+    /// envs/, and so are the plan's streamed files; without the file, the directory named.
+    #[test]
+    fn streamed_files_are_found_where_the_configuration_resolved_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("envs")).unwrap();
+        std::fs::write(dir.path().join("envs/prod.kdl"), "").unwrap();
+        std::os::unix::fs::symlink("envs/prod.kdl", dir.path().join("nexus.kdl")).unwrap();
+        let link = dir.path().join("nexus.kdl");
+        assert_eq!(
+            super::source_dir(link.to_str().unwrap()),
+            std::fs::canonicalize(dir.path().join("envs")).unwrap()
+        );
+        assert_eq!(
+            super::source_dir("elsewhere/missing.kdl"),
+            std::path::PathBuf::from("elsewhere")
+        );
+    }
+}
