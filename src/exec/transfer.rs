@@ -75,16 +75,23 @@ impl Pinned<'_> {
     /// Opens the local file, which must be a regular file (a plan naming `/dev/zero` or a FIFO
     /// would otherwise be read forever).
     fn open(&self) -> Result<std::fs::File, PinnedError> {
+        let not_regular = |kind: &str| PinnedError {
+            source_file: self.content.source.clone(),
+            reason: format!("cannot be read: it is {kind}, not a regular file"),
+        };
+        // Checked before opening too: opening a FIFO waits for a writer.
+        let meta = std::fs::metadata(self.path())
+            .map_err(|e| PinnedError::unreadable(self.content, &e))?;
+        if let Some(kind) = crate::syntax::files::irregular_kind(&meta) {
+            return Err(not_regular(kind));
+        }
         let file = std::fs::File::open(self.path())
             .map_err(|e| PinnedError::unreadable(self.content, &e))?;
         let meta = file
             .metadata()
             .map_err(|e| PinnedError::unreadable(self.content, &e))?;
         match crate::syntax::files::irregular_kind(&meta) {
-            Some(kind) => Err(PinnedError {
-                source_file: self.content.source.clone(),
-                reason: format!("cannot be read: it is {kind}, not a regular file"),
-            }),
+            Some(kind) => Err(not_regular(kind)),
             None => Ok(file),
         }
     }
@@ -311,13 +318,19 @@ mod tests {
         std::fs::write(dir.path().join("same.bin"), b"release 1").unwrap();
         std::fs::write(dir.path().join("rebuilt.bin"), b"release 2").unwrap();
         std::fs::write(dir.path().join("grown.bin"), b"release 1+").unwrap();
-        // One content under four names: a plan keeps one source per content, so each apart.
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("fifo.bin"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // One content under several names: a plan keeps one source per content, so each apart.
         for source in [
             "same.bin",
             "rebuilt.bin",
             "grown.bin",
             "gone.bin",
             "/dev/zero",
+            "fifo.bin",
         ] {
             let (key, content) = pin(b"release 1", source);
             let one: BTreeMap<_, _> = [(key, content.clone())].into();
@@ -330,6 +343,8 @@ mod tests {
                 "gone.bin" => &["gone.bin: cannot be read: no such file"],
                 // Read to its end, it would never end.
                 "/dev/zero" => &["/dev/zero: cannot be read: it is a device, not a regular file"],
+                // Opened, it would wait for a writer.
+                "fifo.bin" => &["fifo.bin: cannot be read: it is a FIFO, not a regular file"],
                 other => &[&format!(
                     "{other}: changed since the plan (it pinned 9 bytes"
                 )],
