@@ -455,6 +455,8 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
             )
         })?;
     }
+    // Streamed contents some step sends, gathered by the walk over the steps below.
+    let mut sent: BTreeSet<&str> = BTreeSet::new();
     let mut summary = Summary::default();
     for h in &plan.hosts {
         let mut keys: BTreeSet<&str> = BTreeSet::new();
@@ -491,15 +493,18 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
                         r.key, h.name
                     ));
                 }
-                if s.write.is_none()
-                    && s.stdin
-                        .as_ref()
-                        .is_some_and(|b| plan.streamed.contains_key(b))
+                if let Some(b) = s
+                    .stdin
+                    .as_deref()
+                    .filter(|b| plan.streamed.contains_key(*b))
                 {
-                    return fail(format!(
-                        "resource {:?} on host {:?}: only a file write may stream a content",
-                        r.key, h.name
-                    ));
+                    if s.write.is_none() {
+                        return fail(format!(
+                            "resource {:?} on host {:?}: only a file write may stream a content",
+                            r.key, h.name
+                        ));
+                    }
+                    sent.insert(b);
                 }
                 if s.mkdir.as_ref().is_some_and(|d| d.script() != s.script) {
                     return fail(format!(
@@ -534,6 +539,16 @@ fn validate(file: &str, plan: &Plan) -> Result<(), LockfileError> {
                 return fail(format!("resource {:?} on host {:?}: {e}", r.key, h.name));
             }
         }
+    }
+    if let Some((key, s)) = plan
+        .streamed
+        .iter()
+        .find(|(k, _)| !sent.contains(k.as_str()))
+    {
+        return fail(format!(
+            "streamed content {key} ({}): no step sends it",
+            s.source
+        ));
     }
     if summary != plan.summary {
         return fail(format!(
@@ -593,14 +608,6 @@ fn check_streamed(key: &str, s: &super::StreamedContent, plan: &Plan) -> Result<
     }
     if plan.blobs.contains_key(key) {
         return Err("the plan also carries it");
-    }
-    let read = plan.hosts.iter().any(|h| {
-        h.resources
-            .iter()
-            .any(|r| r.steps.iter().any(|st| st.stdin.as_deref() == Some(key)))
-    });
-    if !read {
-        return Err("no step sends it");
     }
     Ok(())
 }
