@@ -76,6 +76,21 @@ mod tests {
         }
     }
 
+    /// transport/wrap.rs skips quoting a script only to measure it when four times its length
+    /// fits: no byte may quote to more than four. Every pair of the bytes that change the
+    /// quoting, repeated, is the worst case of chunk switches.
+    #[test]
+    fn quoting_at_most_quadruples_a_word() {
+        let special = ["\\", "$", "'", "\"", "^", "!", "`", " ", "a", "\n", "é"];
+        for a in special {
+            for b in special {
+                let word = format!("{a}{b}").repeat(50);
+                let q = quote(&word);
+                assert!(q.len() <= 4 * word.len(), "{word:?} quoted as {q}");
+            }
+        }
+    }
+
     #[test]
     fn a_nul_byte_makes_the_command_fail() {
         let out = std::process::Command::new("sh")

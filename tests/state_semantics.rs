@@ -428,6 +428,32 @@ fn runs_and_actions_are_recorded_and_read_back(b: &Backend) {
     assert_eq!(store.history(1).unwrap().len(), 1);
     assert_eq!(store.run(first).unwrap().unwrap().id, first);
     assert!(store.run(RunId(99)).unwrap().is_none());
+
+    // What planning reads for every resource whose content holds vault values: the rows the
+    // last applied state marks, as the newest apply of each left them.
+    let holders = |store: &dyn state::StateStore| -> Vec<(String, String)> {
+        let filtered: Vec<(String, String)> = store
+            .last_applied(None)
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.holds_secrets)
+            .map(|l| (l.host, l.resource_id))
+            .collect();
+        assert_eq!(store.secret_holders().unwrap(), filtered);
+        filtered
+    };
+    let pair = |h: &str, n: usize| (h.to_string(), format!("file:/etc/app/{n}.conf"));
+    assert_eq!(holders(&*store), [pair("web1", 2)]);
+    let third = store.begin_run(&new_run("hash-three")).unwrap();
+    for (host, n, holds) in [("web2", 1, true), ("web1", 2, false), ("web1", 1, true)] {
+        let a = ActionRecord {
+            holds_secrets: holds,
+            ..action(host, n, ActionStatus::Succeeded)
+        };
+        store.record_action(third, &a).unwrap();
+    }
+    store.finish_run(third, RunStatus::Succeeded, "{}").unwrap();
+    assert_eq!(holders(&*store), [pair("web1", 1), pair("web2", 1)]);
 }
 
 fn misuse_is_reported_with_the_database_path(b: &Backend) {

@@ -197,10 +197,8 @@ fn held_secrets(
     let Some(store) = store else {
         return Ok(out);
     };
-    for a in store.last_applied(None)? {
-        if a.holds_secrets {
-            out.entry(a.host).or_default().insert(a.resource_id);
-        }
+    for (host, resource) in store.secret_holders()? {
+        out.entry(host).or_default().insert(resource);
     }
     Ok(out)
 }
@@ -273,7 +271,8 @@ fn plan_secrets(
 /// What `plan` produced.
 pub struct Planned {
     pub plan: Plan,
-    pub hash: String,
+    /// See [`Planned::hash`].
+    hash: std::sync::OnceLock<String>,
     /// nexus.lock, when planning wrote it.
     pub pins_written: Option<PathBuf>,
     /// Drift notifications sent (with `--detailed-exitcode`).
@@ -282,6 +281,13 @@ pub struct Planned {
     pub drift_check: Option<i64>,
     /// The signature written beside the plan file (`--sign`).
     pub signature: Option<PathBuf>,
+}
+
+impl Planned {
+    /// The plan's hash ([`lockfile::hash`]), computed on first use.
+    pub fn hash(&self) -> &str {
+        self.hash.get_or_init(|| lockfile::hash(&self.plan))
+    }
 }
 
 /// Where `plan -o` writes, and whether it signs what it wrote.
@@ -335,14 +341,23 @@ pub fn plan(
             }
         };
     }
-    let hash = lockfile::hash(&plan);
+    // Hashing serializes the whole plan: a no-op `nexus plan` that shows it, records nothing
+    // and notifies no one never needs it.
+    let hash = std::sync::OnceLock::new();
     let drift_check = match req.record {
-        true => Some(record_drift(req, &live, &plan, &hash)?),
+        true => Some(record_drift(
+            req,
+            &live,
+            &plan,
+            hash.get_or_init(|| lockfile::hash(&plan)),
+        )?),
         false => None,
     };
     let mut deliveries = Vec::new();
     if notify_drift
-        && let Some(event) = RunEvent::drift(&plan, Some(&hash))
+        && !plan.notify.is_empty()
+        && let Some(event) =
+            RunEvent::drift(&plan, Some(hash.get_or_init(|| lockfile::hash(&plan))))
         && super::notify::wanted(&plan.notify, &event)
     {
         deliveries =

@@ -129,7 +129,7 @@ pub fn run(ctx: &Ctx, args: PlanArgs) -> CmdResult {
         emitln(&format!(
             "\nSaved the plan to {} ({}). Apply exactly this plan with: nexus apply {}",
             out.display(),
-            planned.hash,
+            planned.hash(),
             out.display()
         ));
         if let Some(sig) = &planned.signature {

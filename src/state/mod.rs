@@ -166,6 +166,11 @@ pub trait StateStore: Send + Sync {
     /// The last applied state of every resource, or of one host's, ordered by host and resource.
     fn last_applied(&self, host: Option<&str>) -> Result<Vec<LastApplied>, StateError>;
 
+    /// (host, resource id) of every resource whose last applied content holds vault values,
+    /// ordered by host and resource: what every plan reads, so it does not load the whole
+    /// [`StateStore::last_applied`] (a row per resource of the fleet) for the few it needs.
+    fn secret_holders(&self) -> Result<Vec<(String, String)>, StateError>;
+
     /// Retention: deletes the action rows (and their output tails) of all finished runs but the
     /// newest `keep_runs`. Run rows stay, so history, replay protection and the last applied state
     /// are unaffected. Returns how many action rows were deleted.

@@ -1360,6 +1360,20 @@ impl StateStore for PostgresStore {
         })
     }
 
+    fn secret_holders(&self) -> Result<Vec<(String, String)>, StateError> {
+        let project = self.settings.project.clone();
+        self.session.call(move |c| {
+            Ok(c.query(
+                "SELECT host, resource_id FROM nexus.last_applied \
+                 WHERE project = $1 AND holds_secrets ORDER BY host, resource_id",
+                &[&project],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })
+    }
+
     fn prune(&self, keep_runs: usize) -> Result<u64, StateError> {
         let keep = i64::try_from(keep_runs).unwrap_or(i64::MAX);
         let project = self.settings.project.clone();

@@ -803,6 +803,20 @@ impl StateStore for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
+    fn secret_holders(&self) -> Result<Vec<(String, String)>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT host, resource_id FROM last_applied WHERE holds_secrets \
+                 ORDER BY host, resource_id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
     fn prune(&self, keep_runs: usize) -> Result<u64, StateError> {
         let keep = i64::try_from(keep_runs).unwrap_or(i64::MAX);
         let mut conn = self.conn();

@@ -39,7 +39,12 @@ pub struct SshPool {
     hosts: Mutex<HashMap<String, Arc<SshTransport>>>,
     connections: Arc<AtomicU64>,
     known_hosts: Arc<known_hosts::Cache>,
+    chained_lines: Arc<wrap::ChainedLines>,
+    keys: Arc<KeyCache>,
 }
+
+/// Identities read so far in this run, by path (see `SshTransport::load_key`).
+type KeyCache = Mutex<HashMap<PathBuf, Arc<russh::keys::PrivateKey>>>;
 
 impl SshPool {
     /// Reads ssh_config (per `opts.ssh_config`); connects nothing yet.
@@ -51,6 +56,8 @@ impl SshPool {
             hosts: Mutex::new(HashMap::new()),
             connections: Arc::new(AtomicU64::new(0)),
             known_hosts: Arc::default(),
+            chained_lines: Arc::default(),
+            keys: Arc::default(),
         })
     }
 
@@ -92,6 +99,8 @@ impl SshPool {
             connections: AtomicU64::new(0),
             pool_connections: self.connections.clone(),
             known_hosts: self.known_hosts.clone(),
+            chained_lines: self.chained_lines.clone(),
+            keys: self.keys.clone(),
             no_sftp: AtomicBool::new(false),
         });
         self.lock_hosts().entry(key).or_insert(t).clone()
@@ -145,6 +154,8 @@ pub struct SshTransport {
     connections: AtomicU64,
     pool_connections: Arc<AtomicU64>,
     known_hosts: Arc<known_hosts::Cache>,
+    chained_lines: Arc<wrap::ChainedLines>,
+    keys: Arc<KeyCache>,
     /// The host refused the SFTP subsystem once: it is not asked again in this run.
     no_sftp: AtomicBool,
 }
@@ -367,7 +378,7 @@ impl SshTransport {
 
         for path in &self.target.identity_files {
             let key = match self.load_key(path) {
-                Ok(k) => Arc::new(k),
+                Ok(k) => k,
                 Err(KeyProblem::Encrypted) => {
                     encrypted.get_or_insert_with(|| path.clone());
                     tried.push(format!("{} (encrypted, no passphrase)", path.display()));
@@ -541,7 +552,21 @@ impl SshTransport {
         found
     }
 
-    fn load_key(&self, path: &Path) -> Result<russh::keys::PrivateKey, KeyProblem> {
+    /// The identity at `path`, read (and decrypted) once per run: a fleet shares its keys, and
+    /// an encrypted key's KDF alone costs far more than a handshake.
+    fn load_key(&self, path: &Path) -> Result<Arc<russh::keys::PrivateKey>, KeyProblem> {
+        if let Some(k) = self.keys.lock().expect("poisoned").get(path) {
+            return Ok(k.clone());
+        }
+        let key = Arc::new(self.read_key(path)?);
+        self.keys
+            .lock()
+            .expect("poisoned")
+            .insert(path.to_path_buf(), key.clone());
+        Ok(key)
+    }
+
+    fn read_key(&self, path: &Path) -> Result<russh::keys::PrivateKey, KeyProblem> {
         if !path.exists() {
             return Err(KeyProblem::Other("not found".into()));
         }
@@ -825,26 +850,16 @@ impl SshTransport {
             };
             return Ok((out, second));
         }
-        let token = format!(
-            "NEXUSC{}",
-            &blake3::hash(first.script.as_bytes()).to_hex()[..16]
-        );
+        let chained = self.chained_lines.get(&first.script);
+        let token = &chained.token;
         let started = Instant::now();
         let (conn, _permit) = self.reserve().await?;
         let lost = |during: &str| self.lost(during);
         let mut channel = self.open_channel(&conn).await?;
-        // Built once connected and dropped once sent: with many hosts waiting on their
-        // handshakes at once (`-j` 1024), holding each host's quoted command line meanwhile cost
-        // 7.7 KiB per host.
-        let line = format!(
-            "exec sh -c {}",
-            crate::shell::quote(&wrap::chained(&first.script, &token))
-        );
         channel
-            .exec(true, line.as_bytes())
+            .exec(true, chained.line.as_bytes())
             .await
             .map_err(|_| lost("while starting a command"))?;
-        drop(line);
 
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let mut exit = None;
@@ -859,8 +874,8 @@ impl SshTransport {
         loop {
             if first_out.is_none()
                 && let (Some((out, status, o)), Some((err, _, e))) = (
-                    wrap::chained_split(&stdout, &token),
-                    wrap::chained_split(&stderr, &token),
+                    wrap::chained_split(&stdout, token),
+                    wrap::chained_split(&stderr, token),
                 )
             {
                 let out = Output {

@@ -45,6 +45,16 @@ impl Wrapped {
             None => format!("exec sh -c {}", quote(&self.script)),
         }
     }
+
+    /// Whether [`Wrapped::ssh_command_line`] stays within [`COMMAND_LINE_MAX`]. Quoting makes
+    /// a byte at most four (`\` alone between bytes single quotes must hold becomes `"\\"`),
+    /// so a script under a quarter of the limit is not quoted only to be measured: a plan's
+    /// chained sessions send their scripts unquoted and never build that line.
+    fn fits_command_line(&self) -> bool {
+        let tag = self.tag.as_ref().map_or(0, |t| t.len() + 1);
+        let bound = 4 * self.script.len() + "exec sh -c ''".len() + tag;
+        bound <= COMMAND_LINE_MAX || self.ssh_command_line().len() <= COMMAND_LINE_MAX
+    }
 }
 
 // Reads `NAME=\ooo\ooo...` lines until an empty one. Values are octal-escaped printf formats
@@ -99,7 +109,7 @@ fn wrap_as(
     watch: Option<KillScope>,
 ) -> Result<Wrapped, WrapError> {
     let inline = wrap_with(cmd, false, tag, watch)?;
-    if inline.ssh_command_line().len() <= COMMAND_LINE_MAX {
+    if inline.fits_command_line() {
         return Ok(inline);
     }
     wrap_with(cmd, true, tag, watch)
@@ -311,6 +321,38 @@ pub fn chained(first: &str, token: &str) -> String {
          _nx_s=$(head -c \"$_nx_n\") || exit 125\n\
          exec sh -c \"$_nx_s\""
     )
+}
+
+/// The exec request that starts a chained session ([`chained`] under `sh -c`) and its token,
+/// kept for the last first command seen: every host of a plan starts with the same facts
+/// script, so it is hashed and quoted once per run rather than once per host.
+#[derive(Default)]
+pub struct ChainedLines(std::sync::Mutex<Option<std::sync::Arc<ChainedLine>>>);
+
+pub struct ChainedLine {
+    first: String,
+    /// Marks the end of the first command's output ([`chained_split`]).
+    pub token: String,
+    /// The exec request.
+    pub line: String,
+}
+
+impl ChainedLines {
+    pub fn get(&self, first: &str) -> std::sync::Arc<ChainedLine> {
+        let mut last = self.0.lock().expect("poisoned");
+        if let Some(l) = last.as_ref().filter(|l| l.first == first) {
+            return l.clone();
+        }
+        let token = format!("NEXUSC{}", &blake3::hash(first.as_bytes()).to_hex()[..16]);
+        let line = format!("exec sh -c {}", quote(&chained(first, &token)));
+        let l = std::sync::Arc::new(ChainedLine {
+            first: first.to_string(),
+            token,
+            line,
+        });
+        *last = Some(l.clone());
+        l
+    }
 }
 
 /// Finds the end of `first`'s output in a chained session's stream: what came before the marker
