@@ -607,27 +607,13 @@ mod tests {
     fn change(run: i64, seq: i64, kind: ResourceType, name: &str, undo: &str) -> PlannedResource {
         PlannedResource {
             key: format!("t#{}", seq + 1),
-            task: "t".into(),
-            role: Role::Task,
-            id: kind.id(name),
-            kind,
             label: format!("{} {name}@{run}", kind.as_str()),
-            action: Action::Update,
-            reason: String::new(),
-            fields: Vec::new(),
-            diff: None,
             steps: vec![Step::new(format!("change {name} in run {run}"), false)],
-            probe: String::new(),
-            probe_batch: None,
-            probe_inline: false,
-            probe_exists: Vec::new(),
-            fingerprint: String::new(),
-            notify: Vec::new(),
             undo: match undo {
                 "" => Vec::new(),
                 undo => vec![Step::new(undo, false)],
             },
-            retry: Default::default(),
+            ..PlannedResource::example(kind, name)
         }
     }
 
