@@ -10,12 +10,14 @@ use super::Error;
 use super::secrets::{self, Needs, Source};
 use crate::exec::stale;
 use crate::inventory::{Inventory, Overrides};
-use crate::plan::{Action, Step};
+use crate::plan::Step;
 use crate::plan::{
     FORMAT_VERSION, HostPlan, Irreversible, Plan, PlannedResource, Role, Rollback, Selection,
     Summary, TaskPlan,
 };
-use crate::resources::preimage::{Restore, oldest_undo_suffices, redone_by_its_steps, restore};
+use crate::resources::preimage::{
+    Restore, oldest_undo_suffices, redone_by_its_steps, restore, undo,
+};
 use crate::state::{Preimage, RunId, RunStatus, StateStore};
 
 /// Generations per host whose pre-images `nexus state gc` keeps by default.
@@ -396,11 +398,7 @@ fn build(
                 let image = *segment.last().expect("one image at least");
                 let this = planned(image).unwrap_or(changed);
                 let part = match by_undo {
-                    true => Ok(Restore {
-                        action: Action::Run,
-                        fields: Vec::new(),
-                        steps: this.undo.clone(),
-                    }),
+                    true => undo(store, image, this, &mut blobs)?,
                     false => restore(store, image, this, &mut blobs)?,
                 };
                 match part {
