@@ -547,6 +547,15 @@ fn a_deleted_account_comes_back_with_its_password() {
         group,
         "the group's password and administrators are back"
     );
+    // Rolling the rollback back deletes them again; rolling that back brings them back again,
+    // with the password the rollback's own plan carried (sealed) for its step.
+    ok(p.nexus(&["rollback", "-o", "rr.lock"]));
+    ok(p.nexus(&["apply", "rr.lock"]));
+    assert_eq!(shadow("shadow rbpw"), "none\n");
+    ok(p.nexus(&["rollback", "-o", "rrr.lock"]));
+    ok(p.nexus(&["apply", "rrr.lock"]));
+    assert_eq!(shadow("shadow rbpw"), user, "back again, with its hash");
+    assert_eq!(shadow("gshadow rbpwg"), group);
     harness::assert_no_file_holds(p.dir(), &harness::leak_needles(&[USER_HASH, GROUP_HASH]));
 
     // Without a vault: the user comes back locked, with its ageing fields.

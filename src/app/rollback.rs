@@ -331,6 +331,26 @@ fn entries<'i, 'p>(
     entries
 }
 
+/// Whether a rollback that undoes `r` (by its undo steps when `by_undo`) carries `r`'s forward
+/// steps as the undo of its own entry, so that rolling that rollback back redoes them.
+fn redoes(r: &PlannedResource, by_undo: bool) -> bool {
+    by_undo || redone_by_its_steps(r.kind)
+}
+
+/// The contents of `plan` (blob hashes) that a rollback of its run takes steps reading from it:
+/// its resources' undo steps, and the forward steps [`redoes`] keeps (a rollback's re-creation
+/// of an account, with its password sealed). The state keeps these with the run's plan.
+pub fn contents_its_rollback_reads(plan: &Plan) -> BTreeSet<&str> {
+    let resources = plan.hosts.iter().flat_map(|h| &h.resources);
+    resources
+        .flat_map(|r| {
+            let redone = redoes(r, !r.undo.is_empty());
+            r.undo.iter().chain(r.steps.iter().filter(move |_| redone))
+        })
+        .filter_map(|s| s.stdin.as_deref())
+        .collect()
+}
+
 /// The plan restoring `images` (per host), from the plans of those runs.
 fn build(
     store: &dyn StateStore,
@@ -437,7 +457,7 @@ fn build(
             // run was undone by its undo steps, or its steps redo what its pre-image undid;
             // otherwise a rollback of this rollback restores the pre-images it captures.
             let by_steps = segments.iter().all(|(_, by_undo)| *by_undo);
-            let redo: Vec<Step> = match by_steps || redone_by_its_steps(changed.kind) {
+            let redo: Vec<Step> = match redoes(changed, by_steps) {
                 true => images
                     .iter()
                     .rev()
@@ -446,6 +466,19 @@ fn build(
                     .collect(),
                 false => Vec::new(),
             };
+            // Steps taken from a recorded plan (undo steps, forward steps to redo) may read a
+            // content that plan carried (a rollback's sealed password): this plan carries it too,
+            // or it could not be applied, nor rolled back in turn.
+            for hash in restore
+                .steps
+                .iter()
+                .chain(&redo)
+                .filter_map(|s| s.stdin.as_ref())
+            {
+                if let Some(b64) = plans.values().find_map(|p| p.blobs.get(hash)) {
+                    blobs.entry(hash.clone()).or_insert_with(|| b64.clone());
+                }
+            }
             let key = format!("{TASK}#{}", resources.len() + 1);
             handlers.extend(base.notify.iter().cloned());
             summary.add(restore.action);
