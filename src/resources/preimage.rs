@@ -139,7 +139,9 @@ fn account(r: &PlannedResource, entry: Option<&[u8]>, secrets: &Resolved) -> (Im
         None => {
             let file = super::shadow::file(r.kind);
             return (
-                not_kept(format!("{file} could not be read: reading it needs root")),
+                not_kept(format!(
+                    "{file} could not be read (that needs root), or has no entry for it"
+                )),
                 None,
             );
         }
