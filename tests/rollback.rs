@@ -398,7 +398,8 @@ fn a_rollback_over_several_package_upgrades_skips_the_versions_in_between() {
 /// Tier 2: users and groups that existed before get their attributes back, across two runs:
 /// run 2 renumbers, moves and regroups them and deletes a user and a group; run 3 changes the
 /// shell again. A rollback to run 1 restores what `getent` showed then (the deleted user comes
-/// back with its uid, groups and home; its password is not kept, so it comes back locked).
+/// back with its uid, groups and home; without a vault its password is not kept, so it comes
+/// back locked).
 #[test]
 fn rollback_restores_the_attributes_of_users_and_groups_that_existed() {
     harness::nspawn::require_prerequisites();
@@ -454,13 +455,134 @@ fn rollback_restores_the_attributes_of_users_and_groups_that_existed() {
     assert_eq!(
         c.exec("passwd -S rbdel | cut -d' ' -f2"),
         "L\n",
-        "a re-created account is locked: its password was not kept"
+        "a re-created account is locked: without a vault its password was not kept"
     );
     // Rolling back the rollback re-applies: the accounts are as run 3 left them.
     let r = ok(p.nexus(&["rollback", "-o", "rr.lock"]));
     assert!(!r.stderr.contains("irreversible"), "{r:?}");
     ok(p.nexus(&["apply", "rr.lock"]));
     assert_eq!(getent(), after3, "the accounts are as run 3 left them");
+}
+
+/// Password hashes the accounts of [`a_deleted_account_comes_back_with_its_password`] have.
+const USER_HASH: &str = "$6$nexusRbShadow1$NkLcbyX0PEo5vLPhlhemNWXQhuxPEic7p9QqZUoAO1ecVkOxpDBbFvKhbQqIz1CNUjjfvbomX6MECDcKzbigc1";
+const GROUP_HASH: &str = "$6$nexusRbGshadow$M4zYHxjZ0yoMhH.lAaxhTmjH0.dfzkYAnAZ0hlrmp9xjmoSfBFpp0n1NWKNfbFOKoZPfugDYgrps6ffRzOEg//";
+const NO_VAULT_HASH: &str = "$6$nexusRbNoVault$xiGhCzkfBPi6tyYP4wHzT2YUmj25SFcV2L/JMqdgw/QP8F29g3k/3ECWQTzCz6BOo8UZyXNNz8194Vm9jY4VU0";
+
+/// Tier 2: a user and a group that a run deleted come back with their password hashes, the
+/// user's ageing fields and the group's administrators, exactly as `getent shadow` and
+/// `getent gshadow` showed them; the state store and the plan files hold the hashes only
+/// encrypted with the vault key. Without a vault, a deleted user comes back locked (with its
+/// ageing fields), and the rollback plan says so (docs/rollback.md).
+#[test]
+fn a_deleted_account_comes_back_with_its_password() {
+    harness::nspawn::require_prerequisites();
+    let c = harness::nspawn::Container::boot("rb-shadow");
+    c.exec(&format!(
+        "useradd -u 3700 -d /home/rbpw -s /bin/sh -m rbpw && echo 'rbpw:{USER_HASH}' | chpasswd -e && \
+         chage -d 19000 -m 1 -M 90 -W 5 -I 3 -E 20500 rbpw && \
+         groupadd -g 3710 rbpwg && echo 'rbpwg:{GROUP_HASH}' | chgpasswd -e && gpasswd -A daemon,bin rbpwg && \
+         useradd -u 3720 -M rbnov && echo 'rbnov:{NO_VAULT_HASH}' | chpasswd -e && chage -d 19001 -E 20501 rbnov"
+    ));
+    let shadow = |what: &str| c.exec(&format!("getent {what} || echo none"));
+    let (user, group, no_vault) = (
+        shadow("shadow rbpw"),
+        shadow("gshadow rbpwg"),
+        shadow("shadow rbnov"),
+    );
+    assert!(
+        user.contains(USER_HASH) && group.contains(GROUP_HASH),
+        "{user}{group}"
+    );
+    let config = |body: &str| {
+        format!(
+            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n\
+             host \"rb-shadow\" \"root@{ip}:{port}\" identity=\"{key}\"\n\
+             task \"accounts\" on=\"rb-shadow\" {{\n    file \"/root/marker\" content=\"m\"\n{body}}}\n",
+            ip = c.ip,
+            port = c.port,
+            key = c.user_key.private.display()
+        )
+    };
+    let project = |vault: bool| {
+        let p = match vault {
+            true => Project::new().env("NEXUS_VAULT_KEY", KEY),
+            false => Project::new(),
+        };
+        harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[&c]);
+        p.write("ssh_config", "");
+        p.config(&config(""));
+        if vault {
+            ok(p.nexus(&["secret", "init"]));
+        }
+        apply_config(&p, "v1.lock");
+        p
+    };
+
+    // From here on, nothing nexus runs may have a hash on its command line (the set-up above
+    // did, through ssh's).
+    let sampler = harness::CmdlineSampler::start();
+    // With the vault: both come back as they were.
+    let p = project(true);
+    p.config(&config(
+        "    user \"rbpw\" state=\"absent\"\n    group \"rbpwg\" state=\"absent\"\n",
+    ));
+    apply_config(&p, "v2.lock");
+    assert_eq!(shadow("shadow rbpw"), "none\n");
+    ok(p.nexus(&["rollback", "-o", "r.lock"]));
+    let shown = ok(p.nexus(&["show", "r.lock"]));
+    assert!(!shown.stdout.contains("locked"), "{shown:?}");
+    assert!(
+        shown.stdout.contains("as before (holds secrets)"),
+        "{shown:?}"
+    );
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert_eq!(
+        shadow("shadow rbpw"),
+        user,
+        "the user's hash and ageing are back"
+    );
+    assert_eq!(
+        shadow("gshadow rbpwg"),
+        group,
+        "the group's password and administrators are back"
+    );
+    // Rolling the rollback back deletes them again; rolling that back brings them back again,
+    // with the password the rollback's own plan carried (sealed) for its step.
+    ok(p.nexus(&["rollback", "-o", "rr.lock"]));
+    ok(p.nexus(&["apply", "rr.lock"]));
+    assert_eq!(shadow("shadow rbpw"), "none\n");
+    ok(p.nexus(&["rollback", "-o", "rrr.lock"]));
+    ok(p.nexus(&["apply", "rrr.lock"]));
+    assert_eq!(shadow("shadow rbpw"), user, "back again, with its hash");
+    assert_eq!(shadow("gshadow rbpwg"), group);
+    harness::assert_no_file_holds(p.dir(), &harness::leak_needles(&[USER_HASH, GROUP_HASH]));
+
+    // Without a vault: the user comes back locked, with its ageing fields.
+    let q = project(false);
+    q.config(&config("    user \"rbnov\" state=\"absent\"\n"));
+    apply_config(&q, "v2.lock");
+    ok(q.nexus(&["rollback", "-o", "r.lock"]));
+    let shown = ok(q.nexus(&["show", "r.lock"]));
+    assert!(shown.stdout.contains("comes back locked"), "{shown:?}");
+    ok(q.nexus(&["apply", "r.lock"]));
+    assert_eq!(
+        shadow("shadow rbnov"),
+        no_vault.replace(NO_VAULT_HASH, "!"),
+        "locked, with its ageing fields"
+    );
+    harness::assert_no_file_holds(q.dir(), &harness::leak_needles(&[NO_VAULT_HASH]));
+    let lines = sampler.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("nexus")),
+        "the sampler saw nexus run"
+    );
+    for hash in [USER_HASH, GROUP_HASH, NO_VAULT_HASH] {
+        assert!(
+            !lines.iter().any(|l| l.contains(hash)),
+            "a command line holds a hash"
+        );
+    }
 }
 
 /// Tier 2: changes that depend on each other across runs are each undone at their own place.

@@ -39,18 +39,7 @@ impl Recorder<'_> {
     /// No file in the project but the vault holds any of `in_files`, and no output any of
     /// `in_output`.
     fn assert_nothing_holds(&self, in_files: &[&str], in_output: &[&str]) {
-        let mut files = Vec::new();
-        harness::all_files_under(self.project.dir(), &mut files);
-        for f in files.iter().filter(|f| !f.ends_with("secrets.vault")) {
-            let bytes = std::fs::read(f).unwrap();
-            for needle in in_files {
-                assert!(
-                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
-                    "{} contains {needle:?}",
-                    f.display()
-                );
-            }
-        }
+        harness::assert_no_file_holds(self.project.dir(), in_files);
         for o in &self.outputs {
             for s in [&o.stdout, &o.stderr] {
                 for needle in in_output {
@@ -289,60 +278,6 @@ fn sha256_hex(b: &[u8]) -> String {
 const S2: &str = "second-secret-value-X93kq";
 const S1_OLD: &str = "first-secret-before-rotation-Q7";
 
-/// Every way a secret can be found in an artifact: the value, its base64 at each of the three
-/// alignments it can have inside a longer base64 text, and its hex.
-fn leak_needles(values: &[&str]) -> Vec<String> {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut out = Vec::new();
-    for v in values {
-        let v = v.as_bytes();
-        out.push(String::from_utf8_lossy(v).into_owned());
-        out.push(v.iter().map(|b| format!("{b:02x}")).collect());
-        for k in 0..3 {
-            let whole = (v.len() - k) / 3 * 3;
-            out.push(b64.encode(&v[k..k + whole]));
-        }
-    }
-    out
-}
-
-/// Samples the command line of every process on this machine (the sshd hosts run here) until
-/// dropped: a secret must never be an argument of a process on a host.
-struct CmdlineSampler {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
-}
-
-impl CmdlineSampler {
-    fn start() -> CmdlineSampler {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
-        let (s, out) = (stop.clone(), seen.clone());
-        std::thread::spawn(move || {
-            while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-                    if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-                        out.lock().unwrap().insert(text(&c).replace('\0', " "));
-                    }
-                }
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-        });
-        CmdlineSampler { stop, seen }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.seen.lock().unwrap().iter().cloned().collect()
-    }
-}
-
-impl Drop for CmdlineSampler {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// A file goes through every transition a secret content can take (secret to plain, plain to
 /// secret, one secret to another, a rotated secret, secret to absent), and a host file holds a
 /// vault value that no configuration mentions. After plan, show (all formats), apply, run,
@@ -356,7 +291,7 @@ fn no_transition_of_a_secret_content_leaks_it() {
     let p = project().env("HOOK_URL", &hook.url);
     harness::write_known_hosts(&p.path("known_hosts"), &[&h]);
     p.write("ssh_config", "");
-    let sampler = CmdlineSampler::start();
+    let sampler = harness::CmdlineSampler::start();
     std::fs::create_dir_all(h.srv().join("app")).unwrap();
     // A host file that holds a vault value for a reason nexus does not know about.
     std::fs::write(h.srv().join("app/stray"), format!("token = {S2}\n")).unwrap();
@@ -440,7 +375,7 @@ task "files" on="sec3" {{
         assert!(o.success(), "{args:?}: {}", o.stderr);
     }
 
-    let needles = leak_needles(&[S1_OLD, S2, API_KEY]);
+    let needles = harness::leak_needles(&[S1_OLD, S2, API_KEY]);
     let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
     rec.assert_nothing_holds(&needles, &needles);
     let bodies = serde_json::to_string(&hook.bodies()).unwrap();

@@ -186,11 +186,14 @@ impl Verified<'_> {
                 });
             }
             // A rollback needs the plan's probes, connections and handlers, not its contents:
-            // the pre-images keep the contents that matter.
-            let recorded = crate::plan::Plan {
-                blobs: Default::default(),
-                ..plan.clone()
-            };
+            // the pre-images keep the contents that matter. Kept with it are only the contents
+            // of steps that a rollback of the run takes from it (a re-created account's
+            // password, sealed).
+            let kept = super::rollback::contents_its_rollback_reads(plan);
+            let mut recorded = plan.clone();
+            recorded
+                .blobs
+                .retain(|hash, _| kept.contains(hash.as_str()));
             let (preimages, blobs) = preimages(plan, run, check.captured, &secrets);
             let generation = crate::state::NewGeneration {
                 plan: serde_json::to_string(&recorded).expect("plans serialize"),

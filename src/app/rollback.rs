@@ -10,12 +10,14 @@ use super::Error;
 use super::secrets::{self, Needs, Source};
 use crate::exec::stale;
 use crate::inventory::{Inventory, Overrides};
-use crate::plan::{Action, Step};
+use crate::plan::Step;
 use crate::plan::{
     FORMAT_VERSION, HostPlan, Irreversible, Plan, PlannedResource, Role, Rollback, Selection,
     Summary, TaskPlan,
 };
-use crate::resources::preimage::{Restore, oldest_undo_suffices, redone_by_its_steps, restore};
+use crate::resources::preimage::{
+    Restore, oldest_undo_suffices, redone_by_its_steps, restore, undo,
+};
 use crate::state::{Preimage, RunId, RunStatus, StateStore};
 
 /// Generations per host whose pre-images `nexus state gc` keeps by default.
@@ -329,6 +331,26 @@ fn entries<'i, 'p>(
     entries
 }
 
+/// Whether a rollback that undoes `r` (by its undo steps when `by_undo`) carries `r`'s forward
+/// steps as the undo of its own entry, so that rolling that rollback back redoes them.
+fn redoes(r: &PlannedResource, by_undo: bool) -> bool {
+    by_undo || redone_by_its_steps(r.kind)
+}
+
+/// The contents of `plan` (blob hashes) that a rollback of its run takes steps reading from it:
+/// its resources' undo steps, and the forward steps [`redoes`] keeps (a rollback's re-creation
+/// of an account, with its password sealed). The state keeps these with the run's plan.
+pub fn contents_its_rollback_reads(plan: &Plan) -> BTreeSet<&str> {
+    let resources = plan.hosts.iter().flat_map(|h| &h.resources);
+    resources
+        .flat_map(|r| {
+            let redone = redoes(r, !r.undo.is_empty());
+            r.undo.iter().chain(r.steps.iter().filter(move |_| redone))
+        })
+        .filter_map(|s| s.stdin.as_deref())
+        .collect()
+}
+
 /// The plan restoring `images` (per host), from the plans of those runs.
 fn build(
     store: &dyn StateStore,
@@ -396,11 +418,7 @@ fn build(
                 let image = *segment.last().expect("one image at least");
                 let this = planned(image).unwrap_or(changed);
                 let part = match by_undo {
-                    true => Ok(Restore {
-                        action: Action::Run,
-                        fields: Vec::new(),
-                        steps: this.undo.clone(),
-                    }),
+                    true => undo(store, image, this, &mut blobs)?,
                     false => restore(store, image, this, &mut blobs)?,
                 };
                 match part {
@@ -439,7 +457,7 @@ fn build(
             // run was undone by its undo steps, or its steps redo what its pre-image undid;
             // otherwise a rollback of this rollback restores the pre-images it captures.
             let by_steps = segments.iter().all(|(_, by_undo)| *by_undo);
-            let redo: Vec<Step> = match by_steps || redone_by_its_steps(changed.kind) {
+            let redo: Vec<Step> = match redoes(changed, by_steps) {
                 true => images
                     .iter()
                     .rev()
@@ -448,6 +466,19 @@ fn build(
                     .collect(),
                 false => Vec::new(),
             };
+            // Steps taken from a recorded plan (undo steps, forward steps to redo) may read a
+            // content that plan carried (a rollback's sealed password): this plan carries it too,
+            // or it could not be applied, nor rolled back in turn.
+            for hash in restore
+                .steps
+                .iter()
+                .chain(&redo)
+                .filter_map(|s| s.stdin.as_ref())
+            {
+                if let Some(b64) = plans.values().find_map(|p| p.blobs.get(hash)) {
+                    blobs.entry(hash.clone()).or_insert_with(|| b64.clone());
+                }
+            }
             let key = format!("{TASK}#{}", resources.len() + 1);
             handlers.extend(base.notify.iter().cloned());
             summary.add(restore.action);
@@ -607,27 +638,13 @@ mod tests {
     fn change(run: i64, seq: i64, kind: ResourceType, name: &str, undo: &str) -> PlannedResource {
         PlannedResource {
             key: format!("t#{}", seq + 1),
-            task: "t".into(),
-            role: Role::Task,
-            id: kind.id(name),
-            kind,
             label: format!("{} {name}@{run}", kind.as_str()),
-            action: Action::Update,
-            reason: String::new(),
-            fields: Vec::new(),
-            diff: None,
             steps: vec![Step::new(format!("change {name} in run {run}"), false)],
-            probe: String::new(),
-            probe_batch: None,
-            probe_inline: false,
-            probe_exists: Vec::new(),
-            fingerprint: String::new(),
-            notify: Vec::new(),
             undo: match undo {
                 "" => Vec::new(),
                 undo => vec![Step::new(undo, false)],
             },
-            retry: Default::default(),
+            ..PlannedResource::example(kind, name)
         }
     }
 

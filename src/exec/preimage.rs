@@ -1,7 +1,8 @@
 //! Capturing pre-images during apply's re-probe: the resources a plan is about to change get
-//! their current state recorded (docs/rollback.md). The contents of files to be replaced travel
-//! back in the same script as the re-probe, in a section of their own after it, so capturing
-//! costs no round trip. Packages and commands carry their undo steps in the plan instead.
+//! their current state recorded (docs/rollback.md). The contents of files to be replaced, and
+//! the shadow entries of accounts to be deleted, travel back in the same script as the re-probe,
+//! in a section of their own after it, so capturing costs no round trip. Packages and commands
+//! carry their undo steps in the plan instead.
 
 use std::collections::BTreeMap;
 
@@ -31,14 +32,36 @@ fn content_path(r: &PlannedResource) -> Option<&str> {
         .flatten()
 }
 
+/// The account whose shadow entry the capture sends back, and the `getent` database holding it:
+/// a user or group the plan deletes. Its rollback re-creates it from the plan's probe, which
+/// never reads the entry (the password hash and ageing fields are only there).
+fn shadow_entry(r: &PlannedResource) -> Option<(&'static str, &str)> {
+    if r.action != Action::Delete || !wanted(r) {
+        return None;
+    }
+    Some((r.kind.shadow_database()?, r.kind.subject_of(&r.id)?))
+}
+
 /// The section appended to a host's probe script: `INDEX=BASE64` of each wanted file that is a
-/// regular, readable file no larger than [`CONTENT_LIMIT`], INDEX counting the host's resources.
+/// regular, readable file no larger than [`CONTENT_LIMIT`], and of the shadow entry of each
+/// account to be deleted (as `getent` prints it; nothing when it cannot be read, as without
+/// root), INDEX counting the host's resources.
 /// A file whose old content the probe's batch sent already (for the plan's diff: a small file
 /// whose content the plan replaces, listed in `$_nx_sent` by `plan::probe`) is left out:
 /// [`content_of`] takes it from the probe's output.
 pub fn script(resources: &[&PlannedResource], token: &str) -> String {
     let mut s = format!("printf '\\n@@{token} pre begin\\n'\n_nx_nl='\n'\n");
     for (i, r) in resources.iter().enumerate() {
+        if let Some((database, name)) = shadow_entry(r) {
+            // The entry holds a password hash: it goes through `printf`, a shell builtin, to
+            // base64's stdin, so it is never an argument of a process (visible in `ps`).
+            s.push_str(&format!(
+                "if _nx_e=$(getent {database} {n} 2>/dev/null) && [ -n \"$_nx_e\" ]; then \
+                 printf '%s=' {i}; printf '%s\\n' \"$_nx_e\" | base64 | tr -d '\\n'; echo; fi; _nx_e=\n",
+                n = q(name)
+            ));
+            continue;
+        }
         let Some(path) = content_path(r) else {
             continue;
         };
@@ -178,27 +201,51 @@ mod tests {
         }
     }
 
+    /// The shadow entry of an account the plan deletes comes back in the same section; one
+    /// that cannot be read (no root) sends nothing; an account the plan keeps is not read.
+    #[test]
+    fn a_deleted_accounts_shadow_entry_comes_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let getent = dir.path().join("getent");
+        std::fs::write(
+            &getent,
+            "#!/bin/sh\ncase \"$1 $2\" in\n'shadow gone') echo 'gone:$6$s$h:19000:0:99999:7:::';;\n\
+             'gshadow ops') echo 'ops:!:alice:';;\n*) exit 2;;\nesac\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&getent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let account = |kind: ResourceType, name: &str, action: Action| PlannedResource {
+            id: kind.id(name),
+            kind,
+            action,
+            ..planned_file()
+        };
+        let resources = [
+            account(ResourceType::User, "gone", Action::Delete),
+            account(ResourceType::User, "unreadable", Action::Delete),
+            account(ResourceType::Group, "ops", Action::Delete),
+            account(ResourceType::User, "gone", Action::Update),
+        ];
+        let resources: Vec<&PlannedResource> = resources.iter().collect();
+        let token = token("x");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(&resources, &token))
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .unwrap();
+        let (_, contents) = split_off(&String::from_utf8(out.stdout).unwrap(), &token);
+        assert_eq!(contents.len(), 2, "{contents:?}");
+        assert_eq!(contents[&0], b"gone:$6$s$h:19000:0:99999:7:::\n");
+        assert_eq!(contents[&2], b"ops:!:alice:\n");
+    }
+
     fn planned_file() -> PlannedResource {
         PlannedResource {
-            key: "t#1".into(),
-            task: "t".into(),
-            role: crate::plan::Role::Task,
             id: String::new(),
-            kind: ResourceType::File,
             label: "file".into(),
-            action: Action::Update,
-            reason: String::new(),
-            fields: vec![],
-            diff: None,
-            steps: vec![],
-            probe: String::new(),
-            probe_batch: None,
-            probe_inline: false,
-            probe_exists: Vec::new(),
-            fingerprint: String::new(),
-            notify: vec![],
-            undo: vec![],
-            retry: Default::default(),
+            ..PlannedResource::example(ResourceType::File, "")
         }
     }
 }

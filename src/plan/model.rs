@@ -370,6 +370,35 @@ impl Summary {
     }
 }
 
+#[cfg(test)]
+impl PlannedResource {
+    /// For tests: the first resource of task `t`, an update of what `kind` names `subject`,
+    /// with no steps, probe or undo (set what a test needs with `..`).
+    pub(crate) fn example(kind: super::ResourceType, subject: &str) -> PlannedResource {
+        PlannedResource {
+            key: "t#1".into(),
+            task: "t".into(),
+            role: Role::Task,
+            id: kind.id(subject),
+            kind,
+            label: format!("{} {subject}", kind.as_str()),
+            action: super::Action::Update,
+            reason: String::new(),
+            fields: Vec::new(),
+            diff: None,
+            steps: Vec::new(),
+            probe: String::new(),
+            probe_batch: None,
+            probe_inline: false,
+            probe_exists: Vec::new(),
+            fingerprint: String::new(),
+            notify: Vec::new(),
+            undo: Vec::new(),
+            retry: Default::default(),
+        }
+    }
+}
+
 impl PlannedResource {
     /// Whether applying this resource would change the host, so that a plan holding it shows
     /// drift (`--detailed-exitcode`, drift notifications, the drift trail): a create, update

@@ -151,6 +151,17 @@ impl ResourceType {
         )
     }
 
+    /// The `getent` database holding the password of an account of the type (`shadow` for a
+    /// user, `gshadow` for a group), which a pre-image of a deleted account keeps: the capture
+    /// reads it, the rollback puts it back (docs/rollback.md).
+    pub fn shadow_database(self) -> Option<&'static str> {
+        match self {
+            ResourceType::User => Some("shadow"),
+            ResourceType::Group => Some("gshadow"),
+            _ => None,
+        }
+    }
+
     /// Whether a resource of the type verifies a host rather than changing it (`wait-for`):
     /// it never counts as a change, and nothing of it is kept for a rollback.
     pub fn is_check(self) -> bool {

@@ -12,6 +12,7 @@ pub mod kind;
 pub mod package;
 pub mod preimage;
 pub mod service;
+pub mod shadow;
 pub mod upload;
 pub mod user;
 pub mod wait_for;

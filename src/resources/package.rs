@@ -765,25 +765,15 @@ mod tests {
     fn planned(p: &Package, observed: &str) -> PlannedResource {
         let c = p.plan(&obs(observed)).unwrap();
         PlannedResource {
-            key: "t#1".into(),
-            task: "t".into(),
-            role: crate::plan::Role::Task,
             id: p.id(),
-            kind: ResourceType::Package,
             label: p.label(),
             action: c.action,
             reason: c.reason,
             fields: c.fields,
-            diff: None,
             steps: c.steps,
             probe: p.probe(),
-            probe_batch: None,
-            probe_inline: false,
-            probe_exists: Vec::new(),
-            fingerprint: String::new(),
-            notify: Vec::new(),
             undo: c.undo,
-            retry: Default::default(),
+            ..PlannedResource::example(ResourceType::Package, "")
         }
     }
 

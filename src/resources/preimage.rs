@@ -53,10 +53,9 @@ pub fn image(
                 let sealed = r.probe_batch.as_ref().is_some_and(|b| b.sealed)
                     || secrets.recognises(&bytes)
                     || secrets.is_blind();
-                let kept = match (sealed, secrets.content_key()) {
-                    (false, _) => Some(Blob::new(bytes, false)),
-                    (true, Some(key)) => key.encrypt(&bytes).ok().map(|c| Blob::new(c, true)),
-                    (true, None) => None,
+                let kept = match sealed {
+                    false => Some(Blob::new(bytes, false)),
+                    true => seal(&bytes, secrets),
                 };
                 match kept {
                     Some(b) => {
@@ -90,6 +89,12 @@ pub fn image(
         (ResourceType::Service, _) => irreversible("the service did not exist"),
         (ResourceType::User | ResourceType::Group, Some(o)) => match o.get("exists") {
             Some("false") => Image::Absent,
+            // Its undo step re-creates it from the plan's probe; the password is only here.
+            _ if r.action == Action::Delete => {
+                let (image, kept) = account(r, content.as_deref(), secrets);
+                blob = kept;
+                image
+            }
             _ => Image::Existed,
         },
         // Packages carry their own undo (the versions before, from the plan's probe); one
@@ -113,6 +118,97 @@ pub fn image(
         fingerprint_after: None,
     };
     (preimage, blob)
+}
+
+/// `bytes` as a blob encrypted with the vault's content key; `None` when no vault is open. The
+/// one way a pre-image keeps what holds a secret.
+fn seal(bytes: &[u8], secrets: &Resolved) -> Option<Blob> {
+    let key = secrets.content_key()?;
+    key.encrypt(bytes).ok().map(|c| Blob::new(c, true))
+}
+
+/// The pre-image of the account `r` deletes, from its shadow entry as the capture sent it
+/// (`None`: it could not be read), and the blob holding its password, sealed.
+fn account(r: &PlannedResource, entry: Option<&[u8]>, secrets: &Resolved) -> (Image, Option<Blob>) {
+    let name = r.kind.subject_of(&r.id).unwrap_or_default();
+    let not_kept = |why: String| Image::Account {
+        shadow: Vec::new(),
+        password_not_kept: Some(why),
+    };
+    let entry = match entry.map(|e| super::shadow::parse(r.kind, name, e)) {
+        None => {
+            let file = super::shadow::file(r.kind);
+            return (
+                not_kept(format!(
+                    "{file} could not be read (that needs root), or has no entry for it"
+                )),
+                None,
+            );
+        }
+        Some(Err(e)) => return (not_kept(e.to_string()), None),
+        Some(Ok(entry)) => entry,
+    };
+    let blob = seal(&entry.stdin(name), secrets);
+    let image = Image::Account {
+        shadow: entry.rest,
+        password_not_kept: blob
+            .is_none()
+            .then(|| "no vault is open to keep it encrypted".to_string()),
+    };
+    (image, blob)
+}
+
+/// Puts a stored content into the rollback plan's `blobs` (as stored: ciphertext when sealed),
+/// under the blake3 its step's stdin names; returns that.
+fn carry(blob: &Blob, blobs: &mut BTreeMap<String, String>) -> String {
+    let hash = blake3::hash(&blob.data).to_hex().to_string();
+    blobs.insert(
+        hash.clone(),
+        base64::engine::general_purpose::STANDARD.encode(&blob.data),
+    );
+    hash
+}
+
+/// How the change `changed` is undone by its own undo steps, with what its pre-image `image`
+/// adds: a deleted account's shadow entry, put back after the account is re-created.
+pub fn undo(
+    store: &dyn StateStore,
+    image: &Preimage,
+    changed: &PlannedResource,
+    blobs: &mut BTreeMap<String, String>,
+) -> Result<Result<Restore, Unrestorable>, StateError> {
+    let mut restore = Restore {
+        action: Action::Run,
+        fields: Vec::new(),
+        steps: changed.undo.clone(),
+    };
+    let (
+        Image::Account {
+            shadow,
+            password_not_kept,
+        },
+        Some(name),
+    ) = (&image.image, changed.kind.subject_of(&changed.id))
+    else {
+        return Ok(Ok(restore));
+    };
+    let sealed;
+    let password = match (password_not_kept, &image.blob) {
+        (Some(why), _) => super::shadow::Password::NotKept(why),
+        (None, None) => return Ok(Err(Unrestorable::ContentNotKept)),
+        (None, Some(hash)) => {
+            let Some(blob) = store.blob(hash)? else {
+                return Ok(Err(Unrestorable::ContentPruned));
+            };
+            sealed = carry(&blob, blobs);
+            super::shadow::Password::Sealed(&sealed)
+        }
+    };
+    let sudo = changed.undo.first().is_some_and(|s| s.sudo);
+    let (fields, steps) = super::shadow::restore(changed.kind, name, shadow, password, sudo);
+    restore.fields = fields;
+    restore.steps.extend(steps);
+    Ok(Ok(restore))
 }
 
 /// Whether one resource's changes by consecutive runs (`changes`, oldest first), each undone by
@@ -234,7 +330,7 @@ pub fn restore(
             )],
         },
         // Since the undo steps (resources/user.rs, group.rs): only a run planned without them.
-        (ResourceType::User | ResourceType::Group, Image::Existed) => {
+        (ResourceType::User | ResourceType::Group, Image::Existed | Image::Account { .. }) => {
             return Ok(Err(Unrestorable::NoUndo(changed.kind)));
         }
         // What the run put in the link's place goes (a directory only if empty: what else is in
@@ -314,10 +410,7 @@ pub fn restore(
                 sudo,
             );
             step.stdin_sealed = blob.sealed;
-            blobs.insert(
-                blake3::hash(&blob.data).to_hex().to_string(),
-                base64::engine::general_purpose::STANDARD.encode(&blob.data),
-            );
+            carry(&blob, blobs);
             let content = match blob.sealed {
                 true => "as before (holds secrets)".to_string(),
                 false => format!(
@@ -344,4 +437,91 @@ pub fn restore(
         }
     };
     Ok(Ok(restore))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deleted_user() -> PlannedResource {
+        PlannedResource {
+            action: Action::Delete,
+            steps: vec![Step::new("userdel -- deploy", true)],
+            undo: vec![Step::new("useradd -u 1500 -M -- deploy", true)],
+            ..PlannedResource::example(ResourceType::User, "deploy")
+        }
+    }
+
+    /// A deleted user's password is kept only encrypted; without a vault, or without its
+    /// entry, it is not kept and the rollback says the account comes back locked.
+    #[test]
+    fn a_deleted_accounts_password_is_kept_only_sealed() {
+        let hash = "$6$salt$secret-hash-value";
+        let entry = format!("deploy:{hash}:19000:0:99999:7:::\n");
+        let o = Observed::parse("exists=true\nuid=1500").unwrap();
+        let r = deleted_user();
+        let image_of = |entry: Option<&str>, secrets: &Resolved| {
+            image(
+                RunId(1),
+                "h",
+                0,
+                &r,
+                Some(&o),
+                entry.map(|e| e.as_bytes().to_vec()),
+                secrets,
+            )
+        };
+        let vault = Resolved::from_pairs(&[], [7; 32]);
+        let (p, blob) = image_of(Some(&entry), &vault);
+        let blob = blob.expect("kept");
+        assert!(blob.sealed);
+        assert!(!blob.data.windows(hash.len()).any(|w| w == hash.as_bytes()));
+        let plain = vault.content_key().unwrap().decrypt(&blob.data).unwrap();
+        assert_eq!(&*plain, format!("deploy:{hash}\n").as_bytes());
+        assert_eq!(p.blob.as_deref(), Some(blob.hash.as_str()));
+        assert_eq!(
+            p.image,
+            Image::Account {
+                shadow: ["19000", "0", "99999", "7", "", ""]
+                    .map(String::from)
+                    .into(),
+                password_not_kept: None
+            }
+        );
+        // (Its restoration, sealed on stdin, is tests/rollback.rs's against a real host.)
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::state::open(&dir.path().join("state.db")).unwrap();
+        let cases = [
+            (
+                Some(entry.as_str()),
+                Resolved::default(),
+                "no vault is open",
+            ),
+            (None, vault, "/etc/shadow could not be read"),
+        ];
+        for (entry, secrets, why) in cases {
+            let (p, blob) = image_of(entry, &secrets);
+            assert!(blob.is_none());
+            let Image::Account {
+                password_not_kept: Some(reason),
+                ..
+            } = &p.image
+            else {
+                panic!("{p:?}");
+            };
+            assert!(reason.contains(why), "{reason}");
+            let restored = undo(&store, &p, &r, &mut BTreeMap::new()).unwrap().unwrap();
+            let shown = &restored.fields[0];
+            assert!(
+                shown
+                    .to
+                    .as_deref()
+                    .unwrap()
+                    .ends_with("the account comes back locked"),
+                "{shown:?}"
+            );
+            assert_eq!(restored.steps[0].script, "useradd -u 1500 -M -- deploy");
+            assert!(restored.steps.iter().all(|s| !s.stdin_sealed));
+        }
+    }
 }

@@ -172,7 +172,8 @@ impl User {
     /// The step that brings back the account `o` observed, after it was deleted: same uid,
     /// primary group (re-created with its gid when userdel took the user's own group with it),
     /// supplementary groups that exist by then, home, shell and comment. The home directory was
-    /// kept by userdel; the password was never read, so the account comes back locked.
+    /// kept by userdel. The password and ageing fields are not the plan's to hold: apply's
+    /// pre-image keeps them, and the rollback puts them back after this step (`shadow`).
     fn recreate(&self, o: &Observed) -> Result<Step, ResourceError> {
         let (uid, gid, group) = (o.require("uid")?, o.require("gid")?, o.require("group")?);
         let n = q(&self.spec.name);

@@ -37,6 +37,18 @@ pub enum Image {
     Link { target: String },
     /// A user or group that existed: its changes carry undo steps with the old attributes.
     Existed,
+    /// A user or group that the run deleted (its undo step re-creates it), with what apply read
+    /// of its shadow entry (/etc/shadow, /etc/gshadow) for the rollback to put back
+    /// (`resources::shadow`). The password is only ever in the pre-image's blob, encrypted.
+    Account {
+        /// The entry's fields that hold no secret: a user's ageing fields, a group's
+        /// administrators. Empty when the entry could not be read.
+        shadow: Vec<String>,
+        /// Why the password was not kept (the account then comes back locked); `None` when
+        /// the blob holds it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_not_kept: Option<String>,
+    },
     /// The pre-image could not be kept; the reason says why (listed as irreversible).
     Irreversible { reason: String },
 }

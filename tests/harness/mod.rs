@@ -694,6 +694,79 @@ pub fn descendants(root: u32) -> Vec<u32> {
     found
 }
 
+/// Every way a secret can be found in an artifact: the value, its base64 at each of the three
+/// alignments it can have inside a longer base64 text, and its hex.
+pub fn leak_needles(values: &[&str]) -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    for v in values {
+        let v = v.as_bytes();
+        out.push(String::from_utf8_lossy(v).into_owned());
+        out.push(v.iter().map(|b| format!("{b:02x}")).collect());
+        for k in 0..3 {
+            let whole = (v.len() - k) / 3 * 3;
+            out.push(b64.encode(&v[k..k + whole]));
+        }
+    }
+    out
+}
+
+/// Panics naming the first file under `dir` (the vault aside) that holds any of `needles`
+/// (from [`leak_needles`]): a secret must be in no artifact a project leaves behind.
+pub fn assert_no_file_holds(dir: &Path, needles: &[impl AsRef<str>]) {
+    let mut files = Vec::new();
+    all_files_under(dir, &mut files);
+    for f in files.iter().filter(|f| !f.ends_with("secrets.vault")) {
+        let bytes = std::fs::read(f).unwrap();
+        for needle in needles.iter().map(AsRef::as_ref) {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds {needle:?}",
+                f.display()
+            );
+        }
+    }
+}
+
+/// Samples the command line of every process on this machine (the sshd hosts run here) until
+/// dropped: a secret must never be an argument of a process on a host.
+pub struct CmdlineSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl CmdlineSampler {
+    pub fn start() -> CmdlineSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let (s, out) = (stop.clone(), seen.clone());
+        std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                    if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+                        out.lock()
+                            .unwrap()
+                            .insert(String::from_utf8_lossy(&c).replace('\0', " "));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        CmdlineSampler { stop, seen }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.seen.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+impl Drop for CmdlineSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Every file under `dir`, recursively (for searches of everything a project left behind).
 pub fn all_files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
