@@ -104,11 +104,14 @@ fn main() {
     println!("nexus peak RSS (max over its runs): {rss:.0} MiB");
 
     // Where nexus's time and memory go: planning (reading, hashing and embedding the content)
-    // apart from applying (the transfer), each with its own peak RSS from GNU time.
+    // apart from applying (the transfer), each with its own peak RSS from GNU time. Then a plan
+    // with the file in place: what every later `nexus plan` of this host pays (the host's hash
+    // of the file in the probe, and nexus's of the local one).
     std::fs::remove_file(h.srv().join("nexus.bin")).ok();
     for (phase, args) in [
         ("plan -o", &["plan", "-q", "-o", "phase.lock"][..]),
         ("apply", &["apply", "-q", "phase.lock"][..]),
+        ("plan (no-op)", &["plan", "-q", "-o", "noop.lock"][..]),
     ] {
         let cmd = p.command(args);
         let program = cmd.get_program().to_owned();
