@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::host_hash;
 use crate::shell::quote as q;
 use sha2::{Digest, Sha256};
 
@@ -117,18 +118,16 @@ impl FileWrite {
         r
     }
 
-    /// As [`FileWrite::verify`], for a large staged content: OpenSSL's sha256, where the host
-    /// has it, is about three times as fast as coreutils' (1.2 s against 3.9 s per GiB here),
-    /// and the host's check is most of what a large write costs beyond the transfer. A result
-    /// other than the plan's is taken again from `sha256sum` before the write is refused, so an
-    /// `openssl` that prints something else costs time, never a false refusal.
+    /// As [`FileWrite::verify`], for a large staged content: hashed by
+    /// [`host_hash::FUNCTION`] (OpenSSL where the host has it: three times as fast as
+    /// coreutils' for a large file, and the host's check is most of what a large write costs
+    /// beyond the transfer). Given the plan's sum, it takes any other answer of OpenSSL again
+    /// from `sha256sum` before the write is refused, so an `openssl` that prints something else
+    /// costs time, never a false refusal.
     fn verify_large(&self, sha_word: &str) -> String {
         format!(
-            "sum=
-command -v openssl >/dev/null 2>&1 && sum=$(openssl dgst -sha256 -r < \"$tmp\" 2>/dev/null) || sum=
-             [ \"${{sum%% *}}\" = {sha_word} ] || {{ sum=$(sha256sum < \"$tmp\") || sum=; }}
-             [ \"${{sum%% *}}\" = {sha_word} ] || {}
-",
+            "{}_nx_sha256 \"$tmp\" {sha_word} || :\n[ \"$_nx_sum\" = {sha_word} ] || {}\n",
+            host_hash::FUNCTION,
             fail_with(&format!(
                 "nexus: the content written to {} does not match the plan",
                 self.path
@@ -636,22 +635,8 @@ mod tests {
     /// there is none or OpenSSL says something else; what neither vouches for is refused.
     #[test]
     fn a_staged_write_is_checked_whichever_sha256_the_host_has() {
-        let bin = tempfile::tempdir().unwrap();
-        let fake = |name: &str, body: &str| {
-            let p = bin.path().join(name);
-            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
-        };
-        // Every program of /usr/bin but openssl, which each case puts there or not.
-        for e in std::fs::read_dir("/usr/bin").unwrap() {
-            let e = e.unwrap();
-            if e.file_name() != "openssl" {
-                std::os::unix::fs::symlink(e.path(), bin.path().join(e.file_name())).unwrap();
-            }
-        }
         // (what `openssl` is, the staged bytes, whether the write lands)
-        let cases: [(Option<&str>, &[u8], bool); 5] = [
+        let cases: [(Option<&str>, &[u8], bool); 6] = [
             (None, b"content\n", true),
             (
                 Some("touch \"$0.used\"; exec /usr/bin/openssl \"$@\""),
@@ -660,13 +645,18 @@ mod tests {
             ),
             (Some("echo 'SHA2-256(stdin)= 00'"), b"content\n", true),
             (Some("exit 1"), b"content\n", true),
+            // Well-formed, but not the plan's: sha256sum has the last word.
+            (
+                Some(
+                    "echo '0000000000000000000000000000000000000000000000000000000000000000 *stdin'",
+                ),
+                b"content\n",
+                true,
+            ),
             (Some("exec /usr/bin/openssl \"$@\""), b"tampered\n", false),
         ];
         for (i, (openssl, bytes, lands)) in cases.into_iter().enumerate() {
-            let _ = std::fs::remove_file(bin.path().join("openssl"));
-            if let Some(body) = openssl {
-                fake("openssl", body);
-            }
+            let bin = host_hash::bin_with_openssl(openssl);
             let dir = tempfile::tempdir().unwrap();
             let staged = dir.path().join(".nexus-sftp-staged");
             std::fs::write(&staged, bytes).unwrap();

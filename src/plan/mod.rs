@@ -4,6 +4,7 @@
 
 pub mod diff_check;
 pub mod file_write;
+pub mod host_hash;
 pub mod lockfile;
 pub mod make_dir;
 pub mod model;
