@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::host_hash::{self, LARGE_OVER};
 use super::{ProbeBatch, ProbeExists};
 use crate::secrets::SealKey;
 use crate::shell::quote as q;
@@ -175,17 +176,72 @@ fn is_plain_name(name: &str) -> bool {
 
 /// The fallback without GNU find: `stat` prints the same facts (raw mode in hex), and a shell
 /// loop picks the files to hash. Arguments: how many of the paths want hashing (they come
-/// first), then the paths. The loop rotates the wanted files to the end of the arguments.
-const STAT_FALLBACK: &str = "_nx_fb() {
+/// first), then the paths. The loop rotates the wanted small files to the end of the arguments
+/// for one `sha256sum`, and prints each wanted large one as `>PATH` for [`LARGE_LOOP`]. Which
+/// are large is read from `stat`'s own lines (a regular file's raw mode is 8xxx), only when a
+/// number of 7 digits or more shows there may be one: a name misread there only sends a file
+/// to the other program, never leaves it unhashed.
+fn stat_fallback() -> String {
+    format!(
+        "_nx_fb() {{
 _nx_k=$1; shift; _nx_n=$#
-stat -c '%f\t%u\t%g\t%s\t%U\t%G\t%n' -- \"$@\" 2>/dev/null
+_nx_st=$(stat -c '%f\t%u\t%g\t%s\t%U\t%G\t%n' -- \"$@\" 2>/dev/null)
+[ -z \"$_nx_st\" ] || printf '%s\\n' \"$_nx_st\"
+_nx_bg=
+case $_nx_k:$_nx_st in 0:*) ;; *'\t'[1-9][0-9][0-9][0-9][0-9][0-9][0-9]*)
+_nx_ifs=$IFS; IFS='
+'; set -f
+for _nx_l in $_nx_st; do
+_nx_z=${{_nx_l#*'\t'*'\t'*'\t'}}; _nx_z=${{_nx_z%%'\t'*}}
+case ${{_nx_l%%'\t'*}}:$_nx_z in 8???:*[!0-9]* | 8???:) ;; 8???:*) [ \"$_nx_z\" -le {over} ] || _nx_bg=\"$_nx_bg
+${{_nx_l#*'\t'*'\t'*'\t'*'\t'*'\t'*'\t'}}\" ;; esac
+done
+IFS=$_nx_ifs; set +f ;; esac
+[ -z \"$_nx_bg\" ] || _nx_bg=\"$_nx_bg
+\"
 while [ \"$_nx_n\" -gt 0 ]; do
 _nx_p=$1; shift; _nx_n=$((_nx_n - 1))
-if [ \"$_nx_k\" -gt 0 ]; then _nx_k=$((_nx_k - 1)); if [ -f \"$_nx_p\" ] && [ ! -L \"$_nx_p\" ] && [ -r \"$_nx_p\" ]; then set -- \"$@\" \"$_nx_p\"; fi; fi
+if [ \"$_nx_k\" -gt 0 ]; then _nx_k=$((_nx_k - 1)); if [ -f \"$_nx_p\" ] && [ ! -L \"$_nx_p\" ] && [ -r \"$_nx_p\" ]; then
+case $_nx_bg in *\"
+$_nx_p
+\"*) printf '>%s\\n' \"$_nx_p\" ;; *) set -- \"$@\" \"$_nx_p\" ;; esac
+fi; fi
 done
 if [ $# -gt 0 ]; then sha256sum -- \"$@\" 2>/dev/null; fi
 return 0
+}}
+",
+        over = LARGE_OVER
+    )
 }
+
+/// Moves the `>PATH` lines of a chunk's output (`_nx_c`), the wanted large files, to `_nx_bp`
+/// (one path a line), leaving the stat lines and sums.
+const TAKE_LARGE: &str = "_nx_tl() {
+_nx_ifs=$IFS; IFS='
+'; set -f; _nx_x=
+for _nx_l in $_nx_c; do case $_nx_l in '>'*) _nx_bp=\"$_nx_bp${_nx_l#>}
+\" ;; *) _nx_x=\"$_nx_x$_nx_l
+\" ;; esac; done
+IFS=$_nx_ifs; set +f; _nx_c=${_nx_x%?}
+}
+";
+
+/// Hashes the wanted large files of `_nx_bp`, each with `_nx_sha256` (OpenSSL where the host
+/// has it, [`host_hash`]), and adds their sums to `_nx_o` as `sha256sum` prints them (batched
+/// paths hold no newline or backslash, which it would escape). After every chunk: the walk for
+/// old contents below relies on the sums coming in the order of the hashed paths, and takes
+/// these last ones for files it has passed (a large file's old content never travels). A file
+/// replaced by a FIFO since `find` looked is not opened.
+const LARGE_LOOP: &str = "if [ -n \"$_nx_bp\" ]; then
+_nx_ifs=$IFS; IFS='
+'; set -f
+for _nx_p in $_nx_bp; do
+if [ -f \"$_nx_p\" ] && [ ! -L \"$_nx_p\" ] && _nx_sha256 \"$_nx_p\"; then _nx_o=\"$_nx_o$_nx_sum  $_nx_p
+\"; fi
+done
+IFS=$_nx_ifs; set +f
+fi
 ";
 
 /// Most bytes of paths one `find` command line carries: far below any ARG_MAX.
@@ -195,8 +251,11 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// line and runs one `sha256sum` for the regular, readable files (not links: a FIFO or a link to
 /// a device would block or never end) among those that want a hash. Everything is done by
 /// `find` and `sha256sum` themselves: no shell work per path. Where `find` is not GNU's (no
-/// `-printf`), it fails without output and [`STAT_FALLBACK`] does the same with `stat`. Then the
-/// old contents of the files whose hash is not the expected one, for the plan's diffs.
+/// `-printf`), it fails without output and [`stat_fallback`] does the same with `stat`. Files
+/// over [`LARGE_OVER`] are left out of the `sha256sum` and hashed each on its own by
+/// [`LARGE_LOOP`], with OpenSSL where the host has it (three times as fast for a large file);
+/// a host without a large file runs the same programs as before. Then the old contents of the
+/// files whose hash is not the expected one, for the plan's diffs.
 fn path_facts(s: &mut String, specs: &[Spec<'_>], token: &str) {
     let (stat, hash) = batched_paths(specs);
     let hashed: BTreeSet<&str> = hash.iter().map(|(p, _)| *p).collect();
@@ -217,8 +276,14 @@ fn path_facts(s: &mut String, specs: &[Spec<'_>], token: &str) {
         .filter(|n| is_plain_name(n))
         .collect();
     let printf = find_printf(&owners, &groups);
-    s.push_str(STAT_FALLBACK);
-    s.push_str(&format!("printf '\\n@@{token} paths begin\\n'\n_nx_o=\n"));
+    s.push_str(&stat_fallback());
+    if !hash.is_empty() {
+        s.push_str(host_hash::FUNCTION);
+        s.push_str(TAKE_LARGE);
+    }
+    s.push_str(&format!(
+        "printf '\\n@@{token} paths begin\\n'\n_nx_o=\n_nx_bp=\n"
+    ));
     // Wanted and unwanted paths never share a `find`: telling them apart by name (`-path`)
     // costs a pattern match per file and excluded path, more than another `find` at ~50 files.
     for (group, hashing) in [(&paths[..hash.len()], true), (&paths[hash.len()..], false)] {
@@ -236,17 +301,27 @@ fn path_facts(s: &mut String, specs: &[Spec<'_>], token: &str) {
             let (chunk, tail) = rest.split_at(n);
             rest = tail;
             let words: Vec<String> = chunk.iter().map(|p| q(p)).collect();
-            let (exec, wanted) = if hashing {
-                (" -type f -readable -exec sha256sum -- {} +", n)
+            // `-printf` is true: a large file goes no further. `-size +Nc` counts bytes.
+            let (exec, wanted, take) = if hashing {
+                (
+                    format!(
+                        " -type f -readable \\( -size +{LARGE_OVER}c -printf '>%p\\n' -o -exec sha256sum -- {{}} + \\)"
+                    ),
+                    n,
+                    "case $_nx_c in '>'* | *'\n>'*) _nx_tl ;; esac\n",
+                )
             } else {
-                ("", 0)
+                (String::new(), 0, "")
             };
             s.push_str(&format!(
                 "set -- {}\n_nx_c=$(find \"$@\" -maxdepth 0 {printf}{exec} 2>/dev/null) || [ -n \"$_nx_c\" ] || _nx_c=$(_nx_fb {wanted} \"$@\")\n\
-                 [ -z \"$_nx_c\" ] || _nx_o=\"$_nx_o$_nx_c\n\"\n",
+                 {take}[ -z \"$_nx_c\" ] || _nx_o=\"$_nx_o$_nx_c\n\"\n",
                 words.join(" ")
             ));
         }
+    }
+    if !hash.is_empty() {
+        s.push_str(LARGE_LOOP);
     }
     s.push_str(&format!(
         "printf '%s\\n@@{token} paths end 0\\n' \"$_nx_o\"\n"
@@ -685,15 +760,21 @@ pub(crate) fn run_sh(script: &str) -> String {
 /// [`run_sh`] with directories put first on `PATH`.
 #[cfg(test)]
 fn run_sh_with_path(script: &str, first: Option<&std::path::Path>) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    match first {
+        Some(dir) => run_sh_on_path(script, &format!("{}:{path}", dir.display())),
+        None => run_sh_on_path(script, &path),
+    }
+}
+
+/// [`run_sh`] with `PATH` set to `path`.
+#[cfg(test)]
+fn run_sh_on_path(script: &str, path: &str) -> String {
     // From a file: a script of a few hundred paths is longer than one argument may be.
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), script).unwrap();
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg(file.path());
-    if let Some(dir) = first {
-        let path = std::env::var("PATH").unwrap_or_default();
-        cmd.env("PATH", format!("{}:{path}", dir.display()));
-    }
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg(file.path()).env("PATH", path);
     let out = cmd.output().unwrap();
     assert!(
         out.stderr.is_empty(),
@@ -1017,13 +1098,7 @@ mod tests {
         let link = d.join("link");
         std::os::unix::fs::symlink(&file, &link).unwrap();
         let fifo = d.join("fifo");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        mkfifo(&fifo);
         let missing = d.join("missing");
         let paths = [&file, &sub, &link, &fifo, &missing, &file];
         let id = |flag: &str| {
@@ -1083,6 +1158,157 @@ mod tests {
             let got = crate::plan::Observed::parse(&section.output).unwrap();
             assert_eq!(got, want, "{}", b.path);
             assert_eq!(section.status, 0);
+        }
+    }
+
+    fn mkfifo(path: &std::path::Path) {
+        let made = std::process::Command::new("mkfifo").arg(path).status();
+        assert!(made.unwrap().success(), "mkfifo {}", path.display());
+    }
+
+    /// Writes an executable script `name` into `bin`.
+    fn program(bin: &std::path::Path, name: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = bin.join(name);
+        let _ = std::fs::remove_file(&p);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Large files go to OpenSSL one by one where the host has a sane one, small ones to the one
+    /// batched `sha256sum`; whichever hashes, with GNU find or without, the sections are the
+    /// same, and what is not a readable regular file is not opened.
+    #[test]
+    fn large_files_are_hashed_by_openssl_where_it_answers() {
+        use std::os::unix::fs::PermissionsExt;
+        let over = crate::plan::host_hash::LARGE_OVER as usize;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let bytes =
+            |n: usize, seed: u8| -> Vec<u8> { (0..n).map(|i| (i % 251) as u8 ^ seed).collect() };
+        // (name, content, the sum the plan wants: `None` for the content's own)
+        let files: [(&str, Vec<u8>, Option<String>); 6] = [
+            (
+                "small",
+                b"old\n".to_vec(),
+                Some(crate::plan::file_write::sha256_hex(b"new\n")),
+            ),
+            ("at the limit", bytes(over, 1), None),
+            ("over [the] limit*", bytes(over + 1, 2), None),
+            ("big file two", bytes(3 * over, 3), Some("0".repeat(64))),
+            ("unreadable big", bytes(over + 1, 4), None),
+            ("no want", bytes(over + 1, 5), None),
+        ];
+        let mut batches = Vec::new();
+        for (name, content, want) in &files {
+            let path = d.join(name);
+            std::fs::write(&path, content).unwrap();
+            let mut b = ProbeBatch::for_path(path.to_str().unwrap(), true).unwrap();
+            b.old_unless = match want {
+                Some(w) => Some(w.clone()),
+                None if *name == "no want" => None,
+                None => Some(crate::plan::file_write::sha256_hex(content)),
+            };
+            batches.push(b);
+        }
+        std::fs::set_permissions(
+            d.join("unreadable big"),
+            std::fs::Permissions::from_mode(0o000),
+        )
+        .unwrap();
+        // Readable all the same to root.
+        let readable = std::fs::File::open(d.join("unreadable big")).is_ok();
+        let fifo = d.join("a fifo");
+        mkfifo(&fifo);
+        let link = d.join("link to big");
+        std::os::unix::fs::symlink(d.join("big file two"), &link).unwrap();
+        for p in [&fifo, &link, &d.join("missing")] {
+            batches.push(ProbeBatch::for_path(p.to_str().unwrap(), true).unwrap());
+        }
+        let specs = batch_specs(&batches);
+        let text = script(&specs);
+        let check = |sections: &[Section], how: &str| {
+            for (i, (name, content, _)) in files.iter().enumerate() {
+                let o = crate::plan::Observed::parse(&sections[i].output).unwrap();
+                assert_eq!(o.get("type"), Some("file"), "{how}: {name}");
+                if *name == "unreadable big" && !readable {
+                    assert_eq!(o.get("readable"), Some("false"), "{how}: {name}");
+                    assert_eq!(o.get("sha256"), None, "{how}: {name}");
+                    continue;
+                }
+                let sum = crate::plan::file_write::sha256_hex(content);
+                assert_eq!(o.get("sha256"), Some(sum.as_str()), "{how}: {name}");
+                assert_eq!(o.get("size"), Some(content.len().to_string().as_str()));
+                // Only the small file that differs sends its old content.
+                assert_eq!(o.get("_old_b64").is_some(), i == 0, "{how}: {name}");
+            }
+            for (section, kind) in sections[files.len()..].iter().zip(["other", "link"]) {
+                let o = crate::plan::Observed::parse(&section.output).unwrap();
+                assert_eq!(o.get("type"), Some(kind), "{how}");
+                assert_eq!(o.get("sha256"), None, "{how}");
+            }
+            let o = crate::plan::Observed::parse(&sections.last().unwrap().output).unwrap();
+            assert_eq!(o.get("exists"), Some("false"), "{how}");
+        };
+        let log = d.join("calls.log");
+        let logged = |name: &str| {
+            format!(
+                "echo \"{name} $*\" >> {}; exec /usr/bin/{name} \"$@\"",
+                q(log.to_str().unwrap())
+            )
+        };
+        let large = if readable { 4 } else { 3 };
+        // With GNU find and without: the host's own openssl, logged.
+        let mut all = None;
+        for gnu in [true, false] {
+            let bin = crate::plan::host_hash::bin_with_openssl(Some(&logged("openssl")));
+            program(bin.path(), "sha256sum", &logged("sha256sum"));
+            if !gnu {
+                program(
+                    bin.path(),
+                    "find",
+                    "echo \"find: unrecognized: -printf\" >&2; exit 1",
+                );
+            }
+            let _ = std::fs::remove_file(&log);
+            let out = run_sh_on_path(&text, bin.path().to_str().unwrap());
+            let sections = split(&specs, &out, None).unwrap();
+            let how = if gnu { "GNU find" } else { "fallback" };
+            check(&sections, how);
+            let calls = std::fs::read_to_string(&log).unwrap();
+            // One openssl per large file, each reading its stdin; one sha256sum for the rest,
+            // naming exactly the small files.
+            assert_eq!(
+                calls.matches("openssl dgst -sha256 -r\n").count(),
+                large,
+                "{how}: {calls}"
+            );
+            let sums: Vec<&str> = calls
+                .lines()
+                .filter(|l| l.starts_with("sha256sum"))
+                .collect();
+            assert_eq!(
+                sums,
+                [format!(
+                    "sha256sum -- {} {}",
+                    batches[0].path, batches[1].path
+                )],
+                "{how}: {calls}"
+            );
+            assert_eq!(all.get_or_insert_with(|| sections.clone()), &sections);
+        }
+        // No openssl, one that fails and one that prints something else: sha256sum's sums.
+        for openssl in [None, Some("exit 1"), Some("echo 'SHA2-256(stdin)= 00'")] {
+            for gnu in [true, false] {
+                let bin = crate::plan::host_hash::bin_with_openssl(openssl);
+                if !gnu {
+                    program(bin.path(), "find", "exit 1");
+                }
+                let out = run_sh_on_path(&text, bin.path().to_str().unwrap());
+                let sections = split(&specs, &out, None).unwrap();
+                check(&sections, &format!("{openssl:?}, GNU find {gnu}"));
+                assert_eq!(all.as_ref(), Some(&sections));
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 use super::*;
 pub use crate::plan::diff_check::text_diff;
 pub use crate::plan::file_write::sha256_hex;
+use crate::plan::host_hash;
 pub use crate::plan::probe::DIFF_LIMIT;
 use crate::secrets::placeholder;
 
@@ -678,12 +679,17 @@ impl Resource for File {
             link_probe(&self.spec.path)
         );
         if hashed {
+            // A large file is hashed as the batched probe hashes one (OpenSSL where the host
+            // has it), a small one by sha256sum as before.
             s.push_str(&format!(
-                "\nif [ -f {p} ] && [ ! -L {p} ]; then if [ -r {p} ]; then \
+                "\n{}if [ -f {p} ] && [ ! -L {p} ]; then if [ -r {p} ]; then \
                  _nx_n=$(wc -c < {p} | tr -d ' '); echo \"size=$_nx_n\"; \
-                 _nx_s=$(sha256sum < {p} | cut -d ' ' -f 1); echo \"sha256=$_nx_s\"; \
+                 if [ \"$_nx_n\" -gt {} ]; then _nx_sha256 {p}; _nx_s=$_nx_sum; \
+                 else _nx_s=$(sha256sum < {p} | cut -d ' ' -f 1); fi; echo \"sha256=$_nx_s\"; \
                  if [ \"$_nx_s\" != {want} ]; then {old_content}; fi; \
-                 else echo readable=false; fi; fi"
+                 else echo readable=false; fi; fi",
+                host_hash::FUNCTION,
+                host_hash::LARGE_OVER
             ));
         }
         s
@@ -1225,6 +1231,60 @@ mod tests {
             assert_eq!(o.get("size"), Some((DIFF_LIMIT + 1).to_string().as_str()));
             // Only key=value lines, and nothing else was created.
             assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        }
+    }
+
+    /// A path the probe does not batch (a backslash in its name) is hashed by its own snippet,
+    /// a large file with OpenSSL where the host has a sane one, a small one and any other by
+    /// sha256sum; the sums are the same.
+    #[test]
+    fn an_unbatched_large_file_is_hashed_by_openssl_where_it_answers() {
+        let over = crate::plan::host_hash::LARGE_OVER as usize;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("back\\slash big");
+        let mut f = file("wanted\n");
+        f.spec.path = path.to_str().unwrap().to_string();
+        assert!(f.probe_batch().is_none());
+        let owned = f.probe_owned();
+        let specs = [owned.spec()];
+        let text = crate::plan::probe::script(&specs);
+        let log = dir.path().join("openssl.log");
+        let logged = format!(
+            "echo \"$*\" >> {}; exec /usr/bin/openssl \"$@\"",
+            q(log.to_str().unwrap())
+        );
+        for (size, by_openssl) in [(over, false), (over + 1, true)] {
+            std::fs::write(&path, vec![b'x'; size]).unwrap();
+            let want = sha256_hex(&vec![b'x'; size]);
+            for openssl in [
+                Some(logged.as_str()),
+                None,
+                Some("exit 1"),
+                Some("echo junk"),
+            ] {
+                let bin = crate::plan::host_hash::bin_with_openssl(openssl);
+                let _ = std::fs::remove_file(&log);
+                let out = std::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(&text)
+                    .env("PATH", bin.path())
+                    .output()
+                    .unwrap();
+                assert!(out.stderr.is_empty(), "{out:?}");
+                let sections = crate::plan::probe::split(
+                    &specs,
+                    &String::from_utf8(out.stdout).unwrap(),
+                    None,
+                )
+                .unwrap();
+                let o = Observed::parse(&sections[0].output).unwrap();
+                assert_eq!(o.get("sha256"), Some(want.as_str()), "{size} {openssl:?}");
+                assert_eq!(o.get("size"), Some(size.to_string().as_str()));
+                assert_eq!(o.get("_old_b64"), None);
+                if openssl == Some(logged.as_str()) {
+                    assert_eq!(log.exists(), by_openssl, "{size}");
+                }
+            }
         }
     }
 
