@@ -5,7 +5,8 @@
 //! Forking `stat` and `sha256sum` per resource cost about 10 processes per file, which dominated
 //! planning time (see docs/benchmarks.md). So those facts are gathered for all of a host's paths by
 //! one `find` and one `sha256sum` (or `stat` and a shell loop without GNU find), and each resource's
-//! section is completed from them here. Likewise the batched paths that may be links (a file's,
+//! section is completed from them here. Files over 1 MiB are the exception: each is hashed on its
+//! own, with OpenSSL where the host has it (`plan::host_hash`), three times as fast. Likewise the batched paths that may be links (a file's,
 //! a directory's) are tested for it in one loop of builtins, and the paths whose existence
 //! resources ask about (a command's `creates` and `removes`) in another. The rest of each
 //! resource's probe is its own snippet, framed by markers. A resource without a snippet has no
@@ -229,10 +230,11 @@ IFS=$_nx_ifs; set +f; _nx_c=${_nx_x%?}
 
 /// Hashes the wanted large files of `_nx_bp`, each with `_nx_sha256` (OpenSSL where the host
 /// has it, [`host_hash`]), and adds their sums to `_nx_o` as `sha256sum` prints them (batched
-/// paths hold no newline or backslash, which it would escape). After every chunk: the walk for
-/// old contents below relies on the sums coming in the order of the hashed paths, and takes
-/// these last ones for files it has passed (a large file's old content never travels). A file
-/// replaced by a FIFO since `find` looked is not opened.
+/// paths hold no newline or backslash, which it would escape). It runs after the last chunk:
+/// the walk for old contents below relies on the batched sums coming in the order of the hashed
+/// paths, and these come after all of them (the walk finds no more files once past them; a
+/// large file's old content never travels anyway). A file replaced by a FIFO since `find`
+/// looked is not opened.
 const LARGE_LOOP: &str = "if [ -n \"$_nx_bp\" ]; then
 _nx_ifs=$IFS; IFS='
 '; set -f
@@ -329,7 +331,7 @@ fn path_facts(s: &mut String, specs: &[Spec<'_>], token: &str) {
     // Old contents for diffs. The expected sums are written as `sha256sum` prints them: when
     // every file is as wanted (a no-op plan), they appear verbatim in the output and one pattern
     // match settles it. Otherwise one pass: the sums list the hashed paths in the order they were
-    // given (skipping unreadable ones), so walking them beside the expected lines finds each
+    // given (skipping unreadable ones; the large ones come last, [`LARGE_LOOP`]), so walking them beside the expected lines finds each
     // file's expected hash without searching. Stat lines are skipped: only a sum starts with 64
     // hex digits and two spaces. The lines are split by IFS, not `read`, which reads a pipe one
     // byte per system call. `-` means no diff is wanted (secrets). Each old content is printed as
