@@ -360,9 +360,14 @@ impl ChainedLines {
 /// on stderr), and the offset where the rest begins. `None` until the whole marker line arrived.
 pub fn chained_split<'a>(stream: &'a [u8], token: &str) -> Option<(&'a [u8], Option<i32>, usize)> {
     let needle = format!("\n@@{token}");
+    // Only a newline can start the marker: comparing there alone, not at every offset, matters
+    // because each arrival of output searches the whole stream again.
     let at = stream
-        .windows(needle.len())
-        .position(|w| w == needle.as_bytes())?;
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'\n')
+        .map(|(i, _)| i)
+        .find(|&i| stream[i..].starts_with(needle.as_bytes()))?;
     let eol = at + 1 + stream[at + 1..].iter().position(|&b| b == b'\n')?;
     let marker = String::from_utf8_lossy(&stream[at + needle.len()..eol]);
     let status = marker.trim().parse().ok();
