@@ -89,6 +89,8 @@ mod tests {
                 assert!(q.len() <= 4 * word.len(), "{word:?} quoted as {q}");
             }
         }
+        // The one exception: a NUL quotes to a fixed refusal, short enough for any command line.
+        assert!(quote("\0").len() < 100);
     }
 
     #[test]

@@ -169,6 +169,7 @@ pub trait StateStore: Send + Sync {
     /// (host, resource id) of every resource whose last applied content holds vault values,
     /// ordered by host and resource: what every plan reads, so it does not load the whole
     /// [`StateStore::last_applied`] (a row per resource of the fleet) for the few it needs.
+    /// It reads no other column, so a row whose other fields no longer parse still counts.
     fn secret_holders(&self) -> Result<Vec<(String, String)>, StateError>;
 
     /// Retention: deletes the action rows (and their output tails) of all finished runs but the

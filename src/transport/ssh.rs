@@ -553,7 +553,9 @@ impl SshTransport {
     }
 
     /// The identity at `path`, read (and decrypted) once per run: a fleet shares its keys, and
-    /// an encrypted key's KDF alone costs far more than a handshake.
+    /// an encrypted key's KDF alone costs far more than a handshake. Kept, decrypted, as long as
+    /// the pool (the run), as an agent would; hosts connecting at once may each read it before
+    /// the first is cached. Failures are not kept: each host reports its own.
     fn load_key(&self, path: &Path) -> Result<Arc<russh::keys::PrivateKey>, KeyProblem> {
         if let Some(k) = self.keys.lock().expect("poisoned").get(path) {
             return Ok(k.clone());

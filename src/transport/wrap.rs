@@ -49,7 +49,8 @@ impl Wrapped {
     /// Whether [`Wrapped::ssh_command_line`] stays within [`COMMAND_LINE_MAX`]. Quoting makes
     /// a byte at most four (`\` alone between bytes single quotes must hold becomes `"\\"`),
     /// so a script under a quarter of the limit is not quoted only to be measured: a plan's
-    /// chained sessions send their scripts unquoted and never build that line.
+    /// chained sessions send their scripts unquoted and never build that line. (A script with a
+    /// NUL quotes to a fixed refusal of under a hundred bytes: it fits either way.)
     fn fits_command_line(&self) -> bool {
         let tag = self.tag.as_ref().map_or(0, |t| t.len() + 1);
         let bound = 4 * self.script.len() + "exec sh -c ''".len() + tag;

@@ -661,6 +661,7 @@ impl Bench {
 /// what it waited for, through `/usr/bin/time`. Linux scales these to the scheduler's nanosecond
 /// runtime, so a difference is exact to the microsecond, where `/usr/bin/time` prints
 /// hundredths: 10 ms steps that made a per-host figure over 40 extra hosts move by 0.25 ms.
+/// `/usr/bin/time`'s own ~1 ms is in it too, the same for every N: it cancels in per-host slopes.
 fn children_cpu() -> f64 {
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
         .expect("getrusage");
