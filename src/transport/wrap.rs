@@ -109,6 +109,11 @@ fn wrap_as(
     tag: Option<&str>,
     watch: Option<KillScope>,
 ) -> Result<Wrapped, WrapError> {
+    // Quoting never shortens a script: one already over the limit goes on stdin without being
+    // wrapped and quoted inline first (a cold converge's write batches are hundreds of KiB).
+    if cmd.script.len() > COMMAND_LINE_MAX {
+        return wrap_with(cmd, true, tag, watch);
+    }
     let inline = wrap_with(cmd, false, tag, watch)?;
     if inline.fits_command_line() {
         return Ok(inline);
