@@ -10,6 +10,9 @@ async fn feed_and_hold(mut writer: impl tokio::io::AsyncWrite + Unpin, input: Ve
     // The command may exit without reading its stdin; that is its business.
     let _ = writer.write_all(&input).await;
     let _ = writer.flush().await;
+    // Written: the transport has its own copy. A write batch's script is hundreds of KiB, and
+    // the wait below lasts as long as the command.
+    drop(input);
     std::future::pending::<()>().await;
 }
 
