@@ -357,26 +357,40 @@ fn a_rollback_over_several_package_upgrades_skips_the_versions_in_between() {
     assert!(!r.stderr.contains("irreversible"), "{r:?}");
     // Each package is put back by the undo of the oldest undone run alone.
     let plan = nexus::plan::lockfile::read(&p.path("r.lock")).unwrap().plan;
-    let steps: Vec<(&str, Vec<&str>)> = plan.hosts[0]
+    // Each step by its last line, and the names or versions it is about.
+    let steps: Vec<(&str, Vec<(&str, &str)>)> = plan.hosts[0]
         .resources
         .iter()
         .map(|r| {
-            let scripts = r.steps.iter().map(|s| s.script.as_str()).collect();
-            (r.label.as_str(), scripts)
+            let scripts = r.steps.iter().map(|s| {
+                let about = ["for t in ", "-- "]
+                    .iter()
+                    .filter_map(|at| s.script.split(at).nth(1))
+                    .map(|rest| rest.split([';', '\n', ' ']).next().unwrap())
+                    .next()
+                    .unwrap_or("");
+                (s.script.lines().last().unwrap(), about)
+            });
+            (r.label.as_str(), scripts.collect())
         })
         .collect();
     let apt = "DEBIAN_FRONTEND=noninteractive apt-get";
     let downgrade = "install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --allow-downgrades";
+    let remove = format!("{apt} remove -y -q -- nexus-rb-b");
+    let install = format!("{apt} {downgrade} -- \"$@\"");
     assert_eq!(
         steps,
         [
             (
                 "package nexus-rb-b",
-                vec![format!("{apt} remove -y -q -- nexus-rb-b").as_str()]
+                vec![("exit 0", "nexus-rb-b"), (remove.as_str(), "nexus-rb-b")]
             ),
             (
                 "package nexus-rb-a",
-                vec![format!("{apt} {downgrade} -- 'nexus-rb-a=1.0'").as_str()]
+                vec![
+                    ("exit 0", "nexus-rb-a"),
+                    (install.as_str(), "'nexus-rb-a=1.0'")
+                ]
             ),
         ]
     );
@@ -393,6 +407,88 @@ fn a_rollback_over_several_package_upgrades_skips_the_versions_in_between() {
     ok(p.nexus(&["rollback", "-o", "rr.lock"]));
     ok(p.nexus(&["apply", "rr.lock"]));
     assert_eq!(installed(), "3.0\n3.0\n", "as run 3 left them");
+}
+
+/// Tier 2: a rollback to versions the repositories dropped since (a point release replaced them)
+/// installs them from the copies apply kept on the host when it replaced them: one from apt's own
+/// cache (with an epoch, which apt writes as `%3a` in file names), one that apt's cache no longer
+/// held and apply downloaded. Rolling that rollback back needs 2.0 after it too left.
+#[test]
+fn a_rollback_installs_versions_the_repositories_dropped_from_the_copies_apply_kept() {
+    harness::nspawn::require_prerequisites();
+    let c = harness::nspawn::Container::boot("rb-kept");
+    c.exec(harness::nspawn::LOCAL_SOURCES_ONLY);
+    c.exec(&harness::nspawn::publish(
+        &[
+            ("nexus-rb-k", "1:1.0"),
+            ("nexus-rb-k", "1:2.0"),
+            ("nexus-rb-d", "1.0"),
+            ("nexus-rb-d", "2.0"),
+            // Keeps the repository from ever being empty.
+            ("nexus-rb-other", "1.0"),
+        ],
+        true,
+    ));
+    let p = Project::new();
+    harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[&c]);
+    p.write("ssh_config", "");
+    let version = |v: u32| {
+        format!(
+            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n\
+             host \"rb-kept\" \"root@{ip}:{port}\" identity=\"{key}\"\n\
+             task \"deploy\" on=\"rb-kept\" {{\n    \
+             package \"nexus-rb-k\" version=\"1:{v}.0\"\n    \
+             package \"nexus-rb-d\" version=\"{v}.0\"\n}}\n",
+            ip = c.ip,
+            port = c.port,
+            key = c.user_key.private.display()
+        )
+    };
+    let installed = || {
+        c.exec("for n in nexus-rb-k nexus-rb-d; do cat /usr/share/$n/version 2>/dev/null || echo none; done")
+    };
+    // Drops `version` of both from the repository, apt's lists and apt's cache.
+    let drop = |version: &str| {
+        c.exec(&format!(
+            "rm /srv/nexus-repo/nexus-rb-k_1:{version}_all.deb /srv/nexus-repo/nexus-rb-d_{version}_all.deb && \
+             rm -f /var/cache/apt/archives/nexus-rb-*_{version}_all.deb /var/cache/apt/archives/nexus-rb-*_1%3a{version}_all.deb"
+        ));
+        c.exec(&harness::nspawn::publish(&[], true));
+    };
+    p.config(&version(1));
+    apply_config(&p, "v1.lock");
+    assert_eq!(installed(), "1:1.0\n1.0\n");
+    // apt's cache no longer holds d's 1.0 (as after `apt-get clean`); k's is still there.
+    c.exec("rm /var/cache/apt/archives/nexus-rb-d_1.0_all.deb && ls /var/cache/apt/archives/nexus-rb-k_1%3a1.0_all.deb");
+    p.config(&version(2));
+    apply_config(&p, "v2.lock");
+    assert_eq!(installed(), "1:2.0\n2.0\n");
+    drop("1.0");
+
+    ok(p.nexus(&["rollback", "-o", "r.lock"]));
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert_eq!(
+        installed(),
+        "1:1.0\n1.0\n",
+        "back at v1's versions, which no repository has"
+    );
+    assert_eq!(
+        c.exec("stat -c '%a %U' /var/cache/nexus/packages"),
+        "700 root\n",
+        "the kept packages are root's alone"
+    );
+    p.config(&version(1));
+    let again = p.nexus(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "{again:?}");
+
+    drop("2.0");
+    ok(p.nexus(&["rollback", "-o", "rr.lock"]));
+    ok(p.nexus(&["apply", "rr.lock"]));
+    assert_eq!(
+        installed(),
+        "1:2.0\n2.0\n",
+        "as run 2 left them, 2.0 from the kept copies"
+    );
 }
 
 /// Tier 2: users and groups that existed before get their attributes back, across two runs:

@@ -192,6 +192,22 @@ impl Manager {
     }
 }
 
+/// Where apply keeps, on an apt host, the package files of the versions it replaces or removes,
+/// so that a rollback (or a pinned install) can put back a version the repositories dropped since
+/// (docs/rollback.md, "Package versions the repositories dropped"). Root's alone.
+pub const KEPT_PACKAGES: &str = "/var/cache/nexus/packages";
+
+/// Where apt keeps the package files it downloaded (until `apt-get clean`).
+const APT_ARCHIVES: &str = "/var/cache/apt/archives";
+
+/// How many files of one package the host keeps: as many as the generations the state keeps by
+/// default (`nexus state gc`), the newest by the time they were kept.
+const KEPT_PER_PACKAGE: usize = 10;
+
+/// `nx_deb NAME VERSION` prints the start of the file name apt gives that version of the package
+/// (`NAME_VERSION_`, an epoch's `:` written `%3a`; a `:ARCH` qualifier is not part of it).
+const DEB_NAME_FN: &str = "nx_deb() { case $2 in *:*) printf '%s_%s%%3a%s_' \"${1%%:*}\" \"${2%%:*}\" \"${2#*:}\";; *) printf '%s_%s_' \"${1%%:*}\" \"$2\";; esac; }\n";
+
 /// How an install command is written: with the versions pinned (a configured `version`, or a
 /// rollback's previous version: apt may then downgrade), and as an upgrade (apk's `-u`).
 #[derive(Debug, Clone, Copy)]
@@ -376,8 +392,9 @@ impl Package {
     /// What a rollback runs to undo this change (docs/rollback.md): the versions installed before
     /// are installed again, pinned (downgrading where needed), and names the change installed are
     /// removed. Empty (irreversible) with pacman, whose databases hold one version of a package.
-    /// The plan's re-probe at apply guarantees the host still has what `before` says.
-    fn undo_steps(&self, before: &[Target<'_>], installed: &[&str]) -> Vec<Step> {
+    /// The plan's re-probe at apply guarantees the host still has what `before` says. `removed`: the
+    /// change removed the names of `before`.
+    fn undo_steps(&self, before: &[Target<'_>], installed: &[&str], removed: bool) -> Vec<Step> {
         if self.manager == Manager::Pacman && !before.is_empty() {
             return Vec::new();
         }
@@ -385,7 +402,17 @@ impl Package {
             pinned: true,
             upgrade: false,
         };
-        let mut steps = Vec::new();
+        // What the undo replaces is on the host at its time: the names the change installed,
+        // and those it upgraded or downgraded (not those it removed, which `before` also lists).
+        let replaced: Vec<&str> = match removed {
+            true => installed.to_vec(),
+            false => installed
+                .iter()
+                .copied()
+                .chain(before.iter().map(|t| t.name))
+                .collect(),
+        };
+        let mut steps: Vec<Step> = self.keep_step(&replaced).into_iter().collect();
         if !installed.is_empty() {
             steps.push(self.remove_step(installed));
         }
@@ -427,10 +454,16 @@ impl Package {
                 } else {
                     ""
                 };
-                steps.push(format!(
-                    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold{downgrade} -- {}",
-                    words(&all)
-                ));
+                let install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
+                steps.push(match how.pinned {
+                    false => format!("{install}{downgrade} -- {}", words(&all)),
+                    // A pinned version the package lists no longer have is installed from the
+                    // copy apply kept when it replaced it, if there is one ([`keep_step`]).
+                    true => format!(
+                        "# a version the package lists no longer have comes from the copy nexus kept\n{DEB_NAME_FN}set --\nfor t in {}; do\n  n=${{t%%=*}} v=${{t#*=}}\n  if [ \"$n\" != \"$t\" ] && ! apt-cache show -- \"$t\" 2>/dev/null | grep -q '^Package:'; then\n    for f in {KEPT_PACKAGES}/\"$(nx_deb \"$n\" \"$v\")\"*.deb; do [ -f \"$f\" ] && t=$f; done\n  fi\n  set -- \"$@\" \"$t\"\ndone\n{install}{downgrade} -- \"$@\"",
+                        words(&all)
+                    ),
+                });
             }
             Manager::Dnf | Manager::Yum => {
                 let pm = self.manager.name();
@@ -459,6 +492,44 @@ impl Package {
             }
         }
         steps.into_iter().map(|s| Step::new(s, self.sudo)).collect()
+    }
+
+    /// Before apt replaces or removes the installed versions of `names`: a copy of each one's
+    /// package file goes to [`KEPT_PACKAGES`], from apt's cache where it still is (a hard link),
+    /// else downloaded from the repositories. Best effort: a version found in neither is named
+    /// on stderr and the change goes on (the rollback would then need it in the repositories,
+    /// as before). None for the other managers, which do not keep versions (docs/rollback.md).
+    fn keep_step(&self, names: &[&str]) -> Option<Step> {
+        if self.manager != Manager::Apt || names.is_empty() {
+            return None;
+        }
+        let words = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(" ");
+        let mut s = format!(
+            "# nexus keeps the versions this replaces, for a rollback (docs/rollback.md)\n{DEB_NAME_FN}nx_d={KEPT_PACKAGES}\numask 077\nmkdir -p \"$nx_d\" && chmod 700 \"$nx_d\" || exit 0\n"
+        );
+        s.push_str(&format!(
+            "dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}} ${{Version}} ${{Architecture}}\\n' -- {words} 2>/dev/null | while read -r st n v a; do\n"
+        ));
+        s.push_str(concat!(
+            "  case $st in ?i) ;; *) continue ;; esac\n",
+            "  f=$(nx_deb \"$n\" \"$v\")$a.deb\n",
+            "  [ -f \"$nx_d/$f\" ] && continue\n",
+            "  t=$(mktemp -d \"$nx_d/.keep.XXXXXX\") || continue\n",
+        ));
+        s.push_str(&format!(
+            "  if [ -f \"{APT_ARCHIVES}/$f\" ]; then ln \"{APT_ARCHIVES}/$f\" \"$t/$f\" 2>/dev/null || cp \"{APT_ARCHIVES}/$f\" \"$t/$f\"\n"
+        ));
+        s.push_str(concat!(
+            "  else (cd \"$t\" && apt-get download -q -o APT::Sandbox::User=root -- \"$n=$v\" >/dev/null 2>&1); fi\n",
+            "  for x in \"$t\"/*.deb; do [ -f \"$x\" ] && mv \"$x\" \"$nx_d/$f\" && touch \"$nx_d/$f\"; done\n",
+            "  rm -rf \"$t\"\n",
+            "  [ -f \"$nx_d/$f\" ] || printf 'nexus: %s %s is neither in apt'\\''s cache nor in the repositories: a rollback to it needs it in the repositories again\\n' \"$n\" \"$v\" >&2\n",
+        ));
+        s.push_str(&format!(
+            "  ls -t \"$nx_d/${{n}}_\"*.deb 2>/dev/null | tail -n +{} | while read -r o; do rm -f \"$o\"; done\ndone\nexit 0",
+            KEPT_PER_PACKAGE + 1
+        ));
+        Some(Step::new(s, self.sudo))
     }
 
     fn remove_step(&self, names: &[&str]) -> Step {
@@ -648,13 +719,15 @@ impl Resource for Package {
                     version: o.get(&format!("installed.{n}")),
                 })
                 .collect();
+            let mut steps: Vec<Step> = self.keep_step(&removed).into_iter().collect();
+            steps.push(self.remove_step(&removed));
             let mut c = Change::new(
                 Action::Delete,
                 format!("installed: {}", removed.join(", ")),
-                vec![self.remove_step(&removed)],
+                steps,
             );
             c.fields = fields;
-            c.undo = self.undo_steps(&before, &[]);
+            c.undo = self.undo_steps(&before, &[], true);
             return Ok(c);
         }
         if missing.is_empty() && outdated.is_empty() {
@@ -706,6 +779,8 @@ impl Resource for Package {
                 steps.push(self.candidate_check_step(&checks));
             }
         }
+        let replaced: Vec<&str> = outdated.iter().map(|t| t.name).collect();
+        steps.extend(self.keep_step(&replaced));
         steps.extend(self.install_steps(&missing, &outdated));
         let action = if missing.is_empty() {
             Action::Update
@@ -722,7 +797,7 @@ impl Resource for Package {
         let installed: Vec<&str> = missing.iter().map(|t| t.name).collect();
         let mut c = Change::new(action, reasons.join("; "), steps);
         c.fields = fields;
-        c.undo = self.undo_steps(&before, &installed);
+        c.undo = self.undo_steps(&before, &installed, false);
         Ok(c)
     }
 }
@@ -755,8 +830,27 @@ mod tests {
         Observed::parse(s).unwrap()
     }
 
-    fn scripts(c: &Change) -> Vec<&str> {
+    fn scripts(c: &Change) -> Vec<String> {
         scripts_of(&c.steps)
+    }
+
+    /// A step as these tests compare it: apt's keep step as `keep NAMES`, a pinned apt install as
+    /// the command with its words in place of the loop that may swap kept files in for them
+    /// (what those two scripts do on a host is tested by running them, below).
+    fn shape(script: &str) -> String {
+        let between = |from: &str, to: &str| {
+            let start = script.find(from).expect(from) + from.len();
+            script[start..][..script[start..].find(to).expect(to)].to_string()
+        };
+        if script.contains(DEB_NAME_FN) && script.contains("dpkg-query -W") {
+            return format!("keep {}", between("\\n' -- ", " 2>/dev/null | while"));
+        }
+        if script.contains(DEB_NAME_FN) && script.contains("set --\nfor t in ") {
+            let words = between("for t in ", "; do");
+            let last = script.lines().last().unwrap();
+            return last.replace("\"$@\"", &words);
+        }
+        script.to_string()
     }
 
     const APT_INSTALL: &str = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
@@ -854,8 +948,8 @@ mod tests {
         ]));
     }
 
-    fn scripts_of(steps: &[Step]) -> Vec<&str> {
-        steps.iter().map(|s| s.script.as_str()).collect()
+    fn scripts_of(steps: &[Step]) -> Vec<String> {
+        steps.iter().map(|s| shape(&s.script)).collect()
     }
 
     #[test]
@@ -965,7 +1059,7 @@ mod tests {
     /// A rollback reinstalls the versions the probe saw, pinned, and removes what was installed.
     #[test]
     fn every_change_carries_its_undo() {
-        let undo = |c: &Change| c.undo.iter().map(|s| s.script.clone()).collect::<Vec<_>>();
+        let undo = |c: &Change| scripts_of(&c.undo);
         let apt = |state, version| pkg(Manager::Apt, &["hello", "curl"], state, version);
         // Newer candidate installed by `latest`: back to the old version, downgrading.
         let c = apt(PackageState::Latest, None)
@@ -977,6 +1071,7 @@ mod tests {
         assert_eq!(
             undo(&c),
             [
+                "keep curl hello".to_string(),
                 "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q -- curl".to_string(),
                 format!("{APT_INSTALL} --allow-downgrades -- 'hello=2.10-2'")
             ]
@@ -1025,9 +1120,10 @@ mod tests {
         );
         assert_eq!(
             scripts(&c),
-            [format!(
-                "{APT_INSTALL} --allow-downgrades -- 'hello=2.10-2'"
-            )]
+            [
+                "keep hello".to_string(),
+                format!("{APT_INSTALL} --allow-downgrades -- 'hello=2.10-2'")
+            ]
         );
         assert_eq!(
             p.plan(&obs("tool=true\ninstalled.hello=2.10-2"))
@@ -1113,7 +1209,10 @@ mod tests {
         assert_eq!(c.action, Action::Update);
         assert_eq!(c.reason, "newer version available: a");
         assert_eq!(c.fields, vec![FieldChange::new("a", Some("1"), Some("2"))]);
-        assert_eq!(scripts(&c), [format!("{APT_INSTALL} -- 'a=2'")]);
+        assert_eq!(
+            scripts(&c),
+            ["keep a".to_string(), format!("{APT_INSTALL} -- 'a=2'")]
+        );
         let o = obs(
             "tool=true\ninstalled.a=2\ncandidate.a=2\ninstalled.b=5\ncandidate.b=5\ninstalled.c=\ncandidate.c=9",
         );
@@ -1167,7 +1266,10 @@ mod tests {
             let c = p.plan(&o).unwrap();
             assert_eq!(c.action, Action::Delete);
             assert_eq!(c.reason, "installed: a");
-            assert_eq!(scripts(&c), [want]);
+            // apt keeps the version it removes first (rollback's copy).
+            let keep = (m == Manager::Apt).then(|| "keep a".to_string());
+            let steps: Vec<String> = keep.into_iter().chain([want.to_string()]).collect();
+            assert_eq!(scripts(&c), steps);
             assert_eq!(c.fields, vec![FieldChange::new("a", Some("1.0"), None)]);
             let gone = p
                 .plan(&obs("tool=true\ninstalled.a=\ninstalled.b="))
@@ -1207,7 +1309,11 @@ mod tests {
             p.spec.update_cache = true;
             let c = p.plan(&o).unwrap();
             let s = scripts(&c);
-            assert_eq!((s.len(), s[0], s[2]), (3, refresh, install), "{m:?}");
+            assert_eq!(
+                (s.len(), s[0].as_str(), s[2].as_str()),
+                (3, refresh, install),
+                "{m:?}"
+            );
             assert!(
                 s[1].ends_with("\nnx_want a '' 1.0\nnx_want b '' 2.0\nexit $nx_ok"),
                 "{}",
@@ -1241,6 +1347,7 @@ exit $nx_ok";
             [
                 "apt-get update -q".to_string(),
                 check.to_string(),
+                "keep a".to_string(),
                 format!("{APT_INSTALL} -- 'b=2.0~rc1' 'a=1.1'")
             ]
         );
@@ -1460,6 +1567,118 @@ exit $nx_ok";
         assert_eq!(
             resolve_on("zypper", &explicit).unwrap().manager,
             Manager::Pacman
+        );
+    }
+
+    /// apt's keep step and a pinned install, run by sh against stand-ins for dpkg-query, apt-get
+    /// and apt-cache: what is kept from apt's cache or downloaded, what is skipped, how many are
+    /// kept, and which words the install then gets.
+    #[test]
+    fn kept_package_files_are_found_again_by_a_pinned_install() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, kept, archives, repo) = (
+            dir.path().join("bin"),
+            dir.path().join("kept"),
+            dir.path().join("archives"),
+            dir.path().join("repo"),
+        );
+        for d in [&bin, &archives, &repo] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let stub = |name: &str, body: &str| {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let log = dir.path().join("log");
+        // Installed: a (epoch 1:1.0, in apt's cache), b (2.0, downloadable), c (3.0, held, gone
+        // from everywhere); d is only remembered (its config files are left).
+        stub(
+            "dpkg-query",
+            "printf 'ii  a 1:1.0 all\\nii  b 2.0 amd64\\nhi  c 3.0 all\\nrc  d 4.0 all\\n'",
+        );
+        let (repo_s, log_s) = (repo.display().to_string(), log.display().to_string());
+        stub(
+            "apt-get",
+            &format!(
+                "case $1 in\n download) while [ \"$1\" != -- ]; do shift; done; shift\n  \
+                 [ \"$1\" = b=2.0 ] && echo deb > b_2.0_amd64.deb; exit 0;;\n \
+                 install) echo \"$@\" > {log_s};;\nesac"
+            ),
+        );
+        stub(
+            "apt-cache",
+            &format!("[ -e {repo_s}/\"$3\" ] && echo \"Package: ${{3%%=*}}\"; exit 0"),
+        );
+        std::fs::write(archives.join("a_1%3a1.0_all.deb"), "deb a").unwrap();
+        std::fs::write(repo.join("z=9.0"), "").unwrap();
+        // Ten older files of a: the oldest one goes once this one is kept.
+        std::fs::create_dir(&kept).unwrap();
+        for i in 0..10 {
+            let f = kept.join(format!("a_0.{i}_all.deb"));
+            std::fs::write(&f, "old").unwrap();
+            let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000 + i);
+            let file = std::fs::File::options().write(true).open(&f).unwrap();
+            file.set_modified(t).unwrap();
+        }
+        let p = pkg(Manager::Apt, &["a"], PackageState::Present, Some("0"));
+        let run = |script: &str| {
+            let script = script
+                .replace(KEPT_PACKAGES, &kept.display().to_string())
+                .replace(APT_ARCHIVES, &archives.display().to_string());
+            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("PATH", path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stderr).unwrap()
+        };
+        let keep = p.keep_step(&["a", "b", "c", "d"]).unwrap();
+        let said = "nexus: c 3.0 is neither in apt's cache nor in the repositories: a rollback to it needs it in the repositories again\n";
+        assert_eq!(run(&keep.script), said);
+        let listed = || {
+            let mut files: Vec<String> = std::fs::read_dir(&kept)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            files.sort();
+            files
+        };
+        let mut want: Vec<String> = (1..10).map(|i| format!("a_0.{i}_all.deb")).collect();
+        want.extend(["a_1%3a1.0_all.deb".into(), "b_2.0_amd64.deb".into()]);
+        assert_eq!(
+            listed(),
+            want,
+            "a from apt's cache, b downloaded; at most 10 of a"
+        );
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // Kept again: nothing changes.
+        assert_eq!(run(&keep.script), said);
+        assert_eq!(listed(), want);
+
+        // A pinned install takes the repositories' version where the lists have it, else the kept
+        // file, else the plain word (apt then says it has no such version).
+        let targets =
+            [("a", "1:1.0"), ("b", "2.0"), ("z", "9.0"), ("y", "1.0")].map(|(n, v)| Target {
+                name: n,
+                version: Some(v),
+            });
+        let how = Install {
+            pinned: true,
+            upgrade: false,
+        };
+        run(&p.install_steps_as(&[], &targets, how)[0].script);
+        let k = kept.display();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            format!(
+                "install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --allow-downgrades -- {k}/a_1%3a1.0_all.deb {k}/b_2.0_amd64.deb z=9.0 y=1.0\n"
+            )
         );
     }
 }
