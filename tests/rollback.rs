@@ -464,6 +464,52 @@ fn rollback_restores_the_attributes_of_users_and_groups_that_existed() {
     assert_eq!(getent(), after3, "the accounts are as run 3 left them");
 }
 
+/// The config of a test whose task on the container `c` changes accounts (`body`) after a
+/// marker file.
+fn accounts_config(c: &harness::nspawn::Container, body: &str) -> String {
+    format!(
+        "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n\
+         host \"{name}\" \"root@{ip}:{port}\" identity=\"{key}\"\n\
+         task \"accounts\" on=\"{name}\" {{\n    file \"/root/marker\" content=\"m\"\n{body}}}\n",
+        name = c.name,
+        ip = c.ip,
+        port = c.port,
+        key = c.user_key.private.display()
+    )
+}
+
+/// A project over `c` (with a vault when `vault`) that applied [`accounts_config`] without
+/// accounts: run 1.
+fn accounts_project(c: &harness::nspawn::Container, vault: bool) -> Project {
+    let p = match vault {
+        true => Project::new().env("NEXUS_VAULT_KEY", KEY),
+        false => Project::new(),
+    };
+    harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[c]);
+    p.write("ssh_config", "");
+    p.config(&accounts_config(c, ""));
+    if vault {
+        ok(p.nexus(&["secret", "init"]));
+    }
+    apply_config(&p, "v1.lock");
+    p
+}
+
+/// That `sampler` saw nexus run, and no command line holding any of `hashes`.
+fn assert_no_command_line_holds(sampler: &harness::CmdlineSampler, hashes: &[&str]) {
+    let lines = sampler.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("nexus")),
+        "the sampler saw nexus run"
+    );
+    for hash in hashes {
+        assert!(
+            !lines.iter().any(|l| l.contains(hash)),
+            "a command line holds a hash"
+        );
+    }
+}
+
 /// Password hashes the accounts of [`a_deleted_account_comes_back_with_its_password`] have.
 const USER_HASH: &str = "$6$nexusRbShadow1$NkLcbyX0PEo5vLPhlhemNWXQhuxPEic7p9QqZUoAO1ecVkOxpDBbFvKhbQqIz1CNUjjfvbomX6MECDcKzbigc1";
 const GROUP_HASH: &str = "$6$nexusRbGshadow$M4zYHxjZ0yoMhH.lAaxhTmjH0.dfzkYAnAZ0hlrmp9xjmoSfBFpp0n1NWKNfbFOKoZPfugDYgrps6ffRzOEg//";
@@ -494,30 +540,8 @@ fn a_deleted_account_comes_back_with_its_password() {
         user.contains(USER_HASH) && group.contains(GROUP_HASH),
         "{user}{group}"
     );
-    let config = |body: &str| {
-        format!(
-            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n\
-             host \"rb-shadow\" \"root@{ip}:{port}\" identity=\"{key}\"\n\
-             task \"accounts\" on=\"rb-shadow\" {{\n    file \"/root/marker\" content=\"m\"\n{body}}}\n",
-            ip = c.ip,
-            port = c.port,
-            key = c.user_key.private.display()
-        )
-    };
-    let project = |vault: bool| {
-        let p = match vault {
-            true => Project::new().env("NEXUS_VAULT_KEY", KEY),
-            false => Project::new(),
-        };
-        harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[&c]);
-        p.write("ssh_config", "");
-        p.config(&config(""));
-        if vault {
-            ok(p.nexus(&["secret", "init"]));
-        }
-        apply_config(&p, "v1.lock");
-        p
-    };
+    let config = |body: &str| accounts_config(&c, body);
+    let project = |vault: bool| accounts_project(&c, vault);
 
     // From here on, nothing nexus runs may have a hash on its command line (the set-up above
     // did, through ssh's).
@@ -572,17 +596,7 @@ fn a_deleted_account_comes_back_with_its_password() {
         "locked, with its ageing fields"
     );
     harness::assert_no_file_holds(q.dir(), &harness::leak_needles(&[NO_VAULT_HASH]));
-    let lines = sampler.lines();
-    assert!(
-        lines.iter().any(|l| l.contains("nexus")),
-        "the sampler saw nexus run"
-    );
-    for hash in [USER_HASH, GROUP_HASH, NO_VAULT_HASH] {
-        assert!(
-            !lines.iter().any(|l| l.contains(hash)),
-            "a command line holds a hash"
-        );
-    }
+    assert_no_command_line_holds(&sampler, &[USER_HASH, GROUP_HASH, NO_VAULT_HASH]);
 }
 
 /// Tier 2: changes that depend on each other across runs are each undone at their own place.
