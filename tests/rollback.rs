@@ -560,6 +560,52 @@ fn rollback_restores_the_attributes_of_users_and_groups_that_existed() {
     assert_eq!(getent(), after3, "the accounts are as run 3 left them");
 }
 
+/// The config of a test whose task on the container `c` changes accounts (`body`) after a
+/// marker file.
+fn accounts_config(c: &harness::nspawn::Container, body: &str) -> String {
+    format!(
+        "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n\
+         host \"{name}\" \"root@{ip}:{port}\" identity=\"{key}\"\n\
+         task \"accounts\" on=\"{name}\" {{\n    file \"/root/marker\" content=\"m\"\n{body}}}\n",
+        name = c.name,
+        ip = c.ip,
+        port = c.port,
+        key = c.user_key.private.display()
+    )
+}
+
+/// A project over `c` (with a vault when `vault`) that applied [`accounts_config`] without
+/// accounts: run 1.
+fn accounts_project(c: &harness::nspawn::Container, vault: bool) -> Project {
+    let p = match vault {
+        true => Project::new().env("NEXUS_VAULT_KEY", KEY),
+        false => Project::new(),
+    };
+    harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[c]);
+    p.write("ssh_config", "");
+    p.config(&accounts_config(c, ""));
+    if vault {
+        ok(p.nexus(&["secret", "init"]));
+    }
+    apply_config(&p, "v1.lock");
+    p
+}
+
+/// That `sampler` saw nexus run, and no command line holding any of `hashes`.
+fn assert_no_command_line_holds(sampler: &harness::CmdlineSampler, hashes: &[&str]) {
+    let lines = sampler.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("nexus")),
+        "the sampler saw nexus run"
+    );
+    for hash in hashes {
+        assert!(
+            !lines.iter().any(|l| l.contains(hash)),
+            "a command line holds a hash"
+        );
+    }
+}
+
 /// Password hashes the accounts of [`a_deleted_account_comes_back_with_its_password`] have.
 const USER_HASH: &str = "$6$nexusRbShadow1$NkLcbyX0PEo5vLPhlhemNWXQhuxPEic7p9QqZUoAO1ecVkOxpDBbFvKhbQqIz1CNUjjfvbomX6MECDcKzbigc1";
 const GROUP_HASH: &str = "$6$nexusRbGshadow$M4zYHxjZ0yoMhH.lAaxhTmjH0.dfzkYAnAZ0hlrmp9xjmoSfBFpp0n1NWKNfbFOKoZPfugDYgrps6ffRzOEg//";
@@ -590,30 +636,8 @@ fn a_deleted_account_comes_back_with_its_password() {
         user.contains(USER_HASH) && group.contains(GROUP_HASH),
         "{user}{group}"
     );
-    let config = |body: &str| {
-        format!(
-            "defaults known-hosts=\"known_hosts\" ssh-config=\"ssh_config\"\n\
-             host \"rb-shadow\" \"root@{ip}:{port}\" identity=\"{key}\"\n\
-             task \"accounts\" on=\"rb-shadow\" {{\n    file \"/root/marker\" content=\"m\"\n{body}}}\n",
-            ip = c.ip,
-            port = c.port,
-            key = c.user_key.private.display()
-        )
-    };
-    let project = |vault: bool| {
-        let p = match vault {
-            true => Project::new().env("NEXUS_VAULT_KEY", KEY),
-            false => Project::new(),
-        };
-        harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[&c]);
-        p.write("ssh_config", "");
-        p.config(&config(""));
-        if vault {
-            ok(p.nexus(&["secret", "init"]));
-        }
-        apply_config(&p, "v1.lock");
-        p
-    };
+    let config = |body: &str| accounts_config(&c, body);
+    let project = |vault: bool| accounts_project(&c, vault);
 
     // From here on, nothing nexus runs may have a hash on its command line (the set-up above
     // did, through ssh's).
@@ -668,17 +692,128 @@ fn a_deleted_account_comes_back_with_its_password() {
         "locked, with its ageing fields"
     );
     harness::assert_no_file_holds(q.dir(), &harness::leak_needles(&[NO_VAULT_HASH]));
-    let lines = sampler.lines();
+    assert_no_command_line_holds(&sampler, &[USER_HASH, GROUP_HASH, NO_VAULT_HASH]);
+}
+
+/// Password hashes the accounts of [`a_users_own_group_and_a_later_administrator_come_back`] have.
+const OWN_USER_HASH: &str = "$6$nexusRbOwnUsr1$Ns47kA776AFJwMqG/sp1KBZ1OQjkpmvVfoelrPOhRaIZ8AM5d4vMABb8gFQ.68XAB3Dc804JohDQffjTmdYZM/";
+const OWN_GROUP_HASH: &str = "$6$nexusRbOwnGrp1$YTC7vBF7hX3T79AktGaxGar6d6bYcE4g1SmuIUnL93MregEVNIabvh/1TXjE3kXYBSpeZHJoiSqM9FQWqd0oR.";
+const ADM_GROUP_HASH: &str = "$6$nexusRbAdmGrp1$m71X9RBfA1P2oRH/73A4V9Hq17FpHs68t1uJm0BFFheA1qiz5ncPu1ZyE1s1X36tnH27J3oWh9tvNFKSUOZ6z/";
+const OWN_NO_VAULT_HASH: &str = "$6$nexusRbOwnNoV1$uTrko8hog1ZU8twb1HbZXZph0A5HkslWxJNZ2NL6A1G8Xcu8icPCwW.ydHMGCWMSphj3KedQhveU/jlUdeBnP1";
+
+/// Tier 2: a user's own group, which `userdel` removes with it (same name, its primary group, no
+/// other members; USERGROUPS_ENAB is yes), comes back with its gshadow password and
+/// administrators, the password only ever encrypted; a same-named group with another member,
+/// which userdel keeps, is left as it is. A group deleted after its administrator, so that the
+/// rollback re-creates the group before the administrator, gets the administrator back once the
+/// rollback re-created it (so does the own group of a user re-created before its administrator).
+/// Rolling back the rollback, and that one again, holds. Without a vault, the own group comes back
+/// locked with its administrators, and `nexus show` says why (docs/rollback.md).
+#[test]
+fn a_users_own_group_and_a_later_administrator_come_back() {
+    harness::nspawn::require_prerequisites();
+    let c = harness::nspawn::Container::boot("rb-owngrp");
+    c.exec(&format!(
+        "useradd -u 3810 -g users -M rbadmin && \
+         useradd -u 3800 -U -M rbown && echo 'rbown:{OWN_USER_HASH}' | chpasswd -e && \
+         echo 'rbown:{OWN_GROUP_HASH}' | chgpasswd -e && gpasswd -A daemon,rbadmin rbown && \
+         groupadd -g 3820 rbadm && echo 'rbadm:{ADM_GROUP_HASH}' | chgpasswd -e && gpasswd -A rbadmin,daemon rbadm && \
+         useradd -u 3830 -U -M rbkeep && usermod -a -G rbkeep daemon && gpasswd -A daemon rbkeep && \
+         useradd -u 3840 -U -M rbownnov && echo 'rbownnov:{OWN_NO_VAULT_HASH}' | chgpasswd -e && gpasswd -A daemon rbownnov"
+    ));
+    let shadow = |what: &str| c.exec(&format!("getent {what} || echo none"));
+    let accounts = || {
+        c.exec(
+            "for u in rbadmin rbown; do getent passwd $u || echo \"$u: none\"; getent shadow $u || echo \"$u: no shadow\"; done; \
+             for g in rbown rbadm; do getent group $g || echo \"$g: none\"; getent gshadow $g || echo \"$g: no gshadow\"; done",
+        )
+    };
+    let before = accounts();
     assert!(
-        lines.iter().any(|l| l.contains("nexus")),
-        "the sampler saw nexus run"
+        before.contains(&format!("rbown:{OWN_GROUP_HASH}:daemon,rbadmin:"))
+            && before.contains(&format!("rbadm:{ADM_GROUP_HASH}:rbadmin,daemon:")),
+        "{before}"
     );
-    for hash in [USER_HASH, GROUP_HASH, NO_VAULT_HASH] {
-        assert!(
-            !lines.iter().any(|l| l.contains(hash)),
-            "a command line holds a hash"
-        );
-    }
+    let config = |body: &str| accounts_config(&c, body);
+    let project = |vault: bool| accounts_project(&c, vault);
+
+    let sampler = harness::CmdlineSampler::start();
+    let p = project(true);
+    // The rollback re-creates in reverse: rbkeep, rbown (whose own group rbadmin administers),
+    // the group rbadm (which rbadmin administers), and only then rbadmin.
+    p.config(&config(
+        "    user \"rbadmin\" state=\"absent\"\n    group \"rbadm\" state=\"absent\"\n    \
+         user \"rbown\" state=\"absent\"\n    user \"rbkeep\" state=\"absent\"\n",
+    ));
+    apply_config(&p, "v2.lock");
+    assert_eq!(
+        shadow("group rbown"),
+        "none\n",
+        "userdel took rbown's own group"
+    );
+    assert_ne!(
+        shadow("group rbkeep"),
+        "none\n",
+        "userdel kept rbkeep's group: it has a member"
+    );
+    // Changed after the run: the rollback must leave the group it did not delete alone.
+    c.exec("gpasswd -A bin rbkeep");
+    let keep = shadow("gshadow rbkeep");
+    ok(p.nexus(&["rollback", "-o", "r.lock"]));
+    let shown = ok(p.nexus(&["show", "r.lock"]));
+    assert!(!shown.stdout.contains("locked"), "{shown:?}");
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert_eq!(
+        accounts(),
+        before,
+        "the own group's password and administrators, and rbadm's administrator, are back"
+    );
+    assert_eq!(
+        shadow("gshadow rbkeep"),
+        keep,
+        "a group userdel kept is left alone"
+    );
+    // Rolling the rollback back deletes them again; rolling that back brings them back again.
+    ok(p.nexus(&["rollback", "-o", "rr.lock"]));
+    ok(p.nexus(&["apply", "rr.lock"]));
+    assert_eq!(shadow("group rbown"), "none\n");
+    assert_eq!(shadow("group rbadm"), "none\n");
+    ok(p.nexus(&["rollback", "-o", "rrr.lock"]));
+    ok(p.nexus(&["apply", "rrr.lock"]));
+    assert_eq!(
+        accounts(),
+        before,
+        "back again, with the passwords and administrators"
+    );
+    harness::assert_no_file_holds(
+        p.dir(),
+        &harness::leak_needles(&[OWN_USER_HASH, OWN_GROUP_HASH, ADM_GROUP_HASH]),
+    );
+
+    // Without a vault: the own group comes back locked, with its administrators.
+    let q = project(false);
+    q.config(&config("    user \"rbownnov\" state=\"absent\"\n"));
+    apply_config(&q, "v2.lock");
+    ok(q.nexus(&["rollback", "-o", "r.lock"]));
+    let shown = ok(q.nexus(&["show", "r.lock"]));
+    assert!(
+        shown
+            .stdout
+            .contains("not kept (no vault is open to keep it encrypted): the group comes back without one (locked)"),
+        "{shown:?}"
+    );
+    ok(q.nexus(&["apply", "r.lock"]));
+    assert_eq!(shadow("gshadow rbownnov"), "rbownnov:!:daemon:\n");
+    harness::assert_no_file_holds(q.dir(), &harness::leak_needles(&[OWN_NO_VAULT_HASH]));
+    assert_no_command_line_holds(
+        &sampler,
+        &[
+            OWN_USER_HASH,
+            OWN_GROUP_HASH,
+            ADM_GROUP_HASH,
+            OWN_NO_VAULT_HASH,
+        ],
+    );
 }
 
 /// Tier 2: changes that depend on each other across runs are each undone at their own place.

@@ -10,7 +10,7 @@ use super::Error;
 use super::secrets::{self, Needs, Source};
 use crate::exec::stale;
 use crate::inventory::{Inventory, Overrides};
-use crate::plan::Step;
+use crate::plan::{Action, Step};
 use crate::plan::{
     FORMAT_VERSION, HostPlan, Irreversible, Plan, PlannedResource, Role, Rollback, Selection,
     Summary, TaskPlan,
@@ -392,6 +392,9 @@ fn build(
         // Resources with a change that cannot be undone, and its run: their older changes are
         // not undone either, since they would be undone on top of the change that stays.
         let mut kept: BTreeMap<&str, i64> = BTreeMap::new();
+        // What is restored only once every account this rollback re-creates exists (a group's
+        // administrators), as the host's last entries, in the order of the entries they are of.
+        let mut last_entries = Vec::new();
         for images in entries(list, &planned) {
             // Newest first.
             let (last, first) = (images[0], *images.last().expect("one image at least"));
@@ -429,6 +432,7 @@ fn build(
                                 r.action = r.action.max(part.action);
                                 r.fields.extend(part.fields);
                                 r.steps.extend(part.steps);
+                                r.last.extend(part.last);
                                 r
                             }
                         });
@@ -482,7 +486,7 @@ fn build(
             let key = format!("{TASK}#{}", resources.len() + 1);
             handlers.extend(base.notify.iter().cloned());
             summary.add(restore.action);
-            resources.push(PlannedResource {
+            let entry = PlannedResource {
                 key,
                 task: TASK.into(),
                 role: Role::Task,
@@ -495,6 +499,25 @@ fn build(
                 undo: redo,
                 retry: Default::default(),
                 ..base.clone()
+            };
+            last_entries.extend(restore.last.into_iter().map(|l| (entry.clone(), l)));
+            resources.push(entry);
+        }
+        // Each is an entry of its resource, checked against the same state as its other entries.
+        // Its undo clears what it set, before a rollback of this rollback undoes the re-creation.
+        for (entry, l) in last_entries {
+            summary.add(Action::Update);
+            resources.push(PlannedResource {
+                key: format!("{TASK}#{}", resources.len() + 1),
+                action: Action::Update,
+                reason: format!(
+                    "{}, last: once every account this rollback re-creates exists",
+                    entry.reason
+                ),
+                fields: l.fields,
+                steps: l.steps,
+                undo: l.undo,
+                ..entry
             });
         }
         // Handlers are notified as for any change: the newest plan's handler resources.
@@ -736,16 +759,8 @@ mod tests {
         }
     }
 
-    /// A change that cannot be undone stays, and so do the older changes of its resource: they
-    /// would be undone on top of it. Other resources are still restored.
-    #[test]
-    fn a_change_that_cannot_be_undone_keeps_the_older_ones_of_its_resource() {
-        use ResourceType::{Command, User};
-        let runs = [
-            at(1, 0, Command, "migrate", "migrate down"),
-            at(1, 1, User, "u", "usermod -c Old -- u"),
-            at(2, 0, Command, "migrate", ""),
-        ];
+    /// The rollback plan of `runs` (on host `h`) from their pre-images `list`.
+    fn rolled_back(runs: &[(i64, i64, PlannedResource)], list: Vec<Preimage>) -> Plan {
         let plan_of = |run: i64| -> Plan {
             let resources: Vec<&PlannedResource> = runs
                 .iter()
@@ -763,12 +778,79 @@ mod tests {
             }))
             .unwrap()
         };
-        let plans: BTreeMap<i64, Plan> = [(1, plan_of(1)), (2, plan_of(2))].into();
-        let list = preimages(&runs);
+        let plans: BTreeMap<i64, Plan> = runs
+            .iter()
+            .map(|(run, _, _)| (*run, plan_of(*run)))
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let store = crate::state::open(&dir.path().join("state.db")).unwrap();
         let images: BTreeMap<String, Vec<Preimage>> = [("h".to_string(), list)].into();
-        let plan = build(&store, 0, &images, &plans).unwrap();
+        build(&store, 0, &images, &plans).unwrap()
+    }
+
+    /// A deleted group's administrators are made administrators again last, once every account
+    /// the rollback re-creates exists: here its administrator, deleted before it by the run, is
+    /// re-created after it. That last entry is checked against the group's state like its other
+    /// entry, and its undo clears them again before a rollback of this rollback deletes the group.
+    #[test]
+    fn a_deleted_groups_administrators_come_back_last() {
+        use crate::state::Image;
+        let runs = [
+            at(1, 0, ResourceType::User, "alice", "useradd alice"),
+            at(1, 1, ResourceType::Group, "ops", "groupadd ops"),
+        ];
+        let mut list = preimages(&runs);
+        let deleted = |admins: &[&str], why: &str| Image::Account {
+            shadow: admins.iter().map(|a| a.to_string()).collect(),
+            password_not_kept: Some(why.into()),
+            own_group: None,
+        };
+        list[0].image = deleted(&[], "unread");
+        list[1].image = deleted(&["alice,bob"], "no vault");
+        let plan = rolled_back(&runs, list);
+        let restored: Vec<(&str, Action, Vec<&str>)> = plan.hosts[0]
+            .resources
+            .iter()
+            .map(|r| {
+                let steps = r.steps.iter().map(|s| s.script.as_str()).collect();
+                (r.label.as_str(), r.action, steps)
+            })
+            .collect();
+        let admins = "a=; for x in alice bob; do if getent passwd \"$x\" >/dev/null 2>&1; then \
+                      a=\"$a${a:+,}$x\"; fi; done; gpasswd -A \"$a\" ops";
+        assert_eq!(
+            restored,
+            [
+                ("group ops@1", Action::Run, vec!["groupadd ops"]),
+                ("user alice@1", Action::Run, vec!["useradd alice"]),
+                ("group ops@1", Action::Update, vec![admins]),
+            ]
+        );
+        let (group, last) = (&plan.hosts[0].resources[0], &plan.hosts[0].resources[2]);
+        assert_eq!(
+            (&group.id, &group.fingerprint),
+            (&last.id, &last.fingerprint)
+        );
+        assert_eq!(last.key, "rollback#3");
+        assert_eq!(last.fields[0].to.as_deref(), Some("alice,bob"));
+        assert_eq!(
+            last.undo[0].script,
+            "if getent group ops >/dev/null 2>&1; then gpasswd -A '' ops; fi"
+        );
+        assert_eq!(plan.summary.update, 1);
+    }
+
+    /// A change that cannot be undone stays, and so do the older changes of its resource: they
+    /// would be undone on top of it. Other resources are still restored.
+    #[test]
+    fn a_change_that_cannot_be_undone_keeps_the_older_ones_of_its_resource() {
+        use ResourceType::{Command, User};
+        let runs = [
+            at(1, 0, Command, "migrate", "migrate down"),
+            at(1, 1, User, "u", "usermod -c Old -- u"),
+            at(2, 0, Command, "migrate", ""),
+        ];
+        let plan = rolled_back(&runs, preimages(&runs));
         let restored: Vec<&str> = plan.hosts[0]
             .resources
             .iter()

@@ -45,7 +45,10 @@ fn shadow_entry(r: &PlannedResource) -> Option<(&'static str, &str)> {
 /// The section appended to a host's probe script: `INDEX=BASE64` of each wanted file that is a
 /// regular, readable file no larger than [`CONTENT_LIMIT`], and of the shadow entry of each
 /// account to be deleted (as `getent` prints it; nothing when it cannot be read, as without
-/// root), INDEX counting the host's resources.
+/// root), INDEX counting the host's resources. Of a user whose own group `userdel` will remove
+/// with it (`resources::user::own_group_taken`), a second line follows its entry: that group's
+/// /etc/gshadow entry (empty when it cannot be read; the user's own line is then empty too when
+/// its entry cannot be read).
 /// A file whose old content the probe's batch sent already (for the plan's diff: a small file
 /// whose content the plan replaces, listed in `$_nx_sent` by `plan::probe`) is left out:
 /// [`content_of`] takes it from the probe's output.
@@ -55,10 +58,19 @@ pub fn script(resources: &[&PlannedResource], token: &str) -> String {
         if let Some((database, name)) = shadow_entry(r) {
             // The entry holds a password hash: it goes through `printf`, a shell builtin, to
             // base64's stdin, so it is never an argument of a process (visible in `ps`).
+            let n = q(name);
+            let own_group = match r.kind {
+                ResourceType::User => format!(
+                    "if {}; then _nx_g=$(getent gshadow {n} 2>/dev/null) || _nx_g=; \
+                     _nx_e=\"$_nx_e$_nx_nl$_nx_g\"; fi; ",
+                    crate::resources::user::own_group_taken(name)
+                ),
+                _ => String::new(),
+            };
             s.push_str(&format!(
-                "if _nx_e=$(getent {database} {n} 2>/dev/null) && [ -n \"$_nx_e\" ]; then \
-                 printf '%s=' {i}; printf '%s\\n' \"$_nx_e\" | base64 | tr -d '\\n'; echo; fi; _nx_e=\n",
-                n = q(name)
+                "_nx_e=$(getent {database} {n} 2>/dev/null) || _nx_e=; {own_group}\
+                 if [ -n \"$_nx_e\" ]; then \
+                 printf '%s=' {i}; printf '%s\\n' \"$_nx_e\" | base64 | tr -d '\\n'; echo; fi; _nx_e=; _nx_g=\n"
             ));
             continue;
         }

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use super::file::{WriteContent, write_step};
 use super::q;
 use crate::plan::{Action, FieldChange, Step};
-use crate::state::{Blob, Image, Preimage, RunId, StateError, StateStore};
+use crate::state::{Blob, Image, OwnGroup, Preimage, RunId, StateError, StateStore};
 use crate::syntax::values::Mode;
 
 /// The pre-image of `r` from what the re-probe observed and, for a file, its content. A content
@@ -128,32 +128,58 @@ fn seal(bytes: &[u8], secrets: &Resolved) -> Option<Blob> {
 }
 
 /// The pre-image of the account `r` deletes, from its shadow entry as the capture sent it
-/// (`None`: it could not be read), and the blob holding its password, sealed.
+/// (`None`: it could not be read), and the blob holding its password, sealed. Of a user whose
+/// own group userdel removes with it, the capture sent that group's gshadow entry on a second
+/// line (exec/preimage.rs): its password is sealed in the same blob, on the line after the
+/// user's (each line as `chpasswd -e` or `chgpasswd -e` reads it), and the rest is kept as the
+/// user's is.
 fn account(r: &PlannedResource, entry: Option<&[u8]>, secrets: &Resolved) -> (Image, Option<Blob>) {
     let name = r.kind.subject_of(&r.id).unwrap_or_default();
-    let not_kept = |why: String| Image::Account {
-        shadow: Vec::new(),
-        password_not_kept: Some(why),
+    let (own, own_group) = match entry {
+        None => (None, None),
+        Some(e) => match (r.kind, e.iter().position(|b| *b == b'\n')) {
+            (ResourceType::User, Some(at)) if at + 1 < e.len() => {
+                (Some(&e[..=at]), Some(&e[at + 1..]))
+            }
+            _ => (Some(e), None),
+        },
     };
-    let entry = match entry.map(|e| super::shadow::parse(r.kind, name, e)) {
-        None => {
-            let file = super::shadow::file(r.kind);
-            return (
-                not_kept(format!(
-                    "{file} could not be read (that needs root), or has no entry for it"
-                )),
-                None,
-            );
-        }
-        Some(Err(e)) => return (not_kept(e.to_string()), None),
-        Some(Ok(entry)) => entry,
+    // An empty line: the entry could not be read.
+    let read = |kind: ResourceType, line: Option<&[u8]>| match line
+        .filter(|l| !l.iter().all(|b| *b == b'\n'))
+    {
+        None => Err(format!(
+            "{} could not be read (that needs root), or has no entry for it",
+            super::shadow::file(kind)
+        )),
+        Some(line) => super::shadow::parse(kind, name, line).map_err(|e| e.to_string()),
     };
-    let blob = seal(&entry.stdin(name), secrets);
+    let own = read(r.kind, own);
+    let own_group = own_group.map(|line| read(ResourceType::Group, Some(line)));
+    let mut stdin = zeroize::Zeroizing::new(Vec::new());
+    for entry in std::iter::once(&own).chain(&own_group).flatten() {
+        stdin.extend_from_slice(&entry.stdin(name));
+    }
+    let blob = match stdin.is_empty() {
+        true => None,
+        false => seal(&stdin, secrets),
+    };
+    let not_kept = |entry: &Result<super::shadow::Entry, String>| match entry {
+        Err(why) => Some(why.clone()),
+        Ok(_) if blob.is_none() => Some("no vault is open to keep it encrypted".to_string()),
+        Ok(_) => None,
+    };
+    let rest = |entry: &Result<super::shadow::Entry, String>| match entry {
+        Ok(e) => e.rest.clone(),
+        Err(_) => Vec::new(),
+    };
     let image = Image::Account {
-        shadow: entry.rest,
-        password_not_kept: blob
-            .is_none()
-            .then(|| "no vault is open to keep it encrypted".to_string()),
+        shadow: rest(&own),
+        password_not_kept: not_kept(&own),
+        own_group: own_group.as_ref().map(|g| OwnGroup {
+            shadow: rest(g),
+            password_not_kept: not_kept(g),
+        }),
     };
     (image, blob)
 }
@@ -170,7 +196,8 @@ fn carry(blob: &Blob, blobs: &mut BTreeMap<String, String>) -> String {
 }
 
 /// How the change `changed` is undone by its own undo steps, with what its pre-image `image`
-/// adds: a deleted account's shadow entry, put back after the account is re-created.
+/// adds: a deleted account's shadow entry (and a user's own group's, which userdel removed with
+/// it), put back after the account is re-created; a group's administrators last.
 pub fn undo(
     store: &dyn StateStore,
     image: &Preimage,
@@ -181,33 +208,77 @@ pub fn undo(
         action: Action::Run,
         fields: Vec::new(),
         steps: changed.undo.clone(),
+        last: Vec::new(),
     };
     let (
         Image::Account {
             shadow,
             password_not_kept,
+            own_group,
         },
         Some(name),
     ) = (&image.image, changed.kind.subject_of(&changed.id))
     else {
         return Ok(Ok(restore));
     };
-    let sealed;
-    let password = match (password_not_kept, &image.blob) {
-        (Some(why), _) => super::shadow::Password::NotKept(why),
-        (None, None) => return Ok(Err(Unrestorable::ContentNotKept)),
-        (None, Some(hash)) => {
+    // The blob holds the passwords kept, one a line when there are two: the account's, then
+    // its own group's.
+    let own_group_kept = own_group
+        .as_ref()
+        .is_some_and(|g| g.password_not_kept.is_none());
+    let lines = usize::from(password_not_kept.is_none()) + usize::from(own_group_kept);
+    let sealed = match (lines, &image.blob) {
+        (0, _) => String::new(),
+        (_, None) => return Ok(Err(Unrestorable::ContentNotKept)),
+        (_, Some(hash)) => {
             let Some(blob) = store.blob(hash)? else {
                 return Ok(Err(Unrestorable::ContentPruned));
             };
-            sealed = carry(&blob, blobs);
-            super::shadow::Password::Sealed(&sealed)
+            carry(&blob, blobs)
         }
     };
+    fn password<'a>(
+        not_kept: &'a Option<String>,
+        blob: &'a str,
+        line: Option<usize>,
+    ) -> super::shadow::Password<'a> {
+        match not_kept {
+            Some(why) => super::shadow::Password::NotKept(why),
+            None => super::shadow::Password::Sealed { blob, line },
+        }
+    }
+    let line = |n: usize| (lines > 1).then_some(n);
     let sudo = changed.undo.first().is_some_and(|s| s.sudo);
-    let (fields, steps) = super::shadow::restore(changed.kind, name, shadow, password, sudo);
+    let (fields, steps, last) = super::shadow::restore(
+        changed.kind,
+        name,
+        shadow,
+        password(password_not_kept, &sealed, line(1)),
+        sudo,
+    );
     restore.fields = fields;
     restore.steps.extend(steps);
+    restore.last.extend(last);
+    if let Some(group) = own_group {
+        // Re-created by the user's undo step (resources/user.rs), before what follows.
+        let (fields, steps, last) = super::shadow::restore(
+            ResourceType::Group,
+            name,
+            &group.shadow,
+            password(&group.password_not_kept, &sealed, line(lines)),
+            sudo,
+        );
+        let own = |mut f: FieldChange| {
+            f.field = format!("own group's {}", f.field);
+            f
+        };
+        restore.fields.extend(fields.into_iter().map(own));
+        restore.steps.extend(steps);
+        restore.last.extend(last.map(|mut l| {
+            l.fields = l.fields.into_iter().map(own).collect();
+            l
+        }));
+    }
     Ok(Ok(restore))
 }
 
@@ -260,6 +331,9 @@ pub struct Restore {
     pub action: Action,
     pub fields: Vec<FieldChange>,
     pub steps: Vec<Step>,
+    /// What is put back only once every account the rollback re-creates exists (a group's
+    /// administrators): the rollback plan's last entries of the host, for this resource.
+    pub last: Vec<super::shadow::Last>,
 }
 
 /// The restoration of `image` for the resource `changed` (as the run that captured it planned
@@ -298,6 +372,7 @@ pub fn restore(
                 enabled,
             },
         ) => Restore {
+            last: Vec::new(),
             action: Action::Update,
             fields: vec![
                 field("running", running.to_string()),
@@ -307,6 +382,7 @@ pub fn restore(
         },
         // The account is removed, not its home: files in it may be someone's work since.
         (ResourceType::User, Image::Absent) => Restore {
+            last: Vec::new(),
             action: Action::Delete,
             fields: vec![field("exists", "false".into())],
             // Only if it is there: a later run of the same rollback may have removed it already.
@@ -319,6 +395,7 @@ pub fn restore(
             )],
         },
         (ResourceType::Group, Image::Absent) => Restore {
+            last: Vec::new(),
             action: Action::Delete,
             fields: vec![field("exists", "false".into())],
             steps: vec![Step::new(
@@ -336,6 +413,7 @@ pub fn restore(
         // What the run put in the link's place goes (a directory only if empty: what else is in
         // it was not put there by the run), then the link comes back.
         (ResourceType::File | ResourceType::Directory, Image::Link { target }) => Restore {
+            last: Vec::new(),
             action: Action::Update,
             fields: vec![field("type", format!("symlink -> {target}"))],
             steps: vec![Step::new(
@@ -356,17 +434,20 @@ pub fn restore(
             )],
         },
         (ResourceType::File, Image::Absent) => Restore {
+            last: Vec::new(),
             action: Action::Delete,
             fields: vec![field("exists", "false".into())],
             steps: vec![Step::new(format!("rm -f -- {}", q(path)), sudo)],
         },
         (ResourceType::Directory, Image::Absent) => Restore {
+            last: Vec::new(),
             action: Action::Delete,
             fields: vec![field("exists", "false".into())],
             // Only an empty directory: whatever else is in it was not put there by the run.
             steps: vec![Step::new(format!("rmdir -- {}", q(path)), sudo)],
         },
         (ResourceType::Directory, Image::Directory { owner, group, mode }) => Restore {
+            last: Vec::new(),
             action: Action::Update,
             fields: vec![
                 field("owner", owner.clone()),
@@ -419,6 +500,7 @@ pub fn restore(
                 ),
             };
             Restore {
+                last: Vec::new(),
                 action: Action::Update,
                 fields: vec![
                     field("content", content),
@@ -485,7 +567,8 @@ mod tests {
                 shadow: ["19000", "0", "99999", "7", "", ""]
                     .map(String::from)
                     .into(),
-                password_not_kept: None
+                password_not_kept: None,
+                own_group: None,
             }
         );
         // (Its restoration, sealed on stdin, is tests/rollback.rs's against a real host.)
@@ -523,5 +606,134 @@ mod tests {
             assert_eq!(restored.steps[0].script, "useradd -u 1500 -M -- deploy");
             assert!(restored.steps.iter().all(|s| !s.stdin_sealed));
         }
+    }
+
+    /// A user whose own group userdel removes with it: the capture sends the group's gshadow
+    /// entry on a second line. Both passwords are sealed in one blob, one a line, and each
+    /// restoring step reads its own line; the group's administrators come back last. Without a
+    /// vault neither password is kept; a group line that is empty (unreadable) keeps nothing of
+    /// the group, and the user's own entry is read as before.
+    #[test]
+    fn a_deleted_users_own_group_is_kept_with_it() {
+        let (user_hash, group_hash) = ("$6$salt$user-hash", "$6$salt$group-hash");
+        let entry =
+            format!("deploy:{user_hash}:19000:0:99999:7:::\ndeploy:{group_hash}:alice,bob:\n");
+        let o = Observed::parse("exists=true\nuid=1500").unwrap();
+        let r = deleted_user();
+        let image_of = |entry: &str, secrets: &Resolved| {
+            image(
+                RunId(1),
+                "h",
+                0,
+                &r,
+                Some(&o),
+                Some(entry.as_bytes().to_vec()),
+                secrets,
+            )
+        };
+        let vault = Resolved::from_pairs(&[], [7; 32]);
+        let opened = |blob: Option<Blob>| {
+            let blob = blob.expect("kept");
+            assert!(blob.sealed);
+            let plain = vault.content_key().unwrap().decrypt(&blob.data).unwrap();
+            String::from_utf8(plain.to_vec()).unwrap()
+        };
+        // Why the user's password was not kept, and what was kept of its own group.
+        let parts = |p: &Preimage| match &p.image {
+            Image::Account {
+                password_not_kept,
+                own_group: Some(group),
+                ..
+            } => (password_not_kept.clone(), group.clone()),
+            other => panic!("{other:?}"),
+        };
+        let (p, blob) = image_of(&entry, &vault);
+        assert_eq!(
+            opened(blob.clone()),
+            format!("deploy:{user_hash}\ndeploy:{group_hash}\n")
+        );
+        let blob = blob.unwrap();
+        let (user, group) = parts(&p);
+        assert_eq!(user, None);
+        assert_eq!(
+            group,
+            OwnGroup {
+                shadow: vec!["alice,bob".into()],
+                password_not_kept: None
+            }
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::state::open(&dir.path().join("state.db")).unwrap();
+        let run = store
+            .begin_run(&crate::state::NewRun {
+                plan_hash: "p".into(),
+                config: "nexus.kdl".into(),
+                kind: crate::state::RunKind::Apply,
+                tasks: Vec::new(),
+                hosts: vec!["h".into()],
+                started_at: 0,
+                signer: None,
+            })
+            .unwrap();
+        let generation = crate::state::NewGeneration {
+            plan: "{}".into(),
+            rollback_of: None,
+            preimages: Vec::new(),
+            blobs: vec![blob.clone()],
+        };
+        store.record_generation(run, &generation).unwrap();
+        let mut blobs = BTreeMap::new();
+        let restored = undo(&store, &p, &r, &mut blobs).unwrap().unwrap();
+        let scripts: Vec<&str> = restored.steps.iter().map(|s| s.script.as_str()).collect();
+        assert_eq!(
+            scripts,
+            [
+                "useradd -u 1500 -M -- deploy",
+                "sed -n 1p | chpasswd -e",
+                "chage -d 19000 -m 0 -M 99999 -W 7 -I -1 -E -1 -- deploy",
+                "sed -n 2p | chgpasswd -e",
+            ]
+        );
+        assert!(restored.steps[1].stdin_sealed && restored.steps[3].stdin_sealed);
+        assert_eq!(restored.steps[3].stdin.as_deref(), Some(blob.hash.as_str()));
+        assert!(blobs.contains_key(&blob.hash));
+        let fields: Vec<&str> = restored.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["password", "ageing", "own group's password"]);
+        let [last] = restored.last.as_slice() else {
+            panic!("one last entry");
+        };
+        assert_eq!(last.fields[0].field, "own group's administrators");
+        assert!(last.steps[0].script.ends_with("gpasswd -A \"$a\" deploy"));
+
+        // Without a vault: neither password is kept, the administrators are.
+        let (p, blob) = image_of(&entry, &Resolved::default());
+        assert!(blob.is_none());
+        let (user, group) = parts(&p);
+        assert!(user.is_some());
+        assert_eq!(
+            group.password_not_kept.as_deref(),
+            Some("no vault is open to keep it encrypted")
+        );
+        let restored = undo(&store, &p, &r, &mut BTreeMap::new()).unwrap().unwrap();
+        assert_eq!(restored.steps.len(), 2, "useradd and chage only");
+        assert_eq!(restored.last.len(), 1);
+
+        // The group's entry unreadable: only the user's password is kept, read by `chpasswd -e`
+        // alone; nothing of the group but why.
+        let (p, blob) = image_of(
+            &format!("deploy:{user_hash}:19000:0:99999:7:::\n\n"),
+            &vault,
+        );
+        assert_eq!(opened(blob), format!("deploy:{user_hash}\n"));
+        let (user, group) = parts(&p);
+        assert_eq!(user, None);
+        assert!(group.shadow.is_empty());
+        assert!(
+            group
+                .password_not_kept
+                .as_deref()
+                .unwrap()
+                .starts_with("/etc/gshadow could not be read")
+        );
     }
 }

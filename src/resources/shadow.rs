@@ -129,15 +129,29 @@ impl Entry {
 
 /// Where the password of a restored account comes from.
 pub enum Password<'a> {
-    /// The blob (by its blake3) holding [`Entry::stdin`], encrypted with the vault's content key.
-    Sealed(&'a str),
+    /// The blob (by its blake3) holding [`Entry::stdin`], encrypted with the vault's content key;
+    /// `line`: when it holds the entries of two accounts, one a line (a user's and its own
+    /// group's), this account's (1-based).
+    Sealed { blob: &'a str, line: Option<usize> },
     /// It was not kept, for this reason.
     NotKept(&'a str),
 }
 
+/// What of an account's entry a rollback puts back only once every account it re-creates exists:
+/// a group's administrators (`gpasswd -A` refuses an unknown user, and an administrator deleted
+/// before the group is re-created after it). The rollback plan's last entries of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Last {
+    pub fields: Vec<FieldChange>,
+    pub steps: Vec<Step>,
+    /// Its undo, for a rollback of that rollback: the administrators cleared while the group is
+    /// there (its re-creation is undone after it).
+    pub undo: Vec<Step>,
+}
+
 /// How the entry of the account `name` of `kind` is put back, after its undo step re-created it:
-/// the fields a plan shows, and the steps. `rest` is [`Entry::rest`], empty when the entry could
-/// not be read.
+/// the fields a plan shows, the steps, and what is put back last ([`Last`]). `rest` is
+/// [`Entry::rest`], empty when the entry could not be read.
 ///
 /// The password goes in with `chpasswd -e` (`chgpasswd -e` for a group), which reads
 /// `NAME:HASH` on stdin: `usermod -p HASH` would put the hash on a command line, where `ps` on
@@ -151,18 +165,23 @@ pub fn restore(
     rest: &[String],
     password: Password<'_>,
     sudo: bool,
-) -> (Vec<FieldChange>, Vec<Step>) {
+) -> (Vec<FieldChange>, Vec<Step>, Option<Last>) {
     let field = |f: &str, to: String| FieldChange::new(f, None, Some(&to));
-    let (mut fields, mut steps) = (Vec::new(), Vec::new());
+    let (mut fields, mut steps, mut last) = (Vec::new(), Vec::new(), None);
     let n = q(name);
     match password {
-        Password::Sealed(blob) => {
+        Password::Sealed { blob, line } => {
             fields.push(field("password", "as before (holds secrets)".into()));
             let tool = match kind {
                 ResourceType::Group => "chgpasswd",
                 _ => "chpasswd",
             };
-            let mut step = Step::new(format!("{tool} -e"), sudo);
+            // Its own line only, through a pipe: never on a command line.
+            let script = match line {
+                None => format!("{tool} -e"),
+                Some(line) => format!("sed -n {line}p | {tool} -e"),
+            };
+            let mut step = Step::new(script, sudo);
             step.stdin = Some(blob.to_string());
             step.stdin_sealed = true;
             steps.push(step);
@@ -177,18 +196,24 @@ pub fn restore(
     }
     match (kind, rest) {
         (ResourceType::Group, [admins]) if !admins.is_empty() => {
-            fields.push(field("administrators", admins.clone()));
-            // Only those that exist by then: gpasswd refuses an unknown one. A user re-created
-            // later in the same rollback is not made an administrator again.
-            let admins: Vec<String> = admins.split(',').map(q).collect();
-            steps.push(Step::new(
-                format!(
-                    "a=; for x in {}; do if getent passwd \"$x\" >/dev/null 2>&1; then a=\"$a${{a:+,}}$x\"; fi; done; \
-                     gpasswd -A \"$a\" {n}",
-                    admins.join(" ")
-                ),
-                sudo,
-            ));
+            // Only those that exist by then: gpasswd refuses an unknown one. It runs last, so
+            // those the same rollback re-creates exist by then; one that does not is left out.
+            let list: Vec<String> = admins.split(',').map(q).collect();
+            last = Some(Last {
+                fields: vec![field("administrators", admins.clone())],
+                steps: vec![Step::new(
+                    format!(
+                        "a=; for x in {}; do if getent passwd \"$x\" >/dev/null 2>&1; then a=\"$a${{a:+,}}$x\"; fi; done; \
+                         gpasswd -A \"$a\" {n}",
+                        list.join(" ")
+                    ),
+                    sudo,
+                )],
+                undo: vec![Step::new(
+                    format!("if getent group {n} >/dev/null 2>&1; then gpasswd -A '' {n}; fi"),
+                    sudo,
+                )],
+            });
         }
         (ResourceType::User, ageing) if ageing.len() == AGEING.len() => {
             let shown: Vec<String> = ageing
@@ -206,7 +231,7 @@ pub fn restore(
         }
         _ => {}
     }
-    (fields, steps)
+    (fields, steps, last)
 }
 
 #[cfg(test)]
@@ -302,7 +327,12 @@ mod tests {
         let ageing: Vec<String> = ["19000", "", "90", "5", "", "20500"]
             .map(String::from)
             .into();
-        let (fields, steps) = restore(User, "deploy", &ageing, Password::Sealed("b3"), true);
+        let sealed = Password::Sealed {
+            blob: "b3",
+            line: None,
+        };
+        let (fields, steps, last) = restore(User, "deploy", &ageing, sealed, true);
+        assert_eq!(last, None);
         let scripts: Vec<&str> = steps.iter().map(|s| s.script.as_str()).collect();
         assert_eq!(
             scripts,
@@ -321,28 +351,39 @@ mod tests {
             Some("lastchg 19000, min -, max 90, warn 5, inactive -, expire 20500")
         );
         // Not kept: no password step, and the plan says the account comes back locked.
-        let (fields, steps) = restore(User, "deploy", &ageing, Password::NotKept("no vault"), true);
+        let (fields, steps, _) =
+            restore(User, "deploy", &ageing, Password::NotKept("no vault"), true);
         assert_eq!(steps.len(), 1);
         assert_eq!(
             fields[0].to.as_deref(),
             Some("not kept (no vault): the account comes back locked")
         );
         // Unread: nothing but the note.
-        let (fields, steps) = restore(User, "deploy", &[], Password::NotKept("unread"), true);
+        let (fields, steps, _) = restore(User, "deploy", &[], Password::NotKept("unread"), true);
         assert_eq!((fields.len(), steps.len()), (1, 0));
-        // A group: its password, then the administrators that exist by then.
-        let (_, steps) = restore(
-            Group,
-            "ops",
-            &["alice,bob".into()],
-            Password::Sealed("b3"),
-            false,
-        );
-        assert_eq!(steps[0].script, "chgpasswd -e");
+        // A group: its password (its own line of a blob holding two), and last, once every
+        // account the rollback re-creates exists, the administrators that exist by then.
+        let sealed = Password::Sealed {
+            blob: "b3",
+            line: Some(2),
+        };
+        let (fields, steps, last) = restore(Group, "ops", &["alice,bob".into()], sealed, false);
+        assert_eq!(fields.len(), 1);
+        let scripts: Vec<&str> = steps.iter().map(|s| s.script.as_str()).collect();
+        assert_eq!(scripts, ["sed -n 2p | chgpasswd -e"]);
+        let last = last.expect("administrators");
+        assert_eq!(last.fields[0].to.as_deref(), Some("alice,bob"));
         assert_eq!(
-            steps[1].script,
+            last.steps[0].script,
             "a=; for x in alice bob; do if getent passwd \"$x\" >/dev/null 2>&1; then a=\"$a${a:+,}$x\"; fi; done; \
              gpasswd -A \"$a\" ops"
         );
+        assert_eq!(
+            last.undo[0].script,
+            "if getent group ops >/dev/null 2>&1; then gpasswd -A '' ops; fi"
+        );
+        // No administrators: nothing to put back last.
+        let (_, _, last) = restore(Group, "ops", &["".into()], Password::NotKept("x"), false);
+        assert_eq!(last, None);
     }
 }

@@ -24,7 +24,7 @@ use crate::plan::Action;
 
 pub use lock::{LockGuard, LockHolder, Recovered};
 pub use postgres::{Imported, PG_SCHEMA_VERSION, PgSettings, PostgresStore, redact_url};
-pub use preimage::{Blob, Image, NewGeneration, Preimage, RunPlan};
+pub use preimage::{Blob, Image, NewGeneration, OwnGroup, Preimage, RunPlan};
 pub use sqlite::{DEFAULT_LOCK_MAX_AGE, SCHEMA_VERSION, SqliteStore};
 
 /// The text form of an enum, as both backends store it.

@@ -48,9 +48,26 @@ pub enum Image {
         /// the blob holds it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         password_not_kept: Option<String>,
+        /// Of a user whose own group `userdel` removed with it (resources/user.rs,
+        /// `own_group_taken`): what apply read of that group's /etc/gshadow entry. Its password,
+        /// when kept, is in the same blob, on the line after the user's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        own_group: Option<OwnGroup>,
     },
     /// The pre-image could not be kept; the reason says why (listed as irreversible).
     Irreversible { reason: String },
+}
+
+/// What a deleted user's pre-image keeps of the /etc/gshadow entry of its own group, which
+/// `userdel` removed with it: as [`Image::Account`] keeps the account's own entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnGroup {
+    /// Its administrators, comma-joined as one element (empty: none); no element when its
+    /// entry could not be read.
+    pub shadow: Vec<String>,
+    /// Why its password was not kept (the group then comes back locked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_not_kept: Option<String>,
 }
 
 /// One resource's pre-image, as recorded for a run.
