@@ -695,6 +695,59 @@ fn a_deleted_account_comes_back_with_its_password() {
     assert_no_command_line_holds(&sampler, &[USER_HASH, GROUP_HASH, NO_VAULT_HASH]);
 }
 
+/// Tier 2: the same capture and restore through `sudo` that asks for a password (a login user
+/// that is not root, `sudo-password` from the vault): sudo reads its password on stdin, where
+/// `chpasswd -e` reads the hash, and `getent shadow` needs root to read the entry at all.
+#[test]
+fn a_deleted_account_comes_back_with_its_password_through_sudo_with_a_password() {
+    harness::nspawn::require_prerequisites();
+    let c = harness::nspawn::Container::boot("rb-sudo");
+    c.exec(&format!(
+        "useradd -m -s /bin/sh rbdeploy && echo 'rbdeploy:{SUDO_PASSWORD}' | chpasswd && \
+         echo 'rbdeploy ALL=(ALL:ALL) ALL' > /etc/sudoers.d/rbdeploy && chmod 440 /etc/sudoers.d/rbdeploy && \
+         install -d -o rbdeploy -m 700 /home/rbdeploy/.ssh && \
+         install -o rbdeploy -m 600 /root/.ssh/authorized_keys /home/rbdeploy/.ssh/authorized_keys && \
+         useradd -u 3730 -M rbsudo && echo 'rbsudo:{USER_HASH}' | chpasswd -e && chage -d 19002 -M 60 rbsudo"
+    ));
+    let shadow = || c.exec("getent shadow rbsudo || echo none");
+    let before = shadow();
+    assert!(before.contains(USER_HASH), "{before}");
+    let config = |body: &str| {
+        accounts_config(&c, body).replace(
+            &format!("\"root@{}:{}\"", c.ip, c.port),
+            &format!(
+                "\"rbdeploy@{}:{}\" become=#true sudo-password=(secret)\"SUDO_PW\"",
+                c.ip, c.port
+            ),
+        )
+    };
+    let p = Project::new().env("NEXUS_VAULT_KEY", KEY);
+    harness::nspawn::write_known_hosts(&p.path("known_hosts"), &[&c]);
+    p.write("ssh_config", "");
+    p.config(&config(""));
+    ok(p.nexus(&["secret", "init"]));
+    let set = p.nexus_with_stdin(&["secret", "set", "SUDO_PW"], SUDO_PASSWORD);
+    assert!(set.success(), "{set:?}");
+    let sampler = harness::CmdlineSampler::start();
+    apply_config(&p, "v1.lock");
+    p.config(&config("    user \"rbsudo\" state=\"absent\"\n"));
+    apply_config(&p, "v2.lock");
+    assert_eq!(shadow(), "none\n");
+    ok(p.nexus(&["rollback", "-o", "r.lock"]));
+    let shown = ok(p.nexus(&["show", "r.lock"]));
+    assert!(!shown.stdout.contains("locked"), "{shown:?}");
+    ok(p.nexus(&["apply", "r.lock"]));
+    assert_eq!(
+        shadow(),
+        before,
+        "the hash and ageing are back, through sudo"
+    );
+    harness::assert_no_file_holds(p.dir(), &harness::leak_needles(&[USER_HASH, SUDO_PASSWORD]));
+    assert_no_command_line_holds(&sampler, &[USER_HASH, SUDO_PASSWORD]);
+}
+
+const SUDO_PASSWORD: &str = "Rb-sudo-pw-8812";
+
 /// Password hashes the accounts of [`a_users_own_group_and_a_later_administrator_come_back`] have.
 const OWN_USER_HASH: &str = "$6$nexusRbOwnUsr1$Ns47kA776AFJwMqG/sp1KBZ1OQjkpmvVfoelrPOhRaIZ8AM5d4vMABb8gFQ.68XAB3Dc804JohDQffjTmdYZM/";
 const OWN_GROUP_HASH: &str = "$6$nexusRbOwnGrp1$YTC7vBF7hX3T79AktGaxGar6d6bYcE4g1SmuIUnL93MregEVNIabvh/1TXjE3kXYBSpeZHJoiSqM9FQWqd0oR.";
