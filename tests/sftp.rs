@@ -363,3 +363,68 @@ fn a_large_upload_is_pinned_by_the_plan_not_carried_and_checked_when_applied() {
     let again = p.nexus(&["plan", "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "{again:?}");
 }
+
+/// Whether this CPU has the AES and carry-less multiply instructions (x86's cpuinfo flags).
+fn cpu_has_aes() -> bool {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+    has("aes") && has("pclmulqdq")
+}
+
+/// The cipher sshd says it agreed on with the client, for data the client sends.
+fn client_to_server_ciphers(h: &SshHost) -> Vec<String> {
+    h.log()
+        .lines()
+        .filter_map(|l| l.split("kex: client->server cipher: ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Where the CPU has AES instructions nexus asks for AES-256-GCM first (it halves what the host's
+/// sshd spends decrypting an upload); a host that does not offer it gets ChaCha20-Poly1305 as
+/// before, and the upload lands the same.
+#[test]
+fn aes_gcm_is_asked_for_first_where_the_cpu_has_aes_and_chacha20_still_serves() {
+    let want = match cpu_has_aes() {
+        true => "aes256-gcm@openssh.com",
+        false => "chacha20-poly1305@openssh.com",
+    };
+    for (name, option, agreed) in [
+        ("sftp-aes", None, want),
+        (
+            "sftp-chacha",
+            Some("Ciphers chacha20-poly1305@openssh.com"),
+            "chacha20-poly1305@openssh.com",
+        ),
+    ] {
+        let mut b = SshHost::builder(name)
+            .private_srv()
+            .sshd_option("LogLevel DEBUG1");
+        if let Some(o) = option {
+            b = b.sshd_option(o);
+        }
+        let h = b.start();
+        let content = big(2 * 1024 * 1024 + 5, 9);
+        let p = Project::over(
+            &[&h],
+            "",
+            &format!("task \"t\" on=\"{name}\" {{\n    upload \"dist/c.bin\" \"/srv/c.bin\"\n}}\n"),
+        );
+        write_bytes(&p, "dist/c.bin", &content);
+        let run = p.nexus(&["run", "-q"]);
+        assert!(run.success(), "{name}: {run:?}");
+        assert_eq!(std::fs::read(h.srv().join("c.bin")).unwrap(), content);
+        assert_eq!(sftp_sessions(&h), 1, "{name}: {}", h.log());
+        let ciphers = client_to_server_ciphers(&h);
+        assert!(!ciphers.is_empty(), "{name}: no kex line in {}", h.log());
+        assert!(
+            ciphers.iter().all(|c| c == agreed),
+            "{name}: {ciphers:?}, not {agreed}"
+        );
+    }
+}

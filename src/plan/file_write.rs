@@ -231,8 +231,8 @@ impl FileWrite {
     /// [`FileWrite::script_checked_by`], the content taken from a file the transport staged
     /// on the host (`staged`, absolute) rather than from stdin. It is removed however the
     /// script ends. With `copy` its bytes are copied into the temporary file, which the script's
-    /// user made as for stdin (so a new file's owner is the same either way); without, it is
-    /// renamed onto it: it must then be beside the target and owned by the script's user.
+    /// user made as for stdin (so a new file's owner is the same either way); without, it is the
+    /// temporary file itself: it must then be beside the target and owned by the script's user.
     pub fn script_from_staged(&self, sha_word: &str, staged: &str, copy: bool) -> String {
         self.script_filled_by(sha_word, Some((staged, copy)))
     }
@@ -249,23 +249,34 @@ impl FileWrite {
             s.push_str(&format!("if {cond}; then {}; fi\n", fail_with(&msg)));
         }
         s.push_str(&self.backup());
-        s.push_str(&temp_beside(&self.dir_word(), "tmp"));
         match staged {
-            None => s.push_str("cat > \"$tmp\"\n"),
-            Some((path, copy)) => {
+            None => {
+                s.push_str(&temp_beside(&self.dir_word(), "tmp"));
+                s.push_str("cat > \"$tmp\"\n");
+            }
+            Some((path, true)) => {
+                s.push_str(&temp_beside(&self.dir_word(), "tmp"));
                 let p = q(path);
                 s.push_str(&format!(
                     "trap {} EXIT\n",
                     q(&format!("rm -f -- \"$tmp\" {p}"))
                 ));
-                if copy {
-                    // Staged beside nothing that is ever written (the login user's home): what
-                    // a killed run left there is cleaned here, as `temp_beside` does for its own.
-                    s.push_str(&stale_temps(&dir_word(parent_dir(path))));
-                    s.push_str(&format!("cat -- {p} > \"$tmp\"\nrm -f -- {p}\n"));
-                } else {
-                    s.push_str(&format!("mv -f -- {p} \"$tmp\"\n"));
-                }
+                // Staged beside nothing that is ever written (the login user's home): what a
+                // killed run left there is cleaned here, as `temp_beside` does for its own.
+                s.push_str(&stale_temps(&dir_word(parent_dir(path))));
+                s.push_str(&format!("cat -- {p} > \"$tmp\"\nrm -f -- {p}\n"));
+            }
+            Some((path, false)) => {
+                // The staged file is the temporary file: beside the target, made anew (SFTP's
+                // exclusive create) by the script's user, readable by it alone, as `mktemp`
+                // makes one. Renamed onto a `mktemp` file first, ext4 would write out all of it
+                // then and there (its replace-by-rename rule: 0.6 s per new GiB here), and a new
+                // target would wait for that; it is checked and renamed into place as it is.
+                s.push_str(&stale_temps(&self.dir_word()));
+                s.push_str(&format!(
+                    "tmp={}\ntrap 'rm -f -- \"$tmp\"' EXIT\ntrap 'exit 143' TERM\n",
+                    q(path)
+                ));
             }
         }
         s.push_str(&match staged {
@@ -631,6 +642,88 @@ mod tests {
         );
     }
 
+    /// Runs the write of `content\n` to `target` from the file staged beside it, with `mode`,
+    /// with the programs of `bin` only.
+    fn run_staged(
+        target: &std::path::Path,
+        staged: &std::path::Path,
+        mode: Option<&str>,
+        bin: &std::path::Path,
+    ) -> std::process::Output {
+        let w = FileWrite {
+            path: target.to_str().unwrap().to_string(),
+            owner: None,
+            group: None,
+            mode: mode.map(str::to_string),
+            replaces_link: false,
+            backup_to: None,
+            sha256: sha256_hex(b"content\n"),
+        };
+        let script = w.script_from_staged(&w.sha256, staged.to_str().unwrap(), false);
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .env("PATH", bin)
+            .output()
+            .unwrap()
+    }
+
+    /// Staged beside its target, the staged file is the script's temporary file: checked and
+    /// renamed into place once, never renamed over a `mktemp` file first (on ext4 that rename
+    /// wrote a large new file out before the write could go on).
+    #[test]
+    fn a_staged_file_beside_its_target_is_renamed_into_place_once() {
+        let bin = host_hash::bin_with_openssl(None);
+        let log = bin.path().join("calls.log");
+        for tool in ["mv", "mktemp"] {
+            let p = bin.path().join(tool);
+            std::fs::remove_file(&p).unwrap();
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\necho {tool} \"$@\" >> {}\nexec /usr/bin/{tool} \"$@\"\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let staged = dir.path().join(".nexus-sftp-staged");
+        let target = dir.path().join("app.conf");
+        for (bytes, lands) in [(&b"tampered\n"[..], false), (&b"content\n"[..], true)] {
+            std::fs::write(&staged, bytes).unwrap();
+            let _ = std::fs::remove_file(&log);
+            let out = run_staged(&target, &staged, Some("0640"), bin.path());
+            assert_eq!(out.status.success(), lands, "{out:?}");
+            assert!(!staged.exists(), "the staged file stays");
+            let calls = std::fs::read_to_string(&log).unwrap_or_default();
+            match lands {
+                true => {
+                    assert_eq!(std::fs::read(&target).unwrap(), b"content\n");
+                    let mode = std::os::unix::fs::PermissionsExt::mode(
+                        &std::fs::metadata(&target).unwrap().permissions(),
+                    );
+                    assert_eq!(mode & 0o7777, 0o640);
+                    assert_eq!(
+                        calls,
+                        format!("mv -f -- {} {}\n", staged.display(), target.display())
+                    );
+                }
+                false => {
+                    assert!(!target.exists());
+                    assert_eq!(calls, "");
+                }
+            }
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                usize::from(lands),
+                "something was left beside the target"
+            );
+        }
+    }
+
     /// A staged content is checked by OpenSSL's sha256 where there is one, by sha256sum where
     /// there is none or OpenSSL says something else; what neither vouches for is refused.
     #[test]
@@ -661,22 +754,7 @@ mod tests {
             let staged = dir.path().join(".nexus-sftp-staged");
             std::fs::write(&staged, bytes).unwrap();
             let target = dir.path().join("app.conf");
-            let w = FileWrite {
-                path: target.to_str().unwrap().to_string(),
-                owner: None,
-                group: None,
-                mode: None,
-                replaces_link: false,
-                backup_to: None,
-                sha256: sha256_hex(b"content\n"),
-            };
-            let script = w.script_from_staged(&w.sha256, staged.to_str().unwrap(), false);
-            let out = std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(&script)
-                .env("PATH", bin.path())
-                .output()
-                .unwrap();
+            let out = run_staged(&target, &staged, None, bin.path());
             assert_eq!(out.status.success(), lands, "case {i}: {out:?}");
             match lands {
                 true => assert_eq!(std::fs::read(&target).unwrap(), b"content\n", "case {i}"),

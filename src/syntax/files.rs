@@ -141,33 +141,111 @@ pub fn read_copied(path: &Path, over: u64) -> Result<Copied, ReadError> {
     digest(&mut file).map(Copied::Large).map_err(ReadError::Io)
 }
 
-/// The digest of everything `r` gives, read a chunk at a time. The two hashes of a chunk are
-/// taken on two threads, so a large file costs the slower of them rather than their sum.
+/// Bytes read at a time when digesting, and buffers in use at most: reading runs ahead of the
+/// two hashes by up to that many chunks, and memory stays at their sum (8 MiB).
+const DIGEST_CHUNK: usize = 2 << 20;
+const DIGEST_BUFFERS: usize = 4;
+
+/// The digest of everything `r` gives, read a chunk at a time. The calling thread reads while
+/// two others hash what it read before (blake3 on one, sha256 on the other), so a large file
+/// costs about its slower hash (sha256) alone, not the read and the hashes in a row.
 pub fn digest(r: &mut dyn Read) -> std::io::Result<Digest> {
     use sha2::Digest as _;
-    let mut b3 = blake3::Hasher::new();
-    let mut sha = sha2::Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let chunk = &buf[..n];
-        std::thread::scope(|s| {
-            s.spawn(|| sha.update(chunk));
-            b3.update(chunk);
+    use std::sync::{Arc, mpsc};
+    type Chunk = Arc<Vec<u8>>;
+    // Each hasher drops its share of a chunk and then says so: the reader waits for that to
+    // reuse the oldest buffer once all of them are out.
+    let (released_tx, released) = mpsc::channel::<()>();
+    let (sha_tx, sha_rx) = mpsc::sync_channel::<Chunk>(DIGEST_BUFFERS);
+    let (b3_tx, b3_rx) = mpsc::sync_channel::<Chunk>(DIGEST_BUFFERS);
+    std::thread::scope(|s| {
+        let sha_released = released_tx.clone();
+        let sha = s.spawn(move || {
+            let mut h = sha2::Sha256::new();
+            hash_each(sha_rx, &sha_released, |c| h.update(c));
+            h.finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         });
-        size += n as u64;
-    }
-    Ok(Digest {
-        size,
-        blake3: b3.finalize().to_hex().to_string(),
-        sha256: sha.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        let b3 = s.spawn(move || {
+            let mut h = blake3::Hasher::new();
+            hash_each(b3_rx, &released_tx, |c| {
+                h.update(c);
+            });
+            h.finalize().to_hex().to_string()
+        });
+        let read = (|| {
+            let mut out: std::collections::VecDeque<Chunk> = Default::default();
+            let mut size = 0u64;
+            loop {
+                let mut buf = if out.len() < DIGEST_BUFFERS {
+                    vec![0u8; DIGEST_CHUNK]
+                } else {
+                    let mut oldest = out.pop_front().expect("buffers are out");
+                    loop {
+                        match Arc::try_unwrap(oldest) {
+                            Ok(b) => break b,
+                            Err(still_shared) => {
+                                oldest = still_shared;
+                                // Both hashers gone (one panicked): the join below says so.
+                                if released.recv().is_err() {
+                                    return Ok(size);
+                                }
+                            }
+                        }
+                    }
+                };
+                buf.resize(DIGEST_CHUNK, 0);
+                let n = read_full(r, &mut buf)?;
+                if n == 0 {
+                    return Ok(size);
+                }
+                buf.truncate(n);
+                size += n as u64;
+                let chunk = Arc::new(buf);
+                if sha_tx.send(chunk.clone()).is_err() || b3_tx.send(chunk.clone()).is_err() {
+                    return Ok(size);
+                }
+                out.push_back(chunk);
+            }
+        })();
+        drop((sha_tx, b3_tx));
+        let sha256 = sha.join().expect("the sha256 thread panicked");
+        let blake3 = b3.join().expect("the blake3 thread panicked");
+        read.map(|size| Digest {
+            size,
+            blake3,
+            sha256,
+        })
     })
+}
+
+/// Gives each chunk `chunks` brings to `update`, then lets it go and says so on `released`.
+fn hash_each(
+    chunks: std::sync::mpsc::Receiver<std::sync::Arc<Vec<u8>>>,
+    released: &std::sync::mpsc::Sender<()>,
+    mut update: impl FnMut(&[u8]),
+) {
+    for chunk in chunks {
+        update(&chunk);
+        drop(chunk);
+        let _ = released.send(());
+    }
+}
+
+/// Fills `buf` from `r` as far as it goes (short only at the end).
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Reads a regular file, at most `limit` bytes of it when given.
@@ -187,6 +265,52 @@ pub fn read_regular(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, ReadErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gives `bytes` in reads of odd sizes, then fails if told to.
+    struct Dribble<'a> {
+        bytes: &'a [u8],
+        at: usize,
+        fail_at: Option<usize>,
+    }
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.fail_at.is_some_and(|f| self.at >= f) {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(777_777).min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_digest_over_many_buffers_is_of_the_whole_content() {
+        // More chunks than buffers, the last one short, read in odd pieces.
+        let len = DIGEST_CHUNK * (DIGEST_BUFFERS * 2 + 1) + 12_345;
+        let bytes: Vec<u8> = (0..len as u64).map(|i| (i * 31 % 251) as u8).collect();
+        let mut r = Dribble {
+            bytes: &bytes,
+            at: 0,
+            fail_at: None,
+        };
+        let d = digest(&mut r).unwrap();
+        assert_eq!(d.size, len as u64);
+        assert_eq!(d.blake3, blake3::hash(&bytes).to_hex().as_str());
+        assert_eq!(d.sha256, crate::plan::file_write::sha256_hex(&bytes));
+        assert_eq!(
+            digest(&mut &b""[..]).unwrap().sha256,
+            crate::plan::file_write::sha256_hex(b"")
+        );
+        // A read that fails half way fails the digest.
+        let mut r = Dribble {
+            bytes: &bytes,
+            at: 0,
+            fail_at: Some(DIGEST_CHUNK * 5),
+        };
+        assert_eq!(digest(&mut r).unwrap_err().to_string(), "disk on fire");
+    }
 
     #[test]
     fn copied_files_are_held_up_to_the_threshold_and_digested_above() {

@@ -1,8 +1,9 @@
 //! Benchmark: one large `upload` with `nexus run` (over SFTP) against `scp` of the same file, to
 //! one loopback sshd host, as the login user into its own /srv. Prints each run's wall time and
-//! throughput, and nexus's peak RSS (getrusage of the children, read before scp runs).
+//! throughput, and the peak RSS of its children (getrusage: nexus's, scp's being smaller).
 //! `cargo bench --bench sftp_upload` (as root, after tests/setup.sh); the size in MiB from
-//! NEXUS_BENCH_MIB (1024), runs from NEXUS_BENCH_RUNS (3). Under `cargo test --all-targets` (no
+//! NEXUS_BENCH_MIB (1024), runs from NEXUS_BENCH_RUNS (3); NEXUS_BENCH_BIN=old:new alternates the
+//! runs of several nexus binaries (this build's own without it). Under `cargo test --all-targets` (no
 //! `--bench`) it runs once with 2 MiB as a smoke test.
 
 #[path = "../harness/mod.rs"]
@@ -60,6 +61,38 @@ fn children_max_rss_mib() -> f64 {
     usage.max_rss() as f64 / 1024.0
 }
 
+/// The nexus binaries to compare, alternated run by run: NEXUS_BENCH_BIN, paths separated by
+/// `:` (an old build copied aside, say, and the new one); this build's own binary without it.
+fn binaries() -> Vec<String> {
+    match std::env::var("NEXUS_BENCH_BIN") {
+        Ok(v) if !v.is_empty() => v.split(':').map(str::to_string).collect(),
+        _ => vec![env!("CARGO_BIN_EXE_nexus").to_string()],
+    }
+}
+
+/// `cmd` (a [`Project::command`]) with `bin` as its program, under `wrapper` when given.
+fn with_binary(cmd: &Command, bin: &str, wrapper: &[&str]) -> Command {
+    let mut out = match wrapper.split_first() {
+        Some((w, rest)) => {
+            let mut c = Command::new(w);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    out.args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        out.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => out.env(k, v),
+            None => out.env_remove(k),
+        };
+    }
+    out
+}
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let mib = if bench {
@@ -72,6 +105,7 @@ fn main() {
     } else {
         1
     };
+    let bins = binaries();
     let h = SshHost::builder("sftp-bench").private_srv().start();
     let p = Project::over(
         &[&h],
@@ -81,58 +115,9 @@ fn main() {
     make_file(&p.path("big.bin"), mib);
     let secs = |d: Duration| d.as_secs_f64();
     let rate = |d: Duration| mib as f64 / d.as_secs_f64();
-
-    println!("upload of {mib} MiB to one loopback sshd, {runs} run(s) each");
-    let mut nexus = Vec::new();
-    for i in 0..runs {
-        // A different target each time: an unchanged file would be a no-op.
-        std::fs::remove_file(h.srv().join("nexus.bin")).ok();
-        let d = timed(&mut p.command(&["run", "-q"]));
-        assert_eq!(
-            std::fs::metadata(h.srv().join("nexus.bin")).unwrap().len(),
-            (mib as u64) << 20
-        );
-        println!(
-            "nexus run {}: {:.2} s, {:.0} MiB/s",
-            i + 1,
-            secs(d),
-            rate(d)
-        );
-        nexus.push(d);
-    }
-    let rss = children_max_rss_mib();
-    println!("nexus peak RSS (max over its runs): {rss:.0} MiB");
-
-    // Where nexus's time and memory go: planning (reading, hashing and embedding the content)
-    // apart from applying (the transfer), each with its own peak RSS from GNU time. Then a plan
-    // with the file in place: what every later `nexus plan` of this host pays (the host's hash
-    // of the file in the probe, and nexus's of the local one).
-    std::fs::remove_file(h.srv().join("nexus.bin")).ok();
-    for (phase, args) in [
-        ("plan -o", &["plan", "-q", "-o", "phase.lock"][..]),
-        ("apply", &["apply", "-q", "phase.lock"][..]),
-        ("plan (no-op)", &["plan", "-q", "-o", "noop.lock"][..]),
-    ] {
-        let cmd = p.command(args);
-        let program = cmd.get_program().to_owned();
-        let mut timed_cmd = Command::new("/usr/bin/time");
-        timed_cmd
-            .args(["-f", "%e s, peak RSS %M KiB"])
-            .arg(program)
-            .args(cmd.get_args())
-            .current_dir(p.dir())
-            .env_remove("SSH_AUTH_SOCK")
-            .env("NO_COLOR", "1");
-        let out = timed_cmd.output().unwrap();
-        assert!(out.status.success(), "{phase}: {out:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        println!("nexus {phase}: {}", err.trim().lines().last().unwrap_or(""));
-    }
-
-    let mut scp = Vec::new();
-    for i in 0..runs {
+    let scp_once = || {
         std::fs::remove_file(h.srv().join("scp.bin")).ok();
-        let d = timed(
+        timed(
             Command::new("scp")
                 .args(["-q", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
                 .arg("-o")
@@ -145,16 +130,74 @@ fn main() {
                 .args(["-P", &h.port.to_string()])
                 .arg(p.path("big.bin"))
                 .arg(format!("{}@{}:/srv/scp.bin", harness::TEST_USER, h.ip)),
-        );
+        )
+    };
+
+    println!(
+        "upload of {mib} MiB to one loopback sshd, {runs} run(s) each, alternated: {} then scp",
+        bins.join(", ")
+    );
+    // Alternated, so that the load other processes put on the machine falls on all of them.
+    let mut nexus: Vec<Vec<Duration>> = vec![Vec::new(); bins.len()];
+    let mut scp = Vec::new();
+    for i in 0..runs {
+        for (b, bin) in bins.iter().enumerate() {
+            // A different target each time: an unchanged file would be a no-op.
+            std::fs::remove_file(h.srv().join("nexus.bin")).ok();
+            let d = timed(&mut with_binary(&p.command(&["run", "-q"]), bin, &[]));
+            assert_eq!(
+                std::fs::metadata(h.srv().join("nexus.bin")).unwrap().len(),
+                (mib as u64) << 20
+            );
+            println!(
+                "nexus run {} ({bin}): {:.2} s, {:.0} MiB/s",
+                i + 1,
+                secs(d),
+                rate(d)
+            );
+            nexus[b].push(d);
+        }
+        let d = scp_once();
         println!("scp run {}: {:.2} s, {:.0} MiB/s", i + 1, secs(d), rate(d));
         scp.push(d);
     }
+    let rss = children_max_rss_mib();
+    println!("nexus peak RSS (max over its runs): {rss:.0} MiB");
+
+    // Where nexus's time and memory go: planning (reading, hashing and embedding the content)
+    // apart from applying (the transfer), each with its own peak RSS from GNU time. Then a plan
+    // with the file in place: what every later `nexus plan` of this host pays (the host's hash
+    // of the file in the probe, and nexus's of the local one).
+    for bin in &bins {
+        std::fs::remove_file(h.srv().join("nexus.bin")).ok();
+        for (phase, args) in [
+            ("plan -o", &["plan", "-q", "-o", "phase.lock"][..]),
+            ("apply", &["apply", "-q", "phase.lock"][..]),
+            ("plan (no-op)", &["plan", "-q", "-o", "noop.lock"][..]),
+        ] {
+            let mut timed_cmd = with_binary(
+                &p.command(args),
+                bin,
+                &["/usr/bin/time", "-f", "%e s, peak RSS %M KiB"],
+            );
+            let out = timed_cmd.output().unwrap();
+            assert!(out.status.success(), "{phase}: {out:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            println!(
+                "nexus {phase} ({bin}): {}",
+                err.trim().lines().last().unwrap_or("")
+            );
+        }
+    }
+
     let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
-    let ratio = secs(best(&scp)) / secs(best(&nexus));
-    println!(
-        "best: nexus {:.2} s, scp {:.2} s; nexus throughput = {:.0}% of scp's",
-        secs(best(&nexus)),
-        secs(best(&scp)),
-        ratio * 100.0
-    );
+    for (bin, times) in bins.iter().zip(&nexus) {
+        let ratio = secs(best(&scp)) / secs(best(times));
+        println!(
+            "best: nexus {:.2} s ({bin}), scp {:.2} s; nexus throughput = {:.0}% of scp's",
+            secs(best(times)),
+            secs(best(&scp)),
+            ratio * 100.0
+        );
+    }
 }

@@ -121,6 +121,7 @@ pub struct HostBuilder {
     user_ca: Option<PathBuf>,
     no_authorized_keys: bool,
     no_sftp: bool,
+    options: Vec<String>,
 }
 
 /// How a host's key is certified (sshd's `HostCertificate`).
@@ -184,6 +185,14 @@ impl HostBuilder {
         self
     }
 
+    /// Adds an sshd_config line (`Ciphers chacha20-poly1305@openssh.com`), ahead of the
+    /// harness's own: sshd takes the first value of a keyword, so it can override them
+    /// (`LogLevel DEBUG1`).
+    pub fn sshd_option(mut self, line: &str) -> Self {
+        self.options.push(line.to_string());
+        self
+    }
+
     /// Starts sshd and waits until it accepts connections.
     pub fn start(self) -> SshHost {
         SshHost::launch(self)
@@ -208,6 +217,7 @@ pub struct SshHost {
     host_cert: Option<HostCert>,
     user_ca: Option<PathBuf>,
     no_sftp: bool,
+    options: Vec<String>,
 }
 
 impl SshHost {
@@ -262,6 +272,7 @@ impl SshHost {
             host_cert: b.host_cert.clone(),
             user_ca: b.user_ca.clone(),
             no_sftp: b.no_sftp,
+            options: b.options.clone(),
         };
         // A port found free may be taken again before sshd binds it: retry elsewhere.
         let mut last_log = String::new();
@@ -313,8 +324,9 @@ impl SshHost {
         if !self.no_sftp {
             extra.push_str(&format!("Subsystem sftp {SFTP_SERVER}\n"));
         }
+        let options: String = self.options.iter().map(|o| format!("{o}\n")).collect();
         let config = format!(
-            "ListenAddress {ip}:{port}\n\
+            "{options}ListenAddress {ip}:{port}\n\
              HostKey {d}/ssh_host_ed25519_key\n\
              PidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\n\
