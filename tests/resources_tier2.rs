@@ -194,11 +194,20 @@ async fn packages_with_apt() {
     let c = h
         .converge("package \"hello\" state=\"absent\"", Action::Delete)
         .await;
+    let steps = scripts(&c);
+    assert_eq!(steps.len(), 2, "{c:#?}");
+    assert!(steps[0].starts_with("# nexus keeps the versions this replaces"));
     assert_eq!(
-        scripts(&c),
-        ["DEBIAN_FRONTEND=noninteractive apt-get remove -y -q -- hello"]
+        steps[1],
+        "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q -- hello"
     );
     assert_eq!(h.sh("command -v hello || echo gone").await, "gone\n");
+    // The removed version was kept, from apt's cache, for a rollback (docs/rollback.md).
+    assert_eq!(
+        h.sh("ls /var/cache/nexus/packages | grep -c '^hello_.*_amd64[.]deb$'")
+            .await,
+        "1\n"
+    );
 
     // Pinned versions, up and down, from the local repository.
     h.sh(&publish(
@@ -214,7 +223,7 @@ async fn packages_with_apt() {
         scripts(&c)
             .last()
             .unwrap()
-            .ends_with("-- 'nexus-demo-pkg=1.0'"),
+            .contains("for t in 'nexus-demo-pkg=1.0'; do"),
         "{c:#?}"
     );
     assert_eq!(version().await, "1.0\n");

@@ -42,11 +42,33 @@ fn shadow_entry(r: &PlannedResource) -> Option<(&'static str, &str)> {
     Some((r.kind.shadow_database()?, r.kind.subject_of(&r.id)?))
 }
 
+/// A shell condition that holds when `userdel NAME` will remove the user's own group with it, as
+/// shadow's userdel decides: `USERGROUPS_ENAB yes` in /etc/login.defs, a group named as the user
+/// that is its primary group (same gid), with no member but the user, and that is no other
+/// user's primary group. Apply's capture reads that group's /etc/gshadow entry then, for the
+/// rollback to put back after this user's re-creation (whose step re-creates the group).
+fn own_group_taken(name: &str) -> String {
+    own_group_taken_per(name, "/etc/login.defs")
+}
+
+/// [`own_group_taken`] with `login_defs` in place of /etc/login.defs.
+fn own_group_taken_per(name: &str, login_defs: &str) -> String {
+    let (n, defs) = (q(name), q(login_defs));
+    format!(
+        "{{ _nx_p=$(getent passwd {n} 2>/dev/null) && _nx_o=$(getent group {n} 2>/dev/null) && \
+         awk '$1 == \"USERGROUPS_ENAB\" {{ v = tolower($2) }} END {{ exit v != \"yes\" }}' {defs} 2>/dev/null && \
+         _nx_ug=${{_nx_p#*:*:*:}} && _nx_ug=${{_nx_ug%%:*}} && _nx_gg=${{_nx_o#*:*:}} && _nx_gm=${{_nx_gg#*:}} && _nx_gg=${{_nx_gg%%:*}} && \
+         [ \"$_nx_ug\" = \"$_nx_gg\" ] && \
+         ! printf '%s\\n' \"$_nx_gm\" | tr ',' '\\n' | grep -qvxF -e {n} -e '' && \
+         ! getent passwd | awk -F: -v g=\"$_nx_gg\" -v u={n} '$4 == g && $1 != u {{ f = 1 }} END {{ exit !f }}'; }}"
+    )
+}
+
 /// The section appended to a host's probe script: `INDEX=BASE64` of each wanted file that is a
 /// regular, readable file no larger than [`CONTENT_LIMIT`], and of the shadow entry of each
 /// account to be deleted (as `getent` prints it; nothing when it cannot be read, as without
 /// root), INDEX counting the host's resources. Of a user whose own group `userdel` will remove
-/// with it (`resources::user::own_group_taken`), a second line follows its entry: that group's
+/// with it ([`own_group_taken`]), a second line follows its entry: that group's
 /// /etc/gshadow entry (empty when it cannot be read; the user's own line is then empty too when
 /// its entry cannot be read).
 /// A file whose old content the probe's batch sent already (for the plan's diff: a small file
@@ -63,7 +85,7 @@ pub fn script(resources: &[&PlannedResource], token: &str) -> String {
                 ResourceType::User => format!(
                     "if {}; then _nx_g=$(getent gshadow {n} 2>/dev/null) || _nx_g=; \
                      _nx_e=\"$_nx_e$_nx_nl$_nx_g\"; fi; ",
-                    crate::resources::user::own_group_taken(name)
+                    own_group_taken(name)
                 ),
                 _ => String::new(),
             };
@@ -259,5 +281,73 @@ mod tests {
             label: "file".into(),
             ..PlannedResource::example(ResourceType::File, "")
         }
+    }
+
+    /// Whether userdel takes the user's own group, as shadow's userdel decides (checked against
+    /// it in tests/rollback.rs): with USERGROUPS_ENAB yes, a group of the user's name that is
+    /// its primary group, with no member but the user, and no other user's primary group.
+    #[test]
+    fn userdel_takes_the_own_group_only_when_it_would_remove_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let getent = "#!/bin/sh\ncase \"$1 $2\" in\n\
+             'passwd ') printf 'own:x:1500:1500::/h:/bin/sh\\nmember:x:1510:1510::/h:/bin/sh\\n\
+             self:x:1520:1520::/h:/bin/sh\\nshared:x:1530:1530::/h:/bin/sh\\nother:x:1531:1530::/h:/bin/sh\\n\
+             moved:x:1540:100::/h:/bin/sh\\n';;\n\
+             'passwd own') echo 'own:x:1500:1500::/h:/bin/sh';;\n\
+             'passwd member') echo 'member:x:1510:1510::/h:/bin/sh';;\n\
+             'passwd self') echo 'self:x:1520:1520::/h:/bin/sh';;\n\
+             'passwd shared') echo 'shared:x:1530:1530::/h:/bin/sh';;\n\
+             'passwd moved') echo 'moved:x:1540:100::/h:/bin/sh';;\n\
+             'group own') echo 'own:x:1500:';;\n\
+             'group member') echo 'member:x:1510:member,daemon';;\n\
+             'group self') echo 'self:x:1520:self';;\n\
+             'group shared') echo 'shared:x:1530:';;\n\
+             'group moved') echo 'moved:x:1540:';;\n\
+             *) exit 2;;\nesac\n";
+        let stand_in = dir.path().join("getent");
+        std::fs::write(&stand_in, getent).unwrap();
+        std::fs::set_permissions(
+            &stand_in,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let defs = dir.path().join("login.defs");
+        let taken = |name: &str| {
+            let script = format!(
+                "if {}; then echo taken; else echo kept; fi",
+                own_group_taken_per(name, defs.to_str().unwrap())
+            );
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().trim() == "taken"
+        };
+        std::fs::write(
+            &defs,
+            "# USERGROUPS_ENAB yes\nUSERGROUPS_ENAB no\nUSERGROUPS_ENAB   YES\n",
+        )
+        .unwrap();
+        let cases = [
+            ("own", true),
+            // Another member keeps it; the user itself listed as one does not.
+            ("member", false),
+            ("self", true),
+            // Another user's primary group.
+            ("shared", false),
+            // Not the user's primary group.
+            ("moved", false),
+            ("missing", false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(taken(name), want, "{name}");
+        }
+        // USERGROUPS_ENAB not yes (the last setting counts), or no login.defs: userdel keeps it.
+        std::fs::write(&defs, "USERGROUPS_ENAB yes\nUSERGROUPS_ENAB no\n").unwrap();
+        assert!(!taken("own"));
+        std::fs::remove_file(&defs).unwrap();
+        assert!(!taken("own"));
     }
 }

@@ -412,7 +412,7 @@ impl Package {
                 .chain(before.iter().map(|t| t.name))
                 .collect(),
         };
-        let mut steps: Vec<Step> = self.keep_step(&replaced).into_iter().collect();
+        let mut steps: Vec<Step> = self.keep_step(&replaced, before).into_iter().collect();
         if !installed.is_empty() {
             steps.push(self.remove_step(installed));
         }
@@ -455,15 +455,14 @@ impl Package {
                     ""
                 };
                 let install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
-                steps.push(match how.pinned {
-                    false => format!("{install}{downgrade} -- {}", words(&all)),
-                    // A pinned version the package lists no longer have is installed from the
-                    // copy apply kept when it replaced it, if there is one ([`keep_step`]).
-                    true => format!(
-                        "# a version the package lists no longer have comes from the copy nexus kept\n{DEB_NAME_FN}set --\nfor t in {}; do\n  n=${{t%%=*}} v=${{t#*=}}\n  if [ \"$n\" != \"$t\" ] && ! apt-cache show -- \"$t\" 2>/dev/null | grep -q '^Package:'; then\n    for f in {KEPT_PACKAGES}/\"$(nx_deb \"$n\" \"$v\")\"*.deb; do [ -f \"$f\" ] && t=$f; done\n  fi\n  set -- \"$@\" \"$t\"\ndone\n{install}{downgrade} -- \"$@\"",
-                        words(&all)
-                    ),
-                });
+                // A version the package lists no longer have is installed from the copy apply
+                // kept when it replaced it ([`Package::keep_step`]): a kept file is passed in
+                // place of its `NAME=VERSION` (apt still prefers the repositories' copy where the
+                // lists have it).
+                steps.push(format!(
+                    "# a version the package lists no longer have comes from the copy nexus kept\n{DEB_NAME_FN}nx_arch=$(dpkg --print-architecture)\nset --\nfor t in {}; do\n  case $t in *=*)\n    n=${{t%%=*}} v=${{t#*=}} a=${{t%%=*}}; a=${{a#*:}}; [ \"$a\" != \"$n\" ] || a=$nx_arch\n    for f in {KEPT_PACKAGES}/\"$(nx_deb \"$n\" \"$v\")\"\"$a\".deb {KEPT_PACKAGES}/\"$(nx_deb \"$n\" \"$v\")\"all.deb; do [ -f \"$f\" ] && {{ t=$f; break; }}; done ;;\n  esac\n  set -- \"$@\" \"$t\"\ndone\n{install}{downgrade} -- \"$@\"",
+                    words(&all)
+                ));
             }
             Manager::Dnf | Manager::Yum => {
                 let pm = self.manager.name();
@@ -499,17 +498,25 @@ impl Package {
     /// else downloaded from the repositories. Best effort: a version found in neither is named
     /// on stderr and the change goes on (the rollback would then need it in the repositories,
     /// as before). None for the other managers, which do not keep versions (docs/rollback.md).
-    fn keep_step(&self, names: &[&str]) -> Option<Step> {
+    fn keep_step(&self, names: &[&str], installs: &[Target<'_>]) -> Option<Step> {
         if self.manager != Manager::Apt || names.is_empty() {
             return None;
         }
-        let words = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(" ");
-        let mut s = format!(
-            "# nexus keeps the versions this replaces, for a rollback (docs/rollback.md)\n{DEB_NAME_FN}nx_d={KEPT_PACKAGES}\numask 077\nmkdir -p \"$nx_d\" && chmod 700 \"$nx_d\" || exit 0\n"
+        let words = |w: Vec<String>| w.join(" ");
+        let names = words(names.iter().map(|n| q(n)).collect());
+        // The files of the versions this resource installs next are never pruned here: a
+        // rollback's keep step runs right before the install that may need one.
+        let installs = words(
+            installs
+                .iter()
+                .filter_map(|t| Some(q(&format!("{}={}", t.name, t.version?))))
+                .collect(),
         );
-        s.push_str(&format!(
-            "dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}} ${{Version}} ${{Architecture}}\\n' -- {words} 2>/dev/null | while read -r st n v a; do\n"
-        ));
+        let mut s = format!(
+            "# nexus keeps the versions this replaces, for a rollback (docs/rollback.md)\n{DEB_NAME_FN}nx_d={KEPT_PACKAGES}\numask 022\nmkdir -p \"$nx_d\" && chmod 755 \"${{nx_d%/*}}\" \"$nx_d\" || exit 0\n\
+             nx_p=\nfor t in {installs}; do nx_p=\"$nx_p $(nx_deb \"${{t%%=*}}\" \"${{t#*=}}\")\"; done\n\
+             dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}} ${{Version}} ${{Architecture}}\\n' -- {names} 2>/dev/null | while read -r st n v a; do\n"
+        );
         s.push_str(concat!(
             "  case $st in ?i) ;; *) continue ;; esac\n",
             "  f=$(nx_deb \"$n\" \"$v\")$a.deb\n",
@@ -517,16 +524,17 @@ impl Package {
             "  t=$(mktemp -d \"$nx_d/.keep.XXXXXX\") || continue\n",
         ));
         s.push_str(&format!(
-            "  if [ -f \"{APT_ARCHIVES}/$f\" ]; then ln \"{APT_ARCHIVES}/$f\" \"$t/$f\" 2>/dev/null || cp \"{APT_ARCHIVES}/$f\" \"$t/$f\"\n"
+            "  if [ -f \"{APT_ARCHIVES}/$f\" ]; then ln \"{APT_ARCHIVES}/$f\" \"$t/$f\" 2>/dev/null || cp \"{APT_ARCHIVES}/$f\" \"$t/$f\" || rm -f \"$t/$f\"\n"
         ));
         s.push_str(concat!(
-            "  else (cd \"$t\" && apt-get download -q -o APT::Sandbox::User=root -- \"$n=$v\" >/dev/null 2>&1); fi\n",
+            "  else case $a in all) w=$n ;; *) w=$n:$a ;; esac\n",
+            "    (cd \"$t\" && apt-get download -q -o APT::Sandbox::User=root -o Acquire::Retries=0 -- \"$w=$v\" </dev/null >/dev/null 2>&1); fi\n",
             "  for x in \"$t\"/*.deb; do [ -f \"$x\" ] && mv \"$x\" \"$nx_d/$f\" && touch \"$nx_d/$f\"; done\n",
             "  rm -rf \"$t\"\n",
             "  [ -f \"$nx_d/$f\" ] || printf 'nexus: %s %s is neither in apt'\\''s cache nor in the repositories: a rollback to it needs it in the repositories again\\n' \"$n\" \"$v\" >&2\n",
         ));
         s.push_str(&format!(
-            "  ls -t \"$nx_d/${{n}}_\"*.deb 2>/dev/null | tail -n +{} | while read -r o; do rm -f \"$o\"; done\ndone\nexit 0",
+            "  ls -t \"$nx_d/${{n}}_\"*.deb 2>/dev/null | tail -n +{} | while read -r o; do\n    for p in $nx_p; do case ${{o##*/}} in \"$p\"*) continue 2 ;; esac; done\n    rm -f \"$o\"\n  done\ndone\nexit 0",
             KEPT_PER_PACKAGE + 1
         ));
         Some(Step::new(s, self.sudo))
@@ -719,7 +727,7 @@ impl Resource for Package {
                     version: o.get(&format!("installed.{n}")),
                 })
                 .collect();
-            let mut steps: Vec<Step> = self.keep_step(&removed).into_iter().collect();
+            let mut steps: Vec<Step> = self.keep_step(&removed, &[]).into_iter().collect();
             steps.push(self.remove_step(&removed));
             let mut c = Change::new(
                 Action::Delete,
@@ -772,15 +780,17 @@ impl Resource for Package {
                 unknown.join(", ")
             ));
         }
-        let mut steps = Vec::new();
+        // Kept before the refresh, which may drop the replaced version from the lists (and so
+        // from what `apt-get download` can fetch).
+        let replaced: Vec<&str> = outdated.iter().map(|t| t.name).collect();
+        let installs: Vec<Target<'_>> = missing.iter().chain(&outdated).copied().collect();
+        let mut steps: Vec<Step> = self.keep_step(&replaced, &installs).into_iter().collect();
         if self.spec.update_cache {
             steps.push(self.update_cache_step());
             if !checks.is_empty() {
                 steps.push(self.candidate_check_step(&checks));
             }
         }
-        let replaced: Vec<&str> = outdated.iter().map(|t| t.name).collect();
-        steps.extend(self.keep_step(&replaced));
         steps.extend(self.install_steps(&missing, &outdated));
         let action = if missing.is_empty() {
             Action::Update
@@ -1345,9 +1355,9 @@ exit $nx_ok";
         assert_eq!(
             scripts(&c),
             [
+                "keep a".to_string(),
                 "apt-get update -q".to_string(),
                 check.to_string(),
-                "keep a".to_string(),
                 format!("{APT_INSTALL} -- 'b=2.0~rc1' 'a=1.1'")
             ]
         );
@@ -1570,21 +1580,21 @@ exit $nx_ok";
         );
     }
 
-    /// apt's keep step and a pinned install, run by sh against stand-ins for dpkg-query, apt-get
-    /// and apt-cache: what is kept from apt's cache or downloaded, what is skipped, how many are
-    /// kept, and which words the install then gets.
+    /// apt's keep step and an install, run by sh against stand-ins for dpkg-query, dpkg and
+    /// apt-get: what is kept from apt's cache or downloaded (with its architecture), what is
+    /// skipped, how many are kept and which never pruned, and which words the install gets.
     #[test]
-    fn kept_package_files_are_found_again_by_a_pinned_install() {
+    fn kept_package_files_are_found_again_by_an_install() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let (bin, kept, archives, repo) = (
+        let (bin, cache, archives) = (
             dir.path().join("bin"),
-            dir.path().join("kept"),
+            dir.path().join("cache"),
             dir.path().join("archives"),
-            dir.path().join("repo"),
         );
-        for d in [&bin, &archives, &repo] {
-            std::fs::create_dir(d).unwrap();
+        let kept = cache.join("packages");
+        for d in [&bin, &archives, &kept] {
+            std::fs::create_dir_all(d).unwrap();
         }
         let stub = |name: &str, body: &str| {
             let path = bin.join(name);
@@ -1592,36 +1602,33 @@ exit $nx_ok";
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         };
         let log = dir.path().join("log");
-        // Installed: a (epoch 1:1.0, in apt's cache), b (2.0, downloadable), c (3.0, held, gone
-        // from everywhere); d is only remembered (its config files are left).
+        // Installed: a (epoch 1:1.0, in apt's cache), b (2.0, downloadable as b:amd64), c (3.0,
+        // held, gone from everywhere); d is only remembered (its config files are left).
         stub(
             "dpkg-query",
             "printf 'ii  a 1:1.0 all\\nii  b 2.0 amd64\\nhi  c 3.0 all\\nrc  d 4.0 all\\n'",
         );
-        let (repo_s, log_s) = (repo.display().to_string(), log.display().to_string());
+        stub("dpkg", "[ \"$1\" = --print-architecture ] && echo amd64");
+        let log_s = log.display().to_string();
         stub(
             "apt-get",
             &format!(
                 "case $1 in\n download) while [ \"$1\" != -- ]; do shift; done; shift\n  \
-                 [ \"$1\" = b=2.0 ] && echo deb > b_2.0_amd64.deb; exit 0;;\n \
+                 [ \"$1\" = b:amd64=2.0 ] && echo deb > b_2.0_amd64.deb; exit 0;;\n \
                  install) echo \"$@\" > {log_s};;\nesac"
             ),
         );
-        stub(
-            "apt-cache",
-            &format!("[ -e {repo_s}/\"$3\" ] && echo \"Package: ${{3%%=*}}\"; exit 0"),
-        );
         std::fs::write(archives.join("a_1%3a1.0_all.deb"), "deb a").unwrap();
-        std::fs::write(repo.join("z=9.0"), "").unwrap();
-        // Ten older files of a: the oldest one goes once this one is kept.
-        std::fs::create_dir(&kept).unwrap();
-        for i in 0..10 {
+        // Ten older files of a: the oldest one goes once one more is kept, unless it is what
+        // the resource installs next.
+        let oldest = |i: u64| {
             let f = kept.join(format!("a_0.{i}_all.deb"));
             std::fs::write(&f, "old").unwrap();
             let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000 + i);
             let file = std::fs::File::options().write(true).open(&f).unwrap();
             file.set_modified(t).unwrap();
-        }
+        };
+        (0..10).for_each(oldest);
         let p = pkg(Manager::Apt, &["a"], PackageState::Present, Some("0"));
         let run = |script: &str| {
             let script = script
@@ -1637,9 +1644,6 @@ exit $nx_ok";
             assert!(out.status.success(), "{out:?}");
             String::from_utf8(out.stderr).unwrap()
         };
-        let keep = p.keep_step(&["a", "b", "c", "d"]).unwrap();
-        let said = "nexus: c 3.0 is neither in apt's cache nor in the repositories: a rollback to it needs it in the repositories again\n";
-        assert_eq!(run(&keep.script), said);
         let listed = || {
             let mut files: Vec<String> = std::fs::read_dir(&kept)
                 .unwrap()
@@ -1648,26 +1652,50 @@ exit $nx_ok";
             files.sort();
             files
         };
-        let mut want: Vec<String> = (1..10).map(|i| format!("a_0.{i}_all.deb")).collect();
+        let said = "nexus: c 3.0 is neither in apt's cache nor in the repositories: a rollback to it needs it in the repositories again\n";
+        let a0 = [Target {
+            name: "a",
+            version: Some("0.0"),
+        }];
+        let keep = p.keep_step(&["a", "b", "c", "d"], &a0).unwrap();
+        assert_eq!(run(&keep.script), said);
+        let mut want: Vec<String> = (0..10).map(|i| format!("a_0.{i}_all.deb")).collect();
         want.extend(["a_1%3a1.0_all.deb".into(), "b_2.0_amd64.deb".into()]);
         assert_eq!(
             listed(),
             want,
-            "a from apt's cache, b downloaded; at most 10 of a"
+            "a from apt's cache, b downloaded; a 0.0 installed next"
         );
-        let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
-        // Kept again: nothing changes.
-        assert_eq!(run(&keep.script), said);
+        for d in [&cache, &kept] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o755, "{}", d.display());
+        }
+        // Kept again: nothing new. Once a's 1:1.0 is kept anew, installing nothing next, at
+        // most 10 of a are left.
+        let again = p.keep_step(&["a", "c"], &[]).unwrap();
+        assert_eq!(run(&again.script), said);
+        assert_eq!(listed(), want);
+        std::fs::remove_file(kept.join("a_1%3a1.0_all.deb")).unwrap();
+        assert_eq!(run(&again.script), said);
+        want.remove(0);
         assert_eq!(listed(), want);
 
-        // A pinned install takes the repositories' version where the lists have it, else the kept
-        // file, else the plain word (apt then says it has no such version).
-        let targets =
-            [("a", "1:1.0"), ("b", "2.0"), ("z", "9.0"), ("y", "1.0")].map(|(n, v)| Target {
-                name: n,
-                version: Some(v),
-            });
+        // An install takes the kept file of a version where there is one (of the word's
+        // architecture, else the host's, else `all`), else the word.
+        for (f, text) in [("m_1.0_i386.deb", "i386"), ("m_1.0_amd64.deb", "amd64")] {
+            std::fs::write(kept.join(f), text).unwrap();
+        }
+        let words = [
+            ("a", "1:1.0"),
+            ("b", "2.0"),
+            ("m:i386", "1.0"),
+            ("m", "1.0"),
+            ("y", "1.0"),
+        ];
+        let targets = words.map(|(n, v)| Target {
+            name: n,
+            version: Some(v),
+        });
         let how = Install {
             pinned: true,
             upgrade: false,
@@ -1677,7 +1705,7 @@ exit $nx_ok";
         assert_eq!(
             std::fs::read_to_string(&log).unwrap(),
             format!(
-                "install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --allow-downgrades -- {k}/a_1%3a1.0_all.deb {k}/b_2.0_amd64.deb z=9.0 y=1.0\n"
+                "install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --allow-downgrades -- {k}/a_1%3a1.0_all.deb {k}/b_2.0_amd64.deb {k}/m_1.0_i386.deb {k}/m_1.0_amd64.deb y=1.0\n"
             )
         );
     }

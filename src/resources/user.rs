@@ -213,28 +213,6 @@ impl User {
     }
 }
 
-/// A shell condition that holds when `userdel NAME` will remove the user's own group with it, as
-/// shadow's userdel decides: `USERGROUPS_ENAB yes` in /etc/login.defs, a group named as the user
-/// that is its primary group (same gid), with no member but the user, and that is no other
-/// user's primary group. Apply's capture reads that group's /etc/gshadow entry then, for the
-/// rollback to put back after this user's re-creation (whose step re-creates the group).
-pub fn own_group_taken(name: &str) -> String {
-    own_group_taken_per(name, "/etc/login.defs")
-}
-
-/// [`own_group_taken`] with `login_defs` in place of /etc/login.defs.
-fn own_group_taken_per(name: &str, login_defs: &str) -> String {
-    let (n, defs) = (q(name), q(login_defs));
-    format!(
-        "{{ _nx_p=$(getent passwd {n} 2>/dev/null) && _nx_o=$(getent group {n} 2>/dev/null) && \
-         awk '$1 == \"USERGROUPS_ENAB\" {{ v = tolower($2) }} END {{ exit v != \"yes\" }}' {defs} 2>/dev/null && \
-         _nx_ug=${{_nx_p#*:*:*:}} && _nx_ug=${{_nx_ug%%:*}} && _nx_gg=${{_nx_o#*:*:}} && _nx_gm=${{_nx_gg#*:}} && _nx_gg=${{_nx_gg%%:*}} && \
-         [ \"$_nx_ug\" = \"$_nx_gg\" ] && \
-         ! printf '%s\\n' \"$_nx_gm\" | tr ',' '\\n' | grep -qvxF -e {n} -e '' && \
-         ! getent passwd | awk -F: -v g=\"$_nx_gg\" -v u={n} '$4 == g && $1 != u {{ f = 1 }} END {{ exit !f }}'; }}"
-    )
-}
-
 /// How plans name the user, planned or skipped.
 pub fn label(u: &Spec) -> String {
     format!("user {}", u.name)
@@ -739,67 +717,5 @@ mod tests {
                 false
             )
         );
-    }
-
-    /// Whether userdel takes the user's own group, as shadow's userdel decides (checked against
-    /// it in tests/rollback.rs): with USERGROUPS_ENAB yes, a group of the user's name that is
-    /// its primary group, with no member but the user, and no other user's primary group.
-    #[test]
-    fn userdel_takes_the_own_group_only_when_it_would_remove_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let getent = "#!/bin/sh\ncase \"$1 $2\" in\n\
-             'passwd ') printf 'own:x:1500:1500::/h:/bin/sh\\nmember:x:1510:1510::/h:/bin/sh\\n\
-             self:x:1520:1520::/h:/bin/sh\\nshared:x:1530:1530::/h:/bin/sh\\nother:x:1531:1530::/h:/bin/sh\\n\
-             moved:x:1540:100::/h:/bin/sh\\n';;\n\
-             'passwd own') echo 'own:x:1500:1500::/h:/bin/sh';;\n\
-             'passwd member') echo 'member:x:1510:1510::/h:/bin/sh';;\n\
-             'passwd self') echo 'self:x:1520:1520::/h:/bin/sh';;\n\
-             'passwd shared') echo 'shared:x:1530:1530::/h:/bin/sh';;\n\
-             'passwd moved') echo 'moved:x:1540:100::/h:/bin/sh';;\n\
-             'group own') echo 'own:x:1500:';;\n\
-             'group member') echo 'member:x:1510:member,daemon';;\n\
-             'group self') echo 'self:x:1520:self';;\n\
-             'group shared') echo 'shared:x:1530:';;\n\
-             'group moved') echo 'moved:x:1540:';;\n\
-             *) exit 2;;\nesac\n";
-        stand_ins(dir.path(), &[("getent", getent)]);
-        let defs = dir.path().join("login.defs");
-        let taken = |name: &str| {
-            let script = format!(
-                "if {}; then echo taken; else echo kept; fi",
-                own_group_taken_per(name, defs.to_str().unwrap())
-            );
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&script)
-                .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
-                .output()
-                .unwrap();
-            String::from_utf8(out.stdout).unwrap().trim() == "taken"
-        };
-        std::fs::write(
-            &defs,
-            "# USERGROUPS_ENAB yes\nUSERGROUPS_ENAB no\nUSERGROUPS_ENAB   YES\n",
-        )
-        .unwrap();
-        let cases = [
-            ("own", true),
-            // Another member keeps it; the user itself listed as one does not.
-            ("member", false),
-            ("self", true),
-            // Another user's primary group.
-            ("shared", false),
-            // Not the user's primary group.
-            ("moved", false),
-            ("missing", false),
-        ];
-        for (name, want) in cases {
-            assert_eq!(taken(name), want, "{name}");
-        }
-        // USERGROUPS_ENAB not yes (the last setting counts), or no login.defs: userdel keeps it.
-        std::fs::write(&defs, "USERGROUPS_ENAB yes\nUSERGROUPS_ENAB no\n").unwrap();
-        assert!(!taken("own"));
-        std::fs::remove_file(&defs).unwrap();
-        assert!(!taken("own"));
     }
 }
