@@ -193,8 +193,9 @@ impl Manager {
 }
 
 /// Where apply keeps, on an apt host, the package files of the versions it replaces or removes,
-/// so that a rollback (or a pinned install) can put back a version the repositories dropped since
-/// (docs/rollback.md, "Package versions the repositories dropped"). Root's alone.
+/// so that a rollback (or any install) can put back a version the repositories dropped since
+/// (docs/rollback.md, "Package versions the repositories dropped"). Written by root alone;
+/// readable by all, as apt's download sandbox user must read a file apt installs.
 pub const KEPT_PACKAGES: &str = "/var/cache/nexus/packages";
 
 /// Where apt keeps the package files it downloaded (until `apt-get clean`).
@@ -844,7 +845,7 @@ mod tests {
         scripts_of(&c.steps)
     }
 
-    /// A step as these tests compare it: apt's keep step as `keep NAMES`, a pinned apt install as
+    /// A step as these tests compare it: apt's keep step as `keep NAMES`, an apt install as
     /// the command with its words in place of the loop that may swap kept files in for them
     /// (what those two scripts do on a host is tested by running them, below).
     fn shape(script: &str) -> String {
