@@ -528,8 +528,9 @@ impl Package {
             "  if [ -f \"{APT_ARCHIVES}/$f\" ]; then ln \"{APT_ARCHIVES}/$f\" \"$t/$f\" 2>/dev/null || cp \"{APT_ARCHIVES}/$f\" \"$t/$f\" || rm -f \"$t/$f\"\n"
         ));
         s.push_str(concat!(
+            // Best effort, so a mirror that does not answer costs one try of 20 s at most.
             "  else case $a in all) w=$n ;; *) w=$n:$a ;; esac\n",
-            "    (cd \"$t\" && apt-get download -q -o APT::Sandbox::User=root -o Acquire::Retries=0 -- \"$w=$v\" </dev/null >/dev/null 2>&1); fi\n",
+            "    (cd \"$t\" && apt-get download -q -o APT::Sandbox::User=root -o Acquire::Retries=0 -o Acquire::http::Timeout=20 -o Acquire::https::Timeout=20 -- \"$w=$v\" </dev/null >/dev/null 2>&1); fi\n",
             "  for x in \"$t\"/*.deb; do [ -f \"$x\" ] && mv \"$x\" \"$nx_d/$f\" && touch \"$nx_d/$f\"; done\n",
             "  rm -rf \"$t\"\n",
             "  [ -f \"$nx_d/$f\" ] || printf 'nexus: %s %s is neither in apt'\\''s cache nor in the repositories: a rollback to it needs it in the repositories again\\n' \"$n\" \"$v\" >&2\n",
