@@ -817,7 +817,8 @@ mod tests {
             })
             .collect();
         let admins = "a=; for x in alice bob; do if getent passwd \"$x\" >/dev/null 2>&1; then \
-                      a=\"$a${a:+,}$x\"; fi; done; gpasswd -A \"$a\" ops";
+                      a=\"$a${a:+,}$x\"; fi; done; \
+                      if getent group ops >/dev/null 2>&1; then gpasswd -A \"$a\" ops; fi";
         assert_eq!(
             restored,
             [

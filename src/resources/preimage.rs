@@ -130,7 +130,7 @@ fn seal(bytes: &[u8], secrets: &Resolved) -> Option<Blob> {
 /// The pre-image of the account `r` deletes, from its shadow entry as the capture sent it
 /// (`None`: it could not be read), and the blob holding its password, sealed. Of a user whose
 /// own group userdel removes with it, the capture sent that group's gshadow entry on a second
-/// line (exec/preimage.rs): its password is sealed in the same blob, on the line after the
+/// line (exec/preimage.rs): its password is sealed in the same blob, on the line before the
 /// user's (each line as `chpasswd -e` or `chgpasswd -e` reads it), and the rest is kept as the
 /// user's is.
 fn account(r: &PlannedResource, entry: Option<&[u8]>, secrets: &Resolved) -> (Image, Option<Blob>) {
@@ -157,7 +157,10 @@ fn account(r: &PlannedResource, entry: Option<&[u8]>, secrets: &Resolved) -> (Im
     let own = read(r.kind, own);
     let own_group = own_group.map(|line| read(ResourceType::Group, Some(line)));
     let mut stdin = zeroize::Zeroizing::new(Vec::new());
-    for entry in std::iter::once(&own).chain(&own_group).flatten() {
+    // The user's own line last: a nexus from before own groups were kept pipes the whole blob
+    // to `chpasswd -e`, which takes the last line for the user, so it still restores the user's
+    // hash, never the group's password field (`!`, or empty).
+    for entry in own_group.iter().chain(std::iter::once(&own)).flatten() {
         stdin.extend_from_slice(&entry.stdin(name));
     }
     let blob = match stdin.is_empty() {
@@ -221,8 +224,8 @@ pub fn undo(
     else {
         return Ok(Ok(restore));
     };
-    // The blob holds the passwords kept, one a line when there are two: the account's, then
-    // its own group's.
+    // The blob holds the passwords kept, one a line when there are two: the own group's, then
+    // the account's ([`account`]).
     let own_group_kept = own_group
         .as_ref()
         .is_some_and(|g| g.password_not_kept.is_none());
@@ -253,7 +256,7 @@ pub fn undo(
         changed.kind,
         name,
         shadow,
-        password(password_not_kept, &sealed, line(1)),
+        password(password_not_kept, &sealed, line(lines)),
         sudo,
     );
     restore.fields = fields;
@@ -265,7 +268,7 @@ pub fn undo(
             ResourceType::Group,
             name,
             &group.shadow,
-            password(&group.password_not_kept, &sealed, line(lines)),
+            password(&group.password_not_kept, &sealed, line(1)),
             sudo,
         );
         let own = |mut f: FieldChange| {
@@ -650,7 +653,8 @@ mod tests {
         let (p, blob) = image_of(&entry, &vault);
         assert_eq!(
             opened(blob.clone()),
-            format!("deploy:{user_hash}\ndeploy:{group_hash}\n")
+            format!("deploy:{group_hash}\ndeploy:{user_hash}\n"),
+            "the user's line last: an older nexus pipes the whole blob to chpasswd, whose last line wins"
         );
         let blob = blob.unwrap();
         let (user, group) = parts(&p);
@@ -689,9 +693,10 @@ mod tests {
             scripts,
             [
                 "useradd -u 1500 -M -- deploy",
-                "sed -n 1p | chpasswd -e",
+                "sed -n 2p | chpasswd -e",
                 "chage -d 19000 -m 0 -M 99999 -W 7 -I -1 -E -1 -- deploy",
-                "sed -n 2p | chgpasswd -e",
+                "if getent group deploy >/dev/null 2>&1; then sed -n 1p | chgpasswd -e; \
+                 else printf 'nexus: group %s was not re-created, so its password is not restored\\n' deploy >&2; fi",
             ]
         );
         assert!(restored.steps[1].stdin_sealed && restored.steps[3].stdin_sealed);
@@ -703,7 +708,11 @@ mod tests {
             panic!("one last entry");
         };
         assert_eq!(last.fields[0].field, "own group's administrators");
-        assert!(last.steps[0].script.ends_with("gpasswd -A \"$a\" deploy"));
+        assert!(
+            last.steps[0]
+                .script
+                .ends_with("then gpasswd -A \"$a\" deploy; fi")
+        );
 
         // Without a vault: neither password is kept, the administrators are.
         let (p, blob) = image_of(&entry, &Resolved::default());

@@ -177,9 +177,18 @@ pub fn restore(
                 _ => "chpasswd",
             };
             // Its own line only, through a pipe: never on a command line.
-            let script = match line {
+            let pipe = match line {
                 None => format!("{tool} -e"),
                 Some(line) => format!("sed -n {line}p | {tool} -e"),
+            };
+            // A group whose re-creation was skipped (a user's own group, when another group has
+            // its gid by now: resources/user.rs) gets nothing, and the step says so.
+            let script = match kind {
+                ResourceType::Group => format!(
+                    "if getent group {n} >/dev/null 2>&1; then {pipe}; \
+                     else printf 'nexus: group %s was not re-created, so its password is not restored\\n' {n} >&2; fi"
+                ),
+                _ => pipe,
             };
             let mut step = Step::new(script, sudo);
             step.stdin = Some(blob.to_string());
@@ -204,7 +213,7 @@ pub fn restore(
                 steps: vec![Step::new(
                     format!(
                         "a=; for x in {}; do if getent passwd \"$x\" >/dev/null 2>&1; then a=\"$a${{a:+,}}$x\"; fi; done; \
-                         gpasswd -A \"$a\" {n}",
+                         if getent group {n} >/dev/null 2>&1; then gpasswd -A \"$a\" {n}; fi",
                         list.join(" ")
                     ),
                     sudo,
@@ -370,13 +379,19 @@ mod tests {
         let (fields, steps, last) = restore(Group, "ops", &["alice,bob".into()], sealed, false);
         assert_eq!(fields.len(), 1);
         let scripts: Vec<&str> = steps.iter().map(|s| s.script.as_str()).collect();
-        assert_eq!(scripts, ["sed -n 2p | chgpasswd -e"]);
+        assert_eq!(
+            scripts,
+            [
+                "if getent group ops >/dev/null 2>&1; then sed -n 2p | chgpasswd -e; \
+              else printf 'nexus: group %s was not re-created, so its password is not restored\\n' ops >&2; fi"
+            ]
+        );
         let last = last.expect("administrators");
         assert_eq!(last.fields[0].to.as_deref(), Some("alice,bob"));
         assert_eq!(
             last.steps[0].script,
             "a=; for x in alice bob; do if getent passwd \"$x\" >/dev/null 2>&1; then a=\"$a${a:+,}$x\"; fi; done; \
-             gpasswd -A \"$a\" ops"
+             if getent group ops >/dev/null 2>&1; then gpasswd -A \"$a\" ops; fi"
         );
         assert_eq!(
             last.undo[0].script,

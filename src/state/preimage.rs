@@ -50,7 +50,7 @@ pub enum Image {
         password_not_kept: Option<String>,
         /// Of a user whose own group `userdel` removed with it (as exec/preimage.rs's
         /// `own_group_taken` decides): what apply read of that group's /etc/gshadow entry. Its
-        /// password, when kept, is in the same blob, on the line after the user's.
+        /// password, when kept, is in the same blob, on the line before the user's.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         own_group: Option<OwnGroup>,
     },
