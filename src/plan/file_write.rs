@@ -559,11 +559,12 @@ pub fn temp_beside(dir: &str, var: &str) -> String {
 }
 
 /// Shell text that removes the `.nexus-*` files in `dir` (as for [`temp_beside`]) whose writer
-/// is gone. Builtins only, unless there is one to remove.
+/// is gone. Builtins only, unless there is one to remove. One it may not remove (another user's,
+/// in a sticky directory such as /tmp) is left: it must not stop this write.
 pub fn stale_temps(dir: &str) -> String {
     format!(
         "for _nx_o in {dir}/.nexus-*; do [ -f \"$_nx_o\" ] || continue; _nx_p=${{_nx_o##*/.nexus-}}; _nx_p=${{_nx_p%%-*}}\n\
-         case $_nx_p in '' | *[!0-9]*) find \"$_nx_o\" -mmin +60 -delete 2>/dev/null || : ;; *) [ -d \"/proc/$_nx_p\" ] || rm -f -- \"$_nx_o\" ;; esac; done\n"
+         case $_nx_p in '' | *[!0-9]*) find \"$_nx_o\" -mmin +60 -delete 2>/dev/null || : ;; *) [ -d \"/proc/$_nx_p\" ] || rm -f -- \"$_nx_o\" 2>/dev/null || : ;; esac; done\n"
     )
 }
 
@@ -768,5 +769,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A stale temporary file the sweep may not remove (another user's, in a sticky directory)
+    /// is left, and the write goes on; the others are removed.
+    #[test]
+    fn a_stale_temporary_file_that_cannot_be_removed_does_not_stop_the_write() {
+        let bin = host_hash::bin_with_openssl(None);
+        let rm = bin.path().join("rm");
+        std::fs::remove_file(&rm).unwrap();
+        std::fs::write(
+            &rm,
+            "#!/bin/sh\ncase \"$*\" in *99999999*) echo \"rm: Operation not permitted\" >&2; exit 1;; esac\nexec /usr/bin/rm \"$@\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&rm, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (stuck, gone) = (
+            dir.path().join(".nexus-99999999-x"),
+            dir.path().join(".nexus-99999998-y"),
+        );
+        for f in [&stuck, &gone] {
+            std::fs::write(f, "left").unwrap();
+        }
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "set -e\n{}echo reached",
+                stale_temps(&dir_word(dir.path().to_str().unwrap()))
+            ))
+            .env("PATH", bin.path())
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "reached\n", "{out:?}");
+        assert!(stuck.exists() && !gone.exists());
     }
 }

@@ -165,7 +165,7 @@ mod tests {
              if [ -d /opt/app.tar.gz ]; then { printf '%s\\n' 'nexus: /opt/app.tar.gz is a directory' >&2; exit 1; }; fi\n\
              if [ -L /opt/app.tar.gz ]; then { printf '%s\\n' 'nexus: /opt/app.tar.gz became a symbolic link since planning; nothing was replaced (plan again)' >&2; exit 1; }; fi\n\
              for _nx_o in /opt/.nexus-*; do [ -f \"$_nx_o\" ] || continue; _nx_p=${_nx_o##*/.nexus-}; _nx_p=${_nx_p%%-*}\n\
-             case $_nx_p in '' | *[!0-9]*) find \"$_nx_o\" -mmin +60 -delete 2>/dev/null || : ;; *) [ -d \"/proc/$_nx_p\" ] || rm -f -- \"$_nx_o\" ;; esac; done\n\
+             case $_nx_p in '' | *[!0-9]*) find \"$_nx_o\" -mmin +60 -delete 2>/dev/null || : ;; *) [ -d \"/proc/$_nx_p\" ] || rm -f -- \"$_nx_o\" 2>/dev/null || : ;; esac; done\n\
              tmp=$(mktemp /opt/.nexus-$$-XXXXXXXX)\n\
              trap 'rm -f \"$tmp\"' EXIT\n\
              trap 'exit 143' TERM\n\
