@@ -428,3 +428,47 @@ fn aes_gcm_is_asked_for_first_where_the_cpu_has_aes_and_chacha20_still_serves() 
         );
     }
 }
+
+/// ssh_config's `Ciphers` decides, as it does for OpenSSH (a host without AES instructions is
+/// better served by ChaCha20): a list, and `-` on nexus's own order. `none` is refused before
+/// any connection, with an error that says why.
+#[test]
+fn ssh_config_ciphers_are_honoured_and_none_is_refused() {
+    let h = SshHost::builder("ciphers")
+        .private_srv()
+        .sshd_option("LogLevel DEBUG1")
+        .start();
+    let p = Project::over(
+        &[&h],
+        "",
+        "task \"t\" on=\"ciphers\" {\n    file \"/srv/c.txt\" content=\"c\"\n}\n",
+    );
+    for (config, agreed) in [
+        ("Ciphers aes128-ctr,aes256-ctr", "aes128-ctr"),
+        (
+            "Ciphers -aes256-gcm@openssh.com",
+            "chacha20-poly1305@openssh.com",
+        ),
+    ] {
+        p.write("ssh_config", &format!("Host *\n    {config}\n"));
+        let before = client_to_server_ciphers(&h).len();
+        let run = p.nexus(&["plan"]);
+        assert!(run.success(), "{config}: {run:?}");
+        let ciphers = client_to_server_ciphers(&h);
+        assert!(ciphers.len() > before, "{config}: no kex line in {}", h.log());
+        assert!(
+            ciphers[before..].iter().all(|c| c == agreed),
+            "{config}: {ciphers:?}, not {agreed}"
+        );
+    }
+    p.write("ssh_config", "Host *\n    Ciphers none\n");
+    let before = client_to_server_ciphers(&h).len();
+    let run = p.nexus(&["plan"]);
+    assert!(!run.success(), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("ssh_config's Ciphers leaves no cipher nexus can use (it lists: none;"),
+        "{run:?}"
+    );
+    assert_eq!(client_to_server_ciphers(&h).len(), before, "it connected");
+}

@@ -6,6 +6,7 @@
 //! in [`wrap`], so become/sudo and secret environment handling behave identically.
 
 pub mod certificate;
+pub mod ciphers;
 mod feed;
 pub mod known_hosts;
 pub mod local;

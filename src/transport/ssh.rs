@@ -22,6 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use super::certificate;
+use super::ciphers;
 use super::feed::Feeder;
 use super::known_hosts::{self, CertVerdict, KnownHosts, Verdict};
 use super::sftp::{self, Failure};
@@ -251,6 +252,13 @@ impl SshTransport {
         } else {
             Vec::new()
         };
+        let ciphers = match &t.ciphers {
+            None => ciphers::default_order(),
+            Some(names) => ciphers::configured(names).map_err(|reason| TransportError::Config {
+                host: self.label.clone(),
+                reason,
+            })?,
+        };
         let config = Arc::new(client::Config {
             keepalive_interval: t.keepalive_interval,
             keepalive_max: self.opts.keepalive_max,
@@ -258,7 +266,7 @@ impl SshTransport {
             preferred: Preferred {
                 key: Cow::Owned(preferred_keys),
                 host_key_certificates: Cow::Owned(certificates),
-                cipher: Cow::Owned(cipher_order(aes_in_hardware())),
+                cipher: Cow::Owned(ciphers),
                 ..Preferred::DEFAULT
             },
             ..client::Config::default()
@@ -1133,39 +1141,6 @@ fn refused_certificate(desc: &str, cert: &Certificate, user: &str) -> String {
     }
 }
 
-/// russh's ciphers, in its order, but AES-256-GCM first where this CPU has AES instructions:
-/// there it costs both ends a fraction of ChaCha20-Poly1305 (OpenSSH's sshd decrypts a 1 GiB
-/// upload in half the CPU time), and it is no weaker. Without them ChaCha20 stays first, as
-/// software AES is slow. The same ciphers either way, only their order differs.
-fn cipher_order(aes_in_hardware: bool) -> Vec<russh::cipher::Name> {
-    let mut order = Preferred::DEFAULT.cipher.to_vec();
-    if let (true, Some(i)) = (
-        aes_in_hardware,
-        order.iter().position(|c| *c == russh::cipher::AES_256_GCM),
-    ) {
-        let gcm = order.remove(i);
-        order.insert(0, gcm);
-    }
-    order
-}
-
-/// Whether this CPU has AES and carry-less multiplication instructions (what GCM runs on).
-fn aes_in_hardware() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq")
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        std::arch::is_aarch64_feature_detected!("aes")
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        false
-    }
-}
-
 /// Asks the server for a key type already in known_hosts first.
 fn prefer_recorded(recorded: &[Algorithm]) -> Vec<Algorithm> {
     let same = |a: &Algorithm, b: &Algorithm| a == b || (a.clone().is_rsa() && b.clone().is_rsa());
@@ -1355,18 +1330,5 @@ mod tests {
         assert!(order[0].clone().is_rsa());
         assert_eq!(order.len(), Preferred::DEFAULT.key.len());
         assert_eq!(prefer_recorded(&[])[0], Algorithm::Ed25519);
-    }
-
-    #[test]
-    fn aes_gcm_comes_first_only_where_the_cpu_has_aes() {
-        let default = Preferred::DEFAULT.cipher.to_vec();
-        assert_eq!(cipher_order(false), default);
-        let hw = cipher_order(true);
-        assert_eq!(hw[0], russh::cipher::AES_256_GCM);
-        // The same ciphers, only reordered: nothing the defaults do not offer.
-        let (mut a, mut b) = (hw.clone(), default);
-        a.sort_by_key(|c| c.as_ref().to_string());
-        b.sort_by_key(|c| c.as_ref().to_string());
-        assert_eq!(a, b);
     }
 }

@@ -4,7 +4,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ssh2_config::{ParseRule, SshConfig};
+use ssh2_config::{DefaultAlgorithms, ParseRule, SshConfig};
 
 use super::TransportError;
 
@@ -47,6 +47,9 @@ pub struct HostConfig {
     pub connect_timeout: Option<Duration>,
     /// `ServerAliveInterval`.
     pub server_alive_interval: Option<Duration>,
+    /// `Ciphers`, applied to nexus's own order (transport/ciphers.rs) as OpenSSH applies it to
+    /// its own: `None` where ssh_config does not set it.
+    pub ciphers: Option<Vec<String>>,
 }
 
 /// A parsed ssh_config file (or none).
@@ -73,7 +76,7 @@ impl SshConfigFile {
             reason,
         };
         let file = std::fs::File::open(&path).map_err(|e| err(e.to_string()))?;
-        let mut parser = SshConfig::default();
+        let mut parser = parser();
         if let Some(h) = &home {
             parser = parser.home_dir(h);
         }
@@ -93,7 +96,7 @@ impl SshConfigFile {
 
     /// Parses configuration text (for tests and callers holding the text already).
     pub fn parse_str(text: &str, home: &Path) -> Result<Self, TransportError> {
-        let config = SshConfig::default()
+        let config = parser()
             .home_dir(home)
             .parse(
                 &mut BufReader::new(text.as_bytes()),
@@ -140,8 +143,22 @@ impl SshConfigFile {
             }),
             connect_timeout: p.connect_timeout,
             server_alive_interval: p.server_alive_interval,
+            ciphers: (!p.ciphers.is_default()).then(|| p.ciphers.algorithms().to_vec()),
         }
     }
+}
+
+/// A parser whose `Ciphers` rules (`+`, `-`, `^`) apply to nexus's cipher order, as OpenSSH's
+/// apply to its own; the other algorithm lists are not read.
+fn parser() -> SshConfig {
+    let ciphers = super::ciphers::default_order()
+        .iter()
+        .map(|c| c.as_ref().to_string())
+        .collect();
+    SshConfig::default().default_algorithms(DefaultAlgorithms {
+        ciphers,
+        ..DefaultAlgorithms::default()
+    })
 }
 
 /// `%h` (the name looked up) and `%%` in `HostName`, as OpenSSH expands them.
@@ -205,6 +222,34 @@ Host *
     ServerAliveInterval 30
     SomeFutureOption yes
 ";
+
+    /// `Ciphers` as OpenSSH reads it, applied to nexus's own order: a list, `-` and `^`.
+    #[test]
+    fn ciphers_apply_to_nexus_order() {
+        let text = "Host set\n    Ciphers aes128-ctr,chacha20-poly1305@openssh.com\n\
+                    Host minus\n    Ciphers -aes256-gcm@openssh.com\n\
+                    Host head\n    Ciphers ^aes128-ctr\n";
+        let cfg = SshConfigFile::parse_str(text, Path::new("/home/u")).unwrap();
+        let own: Vec<String> = crate::transport::ciphers::default_order()
+            .iter()
+            .map(|c| c.as_ref().to_string())
+            .collect();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            cfg.query("set").ciphers,
+            Some(names(&["aes128-ctr", "chacha20-poly1305@openssh.com"]))
+        );
+        let minus = cfg.query("minus").ciphers.unwrap();
+        let want: Vec<String> = own
+            .iter()
+            .filter(|c| *c != "aes256-gcm@openssh.com")
+            .cloned()
+            .collect();
+        assert_eq!(minus, want);
+        let head = cfg.query("head").ciphers.unwrap();
+        assert_eq!(head[0], "aes128-ctr");
+        assert_eq!(cfg.query("other").ciphers, None);
+    }
 
     #[test]
     fn host_blocks_first_value_wins() {

@@ -201,6 +201,9 @@ pub struct ResolvedTarget {
     pub connect_timeout: Duration,
     /// Keepalive interval.
     pub keepalive_interval: Option<Duration>,
+    /// ssh_config's `Ciphers` for this host, applied to nexus's order
+    /// ([`super::ciphers::default_order`]); `None`: that order.
+    pub ciphers: Option<Vec<String>>,
 }
 
 impl ResolvedTarget {
@@ -327,6 +330,7 @@ fn resolve_at(
         global_known_hosts_files: opts.global_known_hosts_files.clone(),
         connect_timeout,
         keepalive_interval,
+        ciphers: hc.ciphers,
     })
 }
 
