@@ -455,7 +455,11 @@ fn ssh_config_ciphers_are_honoured_and_none_is_refused() {
         let run = p.nexus(&["plan"]);
         assert!(run.success(), "{config}: {run:?}");
         let ciphers = client_to_server_ciphers(&h);
-        assert!(ciphers.len() > before, "{config}: no kex line in {}", h.log());
+        assert!(
+            ciphers.len() > before,
+            "{config}: no kex line in {}",
+            h.log()
+        );
         assert!(
             ciphers[before..].iter().all(|c| c == agreed),
             "{config}: {ciphers:?}, not {agreed}"
