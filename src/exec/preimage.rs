@@ -56,7 +56,7 @@ fn own_group_taken_per(name: &str, login_defs: &str) -> String {
     let (n, defs) = (q(name), q(login_defs));
     format!(
         "{{ _nx_p=$(getent passwd {n} 2>/dev/null) && _nx_o=$(getent group {n} 2>/dev/null) && \
-         awk '$1 == \"USERGROUPS_ENAB\" {{ v = tolower($2) }} END {{ exit v != \"yes\" }}' {defs} 2>/dev/null && \
+         awk '$1 == \"USERGROUPS_ENAB\" {{ v = tolower($2); gsub(/\"/, \"\", v) }} END {{ exit v != \"yes\" }}' {defs} 2>/dev/null && \
          _nx_ug=${{_nx_p#*:*:*:}} && _nx_ug=${{_nx_ug%%:*}} && _nx_gg=${{_nx_o#*:*:}} && _nx_gm=${{_nx_gg#*:}} && _nx_gg=${{_nx_gg%%:*}} && \
          [ \"$_nx_ug\" = \"$_nx_gg\" ] && \
          ! printf '%s\\n' \"$_nx_gm\" | tr ',' '\\n' | grep -qvxF -e {n} -e '' && \
@@ -347,6 +347,9 @@ mod tests {
         // USERGROUPS_ENAB not yes (the last setting counts), or no login.defs: userdel keeps it.
         std::fs::write(&defs, "USERGROUPS_ENAB yes\nUSERGROUPS_ENAB no\n").unwrap();
         assert!(!taken("own"));
+        // Quoted, as shadow reads it too.
+        std::fs::write(&defs, "USERGROUPS_ENAB \"yes\"\n").unwrap();
+        assert!(taken("own"));
         std::fs::remove_file(&defs).unwrap();
         assert!(!taken("own"));
     }
