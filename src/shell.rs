@@ -26,6 +26,16 @@ pub fn quote(s: &str) -> String {
     }
 }
 
+/// Writes `body` as an executable `sh` script at `path`, replacing what is there (a link into
+/// /usr/bin is replaced, not written through): tests' stand-ins for a host's programs.
+#[cfg(test)]
+pub(crate) fn stand_in(path: &std::path::Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::quote;

@@ -20,8 +20,7 @@ use crate::resources::preimage::{
 };
 use crate::state::{Preimage, RunId, RunStatus, StateStore};
 
-/// Generations per host whose pre-images `nexus state gc` keeps by default.
-pub const KEEP_GENERATIONS: usize = 10;
+pub use crate::state::KEEP_GENERATIONS;
 
 /// `nexus state gc`: under the apply lock (an apply may be recording pre-images), deletes the
 /// pre-images of each host's generations but the newest `keep`. Returns how many it deleted.

@@ -239,16 +239,13 @@ mod tests {
     /// that cannot be read (no root) sends nothing; an account the plan keeps is not read.
     #[test]
     fn a_deleted_accounts_shadow_entry_comes_back() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let getent = dir.path().join("getent");
-        std::fs::write(
+        crate::shell::stand_in(
             &getent,
-            "#!/bin/sh\ncase \"$1 $2\" in\n'shadow gone') echo 'gone:$6$s$h:19000:0:99999:7:::';;\n\
-             'gshadow ops') echo 'ops:!:alice:';;\n*) exit 2;;\nesac\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&getent, std::fs::Permissions::from_mode(0o755)).unwrap();
+            "case \"$1 $2\" in\n'shadow gone') echo 'gone:$6$s$h:19000:0:99999:7:::';;\n\
+             'gshadow ops') echo 'ops:!:alice:';;\n*) exit 2;;\nesac",
+        );
         let account = |kind: ResourceType, name: &str, action: Action| PlannedResource {
             id: kind.id(name),
             kind,
@@ -289,7 +286,7 @@ mod tests {
     #[test]
     fn userdel_takes_the_own_group_only_when_it_would_remove_it() {
         let dir = tempfile::tempdir().unwrap();
-        let getent = "#!/bin/sh\ncase \"$1 $2\" in\n\
+        let getent = "case \"$1 $2\" in\n\
              'passwd ') printf 'own:x:1500:1500::/h:/bin/sh\\nmember:x:1510:1510::/h:/bin/sh\\n\
              self:x:1520:1520::/h:/bin/sh\\nshared:x:1530:1530::/h:/bin/sh\\nother:x:1531:1530::/h:/bin/sh\\n\
              moved:x:1540:100::/h:/bin/sh\\n';;\n\
@@ -304,13 +301,7 @@ mod tests {
              'group shared') echo 'shared:x:1530:';;\n\
              'group moved') echo 'moved:x:1540:';;\n\
              *) exit 2;;\nesac\n";
-        let stand_in = dir.path().join("getent");
-        std::fs::write(&stand_in, getent).unwrap();
-        std::fs::set_permissions(
-            &stand_in,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        crate::shell::stand_in(&dir.path().join("getent"), getent);
         let defs = dir.path().join("login.defs");
         let taken = |name: &str| {
             let script = format!(

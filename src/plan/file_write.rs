@@ -677,18 +677,13 @@ mod tests {
         let bin = host_hash::bin_with_openssl(None);
         let log = bin.path().join("calls.log");
         for tool in ["mv", "mktemp"] {
-            let p = bin.path().join(tool);
-            std::fs::remove_file(&p).unwrap();
-            std::fs::write(
-                &p,
-                format!(
-                    "#!/bin/sh\necho {tool} \"$@\" >> {}\nexec /usr/bin/{tool} \"$@\"\n",
+            crate::shell::stand_in(
+                &bin.path().join(tool),
+                &format!(
+                    "echo {tool} \"$@\" >> {}\nexec /usr/bin/{tool} \"$@\"",
                     log.display()
                 ),
-            )
-            .unwrap();
-            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
+            );
         }
         let dir = tempfile::tempdir().unwrap();
         let staged = dir.path().join(".nexus-sftp-staged");
@@ -776,14 +771,10 @@ mod tests {
     #[test]
     fn a_stale_temporary_file_that_cannot_be_removed_does_not_stop_the_write() {
         let bin = host_hash::bin_with_openssl(None);
-        let rm = bin.path().join("rm");
-        std::fs::remove_file(&rm).unwrap();
-        std::fs::write(
-            &rm,
-            "#!/bin/sh\ncase \"$*\" in *99999999*) echo \"rm: Operation not permitted\" >&2; exit 1;; esac\nexec /usr/bin/rm \"$@\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&rm, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        crate::shell::stand_in(
+            &bin.path().join("rm"),
+            "case \"$*\" in *99999999*) echo \"rm: Operation not permitted\" >&2; exit 1;; esac\nexec /usr/bin/rm \"$@\"",
+        );
         let dir = tempfile::tempdir().unwrap();
         let (stuck, gone) = (
             dir.path().join(".nexus-99999999-x"),

@@ -53,9 +53,7 @@ pub(crate) fn bin_with_openssl(openssl: Option<&str>) -> tempfile::TempDir {
         }
     }
     if let Some(body) = openssl {
-        let p = bin.path().join("openssl");
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        crate::shell::stand_in(&bin.path().join("openssl"), body);
     }
     bin
 }

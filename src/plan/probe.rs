@@ -1170,11 +1170,7 @@ mod tests {
 
     /// Writes an executable script `name` into `bin`.
     fn program(bin: &std::path::Path, name: &str, body: &str) {
-        use std::os::unix::fs::PermissionsExt;
-        let p = bin.join(name);
-        let _ = std::fs::remove_file(&p);
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        crate::shell::stand_in(&bin.join(name), body);
     }
 
     /// Large files go to OpenSSL one by one where the host has a sane one, small ones to the one

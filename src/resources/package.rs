@@ -201,10 +201,6 @@ pub const KEPT_PACKAGES: &str = "/var/cache/nexus/packages";
 /// Where apt keeps the package files it downloaded (until `apt-get clean`).
 const APT_ARCHIVES: &str = "/var/cache/apt/archives";
 
-/// How many files of one package the host keeps: as many as the generations the state keeps by
-/// default (`nexus state gc`), the newest by the time they were kept.
-const KEPT_PER_PACKAGE: usize = 10;
-
 /// `nx_deb NAME VERSION` prints the start of the file name apt gives that version of the package
 /// (`NAME_VERSION_`, an epoch's `:` written `%3a`; a `:ARCH` qualifier is not part of it).
 const DEB_NAME_FN: &str = "nx_deb() { case $2 in *:*) printf '%s_%s%%3a%s_' \"${1%%:*}\" \"${2%%:*}\" \"${2#*:}\";; *) printf '%s_%s_' \"${1%%:*}\" \"$2\";; esac; }\n";
@@ -537,7 +533,7 @@ impl Package {
         ));
         s.push_str(&format!(
             "  ls -t \"$nx_d/${{n}}_\"*.deb 2>/dev/null | tail -n +{} | while read -r o; do\n    for p in $nx_p; do case ${{o##*/}} in \"$p\"*) continue 2 ;; esac; done\n    rm -f \"$o\"\n  done\ndone\nexit 0",
-            KEPT_PER_PACKAGE + 1
+            crate::state::KEEP_GENERATIONS + 1
         ));
         Some(Step::new(s, self.sudo))
     }
@@ -1598,11 +1594,7 @@ exit $nx_ok";
         for d in [&bin, &archives, &kept] {
             std::fs::create_dir_all(d).unwrap();
         }
-        let stub = |name: &str, body: &str| {
-            let path = bin.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        };
+        let stub = |name: &str, body: &str| crate::shell::stand_in(&bin.join(name), body);
         let log = dir.path().join("log");
         // Installed: a (epoch 1:1.0, in apt's cache), b (2.0, downloadable as b:amd64), c (3.0,
         // held, gone from everywhere); d is only remembered (its config files are left).

@@ -78,6 +78,10 @@ impl Location {
 /// The most output a recorded action keeps (the end of it: errors are usually last).
 pub const OUTPUT_TAIL_MAX: usize = 4096;
 
+/// Generations per host whose pre-images `nexus state gc` keeps by default; hosts keep as many
+/// old package files per package (`resources::package`), so a rollback that far finds them.
+pub const KEEP_GENERATIONS: usize = 10;
+
 /// Opens (creating if needed) the SQLite state database at `path`: creates the parent directory,
 /// switches to WAL, and runs pending migrations. A database written by a newer nexus is refused.
 pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
